@@ -1,0 +1,42 @@
+# The commands the README, CI and developers all use.
+#   make setup   create .venv: torch==2.13.0 (local CPU build) first, then the package and its extras
+#   make demo    set up if needed, then the main job (a narrated tour of MangaAssist)
+#   make test    set up if needed, then the whole suite (unit, integration, end-to-end)
+#   make bench   benchmarks; results under benchmarks/results/
+#   make lint    ruff, mypy (strict on src/), import-linter (the layers of DESIGN.md)
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# torch first, pinned, so nothing later pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,aws]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/mangaassist demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/chat_latency.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf .mangaassist .pytest_cache .mypy_cache .ruff_cache

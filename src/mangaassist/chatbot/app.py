@@ -1,0 +1,235 @@
+"""The chatbot's HTTP API (FastAPI). ``create_app`` is the uvicorn factory.
+
+Endpoints: ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz`` (the process is up),
+``GET /readyz`` (model, index and config are loaded), ``GET /metrics`` (Prometheus).
+The heavy loading runs in a background thread after start-up, so ``/healthz`` answers at once
+and ``/readyz`` tells a supervisor when the worker may get traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from mangaassist.chatbot.faults import FaultPlan
+from mangaassist.chatbot.service import STAGES, ChatService, Runtime
+from mangaassist.chatbot.settings import Settings
+
+log = logging.getLogger("mangaassist.chatbot")
+
+MAX_MESSAGE = 4000
+Message = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MESSAGE)]
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    session_id: Identifier
+    message: Message
+    customer_id: Identifier | None = None
+
+
+class SourceOut(BaseModel):
+    id: str
+    title: str
+
+
+class Versions(BaseModel):
+    revision: str
+    model: str
+    config: str
+    index: str
+
+
+class ChatResponse(BaseModel):
+    answer: str
+    intent: str
+    confidence: float
+    sources: list[SourceOut]
+    session_id: str
+    versions: Versions
+
+
+class FeedbackRequest(BaseModel):
+    session_id: Identifier
+    rating: Literal["up", "down"]
+
+
+class Metrics:
+    """The worker's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "mangaassist_requests_total", "HTTP requests", ["endpoint", "status"], registry=r
+        )
+        self.intents = Counter(
+            "mangaassist_chat_intent_total", "Chat answers by intent", ["intent"], registry=r
+        )
+        self.fallbacks = Counter("mangaassist_chat_fallback_total", "Answers without grounding", registry=r)
+        self.guardrails = Counter(
+            "mangaassist_chat_guardrail_total", "Guardrail firings", ["reason"], registry=r
+        )
+        self.feedback = Counter("mangaassist_feedback_total", "Feedback by rating", ["rating"], registry=r)
+        buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+        self.latency = Histogram(
+            "mangaassist_chat_latency_seconds", "Chat latency", buckets=buckets, registry=r
+        )
+        self.stages = Histogram(
+            "mangaassist_chat_stage_seconds", "Chat time by stage", ["stage"], buckets=buckets, registry=r
+        )
+        self.ready = Gauge("mangaassist_ready", "1 when model, index and config are loaded", registry=r)
+        self.info = Gauge(
+            "mangaassist_info", "Versions served", ["revision", "model", "config", "index"], registry=r
+        )
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "invalid"))})
+    return out
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    fault = FaultPlan.parse(settings.fault)  # a bad spec stops start-up with a clear error
+    metrics = Metrics()
+    rng = random.Random()
+    state: dict[str, Any] = {"service": None, "error": None, "loaded_at": None}
+
+    def load() -> None:
+        try:
+            runtime = Runtime.load(settings)
+            state["service"] = ChatService(runtime)
+            state["loaded_at"] = time.time()
+            metrics.ready.set(1)
+            metrics.info.labels(**runtime.versions).set(1)
+        except Exception as exc:  # reported by /readyz; the process stays up to say why
+            log.exception("loading the chatbot runtime failed")
+            state["error"] = f"{type(exc).__name__}: {exc}"
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=load, name="runtime-loader", daemon=True).start()
+        yield
+        service: ChatService | None = state["service"]
+        if service is not None:
+            await service.aclose()
+
+    app = FastAPI(title="MangaAssist chatbot", version="1", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.runtime_state = state
+
+    @app.middleware("http")
+    async def revision_header(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers["X-MangaAssist-Revision"] = settings.revision
+        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return JSONResponse({"error": "malformed JSON body"}, status_code=400)
+        errors = _field_errors(exc)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"error": f"invalid request: {summary}", "fields": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    def not_ready() -> JSONResponse:
+        reason = state["error"] or "loading model, index and config"
+        return JSONResponse(
+            {"error": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "revision": settings.revision}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        service: ChatService | None = state["service"]
+        if service is None:
+            return not_ready()
+        return JSONResponse({"ready": True, "versions": service.rt.versions, "fault": settings.fault or None})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/chat", response_model=ChatResponse)
+    async def chat(body: ChatRequest, response: Response) -> Any:
+        service: ChatService | None = state["service"]
+        if service is None:
+            return not_ready()
+        started = time.perf_counter()
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.should_fail(rng):
+            return JSONResponse({"error": "injected fault (MANGAASSIST_FAULT)"}, status_code=500)
+        result = await service.chat(body.session_id, body.message, body.customer_id)
+        metrics.latency.observe(time.perf_counter() - started)
+        metrics.intents.labels(result.intent).inc()
+        for stage in STAGES:
+            metrics.stages.labels(stage).observe(result.timings_ms.get(stage, 0.0) / 1000)
+        response.headers["X-MangaAssist-Intent"] = result.intent
+        response.headers["Server-Timing"] = ", ".join(
+            f"{k};dur={v:.3f}" for k, v in result.timings_ms.items()
+        )
+        if result.fallback:
+            metrics.fallbacks.inc()
+            response.headers["X-MangaAssist-Fallback"] = "1"
+        if result.guardrail:
+            for reason in result.guardrail_reasons:
+                metrics.guardrails.labels(reason).inc()
+            response.headers["X-MangaAssist-Guardrail"] = "1"
+            response.headers["X-MangaAssist-Guardrail-Reasons"] = ",".join(result.guardrail_reasons)
+        return ChatResponse(
+            answer=result.answer,
+            intent=result.intent,
+            confidence=result.confidence,
+            sources=[SourceOut(id=s.id, title=s.title) for s in result.sources],
+            session_id=body.session_id,
+            versions=Versions(**service.rt.versions),
+        )
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest) -> Any:
+        service: ChatService | None = state["service"]
+        if service is None:
+            return not_ready()
+        if not service.rt.store.session_exists(body.session_id):
+            return JSONResponse({"error": f"unknown session_id {body.session_id!r}"}, status_code=404)
+        service.rt.store.record_feedback(body.session_id, body.rating)
+        metrics.feedback.labels(body.rating).inc()
+        return {"ok": True, "session_id": body.session_id, "rating": body.rating}
+
+    return app

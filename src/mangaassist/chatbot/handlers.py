@@ -1,0 +1,467 @@
+"""One handler per intent. Each turns a message into a ``Draft``: a lead sentence plus facts
+taken from the catalog, the customer's own orders or the knowledge base, with their sources.
+
+Handlers decide what is true; generators only word it. A handler that finds nothing relevant
+says so and sets ``fallback`` rather than guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mangaassist.chatbot.catalog import (
+    AGE_RATINGS,
+    DEMOGRAPHICS,
+    Catalog,
+    Series,
+    find_format,
+    find_volume,
+    normalize,
+)
+from mangaassist.chatbot.config import ChatbotConfig
+from mangaassist.chatbot.embeddings import Vector
+from mangaassist.chatbot.knowledge import KnowledgeIndex, best_sentences
+from mangaassist.chatbot.store import ChatStore, SessionState
+from mangaassist.core.intents import Intent
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    title: str
+
+
+@dataclass
+class Draft:
+    intent: str
+    lead: str
+    facts: list[str] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    fallback: bool = False
+    """True when no grounded answer could be given."""
+    last_series: str | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    message: str
+    """Masked message."""
+    vector: Vector
+    customer_id: str | None
+    session: SessionState
+    catalog: Catalog
+    knowledge: KnowledgeIndex
+    store: ChatStore
+    config: ChatbotConfig
+
+
+RATING_NAMES = {"A": "All Ages", "T": "Teen", "OT": "Older Teen", "M": "Mature"}
+GENRE_WORDS = {
+    "action": "action",
+    "fight": "action",
+    "fighting": "action",
+    "battle": "action",
+    "adventure": "adventure",
+    "comedy": "comedy",
+    "funny": "comedy",
+    "hilarious": "comedy",
+    "drama": "drama",
+    "fantasy": "fantasy",
+    "magic": "fantasy",
+    "wizard": "fantasy",
+    "horror": "horror",
+    "scary": "horror",
+    "creepy": "horror",
+    "mystery": "mystery",
+    "detective": "mystery",
+    "psychological": "psychological",
+    "mind games": "psychological",
+    "romance": "romance",
+    "romantic": "romance",
+    "love story": "romance",
+    "sci-fi": "sci-fi",
+    "sci fi": "sci-fi",
+    "scifi": "sci-fi",
+    "science fiction": "sci-fi",
+    "cyberpunk": "sci-fi",
+    "slice of life": "slice-of-life",
+    "slice-of-life": "slice-of-life",
+    "sports": "sports",
+    "sport": "sports",
+    "basketball": "sports",
+    "volleyball": "sports",
+    "soccer": "sports",
+    "football": "sports",
+    "baseball": "sports",
+    "boxing": "sports",
+    "tennis": "sports",
+    "supernatural": "supernatural",
+    "ghost": "supernatural",
+    "ghosts": "supernatural",
+    "yokai": "supernatural",
+    "demons": "supernatural",
+    "historical": "historical",
+    "history": "historical",
+    "samurai": "historical",
+    "thriller": "thriller",
+    "suspense": "thriller",
+    "cooking": "cooking",
+    "food": "cooking",
+    "music": "music",
+    "band": "music",
+    "school": "school",
+    "isekai": "isekai",
+    "mecha": "mecha",
+    "robot": "mecha",
+    "robots": "mecha",
+    "martial arts": "martial-arts",
+    "kung fu": "martial-arts",
+    "military": "military",
+    "medical": "medical",
+    "doctor": "medical",
+    "iyashikei": "iyashikei",
+    "cozy": "iyashikei",
+    "relaxing": "iyashikei",
+    "wholesome": "iyashikei",
+    "healing": "iyashikei",
+    "post-apocalyptic": "post-apocalyptic",
+    "apocalypse": "post-apocalyptic",
+    "post apocalyptic": "post-apocalyptic",
+    "crime": "crime",
+    "gangster": "crime",
+    "yakuza": "crime",
+    "tragedy": "tragedy",
+    "tragic": "tragedy",
+}
+_DEMOGRAPHIC_WORDS = {"shounen": "shonen", "shoujo": "shojo", **{d: d for d in DEMOGRAPHICS}}
+_AGE = re.compile(r"\b(\d{1,2})\s*[- ]?\s*(?:years?|yrs?|yo)\b(?:[- ]?old)?", re.IGNORECASE)
+_YOUNG = re.compile(r"\b(kids?|child|children|little ones?|grade ?school|elementary|young reader)", re.I)
+_TEEN = re.compile(r"\b(teens?|teenagers?|middle school|high school(?:er)?)\b", re.I)
+_ORDER_ID = re.compile(
+    r"\bMA[-\s]?(\d{6})\b|#\s?(\d{6})\b|\border\s*(?:number|no\.?|id|num)?\s*[:#]?\s*(\d{6})\b|\b(100\d{3})\b",
+    re.IGNORECASE,
+)
+_FOLLOW_UP = re.compile(r"\b(it|that one|this one|that series|this series|them|those)\b", re.I)
+
+
+def _word_hits(text: str, vocabulary: dict[str, str]) -> list[str]:
+    query = f" {normalize(text)} "
+    hits = [value for word, value in vocabulary.items() if f" {normalize(word)} " in query]
+    return list(dict.fromkeys(hits))
+
+
+def max_age_for(text: str) -> int | None:
+    """The highest ``min_age`` suitable for the reader described in ``text``, if it says."""
+    m = _AGE.search(text)
+    if m:
+        age = int(m.group(1))
+        return 0 if age < 13 else 13 if age < 16 else 16 if age < 18 else None
+    if _YOUNG.search(text):
+        return 0
+    if _TEEN.search(text):
+        return 13
+    return None
+
+
+def series_facts(s: Series, volume: int | None = None, fmt: str | None = None) -> list[str]:
+    state = "complete" if s.status == "completed" else "ongoing"
+    facts = [
+        f"{s.title} by {s.author} ({s.publisher}) is a {s.demographic} series, {state} "
+        f"with {s.volumes} volumes, rated {RATING_NAMES[s.age_rating]} ({s.min_age}+).",
+        f"Each volume costs ${s.price_usd:.2f}.",
+    ]
+    if volume is not None:
+        if volume < 1 or volume > s.volumes:
+            facts.append(
+                f"There is no volume {volume} yet: the series has {s.volumes} volumes so far."
+                if s.status != "completed"
+                else f"There is no volume {volume}: the series is complete in {s.volumes} volumes."
+            )
+        else:
+            facts.append(f"Volume {volume} is in our catalog.")
+    if fmt and fmt not in s.formats:
+        offered = ", ".join(f.replace("_", " ") for f in s.formats)
+        facts.append(f"We don't carry it as {fmt.replace('_', ' ')}; it comes as {offered}.")
+    else:
+        facts.append(f"Stock - {s.stock_phrase(fmt)}.")
+    return facts
+
+
+def product_search(ctx: Context) -> Draft:
+    catalog = ctx.catalog
+    volume, fmt = find_volume(ctx.message), find_format(ctx.message)
+    matches = catalog.find_titles(ctx.message, limit=2)
+    if (
+        not matches
+        and ctx.session.last_series in catalog.by_id
+        and (volume is not None or fmt is not None or _FOLLOW_UP.search(ctx.message))
+    ):
+        series = catalog.by_id[ctx.session.last_series or ""]
+        return Draft(
+            Intent.PRODUCT_SEARCH,
+            f"About {series.title}:",
+            series_facts(series, volume, fmt),
+            [Source(series.id, series.title)],
+            last_series=series.id,
+        )
+    if matches:
+        best = matches[0].series
+        draft = Draft(
+            Intent.PRODUCT_SEARCH,
+            "Here's what I found:",
+            series_facts(best, volume, fmt),
+            [Source(best.id, best.title)],
+            last_series=best.id,
+        )
+        if len(matches) > 1 and matches[1].score >= 100:
+            other = matches[1].series
+            draft.facts.extend(series_facts(other, None, fmt))
+            draft.sources.append(Source(other.id, other.title))
+        return draft
+    by_author = catalog.find_authors(ctx.message)
+    if by_author:
+        facts = [
+            f"{s.title} ({s.volumes} volumes, {s.status}) at ${s.price_usd:.2f} per volume; "
+            f"{'in stock' if s.in_stock else 'out of stock'}."
+            for s in by_author[:5]
+        ]
+        return Draft(
+            Intent.PRODUCT_SEARCH,
+            f"We carry these by {by_author[0].author}:",
+            facts,
+            [Source(s.id, s.title) for s in by_author[:5]],
+            last_series=by_author[0].id,
+        )
+    genres = _word_hits(ctx.message, GENRE_WORDS)
+    pool = [s for s in catalog.series if set(genres) & set(s.genres)] or None
+    nearest = [(s, score) for s, score in catalog.nearest(ctx.vector, 3, pool) if score >= 0.3]
+    if nearest:
+        facts = [
+            f"{s.title} by {s.author}: ${s.price_usd:.2f} per volume, {s.volumes} volumes; "
+            f"{'in stock' if s.in_stock else 'out of stock'}."
+            for s, _ in nearest
+        ]
+        return Draft(
+            Intent.PRODUCT_SEARCH,
+            "These match your search:",
+            facts,
+            [Source(s.id, s.title) for s, _ in nearest],
+            last_series=nearest[0][0].id,
+        )
+    return Draft(
+        Intent.PRODUCT_SEARCH,
+        "I couldn't find that in our catalog. Could you give me the exact title or the author?",
+        fallback=True,
+    )
+
+
+def recommendation(ctx: Context) -> Draft:
+    catalog = ctx.catalog
+    seeds = [m.series for m in catalog.find_titles(ctx.message, limit=3)]
+    vector = ctx.vector.copy()
+    if seeds:
+        vector = vector + np.mean([catalog.vector_of(s) for s in seeds], axis=0)
+        vector = vector / (np.linalg.norm(vector) or 1.0)
+    genres = set(_word_hits(ctx.message, GENRE_WORDS))
+    demographics = set(_word_hits(ctx.message, _DEMOGRAPHIC_WORDS))
+    max_age = max_age_for(ctx.message)
+    text = ctx.message.lower()
+    pool = [s for s in catalog.series if s not in seeds]
+    if max_age is not None:
+        pool = [s for s in pool if s.min_age <= max_age]
+    if demographics:
+        pool = [s for s in pool if s.demographic in demographics]
+    if re.search(r"\b(completed?|finished|ended)\b", text):
+        pool = [s for s in pool if s.status == "completed"]
+    if re.search(r"\bshort\b", text):
+        pool = [s for s in pool if s.volumes <= 12]
+    count = ctx.config.recommendation.count
+    if genres:
+        with_genre = [s for s in pool if genres & set(s.genres)]
+        if len(with_genre) >= count:
+            pool = with_genre
+    if not pool:
+        return Draft(
+            Intent.RECOMMENDATION,
+            "I couldn't find a series that fits all of that. Could you relax one of the conditions?",
+            fallback=True,
+        )
+    wanted = genres | {g for s in seeds for g in s.genres}
+    scored = sorted(
+        (
+            (s, score + 0.05 * len(wanted & set(s.genres)) + (0.03 if s.in_stock else 0.0))
+            for s, score in catalog.nearest(vector, len(pool), pool)
+        ),
+        key=lambda p: -p[1],
+    )[:count]
+    facts = []
+    for s, _ in scored:
+        blurb = s.description.split(". ")[0].rstrip(".")
+        facts.append(
+            f"{s.title} by {s.author} ({s.demographic}; {', '.join(s.genres)}; "
+            f"rated {RATING_NAMES[s.age_rating]}, {s.volumes} volumes, {s.status}): {blurb}."
+        )
+    lead = (
+        f"If you liked {', '.join(s.title for s in seeds)}, you might enjoy:" if seeds else "You might enjoy:"
+    )
+    return Draft(
+        Intent.RECOMMENDATION,
+        lead,
+        facts,
+        [Source(s.id, s.title) for s, _ in scored],
+        last_series=scored[0][0].id,
+    )
+
+
+def find_order_id(text: str) -> str | None:
+    m = _ORDER_ID.search(text)
+    if not m:
+        return None
+    return "MA-" + next(g for g in m.groups() if g)
+
+
+def _order_facts(order: dict[str, object]) -> list[str]:
+    oid, status = order["order_id"], order.get("status")
+    placed = str(order.get("placed_at", ""))[:10]
+    facts = [f"Order {oid} was placed on {placed} and its status is {status}."]
+    carrier, tracking, eta = order.get("carrier"), order.get("tracking"), order.get("eta")
+    if status == "shipped":
+        facts.append(
+            f"It shipped with {carrier}, tracking number {tracking}"
+            + (f", and is expected by {eta}." if eta else ".")
+        )
+    elif status == "delivered":
+        facts.append(f"It was delivered{f' on {eta}' if eta else ''} by {carrier}.")
+    elif status == "processing":
+        facts.append("It has not shipped yet; you'll get a tracking number when it does.")
+    elif status == "preorder":
+        facts.append(
+            "It is a preorder and ships when the volume is released" + (f", expected {eta}." if eta else ".")
+        )
+    items = order.get("items")
+    if isinstance(items, list) and items:
+        listed = ", ".join(
+            f"{i.get('title')} vol. {i.get('volume')} ({i.get('format')}) x{i.get('qty')}"
+            for i in items
+            if isinstance(i, dict)
+        )
+        facts.append(f"It contains {listed}.")
+    total = order.get("total_usd")
+    if isinstance(total, int | float):
+        facts.append(f"The order total is ${total:.2f}.")
+    return facts
+
+
+def order_status(ctx: Context) -> Draft:
+    if not ctx.customer_id:
+        return Draft(
+            Intent.ORDER_STATUS,
+            "Please sign in so I can look up your orders; for your privacy "
+            "I can only show orders on your own account.",
+        )
+    order_id = find_order_id(ctx.message)
+    if order_id is None:
+        recent = ctx.store.orders_of(ctx.customer_id, limit=3)
+        if not recent:
+            return Draft(Intent.ORDER_STATUS, "I don't see any orders on your account.", fallback=True)
+        facts = [f"{o['order_id']} ({str(o.get('placed_at', ''))[:10]}): {o.get('status')}." for o in recent]
+        return Draft(Intent.ORDER_STATUS, "Which order do you mean? Your most recent orders are:", facts)
+    order = ctx.store.order(ctx.customer_id, order_id)
+    if order is None:
+        return Draft(
+            Intent.ORDER_STATUS,
+            f"I couldn't find order {order_id} on your account. Please check "
+            "the number in your confirmation e-mail.",
+            fallback=True,
+        )
+    return Draft(
+        Intent.ORDER_STATUS,
+        "Here's your order:",
+        _order_facts(order),
+        [Source(order_id, f"Order {order_id}")],
+    )
+
+
+def policy_question(ctx: Context) -> Draft:
+    cfg = ctx.config.retrieval
+    hits = ctx.knowledge.search(ctx.vector, ctx.message, k=cfg.top_k)
+    if not hits or hits[0].score < cfg.min_score:
+        return Draft(
+            Intent.POLICY_QUESTION,
+            "I couldn't find that in our store policies. I can connect "
+            "you with our support team if you like.",
+            fallback=True,
+        )
+    best = hits[0]
+    facts = best_sentences(best.chunk.text, ctx.message, cfg.max_sentences)
+    sources = [Source(best.chunk.doc_id, best.chunk.doc_title)]
+    for hit in hits[1:]:
+        if hit.score >= best.score - 0.03 and hit.score >= cfg.min_score:
+            facts.extend(best_sentences(hit.chunk.text, ctx.message, 1))
+            sources.append(Source(hit.chunk.doc_id, hit.chunk.doc_title))
+            break
+    return Draft(Intent.POLICY_QUESTION, f"From our {best.chunk.doc_title} guide:", facts, sources)
+
+
+_CHITCHAT = [
+    (
+        re.compile(r"\b(thanks?|thank you|thx|ty|cheers|appreciate)", re.I),
+        "You're welcome! Anything else I can find for you?",
+    ),
+    (re.compile(r"\b(bye|goodbye|see you|see ya|good night|later)\b", re.I), "Goodbye, and happy reading!"),
+    (
+        re.compile(r"\bhow are you|how's it going|how are u|what's up|whats up|sup\b", re.I),
+        "I'm doing well, thanks for asking! Looking for something to read?",
+    ),
+    (
+        re.compile(r"\b(who|what) are you|your name|are you (a )?(bot|robot|human|ai)", re.I),
+        "I'm MangaAssist, the store's shopping assistant. I'm an AI, and I'm happy to help.",
+    ),
+]
+_INTRO = (
+    "Hi! I'm MangaAssist. I can find manga, recommend series, check your orders and answer "
+    "questions about shipping, returns and more."
+)
+
+
+def chitchat(ctx: Context) -> Draft:
+    for pattern, reply in _CHITCHAT:
+        if pattern.search(ctx.message):
+            return Draft(Intent.CHITCHAT, reply)
+    return Draft(Intent.CHITCHAT, _INTRO)
+
+
+def human_handoff(ctx: Context) -> Draft:
+    ticket = ctx.store.open_ticket(ctx.session.session_id, ctx.customer_id, ctx.message)
+    return Draft(
+        Intent.HUMAN_HANDOFF,
+        f"I've asked a member of our support team to take over. Your "
+        f"ticket number is {ticket}; they'll reply in this chat.",
+        [],
+        [Source(ticket, "Support ticket")],
+    )
+
+
+def out_of_scope(ctx: Context) -> Draft:
+    return Draft(
+        Intent.OUT_OF_SCOPE,
+        "Sorry, that's outside what I can help with. I can find manga, "
+        "recommend series, check your orders and answer questions about our store.",
+    )
+
+
+HANDLERS: dict[str, Callable[[Context], Draft]] = {
+    Intent.PRODUCT_SEARCH: product_search,
+    Intent.RECOMMENDATION: recommendation,
+    Intent.ORDER_STATUS: order_status,
+    Intent.POLICY_QUESTION: policy_question,
+    Intent.CHITCHAT: chitchat,
+    Intent.HUMAN_HANDOFF: human_handoff,
+    Intent.OUT_OF_SCOPE: out_of_scope,
+}
+
+__all__ = ["AGE_RATINGS", "HANDLERS", "Context", "Draft", "Source"]

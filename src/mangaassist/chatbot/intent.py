@@ -1,0 +1,187 @@
+"""Intent classification: the ``IntentClient`` protocol and the baseline model behind it.
+
+The baseline is logistic regression over sentence embeddings (scikit-learn), trained from
+``ml/intents/train.jsonl`` and measured on ``ml/intents/eval.jsonl``. A trained model is cached
+under ``HOME/models`` by the digest of what produced it (data, embedder, hyper-parameters), so a
+worker only trains when one of those changed.
+
+The chatbot holds an ``IntentClient``; today it is ``LocalIntentClient`` (in process), the model
+pipeline will put the same protocol in front of its own endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import joblib
+import numpy as np
+
+from mangaassist.chatbot.embeddings import Embedder, Vector
+from mangaassist.core.errors import ConfigError
+from mangaassist.core.intents import INTENTS
+
+HYPERPARAMS: dict[str, Any] = {"C": 8.0, "max_iter": 2000, "class_weight": "balanced"}
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    intent: str
+
+
+@dataclass(frozen=True)
+class IntentPrediction:
+    intent: str
+    confidence: float
+
+
+class IntentClient(Protocol):
+    """Classifies one message. ``embedding`` is the message's embedding when the caller has it
+    (the chatbot embeds each query once and shares it); a remote client may ignore it."""
+
+    @property
+    def version(self) -> str: ...
+
+    def classify(self, text: str, embedding: Vector | None = None) -> IntentPrediction: ...
+
+
+def load_examples(path: Path) -> list[Example]:
+    """Read a JSONL file of ``{"text", "intent"}``; errors name the file and line."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    examples: list[Example] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
+        text, intent = row.get("text"), row.get("intent")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{path}:{lineno}: 'text' must be a non-empty string")
+        if intent not in INTENTS:
+            raise ConfigError(f"{path}:{lineno}: 'intent' {intent!r} is not one of {', '.join(INTENTS)}")
+        examples.append(Example(text=text, intent=intent))
+    if not examples:
+        raise ConfigError(f"{path}: no examples")
+    return examples
+
+
+class LocalIntentClient:
+    """Logistic regression over embeddings, in process."""
+
+    def __init__(self, model: Any, embedder: Embedder, version: str) -> None:
+        self._model = model
+        self._embedder = embedder
+        self._version = version
+        self.labels: list[str] = [str(c) for c in model.classes_]
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def classify(self, text: str, embedding: Vector | None = None) -> IntentPrediction:
+        vec = embedding if embedding is not None else self._embedder.embed([text])[0]
+        return self.classify_many(np.asarray([vec]))[0]
+
+    def classify_many(self, embeddings: np.ndarray) -> list[IntentPrediction]:
+        probs = self._model.predict_proba(embeddings)
+        best = probs.argmax(axis=1)
+        return [
+            IntentPrediction(intent=self.labels[i], confidence=round(float(p[i]), 4))
+            for i, p in zip(best, probs, strict=True)
+        ]
+
+
+def model_digest(train_path: Path, embedder: Embedder) -> str:
+    h = hashlib.sha256()
+    h.update(train_path.read_bytes())
+    h.update(embedder.name.encode())
+    h.update(json.dumps(HYPERPARAMS, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def train(examples: Sequence[Example], embedder: Embedder) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    x = embedder.embed([e.text for e in examples])
+    y = [e.intent for e in examples]
+    model = LogisticRegression(**HYPERPARAMS)
+    model.fit(x, y)
+    return model
+
+
+def load_or_train(train_path: Path, embedder: Embedder, models_dir: Path) -> LocalIntentClient:
+    """The cached model for this data and embedder, trained and saved first if missing."""
+    digest = model_digest(train_path, embedder)
+    version = f"intent-{digest[:12]}"
+    path = models_dir / f"{version}.joblib"
+    if path.exists():
+        model = joblib.load(path)
+    else:
+        model = train(load_examples(train_path), embedder)
+        models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        joblib.dump(model, tmp)
+        tmp.replace(path)
+    return LocalIntentClient(model, embedder, version)
+
+
+@dataclass
+class EvalReport:
+    """Quality of a classifier on a labelled set."""
+
+    macro_f1: float
+    accuracy: float
+    n: int
+    per_intent: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusions: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "macro_f1": self.macro_f1,
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "per_intent": self.per_intent,
+            "confusions": self.confusions,
+        }
+
+
+def evaluate(client: LocalIntentClient, examples: Sequence[Example], embedder: Embedder) -> EvalReport:
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    x = embedder.embed([e.text for e in examples])
+    predicted = [p.intent for p in client.classify_many(x)]
+    truth = [e.intent for e in examples]
+    labels = list(INTENTS)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=labels, zero_division=0
+    )
+    per_intent = {
+        label: {
+            "precision": round(float(precision[i]), 4),
+            "recall": round(float(recall[i]), 4),
+            "f1": round(float(f1[i]), 4),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    confusions = [
+        {"text": e.text, "expected": e.intent, "predicted": p}
+        for e, p in zip(examples, predicted, strict=True)
+        if p != e.intent
+    ]
+    return EvalReport(
+        macro_f1=round(float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)), 4),
+        accuracy=round(float(accuracy_score(truth, predicted)), 4),
+        n=len(examples),
+        per_intent=per_intent,
+        confusions=confusions,
+    )

@@ -1,0 +1,185 @@
+"""The chat pipeline: input guardrails -> intent -> handler -> generator -> output guardrails.
+
+``Runtime.load`` builds everything a worker needs (embedder, intent model, catalog and knowledge
+embeddings, config, tables); ``ChatService.chat`` answers one message. The query is embedded once
+and the vector is shared by the intent model, catalog search and retrieval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from mangaassist.chatbot.catalog import Catalog
+from mangaassist.chatbot.config import ChatbotConfig, load_config
+from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder
+from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
+from mangaassist.chatbot.generators.base import ResponseGenerator
+from mangaassist.chatbot.guardrails import check_input, check_output
+from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source
+from mangaassist.chatbot.intent import IntentClient, load_or_train
+from mangaassist.chatbot.knowledge import KnowledgeIndex, chunk_document, load_documents
+from mangaassist.chatbot.settings import Settings
+from mangaassist.chatbot.store import ChatStore
+from mangaassist.platform.local.tables import SqliteTables
+
+log = logging.getLogger("mangaassist.chatbot")
+
+STAGES = ("guardrails", "intent", "retrieval", "generation")
+
+
+@dataclass
+class ChatResult:
+    answer: str
+    intent: str
+    confidence: float
+    sources: list[Source]
+    fallback: bool
+    guardrail_reasons: list[str]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def guardrail(self) -> bool:
+        return bool(self.guardrail_reasons)
+
+
+@dataclass
+class Runtime:
+    """Everything loaded once per worker process."""
+
+    settings: Settings
+    config: ChatbotConfig
+    embedder: Embedder
+    intents: IntentClient
+    catalog: Catalog
+    knowledge: KnowledgeIndex
+    store: ChatStore
+    generator: ResponseGenerator
+
+    @classmethod
+    def load(cls, settings: Settings) -> Runtime:
+        started = time.perf_counter()
+        config = load_config(settings.config_path)
+        embedder = make_embedder(settings.embedder)
+        cache = EmbeddingCache(settings.cache_dir)
+        catalog = Catalog.load(settings.catalog_path)
+        catalog.matrix = cache.embed(embedder, [s.search_text for s in catalog.series])
+        chunks = [
+            c
+            for doc in load_documents(settings.knowledge_dir)
+            for c in chunk_document(doc, config.retrieval.chunk_words, config.retrieval.chunk_overlap)
+        ]
+        knowledge = KnowledgeIndex(chunks, cache.embed(embedder, [c.embed_text for c in chunks]))
+        intents = load_or_train(settings.intents_dir / "train.jsonl", embedder, settings.home / "models")
+        store = ChatStore(SqliteTables(settings.tables_path))
+        store.seed_orders(settings.orders_path)
+        log.info(
+            "runtime loaded in %.1fs: %d series, %d chunks, model %s, %s, %s",
+            time.perf_counter() - started,
+            len(catalog.series),
+            len(chunks),
+            intents.version,
+            knowledge.version,
+            config.version,
+        )
+        return cls(
+            settings, config, embedder, intents, catalog, knowledge, store, make_generator(config.generator)
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {
+            "revision": self.settings.revision,
+            "model": self.intents.version,
+            "config": self.config.version,
+            "index": self.knowledge.version,
+        }
+
+
+_INJECTION_REPLY = (
+    "I can't follow instructions that change how I work. I'm happy to help you find "
+    "manga, check an order or answer a store question."
+)
+_UNSURE_REPLY = (
+    "Sorry, I'm not sure what you mean. Could you rephrase? I can find manga, recommend "
+    "series, check your orders and answer questions about our store."
+)
+
+
+class ChatService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.batcher = BatchingEmbedder(runtime.embedder)
+        self.composer = LocalComposer()
+
+    async def chat(self, session_id: str, message: str, customer_id: str | None) -> ChatResult:
+        rt = self.rt
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        checked = check_input(message)
+        reasons = checked.reasons
+        timings["guardrails"] = (time.perf_counter() - t0) * 1000
+
+        t1 = time.perf_counter()
+        vector = await self.batcher.embed_one(checked.masked)
+        prediction = rt.intents.classify(checked.masked, vector)
+        timings["intent"] = (time.perf_counter() - t1) * 1000
+
+        session = rt.store.open_session(session_id, customer_id)
+        customer = customer_id or session.customer_id
+        t2 = time.perf_counter()
+        if checked.injection and rt.config.guardrails.block_prompt_injection:
+            draft = Draft(prediction.intent, _INJECTION_REPLY)
+        elif prediction.confidence < rt.config.intent.min_confidence:
+            draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
+        else:
+            ctx = Context(
+                checked.masked, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config
+            )
+            draft = HANDLERS[prediction.intent](ctx)
+        timings["retrieval"] = (time.perf_counter() - t2) * 1000
+
+        t3 = time.perf_counter()
+        request = GenerationRequest(
+            intent=draft.intent,
+            message=checked.masked,
+            lead=draft.lead,
+            facts=draft.facts,
+            system_prompt=rt.config.system_prompt,
+        )
+        answer = await self._generate(request)
+        if rt.config.guardrails.check_output_claims:
+            verdict = check_output(answer, [draft.lead, *draft.facts])
+            if not verdict.ok:
+                reasons.append("unsupported_claim")
+                log.warning(
+                    "output guardrail: unsupported prices %s stock %s",
+                    verdict.unsupported_prices,
+                    verdict.unsupported_stock,
+                )
+                answer = self.composer.compose(request)
+        timings["generation"] = (time.perf_counter() - t3) * 1000
+
+        rt.store.record_turn(session, customer, checked.masked, draft.intent, answer, draft.last_series)
+        return ChatResult(
+            answer=answer,
+            intent=draft.intent,
+            confidence=prediction.confidence,
+            sources=draft.sources,
+            fallback=draft.fallback,
+            guardrail_reasons=reasons,
+            timings_ms={k: round(v, 3) for k, v in timings.items()},
+        )
+
+    async def _generate(self, request: GenerationRequest) -> str:
+        try:
+            return await self.rt.generator.generate(request)
+        except GeneratorError as exc:
+            # a generator outage must not become a customer-facing error: the grounded composition
+            # says the same facts, only less fluently
+            log.warning("generator %s failed, using the local composer: %s", self.rt.generator.name, exc)
+            return self.composer.compose(request)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()

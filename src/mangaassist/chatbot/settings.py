@@ -1,0 +1,92 @@
+"""Settings of one chatbot process, read from the environment once at start-up.
+
+Every variable is optional; defaults suit ``mangaassist serve`` from a checkout.
+
+==========================  ===================================================================
+``MANGAASSIST_ROOT``        repository root holding ``data/``, ``knowledge/``, ``ml/``, ``config/``
+``MANGAASSIST_HOME``        state directory (tables, caches, models); default ``ROOT/.mangaassist``
+``MANGAASSIST_REVISION``    the revision name this process reports; default ``dev``
+``MANGAASSIST_CONFIG``      chatbot config file; default ``ROOT/config/chatbot.yaml``
+``MANGAASSIST_EMBEDDER``    ``minilm`` (default) or ``hashing`` (fast, for unit tests only)
+``MANGAASSIST_FAULT``       fault injection for drills, e.g. ``error_rate=0.3,latency_ms=400``
+``MANGAASSIST_TABLES``      SQLite file of the tables; default ``HOME/tables.sqlite3``
+==========================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mangaassist.core.errors import ConfigError
+
+_MARKERS = ("data/catalog.jsonl", "knowledge", "ml/intents/train.jsonl")
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: ``MANGAASSIST_ROOT``, else the first parent of cwd holding the data."""
+    env = os.environ.get("MANGAASSIST_ROOT")
+    if env:
+        root = Path(env).resolve()
+        missing = [m for m in _MARKERS if not (root / m).exists()]
+        if missing:
+            raise ConfigError(f"MANGAASSIST_ROOT={env} lacks {', '.join(missing)}")
+        return root
+    candidates = [start or Path.cwd(), Path(__file__).resolve()]
+    for origin in candidates:
+        for path in (origin, *origin.parents):
+            if all((path / m).exists() for m in _MARKERS):
+                return path
+    raise ConfigError(
+        "cannot find the MangaAssist data (data/catalog.jsonl, knowledge/, ml/intents/): "
+        "run from the repository or set MANGAASSIST_ROOT"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    home: Path
+    revision: str
+    config_path: Path
+    embedder: str
+    fault: str
+    tables_path: Path
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "data" / "catalog.jsonl"
+
+    @property
+    def orders_path(self) -> Path:
+        return self.root / "data" / "orders.jsonl"
+
+    @property
+    def knowledge_dir(self) -> Path:
+        return self.root / "knowledge"
+
+    @property
+    def intents_dir(self) -> Path:
+        return self.root / "ml" / "intents"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @classmethod
+    def from_env(cls, root: Path | None = None) -> Settings:
+        root = root or find_root()
+        home = Path(os.environ.get("MANGAASSIST_HOME") or root / ".mangaassist").resolve()
+        embedder = os.environ.get("MANGAASSIST_EMBEDDER", "minilm")
+        if embedder not in ("minilm", "hashing"):
+            raise ConfigError(f"MANGAASSIST_EMBEDDER={embedder!r}: expected 'minilm' or 'hashing'")
+        return cls(
+            root=root,
+            home=home,
+            revision=os.environ.get("MANGAASSIST_REVISION", "dev"),
+            config_path=Path(os.environ.get("MANGAASSIST_CONFIG") or root / "config" / "chatbot.yaml"),
+            embedder=embedder,
+            fault=os.environ.get("MANGAASSIST_FAULT", ""),
+            tables_path=Path(os.environ.get("MANGAASSIST_TABLES") or home / "tables.sqlite3"),
+        )

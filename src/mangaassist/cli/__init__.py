@@ -1,0 +1,1 @@
+"""The ``mangaassist`` command line (Typer + Rich)."""

@@ -1,0 +1,185 @@
+"""``mangaassist``: the one command-line tool. Every subcommand has ``--help``.
+
+Data commands take ``--json`` and then print one JSON document on stdout.
+Errors print one line that says what is wrong and exit with status 2 (bad input) or 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mangaassist.core.errors import MangaAssistError
+
+app = typer.Typer(
+    name="mangaassist",
+    help="MangaAssist: the manga shopping assistant and its delivery system.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+model_app = typer.Typer(help="The intent model: evaluate and train.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_URL = os.environ.get("MANGAASSIST_URL", "http://127.0.0.1:8080")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback by default.")] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the chatbot in the foreground (Ctrl-C stops it)."""
+    import uvicorn
+
+    from mangaassist.chatbot.app import create_app
+    from mangaassist.chatbot.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        application = create_app(settings)
+    except MangaAssistError as exc:
+        raise fail(str(exc), 2) from None
+    uvicorn.run(application, host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def chat(
+    message: Annotated[str, typer.Argument(help="What to ask MangaAssist.")],
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", help="Conversation id; new if omitted.")
+    ] = None,
+    customer: Annotated[str | None, typer.Option("--customer", "-c", help="Signed-in customer id.")] = None,
+    url: Annotated[str, typer.Option(help="Chatbot or router URL (env MANGAASSIST_URL).")] = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw response as JSON.")] = False,
+) -> None:
+    """Ask the chatbot one question and print the answer, intent and sources."""
+    session_id = session or f"cli-{uuid.uuid4().hex[:12]}"
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/v1/chat",
+            timeout=30.0,
+            json={"session_id": session_id, "message": message, "customer_id": customer},
+            headers={"X-Session-Id": session_id},
+        )
+    except httpx.HTTPError as exc:
+        raise fail(
+            f"cannot reach the chatbot at {url}: {exc}. Is it running (`mangaassist serve`)?"
+        ) from None
+    if response.status_code != 200:
+        raise fail(f"the chatbot answered {response.status_code}: {response.text}")
+    body = response.json()
+    if as_json:
+        print(json.dumps({**body, "flags": _flags(response.headers)}, indent=2))
+        return
+    render_answer(message, body, response.headers)
+
+
+def _flags(headers: httpx.Headers) -> dict[str, bool]:
+    return {
+        "fallback": headers.get("X-MangaAssist-Fallback") == "1",
+        "guardrail": headers.get("X-MangaAssist-Guardrail") == "1",
+    }
+
+
+def render_answer(question: str, body: dict[str, Any], headers: httpx.Headers) -> None:
+    flags = [name for name, on in _flags(headers).items() if on]
+    console.print(f"[bold cyan]you>[/] {question}", highlight=False)
+    console.print(f"[bold green]bot>[/] {body['answer']}", highlight=False)
+    sources = ", ".join(f"{s['title']} [{s['id']}]" for s in body["sources"]) or "none"
+    console.print(
+        f"     [dim]intent {body['intent']} ({body['confidence']:.2f}) | sources: {sources}"
+        f"{' | flags: ' + ', '.join(flags) if flags else ''}[/]",
+        highlight=False,
+    )
+
+
+@model_app.command("eval")
+def model_eval(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    show_errors: Annotated[int, typer.Option(help="How many misclassified examples to list.")] = 10,
+) -> None:
+    """Macro-F1 and per-intent precision and recall on ml/intents/eval.jsonl."""
+    from mangaassist.chatbot.embeddings import make_embedder
+    from mangaassist.chatbot.intent import evaluate, load_examples, load_or_train
+    from mangaassist.chatbot.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        embedder = make_embedder(settings.embedder)
+        client = load_or_train(settings.intents_dir / "train.jsonl", embedder, settings.home / "models")
+        report = evaluate(client, load_examples(settings.intents_dir / "eval.jsonl"), embedder)
+    except MangaAssistError as exc:
+        raise fail(str(exc), 2) from None
+    if as_json:
+        print(json.dumps({"model": client.version, **report.as_dict()}, indent=2))
+        return
+    table = Table(title=f"{client.version} on eval.jsonl ({report.n} examples)")
+    for col in ("intent", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "intent" else "right")
+    for intent, row in report.per_intent.items():
+        table.add_row(
+            intent,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(int(row["support"])),
+        )
+    console.print(table)
+    console.print(f"macro-F1 [bold]{report.macro_f1:.4f}[/]  accuracy {report.accuracy:.4f}")
+    for miss in report.confusions[:show_errors]:
+        console.print(f"  [dim]{miss['expected']} -> {miss['predicted']}: {miss['text']}[/]", highlight=False)
+
+
+@model_app.command("train")
+def model_train() -> None:
+    """Train the intent model from ml/intents/train.jsonl (cached by the data's digest)."""
+    from mangaassist.chatbot.embeddings import make_embedder
+    from mangaassist.chatbot.intent import load_or_train
+    from mangaassist.chatbot.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        client = load_or_train(
+            settings.intents_dir / "train.jsonl", make_embedder(settings.embedder), settings.home / "models"
+        )
+    except MangaAssistError as exc:
+        raise fail(str(exc), 2) from None
+    console.print(f"model {client.version} ready under {settings.home / 'models'}")
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo chatbot; 0 picks a free one.")] = 0,
+) -> None:
+    """Start the chatbot, ask one question per intent, print the answers, stop it cleanly."""
+    from mangaassist.cli.demo import run_demo
+
+    try:
+        sys.exit(run_demo(console, port))
+    except MangaAssistError as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Run the chatbot as a real child process on a loopback port: start, wait for ready, stop.
+
+Used by ``mangaassist demo``, the integration tests and the benchmarks, so all three exercise
+the service exactly as ``mangaassist serve`` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from mangaassist.core.errors import MangaAssistError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ChatbotProcess:
+    """``mangaassist serve`` in a child process. Use as a context manager."""
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        log_path: Path | None = None,
+        ready_timeout_s: float = 180.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.readiness: dict[str, Any] = {}
+
+    def start(self) -> ChatbotProcess:
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mangaassist.cli.main",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        finally:
+            if self.log_path and not isinstance(out, int):
+                out.close()
+        return self
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Poll ``/readyz`` until ready; raise with the reason if the worker reports it cannot start."""
+        assert self.proc is not None, "start() first"
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise MangaAssistError(
+                    f"the chatbot exited with status {self.proc.returncode} before it was ready"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2.0)
+                if r.status_code == 200:
+                    self.readiness = dict(r.json())
+                    return self.readiness
+                reason = str(r.json().get("reason", ""))
+                if reason and not reason.startswith("loading"):
+                    raise MangaAssistError(f"the chatbot cannot start: {reason}")
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise MangaAssistError(f"the chatbot was not ready after {self.ready_timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def __enter__(self) -> ChatbotProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -105,6 +105,12 @@ def test_orders_are_scoped_to_their_customer(chatbot: ChatbotProcess) -> None:
     assert "couldn't find" in other.json()["answer"]
     assert order["status"] not in other.json()["answer"].split("couldn't find")[0]
     assert other.headers.get("X-MangaAssist-Fallback") == "1"
+    # a session opened by the owner does not lend their identity to later requests without one
+    session = f"owner-{uuid.uuid4().hex[:6]}"
+    ask(chatbot, f"where is order {order['order_id']}?", customer=order["customer_id"], session=session)
+    borrowed = ask(chatbot, f"where is order {order['order_id']}?", session=session).json()
+    assert order["status"] not in borrowed["answer"]
+    assert "sign in" in borrowed["answer"]
     anonymous = ask(chatbot, f"where is order {order['order_id']}?").json()
     assert "sign in" in anonymous["answer"] and order["order_id"] not in anonymous["answer"]
 
@@ -143,7 +149,14 @@ def test_follow_up_uses_the_conversation(chatbot: ChatbotProcess) -> None:
     assert first["sources"][0]["id"] == "one-piece"
     second = ask(chatbot, "is volume 2 in stock?", session=session).json()
     assert second["intent"] == "product_search"
-    assert second["sources"] and second["sources"][0]["id"] == "one-piece"
+    assert second["sources"]
+    assert second["sources"][0]["id"] == "one-piece"
+    assert "Volume 2" in second["answer"]
+    third = ask(chatbot, "what about the box set?", session=session).json()
+    assert third["sources"][0]["id"] == "one-piece"
+    # the same follow-up in a fresh conversation has no series to refer to
+    alone = ask(chatbot, "is volume 2 in stock?").json()
+    assert not alone["sources"] or alone["sources"][0]["id"] != "one-piece"
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import MiniLMEmbedder
 from mangaassist.chatbot.intent import evaluate, load_examples, load_or_train
 
@@ -13,7 +14,8 @@ ROOT = Path(__file__).parents[2]
 
 def test_macro_f1_on_eval_set(state_home: Path) -> None:
     embedder = MiniLMEmbedder()
-    client = load_or_train(ROOT / "ml" / "intents" / "train.jsonl", embedder, state_home / "models")
+    catalog = Catalog.load(ROOT / "data" / "catalog.jsonl")
+    client = load_or_train(ROOT / "ml" / "intents" / "train.jsonl", embedder, state_home / "models", catalog)
     report = evaluate(client, load_examples(ROOT / "ml" / "intents" / "eval.jsonl"), embedder)
     assert report.n >= 175
     assert report.macro_f1 >= 0.85, report.per_intent

@@ -9,11 +9,11 @@ and ``/readyz`` tells a supervisor when the worker may get traffic.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import threading
 import time
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -30,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime

@@ -78,6 +78,8 @@ class Series:
     price_usd: float
     formats: dict[str, int]
     description: str
+    aliases: tuple[str, ...] = ()
+    """Other names customers use: fandom abbreviations ("aot"), romanized Japanese titles."""
 
     @property
     def in_stock(self) -> bool:
@@ -126,22 +128,49 @@ def _series_from(row: dict[str, Any], where: str) -> Series:
         price_usd=float(row["price_usd"]),
         formats={k: int(v) for k, v in row["formats"].items()},
         description=row["description"],
+        aliases=tuple(str(a) for a in row.get("aliases", [])),
     )
 
 
-def _acronym(title: str) -> str | None:
-    words = [w for w in normalize(title).split() if w]
-    if len(words) < 3:
-        return None
-    letters = "".join(w[0] for w in words)
-    return letters if len(letters) >= 3 else None
+# Titles (or title heads) that are ordinary English words match only when capitalised as a title
+# ("Real", "Monster", "Black Jack"): "a real person" or "look back at my order" name no manga.
+AMBIGUOUS_NAMES = frozenset(
+    "aria berserk blame bleach buddha claymore monster nana pluto real vagabond mission orange phoenix "
+    "shiki".split()
+) | {"look back", "black jack", "ping pong", "special a", "say i love you", "kiss him not me", "grand blue"}
+
+
+def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
+    """``normalize(text)`` plus, for each character of the result, its index in ``text``."""
+    out: list[str] = []
+    offsets: list[int] = []
+    pending_space = False
+    for i, ch in enumerate(text):
+        low = ch.lower()
+        if low in "'’":
+            continue
+        if low == "&":
+            low = " and "
+        for c in low:
+            if c.isascii() and c.isalnum():
+                if pending_space and out:
+                    out.append(" ")
+                    offsets.append(i)
+                pending_space = False
+                out.append(c)
+                offsets.append(i)
+            else:
+                pending_space = True
+    return "".join(out), offsets
 
 
 @dataclass(frozen=True)
 class TitleMatch:
     series: Series
     score: float
-    """100 for an exact phrase or abbreviation, lower for fuzzy matches."""
+    """Over 100 for an exact title or alias (longer names score higher), lower for fuzzy matches."""
+    span: tuple[int, int] | None = None
+    """Where in the original text the name stands (exact matches only)."""
 
 
 class Catalog:
@@ -151,13 +180,17 @@ class Catalog:
         self.series = list(series)
         self.by_id = {s.id: s for s in self.series}
         self._titles = [(normalize(s.title), s) for s in self.series]
-        self._aliases: dict[str, Series] = {}
+        self._names: dict[str, Series] = {}
         for s in self.series:
-            acronym = _acronym(s.title)
-            if acronym:
-                self._aliases.setdefault(acronym, s)
-            head = normalize(s.title).split(":")[0]
-            self._aliases.setdefault(head.replace(" ", ""), s)
+            names = [s.title, *s.aliases]
+            if ":" in s.title:
+                names.append(s.title.split(":")[0])  # "Frieren", "Demon Slayer"
+            for name in names:
+                key = normalize(name)
+                if len(key) >= 3:
+                    self._names.setdefault(key, s)
+        alternation = "|".join(re.escape(n) for n in sorted(self._names, key=len, reverse=True))
+        self._name_pattern = re.compile(rf"(?<![a-z0-9])(?:{alternation})(?![a-z0-9])")
         self._authors: list[tuple[list[str], Series]] = []
         for s in self.series:
             for person in re.split(r"\s*(?:&|,| and )\s*", s.author):
@@ -165,6 +198,18 @@ class Catalog:
                 if names:
                     self._authors.append((names, s))
         self.matrix: Matrix | None = None
+
+    def title_spans(self, text: str) -> list[TitleMatch]:
+        """Exact mentions of titles and aliases in ``text``, with their spans, longest names first."""
+        norm, offsets = normalize_with_offsets(text)
+        found: list[TitleMatch] = []
+        for m in self._name_pattern.finditer(norm):
+            name = m.group(0)
+            start, end = offsets[m.start()], offsets[m.end() - 1] + 1
+            if name in AMBIGUOUS_NAMES and not text[start].isupper():
+                continue
+            found.append(TitleMatch(self._names[name], 100.0 + len(name) / 100, (start, end)))
+        return found
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
@@ -188,28 +233,23 @@ class Catalog:
         return cls(series)
 
     def find_titles(self, text: str, limit: int = 3) -> list[TitleMatch]:
-        """Series named in ``text``: exact phrases and abbreviations first, then fuzzy matches."""
-        query = f" {normalize(text)} "
+        """Series named in ``text``: exact titles and aliases first, else fuzzy matches (typos)."""
         found: dict[str, TitleMatch] = {}
-        for title, s in self._titles:
-            if len(title) >= 3 and f" {title} " in query:
-                found[s.id] = TitleMatch(s, 100.0 + len(title) / 100)
-        for token in query.split():
-            alias = self._aliases.get(token)
-            if alias is not None and len(token) >= 3 and alias.id not in found:
-                found[alias.id] = TitleMatch(alias, 99.0)
+        for match in self.title_spans(text):
+            best = found.get(match.series.id)
+            if best is None or match.score > best.score:
+                found[match.series.id] = match
         if not found:
+            query = normalize(text)
             for title, s in self._titles:
-                if len(title) < 5:
+                if len(title) < 5 or title in AMBIGUOUS_NAMES:
                     continue
-                score = fuzz.partial_ratio(title, query.strip())
+                score = fuzz.partial_ratio(title, query)
                 words = [w for w in title.split() if w not in _STOP]
                 # a fuzzy hit must share at least one distinctive word-ish stretch with the query
                 if score >= 88 and any(fuzz.partial_ratio(w, query) >= 85 for w in words if len(w) > 3):
                     found[s.id] = TitleMatch(s, float(score))
-        ranked = sorted(found.values(), key=lambda m: -m.score)
-        # keep only the longest exact title when one exact title contains another ("one piece" vs "one")
-        return ranked[:limit]
+        return sorted(found.values(), key=lambda m: -m.score)[:limit]
 
     def find_authors(self, text: str) -> list[Series]:
         query = f" {normalize(text)} "

@@ -24,6 +24,7 @@ from mangaassist.chatbot.catalog import (
 )
 from mangaassist.chatbot.config import ChatbotConfig
 from mangaassist.chatbot.embeddings import Vector
+from mangaassist.chatbot.entities import find_order_id
 from mangaassist.chatbot.knowledge import KnowledgeIndex, best_sentences
 from mangaassist.chatbot.store import ChatStore, SessionState
 from mangaassist.core.intents import Intent
@@ -141,11 +142,6 @@ _DEMOGRAPHIC_WORDS = {"shounen": "shonen", "shoujo": "shojo", **{d: d for d in D
 _AGE = re.compile(r"\b(\d{1,2})\s*[- ]?\s*(?:years?|yrs?|yo)\b(?:[- ]?old)?", re.IGNORECASE)
 _YOUNG = re.compile(r"\b(kids?|child|children|little ones?|grade ?school|elementary|young reader)", re.I)
 _TEEN = re.compile(r"\b(teens?|teenagers?|middle school|high school(?:er)?)\b", re.I)
-_ORDER_ID = re.compile(
-    r"\bMA[-\s]?(\d{6})\b|#\s?(\d{6})\b|\border\s*(?:number|no\.?|id|num)?\s*[:#]?\s*(\d{6})\b|\b(100\d{3})\b",
-    re.IGNORECASE,
-)
-_FOLLOW_UP = re.compile(r"\b(it|that one|this one|that series|this series|them|those)\b", re.I)
 
 
 def _word_hits(text: str, vocabulary: dict[str, str]) -> list[str]:
@@ -195,19 +191,6 @@ def product_search(ctx: Context) -> Draft:
     catalog = ctx.catalog
     volume, fmt = find_volume(ctx.message), find_format(ctx.message)
     matches = catalog.find_titles(ctx.message, limit=2)
-    if (
-        not matches
-        and ctx.session.last_series in catalog.by_id
-        and (volume is not None or fmt is not None or _FOLLOW_UP.search(ctx.message))
-    ):
-        series = catalog.by_id[ctx.session.last_series or ""]
-        return Draft(
-            Intent.PRODUCT_SEARCH,
-            f"About {series.title}:",
-            series_facts(series, volume, fmt),
-            [Source(series.id, series.title)],
-            last_series=series.id,
-        )
     if matches:
         best = matches[0].series
         draft = Draft(
@@ -315,13 +298,6 @@ def recommendation(ctx: Context) -> Draft:
         [Source(s.id, s.title) for s, _ in scored],
         last_series=scored[0][0].id,
     )
-
-
-def find_order_id(text: str) -> str | None:
-    m = _ORDER_ID.search(text)
-    if not m:
-        return None
-    return "MA-" + next(g for g in m.groups() if g)
 
 
 def _order_facts(order: dict[str, object]) -> list[str]:

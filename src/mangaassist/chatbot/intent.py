@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,16 @@ from typing import Any, Protocol
 import joblib
 import numpy as np
 
+from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import Embedder, Vector
+from mangaassist.chatbot.entities import EntitySignals
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
 
 HYPERPARAMS: dict[str, Any] = {"C": 8.0, "max_iter": 2000, "class_weight": "balanced"}
+AUGMENT_COPIES = 2
+"""Title-swapped copies per training example that names a catalog title."""
+AUGMENT_SEED = 20261126
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,12 @@ class Example:
 class IntentPrediction:
     intent: str
     confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    """Probability of every intent (empty when a client cannot tell)."""
+
+    def instead(self, intent: str) -> IntentPrediction:
+        """The same prediction with ``intent`` chosen, at the probability the model gave it."""
+        return IntentPrediction(intent, self.scores.get(intent, 0.0), self.scores)
 
 
 class IntentClient(Protocol):
@@ -77,10 +89,11 @@ def load_examples(path: Path) -> list[Example]:
 class LocalIntentClient:
     """Logistic regression over embeddings, in process."""
 
-    def __init__(self, model: Any, embedder: Embedder, version: str) -> None:
+    def __init__(self, model: Any, embedder: Embedder, version: str, signals: EntitySignals) -> None:
         self._model = model
         self._embedder = embedder
         self._version = version
+        self.signals = signals
         self.labels: list[str] = [str(c) for c in model.classes_]
 
     @property
@@ -89,49 +102,75 @@ class LocalIntentClient:
 
     def classify(self, text: str, embedding: Vector | None = None) -> IntentPrediction:
         vec = embedding if embedding is not None else self._embedder.embed([text])[0]
-        return self.classify_many(np.asarray([vec]))[0]
+        return self.classify_many([text], np.asarray([vec]))[0]
 
-    def classify_many(self, embeddings: np.ndarray) -> list[IntentPrediction]:
-        probs = self._model.predict_proba(embeddings)
+    def classify_many(self, texts: Sequence[str], embeddings: np.ndarray) -> list[IntentPrediction]:
+        probs = self._model.predict_proba(features(texts, embeddings, self.signals))
         best = probs.argmax(axis=1)
         return [
-            IntentPrediction(intent=self.labels[i], confidence=round(float(p[i]), 4))
+            IntentPrediction(
+                intent=self.labels[i],
+                confidence=round(float(p[i]), 4),
+                scores={label: round(float(x), 4) for label, x in zip(self.labels, p, strict=True)},
+            )
             for i, p in zip(best, probs, strict=True)
         ]
 
 
-def model_digest(train_path: Path, embedder: Embedder) -> str:
+def features(texts: Sequence[str], embeddings: np.ndarray, signals: EntitySignals) -> np.ndarray:
+    """The model's input: each text's embedding followed by its entity indicator features."""
+    extra = np.asarray([signals.features(t) for t in texts], dtype=np.float32).reshape(len(texts), -1)
+    return np.hstack([np.asarray(embeddings, dtype=np.float32), extra])
+
+
+def model_digest(train_path: Path, embedder: Embedder, signals: EntitySignals) -> str:
     h = hashlib.sha256()
     h.update(train_path.read_bytes())
     h.update(embedder.name.encode())
-    h.update(json.dumps(HYPERPARAMS, sort_keys=True).encode())
+    h.update(signals.digest.encode())
+    h.update(json.dumps({**HYPERPARAMS, "augment": [AUGMENT_COPIES, AUGMENT_SEED]}, sort_keys=True).encode())
     return h.hexdigest()
 
 
-def train(examples: Sequence[Example], embedder: Embedder) -> Any:
+def augment(examples: Sequence[Example], signals: EntitySignals) -> list[Example]:
+    """The examples plus title-swapped copies of those that name a catalog title."""
+    rng = random.Random(AUGMENT_SEED)
+    out = list(examples)
+    for example in examples:
+        for _ in range(AUGMENT_COPIES):
+            swapped = signals.swap_title(example.text, rng)
+            if swapped is not None:
+                out.append(Example(swapped, example.intent))
+    return out
+
+
+def train(examples: Sequence[Example], embedder: Embedder, signals: EntitySignals) -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    x = embedder.embed([e.text for e in examples])
-    y = [e.intent for e in examples]
+    rows = augment(examples, signals)
+    texts = [e.text for e in rows]
     model = LogisticRegression(**HYPERPARAMS)
-    model.fit(x, y)
+    model.fit(features(texts, embedder.embed(texts), signals), [e.intent for e in rows])
     return model
 
 
-def load_or_train(train_path: Path, embedder: Embedder, models_dir: Path) -> LocalIntentClient:
-    """The cached model for this data and embedder, trained and saved first if missing."""
-    digest = model_digest(train_path, embedder)
+def load_or_train(
+    train_path: Path, embedder: Embedder, models_dir: Path, catalog: Catalog
+) -> LocalIntentClient:
+    """The cached model for this data, catalog and embedder, trained and saved first if missing."""
+    signals = EntitySignals(catalog)
+    digest = model_digest(train_path, embedder, signals)
     version = f"intent-{digest[:12]}"
     path = models_dir / f"{version}.joblib"
     if path.exists():
         model = joblib.load(path)
     else:
-        model = train(load_examples(train_path), embedder)
+        model = train(load_examples(train_path), embedder, signals)
         models_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         joblib.dump(model, tmp)
         tmp.replace(path)
-    return LocalIntentClient(model, embedder, version)
+    return LocalIntentClient(model, embedder, version, signals)
 
 
 @dataclass
@@ -157,8 +196,8 @@ class EvalReport:
 def evaluate(client: LocalIntentClient, examples: Sequence[Example], embedder: Embedder) -> EvalReport:
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-    x = embedder.embed([e.text for e in examples])
-    predicted = [p.intent for p in client.classify_many(x)]
+    texts = [e.text for e in examples]
+    predicted = [p.intent for p in client.classify_many(texts, embedder.embed(texts))]
     truth = [e.intent for e in examples]
     labels = list(INTENTS)
     precision, recall, f1, support = precision_recall_fscore_support(

@@ -44,6 +44,8 @@ class ChatbotProcess:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.readiness: dict[str, Any] = {}
+        self.killed = False
+        self.exit_status: int | None = None
 
     def start(self) -> ChatbotProcess:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
@@ -92,7 +94,12 @@ class ChatbotProcess:
         raise MangaAssistError(f"the chatbot was not ready after {self.ready_timeout_s:.0f}s")
 
     def stop(self, timeout_s: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
+        """SIGTERM, then SIGKILL after ``timeout_s``. Returns 0 for a graceful stop.
+
+        uvicorn shuts down gracefully on SIGTERM and then re-raises the signal, so the process
+        ends "by SIGTERM" even when it finished cleanly; that counts as 0 here. A process that had
+        to be killed returns its real (negative) status and sets ``killed``.
+        """
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
@@ -100,8 +107,11 @@ class ChatbotProcess:
             try:
                 self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.proc.kill()
                 self.proc.wait()
+            if self.proc.returncode == -signal.SIGTERM and not self.killed:
+                return 0
         return int(self.proc.returncode)
 
     def __enter__(self) -> ChatbotProcess:
@@ -116,4 +126,4 @@ class ChatbotProcess:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.exit_status = self.stop()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import ChatbotConfig, load_config
 from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder
+from mangaassist.chatbot.entities import resolve_follow_up
 from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
 from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
@@ -22,11 +23,13 @@ from mangaassist.chatbot.intent import IntentClient, load_or_train
 from mangaassist.chatbot.knowledge import KnowledgeIndex, chunk_document, load_documents
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import ChatStore
+from mangaassist.core.intents import Intent
 from mangaassist.platform.local.tables import SqliteTables
 
 log = logging.getLogger("mangaassist.chatbot")
 
 STAGES = ("guardrails", "intent", "retrieval", "generation")
+_NOT_ABOUT_A_SERIES = frozenset({Intent.OUT_OF_SCOPE, Intent.CHITCHAT})
 
 
 @dataclass
@@ -71,7 +74,9 @@ class Runtime:
             for c in chunk_document(doc, config.retrieval.chunk_words, config.retrieval.chunk_overlap)
         ]
         knowledge = KnowledgeIndex(chunks, cache.embed(embedder, [c.embed_text for c in chunks]))
-        intents = load_or_train(settings.intents_dir / "train.jsonl", embedder, settings.home / "models")
+        intents = load_or_train(
+            settings.intents_dir / "train.jsonl", embedder, settings.home / "models", catalog
+        )
         store = ChatStore(SqliteTables(settings.tables_path))
         store.seed_orders(settings.orders_path)
         log.info(
@@ -121,22 +126,29 @@ class ChatService:
         reasons = checked.reasons
         timings["guardrails"] = (time.perf_counter() - t0) * 1000
 
+        session = rt.store.open_session(session_id, customer_id)
+        # orders are looked up with the customer id of this request only, never one remembered
+        # on the session: knowing someone's session id must not reveal their orders
+        customer = customer_id
         t1 = time.perf_counter()
-        vector = await self.batcher.embed_one(checked.masked)
-        prediction = rt.intents.classify(checked.masked, vector)
+        # a follow-up ("is volume 2 in stock?") is read in the light of the conversation; the
+        # resulting query is the one embedded, once, and used by every stage below
+        query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
+        vector = await self.batcher.embed_one(query)
+        prediction = rt.intents.classify(query, vector)
+        unsure = prediction.confidence < rt.config.intent.min_confidence
+        if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
+            # a follow-up about the conversation's series is about that series, whatever its wording
+            prediction = prediction.instead(Intent.PRODUCT_SEARCH)
         timings["intent"] = (time.perf_counter() - t1) * 1000
 
-        session = rt.store.open_session(session_id, customer_id)
-        customer = customer_id or session.customer_id
         t2 = time.perf_counter()
         if checked.injection and rt.config.guardrails.block_prompt_injection:
             draft = Draft(prediction.intent, _INJECTION_REPLY)
-        elif prediction.confidence < rt.config.intent.min_confidence:
+        elif unsure:
             draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
         else:
-            ctx = Context(
-                checked.masked, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config
-            )
+            ctx = Context(query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config)
             draft = HANDLERS[prediction.intent](ctx)
         timings["retrieval"] = (time.perf_counter() - t2) * 1000
 

@@ -26,7 +26,6 @@ META = "meta"
 class SessionState:
     session_id: str
     customer_id: str | None
-    turns: int
     last_series: str | None
     created: bool
     """True when this request opened the session."""
@@ -45,7 +44,6 @@ class ChatStore:
                 "sk": META,
                 "created_at": time.time(),
                 "customer_id": customer_id,
-                "turns": 0,
                 "last_series": None,
             }
             try:
@@ -58,8 +56,7 @@ class ChatStore:
             created = False
         return SessionState(
             session_id=session_id,
-            customer_id=meta.get("customer_id") or customer_id,
-            turns=int(meta.get("turns", 0)),
+            customer_id=meta.get("customer_id"),
             last_series=meta.get("last_series"),
             created=created,
         )
@@ -73,25 +70,33 @@ class ChatStore:
         answer: str,
         last_series: str | None,
     ) -> None:
-        """Store a turn (``message`` must already be masked) and update the session's summary."""
-        turn = state.turns + 1
+        """Store a turn (``message`` must already be masked); update the session only if it changed.
+
+        Turns are keyed by time (``turn#<ns>-<rand>``), so concurrent turns of one session never
+        overwrite each other and no counter has to be read and written on every request.
+        """
+        now = time.time_ns()
         self.tables.put(
             SESSIONS,
             {
                 "pk": state.session_id,
-                "sk": f"turn#{turn:06d}",
-                "at": time.time(),
+                "sk": f"turn#{now:020d}-{secrets.token_hex(2)}",
+                "at": now / 1e9,
                 "message": message,
                 "intent": intent,
                 "answer": answer,
             },
         )
-        meta = self.tables.get(SESSIONS, state.session_id, META) or {"pk": state.session_id, "sk": META}
-        meta["turns"] = max(int(meta.get("turns", 0)), turn)
-        meta["customer_id"] = meta.get("customer_id") or customer_id
-        if last_series:
-            meta["last_series"] = last_series
-        self.tables.put(SESSIONS, meta)
+        new_customer = customer_id is not None and state.customer_id is None
+        if (last_series and last_series != state.last_series) or new_customer:
+            meta = self.tables.get(SESSIONS, state.session_id, META) or {"pk": state.session_id, "sk": META}
+            meta["customer_id"] = meta.get("customer_id") or customer_id
+            if last_series:
+                meta["last_series"] = last_series
+            self.tables.put(SESSIONS, meta)
+
+    def turns(self, session_id: str) -> list[Item]:
+        return self.tables.query(SESSIONS, session_id, sk_prefix="turn#")
 
     def session_exists(self, session_id: str) -> bool:
         return self.tables.get(SESSIONS, session_id, META) is not None

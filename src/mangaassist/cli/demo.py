@@ -88,7 +88,7 @@ def run_demo(console: Console, port: int = 0) -> int:
         console.print()
         console.print(table)
     console.print(
-        f"Chatbot stopped (exit status {server.proc.returncode if server.proc else '?'}). "
+        f"Chatbot stopped (exit status {server.exit_status}). "
         f"Intents right: {len(QUESTIONS) - failures}/{len(QUESTIONS)}. "
         f"Total {time.monotonic() - started:.1f}s."
     )

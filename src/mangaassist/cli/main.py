@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -18,6 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mangaassist.core.errors import MangaAssistError
+
+if TYPE_CHECKING:
+    from mangaassist.chatbot.embeddings import Embedder
+    from mangaassist.chatbot.intent import LocalIntentClient
+    from mangaassist.chatbot.settings import Settings
 
 app = typer.Typer(
     name="mangaassist",
@@ -110,20 +115,34 @@ def render_answer(question: str, body: dict[str, Any], headers: httpx.Headers) -
     )
 
 
+def _intent_client() -> tuple[Settings, Embedder, LocalIntentClient]:
+    """The intent model for the data in this checkout (trained first if not cached)."""
+    from mangaassist.chatbot.catalog import Catalog
+    from mangaassist.chatbot.embeddings import make_embedder
+    from mangaassist.chatbot.intent import load_or_train
+    from mangaassist.chatbot.settings import Settings
+
+    settings = Settings.from_env()
+    embedder = make_embedder(settings.embedder)
+    client = load_or_train(
+        settings.intents_dir / "train.jsonl",
+        embedder,
+        settings.home / "models",
+        Catalog.load(settings.catalog_path),
+    )
+    return settings, embedder, client
+
+
 @model_app.command("eval")
 def model_eval(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     show_errors: Annotated[int, typer.Option(help="How many misclassified examples to list.")] = 10,
 ) -> None:
     """Macro-F1 and per-intent precision and recall on ml/intents/eval.jsonl."""
-    from mangaassist.chatbot.embeddings import make_embedder
-    from mangaassist.chatbot.intent import evaluate, load_examples, load_or_train
-    from mangaassist.chatbot.settings import Settings
+    from mangaassist.chatbot.intent import evaluate, load_examples
 
     try:
-        settings = Settings.from_env()
-        embedder = make_embedder(settings.embedder)
-        client = load_or_train(settings.intents_dir / "train.jsonl", embedder, settings.home / "models")
+        settings, embedder, client = _intent_client()
         report = evaluate(client, load_examples(settings.intents_dir / "eval.jsonl"), embedder)
     except MangaAssistError as exc:
         raise fail(str(exc), 2) from None
@@ -150,15 +169,8 @@ def model_eval(
 @model_app.command("train")
 def model_train() -> None:
     """Train the intent model from ml/intents/train.jsonl (cached by the data's digest)."""
-    from mangaassist.chatbot.embeddings import make_embedder
-    from mangaassist.chatbot.intent import load_or_train
-    from mangaassist.chatbot.settings import Settings
-
     try:
-        settings = Settings.from_env()
-        client = load_or_train(
-            settings.intents_dir / "train.jsonl", make_embedder(settings.embedder), settings.home / "models"
-        )
+        settings, _, client = _intent_client()
     except MangaAssistError as exc:
         raise fail(str(exc), 2) from None
     console.print(f"model {client.version} ready under {settings.home / 'models'}")
@@ -175,6 +187,11 @@ def demo(
         sys.exit(run_demo(console, port))
     except MangaAssistError as exc:
         raise fail(str(exc)) from None
+
+
+from mangaassist.cli import engine_cmds  # noqa: E402 - registers onto `app`, defined above
+
+engine_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,623 @@
+"""The delivery engine's commands: ``runs``, ``approve``, ``reject``, ``audit``, ``release``.
+
+Registered on the main app by ``register(app)``. Data commands take ``--json`` and then print one
+JSON document on stdout (progress, if any, goes to stderr as plain lines). In a terminal, long steps
+show Rich spinners and bars; elsewhere, one plain line per event. Errors print one line and exit 2
+(bad input: unknown run, forbidden approver, malformed policy, unusable state database) or 1 (a held
+lock, a policy block, a run or release that did not succeed, a broken audit chain).
+
+Environment: ``MANGAASSIST_STATE_URL`` / ``MANGAASSIST_HOME`` (state store), ``MANGAASSIST_POLICY``
+(policy file), ``MANGAASSIST_ACTOR`` (who you are when ``--as`` is omitted; default: the OS user),
+``MANGAASSIST_LEASE_SECONDS`` (default 30) and ``MANGAASSIST_POLL_SECONDS`` (default 1).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mangaassist.core.errors import ConfigError, MangaAssistError
+from mangaassist.delivery import planner
+from mangaassist.delivery.engine import approvals, audit
+from mangaassist.delivery.engine.errors import BadRequest, UnknownPipeline
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.engine.runs import Executor, Pipeline, ProgressEvent
+from mangaassist.delivery.engine.state import StateStore
+from mangaassist.delivery.pipelines import registry
+
+console = Console()
+err = Console(stderr=True)
+
+runs_app = typer.Typer(help="Pipeline runs: list, show, start, resume, abort.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log: list it, or `audit verify` it.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+AsOpt = Annotated[
+    str | None, typer.Option("--as", help="Who you are (default: MANGAASSIST_ACTOR or the OS user).")
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Engine errors become one line on stderr: exit 2 for bad input, 1 for everything else."""
+    try:
+        yield
+    except (BadRequest, ConfigError) as exc:
+        raise fail(str(exc), 2) from None
+    except MangaAssistError as exc:
+        raise fail(str(exc), 1) from None
+
+
+def _store() -> StateStore:
+    return StateStore()
+
+
+def _actor(name: str | None) -> str:
+    chosen = (name or os.environ.get("MANGAASSIST_ACTOR") or "").strip()
+    if chosen:
+        return chosen
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name}={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise BadRequest(f"{name}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def _executor(store: StateStore, reporter: Any = None) -> Executor:
+    return Executor(
+        store,
+        lease_seconds=_float_env("MANGAASSIST_LEASE_SECONDS", 30.0),
+        poll_seconds=_float_env("MANGAASSIST_POLL_SECONDS", 1.0),
+        reporter=reporter,
+    )
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+class ProgressDisplay:
+    """Rich spinners and bars in a terminal; plain lines elsewhere (stderr under ``--json``)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.stream = err if as_json else console
+        self.rich = self.stream.is_terminal and not as_json
+        self.progress: Progress | None = None
+        self.tasks: dict[tuple[str, str], TaskID] = {}
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.rich:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=self.stream,
+            )
+            self.progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.progress is None:
+            self._plain(event)
+            return
+        key = (event.run_id, event.step or "")
+        if event.kind in ("step.started", "rollback.started"):
+            self.tasks[key] = self.progress.add_task(f"{event.step}: {event.message}", total=None)
+            return
+        task = self.tasks.get(key)
+        if task is None:
+            if event.kind == "run.finished":
+                self.progress.console.print(f"run {event.run_id}: {event.message}", highlight=False)
+            return
+        if event.kind == "step.progress":
+            total = 1.0 if event.fraction is not None else None
+            self.progress.update(
+                task, description=f"{event.step}: {event.message}", completed=event.fraction or 0, total=total
+            )
+        elif event.kind == "step.waiting":
+            self.progress.update(task, description=f"[yellow]waiting[/] {event.step}: {event.message}")
+        elif event.kind in ("step.done", "rollback.done"):
+            self.progress.update(
+                task, description=f"[green]done[/] {event.step} {event.message}", completed=1, total=1
+            )
+        elif event.kind == "step.failed":
+            self.progress.update(
+                task, description=f"[red]failed[/] {event.step}: {event.message}", completed=1, total=1
+            )
+
+    def _plain(self, event: ProgressEvent) -> None:
+        fraction = event.fraction
+        # in logs, one progress line per tenth is enough
+        if event.kind == "step.progress" and fraction is not None and round(fraction * 10) != fraction * 10:
+            return
+        step = f" {event.step}" if event.step else ""
+        text = f"{event.run_id}{step}: {event.kind.split('.')[-1]} {event.message}".rstrip()
+        self.stream.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def _current_step(steps: list[StepRecord]) -> str:
+    done = sum(1 for s in steps if s.status.value == "done")
+    current = next((s.name for s in steps if s.status.value not in ("done", "skipped")), "")
+    return f"{done}/{len(steps)} {current}".strip()
+
+
+@runs_app.command("list")
+def runs_list(
+    env: Annotated[str | None, typer.Option("--env", help="Only runs of this environment.")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest runs, newest first; a run whose process died shows as interrupted."""
+    with handled():
+        store = _store()
+        now = _executor(store).clock.now()
+        with store.transaction() as conn:
+            records = store.runs(conn, now, limit=limit, environment=env)
+            step_map = {r.id: store.steps(conn, r.id) for r in records}
+    if as_json:
+        _print_json([{**r.as_dict(), "progress": _current_step(step_map[r.id])} for r in records])
+        return
+    if not records:
+        console.print("no runs yet (start one with `mangaassist release` or `mangaassist runs start demo`)")
+        return
+    table = Table(title=f"runs ({store.display_url})")
+    for column in ("id", "pipeline", "env/target", "state", "steps", "requester", "started", "owner"):
+        table.add_column(column, no_wrap=column in ("id", "state", "started"))
+    for r in records:
+        table.add_row(
+            r.id,
+            r.pipeline,
+            f"{r.environment}/{r.target}",
+            _state_text(r.effective_state),
+            _current_step(step_map[r.id]),
+            r.requester,
+            r.created_at[:19].replace("T", " "),
+            r.owner or "",
+        )
+    console.print(table)
+
+
+def _state_text(state: RunState) -> str:
+    colour = {
+        RunState.SUCCEEDED: "green",
+        RunState.FAILED: "red",
+        RunState.INTERRUPTED: "magenta",
+        RunState.WAITING: "yellow",
+        RunState.ROLLED_BACK: "red",
+        RunState.ABORTED: "red",
+    }.get(state, "cyan")
+    return f"[{colour}]{state.value}[/]"
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run id (see `runs list`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A run's timeline: steps, durations, verdicts with their numbers, who approved."""
+    with handled():
+        store = _store()
+        now = _executor(store).clock.now()
+        with store.transaction() as conn:
+            run = store.run(conn, run_id, now)
+            steps = store.steps(conn, run_id)
+            decisions = approvals.records(conn, run_id)
+            entries = audit.entries(conn, run_id)
+    if as_json:
+        _print_json(
+            {
+                **run.as_dict(),
+                "timeline": [s.as_dict() for s in steps],
+                "approvals": [d.as_dict() for d in decisions],
+                "audit_entries": len(entries),
+            }
+        )
+        return
+    console.print(
+        f"[bold]{run.id}[/] {run.pipeline} -> {run.environment}/{run.target}  "
+        f"{_state_text(run.effective_state)}"
+        f"  requested by {run.requester} at {run.created_at[:19].replace('T', ' ')}",
+        highlight=False,
+    )
+    if run.reason:
+        console.print(f"reason: {run.reason}", highlight=False)
+    for rule, why in run.overrides.items():
+        console.print(f"[yellow]override[/] {rule}: {why}", highlight=False)
+    table = Table()
+    for column in ("#", "step", "status", "tries", "started", "duration", "detail"):
+        table.add_column(column)
+    for s in steps:
+        table.add_row(
+            str(s.index + 1),
+            s.name,
+            s.status.value,
+            str(s.attempts),
+            (s.started_at or "")[11:19],
+            f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+            _detail_text(s),
+        )
+    console.print(table)
+    for d in decisions:
+        comment = f": {d.comment}" if d.comment else ""
+        console.print(
+            f"{d.decision.value} by {d.actor} at {d.at[:19].replace('T', ' ')}{comment}", highlight=False
+        )
+
+
+def _detail_text(step: StepRecord) -> str:
+    parts = []
+    detail = step.detail
+    if "verdict" in detail:
+        parts.append(str(detail["verdict"]))
+    numbers = detail.get("numbers") or {}
+    parts += [f"{k}={v}" for k, v in numbers.items()]
+    if detail.get("approved_by"):
+        parts.append("approved by " + ", ".join(detail["approved_by"]))
+    if detail.get("overridden"):
+        parts.append(f"overridden ({detail['overridden']}: {detail.get('reason', '')})")
+    if step.reason:
+        parts.append(step.reason)
+    return " ".join(parts)
+
+
+def _pipeline_of(run: RunRecord) -> Pipeline:
+    return registry.build(run.pipeline, run.params)
+
+
+def _finish_run(run: RunRecord, as_json: bool) -> None:
+    if as_json:
+        _print_json(run.as_dict())
+    else:
+        reason = f": {run.reason}" if run.reason else ""
+        console.print(f"run {run.id} {_state_text(run.effective_state)}{reason}", highlight=False)
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BadRequest(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def _overrides(rules: list[str], reason: str | None) -> dict[str, str]:
+    if rules and not (reason or "").strip():
+        raise BadRequest("--override needs --reason TEXT: overrides are audited with their reason")
+    return {rule: (reason or "").strip() for rule in rules}
+
+
+@runs_app.command("start")
+def runs_start(
+    pipeline: Annotated[str, typer.Argument(help="A built pipeline (today: demo).")],
+    env: Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")] = "dev",
+    target: Annotated[
+        str | None, typer.Option(help="What is deployed; the lock is per (env, target).")
+    ] = None,
+    actor: AsOpt = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="KEY=VALUE (JSON values allowed).")
+    ] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--override", help="A policy rule to let pass.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the override (required with --override).")] = None,
+    policy_path: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file (default: policy.yaml).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a run of a pipeline and drive it to its end (Ctrl-C or a kill leaves it resumable)."""
+    with handled():
+        params = _parse_params(param or [])
+        overrides = _overrides(override or [], reason)
+        built = registry.build(pipeline, params)
+        policy = load_policy(policy_path).for_run(env, pipeline)
+        store = _store()
+        with ProgressDisplay(as_json) as display:
+            executor = _executor(store, display)
+            record = executor.start(
+                built,
+                environment=env,
+                target=target or pipeline,
+                requester=_actor(actor),
+                policy=policy,
+                overrides=overrides,
+            )
+            display.stream.print(f"run {record.id} started", highlight=False, markup=False)
+            final = executor.drive(record.id, built)
+    _finish_run(final, as_json)
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: Annotated[str, typer.Argument(help="An interrupted run (see `runs list`).")],
+    actor: AsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue an interrupted run: done steps are not repeated, no effect is applied twice."""
+    with handled():
+        store = _store()
+        with ProgressDisplay(as_json) as display:
+            executor = _executor(store, display)
+            with store.transaction() as conn:
+                run = store.run(conn, run_id, executor.clock.now())
+            final = executor.resume(run_id, _pipeline_of(run), actor=_actor(actor))
+    _finish_run(final, as_json)
+
+
+@runs_app.command("abort")
+def runs_abort(
+    run_id: Annotated[str, typer.Argument(help="A run that has not finished.")],
+    actor: AsOpt = None,
+    reason: Annotated[str, typer.Option(help="Why (audited).")] = "aborted from the command line",
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a run safely: roll it back if its pipeline can, release its lock (audited)."""
+    with handled():
+        store = _store()
+        with ProgressDisplay(as_json) as display:
+            executor = _executor(store, display)
+            with store.transaction() as conn:
+                run = store.run(conn, run_id, executor.clock.now())
+            try:
+                pipeline: Pipeline | None = _pipeline_of(run)
+            except UnknownPipeline:
+                pipeline = None
+            final = executor.abort(run_id, pipeline, actor=_actor(actor), reason=reason)
+    if as_json:
+        _print_json(final.as_dict())
+    elif final.state.final:
+        console.print(f"run {final.id} {_state_text(final.state)}: {final.reason}", highlight=False)
+    else:
+        console.print(
+            f"abort requested: run {final.id}'s process {final.owner} stops after its current step",
+            highlight=False,
+        )
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision, as_json: bool) -> None:
+    with handled():
+        store = _store()
+        now = _executor(store).clock.now()
+        with store.transaction() as conn:
+            run = store.run(conn, run_id, now, for_update=True)
+            record = approvals.decide(
+                store, conn, run, decision=decision, actor=actor, comment=comment, now=now
+            )
+    if as_json:
+        _print_json({"run_id": run_id, **record.as_dict()})
+    else:
+        console.print(
+            f"run {run_id}: {record.decision.value} by {record.actor} (step {record.step})", highlight=False
+        )
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="A run waiting for approval.")],
+    actor: Annotated[str, typer.Option("--as", help="Who approves (checked against policy).")],
+    comment: Annotated[str, typer.Option(help="Why (audited).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a waiting run, as policy allows (who may, and whether the requester may)."""
+    _decide(run_id, actor, comment, approvals.Decision.APPROVED, as_json)
+
+
+def reject(
+    run_id: Annotated[str, typer.Argument(help="A run waiting for approval.")],
+    actor: Annotated[str, typer.Option("--as", help="Who rejects.")],
+    comment: Annotated[str, typer.Option(help="Why (required, audited).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject a waiting run: it stops and rolls back."""
+    _decide(run_id, actor, comment, approvals.Decision.REJECTED, as_json)
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+@audit_app.callback(invoke_without_command=True)
+def audit_list(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Option("--run", help="Only this run's entries.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the audit log (every transition and decision), oldest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with handled():
+        store = _store()
+        with store.transaction() as conn:
+            entries = audit.entries(conn, run_id)
+    if as_json:
+        _print_json([e.as_dict() for e in entries])
+        return
+    for e in entries:
+        detail = json.dumps(e.detail, default=str, ensure_ascii=False)
+        console.print(
+            f"{e.seq:>5} {e.at[:19].replace('T', ' ')} {e.run_id or '-':<16} {e.actor:<20} "
+            f"{e.kind:<20} {detail}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the hash chain: any edited, deleted or reordered entry fails (exit 1)."""
+    with handled():
+        store = _store()
+        with store.transaction() as conn:
+            count, problems = audit.verify(conn)
+    if as_json:
+        _print_json(
+            {
+                "entries": count,
+                "intact": not problems,
+                "problems": [{"seq": p.seq, "problem": p.message} for p in problems],
+            }
+        )
+    elif problems:
+        for p in problems:
+            where = f"entry {p.seq}" if p.seq is not None else "log"
+            err.print(f"[bold red]tampered:[/] {where}: {p.message}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"audit log intact: {count} entries, chain verified")
+    if problems:
+        raise typer.Exit(1)
+
+
+# -- release -------------------------------------------------------------------------------------
+
+
+def release(
+    plan_only: Annotated[bool, typer.Option("--plan", help="Only print the plan; run nothing.")] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Git ref to compare with (default: last release).")
+    ] = None,
+    env: Annotated[str, typer.Option("--env", help="Target environment.")] = "dev",
+    repo: Annotated[Path, typer.Option(help="The repository to plan from.")] = Path("."),
+    actor: AsOpt = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--override", help="A policy rule to let pass.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the override (required with --override).")] = None,
+    policy_path: Annotated[
+        Path | None, typer.Option("--policy", help="Policy file (default: policy.yaml).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Plan (--plan) or run a release: changed paths -> pipelines, in dependency order."""
+    with handled():
+        overrides = _overrides(override or [], reason)
+        policy = load_policy(policy_path)
+        policy.for_run(env, "release")  # unknown environment: fail before touching anything
+        store = _store()
+        base = since or planner.last_release(store, env)
+        plan = planner.plan_release(
+            planner.changed_paths(repo, base),
+            environment=env,
+            is_built=registry.is_built,
+            since=base,
+            head=planner.git_head(repo),
+        )
+        if plan_only:
+            _show_plan(plan, as_json)
+            return
+        requester = _actor(actor)
+        with ProgressDisplay(as_json) as display:
+            executor = _executor(store, display)
+
+            def run_one(item: planner.PlannedPipeline) -> tuple[bool, str | None, str]:
+                try:
+                    built = registry.build(item.id, {})
+                    record = executor.run(
+                        built,
+                        environment=env,
+                        target=item.id,
+                        requester=requester,
+                        policy=policy.for_run(env, item.id),
+                        overrides=overrides,
+                    )
+                except MangaAssistError as exc:
+                    return False, None, str(exc)
+                return (
+                    record.state is RunState.SUCCEEDED,
+                    record.id,
+                    f"{record.state.value} {record.reason or ''}",
+                )
+
+            summary = planner.execute(plan, run_one, store=store, actor=requester)
+    if as_json:
+        _print_json(summary.as_dict())
+    else:
+        _show_plan(plan, False)
+        console.print("[bold]release summary[/]")
+        for result in summary.results:
+            run = f" (run {result.run_id})" if result.run_id else ""
+            console.print(
+                f"  {result.id}: {result.status.value}{run} {result.detail}".rstrip(), highlight=False
+            )
+        verdict = "succeeded" if summary.succeeded else "stopped"
+        console.print(f"release {summary.id} {verdict}", highlight=False)
+    if not summary.succeeded:
+        raise typer.Exit(1)
+
+
+def _show_plan(plan: planner.ReleasePlan, as_json: bool) -> None:
+    if as_json:
+        _print_json(plan.as_dict())
+        return
+    base = plan.since or "nothing (first release: every tracked file is new)"
+    console.print(f"[bold]release plan for {plan.environment}[/], changes since {base}", highlight=False)
+    if not plan.pipelines:
+        console.print("  nothing to release: no changed path belongs to a pipeline")
+    for n, item in enumerate(plan.pipelines, 1):
+        built = "" if item.built else " [yellow](not built yet)[/]"
+        console.print(f"  {n}. {item.id} {item.title}{built}", highlight=False)
+        console.print(f"     why: {item.reason}", highlight=False, markup=False)
+        for after in item.after:
+            console.print(f"     after {after}", highlight=False, markup=False)
+    if plan.unmapped:
+        shown = ", ".join(plan.unmapped[:5]) + (" ..." if len(plan.unmapped) > 5 else "")
+        console.print(
+            f"  not shipped by any pipeline ({len(plan.unmapped)}): {shown}", highlight=False, markup=False
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the engine's commands to the main ``mangaassist`` app."""
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(audit_app, name="audit")
+    app.command("approve")(approve)
+    app.command("reject")(reject)
+    app.command("release")(release)

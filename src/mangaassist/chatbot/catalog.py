@@ -52,7 +52,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "description": str,
 }
 _NON_WORD = re.compile(r"[^a-z0-9]+")
-_VOLUME = re.compile(r"\b(?:vol(?:ume)?s?\.?|v\.?|#|book|no\.?)\s*(\d{1,3})\b", re.IGNORECASE)
+_VOLUME = re.compile(r"(?:\b(?:vol(?:ume)?s?\.?|v\.?|book|no\.?)|#)\s*(\d{1,3})\b", re.IGNORECASE)
 _STOP = {"the", "a", "an", "of", "to", "in", "no", "and", "wa", "ga", "x"}
 
 
@@ -257,7 +257,7 @@ class Catalog:
         for names, s in self._authors:
             full = " ".join(names)
             family = names[-1] if len(names) > 1 else ""
-            named = f" {full} " in query or (len(family) > 3 and f" {family} " in query)
+            named = f" {full} " in query or (len(family) >= 3 and f" {family} " in query)
             if named and s not in hits:
                 hits.append(s)
         return hits

@@ -1,0 +1,869 @@
+"""Runs: a pipeline's named steps executed one after another, durably, by one executor.
+
+A pipeline is data (``Pipeline``: ordered ``Step``s and an optional rollback). ``Executor`` is the
+only thing that moves a run forward. After every transition it persists the run and the step in
+one transaction, together with the audit entry that records it, so a process killed at any point
+leaves a state that ``resume`` continues from:
+
+- a step marked DONE is never executed again for that run;
+- a step that was RUNNING when the process died runs again, but each effect it applied through
+  ``StepContext.effect`` is recorded (a marker keyed by run, step and effect name) and not applied
+  again; the apply function receives an idempotency key so the target can deduplicate the one
+  window the marker cannot close (applied, then killed before the marker committed);
+- a run that was stopping (a step failed, an abort was asked) resumes its rollback, not its steps.
+
+Who calls it: ``mangaassist runs ...`` and ``mangaassist release`` (through the CLI), pipelines'
+tests, and the crash tests which kill it with SIGKILL at every boundary that ``observer`` reports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.engine import approvals, audit, locks
+from mangaassist.delivery.engine.clock import Clock, SystemClock, iso, parse_iso
+from mangaassist.delivery.engine.errors import (
+    LeaseLost,
+    PipelineChanged,
+    PolicyBlocked,
+    RunFinished,
+    RunIsLive,
+)
+from mangaassist.delivery.engine.model import (
+    RunRecord,
+    RunState,
+    StepOutcome,
+    StepRecord,
+    StepStatus,
+    WaitFor,
+)
+from mangaassist.delivery.engine.policy import EnvironmentPolicy
+from mangaassist.delivery.engine.state import StateStore, dumps, effects, loads, owner_gone, runs, steps
+
+ROLLBACK = "rollback"
+"""The name effects and audit entries of a pipeline's rollback are recorded under."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step returns. Build it with ``done``, ``failed``, ``wait`` or ``wait_for_approval``."""
+
+    kind: StepOutcome
+    reason: str = ""
+    output: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    numbers: dict[str, float] = field(default_factory=dict)
+    wait_for: WaitFor | None = None
+    until: datetime | None = None
+    abort: bool = False
+    """For FAILED: end the run as ABORTED (a rejection, an approval timeout) rather than FAILED."""
+
+    @classmethod
+    def done(
+        cls,
+        output: dict[str, Any] | None = None,
+        *,
+        detail: dict[str, Any] | None = None,
+        verdict: Verdict | None = None,
+        numbers: dict[str, float] | None = None,
+    ) -> Outcome:
+        return cls(
+            StepOutcome.DONE, output=output or {}, detail=detail or {}, verdict=verdict, numbers=numbers or {}
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        reason: str,
+        *,
+        detail: dict[str, Any] | None = None,
+        verdict: Verdict | None = None,
+        numbers: dict[str, float] | None = None,
+        abort: bool = False,
+    ) -> Outcome:
+        return cls(
+            StepOutcome.FAILED,
+            reason=reason,
+            detail=detail or {},
+            verdict=verdict,
+            numbers=numbers or {},
+            abort=abort,
+        )
+
+    @classmethod
+    def wait(cls, reason: str, *, for_: WaitFor = WaitFor.TIME, until: datetime | None = None) -> Outcome:
+        return cls(StepOutcome.WAITING, reason=reason, wait_for=for_, until=until)
+
+    @classmethod
+    def wait_for_approval(cls, reason: str) -> Outcome:
+        return cls(StepOutcome.WAITING, reason=reason, wait_for=WaitFor.APPROVAL)
+
+    def recorded_detail(self) -> dict[str, Any]:
+        detail = dict(self.detail)
+        if self.verdict is not None:
+            detail["verdict"] = self.verdict.value
+        if self.numbers:
+            detail["numbers"] = self.numbers
+        if self.wait_for is not None:
+            detail["wait_for"] = self.wait_for.value
+        if self.until is not None:
+            detail["until"] = iso(self.until)
+        return detail
+
+
+StepFn = Callable[["StepContext"], Outcome]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: StepFn
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A named, ordered list of steps, and what undoes them when a run fails or is aborted."""
+
+    name: str
+    steps: tuple[Step, ...]
+    rollback: StepFn | None = None
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    """What the pipeline was built from; stored with each run so ``resume`` can build it again."""
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What the executor tells a progress display (Rich spinner, plain lines, nothing)."""
+
+    kind: str
+    """``step.started``, ``step.progress``, ``step.waiting``, ``step.done``, ``step.failed``,
+    ``rollback.started``, ``rollback.done``, ``run.finished``."""
+    run_id: str
+    step: str | None = None
+    message: str = ""
+    fraction: float | None = None
+
+
+Reporter = Callable[[ProgressEvent], None]
+Observer = Callable[[str], None]
+"""Called at every boundary (``step:apply:started``, ``step:apply:done``...); the crash tests kill there."""
+
+
+class StepContext:
+    """What a step sees of its run, and the only way it should apply an effect (``effect``)."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        run: RunRecord,
+        step: str,
+        attempt: int,
+        waiting_since: datetime | None,
+        outputs: dict[str, dict[str, Any]],
+    ) -> None:
+        self._executor = executor
+        self.run = run
+        self.step = step
+        self.attempt = attempt
+        self.waiting_since = waiting_since
+        self.outputs = outputs
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.run.params
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and resumes of this step of this run."""
+        return f"{self.run.id}/{self.step}"
+
+    def now(self) -> datetime:
+        return self._executor.clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        self._executor.clock.sleep(seconds)
+
+    def effect(self, name: str, apply: Callable[[str], Any]) -> Any:
+        """Apply a change to the world at most once per run: ``apply(key)`` then record a marker.
+
+        If the marker exists (an earlier attempt applied it), return its recorded result without
+        calling ``apply``. ``key`` is the idempotency key the target must deduplicate on, which
+        closes the window between applying and recording.
+        """
+        return self._executor._effect(self, name, apply)
+
+    def checkpoint(self, label: str) -> None:
+        """Report a boundary inside the step (for observers and crash tests)."""
+        self._executor._observe(f"step:{self.step}:{label}")
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        self._executor._report(ProgressEvent("step.progress", self.run.id, self.step, message, fraction))
+
+    def approval(self) -> approvals.ApprovalStatus:
+        with self._executor.store.transaction() as conn:
+            return approvals.status(conn, self.run, self.step, self.waiting_since or self.now(), self.now())
+
+
+def approval_step(
+    name: str = "approval", description: str = "wait for the approvals policy requires"
+) -> Step:
+    """A step that passes when the run's policy is satisfied: enough approvals, none rejecting."""
+
+    def gate(ctx: StepContext) -> Outcome:
+        rule = f"{ctx.run.environment}.approvals"
+        if rule in ctx.run.overrides:
+            return Outcome.done(detail={"overridden": rule, "reason": ctx.run.overrides[rule]})
+        status = ctx.approval()
+        if status.needed == 0:
+            return Outcome.done(detail={"approvals_required": 0})
+        if status.rejected_by is not None:
+            who = status.rejected_by
+            return Outcome.failed(f"rejected by {who.actor}: {who.comment}", abort=True)
+        if status.granted:
+            return Outcome.done(
+                {"approved_by": list(status.approvers)}, detail={"approved_by": list(status.approvers)}
+            )
+        if status.timed_out:
+            return Outcome.failed(
+                f"approval timed out at {status.deadline} "
+                f"with {len(status.approvers)}/{status.needed} approvals",
+                abort=True,
+            )
+        missing = status.needed - len(status.approvers)
+        return Outcome.wait_for_approval(
+            f"waiting for {missing} approval(s) until {status.deadline}: "
+            f"mangaassist approve {ctx.run.id} --as NAME"
+        )
+
+    return Step(name, gate, description)
+
+
+def new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+class Executor:
+    """Starts, drives, resumes and aborts runs. The only writer of run and step state."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        clock: Clock | None = None,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 1.0,
+        heartbeat: bool = True,
+        reporter: Reporter | None = None,
+        observer: Observer | None = None,
+        owner: locks.Owner | None = None,
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.heartbeat = heartbeat
+        self.reporter = reporter
+        self.observer = observer
+        self.owner = owner or locks.Owner.me()
+
+    # -- public operations -----------------------------------------------------------------------
+
+    def start(
+        self,
+        pipeline: Pipeline,
+        *,
+        environment: str,
+        target: str,
+        requester: str,
+        policy: EnvironmentPolicy,
+        overrides: dict[str, str] | None = None,
+    ) -> RunRecord:
+        """Check policy, take the (environment, target) lock and record the run, all or nothing."""
+        overrides = dict(overrides or {})
+        policy.check_overrides(overrides)
+        now = self.clock.now()
+        blocking = [b for b in policy.blocks(now) if b.rule not in overrides]
+        if blocking:
+            with self.store.transaction() as conn:
+                audit.append(
+                    self.store,
+                    conn,
+                    at=now,
+                    kind="policy.blocked",
+                    actor=requester,
+                    detail={
+                        "environment": environment,
+                        "target": target,
+                        "pipeline": pipeline.name,
+                        "rules": [b.rule for b in blocking],
+                        "why": [b.explanation for b in blocking],
+                    },
+                )
+            raise PolicyBlocked(blocking[0].rule, blocking[0].explanation)
+        run_id = new_run_id()
+        with self.store.transaction() as conn:
+            conn.execute(
+                runs.insert().values(
+                    id=run_id,
+                    pipeline=pipeline.name,
+                    environment=environment,
+                    target=target,
+                    requester=requester,
+                    state=RunState.RUNNING.value,
+                    params=dumps(pipeline.params),
+                    step_names=dumps(pipeline.step_names),
+                    created_at=iso(now),
+                    updated_at=iso(now),
+                    finished_at=None,
+                    owner=self.owner.label,
+                    owner_pid=self.owner.pid,
+                    owner_host=self.owner.host,
+                    lease_expires_at=iso(now + timedelta(seconds=self.lease_seconds)),
+                    reason=None,
+                    overrides=dumps(overrides),
+                    stopping=None,
+                    policy=dumps(policy.as_dict()),
+                )
+            )
+            conn.execute(
+                steps.insert(),
+                [
+                    {
+                        "run_id": run_id,
+                        "idx": i,
+                        "name": s.name,
+                        "status": StepStatus.PENDING.value,
+                        "attempts": 0,
+                        "detail": "{}",
+                        "output": "{}",
+                    }
+                    for i, s in enumerate(pipeline.steps)
+                ],
+            )
+            locks.acquire(
+                self.store,
+                conn,
+                environment=environment,
+                target=target,
+                run_id=run_id,
+                requester=requester,
+                now=now,
+            )
+            audit.append(
+                self.store,
+                conn,
+                at=now,
+                kind="run.started",
+                actor=requester,
+                run_id=run_id,
+                detail={
+                    "pipeline": pipeline.name,
+                    "environment": environment,
+                    "target": target,
+                    "steps": pipeline.step_names,
+                    "params": pipeline.params,
+                    "owner": self.owner.label,
+                    "policy": policy.source,
+                },
+            )
+            for rule, reason in overrides.items():
+                audit.append(
+                    self.store,
+                    conn,
+                    at=now,
+                    kind="policy.override",
+                    actor=requester,
+                    run_id=run_id,
+                    detail={"rule": rule, "reason": reason},
+                )
+            record = self.store.run(conn, run_id, now)
+        self._observe("run:created")
+        return record
+
+    def run(self, pipeline: Pipeline, **start: Any) -> RunRecord:
+        """``start`` then ``drive`` to a final state."""
+        record = self.start(pipeline, **start)
+        return self.drive(record.id, pipeline)
+
+    def resume(self, run_id: str, pipeline: Pipeline, *, actor: str) -> RunRecord:
+        """Take over an interrupted run and drive it to a final state."""
+        now = self.clock.now()
+        with self.store.transaction() as conn:
+            run = self.store.run(conn, run_id, now, for_update=True)
+            if run.state.final:
+                raise RunFinished(
+                    f"run {run_id} already {run.state.value.replace('_', ' ')}; nothing to resume"
+                )
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().one()
+            if run.owner != self.owner.label and not owner_gone(row, now):
+                raise RunIsLive(
+                    f"run {run_id} is being driven by process {run.owner} "
+                    f"(lease until {run.lease_expires_at}); "
+                    "resume it after that process stops, or `mangaassist runs abort` it"
+                )
+            if run.step_names != pipeline.step_names:
+                raise PipelineChanged(
+                    f"run {run_id} was started with steps {run.step_names}; pipeline {pipeline.name} now has "
+                    f"{pipeline.step_names}. Abort it (`mangaassist runs abort {run_id}`) and start a new run"
+                )
+            locks.take(conn, run_id, self.owner, now, self.lease_seconds)
+            audit.append(
+                self.store,
+                conn,
+                at=now,
+                kind="run.resumed",
+                actor=actor,
+                run_id=run_id,
+                detail={"previous_owner": run.owner, "owner": self.owner.label},
+            )
+        self._observe("run:resumed")
+        return self.drive(run_id, pipeline)
+
+    def abort(self, run_id: str, pipeline: Pipeline | None, *, actor: str, reason: str) -> RunRecord:
+        """Stop a run safely: roll back (if the pipeline has a rollback) and release its lock.
+
+        A run driven by a live process is asked to stop: that process rolls back after its current
+        step. An interrupted run is taken over and stopped here.
+        """
+        now = self.clock.now()
+        stopping = {
+            "state": RunState.ABORTED.value,
+            "reason": f"aborted by {actor}: {reason}",
+            "rollback": True,
+        }
+        with self.store.transaction() as conn:
+            run = self.store.run(conn, run_id, now, for_update=True)
+            if run.state.final:
+                raise RunFinished(
+                    f"run {run_id} already {run.state.value.replace('_', ' ')}; nothing to abort"
+                )
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().one()
+            live = run.owner != self.owner.label and not owner_gone(row, now)
+            if run.stopping is None:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id)
+                    .values(stopping=dumps(stopping), updated_at=iso(now))
+                )
+            audit.append(
+                self.store,
+                conn,
+                at=now,
+                kind="run.abort_requested",
+                actor=actor,
+                run_id=run_id,
+                detail={"reason": reason, "live_owner": run.owner if live else None},
+            )
+            if live:
+                return self.store.run(conn, run_id, now)
+            locks.take(conn, run_id, self.owner, now, self.lease_seconds)
+        return self._finish(run_id, pipeline)
+
+    def drive(self, run_id: str, pipeline: Pipeline) -> RunRecord:
+        """Execute the run's remaining steps in order until it reaches a final state."""
+        with ExitStack() as stack:
+            beat = None
+            if self.heartbeat:
+                beat = stack.enter_context(
+                    locks.Heartbeat(self.store, run_id, self.owner, self.lease_seconds, self.clock)
+                )
+            while True:
+                if beat is not None and beat.lost.is_set():
+                    raise LeaseLost(
+                        f"run {run_id}: this process lost its lease; another process took the run over"
+                    )
+                now = self.clock.now()
+                with self.store.transaction() as conn:
+                    run = self.store.run(conn, run_id, now)
+                    if run.state.final:
+                        return run
+                    locks.renew(conn, run_id, self.owner, now, self.lease_seconds)
+                    records = self.store.steps(conn, run_id)
+                if run.stopping is not None:
+                    return self._finish(run_id, pipeline)
+                pending = next((r for r in records if r.status is not StepStatus.DONE), None)
+                if pending is None:
+                    return self._succeed(run)
+                self._execute(run, pipeline.step(pending.name), pending, records)
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def _execute(self, run: RunRecord, step: Step, record: StepRecord, records: list[StepRecord]) -> None:
+        now = self.clock.now()
+        attempt = record.attempts
+        waiting_since = None
+        if record.status is StepStatus.WAITING:
+            with self.store.transaction() as conn:
+                waiting_since_text = conn.execute(
+                    sa.select(steps.c.waiting_since).where(
+                        steps.c.run_id == run.id, steps.c.idx == record.index
+                    )
+                ).scalar_one()
+            waiting_since = parse_iso(waiting_since_text) if waiting_since_text else now
+        else:
+            attempt += 1
+            with self.store.transaction() as conn:
+                locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+                conn.execute(
+                    steps.update()
+                    .where(steps.c.run_id == run.id, steps.c.idx == record.index)
+                    .values(
+                        status=StepStatus.RUNNING.value,
+                        attempts=attempt,
+                        started_at=record.started_at or iso(now),
+                    )
+                )
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run.id)
+                    .values(state=RunState.RUNNING.value, updated_at=iso(now))
+                )
+                audit.append(
+                    self.store,
+                    conn,
+                    at=now,
+                    kind="step.started",
+                    actor=self.owner.label,
+                    run_id=run.id,
+                    detail={"step": step.name, "attempt": attempt},
+                )
+            record = replace(
+                record, status=StepStatus.RUNNING, attempts=attempt, started_at=record.started_at or iso(now)
+            )
+            self._observe(f"step:{step.name}:started")
+            self._report(ProgressEvent("step.started", run.id, step.name, step.description or step.name))
+        outputs = {r.name: r.output for r in records if r.status is StepStatus.DONE}
+        ctx = StepContext(self, run, step.name, attempt, waiting_since, outputs)
+        try:
+            outcome = step.run(ctx)
+        except LeaseLost:
+            raise
+        except Exception as exc:  # a step that raises has failed; the run must still stop cleanly
+            outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+        self._record(run, step, record, outcome, waiting_since)
+
+    def _record(
+        self, run: RunRecord, step: Step, record: StepRecord, outcome: Outcome, waiting_since: datetime | None
+    ) -> None:
+        now = self.clock.now()
+        where = (steps.c.run_id == run.id) & (steps.c.idx == record.index)
+        detail = outcome.recorded_detail()
+        if outcome.kind is StepOutcome.WAITING:
+            if waiting_since is None:
+                with self.store.transaction() as conn:
+                    locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+                    conn.execute(
+                        steps.update()
+                        .where(where)
+                        .values(
+                            status=StepStatus.WAITING.value,
+                            waiting_since=iso(now),
+                            reason=outcome.reason,
+                            detail=dumps(detail),
+                        )
+                    )
+                    conn.execute(
+                        runs.update()
+                        .where(runs.c.id == run.id)
+                        .values(state=RunState.WAITING.value, updated_at=iso(now))
+                    )
+                    audit.append(
+                        self.store,
+                        conn,
+                        at=now,
+                        kind="step.waiting",
+                        actor=self.owner.label,
+                        run_id=run.id,
+                        detail={"step": step.name, "reason": outcome.reason, **detail},
+                    )
+                self._observe(f"step:{step.name}:waiting")
+                self._report(ProgressEvent("step.waiting", run.id, step.name, outcome.reason))
+            pause = self.poll_seconds
+            if outcome.until is not None:
+                pause = max(0.0, min(pause, (outcome.until - now).total_seconds()))
+            self.clock.sleep(pause)
+            return
+        started = parse_iso(record.started_at) if record.started_at else now
+        duration = (now - started).total_seconds()
+        with self.store.transaction() as conn:
+            locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+            if outcome.kind is StepOutcome.DONE:
+                conn.execute(
+                    steps.update()
+                    .where(where)
+                    .values(
+                        status=StepStatus.DONE.value,
+                        finished_at=iso(now),
+                        duration_s=duration,
+                        reason=None,
+                        detail=dumps(detail),
+                        output=dumps(outcome.output),
+                    )
+                )
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run.id)
+                    .values(state=RunState.RUNNING.value, updated_at=iso(now))
+                )
+                audit.append(
+                    self.store,
+                    conn,
+                    at=now,
+                    kind="step.done",
+                    actor=self.owner.label,
+                    run_id=run.id,
+                    detail={"step": step.name, "duration_s": round(duration, 3), **detail},
+                )
+            else:
+                final = RunState.ABORTED if outcome.abort else RunState.FAILED
+                rollback = outcome.abort or run.policy.get("rollback", "automatic") == "automatic"
+                stopping = {
+                    "state": final.value,
+                    "reason": f"step {step.name} failed: {outcome.reason}",
+                    "rollback": rollback,
+                }
+                conn.execute(
+                    steps.update()
+                    .where(where)
+                    .values(
+                        status=StepStatus.FAILED.value,
+                        finished_at=iso(now),
+                        duration_s=duration,
+                        reason=outcome.reason,
+                        detail=dumps(detail),
+                    )
+                )
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run.id)
+                    .values(stopping=dumps(stopping), updated_at=iso(now))
+                )
+                audit.append(
+                    self.store,
+                    conn,
+                    at=now,
+                    kind="step.failed",
+                    actor=self.owner.label,
+                    run_id=run.id,
+                    detail={
+                        "step": step.name,
+                        "reason": outcome.reason,
+                        "duration_s": round(duration, 3),
+                        **detail,
+                    },
+                )
+        if outcome.kind is StepOutcome.DONE:
+            self._observe(f"step:{step.name}:done")
+            self._report(ProgressEvent("step.done", run.id, step.name, _summary(detail), 1.0))
+        else:
+            self._observe(f"step:{step.name}:failed")
+            self._report(ProgressEvent("step.failed", run.id, step.name, outcome.reason))
+
+    def _effect(self, ctx: StepContext, name: str, apply: Callable[[str], Any]) -> Any:
+        key = f"{ctx.idempotency_key}/{name}"
+        where = (effects.c.run_id == ctx.run.id) & (effects.c.step == ctx.step) & (effects.c.name == name)
+        with self.store.transaction() as conn:
+            recorded = conn.execute(sa.select(effects.c.result).where(where)).scalar_one_or_none()
+        if recorded is not None:
+            return loads(recorded) if recorded != "null" else None
+        result = apply(key)
+        self._observe(f"step:{ctx.step}:effect:{name}:applied")
+        now = self.clock.now()
+        with self.store.transaction() as conn:
+            locks.renew(conn, ctx.run.id, self.owner, now, self.lease_seconds)
+            conn.execute(
+                effects.insert().values(
+                    run_id=ctx.run.id,
+                    step=ctx.step,
+                    name=name,
+                    idempotency_key=key,
+                    result=dumps(result),
+                    applied_at=iso(now),
+                )
+            )
+            audit.append(
+                self.store,
+                conn,
+                at=now,
+                kind="step.effect",
+                actor=self.owner.label,
+                run_id=ctx.run.id,
+                detail={"step": ctx.step, "effect": name, "key": key},
+            )
+        return result
+
+    # -- endings ---------------------------------------------------------------------------------
+
+    def _succeed(self, run: RunRecord) -> RunRecord:
+        now = self.clock.now()
+        with self.store.transaction() as conn:
+            locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+            self._finalize(conn, run, RunState.SUCCEEDED, None, now)
+            record = self.store.run(conn, run.id, now)
+        self._observe("run:finished")
+        self._report(ProgressEvent("run.finished", run.id, None, RunState.SUCCEEDED.value))
+        return record
+
+    def _finish(self, run_id: str, pipeline: Pipeline | None) -> RunRecord:
+        """Complete a stopping run: roll back if asked and possible, then the final state."""
+        now = self.clock.now()
+        with self.store.transaction() as conn:
+            run = self.store.run(conn, run_id, now)
+            records = self.store.steps(conn, run_id)
+        stopping = run.stopping or {}
+        final = RunState(stopping.get("state", RunState.ABORTED.value))
+        reason = str(stopping.get("reason", ""))
+        touched = any(r.status is not StepStatus.PENDING for r in records)
+        rollback_fn = pipeline.rollback if pipeline is not None else None
+        if stopping.get("rollback") and touched and rollback_fn is not None:
+            final, reason = self._rollback(run, rollback_fn, final, reason, records)
+        elif not stopping.get("rollback") and touched:
+            with self.store.transaction() as conn:
+                audit.append(
+                    self.store,
+                    conn,
+                    at=self.clock.now(),
+                    kind="rollback.manual",
+                    actor=self.owner.label,
+                    run_id=run_id,
+                    detail={"why": "policy: rollback is manual", "reason": reason},
+                )
+        now = self.clock.now()
+        with self.store.transaction() as conn:
+            locks.renew(conn, run_id, self.owner, now, self.lease_seconds)
+            self._finalize(conn, run, final, reason, now)
+            record = self.store.run(conn, run_id, now)
+        self._observe("run:finished")
+        self._report(ProgressEvent("run.finished", run_id, None, f"{final.value}: {reason}"))
+        return record
+
+    def _rollback(
+        self, run: RunRecord, rollback_fn: StepFn, final: RunState, reason: str, records: list[StepRecord]
+    ) -> tuple[RunState, str]:
+        self._observe("rollback:started")
+        self._report(ProgressEvent("rollback.started", run.id, ROLLBACK, reason))
+        with self.store.transaction() as conn:
+            audit.append(
+                self.store,
+                conn,
+                at=self.clock.now(),
+                kind="rollback.started",
+                actor=self.owner.label,
+                run_id=run.id,
+                detail={"reason": reason},
+            )
+        outputs = {r.name: r.output for r in records if r.status is StepStatus.DONE}
+        ctx = StepContext(self, run, ROLLBACK, 1, None, outputs)
+        while True:
+            try:
+                outcome = rollback_fn(ctx)
+            except LeaseLost:
+                raise
+            except Exception as exc:  # a failing rollback is reported, never hidden
+                outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+            if outcome.kind is not StepOutcome.WAITING:
+                break
+            self.clock.sleep(self.poll_seconds)
+        ok = outcome.kind is StepOutcome.DONE
+        with self.store.transaction() as conn:
+            audit.append(
+                self.store,
+                conn,
+                at=self.clock.now(),
+                kind="rollback.done" if ok else "rollback.failed",
+                actor=self.owner.label,
+                run_id=run.id,
+                detail={"reason": outcome.reason, **outcome.recorded_detail()},
+            )
+        self._report(
+            ProgressEvent("rollback.done", run.id, ROLLBACK, "rolled back" if ok else outcome.reason)
+        )
+        if not ok:
+            return RunState.FAILED, f"{reason}; rollback failed: {outcome.reason}"
+        if final is RunState.FAILED:
+            return RunState.ROLLED_BACK, reason
+        return final, f"{reason} (rolled back)"
+
+    def _finalize(
+        self, conn: Connection, run: RunRecord, state: RunState, reason: str | None, now: datetime
+    ) -> None:
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == run.id)
+            .values(
+                state=state.value,
+                reason=reason,
+                finished_at=iso(now),
+                updated_at=iso(now),
+                owner=None,
+                owner_pid=None,
+                owner_host=None,
+                lease_expires_at=None,
+            )
+        )
+        conn.execute(
+            steps.update()
+            .where(
+                steps.c.run_id == run.id,
+                steps.c.status.in_([StepStatus.PENDING.value, StepStatus.WAITING.value]),
+            )
+            .values(status=StepStatus.SKIPPED.value)
+        )
+        conn.execute(
+            steps.update()
+            .where(steps.c.run_id == run.id, steps.c.status == StepStatus.RUNNING.value)
+            .values(
+                status=StepStatus.FAILED.value,
+                reason="interrupted; the run stopped before this step finished",
+            )
+        )
+        locks.release(conn, run.environment, run.target, run.id)
+        audit.append(
+            self.store,
+            conn,
+            at=now,
+            kind="run.finished",
+            actor=self.owner.label,
+            run_id=run.id,
+            detail={"state": state.value, "reason": reason},
+        )
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _observe(self, point: str) -> None:
+        if self.observer is not None:
+            self.observer(point)
+
+    def _report(self, event: ProgressEvent) -> None:
+        if self.reporter is not None:
+            self.reporter(event)
+
+
+def _summary(detail: dict[str, Any]) -> str:
+    parts = []
+    if "verdict" in detail:
+        parts.append(str(detail["verdict"]))
+    for key, value in (detail.get("numbers") or {}).items():
+        parts.append(f"{key}={value}")
+    if "approved_by" in detail:
+        parts.append("approved by " + ", ".join(detail["approved_by"]))
+    return " ".join(parts)

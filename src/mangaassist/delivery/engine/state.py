@@ -1,0 +1,330 @@
+"""The engine's state store: runs, steps, effects, locks, approvals, audit and releases.
+
+SQLAlchemy Core over SQLite (WAL, one file under ``MANGAASSIST_HOME``) by default, or PostgreSQL when
+``MANGAASSIST_STATE_URL=postgresql://...`` is set (driver: psycopg 3), so several CI runners can share
+one engine. Every change happens inside ``StateStore.transaction()``: on SQLite that is
+``BEGIN IMMEDIATE`` (writers queue instead of failing on a lock upgrade); on PostgreSQL the rows that
+serialise writers are taken ``FOR UPDATE``.
+
+Called by every other engine module; nothing outside ``delivery`` touches these tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from mangaassist.delivery.engine.clock import parse_iso
+from mangaassist.delivery.engine.errors import RunNotFound, StateStoreError
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "engine_runs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("pipeline", sa.String(80), nullable=False),
+    sa.Column("environment", sa.String(40), nullable=False),
+    sa.Column("target", sa.String(120), nullable=False),
+    sa.Column("requester", sa.String(120), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("step_names", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("owner_pid", sa.Integer),
+    sa.Column("owner_host", sa.String(200)),
+    sa.Column("lease_expires_at", sa.String(40)),
+    sa.Column("reason", sa.Text),
+    sa.Column("overrides", sa.Text, nullable=False),
+    sa.Column("stopping", sa.Text),
+    sa.Column("policy", sa.Text, nullable=False),
+    sa.Index("engine_runs_created", "created_at"),
+)
+
+steps = sa.Table(
+    "engine_steps",
+    metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("engine_runs.id"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(80), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.String(40)),
+    sa.Column("waiting_since", sa.String(40)),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+)
+
+effects = sa.Table(
+    "engine_effects",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("step", sa.String(80), primary_key=True),
+    sa.Column("name", sa.String(120), primary_key=True),
+    sa.Column("idempotency_key", sa.String(300), nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
+locks = sa.Table(
+    "engine_locks",
+    metadata,
+    sa.Column("environment", sa.String(40), primary_key=True),
+    sa.Column("target", sa.String(120), primary_key=True),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("requester", sa.String(120), nullable=False),
+    sa.Column("acquired_at", sa.String(40), nullable=False),
+)
+
+approvals = sa.Table(
+    "engine_approvals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), nullable=False, index=True),
+    sa.Column("step", sa.String(80), nullable=False),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(120), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
+)
+
+audit_log = sa.Table(
+    "engine_audit",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(40), index=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(60), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+audit_head = sa.Table(
+    "engine_audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+releases = sa.Table(
+    "engine_releases",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("environment", sa.String(40), nullable=False),
+    sa.Column("commit", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("summary", sa.Text, nullable=False),
+)
+
+_PG_SCHEMA_LOCK = 7_414_400_401  # any constant: serialises concurrent first-time schema creation
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def loads(text: str | None) -> Any:
+    return json.loads(text) if text else {}
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def default_url() -> str:
+    """``MANGAASSIST_STATE_URL``, else SQLite under ``MANGAASSIST_HOME`` (default ``./.mangaassist``)."""
+    url = os.environ.get("MANGAASSIST_STATE_URL", "").strip()
+    if url:
+        return url
+    home = Path(os.environ.get("MANGAASSIST_HOME") or ".mangaassist")
+    return f"sqlite:///{(home / 'state.sqlite3').resolve()}"
+
+
+def _driver_url(url: str) -> sa.URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StateStoreError(f"MANGAASSIST_STATE_URL {url!r} is not a database URL: {exc}") from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        return parsed
+    raise StateStoreError(
+        f"state database {parsed.render_as_string(hide_password=True)}: "
+        "only sqlite:///PATH and postgresql://... are supported"
+    )
+
+
+class StateStore:
+    """One connection pool to the state database, with the schema created on first use."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = _driver_url(url or default_url())
+        self.display_url = self.url.render_as_string(hide_password=True)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine = self._create_engine()
+        try:
+            with self.transaction() as conn:
+                if not self.is_sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
+                metadata.create_all(conn)
+                if conn.execute(sa.select(audit_head.c.id)).first() is None:
+                    conn.execute(audit_head.insert().values(id=1, seq=0, hash="0" * 64))
+        except StateStoreError as exc:
+            self.engine.dispose()
+            cause = exc.__cause__
+            detail = _cause(cause) if isinstance(cause, SQLAlchemyError) else str(exc)
+            raise StateStoreError(f"cannot open the state database {self.display_url}: {detail}") from None
+
+    def _create_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return sa.create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        database = self.url.database
+        if database and database != ":memory:":
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateStoreError(f"cannot open the state database {self.display_url}: {exc}") from None
+        engine = sa.create_engine(self.url, connect_args={"timeout": 30.0})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
+            # fail half-way with "database is locked" when another process wrote in between.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """All or nothing: commits when the block ends, rolls back if it raises."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StateStoreError(f"state database {self.display_url}: {_cause(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def run(self, conn: Connection, run_id: str, now: datetime, *, for_update: bool = False) -> RunRecord:
+        query = sa.select(runs).where(runs.c.id == run_id)
+        if for_update and not self.is_sqlite:
+            query = query.with_for_update()
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            raise RunNotFound(run_id)
+        return run_record(row, now)
+
+    def runs(
+        self, conn: Connection, now: datetime, *, limit: int = 50, environment: str | None = None
+    ) -> list[RunRecord]:
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if environment:
+            query = query.where(runs.c.environment == environment)
+        return [run_record(row, now) for row in conn.execute(query).mappings()]
+
+    def steps(self, conn: Connection, run_id: str) -> list[StepRecord]:
+        rows = conn.execute(sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.idx)).mappings()
+        return [
+            StepRecord(
+                run_id=row["run_id"],
+                index=row["idx"],
+                name=row["name"],
+                status=StepStatus(row["status"]),
+                attempts=row["attempts"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                duration_s=row["duration_s"],
+                reason=row["reason"],
+                detail=loads(row["detail"]),
+                output=loads(row["output"]),
+            )
+            for row in rows
+        ]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_gone(row: Any, now: datetime) -> bool:
+    """Whether the process that drives a run is gone: its lease expired, or its PID died on this host."""
+    expires = row["lease_expires_at"]
+    if expires is None or parse_iso(expires) <= now:
+        return True
+    pid, host = row["owner_pid"], row["owner_host"]
+    return bool(pid is not None and host == this_host() and not pid_alive(pid))
+
+
+def run_record(row: Any, now: datetime) -> RunRecord:
+    state = RunState(row["state"])
+    effective = state
+    if not state.final and owner_gone(row, now):
+        effective = RunState.INTERRUPTED
+    return RunRecord(
+        id=row["id"],
+        pipeline=row["pipeline"],
+        environment=row["environment"],
+        target=row["target"],
+        requester=row["requester"],
+        state=state,
+        params=loads(row["params"]),
+        step_names=list(loads(row["step_names"]) or []),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        owner=row["owner"],
+        owner_pid=row["owner_pid"],
+        owner_host=row["owner_host"],
+        lease_expires_at=row["lease_expires_at"],
+        reason=row["reason"],
+        overrides=dict(loads(row["overrides"])),
+        stopping=loads(row["stopping"]) or None,
+        policy=dict(loads(row["policy"])),
+        effective_state=effective,
+    )
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0]

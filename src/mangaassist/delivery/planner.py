@@ -1,0 +1,308 @@
+"""The release planner: what changed since the last release -> which pipelines run, in which order, and why.
+
+Deciding (``plan_release``: changed paths in, ordered pipelines out, pure) is kept apart from doing
+(``execute``: runs the planned pipelines in order through a runner the caller provides, stops at
+the first failure). A pipeline that is not built yet is listed as such and stops the release
+there: what comes after it depends on it (DESIGN.md's dependency map), so it is never skipped
+silently.
+
+Called by ``mangaassist release`` (``--plan`` prints the plan; without it, executes it).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from mangaassist.delivery.engine import audit
+from mangaassist.delivery.engine.clock import iso
+from mangaassist.delivery.engine.errors import BadRequest
+from mangaassist.delivery.engine.state import StateStore, dumps, releases
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    id: str
+    title: str
+    folders: tuple[str, ...]
+    """Path prefixes (from the repository root) whose changes this pipeline ships."""
+
+
+CATALOG: tuple[PipelineSpec, ...] = (
+    PipelineSpec("CD-01", "application code", ("src/",)),
+    PipelineSpec("CD-02", "infrastructure as code", ("infra/",)),
+    PipelineSpec("CD-03", "ML models", ("ml/",)),
+    PipelineSpec("CD-04", "RAG knowledge base", ("knowledge/",)),
+    PipelineSpec("CD-05", "frontend", ("frontend/",)),
+    PipelineSpec("CD-06", "configuration & prompts", ("config/",)),
+    PipelineSpec("CD-07", "database migrations", ("migrations/",)),
+    PipelineSpec("CD-08", "monitoring & observability", ("monitoring/",)),
+)
+SPECS = {spec.id: spec for spec in CATALOG}
+
+# DESIGN.md: "CD-02 → everything; CD-07 → CD-01; CD-04 → CD-01; CD-03 → CD-01; CD-08 → CD-01 and
+# CD-03; CD-05 needs CD-01's endpoint; CD-01 reads CD-06's config at run time."
+# (before, after): why ``before`` must be done first.
+DEPENDENCIES: dict[tuple[str, str], str] = {
+    **{
+        ("CD-02", other): "the infrastructure it runs on must exist first"
+        for other in ("CD-01", "CD-03", "CD-04", "CD-05", "CD-06", "CD-07", "CD-08")
+    },
+    ("CD-07", "CD-01"): "the schema must be expanded before the code that uses it ships",
+    ("CD-04", "CD-01"): "the knowledge index must be live before the code that reads it",
+    ("CD-03", "CD-01"): "the model endpoint must serve before the code that calls it",
+    ("CD-08", "CD-01"): "its alarms gate the service's rollout",
+    ("CD-08", "CD-03"): "its alarms gate the model's rollout",
+    ("CD-01", "CD-05"): "the widget needs the service's endpoint",
+    ("CD-06", "CD-01"): "the service reads this config at run time",
+}
+
+
+def full_order() -> list[str]:
+    """Every pipeline in dependency order; ties broken by id, so the order is stable."""
+    remaining = {spec.id for spec in CATALOG}
+    order: list[str] = []
+    while remaining:
+        ready = sorted(p for p in remaining if not any((b, p) in DEPENDENCIES for b in remaining if b != p))
+        if not ready:
+            raise AssertionError(f"dependency cycle among {sorted(remaining)}")
+        order.append(ready[0])
+        remaining.remove(ready[0])
+    return order
+
+
+ORDER = full_order()
+
+
+@dataclass(frozen=True)
+class PlannedPipeline:
+    id: str
+    title: str
+    paths: list[str]
+    """The changed paths that put it in the plan."""
+    after: list[str]
+    """Why it comes where it does: the planned pipelines it must follow, each with the reason."""
+    built: bool
+
+    @property
+    def reason(self) -> str:
+        shown = ", ".join(self.paths[:3]) + (
+            f" and {len(self.paths) - 3} more" if len(self.paths) > 3 else ""
+        )
+        folders = ", ".join(SPECS[self.id].folders)
+        return f"{len(self.paths)} changed path(s) under {folders}: {shown}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "built": self.built,
+            "reason": self.reason,
+            "after": self.after,
+            "paths": self.paths,
+        }
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    environment: str
+    since: str | None
+    """The git ref compared with; None: no earlier release, everything tracked is new."""
+    head: str | None
+    pipelines: list[PlannedPipeline]
+    unmapped: list[str] = field(default_factory=list)
+    """Changed paths no pipeline ships (docs, tests...), listed so nothing is hidden."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "since": self.since,
+            "head": self.head,
+            "pipelines": [p.as_dict() for p in self.pipelines],
+            "not_built": [p.id for p in self.pipelines if not p.built],
+            "unmapped": self.unmapped,
+        }
+
+
+def pipeline_for(path: str) -> str | None:
+    clean = path.lstrip("./")
+    for spec in CATALOG:
+        if any(clean.startswith(folder) for folder in spec.folders):
+            return spec.id
+    return None
+
+
+def plan_release(
+    changed: Iterable[str],
+    *,
+    environment: str,
+    is_built: Callable[[str], bool],
+    since: str | None = None,
+    head: str | None = None,
+) -> ReleasePlan:
+    """Map changed paths to pipelines and order them by the dependency map. Pure."""
+    by_pipeline: dict[str, list[str]] = {}
+    unmapped: list[str] = []
+    for path in sorted(set(changed)):
+        pipeline = pipeline_for(path)
+        if pipeline is None:
+            unmapped.append(path)
+        else:
+            by_pipeline.setdefault(pipeline, []).append(path)
+    chosen = [p for p in ORDER if p in by_pipeline]
+    planned = []
+    for pid in chosen:
+        after = [f"{b}: {DEPENDENCIES[(b, pid)]}" for b in chosen if (b, pid) in DEPENDENCIES]
+        planned.append(PlannedPipeline(pid, SPECS[pid].title, by_pipeline[pid], after, is_built(pid)))
+    return ReleasePlan(environment, since, head, planned, unmapped)
+
+
+# -- git -------------------------------------------------------------------------------------------
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BadRequest(f"cannot run git in {cwd}: {exc}") from None
+    if done.returncode != 0:
+        raise BadRequest(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+def git_head(repo: Path) -> str:
+    return _git(["rev-parse", "HEAD"], repo).strip()
+
+
+def changed_paths(repo: Path, since: str | None) -> list[str]:
+    """Paths changed between ``since`` and HEAD; every tracked path when ``since`` is None."""
+    if since is None:
+        return [line for line in _git(["ls-files"], repo).splitlines() if line]
+    _git(["rev-parse", "--verify", "--quiet", f"{since}^{{commit}}"], repo)
+    return [line for line in _git(["diff", "--name-only", since, "HEAD"], repo).splitlines() if line]
+
+
+def last_release(store: StateStore, environment: str) -> str | None:
+    """The commit of the newest successful release to ``environment``."""
+    with store.transaction() as conn:
+        return conn.execute(
+            sa.select(releases.c.commit)
+            .where(releases.c.environment == environment, releases.c.status == "succeeded")
+            .order_by(releases.c.finished_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+
+
+# -- doing -----------------------------------------------------------------------------------------
+
+
+class ItemStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    """The pipeline's run succeeded."""
+    FAILED = "failed"
+    """The pipeline's run ended in any other state; the release stopped here."""
+    NOT_BUILT = "not built yet"
+    """No such pipeline exists yet; the release stopped here (what follows depends on it)."""
+    NOT_RUN = "not run"
+    """After the stop: not attempted."""
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    id: str
+    status: ItemStatus
+    run_id: str | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status.value, "run_id": self.run_id, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ReleaseSummary:
+    id: str
+    plan: ReleasePlan
+    results: list[ItemResult]
+
+    @property
+    def succeeded(self) -> bool:
+        return all(r.status is ItemStatus.SUCCEEDED for r in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "succeeded": self.succeeded,
+            "plan": self.plan.as_dict(),
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+Runner = Callable[[PlannedPipeline], tuple[bool, str | None, str]]
+"""Runs one planned pipeline: (succeeded, run id, one-line detail)."""
+
+
+def execute(
+    plan: ReleasePlan, runner: Runner, *, store: StateStore | None = None, actor: str = "release"
+) -> ReleaseSummary:
+    """Run the plan's pipelines in order; stop at the first failure or unbuilt pipeline.
+
+    With a ``store``, the release is recorded (its commit becomes the next ``--plan``'s base when it
+    succeeded) and audited.
+    """
+    started = datetime.now(UTC)
+    release_id = f"rel-{uuid.uuid4().hex[:10]}"
+    results: list[ItemResult] = []
+    stopped = False
+    for item in plan.pipelines:
+        if stopped:
+            results.append(ItemResult(item.id, ItemStatus.NOT_RUN, detail="the release stopped before it"))
+            continue
+        if not item.built:
+            results.append(
+                ItemResult(item.id, ItemStatus.NOT_BUILT, detail=f"{item.title}: pipeline not built yet")
+            )
+            stopped = True
+            continue
+        ok, run_id, detail = runner(item)
+        results.append(ItemResult(item.id, ItemStatus.SUCCEEDED if ok else ItemStatus.FAILED, run_id, detail))
+        stopped = not ok
+    summary = ReleaseSummary(release_id, plan, results)
+    if store is not None:
+        finished = datetime.now(UTC)
+        with store.transaction() as conn:
+            if plan.head is not None:
+                conn.execute(
+                    releases.insert().values(
+                        id=release_id,
+                        environment=plan.environment,
+                        commit=plan.head,
+                        status="succeeded" if summary.succeeded else "failed",
+                        started_at=iso(started),
+                        finished_at=iso(finished),
+                        summary=dumps(summary.as_dict()),
+                    )
+                )
+            audit.append(
+                store,
+                conn,
+                at=finished,
+                kind="release.succeeded" if summary.succeeded else "release.stopped",
+                actor=actor,
+                detail={
+                    "release": release_id,
+                    "environment": plan.environment,
+                    "commit": plan.head,
+                    "results": [r.as_dict() for r in results],
+                },
+            )
+    return summary

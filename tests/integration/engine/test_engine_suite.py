@@ -1,0 +1,491 @@
+"""The engine's behaviour on a real state store, once on SQLite and once on PostgreSQL.
+
+Time is a ``FakeClock``: lease expiry and approval timeouts happen without waiting. Approvals that
+"arrive while the run waits" are made from the clock's sleep, which is exactly when the executor polls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from mangaassist.delivery.engine import approvals, audit
+from mangaassist.delivery.engine.clock import FakeClock
+from mangaassist.delivery.engine.errors import (
+    ApprovalDenied,
+    LockHeld,
+    NotWaitingForApproval,
+    PipelineChanged,
+    PolicyBlocked,
+    RunFinished,
+    RunIsLive,
+    RunNotFound,
+    UnknownRule,
+)
+from mangaassist.delivery.engine.locks import Owner
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepStatus, WaitFor
+from mangaassist.delivery.engine.policy import EnvironmentPolicy, default_policy, parse_policy
+from mangaassist.delivery.engine.runs import Executor, Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.engine.state import StateStore, audit_log
+from mangaassist.delivery.pipelines import demo
+
+WEDNESDAY = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
+SATURDAY = datetime(2025, 1, 11, 12, 0, tzinfo=UTC)
+
+
+class PollingClock(FakeClock):
+    """A fake clock that runs ``on_sleep`` callbacks when the executor sleeps (= polls)."""
+
+    def __init__(self, start: datetime = WEDNESDAY) -> None:
+        super().__init__(start)
+        self.on_sleep: list[Callable[[], None]] = []
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.on_sleep:
+            self.on_sleep.pop(0)()
+
+
+def executor(store: StateStore, clock: FakeClock, **kw: object) -> Executor:
+    kw.setdefault("poll_seconds", 5.0)
+    return Executor(store, clock=clock, heartbeat=False, **kw)  # type: ignore[arg-type]
+
+
+def prod() -> EnvironmentPolicy:
+    return default_policy().for_run("prod", "demo")
+
+
+def dev() -> EnvironmentPolicy:
+    return default_policy().for_run("dev", "demo")
+
+
+def kinds(store: StateStore, run_id: str) -> list[str]:
+    with store.transaction() as conn:
+        return [e.kind for e in audit.entries(conn, run_id)]
+
+
+def steps_of(store: StateStore, run_id: str) -> dict[str, StepStatus]:
+    with store.transaction() as conn:
+        return {s.name: s.status for s in store.steps(conn, run_id)}
+
+
+def decide(
+    store: StateStore,
+    clock: FakeClock,
+    run_id: str,
+    actor: str,
+    decision: approvals.Decision,
+    comment: str = "",
+) -> approvals.ApprovalRecord:
+    with store.transaction() as conn:
+        run = store.run(conn, run_id, clock.now())
+        return approvals.decide(
+            store, conn, run, decision=decision, actor=actor, comment=comment, now=clock.now()
+        )
+
+
+# -- the state machine ---------------------------------------------------------------------------
+
+
+def test_a_run_goes_through_its_steps_and_records_every_transition(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    final = executor(store, clock).run(
+        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    assert final.state is RunState.SUCCEEDED and final.finished_at is not None
+    assert steps_of(store, final.id) == dict.fromkeys(["prepare", "apply", "verify"], StepStatus.DONE)
+    assert kinds(store, final.id) == [
+        "run.started",
+        "step.started",
+        "step.effect",
+        "step.done",
+        "step.started",
+        "step.effect",
+        "step.done",
+        "step.started",
+        "step.done",
+        "run.finished",
+    ]
+    with store.transaction() as conn:
+        verify = store.steps(conn, final.id)[2]
+        assert verify.detail["verdict"] == "PASS" and verify.detail["numbers"]["requests"] == 200.0
+        assert conn.execute(sa.text("SELECT count(*) FROM engine_locks")).scalar_one() == 0  # released
+
+
+def test_failed_step_rolls_back_automatically_when_policy_says_so(store: StateStore) -> None:
+    final = executor(store, FakeClock()).run(
+        demo.build({"fail_at": "apply"}), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    assert final.state is RunState.ROLLED_BACK
+    assert final.reason == "step apply failed: demo failure requested at apply"
+    assert steps_of(store, final.id) == {
+        "prepare": StepStatus.DONE,
+        "apply": StepStatus.FAILED,
+        "verify": StepStatus.SKIPPED,
+    }
+    assert {"step.failed", "rollback.started", "rollback.done"} <= set(kinds(store, final.id))
+
+
+def test_manual_rollback_policy_leaves_a_failed_run_for_an_operator(store: StateStore) -> None:
+    policy = parse_policy("environments:\n  dev:\n    rollback: manual\n", "p.yaml").for_run("dev", "demo")
+    final = executor(store, FakeClock()).run(
+        demo.build({"fail_at": "verify"}), environment="dev", target="demo", requester="ann", policy=policy
+    )
+    assert final.state is RunState.FAILED
+    assert "rollback.manual" in kinds(store, final.id) and "rollback.started" not in kinds(store, final.id)
+
+
+def test_a_failing_rollback_is_reported_not_hidden(store: StateStore) -> None:
+    final = executor(store, FakeClock()).run(
+        demo.build({"fail_at": "apply", "rollback_fails": True}),
+        environment="dev",
+        target="demo",
+        requester="ann",
+        policy=dev(),
+    )
+    assert final.state is RunState.FAILED
+    assert final.reason is not None and final.reason.endswith(
+        "rollback failed: demo rollback failure requested"
+    )
+
+
+def test_a_step_that_raises_fails_the_run_with_the_exception(store: StateStore) -> None:
+    def boom(_ctx: StepContext) -> Outcome:
+        raise RuntimeError("disk full")
+
+    pipeline = Pipeline("boom", (Step("boom", boom),))
+    final = executor(store, FakeClock()).run(
+        pipeline, environment="dev", target="x", requester="ann", policy=dev()
+    )
+    assert final.state is RunState.FAILED and final.reason == "step boom failed: RuntimeError: disk full"
+
+
+def test_waiting_for_time_polls_until_then_continues(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    until = datetime(2025, 1, 8, 12, 0, 12, tzinfo=UTC)
+
+    def bake(ctx: StepContext) -> Outcome:
+        if ctx.now() < until:
+            return Outcome.wait("baking", for_=WaitFor.TIME, until=until)
+        return Outcome.done({"baked_at": ctx.now().isoformat()})
+
+    pipeline = Pipeline("bake", (Step("bake", bake),))
+    final = executor(store, clock).run(pipeline, environment="dev", target="x", requester="ann", policy=dev())
+    assert final.state is RunState.SUCCEEDED
+    assert clock.now() == until  # slept exactly until, in poll-sized slices
+    assert kinds(store, final.id).count("step.waiting") == 1  # one transition, however many polls
+
+
+def test_effects_recorded_by_an_earlier_attempt_are_not_applied_again(store: StateStore) -> None:
+    applied: list[str] = []
+    attempts = {"n": 0}
+
+    def flaky(ctx: StepContext) -> Outcome:
+        ctx.effect("create", lambda key: applied.append(key))
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise KeyboardInterrupt  # the process "dies" after the effect, before the step is done
+        return Outcome.done()
+
+    pipeline = Pipeline("flaky", (Step("flaky", flaky),))
+    clock = FakeClock()
+    ex = executor(store, clock)
+    record = ex.start(pipeline, environment="dev", target="x", requester="ann", policy=dev())
+    with pytest.raises(KeyboardInterrupt):
+        ex.drive(record.id, pipeline)
+    final = ex.resume(record.id, pipeline, actor="ann")
+    assert final.state is RunState.SUCCEEDED
+    assert applied == [f"{record.id}/flaky/create"]  # once, with its idempotency key
+    with store.transaction() as conn:
+        assert store.steps(conn, record.id)[0].attempts == 2
+
+
+# -- resume and leases ---------------------------------------------------------------------------
+
+
+def start_and_abandon(store: StateStore, clock: FakeClock, pipeline: Pipeline, **kw: object) -> RunRecord:
+    """Start a run from a process that then vanishes (another host: only lease expiry tells)."""
+    ghost = executor(store, clock, owner=Owner(pid=1, host="ci-runner-7"))
+    return ghost.start(pipeline, environment="prod", target="web", requester="ann", policy=prod(), **kw)  # type: ignore[arg-type]
+
+
+def test_a_run_whose_lease_expired_shows_as_interrupted_and_resumes(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    pipeline = demo.build({})
+    run = start_and_abandon(store, clock, pipeline)
+    with store.transaction() as conn:
+        assert store.run(conn, run.id, clock.now()).effective_state is RunState.RUNNING
+    with pytest.raises(RunIsLive, match="ci-runner-7"):
+        executor(store, clock).resume(run.id, pipeline, actor="bob")
+    clock.advance(31)
+    with store.transaction() as conn:
+        assert store.runs(conn, clock.now())[0].effective_state is RunState.INTERRUPTED
+    final = executor(store, clock).resume(run.id, pipeline, actor="bob")
+    assert final.state is RunState.SUCCEEDED
+    with pytest.raises(RunFinished, match="already succeeded"):
+        executor(store, clock).resume(run.id, pipeline, actor="bob")
+
+
+def test_resume_refuses_a_pipeline_whose_steps_changed(store: StateStore) -> None:
+    clock = FakeClock()
+    run = start_and_abandon(store, clock, demo.build({}))
+    clock.advance(60)
+    with pytest.raises(PipelineChanged, match="was started with steps"):
+        executor(store, clock).resume(run.id, demo.build({"approval": True}), actor="bob")
+
+
+def test_a_second_run_fails_at_once_naming_the_holder(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    first = start_and_abandon(store, clock, demo.build({}))
+    with pytest.raises(LockHeld) as caught:
+        executor(store, clock).start(
+            demo.build({}), environment="prod", target="web", requester="bob", policy=prod()
+        )
+    message = str(caught.value)
+    assert first.id in message and "started by ann at 2025-01-08T12:00:00" in message
+    with store.transaction() as conn:  # nothing half-written: the refused run does not exist
+        assert [r.id for r in store.runs(conn, clock.now())] == [first.id]
+
+
+def test_an_expired_lease_is_taken_over_by_a_new_run(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    first = start_and_abandon(store, clock, demo.build({}))
+    clock.advance(31)
+    second = executor(store, clock).start(
+        demo.build({}), environment="prod", target="web", requester="bob", policy=prod()
+    )
+    with store.transaction() as conn:
+        old = store.run(conn, first.id, clock.now())
+    assert old.state is RunState.ABORTED and second.id in (old.reason or "")
+    assert "lock.taken_over" in kinds(store, first.id)
+
+
+def test_abort_of_an_interrupted_run_rolls_back_and_frees_the_lock(store: StateStore) -> None:
+    clock = FakeClock()
+    pipeline = demo.build({})
+    run = start_and_abandon(store, clock, pipeline)
+    clock.advance(60)
+    final = executor(store, clock).abort(run.id, pipeline, actor="ops", reason="bad build")
+    assert final.state is RunState.ABORTED and final.reason == "aborted by ops: bad build"
+    assert {"run.abort_requested", "run.finished"} <= set(kinds(store, run.id))
+    executor(store, clock).start(pipeline, environment="prod", target="web", requester="bob", policy=prod())
+
+
+def test_abort_of_a_live_run_asks_its_process_to_stop(store: StateStore) -> None:
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    other = executor(store, clock, owner=Owner(pid=2, host="laptop"))
+    clock.on_sleep.append(lambda: other.abort(run.id, pipeline, actor="ops", reason="stop"))
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.ABORTED and "aborted by ops" in (final.reason or "")
+    assert "rollback.done" in kinds(store, run.id)
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def test_prod_needs_one_approval_from_someone_else(store: StateStore) -> None:
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    errors: list[Exception] = []
+
+    def try_self_then_other() -> None:
+        try:
+            decide(store, clock, run.id, "ann", approvals.Decision.APPROVED)
+        except ApprovalDenied as exc:
+            errors.append(exc)
+        decide(store, clock, run.id, "bob", approvals.Decision.APPROVED, "looks good")
+
+    clock.on_sleep.append(try_self_then_other)
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.SUCCEEDED
+    assert len(errors) == 1 and "may not approve it in prod" in str(errors[0])
+    with store.transaction() as conn:
+        recorded = approvals.records(conn, run.id)
+        step = store.steps(conn, run.id)[1]
+    assert [(r.actor, r.comment) for r in recorded] == [("bob", "looks good")]
+    assert step.output == {"approved_by": ["bob"]}
+    assert "approval.approved" in kinds(store, run.id)
+
+
+def test_dev_allows_self_approval_and_no_approval_is_needed(store: StateStore) -> None:
+    final = executor(store, FakeClock()).run(
+        demo.build({"approval": True}), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    assert final.state is RunState.SUCCEEDED
+    with store.transaction() as conn:
+        assert store.steps(conn, final.id)[1].detail == {"approvals_required": 0}
+
+
+def test_only_listed_approvers_may_approve_and_each_counts_once(store: StateStore) -> None:
+    text = "environments:\n  prod:\n    approvals: 2\n    approvers: [bob, cid]\n"
+    policy = parse_policy(text, "p.yaml").for_run("prod", "demo")
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=policy)
+    denied: list[str] = []
+
+    def round_one() -> None:
+        for actor in ("eve", "bob", "bob"):
+            try:
+                decide(store, clock, run.id, actor, approvals.Decision.APPROVED)
+            except ApprovalDenied as exc:
+                denied.append(str(exc))
+
+    clock.on_sleep += [round_one, lambda: decide(store, clock, run.id, "cid", approvals.Decision.APPROVED)]
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.SUCCEEDED
+    assert denied[0] == "eve may not approve prod runs (approvers: bob, cid)"
+    assert "already approved" in denied[1]
+
+
+def test_rejection_aborts_the_run_and_rolls_it_back(store: StateStore) -> None:
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    clock.on_sleep.append(
+        lambda: decide(store, clock, run.id, "bob", approvals.Decision.REJECTED, "not today")
+    )
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.ABORTED
+    assert final.reason is not None and "rejected by bob: not today" in final.reason
+    assert {"approval.rejected", "rollback.done"} <= set(kinds(store, run.id))
+
+
+def test_approval_timeout_aborts_the_run_safely(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock, poll_seconds=3600.0)  # a poll an hour: 24 polls to the timeout
+    final = ex.run(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    assert final.state is RunState.ABORTED and "approval timed out" in (final.reason or "")
+    assert (clock.now() - WEDNESDAY).total_seconds() >= 24 * 3600
+    with store.transaction() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM engine_locks")).scalar_one() == 0
+
+
+def test_bad_approvals_are_refused_and_change_nothing(store: StateStore) -> None:
+    clock = FakeClock()
+    done = executor(store, clock).run(
+        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    with pytest.raises(RunFinished, match="already succeeded"):
+        decide(store, clock, done.id, "bob", approvals.Decision.APPROVED)
+    with pytest.raises(RunNotFound):
+        decide(store, clock, "run-nope", "bob", approvals.Decision.APPROVED)
+    running = start_and_abandon(store, clock, demo.build({}))
+    with pytest.raises(NotWaitingForApproval):
+        decide(store, clock, running.id, "bob", approvals.Decision.APPROVED)
+    with store.transaction() as conn:
+        assert approvals.records(conn, done.id) == [] and approvals.records(conn, running.id) == []
+
+
+# -- policy at start -----------------------------------------------------------------------------
+
+
+def test_a_freeze_blocks_the_run_naming_the_rule_and_an_override_lets_it_pass(store: StateStore) -> None:
+    clock = FakeClock(SATURDAY)
+    pipeline = demo.build({})
+    with pytest.raises(PolicyBlocked) as caught:
+        executor(store, clock).start(
+            pipeline, environment="prod", target="web", requester="ann", policy=prod()
+        )
+    assert caught.value.rule == "prod.freeze.weekend"
+    assert "Fri 15:00 to Mon 09:00 UTC" in str(caught.value) and "--override prod.freeze.weekend" in str(
+        caught.value
+    )
+    with pytest.raises(UnknownRule):
+        executor(store, clock).start(
+            pipeline,
+            environment="prod",
+            target="web",
+            requester="ann",
+            policy=prod(),
+            overrides={"prod.freeze.typo": "x"},
+        )
+    run = executor(store, clock).start(
+        pipeline,
+        environment="prod",
+        target="web",
+        requester="ann",
+        policy=prod(),
+        overrides={"prod.freeze.weekend": "hotfix for INC-42"},
+    )
+    with store.transaction() as conn:
+        entries = audit.entries(conn)
+    blocked = [e for e in entries if e.kind == "policy.blocked"]
+    override = [e for e in entries if e.kind == "policy.override"]
+    assert blocked[0].detail["rules"] == ["prod.freeze.weekend"]
+    assert override[0].run_id == run.id and override[0].detail == {
+        "rule": "prod.freeze.weekend",
+        "reason": "hotfix for INC-42",
+    }
+    assert override[0].actor == "ann"
+
+
+# -- audit tampering -----------------------------------------------------------------------------
+
+
+def audited_store(store: StateStore) -> None:
+    executor(store, FakeClock()).run(
+        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+
+
+def problems(store: StateStore) -> list[str]:
+    with store.transaction() as conn:
+        return [p.message for p in audit.verify(conn)[1]]
+
+
+def test_an_untouched_audit_log_verifies(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:
+        count, found = audit.verify(conn)
+    assert count == 10 and found == []
+
+
+def test_an_edited_entry_is_found(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:
+        conn.execute(audit_log.update().where(audit_log.c.seq == 4).values(actor="mallory"))
+    assert problems(store) == ["content does not match its hash (edited)"]
+
+
+def test_a_deleted_entry_is_found(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.seq == 5))
+    found = problems(store)
+    assert "entries 5..5 are missing (deleted)" in found
+    assert any("does not chain" in p for p in found)
+
+
+def test_deleting_the_newest_entries_is_found(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:
+        conn.execute(audit_log.delete().where(audit_log.c.seq >= 9))
+    assert problems(store) == [
+        "the log ends at entry 8 but 10 were appended (newest entries deleted, or the head was edited)"
+    ]
+
+
+def test_reordered_entries_are_found(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:  # swap entries 3 and 4 (contents and hashes move, seq stays)
+        rows = {
+            r["seq"]: dict(r)
+            for r in conn.execute(sa.select(audit_log).where(audit_log.c.seq.in_([3, 4]))).mappings()
+        }
+        for seq, other in ((3, 4), (4, 3)):
+            values = {k: v for k, v in rows[other].items() if k != "seq"}
+            conn.execute(audit_log.update().where(audit_log.c.seq == seq).values(**values))
+    found = problems(store)
+    assert any("does not chain" in p for p in found)

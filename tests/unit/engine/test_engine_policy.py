@@ -1,0 +1,142 @@
+"""Release policy: the default policy exactly as issue 4 states it, time zones, and malformed files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
+from mangaassist.delivery.engine.policy import default_policy, load_policy, parse_policy
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def at(text: str) -> datetime:
+    return (
+        datetime.fromisoformat(text).replace(tzinfo=UTC) if "+" not in text else datetime.fromisoformat(text)
+    )
+
+
+def test_default_policy_dev_is_free_staging_automatic_prod_one_approval_by_someone_else() -> None:
+    policy = default_policy()
+    dev, staging, prod = (policy.for_run(env, "CD-01") for env in ("dev", "staging", "prod"))
+    assert (dev.approvals, dev.freezes, dev.windows, dev.self_approval) == (0, (), (), True)
+    assert (staging.approvals, staging.rollback, staging.freezes) == (0, "automatic", ())
+    assert (prod.approvals, prod.self_approval, prod.approvers, prod.approval_timeout_s) == (
+        1,
+        False,
+        (),
+        86400.0,
+    )
+    assert [f.name for f in prod.freezes] == ["weekend"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "blocked"),
+    [
+        ("2025-01-10T14:59", False),  # Friday
+        ("2025-01-10T15:00", True),
+        ("2025-01-11T12:00", True),  # Saturday
+        ("2025-01-12T23:59", True),  # Sunday
+        ("2025-01-13T08:59", True),  # Monday
+        ("2025-01-13T09:00", False),
+        ("2025-01-08T03:00", False),  # Wednesday night
+    ],
+)
+def test_no_prod_deploys_from_friday_1500_to_monday_0900(moment: str, blocked: bool) -> None:
+    prod = default_policy().for_run("prod", "CD-01")
+    blocks = prod.blocks(at(moment))
+    assert bool(blocks) is blocked
+    if blocked:
+        assert blocks[0].rule == "prod.freeze.weekend"
+        assert "no deploys from Fri 15:00 to Mon 09:00 UTC" in blocks[0].explanation
+    assert default_policy().for_run("staging", "CD-01").blocks(at(moment)) == []
+
+
+def test_the_repository_policy_file_is_the_default_policy() -> None:
+    repo = load_policy(REPO / "policy.yaml")
+    for env in ("dev", "staging", "prod"):
+        mine, default = repo.for_run(env, "CD-01").as_dict(), default_policy().for_run(env, "CD-01").as_dict()
+        mine.pop("source"), default.pop("source")
+        assert mine == default
+
+
+def test_freezes_and_windows_are_read_in_their_time_zone() -> None:
+    text = """
+timezone: Europe/Paris
+environments:
+  prod:
+    windows:
+      - {name: office, days: [mon, tue, wed, thu], from: "09:00", to: "17:00"}
+    freezes:
+      - {name: weekend, from: "fri 15:00", to: "mon 09:00"}
+      - {name: tokyo-new-year, from: "2025-12-31 00:00", to: "2026-01-02 00:00", timezone: Asia/Tokyo}
+"""
+    prod = parse_policy(text, "p.yaml").for_run("prod", "CD-01")
+    assert prod.blocks(at("2025-07-09T08:30+00:00")) == []  # Wed 10:30 in Paris (summer time)
+    late = prod.blocks(at("2025-07-09T15:30+00:00"))  # Wed 17:30 in Paris
+    assert [b.rule for b in late] == ["prod.windows"] and "Europe/Paris" in late[0].explanation
+    friday = prod.blocks(at("2025-07-11T13:30+00:00"))  # Fri 15:30 Paris: outside windows and frozen
+    assert [b.rule for b in friday] == ["prod.windows", "prod.freeze.weekend"]
+    # 2025-12-30 15:30 UTC is already 2025-12-31 00:30 in Tokyo
+    assert "prod.freeze.tokyo-new-year" in [b.rule for b in prod.blocks(at("2025-12-30T15:30+00:00"))]
+    assert prod.rules() == [
+        "prod.approvals",
+        "prod.windows",
+        "prod.freeze.weekend",
+        "prod.freeze.tokyo-new-year",
+    ]
+
+
+def test_pipeline_sections_refine_their_environment() -> None:
+    text = "environments:\n  prod:\n    approvals: 1\npipelines:\n  CD-07:\n    prod:\n      approvals: 2\n"
+    policy = parse_policy(text, "p.yaml")
+    assert policy.for_run("prod", "CD-07").approvals == 2
+    assert policy.for_run("prod", "CD-01").approvals == 1
+
+
+def test_unknown_environment_and_override_rules_are_refused() -> None:
+    with pytest.raises(UnknownEnvironment, match="'qa' is not in <built-in default policy>"):
+        default_policy().for_run("qa", "CD-01")
+    prod = default_policy().for_run("prod", "CD-01")
+    with pytest.raises(UnknownRule, match="no such rule"):
+        prod.check_overrides({"prod.freeze.xmas": "because"})
+    with pytest.raises(UnknownRule, match="needs --reason"):
+        prod.check_overrides({"prod.freeze.weekend": " "})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field"),
+    [
+        ("environments:\n  prod:\n    approvals: one\n", 3, "environments.prod.approvals"),
+        ("environments:\n  prod:\n    aprovals: 1\n", 3, "environments.prod.aprovals"),
+        ("environments:\n  prod:\n    rollback: sometimes\n", 3, "environments.prod.rollback"),
+        ("environments:\n  prod:\n    approval_timeout: soon\n", 3, "environments.prod.approval_timeout"),
+        (
+            "environments:\n  prod:\n    freezes:\n      - name: x\n"
+            '        from: "fri 25:00"\n        to: "mon 09:00"\n',
+            5,
+            "environments.prod.freezes[0].from",
+        ),
+        ("timezone: Mars/Olympus\nenvironments:\n  dev: {}\n", 1, "timezone"),
+        ("environments:\n  prod:\n    approvals: [1\n", 4, "(syntax)"),
+        ("environments: []\n", 1, "environments"),
+        ("pipelines:\n  CD-01:\n    qa: {}\nenvironments:\n  dev: {}\n", 3, "pipelines.CD-01.qa"),
+    ],
+)
+def test_a_malformed_policy_names_file_line_and_field(
+    tmp_path: Path, text: str, line: int, field: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert (caught.value.path, caught.value.line, caught.value.field) == (str(path), line, field)
+    assert str(caught.value).startswith(f"{path}:{line}: {field}: ")
+
+
+def test_a_missing_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read it"):
+        load_policy(tmp_path / "nope.yaml")

@@ -43,7 +43,7 @@ def test_chat_prints_answer_intent_and_sources(chatbot: ChatbotProcess) -> None:
     result = run("chat", "Do you have Berserk in deluxe?", "--url", chatbot.url)
     assert result.returncode == 0, result.stderr
     assert "intent product_search" in result.stdout
-    assert "Berserk" in result.stdout
+    assert "Berserk [berserk]" in result.stdout  # the source id is shown, not eaten as markup
 
 
 def test_chat_json_is_machine_readable(chatbot: ChatbotProcess) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mangaassist.core.errors import MangaAssistError
@@ -105,9 +106,10 @@ def _flags(headers: httpx.Headers) -> dict[str, bool]:
 
 def render_answer(question: str, body: dict[str, Any], headers: httpx.Headers) -> None:
     flags = [name for name, on in _flags(headers).items() if on]
-    console.print(f"[bold cyan]you>[/] {question}", highlight=False)
-    console.print(f"[bold green]bot>[/] {body['answer']}", highlight=False)
-    sources = ", ".join(f"{s['title']} [{s['id']}]" for s in body["sources"]) or "none"
+    # user text and data are escaped: a "[tag]" in them is content, not Rich markup
+    console.print(f"[bold cyan]you>[/] {escape(question)}", highlight=False)
+    console.print(f"[bold green]bot>[/] {escape(body['answer'])}", highlight=False)
+    sources = escape(", ".join(f"{s['title']} [{s['id']}]" for s in body["sources"]) or "none")
     console.print(
         f"     [dim]intent {body['intent']} ({body['confidence']:.2f}) | sources: {sources}"
         f"{' | flags: ' + ', '.join(flags) if flags else ''}[/]",
@@ -189,9 +191,11 @@ def demo(
         raise fail(str(exc)) from None
 
 
-from mangaassist.cli import engine_cmds  # noqa: E402 - registers onto `app`, defined above
+from mangaassist.cli import engine_cmds, kb_cmds, platform_cmds  # noqa: E402 - registers onto `app`, defined above
 
 engine_cmds.register(app)
+kb_cmds.register(app)  # the knowledge base (CD-04)
+platform_cmds.register(app)  # the local platform: up, down, status, revisions
 
 
 def main() -> None:

@@ -106,9 +106,16 @@ class Metrics:
         )
 
 
-class RevisionHeader:
-    """Pure ASGI middleware: stamps ``X-MangaAssist-Revision`` on every response and counts it.
+KNOWN_PATHS = frozenset({"/v1/chat", "/v1/feedback", "/healthz", "/readyz", "/metrics"})
+_INTERNAL_ERROR = b'{"error":"internal error"}'
 
+
+class RevisionHeader:
+    """Pure ASGI middleware: every response carries ``X-MangaAssist-Revision`` and is counted.
+
+    It also turns an unhandled exception into that revision's 500: Starlette's own error handler
+    sits outside every user middleware, so its 500s would carry no revision header and escape the
+    per-revision counts the router and the canary judges rely on.
     (Starlette's ``@app.middleware("http")`` costs about a millisecond per request; this does not.)
     """
 
@@ -121,15 +128,35 @@ class RevisionHeader:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
+        # unknown paths share one label: request paths must not create unbounded metric series
+        path = scope.get("path", "") if scope.get("path", "") in KNOWN_PATHS else "other"
+        started = False
 
         async def stamped(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), self.header]
                 self.metrics.requests.labels(path, str(message["status"])).inc()
             await send(message)
 
-        await self.app(scope, receive, stamped)
+        try:
+            await self.app(scope, receive, stamped)
+        except Exception:
+            log.exception("unhandled error on %s", path)
+            if started:  # the status line is gone already; the connection is all we can end
+                raise
+            await stamped(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_INTERNAL_ERROR)).encode()),
+                    ],
+                }
+            )
+            await stamped({"type": "http.response.body", "body": _INTERNAL_ERROR})
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -183,11 +210,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         errors = _field_errors(exc)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return JSONResponse({"error": f"invalid request: {summary}", "fields": errors}, status_code=422)
-
-    @app.exception_handler(Exception)
-    async def crashed(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse({"error": "internal error"}, status_code=500)
 
     def not_ready() -> JSONResponse:
         reason = state["error"] or "loading model, index and config"

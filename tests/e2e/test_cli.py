@@ -57,6 +57,7 @@ def test_chat_reports_an_unreachable_server() -> None:
     result = run("chat", "hi", "--url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach the chatbot at http://127.0.0.1:9" in result.stderr
+    assert "mangaassist up" in result.stderr
 
 
 def test_model_eval_json(state_home: Path) -> None:

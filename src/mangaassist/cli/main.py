@@ -73,7 +73,13 @@ def chat(
     ] = None,
     customer: Annotated[str | None, typer.Option("--customer", "-c", help="Signed-in customer id.")] = None,
     url: Annotated[str, typer.Option(help="Chatbot or router URL (env MANGAASSIST_URL).")] = DEFAULT_URL,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw response as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the response as JSON, plus the fallback and guardrail flags from its headers.",
+        ),
+    ] = False,
 ) -> None:
     """Ask the chatbot one question and print the answer, intent and sources."""
     session_id = session or f"cli-{uuid.uuid4().hex[:12]}"
@@ -86,7 +92,8 @@ def chat(
         )
     except httpx.HTTPError as exc:
         raise fail(
-            f"cannot reach the chatbot at {url}: {exc}. Is it running (`mangaassist serve`)?"
+            f"cannot reach the chatbot at {url}: {exc}. Start the platform (`mangaassist up`, router on "
+            "8080) or a single chatbot (`mangaassist serve`, then --url http://127.0.0.1:8000)."
         ) from None
     if response.status_code != 200:
         raise fail(f"the chatbot answered {response.status_code}: {response.text}")

@@ -198,9 +198,10 @@ def demo(
         raise fail(str(exc)) from None
 
 
-from mangaassist.cli import engine_cmds  # noqa: E402 - registers onto `app`, defined above
+from mangaassist.cli import engine_cmds, platform_cmds  # noqa: E402 - registers onto `app`, defined above
 
 engine_cmds.register(app)
+platform_cmds.register(app)  # the local platform: up, down, status, revisions
 
 
 def main() -> None:

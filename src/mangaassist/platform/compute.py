@@ -1,0 +1,192 @@
+"""The ``Compute`` protocol: services, their revisions, and how traffic reaches them.
+
+A *service* (the chatbot, a model endpoint) has *revisions*. A revision is an immutable artifact
+(a path and its sha256 digest), the environment variables it runs with and a replica count.
+Traffic reaches a service through its router, which splits new conversations by weight, keeps a
+conversation on the revision it started on, honours a header pin and mirrors a share of requests
+to a shadow revision.
+
+Implemented by ``platform.local`` (worker processes on this machine, a reverse proxy in front of
+them) and, later, by ``platform.aws``. Pipelines (``delivery``) and the CLI use it only through
+``platform.factory.compute_for``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mangaassist.core.artifact import Artifact
+
+PIN_HEADER = "X-MangaAssist-Revision"
+"""Request header that pins one request to a named revision, even one at 0% (smoke tests)."""
+SESSION_HEADER = "X-Session-Id"
+"""Request header that names the conversation; the ``ma_session`` cookie is the fallback."""
+SESSION_COOKIE = "ma_session"
+SHADOW_HEADER = "X-MangaAssist-Shadow"
+"""Set to ``1`` on mirrored requests, so a workload can skip side effects for them."""
+
+
+class WorkerState(enum.Enum):
+    """Where one worker process of a revision is in its life."""
+
+    STARTING = "starting"
+    """Spawned; ``/readyz`` has not answered 200 yet. Gets no traffic."""
+    READY = "ready"
+    """``/readyz`` answered 200 and the process runs. The router may send it requests."""
+    RESTARTING = "restarting"
+    """The process exited unexpectedly; it is restarted after a backoff delay. Gets no traffic."""
+    FAILED = "failed"
+    """Given up on: crashed too often, or never became ready. Gets no traffic; ``reason`` says why."""
+    STOPPED = "stopped"
+    """Stopped on purpose (retire, shutdown)."""
+
+
+class RevisionHealth(enum.Enum):
+    """The health of a revision as a whole, derived from its workers."""
+
+    STARTING = "starting"
+    """Deployed, no worker ready yet (loading)."""
+    HEALTHY = "healthy"
+    """Every worker is ready."""
+    DEGRADED = "degraded"
+    """Some workers are ready, others are starting or restarting; traffic goes to the ready ones."""
+    UNHEALTHY = "unhealthy"
+    """No worker is ready after repeated crashes, or it never became ready; ``reason`` says why.
+    Gets no traffic (a header pin answers 503)."""
+    DRAINING = "draining"
+    """Being retired: receives nothing new, in-flight requests finish."""
+    RETIRED = "retired"
+    """Drained and stopped; its conversations move (and the moves are counted)."""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What to run: one immutable version of a service.
+
+    ``artifact``: the code (a source archive; its digest is checked before it runs).
+    ``app``: the ASGI factory inside the artifact, ``module:callable`` (uvicorn ``--factory``).
+    ``env``: extra environment variables of every worker. ``replicas``: worker processes.
+    """
+
+    name: str
+    artifact: Artifact
+    app: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    replicas: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "artifact": {"path": str(self.artifact.path), "digest": self.artifact.digest},
+            "app": self.app,
+            "env": dict(self.env),
+            "replicas": self.replicas,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    pid: int | None
+    port: int
+    state: WorkerState
+    restarts: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RevisionStatus:
+    """A revision as it runs now: health, the reason when not healthy, its workers."""
+
+    name: str
+    digest: str
+    replicas: int
+    health: RevisionHealth
+    reason: str | None
+    weight: float
+    workers: tuple[WorkerStatus, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RevisionStatus:
+        return cls(
+            name=str(data["name"]),
+            digest=str(data["digest"]),
+            replicas=int(data["replicas"]),
+            health=RevisionHealth(data["health"]),
+            reason=data.get("reason"),
+            weight=float(data["weight"]),
+            workers=tuple(
+                WorkerStatus(
+                    pid=w.get("pid"),
+                    port=int(w["port"]),
+                    state=WorkerState(w["state"]),
+                    restarts=int(w["restarts"]),
+                    reason=w.get("reason"),
+                )
+                for w in data.get("workers", [])
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """Mirror ``share`` (0..1) of requests to ``revision``; its answers never reach users."""
+
+    revision: str
+    share: float
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    url: str
+    revisions: tuple[RevisionStatus, ...]
+    weights: Mapping[str, float]
+    shadow: Shadow | None
+
+
+class Compute(Protocol):
+    """Services and their revisions, traffic weights, sticky sessions, header pins and shadows."""
+
+    def deploy(self, service: str, revision: Revision, *, timeout_s: float = 180.0) -> RevisionStatus:
+        """Start the revision's workers and wait until they are ready (or failed; see ``reason``).
+
+        A new revision gets no traffic (weight 0) unless it is the service's only one. A revision
+        that never becomes ready stays UNHEALTHY and gets no traffic.
+        """
+
+    def set_weights(self, service: str, weights: Mapping[str, float]) -> Mapping[str, float]:
+        """Replace the split of new conversations at once (percentages; revisions left out get 0).
+
+        Atomic: a request is routed by either the old or the new table, never a mix, and no
+        in-flight request is dropped. Existing conversations stay where they are.
+        """
+
+    def set_shadow(self, service: str, revision: str, share: float) -> Shadow:
+        """Mirror ``share`` (0..1) of requests to ``revision``, asynchronously."""
+
+    def clear_shadow(self, service: str) -> None:
+        """Stop mirroring."""
+
+    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+        """Headers that route one request to ``revision`` whatever its weight (it must exist)."""
+
+    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+        """Take the revision out of routing, wait for in-flight requests, stop its workers.
+
+        Its weight must already be 0. Its conversations move on their next request (counted).
+        """
+
+    def status(self, service: str) -> ServiceStatus:
+        """The service's revisions, health, weights, shadow and URL."""
+
+    def services(self) -> list[str]:
+        """Names of the services this platform runs."""
+
+    def stats(self, service: str, cursor: int = 0) -> dict[str, Any]:
+        """Per-revision request outcomes; ``observations`` newer than ``cursor`` only."""
+
+    def url(self, service: str) -> str:
+        """Where users reach the service (its router)."""

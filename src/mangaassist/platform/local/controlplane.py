@@ -1,0 +1,543 @@
+"""The local control plane: one background process that runs every service of an environment.
+
+``mangaassist up`` starts it (``python -m mangaassist.platform.local.controlplane``) in a new
+session; it then holds, on one event loop:
+
+* one ``Router`` per service on its fixed loopback port (``router_port`` in ``mangaassist.toml``),
+* one ``RevisionSupervisor`` per deployed revision (the worker processes, its children),
+* the control API on its own loopback port (``control_port``), which ``LocalCompute`` calls.
+
+Files under ``$MANGAASSIST_HOME/platform/``: ``controlplane.pid``, ``controlplane.json`` (PID,
+control URL and router URLs, written once everything listens), ``workers.json`` (PIDs of the
+worker processes, rewritten on every change, so ``down`` can verify them one by one), and logs
+(``controlplane.log``, ``workers/<service>-<revision>-w<N>.log``).
+
+Control API (JSON): ``GET /v1/status``; ``POST /v1/services/{s}/deploy``;
+``PUT /v1/services/{s}/weights``; ``PUT|DELETE /v1/services/{s}/shadow``;
+``POST /v1/services/{s}/revisions/{r}/retire``; ``GET /v1/services/{s}/stats?cursor=N``;
+``POST /v1/shutdown``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
+from mangaassist.platform.local.artifacts import pack_source, unpack
+from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
+from mangaassist.platform.local.settings import PlatformSettings, ServiceSettings, load_settings
+from mangaassist.platform.local.supervisor import RevisionSupervisor
+from mangaassist.platform.local.upstream import UpstreamPool
+
+log = logging.getLogger("mangaassist.platform")
+
+PID_FILE = "controlplane.pid"
+RUNTIME_FILE = "controlplane.json"
+WORKERS_FILE = "workers.json"
+
+
+class Conflict(MangaAssistError):
+    """The operation does not fit the current state (e.g. retiring a revision that has weight)."""
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn on a loop it shares with other servers: the control plane owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _server(app: Any, sock: socket.socket) -> tuple[_EmbeddedServer, asyncio.Task[None]]:
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        timeout_keep_alive=30,
+        backlog=2048,
+        server_header=False,  # the worker's Server and Date headers pass through unchanged
+        date_header=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = _EmbeddedServer(config)
+    return server, asyncio.create_task(server.serve(sockets=[sock]))
+
+
+@dataclass
+class RevisionRuntime:
+    revision: Revision
+    supervisor: RevisionSupervisor
+
+
+class ServiceRuntime:
+    """One service: its router, its revisions, weights and shadow."""
+
+    def __init__(self, settings: ServiceSettings, plane: ControlPlane) -> None:
+        self.settings = settings
+        self.plane = plane
+        self.name = settings.name
+        self.router = Router(settings.name, shadow_timeout_s=settings.shadow_timeout_s)
+        self.revisions: dict[str, RevisionRuntime] = {}
+        self.weights: dict[str, float] = {}
+        self.shadow: Shadow | None = None
+        self.pools: dict[int, UpstreamPool] = {}
+        self.version = 0
+        self.url = ""
+
+    def publish(self) -> None:
+        """Build and swap in a routing table from the current revisions, workers and weights."""
+        targets: dict[str, RouteTarget] = {}
+        live_ports: set[int] = set()
+        for name, rt in self.revisions.items():
+            health, _ = rt.supervisor.health()
+            if health in (RevisionHealth.RETIRED, RevisionHealth.DRAINING, RevisionHealth.UNHEALTHY):
+                continue
+            pools = []
+            for port in rt.supervisor.ready_ports():
+                pool = self.pools.get(port)
+                if pool is None:
+                    pool = self.pools[port] = UpstreamPool("127.0.0.1", port)
+                pools.append(pool)
+                live_ports.add(port)
+            targets[name] = RouteTarget(name, tuple(pools))
+        self.version += 1
+        shadow = self.shadow
+        self.router.publish(
+            RoutingTable.build(
+                self.version,
+                targets,
+                self.weights,
+                shadow.revision if shadow else None,
+                shadow.share if shadow else 0.0,
+            )
+        )
+        for port in [p for p in self.pools if p not in live_ports]:
+            self.pools.pop(port).close()  # idle connections only; in-flight ones finish
+
+    def revision_status(self, name: str) -> dict[str, Any]:
+        rt = self.revisions[name]
+        health, reason = rt.supervisor.health()
+        return {
+            "name": name,
+            "digest": rt.revision.artifact.digest,
+            "app": rt.revision.app,
+            "replicas": rt.revision.replicas,
+            "health": health.value,
+            "reason": reason,
+            "weight": self.weights.get(name, 0.0),
+            "in_flight": self.router.in_flight(name),
+            "workers": [
+                {
+                    "pid": w.pid,
+                    "port": w.port,
+                    "state": w.state.value,
+                    "restarts": w.restarts,
+                    "reason": w.reason,
+                    "url": f"http://127.0.0.1:{w.port}" if w.port else None,
+                }
+                for w in rt.supervisor.workers
+            ],
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "weights": dict(self.weights),
+            "shadow": {"revision": self.shadow.revision, "share": self.shadow.share} if self.shadow else None,
+            "revisions": [self.revision_status(n) for n in self.revisions],
+            "routing_version": self.version,
+        }
+
+    def get(self, revision: str) -> RevisionRuntime:
+        rt = self.revisions.get(revision)
+        if rt is None or rt.supervisor.retired:
+            raise NotFoundError(f"service {self.name} has no live revision {revision!r}")
+        return rt
+
+    async def deploy(self, revision: Revision, timeout_s: float) -> dict[str, Any]:
+        existing = self.revisions.get(revision.name)
+        if existing is not None and not existing.supervisor.retired:
+            if existing.revision.artifact.digest != revision.artifact.digest:
+                raise Conflict(f"revision {revision.name} of {self.name} already runs another artifact")
+            await existing.supervisor.wait_settled(timeout_s)
+            return self.revision_status(revision.name)
+        home = self.plane.settings.home
+        workdir = await asyncio.to_thread(unpack, revision.artifact, home / "artifacts" / "unpacked")
+        env = {
+            **self.settings.env,
+            "MANGAASSIST_ROOT": str(self.plane.settings.root),
+            "MANGAASSIST_HOME": str(home),
+            **revision.env,
+            "MANGAASSIST_REVISION": revision.name,
+        }
+        sup = RevisionSupervisor(
+            name=f"{self.name}-{revision.name}",
+            app=revision.app,
+            workdir=workdir,
+            env=env,
+            replicas=revision.replicas,
+            log_dir=self.plane.settings.run_dir / "workers",
+            on_change=self.publish,
+            on_pids=self.plane.write_pids,
+            ready_timeout_s=min(timeout_s, self.settings.ready_timeout_s),
+        )
+        self.revisions[revision.name] = RevisionRuntime(revision, sup)
+        if not self.weights:
+            self.weights = {revision.name: 100.0}
+        sup.start()
+        await sup.wait_settled(timeout_s)
+        self.publish()
+        return self.revision_status(revision.name)
+
+    def set_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        for name, w in weights.items():
+            self.get(name)
+            if w < 0:
+                raise ConfigError(f"weight of {name} is negative")
+        if weights and sum(weights.values()) <= 0:
+            raise ConfigError("weights must not all be 0")
+        self.weights = {n: float(w) for n, w in weights.items() if w > 0}
+        self.publish()
+        return dict(self.weights)
+
+    def set_shadow(self, revision: str | None, share: float) -> None:
+        if revision is None:
+            self.shadow = None
+        else:
+            self.get(revision)
+            if not 0 <= share <= 1:
+                raise ConfigError(f"shadow share {share} is not between 0 and 1")
+            self.shadow = Shadow(revision, share)
+        self.publish()
+
+    async def retire(self, revision: str, drain_timeout_s: float) -> dict[str, Any]:
+        rt = self.get(revision)
+        if self.weights.get(revision, 0) > 0:
+            raise Conflict(
+                f"revision {revision} still has weight {self.weights[revision]:g}%; move it to 0 first"
+            )
+        if self.shadow is not None and self.shadow.revision == revision:
+            self.shadow = None
+        rt.supervisor.draining = True
+        self.publish()  # nothing new reaches it from now on
+        deadline = time.monotonic() + drain_timeout_s
+        while self.router.in_flight(revision) > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await rt.supervisor.stop()
+        rt.supervisor.retired = True
+        self.publish()
+        status = self.revision_status(revision)
+        status["drained"] = self.router.in_flight(revision) == 0
+        return status
+
+
+class ControlPlane:
+    """Everything ``up`` runs, on one event loop. See the module docstring."""
+
+    def __init__(self, settings: PlatformSettings) -> None:
+        self.settings = settings
+        self.services = {name: ServiceRuntime(s, self) for name, s in settings.services.items()}
+        self.stopping = asyncio.Event()
+        self.servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
+        self.control_url = ""
+        self.bootstrap: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def service(self, name: str) -> ServiceRuntime:
+        svc = self.services.get(name)
+        if svc is None:
+            raise NotFoundError(f"no service {name!r} (have: {', '.join(sorted(self.services))})")
+        return svc
+
+    def write_pids(self) -> None:
+        pids = {
+            f"{svc.name}/{name}": rt.supervisor.pids()
+            for svc in self.services.values()
+            for name, rt in svc.revisions.items()
+        }
+        path = self.settings.run_dir / WORKERS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"control_plane": os.getpid(), "workers": pids}, indent=1))
+        os.replace(tmp, path)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "environment": self.settings.environment,
+            "pid": os.getpid(),
+            "home": str(self.settings.home),
+            "control_url": self.control_url,
+            "bootstrap": self.bootstrap,
+            "services": {name: svc.status() for name, svc in self.services.items()},
+        }
+
+    async def start(self) -> None:
+        s = self.settings
+        control_sock = _listen(s.host, s.control_port)
+        router_socks = {
+            name: _listen(s.host, svc.settings.router_port) for name, svc in self.services.items()
+        }
+        self.control_url = f"http://{s.host}:{control_sock.getsockname()[1]}"
+        for name, sock in router_socks.items():
+            self.services[name].url = f"http://{s.host}:{sock.getsockname()[1]}"
+            self.servers.append(_server(self.services[name].router, sock))
+        self.servers.append(_server(ControlApi(self), control_sock))
+        for server, _ in self.servers:
+            while not server.started:
+                await asyncio.sleep(0.01)
+        self.write_pids()
+        runtime = {
+            "pid": os.getpid(),
+            "environment": s.environment,
+            "control_url": self.control_url,
+            "services": {name: svc.url for name, svc in self.services.items()},
+            "started": time.time(),
+        }
+        path = s.run_dir / RUNTIME_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(runtime, indent=1))
+        os.replace(tmp, path)
+        log.warning("control plane %s listening on %s", os.getpid(), self.control_url)
+        for svc in self.services.values():
+            if svc.settings.source is not None:
+                self.bootstrap[svc.name] = "deploying"
+                self._tasks.add(asyncio.create_task(self._bootstrap(svc)))
+
+    async def _bootstrap(self, svc: ServiceRuntime) -> None:
+        """Revision ``first_revision`` of the service, packed from the working tree, at 100%."""
+        assert svc.settings.source is not None
+        try:
+            artifact = await asyncio.to_thread(
+                pack_source, svc.settings.source, self.settings.home / "artifacts"
+            )
+            revision = Revision(
+                svc.settings.first_revision, artifact, svc.settings.app, {}, svc.settings.replicas
+            )
+            status = await svc.deploy(revision, svc.settings.ready_timeout_s)
+            self.bootstrap[svc.name] = status["health"]
+        except Exception as exc:
+            log.exception("bootstrap of %s failed", svc.name)
+            self.bootstrap[svc.name] = f"failed: {exc}"
+
+    async def shutdown(self) -> None:
+        for svc in self.services.values():
+            await asyncio.gather(*(rt.supervisor.stop() for rt in svc.revisions.values()))
+            await svc.router.aclose()
+        for server, _ in self.servers:
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task in self.servers), return_exceptions=True)
+        self.write_pids()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        await self.stopping.wait()
+        await self.shutdown()
+
+
+def _json_body(data: bytes) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise ConfigError("request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ConfigError("request body must be a JSON object")
+    return body
+
+
+def revision_from_dict(data: Mapping[str, Any]) -> Revision:
+    try:
+        art = data["artifact"]
+        return Revision(
+            name=str(data["name"]),
+            artifact=Artifact(Path(art["path"]), str(art["digest"])),
+            app=str(data["app"]),
+            env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
+            replicas=int(data.get("replicas", 1)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"malformed revision: {exc}") from None
+
+
+class ControlApi:
+    """The control plane's HTTP API (raw ASGI, loopback only)."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        try:
+            status, result = (
+                200,
+                await self.handle(scope["method"], scope["path"], scope["query_string"], body),
+            )
+        except NotFoundError as exc:
+            status, result = 404, {"error": str(exc)}
+        except Conflict as exc:
+            status, result = 409, {"error": str(exc)}
+        except MangaAssistError as exc:
+            status, result = 400, {"error": str(exc)}
+        except Exception as exc:  # reported to the caller; the control plane keeps running
+            log.exception("control API error")
+            status, result = 500, {"error": f"{type(exc).__name__}: {exc}"}
+        data = json.dumps(result).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+        if scope["path"] == "/v1/shutdown" and status == 200:
+            self.plane.stopping.set()
+
+    async def handle(self, method: str, path: str, query: bytes, raw: bytes) -> Any:
+        plane = self.plane
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and parts in (["v1", "status"], ["healthz"]):
+            return plane.status()
+        if method == "POST" and parts == ["v1", "shutdown"]:
+            return {"stopping": True, "pid": os.getpid()}
+        if len(parts) >= 4 and parts[:2] == ["v1", "services"]:
+            svc = plane.service(parts[2])
+            body = _json_body(raw)
+            op = parts[3:]
+            if method == "POST" and op == ["deploy"]:
+                return await svc.deploy(
+                    revision_from_dict(body.get("revision") or {}), float(body.get("timeout_s", 180.0))
+                )
+            if method == "PUT" and op == ["weights"]:
+                weights = body.get("weights")
+                if not isinstance(weights, dict):
+                    raise ConfigError("expected {'weights': {revision: percent}}")
+                return {"weights": svc.set_weights({str(k): float(v) for k, v in weights.items()})}
+            if op == ["shadow"] and method in ("PUT", "DELETE"):
+                if method == "DELETE":
+                    svc.set_shadow(None, 0.0)
+                else:
+                    svc.set_shadow(str(body.get("revision")), float(body.get("share", 0.0)))
+                return {"shadow": svc.status()["shadow"]}
+            if method == "POST" and len(op) == 3 and op[0] == "revisions" and op[2] == "retire":
+                return await svc.retire(op[1], float(body.get("drain_timeout_s", 30.0)))
+            if method == "GET" and op == ["stats"]:
+                cursor = 0
+                for item in query.decode().split("&"):
+                    key, _, value = item.partition("=")
+                    if key == "cursor" and value.isdigit():
+                        cursor = int(value)
+                snapshot = svc.router.stats.snapshot(cursor)
+                snapshot["routing"] = svc.router.describe()
+                return snapshot
+            if method == "GET" and op == ["status"]:
+                return svc.status()
+        raise NotFoundError(f"no control endpoint {method} {path}")
+
+
+def _claim_pid_file(run_dir: Path) -> None:
+    """Write our PID, unless a live control plane holds the file (then exit 3)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / PID_FILE
+    try:
+        other = int(path.read_text().strip())
+    except (OSError, ValueError):
+        other = 0
+    if other and other != os.getpid():
+        try:
+            os.kill(other, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            print(f"a control plane already runs as PID {other}", file=sys.stderr)
+            raise SystemExit(3)
+    path.write_text(f"{os.getpid()}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="The MangaAssist local control plane (run by `mangaassist up`)."
+    )
+    parser.add_argument("--env", default=None, help="environment in mangaassist.toml (default dev)")
+    parser.add_argument("--config", type=Path, default=None, help="path of mangaassist.toml")
+    parser.add_argument("--home", type=Path, default=None, help="state directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.env, args.config, args.home)
+    except MangaAssistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if settings.provider != "local":
+        print(f"error: environment {settings.environment} uses provider {settings.provider}", file=sys.stderr)
+        raise SystemExit(2)
+    _claim_pid_file(settings.run_dir)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            runner.run(ControlPlane(settings).run())
+    except MangaAssistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        for name in (PID_FILE, RUNTIME_FILE):
+            path = settings.run_dir / name
+            with contextlib.suppress(OSError, ValueError):
+                if name != PID_FILE or int(path.read_text().strip()) == os.getpid():
+                    path.unlink()
+
+
+if __name__ == "__main__":
+    main()

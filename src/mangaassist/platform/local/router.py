@@ -1,0 +1,525 @@
+"""The router: a reverse proxy in front of one service's revisions (raw ASGI, run by uvicorn).
+
+It splits new conversations by weight, keeps a conversation on the revision it started on while
+that revision lives (session id from ``X-Session-Id``, else the ``ma_session`` cookie), honours
+``X-MangaAssist-Revision`` pins, mirrors a share of requests to a shadow revision, streams
+responses through, and records every outcome in ``RouterStats``.
+
+The control plane owns one ``Router`` per service and changes it only by ``publish``-ing a new
+immutable ``RoutingTable``: each request reads the table once, so a weight change is atomic and
+never drops a request in flight. ``GET /_router/stats`` (JSON, ``?cursor=N``) and
+``GET /_router/metrics`` (Prometheus) are read-only; changes go through the control API only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import itertools
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import Message, Receive, Scope, Send
+
+from mangaassist.platform.local.stats import RouterCollector, RouterStats
+from mangaassist.platform.local.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"content-length",
+        b"host",
+    }
+)
+_SHADOW_MAX_IN_FLIGHT = 64
+_MAX_BODY = 8 << 20
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """A revision the router may send requests to, with its ready workers (maybe none just now)."""
+
+    name: str
+    pools: tuple[UpstreamPool, ...]
+    counter: itertools.count[int] = field(default_factory=itertools.count, compare=False)
+
+    def pick(self) -> UpstreamPool | None:
+        if not self.pools:
+            return None
+        if len(self.pools) == 1:
+            return self.pools[0]
+        return self.pools[next(self.counter) % len(self.pools)]
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """One immutable routing decision: who lives, who gets new conversations, who shadows.
+
+    ``targets``: every living revision (pins and existing conversations can reach all of them).
+    ``weights``: the split of new conversations, percentages by revision name. Only revisions with
+    a ready worker take part in a draw, so a revision that is not ready gets nothing new (unless
+    none is ready: then the failures are counted against the weighted revisions).
+    """
+
+    version: int
+    targets: Mapping[str, RouteTarget]
+    weights: Mapping[str, float]
+    shadow: str | None = None
+    shadow_share: float = 0.0
+    _names: tuple[str, ...] = ()
+    _cumulative: tuple[float, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        version: int,
+        targets: Mapping[str, RouteTarget],
+        weights: Mapping[str, float],
+        shadow: str | None = None,
+        shadow_share: float = 0.0,
+    ) -> RoutingTable:
+        names: list[str] = []
+        cumulative: list[float] = []
+        total = 0.0
+        for name, weight in sorted(weights.items()):
+            target = targets.get(name)
+            if weight > 0 and target is not None and target.pools:
+                total += weight
+                names.append(name)
+                cumulative.append(total)
+        # nobody weighted is ready (a crash gap): draw among the weighted live revisions anyway,
+        # so the failure is answered 503 and counted against the revision that should have served
+        if not names:
+            for name, weight in sorted(weights.items()):
+                if weight > 0 and name in targets:
+                    total += weight
+                    names.append(name)
+                    cumulative.append(total)
+        return cls(
+            version, dict(targets), dict(weights), shadow, shadow_share, tuple(names), tuple(cumulative)
+        )
+
+    def draw(self, rng: random.Random) -> RouteTarget | None:
+        """A revision for a new conversation, by weight among the ready ones.
+
+        If no weighted revision is ready, one of them anyway (its request fails and is counted);
+        None only when no live revision has weight.
+        """
+        if not self._names:
+            return None
+        if len(self._names) == 1:
+            return self.targets[self._names[0]]
+        i = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
+        return self.targets[self._names[min(i, len(self._names) - 1)]]
+
+
+class StickySessions:
+    """Session id -> revision name, least recently used forgotten beyond ``capacity``."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._map: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def get(self, session: str) -> str | None:
+        rev = self._map.get(session)
+        if rev is not None:
+            self._map.move_to_end(session)
+        return rev
+
+    def set(self, session: str, revision: str) -> None:
+        self._map[session] = revision
+        self._map.move_to_end(session)
+        if len(self._map) > self.capacity:
+            self._map.popitem(last=False)
+
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(self._map.values()))
+
+
+def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    session = cookie = pin = None
+    for name, value in headers:
+        if name == b"x-session-id":
+            session = value.decode("latin-1")
+        elif name == b"x-mangaassist-revision":
+            pin = value.decode("latin-1")
+        elif name == b"cookie":
+            cookie = value.decode("latin-1")
+    if session is None and cookie is not None and "ma_session" in cookie:
+        try:
+            morsel = SimpleCookie(cookie).get("ma_session")
+        except CookieError:
+            morsel = None
+        if morsel is not None and morsel.value:
+            session = morsel.value
+    return session, pin
+
+
+async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"x-mangaassist-router-error", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def _intent_of(response: UpstreamResponse, body: bytes | None) -> str | None:
+    for name, value in response.headers:
+        if name == b"x-mangaassist-intent":
+            return value.decode("latin-1")
+    if body is None:
+        return None
+    for name, value in response.headers:
+        if name == b"content-type" and b"json" in value:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return None
+            intent = data.get("intent") if isinstance(data, dict) else None
+            return str(intent) if intent is not None else None
+    return None
+
+
+class Router:
+    """The ASGI app of one service's router. See the module docstring."""
+
+    def __init__(
+        self, service: str, *, shadow_timeout_s: float = 10.0, upstream_timeout_s: float = 60.0
+    ) -> None:
+        self.service = service
+        self.table = RoutingTable.build(0, {}, {})
+        self.sticky = StickySessions()
+        self.stats = RouterStats(service)
+        self.shadow_timeout_s = shadow_timeout_s
+        self.upstream_timeout_s = upstream_timeout_s
+        self.rng = random.Random()
+        self.registry = CollectorRegistry()
+        self.registry.register(RouterCollector(self.stats))
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+
+    def publish(self, table: RoutingTable) -> None:
+        """Swap in a new routing table (a single reference assignment: atomic for every request)."""
+        self.table = table
+
+    def in_flight(self, revision: str) -> int:
+        c = self.stats.revisions.get(revision)
+        return c.in_flight if c else 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        await send({"type": "lifespan.startup.complete"})
+                    elif message["type"] == "lifespan.shutdown":
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
+            return
+        path: str = scope["path"]
+        if path.startswith("/_router/"):
+            await self._introspect(scope, send)
+            return
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        session, pin = _session_of(headers)
+
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                body = body + chunk if body else chunk
+                if len(body) > _MAX_BODY:
+                    await _reply(send, 413, {"error": f"request body over {_MAX_BODY} bytes"})
+                    return
+            more = message.get("more_body", False)
+
+        table = self.table  # one snapshot per request: this is what makes changes atomic
+        target: RouteTarget | None
+        if pin is not None:
+            target = table.targets.get(pin)
+            if target is None:
+                self.stats.unrouted["unknown_revision"] += 1
+                await _reply(send, 404, {"error": f"no live revision {pin!r} of {self.service}"})
+                return
+        elif session is not None:
+            name = self.sticky.get(session)
+            target = table.targets.get(name) if name is not None else None
+            if target is None:
+                target = table.draw(self.rng)
+                if target is not None:
+                    if name is not None:
+                        self.stats.revision(name).sessions_moved_out += 1
+                    self.stats.revision(target.name).sessions_started += 1
+                    self.sticky.set(session, target.name)
+        else:
+            target = table.draw(self.rng)
+        if target is None:
+            self.stats.unrouted["no_revision"] += 1
+            await _reply(send, 503, {"error": f"no revision of {self.service} is ready"})
+            return
+
+        method: str = scope["method"]
+        query: bytes = scope.get("query_string", b"")
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        target_bytes = raw_path + b"?" + query if query else raw_path
+        client = scope.get("client")
+        forwarded = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
+        if client:
+            forwarded.append((b"x-forwarded-for", str(client[0]).encode()))
+
+        intent_future: asyncio.Future[str | None] | None = None
+        if (
+            table.shadow is not None
+            and pin is None
+            and table.shadow != target.name
+            and path != "/v1/feedback"
+            and self.rng.random() < table.shadow_share
+        ):
+            intent_future = self._mirror(table, method, target_bytes, forwarded, body)
+
+        counters = self.stats.revision(target.name)
+        counters.in_flight += 1
+        try:
+            await self._forward(
+                target, method, target_bytes, forwarded, body, send, started, session, pin is not None,
+                path, intent_future,
+            )  # fmt: skip
+        finally:
+            counters.in_flight -= 1
+            if intent_future is not None and not intent_future.done():
+                intent_future.set_result(None)
+
+    async def _forward(
+        self,
+        target: RouteTarget,
+        method: str,
+        target_bytes: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        send: Send,
+        started: float,
+        session: str | None,
+        pinned: bool,
+        path: str,
+        intent_future: asyncio.Future[str | None] | None,
+    ) -> None:
+        stats = self.stats
+        pool = target.pick()
+        if pool is None:
+            stats.record(
+                target.name,
+                0,
+                (time.perf_counter() - started) * 1000,
+                "unavailable",
+                False,
+                False,
+                pinned,
+                session,
+            )
+            await _reply(send, 503, {"error": f"revision {target.name} has no ready worker"})
+            return
+        try:
+            response = await pool.request(method, target_bytes, headers, body, self.upstream_timeout_s)
+        except UpstreamError as exc:
+            stats.record(
+                target.name,
+                0,
+                (time.perf_counter() - started) * 1000,
+                exc.kind,
+                False,
+                False,
+                pinned,
+                session,
+            )
+            status = 504 if exc.kind == "timeout" else 502
+            await _reply(send, status, {"error": f"revision {target.name}: {exc}"})
+            return
+        fallback = guardrail = False
+        out_headers: list[tuple[bytes, bytes]] = []
+        for name, value in response.headers:
+            if name in _HOP_BY_HOP and name != b"content-length":
+                continue
+            if name == b"x-mangaassist-fallback":
+                fallback = value == b"1"
+            elif name == b"x-mangaassist-guardrail":
+                guardrail = value == b"1"
+            out_headers.append((name, value))
+        keep_body = intent_future is not None or (path == "/v1/feedback" and response.status == 200)
+        kept: list[bytes] = []
+        error: str | None = None
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+            async for chunk in response.chunks():
+                if keep_body:
+                    kept.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except UpstreamError as exc:
+            error = f"{exc.kind}_midstream"
+            raise
+        except BaseException:
+            error = "client_gone"
+            response.abandon()
+            raise
+        finally:
+            stats.record(
+                target.name, response.status, (time.perf_counter() - started) * 1000, error,
+                fallback, guardrail, pinned, session,
+            )  # fmt: skip
+        if intent_future is not None and not intent_future.done():
+            intent_future.set_result(_intent_of(response, b"".join(kept)))
+        if path == "/v1/feedback" and response.status == 200:
+            self._note_feedback(target.name, session, b"".join(kept), body)
+
+    def _note_feedback(self, served_by: str, session: str | None, response: bytes, request: bytes) -> None:
+        try:
+            sent = json.loads(request)
+        except ValueError:
+            return
+        if not isinstance(sent, dict):
+            return
+        session = str(sent.get("session_id") or session or "")
+        rating = str(sent.get("rating", ""))
+        if session and rating:
+            # the revision that served the conversation, which is the one this request went to
+            self.stats.record_feedback(self.sticky.get(session) or served_by, session, rating)
+
+    def _mirror(
+        self,
+        table: RoutingTable,
+        method: str,
+        target_bytes: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> asyncio.Future[str | None] | None:
+        assert table.shadow is not None
+        counters = self.stats.shadow(table.shadow)
+        shadow = table.targets.get(table.shadow)
+        pool = shadow.pick() if shadow is not None else None
+        if pool is None:
+            counters.errors["unavailable"] += 1
+            return None
+        if counters.in_flight >= _SHADOW_MAX_IN_FLIGHT:
+            counters.skipped += 1
+            return None
+        primary_intent: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(
+            self._shadow_request(counters, pool, method, target_bytes, headers, body, primary_intent)
+        )
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+        return primary_intent
+
+    async def _shadow_request(
+        self,
+        counters: Any,
+        pool: UpstreamPool,
+        method: str,
+        target_bytes: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        primary_intent: asyncio.Future[str | None],
+    ) -> None:
+        counters.in_flight += 1
+        counters.requests += 1
+        started = time.perf_counter()
+        response: UpstreamResponse | None = None
+        try:
+            async with asyncio.timeout(self.shadow_timeout_s):
+                response = await pool.request(
+                    method,
+                    target_bytes,
+                    [*headers, (b"x-mangaassist-shadow", b"1")],
+                    body,
+                    self.shadow_timeout_s,
+                )
+                data = await response.read(1 << 20)
+            counters.statuses[response.status] += 1
+            counters.latency.observe((time.perf_counter() - started) * 1000)
+            shadow_intent = _intent_of(response, data)
+            if shadow_intent is not None:
+                async with asyncio.timeout(self.shadow_timeout_s):
+                    mine = await asyncio.shield(primary_intent)
+                if mine is not None:
+                    counters.intent_compared += 1
+                    counters.intent_agreed += int(mine == shadow_intent)
+        except TimeoutError:
+            counters.errors["timeout"] += 1
+            if response is not None:
+                response.abandon()
+        except UpstreamError as exc:
+            counters.errors[exc.kind] += 1
+        finally:
+            counters.in_flight -= 1
+
+    async def _introspect(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        if path == "/_router/metrics":
+            data = generate_latest(self.registry)
+            content_type = CONTENT_TYPE_LATEST.encode()
+        elif path == "/_router/stats":
+            cursor: int | None = None
+            for part in scope.get("query_string", b"").decode().split("&"):
+                key, _, value = part.partition("=")
+                if key == "cursor" and value.lstrip("-").isdigit():
+                    cursor = int(value)
+            snapshot = self.stats.snapshot(cursor)
+            snapshot["routing"] = self.describe()
+            data = json.dumps(snapshot).encode()
+            content_type = b"application/json"
+        else:
+            await _reply(send, 404, {"error": f"no such router endpoint {path}"})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode())],
+            }
+        )
+        message: Message = {"type": "http.response.body", "body": data}
+        await send(message)
+
+    def describe(self) -> dict[str, Any]:
+        table = self.table
+        return {
+            "version": table.version,
+            "weights": dict(table.weights),
+            "live": sorted(table.targets),
+            "ready": {name: len(t.pools) for name, t in table.targets.items()},
+            "shadow": {"revision": table.shadow, "share": table.shadow_share} if table.shadow else None,
+            "sessions": self.sticky.counts(),
+        }
+
+    async def aclose(self) -> None:
+        for task in list(self._shadow_tasks):
+            task.cancel()
+        for target in self.table.targets.values():
+            for pool in target.pools:
+                pool.close()

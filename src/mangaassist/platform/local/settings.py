@@ -1,0 +1,135 @@
+"""Settings of the platform, read from ``mangaassist.toml`` at the repository root.
+
+One table per environment (``[environments.dev]`` is the local one): the provider, the state
+directory, the control port, and one table per service (its router port, replicas, the ASGI app
+and the source tree its first revision is built from). Read by ``platform.factory`` and by the
+local control plane at start-up.
+
+Environment variables: ``MANGAASSIST_PLATFORM_CONFIG`` (path of the file; default: the first
+``mangaassist.toml`` in the current directory or its parents), ``MANGAASSIST_ENV`` (default
+``dev``) and ``MANGAASSIST_HOME`` (overrides the environment's ``home``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mangaassist.core.errors import ConfigError
+
+CONFIG_NAME = "mangaassist.toml"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """One service of an environment.
+
+    ``router_port``: the router's fixed loopback port (0 picks a free one, for tests).
+    ``source``: the tree ``up`` packs into the first revision (None: deploy revisions by hand).
+    ``shadow_timeout_s``: how long a mirrored request may take before it counts as timed out.
+    """
+
+    name: str
+    app: str
+    router_port: int
+    replicas: int = 1
+    source: Path | None = None
+    first_revision: str = "r1"
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 180.0
+    shadow_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """One environment: which provider runs it and where its state lives."""
+
+    environment: str
+    provider: str
+    root: Path
+    home: Path
+    control_port: int
+    services: Mapping[str, ServiceSettings]
+    host: str = "127.0.0.1"
+
+    @property
+    def run_dir(self) -> Path:
+        """PID file, control-plane address file, logs."""
+        return self.home / "platform"
+
+
+def find_config(start: Path | None = None) -> Path:
+    env = os.environ.get("MANGAASSIST_PLATFORM_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"MANGAASSIST_PLATFORM_CONFIG={env}: no such file")
+        return path.resolve()
+    origin = (start or Path.cwd()).resolve()
+    for directory in (origin, *origin.parents):
+        if (directory / CONFIG_NAME).is_file():
+            return directory / CONFIG_NAME
+    here = Path(__file__).resolve()
+    for directory in here.parents:
+        if (directory / CONFIG_NAME).is_file():
+            return directory / CONFIG_NAME
+    raise ConfigError(f"no {CONFIG_NAME} found in {origin} or its parents (set MANGAASSIST_PLATFORM_CONFIG)")
+
+
+def _int(table: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}.{key}: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def load_settings(
+    environment: str | None = None, path: Path | None = None, home: Path | None = None
+) -> PlatformSettings:
+    """The settings of ``environment`` (default ``MANGAASSIST_ENV`` or ``dev``)."""
+    path = path or find_config()
+    environment = environment or os.environ.get("MANGAASSIST_ENV") or "dev"
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    envs = data.get("environments", {})
+    if environment not in envs:
+        raise ConfigError(f"{path}: no [environments.{environment}] (have: {', '.join(sorted(envs))})")
+    table = envs[environment]
+    where = f"{path.name}: environments.{environment}"
+    root = path.parent
+    env_home = os.environ.get("MANGAASSIST_HOME")
+    resolved_home = home or (Path(env_home) if env_home else root / str(table.get("home", ".mangaassist")))
+    services: dict[str, ServiceSettings] = {}
+    for name, svc in table.get("services", {}).items():
+        w = f"{where}.services.{name}"
+        if "app" not in svc:
+            raise ConfigError(f"{w}: 'app' (module:factory) is required")
+        replicas = _int(svc, "replicas", w, 1)
+        if replicas < 1:
+            raise ConfigError(f"{w}.replicas: at least 1")
+        source = svc.get("source")
+        services[name] = ServiceSettings(
+            name=name,
+            app=str(svc["app"]),
+            router_port=_int(svc, "router_port", w),
+            replicas=replicas,
+            source=(root / source).resolve() if source else None,
+            first_revision=str(svc.get("first_revision", "r1")),
+            env={str(k): str(v) for k, v in svc.get("env", {}).items()},
+            ready_timeout_s=float(svc.get("ready_timeout_s", 180.0)),
+            shadow_timeout_s=float(svc.get("shadow_timeout_s", 10.0)),
+        )
+    return PlatformSettings(
+        environment=environment,
+        provider=str(table.get("provider", "local")),
+        root=root,
+        home=resolved_home.resolve(),
+        control_port=_int(table, "control_port", where, 0),
+        services=services,
+    )

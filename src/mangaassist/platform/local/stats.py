@@ -1,0 +1,309 @@
+"""Per-revision request outcomes recorded by the router, for judges, dashboards and Prometheus.
+
+The router calls ``RouterStats.record`` once per request (a few dictionary and list operations,
+no locks: everything runs on the router's event loop). Readers get JSON (``snapshot``, with a
+cursor over the raw recent observations) or Prometheus text (``RouterCollector``, computed at
+scrape time so the hot path never touches prometheus-client).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+# Upper bounds in milliseconds: fine below 10 ms (the router's own budget), coarser above.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    *(0.25 * i for i in range(1, 8)),  # 0.25 .. 1.75
+    *(2.0 + 0.5 * i for i in range(0, 17)),  # 2 .. 10
+    12, 14, 16, 18, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 125, 150, 175, 200,
+    250, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000, 1250, 1500, 1750, 2000, 2500,
+    3000, 4000, 5000, 7500, 10000, 15000, 20000, 30000, 60000,
+)  # fmt: skip
+
+OBSERVATION_FIELDS = (
+    "seq", "time", "kind", "revision", "status", "latency_ms", "error",
+    "fallback", "guardrail", "pinned", "session", "rating",
+)  # fmt: skip
+"""One raw observation: ``kind`` is ``request`` or ``feedback``; ``status`` 0 means the request
+never got an HTTP answer from a worker (``error`` says why: ``connect``, ``reset``, ``timeout``,
+``unavailable`` when no worker was ready)."""
+
+
+class Histogram:
+    """Counts per latency bucket (``LATENCY_BUCKETS_MS``, then +Inf) and their sum."""
+
+    __slots__ = ("counts", "sum_ms")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.sum_ms = 0.0
+
+    def observe(self, ms: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.sum_ms += ms
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (None without data)."""
+        total = sum(self.counts)
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank and n:
+                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "buckets_ms": [*LATENCY_BUCKETS_MS, "+Inf"],
+            "counts": list(self.counts),
+            "sum_ms": round(self.sum_ms, 3),
+        }
+
+
+@dataclass
+class RevisionCounters:
+    """What the router saw for one revision since the router started."""
+
+    requests: int = 0
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    transport_errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    latency: Histogram = field(default_factory=Histogram)
+    fallback: int = 0
+    guardrail: int = 0
+    pinned: int = 0
+    in_flight: int = 0
+    sessions_started: int = 0
+    sessions_moved_out: int = 0
+    """Conversations that had to leave this revision (retired or failed) for another one."""
+    feedback: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def failed(self) -> int:
+        """Requests that got no answer or a 5xx."""
+        five = sum(n for status, n in self.statuses.items() if status >= 500)
+        return five + sum(self.transport_errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failed": self.failed,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "transport_errors": dict(self.transport_errors),
+            "latency": self.latency.as_dict(),
+            "p50_ms": self.latency.quantile(0.5),
+            "p99_ms": self.latency.quantile(0.99),
+            "fallback": self.fallback,
+            "guardrail": self.guardrail,
+            "pinned": self.pinned,
+            "in_flight": self.in_flight,
+            "sessions_started": self.sessions_started,
+            "sessions_moved_out": self.sessions_moved_out,
+            "feedback": dict(self.feedback),
+        }
+
+
+@dataclass
+class ShadowCounters:
+    """Outcomes of mirrored requests sent to one shadow revision (never seen by users)."""
+
+    requests: int = 0
+    statuses: collections.Counter[int] = field(default_factory=collections.Counter)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    latency: Histogram = field(default_factory=Histogram)
+    skipped: int = 0
+    """Not mirrored because too many shadow requests were already in flight."""
+    in_flight: int = 0
+    intent_compared: int = 0
+    intent_agreed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": dict(self.errors),
+            "latency": self.latency.as_dict(),
+            "p50_ms": self.latency.quantile(0.5),
+            "p99_ms": self.latency.quantile(0.99),
+            "skipped": self.skipped,
+            "in_flight": self.in_flight,
+            "intent_compared": self.intent_compared,
+            "intent_agreed": self.intent_agreed,
+            "intent_agreement": (self.intent_agreed / self.intent_compared) if self.intent_compared else None,
+        }
+
+
+class RouterStats:
+    """Every outcome the router of one service recorded, by revision; raw observations with a cursor."""
+
+    def __init__(self, service: str, keep: int = 50_000) -> None:
+        self.service = service
+        self.started = time.time()
+        self.revisions: dict[str, RevisionCounters] = {}
+        self.shadows: dict[str, ShadowCounters] = {}
+        self.unrouted: collections.Counter[str] = collections.Counter()
+        """Requests the router answered itself, by reason (``unknown_revision``, ``no_revision``)."""
+        self.observations: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=keep)
+        self.seq = 0
+
+    def revision(self, name: str) -> RevisionCounters:
+        counters = self.revisions.get(name)
+        if counters is None:
+            counters = self.revisions[name] = RevisionCounters()
+        return counters
+
+    def shadow(self, name: str) -> ShadowCounters:
+        counters = self.shadows.get(name)
+        if counters is None:
+            counters = self.shadows[name] = ShadowCounters()
+        return counters
+
+    def record(
+        self,
+        revision: str,
+        status: int,
+        latency_ms: float,
+        error: str | None,
+        fallback: bool,
+        guardrail: bool,
+        pinned: bool,
+        session: str | None,
+    ) -> None:
+        c = self.revision(revision)
+        c.requests += 1
+        if error is None:
+            c.statuses[status] += 1
+        else:
+            c.transport_errors[error] += 1
+        c.latency.observe(latency_ms)
+        if fallback:
+            c.fallback += 1
+        if guardrail:
+            c.guardrail += 1
+        if pinned:
+            c.pinned += 1
+        self.seq += 1
+        self.observations.append(
+            (self.seq, time.time(), "request", revision, status, round(latency_ms, 3), error,
+             fallback, guardrail, pinned, session, None)
+        )  # fmt: skip
+
+    def record_feedback(self, revision: str, session: str, rating: str) -> None:
+        self.revision(revision).feedback[rating] += 1
+        self.seq += 1
+        self.observations.append(
+            (self.seq, time.time(), "feedback", revision, 0, 0.0, None, False, False, False, session, rating)
+        )
+
+    def observations_after(self, cursor: int) -> Iterator[dict[str, Any]]:
+        if not self.observations or self.observations[-1][0] <= cursor:
+            return
+        first = self.observations[0][0]
+        start = max(0, cursor - first + 1)
+        for i in range(start, len(self.observations)):
+            yield dict(zip(OBSERVATION_FIELDS, self.observations[i], strict=True))
+
+    def snapshot(self, cursor: int | None = None) -> dict[str, Any]:
+        """The counters by revision; with ``cursor``, the raw observations after it as well."""
+        out: dict[str, Any] = {
+            "service": self.service,
+            "since": self.started,
+            "revisions": {name: c.as_dict() for name, c in self.revisions.items()},
+            "shadow": {name: c.as_dict() for name, c in self.shadows.items()},
+            "unrouted": dict(self.unrouted),
+            "cursor": self.seq,
+        }
+        if cursor is not None:
+            out["observations"] = list(self.observations_after(cursor))
+            out["oldest_kept"] = self.observations[0][0] if self.observations else None
+        return out
+
+
+class RouterCollector(Collector):
+    """Prometheus view of a ``RouterStats`` (register it in a ``CollectorRegistry``)."""
+
+    def __init__(self, stats: RouterStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        svc = s.service
+        requests = CounterMetricFamily(
+            "mangaassist_router_requests",
+            "Requests by revision and status",
+            labels=["service", "revision", "status"],
+        )
+        errors = CounterMetricFamily(
+            "mangaassist_router_transport_errors",
+            "Requests that got no HTTP answer from a worker",
+            labels=["service", "revision", "kind"],
+        )
+        flags = CounterMetricFamily(
+            "mangaassist_router_quality_flags",
+            "Responses carrying X-MangaAssist-Fallback / -Guardrail",
+            labels=["service", "revision", "flag"],
+        )
+        feedback = CounterMetricFamily(
+            "mangaassist_router_feedback",
+            "Feedback for sessions a revision served",
+            labels=["service", "revision", "rating"],
+        )
+        moved = CounterMetricFamily(
+            "mangaassist_router_sessions_moved",
+            "Conversations that had to leave a revision",
+            labels=["service", "revision"],
+        )
+        in_flight = GaugeMetricFamily(
+            "mangaassist_router_in_flight", "Requests in flight", labels=["service", "revision"]
+        )
+        latency = HistogramMetricFamily(
+            "mangaassist_router_latency_seconds", "Latency through the router", labels=["service", "revision"]
+        )
+        shadow = CounterMetricFamily(
+            "mangaassist_router_shadow_requests",
+            "Mirrored requests by outcome",
+            labels=["service", "revision", "outcome"],
+        )
+        agreement = CounterMetricFamily(
+            "mangaassist_router_shadow_intent",
+            "Intent comparisons shadow vs primary",
+            labels=["service", "revision", "result"],
+        )
+        for rev, c in s.revisions.items():
+            for status, n in c.statuses.items():
+                requests.add_metric([svc, rev, str(status)], n)
+            for kind, n in c.transport_errors.items():
+                errors.add_metric([svc, rev, kind], n)
+            flags.add_metric([svc, rev, "fallback"], c.fallback)
+            flags.add_metric([svc, rev, "guardrail"], c.guardrail)
+            for rating, n in c.feedback.items():
+                feedback.add_metric([svc, rev, rating], n)
+            moved.add_metric([svc, rev], c.sessions_moved_out)
+            in_flight.add_metric([svc, rev], c.in_flight)
+            latency.add_metric([svc, rev], _buckets(c.latency), c.latency.sum_ms / 1000)
+        for rev, sc in s.shadows.items():
+            for status, n in sc.statuses.items():
+                shadow.add_metric([svc, rev, str(status)], n)
+            for kind, n in sc.errors.items():
+                shadow.add_metric([svc, rev, kind], n)
+            agreement.add_metric([svc, rev, "agreed"], sc.intent_agreed)
+            agreement.add_metric([svc, rev, "disagreed"], sc.intent_compared - sc.intent_agreed)
+        yield from (requests, errors, flags, feedback, moved, in_flight, latency, shadow, agreement)
+
+
+def _buckets(h: Histogram) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip((*LATENCY_BUCKETS_MS, float("inf")), h.counts, strict=True):
+        running += n
+        out.append(("+Inf" if bound == float("inf") else repr(bound / 1000), running))
+    return out

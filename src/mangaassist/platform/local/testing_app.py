@@ -1,0 +1,136 @@
+"""A tiny workload for tests and benchmarks of the platform (shipped like httpx's MockTransport).
+
+``create_app`` is a uvicorn factory (raw ASGI, starts in a fraction of a second) that behaves like
+a revision of the chatbot where the platform can see it: it answers ``/healthz``, ``/readyz``,
+``POST /v1/chat`` (JSON with ``intent``, echoing its revision and session) and
+``POST /v1/feedback``; it stamps ``X-MangaAssist-Revision`` and, when asked, the quality headers.
+Behaviour comes from environment variables (one value per revision):
+
+=============================  ===============================================================
+``TESTAPP_READY_AFTER_S``      seconds before ``/readyz`` answers 200 (default 0)
+``TESTAPP_NEVER_READY``        a reason: ``/readyz`` answers 503 with it forever
+``TESTAPP_STATUS``             status of every ``/v1/chat`` answer (default 200)
+``TESTAPP_DELAY_MS``           delay before every ``/v1/chat`` answer
+``TESTAPP_INTENT``             the ``intent`` it reports (default ``product_search``)
+``TESTAPP_CRASH_ON_START``     exit at once with status 3 (a revision that cannot run)
+=============================  ===============================================================
+
+Other endpoints: ``GET /echo`` (tiny, for benchmarks), ``GET /stream?n=N&ms=M`` (chunked, N chunks
+M ms apart), ``GET /sse?n=N&ms=M`` (server-sent events), ``GET /sleep?ms=M``, ``POST /crash``.
+Request header ``X-Test-Flags: fallback,guardrail`` sets the quality headers on a chat answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.types import Receive, Scope, Send
+
+
+def create_app() -> Any:
+    revision = os.environ.get("MANGAASSIST_REVISION", "dev")
+    if os.environ.get("TESTAPP_CRASH_ON_START"):
+        os._exit(3)
+    ready_at = time.monotonic() + float(os.environ.get("TESTAPP_READY_AFTER_S", "0"))
+    never = os.environ.get("TESTAPP_NEVER_READY", "")
+    status = int(os.environ.get("TESTAPP_STATUS", "200"))
+    delay = float(os.environ.get("TESTAPP_DELAY_MS", "0")) / 1000
+    intent = os.environ.get("TESTAPP_INTENT", "product_search")
+    rev_header = (b"x-mangaassist-revision", revision.encode())
+
+    async def reply(
+        send: Send,
+        code: int,
+        body: dict[str, Any],
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        data = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            rev_header,
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        headers = dict(scope["headers"])
+        if path == "/echo":
+            await reply(send, 200, {"revision": revision})
+        elif path == "/healthz":
+            await reply(send, 200, {"status": "ok", "revision": revision})
+        elif path == "/readyz":
+            if never:
+                await reply(send, 503, {"error": "not ready", "reason": never})
+            elif time.monotonic() < ready_at:
+                await reply(send, 503, {"error": "not ready", "reason": "loading test app"})
+            else:
+                await reply(send, 200, {"ready": True, "revision": revision})
+        elif path == "/v1/chat":
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                sent = json.loads(body or b"{}")
+            except ValueError:
+                sent = {}
+            flags = headers.get(b"x-test-flags", b"").decode().split(",")
+            extra_headers = [(b"x-mangaassist-intent", intent.encode())]
+            if "fallback" in flags:
+                extra_headers.append((b"x-mangaassist-fallback", b"1"))
+            if "guardrail" in flags:
+                extra_headers.append((b"x-mangaassist-guardrail", b"1"))
+            session = headers.get(b"x-session-id", b"").decode() or sent.get("session_id")
+            answer = {
+                "answer": f"answer from {revision}",
+                "intent": intent,
+                "revision": revision,
+                "session_id": session,
+                "shadow": headers.get(b"x-mangaassist-shadow") == b"1",
+            }
+            if status >= 400:
+                await reply(send, status, {"error": "configured failure", "revision": revision})
+            else:
+                await reply(send, status, answer, tuple(extra_headers))
+        elif path == "/v1/feedback":
+            await reply(send, 200, {"ok": True})
+        elif path == "/sleep":
+            await asyncio.sleep(float(query.get("ms", "100")) / 1000)
+            await reply(send, 200, {"revision": revision, "slept_ms": float(query.get("ms", "100"))})
+        elif path in ("/stream", "/sse"):
+            n = int(query.get("n", "5"))
+            pause = float(query.get("ms", "50")) / 1000
+            ctype = b"text/event-stream" if path == "/sse" else b"text/plain"
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", ctype), rev_header],
+                }
+            )
+            for i in range(n):
+                chunk = f"data: {i} {time.time()}\n\n" if path == "/sse" else f"{i} {time.time()}\n"
+                await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+                await asyncio.sleep(pause)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif path == "/crash":
+            os._exit(9)
+        else:
+            await reply(send, 404, {"error": f"no {path}"})
+
+    return app

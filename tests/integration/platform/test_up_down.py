@@ -1,0 +1,88 @@
+"""``mangaassist up`` / ``status`` / ``chat`` / ``down`` with the real chatbot as revision r1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mangaassist.platform.local.client import _alive
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[3]
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mangaassist.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+
+
+def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
+    state_home: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MANGAASSIST_ROOT": str(ROOT)}
+    env.pop("MANGAASSIST_URL", None)
+    default_ports = _free(8080) and _free(8079)
+    if not default_ports:  # someone runs the dev platform here: same config, free ports
+        config = (ROOT / "mangaassist.toml").read_text()
+        config = config.replace("control_port = 8079", "control_port = 0").replace(
+            "router_port = 8080", "router_port = 0"
+        )
+        (tmp_path / "mangaassist.toml").write_text(config)
+        env["MANGAASSIST_PLATFORM_CONFIG"] = str(tmp_path / "mangaassist.toml")
+    home = ["--home", str(state_home)]
+    try:
+        up = _cli("up", *home, env=env)
+        assert up.returncode == 0, up.stderr
+        again = _cli("up", *home, env=env, timeout=60)
+        assert again.returncode == 0 and "already running" in again.stdout
+
+        status = json.loads(_cli("status", "--json", *home, env=env).stdout)
+        chatbot = status["services"]["chatbot"]
+        assert chatbot["weights"] == {"r1": 100.0}
+        (r1,) = chatbot["revisions"]
+        assert r1["name"] == "r1" and r1["health"] == "healthy" and len(r1["digest"]) == 64
+        if default_ports:
+            assert chatbot["url"] == "http://127.0.0.1:8080"
+        pids = [status["pid"], *(w["pid"] for w in r1["workers"])]
+        assert all(_alive(p) for p in pids)
+
+        url_args = [] if default_ports else ["--url", chatbot["url"]]
+        chat = _cli("chat", "Do you have Frieren volume 5?", "--json", *url_args, env=env, timeout=60)
+        assert chat.returncode == 0, chat.stderr
+        answer = json.loads(chat.stdout)
+        assert answer["versions"]["revision"] == "r1" and answer["intent"] == "product_search"
+        stats = json.loads(_cli("revisions", "stats", "--json", *home, env=env).stdout)
+        assert stats["revisions"]["r1"]["statuses"] == {"200": 1}
+    finally:
+        down = _cli("down", *home, env=env, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if _alive(p)] == []
+    nothing = _cli("down", *home, env=env, timeout=60)
+    assert nothing.returncode == 0 and "nothing runs" in nothing.stdout
+    assert _cli("status", *home, env=env, timeout=60).returncode == 1

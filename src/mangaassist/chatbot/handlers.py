@@ -25,7 +25,7 @@ from mangaassist.chatbot.catalog import (
 from mangaassist.chatbot.config import ChatbotConfig
 from mangaassist.chatbot.embeddings import Vector
 from mangaassist.chatbot.entities import find_order_id
-from mangaassist.chatbot.knowledge import KnowledgeIndex, best_sentences
+from mangaassist.chatbot.knowledge import POLICY, PRODUCT, Retriever, best_sentences
 from mangaassist.chatbot.store import ChatStore, SessionState
 from mangaassist.core.intents import Intent
 
@@ -55,7 +55,8 @@ class Context:
     customer_id: str | None
     session: SessionState
     catalog: Catalog
-    knowledge: KnowledgeIndex
+    knowledge: Retriever
+    """The knowledge base (the live index version): policy chunks and catalog descriptions."""
     store: ChatStore
     config: ChatbotConfig
 
@@ -221,7 +222,7 @@ def product_search(ctx: Context) -> Draft:
         )
     genres = _word_hits(ctx.message, GENRE_WORDS)
     pool = [s for s in catalog.series if set(genres) & set(s.genres)] or None
-    nearest = [(s, score) for s, score in catalog.nearest(ctx.vector, 3, pool) if score >= 0.3]
+    nearest = _described(ctx, pool)
     if nearest:
         facts = [
             f"{s.title} by {s.author}: ${s.price_usd:.2f} per volume, {s.volumes} volumes; "
@@ -240,6 +241,21 @@ def product_search(ctx: Context) -> Draft:
         "I couldn't find that in our catalog. Could you give me the exact title or the author?",
         fallback=True,
     )
+
+
+def _described(ctx: Context, pool: list[Series] | None, limit: int = 3) -> list[tuple[Series, float]]:
+    """Series whose description matches the message: hybrid search of the knowledge base's catalog
+    chunks (vector plus keyword), restricted to ``pool``; the catalog's own vectors if it has none."""
+    hits = ctx.knowledge.search(ctx.vector, ctx.message, k=limit * 8, kind=PRODUCT)
+    if not hits:
+        return [(s, score) for s, score in ctx.catalog.nearest(ctx.vector, limit, pool) if score >= 0.3]
+    by_id = {s.id: s for s in (pool or ctx.catalog.series)}
+    found = []
+    for hit in hits:
+        series = by_id.get(hit.chunk.doc_id.removeprefix("series/"))
+        if series is not None and hit.score >= 0.3:
+            found.append((series, hit.score))
+    return found[:limit]
 
 
 def recommendation(ctx: Context) -> Draft:
@@ -364,7 +380,7 @@ def order_status(ctx: Context) -> Draft:
 
 def policy_question(ctx: Context) -> Draft:
     cfg = ctx.config.retrieval
-    hits = ctx.knowledge.search(ctx.vector, ctx.message, k=cfg.top_k)
+    hits = ctx.knowledge.search(ctx.vector, ctx.message, k=cfg.top_k, kind=POLICY)
     if not hits or hits[0].score < cfg.min_score:
         return Draft(
             Intent.POLICY_QUESTION,

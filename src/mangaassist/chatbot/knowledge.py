@@ -1,121 +1,72 @@
-"""The knowledge base: Markdown documents under ``knowledge/``, cut into chunks by heading,
-held in memory with their embeddings.
+"""The knowledge base as the chatbot sees it: the live index version behind the ``kb-live`` alias.
 
-The knowledge-base pipeline (CD-04) will replace the in-memory index with versioned indexes
-behind an alias; the chunking here is the one it reuses.
+``LiveKnowledge`` is what handlers search. It reads the index only through the ``VectorIndex``
+client: a background thread resolves the alias every ``refresh_seconds`` and, when it points at a
+new version, loads that version first and only then switches, so no request waits for the load
+and none fails during a swap. Requests already running finish on the version they started with.
+The version answering is reported in ``versions["index"]``.
+
+On a fresh clone no version exists yet: the chatbot then serves a build of its own, in memory,
+from the same sources and chunker (``core/kb.py``), and switches to ``kb-live`` as soon as a
+knowledge-base build (CD-04, ``mangaassist kb build``) promotes one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import yaml
 
 from mangaassist.chatbot.embeddings import Matrix, Vector
 from mangaassist.core.errors import ConfigError
-
-_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.DOTALL)
-_HEADING = re.compile(r"^(#{1,3})\s+(.+?)\s*$", re.MULTILINE)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9*\"'(])")
-_WORD = re.compile(r"[a-z0-9$]+(?:\.[0-9]+)?")
-STOPWORDS = frozenset(
-    """a an and are as at be by can do does for from have how i if in is it its me my of on or our so
-    that the their this to was what when where which who why will with you your we us get any there""".split()
+from mangaassist.core.kb import (
+    POLICY,
+    PRODUCT,
+    STOPWORDS,
+    Chunk,
+    Document,
+    chunk_document,
+    keywords,
+    parse_document,
 )
+from mangaassist.platform.vector import HybridScorer, IndexRecord, SearchHit, VectorIndex
 
+__all__ = [
+    "POLICY",
+    "PRODUCT",
+    "STOPWORDS",
+    "Chunk",
+    "Document",
+    "Hit",
+    "KnowledgeIndex",
+    "LiveKnowledge",
+    "Retriever",
+    "best_sentences",
+    "chunk_document",
+    "keywords",
+    "load_documents",
+]
 
-@dataclass(frozen=True)
-class Document:
-    id: str
-    title: str
-    category: str
-    body: str
+log = logging.getLogger("mangaassist.chatbot")
 
-
-@dataclass(frozen=True)
-class Chunk:
-    id: str
-    """``<doc id>#<n>``: stable while the document's headings stay in place."""
-    doc_id: str
-    doc_title: str
-    heading: str
-    text: str
-    content_hash: str
-
-    @property
-    def embed_text(self) -> str:
-        return f"{self.doc_title} - {self.heading}: {self.text}"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9*\"'(])")
 
 
 def load_documents(directory: Path) -> list[Document]:
+    """``directory/*.md`` (subfolders such as ``evals/`` are not sources)."""
     if not directory.is_dir():
         raise ConfigError(f"{directory}: not a directory of knowledge documents")
-    docs = []
-    for path in sorted(directory.glob("*.md")):
-        raw = path.read_text(encoding="utf-8")
-        m = _FRONT_MATTER.match(raw)
-        if not m:
-            raise ConfigError(f"{path}:1: missing YAML front matter (--- ... ---)")
-        try:
-            meta = yaml.safe_load(m.group(1)) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: front matter is not valid YAML: {exc}") from exc
-        for key in ("id", "title"):
-            if not isinstance(meta.get(key), str) or not meta[key]:
-                raise ConfigError(f"{path}: front matter field '{key}' is missing or empty")
-        docs.append(
-            Document(
-                id=meta["id"],
-                title=meta["title"],
-                category=str(meta.get("category", "")),
-                body=raw[m.end() :],
-            )
-        )
+    docs = [parse_document(p.read_text(encoding="utf-8"), str(p)) for p in sorted(directory.glob("*.md"))]
     if not docs:
         raise ConfigError(f"{directory}: no *.md documents")
     return docs
-
-
-def chunk_document(doc: Document, max_words: int = 160, overlap_words: int = 30) -> list[Chunk]:
-    """Cut at headings; split long sections into windows of ``max_words`` sharing ``overlap_words``."""
-    sections: list[tuple[str, str]] = []
-    positions = [(m.start(), m.end(), m.group(2)) for m in _HEADING.finditer(doc.body)]
-    if not positions or positions[0][0] > 0:
-        end = positions[0][0] if positions else len(doc.body)
-        sections.append((doc.title, doc.body[:end]))
-    for i, (_, end, heading) in enumerate(positions):
-        stop = positions[i + 1][0] if i + 1 < len(positions) else len(doc.body)
-        sections.append((heading, doc.body[end:stop]))
-    chunks: list[Chunk] = []
-    for heading, text in sections:
-        words = text.split()
-        if not words:
-            continue
-        step = max(1, max_words - overlap_words)
-        for start in range(0, len(words), step):
-            window = " ".join(words[start : start + max_words])
-            chunks.append(
-                Chunk(
-                    id=f"{doc.id}#{len(chunks)}",
-                    doc_id=doc.id,
-                    doc_title=doc.title,
-                    heading=heading,
-                    text=window,
-                    content_hash=hashlib.sha256(f"{heading}\n{window}".encode()).hexdigest(),
-                )
-            )
-            if start + max_words >= len(words):
-                break
-    return chunks
-
-
-def keywords(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1}
 
 
 def best_sentences(text: str, query: str, limit: int = 3) -> list[str]:
@@ -132,33 +83,111 @@ class Hit:
     score: float
 
 
+class Retriever(Protocol):
+    """What handlers search: hybrid (vector + keyword), one hit per document, best first."""
+
+    @property
+    def version(self) -> str: ...
+
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]: ...
+
+
+def _hit(h: SearchHit) -> Hit:
+    return Hit(Chunk(h.chunk_id, h.doc_id, h.doc_title, h.heading, h.text, "", h.kind), h.score)
+
+
 class KnowledgeIndex:
-    """Chunks and their embedding matrix; cosine search with a small keyword boost."""
+    """Chunks and their embedding matrix in memory; hybrid search (cosine plus a keyword boost).
+
+    The chatbot's own build, used until a knowledge-base version is live (and by unit tests).
+    """
 
     def __init__(self, chunks: Sequence[Chunk], matrix: Matrix) -> None:
         if len(chunks) != matrix.shape[0]:
             raise ValueError("one embedding row per chunk is required")
         self.chunks = list(chunks)
         self.matrix = matrix
-        self._keywords = [keywords(c.embed_text) for c in self.chunks]
+        records = [
+            IndexRecord(c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind, matrix[i])
+            for i, c in enumerate(self.chunks)
+        ]
+        self._scorer = HybridScorer(records, matrix)
         digest = hashlib.sha256("".join(c.content_hash for c in self.chunks).encode()).hexdigest()
         self.version = f"kb-{digest[:12]}"
 
-    def search(self, vector: Vector, query: str, k: int = 3) -> list[Hit]:
-        scores = self.matrix @ vector
-        wanted = keywords(query)
-        if wanted:
-            overlap = np.array([len(kw & wanted) / len(wanted) for kw in self._keywords], dtype=np.float32)
-            scores = scores + 0.1 * overlap
-        top = np.argsort(-scores)[: max(k * 3, k)]
-        hits: list[Hit] = []
-        seen_docs: set[str] = set()
-        for i in top:
-            chunk = self.chunks[int(i)]
-            if chunk.doc_id in seen_docs:
-                continue
-            seen_docs.add(chunk.doc_id)
-            hits.append(Hit(chunk, float(scores[int(i)])))
-            if len(hits) == k:
-                break
-        return hits
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        return [_hit(h) for h in self._scorer.search(vector, query, k, kind)]
+
+
+class LiveKnowledge:
+    """The version ``alias`` points at, followed without a restart."""
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        model: str,
+        fallback: KnowledgeIndex | None,
+        alias: str = "kb-live",
+        refresh_seconds: float = 1.0,
+    ) -> None:
+        self.index = index
+        self.model = model
+        self.alias = alias
+        self.refresh_seconds = refresh_seconds
+        self.fallback = fallback
+        """Serves until the alias points at a version embedded by our model."""
+        self._live: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh()
+
+    @property
+    def version(self) -> str:
+        if self._live is not None:
+            return self._live
+        return self.fallback.version if self.fallback is not None else "none"
+
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        live = self._live  # one read: a swap during this request does not change its version
+        if live is None:
+            return self.fallback.search(vector, query, k, kind) if self.fallback is not None else []
+        return [_hit(h) for h in self.index.search(live, vector, query, k, kind)]
+
+    def refresh(self) -> bool:
+        """Resolve the alias; switch if it moved to a version we can use. True if switched."""
+        try:
+            name = self.index.resolve(self.alias)
+            if name is None or name == self._live:
+                return False
+            info = self.index.version(name)
+            if info is None or info.model != self.model:
+                log.error(
+                    "%s -> %s was embedded by %s, queries by %s: staying on %s",
+                    self.alias,
+                    name,
+                    info.model if info else "?",
+                    self.model,
+                    self.version,
+                )
+                return False
+            # load before switching: the first request on the new version must not pay for it
+            self.index.search(name, np.zeros(info.dim, dtype=np.float32), "", k=1)
+        except Exception:  # a store hiccup must not take answers down: keep the current version
+            log.exception("resolving %s failed; staying on %s", self.alias, self.version)
+            return False
+        log.info("knowledge base: %s now %s (was %s)", self.alias, name, self.version)
+        self._live = name
+        return True
+
+    def start(self) -> LiveKnowledge:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._follow, name="kb-alias", daemon=True)
+            self._thread.start()
+        return self
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()

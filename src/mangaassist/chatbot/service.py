@@ -8,23 +8,30 @@ and the vector is shared by the intent model, catalog search and retrieval.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import ChatbotConfig, load_config
-from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder
+from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder, model_id
 from mangaassist.chatbot.entities import resolve_follow_up
 from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
 from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
 from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source
 from mangaassist.chatbot.intent import IntentClient, load_or_train
-from mangaassist.chatbot.knowledge import KnowledgeIndex, chunk_document, load_documents
+from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import ChatStore
 from mangaassist.core.intents import Intent
+from mangaassist.core.kb import chunk_all, series_document
+from mangaassist.platform.local.embedding_cache import ChunkEmbeddingCache
 from mangaassist.platform.local.tables import SqliteTables
+from mangaassist.platform.local.vector_lancedb import local_vector_index
+from mangaassist.platform.vector import LIVE_ALIAS
 
 log = logging.getLogger("mangaassist.chatbot")
 
@@ -56,7 +63,7 @@ class Runtime:
     embedder: Embedder
     intents: IntentClient
     catalog: Catalog
-    knowledge: KnowledgeIndex
+    knowledge: LiveKnowledge
     store: ChatStore
     generator: ResponseGenerator
 
@@ -68,22 +75,16 @@ class Runtime:
         cache = EmbeddingCache(settings.cache_dir)
         catalog = Catalog.load(settings.catalog_path)
         catalog.matrix = cache.embed(embedder, [s.search_text for s in catalog.series])
-        chunks = [
-            c
-            for doc in load_documents(settings.knowledge_dir)
-            for c in chunk_document(doc, config.retrieval.chunk_words, config.retrieval.chunk_overlap)
-        ]
-        knowledge = KnowledgeIndex(chunks, cache.embed(embedder, [c.embed_text for c in chunks]))
+        knowledge = _knowledge(settings, config, embedder, catalog)
         intents = load_or_train(
             settings.intents_dir / "train.jsonl", embedder, settings.home / "models", catalog
         )
         store = ChatStore(SqliteTables(settings.tables_path))
         store.seed_orders(settings.orders_path)
         log.info(
-            "runtime loaded in %.1fs: %d series, %d chunks, model %s, %s, %s",
+            "runtime loaded in %.1fs: %d series, model %s, index %s, %s",
             time.perf_counter() - started,
             len(catalog.series),
-            len(chunks),
             intents.version,
             knowledge.version,
             config.version,
@@ -100,6 +101,36 @@ class Runtime:
             "config": self.config.version,
             "index": self.knowledge.version,
         }
+
+
+def _knowledge(
+    settings: Settings, config: ChatbotConfig, embedder: Embedder, catalog: Catalog
+) -> LiveKnowledge:
+    """The live index version; until one we can use exists, a build of our own from the same sources.
+
+    Our build uses the knowledge-base pipeline's embedding cache (same model id, same chunk hashes),
+    so whichever of the two runs first embeds for both.
+    """
+    model = model_id(embedder)
+    refresh = float(os.environ.get("MANGAASSIST_KB_REFRESH_SECONDS", "1.0"))
+    live = LiveKnowledge(local_vector_index(settings.home), model, None, LIVE_ALIAS, refresh)
+    if live.version == "none":
+        chunks = chunk_all(
+            [*load_documents(settings.knowledge_dir), *(series_document(asdict(s)) for s in catalog.series)],
+            config.retrieval.chunk_words,
+            config.retrieval.chunk_overlap,
+        )
+        cache = ChunkEmbeddingCache(settings.home / "kb" / "embeddings.sqlite3")
+        vectors = cache.get_many(model, (c.content_hash for c in chunks))
+        missing = list({c.content_hash: c for c in chunks if c.content_hash not in vectors}.values())
+        for start in range(0, len(missing), 64):
+            batch = missing[start : start + 64]
+            matrix = embedder.embed([c.embed_text for c in batch])
+            fresh = {c.content_hash: matrix[i] for i, c in enumerate(batch)}
+            cache.put_many(model, fresh)
+            vectors.update(fresh)
+        live.fallback = KnowledgeIndex(chunks, np.stack([vectors[c.content_hash] for c in chunks]))
+    return live.start()
 
 
 _INJECTION_REPLY = (
@@ -194,4 +225,5 @@ class ChatService:
             return self.composer.compose(request)
 
     async def aclose(self) -> None:
+        self.rt.knowledge.close()
         await self.batcher.aclose()

@@ -198,9 +198,10 @@ def demo(
         raise fail(str(exc)) from None
 
 
-from mangaassist.cli import engine_cmds, platform_cmds  # noqa: E402 - registers onto `app`, defined above
+from mangaassist.cli import engine_cmds, kb_cmds, platform_cmds  # noqa: E402 - registers onto `app`, defined above
 
 engine_cmds.register(app)
+kb_cmds.register(app)  # the knowledge base (CD-04): build, promote, rollback, list
 platform_cmds.register(app)  # the local platform: up, down, status, revisions
 
 

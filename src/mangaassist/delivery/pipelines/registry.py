@@ -14,12 +14,14 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import demo
+from mangaassist.delivery.pipelines import demo, kb
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
 PIPELINES: dict[str, PipelineFactory] = {
     demo.NAME: demo.build,
+    kb.NAME: kb.build,
+    kb.PROMOTE: kb.build_promote,
 }
 
 

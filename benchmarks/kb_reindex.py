@@ -1,0 +1,272 @@
+"""Benchmark: CD-04 re-indexing on a synthetic corpus built from the catalog and the knowledge base.
+
+1. full build of ~20,000 chunks from a cold embedding cache: chunks/s (the whole pipeline on the
+   engine: plan, embed, write the LanceDB version, gates, alias move);
+2. incremental build after editing 1% of the documents: seconds, and its ratio to the full build
+   (target <= 5%);
+3. query p95 of the hybrid search at 20,000 and 100,000 chunks, in memory (what the chatbot uses)
+   and LanceDB's own vector search (for ADR 0004);
+4. an alias swap while a real chatbot process answers 50 requests/s: failed requests (target 0).
+
+    python benchmarks/kb_reindex.py [--chunks 20000] [--embedder minilm|hashing] [--seconds 10]
+
+``--embedder minilm`` embeds with the real model (about 20 chunks/s on 2 cores, so a 20,000-chunk
+cold build takes most of 20 minutes); ``hashing`` measures everything but the model's own cost.
+Results go to benchmarks/results/kb_reindex.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mangaassist.chatbot.launcher import ChatbotProcess  # noqa: E402
+from mangaassist.delivery.engine.policy import load_policy  # noqa: E402
+from mangaassist.delivery.engine.runs import Executor  # noqa: E402
+from mangaassist.delivery.engine.state import StateStore  # noqa: E402
+from mangaassist.delivery.pipelines import kb  # noqa: E402
+from mangaassist.platform.local.vector_lancedb import local_vector_index  # noqa: E402
+from mangaassist.platform.vector import LIVE_ALIAS, HybridScorer, IndexRecord  # noqa: E402
+
+
+def synthetic_repo(dest: Path, target_chunks: int) -> int:
+    """Copies of every knowledge document, each a little different, until ~target_chunks chunks."""
+    shutil.copytree(ROOT / "knowledge", dest / "knowledge")
+    (dest / "data").mkdir()
+    shutil.copy(ROOT / "data" / "catalog.jsonl", dest / "data" / "catalog.jsonl")
+    (dest / "config").mkdir()
+    shutil.copy(ROOT / "config" / "chatbot.yaml", dest / "config" / "chatbot.yaml")
+    ws = kb.Workspace({"root": str(dest), "home": str(dest / "probe"), "embedder": "hashing"})
+    base = len(ws.chunks())
+    per_copy = base - 167  # catalog chunks are not copied
+    sources = sorted((ROOT / "knowledge").glob("*.md"))
+    copies = max(0, (target_chunks - base + per_copy - 1) // per_copy)
+    for n in range(1, copies + 1):
+        for path in sources:
+            text = path.read_text(encoding="utf-8")
+            text = text.replace("id: ", f"id: s{n}-", 1).replace("title: ", f"title: Branch {n} ", 1)
+            text += f"\n## Branch {n} notes\nStore branch {n} follows this policy with local opening hours.\n"
+            (dest / "knowledge" / f"s{n}-{path.name}").write_text(text, encoding="utf-8")
+    shutil.rmtree(dest / "probe", ignore_errors=True)
+    return len(kb.Workspace({"root": str(dest), "home": str(dest / "probe"), "embedder": "hashing"}).chunks())
+
+
+def run_build(root: Path, home: Path, embedder: str, **extra: Any) -> tuple[float, dict[str, Any]]:
+    params = {"root": str(root), "home": str(home), "embedder": embedder, **extra}
+    # the synthetic copies compete with the originals for every golden question, so quality is
+    # recorded but not gated here: this measures time (the gate still runs and costs what it costs)
+    params["thresholds"] = {
+        "recall_at_5": 0.0,
+        "mrr": 0.0,
+        "ndcg_at_10": 0.0,
+        "tolerance": 1.0,
+        "p95_ms": 1000.0,
+    }
+    store = StateStore(f"sqlite:///{home / 'state.sqlite3'}")
+    started = time.perf_counter()
+    pipeline = kb.build(params)
+    run = Executor(store, heartbeat=False).run(
+        pipeline,
+        environment="dev",
+        target=kb.NAME,
+        requester="bench",
+        policy=load_policy(None).for_run("dev", kb.NAME),
+    )
+    elapsed = time.perf_counter() - started
+    with store.transaction() as conn:
+        steps = {s.name: s for s in store.steps(conn, run.id)}
+    if run.state.value != "succeeded":
+        raise SystemExit(f"build failed: {run.reason}")
+    return elapsed, {
+        "plan": steps["plan"].output,
+        "embed": steps["embed"].output,
+        "gate": steps["gate"].detail.get("new"),
+        "step_seconds": {n: s.duration_s for n, s in steps.items()},
+    }
+
+
+def query_latency(rows: list[IndexRecord], n: int, queries: int = 200) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    base = np.stack([r.vector for r in rows])
+    reps = (n + len(rows) - 1) // len(rows)
+    picked = (rows * reps)[:n]
+    matrix = np.tile(base, (reps, 1))[:n] + rng.normal(0, 0.01, (n, base.shape[1])).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    records = [
+        IndexRecord(f"{r.chunk_id}~{i}", f"{r.doc_id}~{i // len(rows)}", r.doc_title, r.heading, r.text,
+                    r.content_hash, r.kind, matrix[i])
+        for i, r in enumerate(picked)
+    ]  # fmt: skip
+    scorer = HybridScorer(records, matrix)
+    texts = [
+        "what is the return window",
+        "do gift cards expire",
+        "international shipping customs",
+        "preorder",
+    ]
+    out: dict[str, float] = {}
+    lat = []
+    for q in range(queries):
+        started = time.perf_counter()
+        scorer.search(matrix[q * 7 % n], texts[q % len(texts)], k=10)
+        lat.append((time.perf_counter() - started) * 1000)
+    out["in_memory_p50_ms"] = float(np.percentile(lat, 50))
+    out["in_memory_p95_ms"] = float(np.percentile(lat, 95))
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import lancedb
+        import pyarrow as pa
+
+        db = lancedb.connect(tmp)
+        dim = matrix.shape[1]
+        table = db.create_table(
+            "t",
+            pa.table(
+                {
+                    "chunk_id": [r.chunk_id for r in records],
+                    "text": [r.text for r in records],
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), dim),
+                }
+            ),
+        )
+        lat = []
+        for q in range(min(queries, 60)):
+            started = time.perf_counter()
+            table.search(matrix[q * 7 % n]).metric("cosine").limit(10).select(
+                ["chunk_id", "_distance"]
+            ).to_list()
+            lat.append((time.perf_counter() - started) * 1000)
+        out["lancedb_vector_p50_ms"] = float(np.percentile(lat, 50))
+        out["lancedb_vector_p95_ms"] = float(np.percentile(lat, 95))
+    return out
+
+
+async def load(url: str, rate: int, seconds: float, results: list[tuple[int, str]]) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+
+        async def one(n: int) -> None:
+            try:
+                r = await client.post(
+                    "/v1/chat", json={"session_id": f"b{n}", "message": "What is the return window?"}
+                )
+                index = r.json().get("versions", {}).get("index", "") if r.status_code == 200 else ""
+                results.append((r.status_code, index))
+            except httpx.HTTPError:
+                results.append((0, ""))
+
+        tasks = []
+        start = time.monotonic()
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + n / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+
+
+def swap_under_load(root: Path, home: Path, embedder: str, seconds: float) -> dict[str, Any]:
+    index = local_vector_index(home)
+    before = index.resolve(LIVE_ALIAS)
+    history = index.alias_history(LIVE_ALIAS)
+    other = history[-1].previous if history else None
+    env = {
+        "MANGAASSIST_ROOT": str(ROOT),
+        "MANGAASSIST_HOME": str(home),
+        "MANGAASSIST_EMBEDDER": embedder,
+        "MANGAASSIST_KB_REFRESH_SECONDS": "0.5",
+    }
+    results: list[tuple[int, str]] = []
+    with ChatbotProcess(env=env, log_path=home / "chatbot.log") as bot:
+
+        def swap() -> None:
+            time.sleep(seconds / 3)
+            if other:
+                index.move_alias(LIVE_ALIAS, other, expect=before, reason="bench swap")
+                time.sleep(seconds / 3)
+                index.move_alias(LIVE_ALIAS, before or "", expect=other, reason="bench swap back")
+
+        swapper = threading.Thread(target=swap)
+        swapper.start()
+        asyncio.run(load(bot.url, 50, seconds, results))
+        swapper.join()
+    return {
+        "rate_per_s": 50,
+        "requests": len(results),
+        "failed": sum(1 for status, _ in results if status != 200),
+        "versions_seen": sorted({v for _, v in results}),
+        "swaps": 2 if other else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chunks", type=int, default=20000)
+    parser.add_argument("--embedder", default="hashing", choices=["minilm", "hashing"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kb_reindex.json")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="kb-bench-"))
+    try:
+        root, home = work / "repo", work / "home"
+        chunks = synthetic_repo(root, args.chunks)
+        print(f"synthetic corpus: {chunks} chunks", flush=True)
+        full_s, full = run_build(root, home, args.embedder)
+        print(f"full build: {full_s:.1f}s, {chunks / full_s:.0f} chunks/s", flush=True)
+        docs = sorted((root / "knowledge").glob("s*.md"))
+        changed = docs[:: max(1, len(docs) // max(1, len(docs) // 100))][: max(1, len(docs) // 100)]
+        for path in changed:
+            path.write_text(
+                path.read_text(encoding="utf-8") + "\nUpdated: new opening hours.\n", encoding="utf-8"
+            )
+        incr_s, incr = run_build(root, home, args.embedder)
+        print(f"incremental build ({len(changed)} docs changed): {incr_s:.1f}s", flush=True)
+        live = local_vector_index(home).resolve(LIVE_ALIAS) or ""
+        rows = local_vector_index(home).records(live)
+        latency = {str(n): query_latency(rows, n) for n in (20_000, 100_000)}
+        print(f"query latency: {json.dumps(latency)}", flush=True)
+        swap = swap_under_load(root, home, args.embedder, args.seconds)
+        print(f"swap under load: {swap}", flush=True)
+        result = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "embedder": args.embedder,
+            "corpus_chunks": chunks,
+            "documents": len(list((root / "knowledge").glob("*.md"))) + 167,
+            "full_build": {"seconds": round(full_s, 2), "chunks_per_s": round(chunks / full_s, 1), **full},
+            "incremental_build": {
+                "documents_changed": len(changed),
+                "seconds": round(incr_s, 2),
+                "ratio_to_full": round(incr_s / full_s, 4),
+                "target_ratio": 0.05,
+                **incr,
+            },
+            "query_latency_ms": latency,
+            "swap_under_load": swap,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"written to {args.out}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

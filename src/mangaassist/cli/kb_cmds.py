@@ -1,0 +1,208 @@
+"""``mangaassist kb``: the knowledge-base pipeline (CD-04) from the command line.
+
+``kb build`` runs the pipeline on the delivery engine (locked per environment, audited, resumable
+with ``runs resume``) and prints the gate report, new version against live. ``kb promote`` and
+``kb rollback`` move the ``kb-live`` alias through the engine too. ``kb list`` shows the versions.
+Registered on the main app by ``register(app)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mangaassist.cli.engine_cmds import (
+    JsonOpt,
+    ProgressDisplay,
+    _actor,
+    _executor,
+    _print_json,
+    _state_text,
+    _store,
+    console,
+    fail,
+    handled,
+)
+from mangaassist.delivery.engine.model import RunState
+from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.pipelines import kb, registry
+from mangaassist.platform.vector import LIVE_ALIAS
+
+kb_app = typer.Typer(
+    help="The RAG knowledge base (CD-04): build, promote, rollback, list.", no_args_is_help=True
+)
+
+EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")]
+
+
+def _run(pipeline_name: str, params: dict[str, Any], env: str, as_json: bool) -> dict[str, Any]:
+    """Start and drive one engine run; return its record and step details."""
+    built = registry.build(pipeline_name, params)
+    policy = load_policy(None).for_run(env, kb.NAME)
+    store = _store()
+    with ProgressDisplay(as_json) as display:
+        executor = _executor(store, display)
+        record = executor.start(
+            built, environment=env, target=kb.NAME, requester=_actor(None), policy=policy, overrides={}
+        )
+        display.stream.print(f"run {record.id} started", highlight=False, markup=False)
+        final = executor.drive(record.id, built)
+    with store.transaction() as conn:
+        steps = {s.name: s for s in store.steps(conn, final.id)}
+    return {"run": final, "steps": steps}
+
+
+def _gate_table(gate: dict[str, Any]) -> Table:
+    table = Table(title=f"gate report: {gate.get('verdict', '?')}")
+    for column in ("check", "new", "live", "limit", "ok"):
+        table.add_column(column)
+    for c in gate.get("checks", []):
+        table.add_row(
+            c["check"],
+            str(c["new"]),
+            "-" if c["live"] is None else str(c["live"]),
+            c["limit"],
+            "[green]pass[/]" if c["ok"] else "[red]FAIL[/]",
+        )
+    return table
+
+
+@kb_app.command("build")
+def kb_build(
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-embed every chunk (forced on a model change).")
+    ] = False,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only the added, changed and deleted chunks (default).")
+    ] = False,
+    env: EnvOpt = "dev",
+    embedder: Annotated[str, typer.Option(help="minilm (default) or hashing (tests only).")] = "minilm",
+    root: Annotated[Path | None, typer.Option(help="Repository holding knowledge/ and data/.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a new index version from knowledge/ and the catalog, gate it, and move kb-live to it."""
+    if full and incremental:
+        raise fail("--full and --incremental exclude each other", 2)
+    params: dict[str, Any] = {"mode": "full" if full else "incremental" if incremental else "auto"}
+    if embedder != "minilm":
+        params["embedder"] = embedder
+    if root is not None:
+        params["root"] = str(root.resolve())
+    with handled():
+        result = _run(kb.NAME, params, env, as_json)
+    run, steps = result["run"], result["steps"]
+    plan = steps["plan"].output or steps["plan"].detail.get("plan", {})
+    gate = steps["gate"].detail
+    promote = steps["promote"].output
+    if as_json:
+        _print_json(
+            {
+                "run": run.id,
+                "state": run.effective_state.value,
+                "reason": run.reason,
+                "plan": plan,
+                "embed": steps["embed"].output,
+                "gate": {k: gate.get(k) for k in ("verdict", "checks", "new", "live", "failures")},
+                "promote": promote,
+            }
+        )
+    else:
+        summary = steps["plan"].detail.get("summary", "")
+        console.print(f"[bold]plan[/]: {summary}", highlight=False)
+        if gate.get("checks"):
+            console.print(_gate_table(gate))
+        if promote.get("moved"):
+            console.print(
+                f"[bold]{LIVE_ALIAS}[/] -> {promote['live']} (was {promote['previous']})", highlight=False
+            )
+            if promote.get("dropped"):
+                console.print(f"garbage-collected: {', '.join(promote['dropped'])}", highlight=False)
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        if run.reason:
+            console.print(f"reason: {run.reason}", highlight=False)
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+EmbedderOpt = Annotated[
+    str, typer.Option(help="The chatbot's embedder: minilm (default) or hashing (tests only).")
+]
+
+
+def _move(version: str, env: str, as_json: bool, why: str, embedder: str) -> None:
+    params = {"version": version, "reason": why}
+    if embedder != "minilm":
+        params["embedder"] = embedder
+    with handled():
+        result = _run(kb.PROMOTE, params, env, as_json)
+    run, step = result["run"], result["steps"]["move-alias"]
+    if as_json:
+        _print_json({"run": run.id, "state": run.effective_state.value, "reason": run.reason, **step.output})
+    elif run.effective_state is RunState.SUCCEEDED:
+        console.print(
+            f"[bold]{LIVE_ALIAS}[/] -> {step.output['live']} (was {step.output['previous']})", highlight=False
+        )
+    else:
+        console.print(f"run {run.id} {_state_text(run.effective_state)}: {run.reason}", highlight=False)
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@kb_app.command("promote")
+def kb_promote(
+    version: Annotated[str, typer.Argument(help="A ready version (see `kb list`).")],
+    env: EnvOpt = "dev",
+    embedder: EmbedderOpt = "minilm",
+    as_json: JsonOpt = False,
+) -> None:
+    """Point kb-live at VERSION (locked and audited; no gate: use it to override a gate on purpose)."""
+    _move(version, env, as_json, "promote", embedder)
+
+
+@kb_app.command("rollback")
+def kb_rollback(env: EnvOpt = "dev", embedder: EmbedderOpt = "minilm", as_json: JsonOpt = False) -> None:
+    """Point kb-live back at the version it pointed at before its last move."""
+    with handled():
+        history = kb.open_index(kb.state_home({}, kb.find_root())).alias_history(LIVE_ALIAS)
+    if not history or history[-1].previous is None:
+        raise fail(f"{LIVE_ALIAS} has no previous version to roll back to", 2)
+    _move(history[-1].previous, env, as_json, "rollback", embedder)
+
+
+@kb_app.command("list")
+def kb_list(as_json: JsonOpt = False) -> None:
+    """Index versions: model, rows, size, gate metrics, and which one is live."""
+    with handled():
+        root = kb.find_root()
+        index = kb.open_index(kb.state_home({}, root))
+        live = index.resolve(LIVE_ALIAS)
+        versions = index.versions()
+    if as_json:
+        _print_json({"live": live, "versions": [{**v.as_dict(), "live": v.name == live} for v in versions]})
+        return
+    if not versions:
+        console.print("no index versions yet (build one with `mangaassist kb build`)")
+        return
+    table = Table(title=f"index versions ({LIVE_ALIAS} -> {live})")
+    for column in ("", "version", "state", "model", "rows", "size", "recall@5", "MRR", "nDCG@10", "created"):
+        table.add_column(column)
+    for v in reversed(versions):
+        m = v.meta.get("metrics") or {}
+        table.add_row(
+            "[green]live[/]" if v.name == live else "",
+            v.name,
+            v.state.value,
+            v.model,
+            str(v.rows),
+            f"{v.size_bytes / 1e6:.1f} MB",
+            *(f"{m[k]:.3f}" if k in m else "-" for k in ("recall_at_5", "mrr", "ndcg_at_10")),
+            v.created_at[:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(kb_app, name="kb")

@@ -1,0 +1,612 @@
+"""CD-04, the RAG knowledge base: sources -> chunks -> embeddings -> a new index version -> gates ->
+the ``kb-live`` alias moves to it. Blue/green: the live version is never modified.
+
+The runbook (``build``), one engine step each:
+
+1. ``plan``: chunk the sources (``knowledge/*.md`` and the catalog's descriptions), diff them
+   against the live version (added, changed, deleted, unchanged chunks by id and content hash)
+   and decide: nothing to do (the live version was built from exactly these sources by this
+   model), incremental, or full. Full is forced when there is no live version or when the
+   embedding model differs from the live version's, so a version never mixes models.
+2. ``embed``: embed only what has no vector yet: the added and changed chunks (incremental) or
+   every chunk (full), minus what the embedding cache already holds for this model.
+3. ``build``: write the version (``kb-<model>-<build id>``, the build id being the digest of the
+   model and the chunks, so a resumed run rebuilds the same name) and seal it.
+4. ``gate``: chunk count matches the sources (nothing lost or duplicated), embedding dimension,
+   retrieval quality on ``knowledge/evals/golden.jsonl`` (recall@5, MRR, nDCG@10: absolute
+   thresholds and at most ``tolerance`` below the live version) and query p95 within budget.
+5. ``promote``: move the alias (compare-and-set against the live version the plan saw), then
+   garbage-collect all but the newest ``keep`` versions (never the live one or its predecessor).
+
+A failing gate leaves the alias where it was. ``kb promote`` and ``kb rollback`` are one-step
+pipelines (``CD-04-promote``) so alias moves are locked and audited like builds.
+
+Params (all optional): ``mode`` (auto | incremental | full), ``embedder`` (minilm | hashing),
+``root`` (repository; default: found from the working directory or ``MANGAASSIST_ROOT``),
+``home`` (state; default ``MANGAASSIST_HOME`` or ``ROOT/.mangaassist``), ``keep`` (3), ``alias``,
+``golden`` (path), ``thresholds`` (see ``GateThresholds``), ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mangaassist.core.errors import ConfigError
+from mangaassist.core.kb import Chunk, Document, chunk_all, corpus_digest, parse_document, series_document
+from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.platform.embeddings import Embedder, make_embedder, model_id
+from mangaassist.platform.local.embedding_cache import ChunkEmbeddingCache
+from mangaassist.platform.local.vector_lancedb import LanceVectorIndex, local_vector_index
+from mangaassist.platform.vector import (
+    LIVE_ALIAS,
+    AliasConflict,
+    IndexRecord,
+    IndexVersion,
+    VectorIndex,
+    VersionState,
+)
+
+NAME = "CD-04"
+PROMOTE = "CD-04-promote"
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Absolute floors, the tolerated drop below the live version, and the latency budget.
+
+    Floors sit under what MiniLM scores on the golden set today (recall@5 0.989, MRR 0.949,
+    nDCG@10 0.957 on 94 questions), so a real regression fails and noise does not.
+    """
+
+    recall_at_5: float = 0.90
+    mrr: float = 0.85
+    ndcg_at_10: float = 0.88
+    tolerance: float = 0.03
+    p95_ms: float = 50.0
+
+    @classmethod
+    def from_params(cls, raw: dict[str, Any] | None) -> GateThresholds:
+        unknown = set(raw or {}) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown gate threshold(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: float(v) for k, v in (raw or {}).items()})
+
+
+# -- the runbook -----------------------------------------------------------------------------------
+
+
+def build(params: dict[str, Any]) -> Pipeline:
+    mode = params.get("mode", "auto")
+    if mode not in ("auto", "incremental", "full"):
+        raise ConfigError(f"mode {mode!r}: expected auto, incremental or full")
+    GateThresholds.from_params(params.get("thresholds"))
+    return Pipeline(
+        NAME,
+        (
+            Step("plan", _plan, "diff the sources against the live index version"),
+            Step("embed", _embed, "embed the new and changed chunks"),
+            Step("build", _build, "write and seal the new index version"),
+            Step("gate", _gate, "chunk count, dimension, retrieval quality, latency"),
+            Step("promote", _promote, "move the alias to the new version; garbage-collect"),
+        ),
+        rollback=_rollback,
+        description="RAG knowledge base: incremental re-embedding, blue/green versions behind an alias",
+        params=params,
+    )
+
+
+def build_promote(params: dict[str, Any]) -> Pipeline:
+    if not params.get("version"):
+        raise ConfigError("CD-04-promote needs the param version=NAME")
+    return Pipeline(
+        PROMOTE,
+        (Step("move-alias", _move_alias, f"point {params.get('alias', LIVE_ALIAS)} at {params['version']}"),),
+        description="move the knowledge-base alias to a ready version (kb promote / kb rollback)",
+        params=params,
+    )
+
+
+def _plan(ctx: StepContext) -> Outcome:
+    kb = Workspace.of(ctx.params)
+    chunks = kb.chunks()
+    model = kb.model
+    live = kb.index.resolve(kb.alias)
+    live_info = kb.index.version(live) if live else None
+    target = version_name(model, chunks)
+    requested = ctx.params.get("mode", "auto")
+    if live_info is None:
+        mode, why = "full", "no live version yet"
+    elif live_info.model != model:
+        mode, why = "full", f"embedding model changed: {live_info.model} -> {model}"
+    elif requested == "full":
+        mode, why = "full", "full rebuild requested"
+    else:
+        mode, why = "incremental", "same embedding model as the live version"
+    diff = Diff.between(chunks, kb.index.records(live) if live and mode == "incremental" else [])
+    if live and mode == "full":
+        live_rows = {r.chunk_id: r.content_hash for r in kb.index.records(live)}
+        diff = Diff.between(chunks, [], live_rows)
+    noop = live == target
+    existing = kb.index.version(target)
+    plan = {
+        "mode": mode,
+        "why": why,
+        "live": live,
+        "live_model": live_info.model if live_info else None,
+        "target": target,
+        "model": model,
+        "chunks": len(chunks),
+        "noop": noop,
+        "reuse": bool(existing and existing.state is VersionState.READY and not noop),
+        **diff.counts(),
+    }
+    summary = (
+        f"nothing to do: {live} was built from these sources by {model}"
+        if noop
+        else f"{mode} ({why}): +{diff.added} ~{diff.changed} -{diff.deleted} ={diff.unchanged} -> {target}"
+    )
+    ctx.progress(summary, 1.0)
+    return Outcome.done(plan, detail={"plan": plan, "summary": summary})
+
+
+def _embed(ctx: StepContext) -> Outcome:
+    plan = ctx.outputs["plan"]
+    if plan["noop"] or plan["reuse"]:
+        return Outcome.done({"embedded": 0, "cache_hits": 0}, detail={"skipped": True})
+    kb = Workspace.of(ctx.params)
+    chunks = kb.chunks(expect=plan["target"])
+    reusable = kb.reusable(plan)
+    wanted = [c for c in chunks if reusable.get(c.id, (None, ""))[1] != c.content_hash]
+    embedded, hits = kb.embed_missing(wanted, ctx)
+    return Outcome.done(
+        {"embedded": embedded, "cache_hits": hits, "reused_from_live": len(chunks) - len(wanted)},
+        numbers={"embedded": float(embedded), "cache_hits": float(hits)},
+    )
+
+
+def _build(ctx: StepContext) -> Outcome:
+    plan = ctx.outputs["plan"]
+    if plan["noop"]:
+        return Outcome.done({"version": plan["live"]}, detail={"skipped": True})
+    if plan["reuse"]:
+        return Outcome.done({"version": plan["target"]}, detail={"reused": True})
+    kb = Workspace.of(ctx.params)
+    chunks = kb.chunks(expect=plan["target"])
+
+    def write(key: str) -> dict[str, Any]:
+        existing = kb.index.version(plan["target"])
+        if existing is not None and existing.state is VersionState.READY:
+            return existing.as_dict()  # applied before a kill, marker not recorded: done already
+        sealed = kb.write_version(plan, chunks, key, ctx)
+        return sealed.as_dict()
+
+    sealed = ctx.effect("write-version", write)
+    return Outcome.done(
+        {"version": sealed["name"], "rows": sealed["rows"]},
+        numbers={"rows": float(sealed["rows"]), "size_bytes": float(sealed["size_bytes"])},
+    )
+
+
+def _gate(ctx: StepContext) -> Outcome:
+    plan = ctx.outputs["plan"]
+    if plan["noop"]:
+        return Outcome.done(detail={"skipped": True})
+    kb = Workspace.of(ctx.params)
+    report = kb.gate(plan)
+    kb.index.update_meta(plan["target"], {"metrics": report.new, "gate": report.verdict.value})
+    detail = report.as_dict()
+    if report.verdict is not Verdict.PASS:
+        return Outcome.failed(
+            "gate failed: " + "; ".join(report.failures) + f" (alias {kb.alias} left on {plan['live']})",
+            detail=detail,
+            verdict=report.verdict,
+            numbers=report.numbers(),
+        )
+    return Outcome.done(detail, detail=detail, verdict=Verdict.PASS, numbers=report.numbers())
+
+
+def _promote(ctx: StepContext) -> Outcome:
+    plan = ctx.outputs["plan"]
+    if plan["noop"]:
+        return Outcome.done({"live": plan["live"], "moved": False}, detail={"skipped": True})
+    kb = Workspace.of(ctx.params)
+
+    def move(key: str) -> dict[str, Any]:
+        try:
+            kb.index.move_alias(kb.alias, plan["target"], expect=plan["live"], reason=key)
+        except AliasConflict:
+            if kb.index.resolve(kb.alias) != plan["target"]:
+                raise  # someone else moved it: never overwrite their decision
+        return {"live": plan["target"], "previous": plan["live"]}
+
+    moved = ctx.effect("move-alias", move)
+    dropped = kb.collect_garbage()
+    return Outcome.done({**moved, "moved": True, "dropped": dropped}, detail={**moved, "dropped": dropped})
+
+
+def _rollback(ctx: StepContext) -> Outcome:
+    """Undo a move this run made (the promote step is last, so this is rare); else nothing to undo."""
+    plan = ctx.outputs.get("plan")
+    if not plan or plan.get("noop"):
+        return Outcome.done()
+    kb = Workspace.of(ctx.params)
+    history = kb.index.alias_history(kb.alias)
+    mine = history and history[-1].reason.startswith(f"{ctx.run.id}/")
+    if mine and plan["live"] and kb.index.resolve(kb.alias) == plan["target"]:
+        ctx.effect(
+            "restore-alias",
+            lambda key: kb.index.move_alias(kb.alias, plan["live"], expect=plan["target"], reason=key).at,
+        )
+    return Outcome.done()
+
+
+def _move_alias(ctx: StepContext) -> Outcome:
+    kb = Workspace.of(ctx.params)
+    version = str(ctx.params["version"])
+    info = kb.index.version(version)
+    if info is None or info.state is not VersionState.READY:
+        return Outcome.failed(f"{version} is not a ready index version (see `mangaassist kb list`)")
+    if info.model != kb.model:
+        return Outcome.failed(
+            f"{version} was embedded by {info.model}; the chatbot embeds queries with {kb.model}"
+        )
+    current = kb.index.resolve(kb.alias)
+
+    def move(key: str) -> dict[str, Any]:
+        if kb.index.resolve(kb.alias) == version:
+            return {"live": version, "previous": current}
+        kb.index.move_alias(kb.alias, version, expect=current, reason=key)
+        return {"live": version, "previous": current}
+
+    result = ctx.effect("move-alias", move)
+    return Outcome.done(result, detail=result)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def version_name(model: str, chunks: Sequence[Chunk]) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", model.split("@")[0].lower()).strip("-")
+    return f"kb-{slug}-{corpus_digest(model, chunks)[:12]}"
+
+
+@dataclass(frozen=True)
+class Diff:
+    added: int
+    changed: int
+    deleted: int
+    unchanged: int
+
+    @classmethod
+    def between(
+        cls, chunks: Sequence[Chunk], live: Sequence[IndexRecord], live_hashes: dict[str, str] | None = None
+    ) -> Diff:
+        old = live_hashes if live_hashes is not None else {r.chunk_id: r.content_hash for r in live}
+        new = {c.id: c.content_hash for c in chunks}
+        return cls(
+            added=sum(1 for i in new if i not in old),
+            changed=sum(1 for i, h in new.items() if i in old and old[i] != h),
+            deleted=sum(1 for i in old if i not in new),
+            unchanged=sum(1 for i, h in new.items() if old.get(i) == h),
+        )
+
+    def counts(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@cache
+def _embedder(kind: str) -> Embedder:
+    return make_embedder(kind)
+
+
+def find_root(explicit: str | None = None) -> Path:
+    markers = ("knowledge", "data/catalog.jsonl")
+    if explicit or os.environ.get("MANGAASSIST_ROOT"):
+        root = Path(explicit or os.environ["MANGAASSIST_ROOT"]).resolve()
+        if not all((root / m).exists() for m in markers):
+            raise ConfigError(f"{root}: no knowledge/ and data/catalog.jsonl here")
+        return root
+    for path in (Path.cwd(), *Path.cwd().parents):
+        if all((path / m).exists() for m in markers):
+            return path
+    raise ConfigError(
+        "cannot find knowledge/ and data/catalog.jsonl: run from the repository or set MANGAASSIST_ROOT"
+    )
+
+
+def state_home(params: dict[str, Any], root: Path) -> Path:
+    return Path(params.get("home") or os.environ.get("MANGAASSIST_HOME") or root / ".mangaassist").resolve()
+
+
+def read_documents(knowledge: Path, catalog: Path) -> list[Document]:
+    """``knowledge/*.md`` (not its subfolders: ``evals/`` is no source) and the catalog rows."""
+    docs = [parse_document(p.read_text(encoding="utf-8"), str(p)) for p in sorted(knowledge.glob("*.md"))]
+    for n, line in enumerate(catalog.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                docs.append(series_document(json.loads(line)))
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ConfigError(f"{catalog}:{n}: not a catalog row: {exc}") from exc
+    ids = [d.id for d in docs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return docs
+
+
+def chunk_settings(config_path: Path) -> tuple[int, int]:
+    """``retrieval.chunk_words`` and ``chunk_overlap`` from ``config/chatbot.yaml`` (160, 30)."""
+    raw: Any = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    retrieval = (raw or {}).get("retrieval") or {}
+    return int(retrieval.get("chunk_words", 160)), int(retrieval.get("chunk_overlap", 30))
+
+
+@dataclass(frozen=True)
+class Golden:
+    question: str
+    relevant: frozenset[str]
+
+
+def load_golden(path: Path) -> list[Golden]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(Golden(str(row["question"]), frozenset(str(r) for r in row["relevant"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}:{n}: expected {{question, relevant: [doc ids]}}: {exc}") from exc
+    return out
+
+
+def retrieval_metrics(ranked: Sequence[Sequence[str]], golden: Sequence[Golden]) -> dict[str, float]:
+    """recall@5, MRR and nDCG@10 (binary relevance) over ranked document ids, one list per question."""
+    recall = mrr = ndcg = 0.0
+    for docs, g in zip(ranked, golden, strict=True):
+        recall += len(set(docs[:5]) & g.relevant) / len(g.relevant)
+        first = next((i for i, d in enumerate(docs) if d in g.relevant), None)
+        mrr += 0.0 if first is None else 1.0 / (first + 1)
+        dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(docs[:10]) if d in g.relevant)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(10, len(g.relevant))))
+        ndcg += dcg / ideal
+    n = max(1, len(golden))
+    return {"recall_at_5": recall / n, "mrr": mrr / n, "ndcg_at_10": ndcg / n}
+
+
+@dataclass
+class GateReport:
+    verdict: Verdict
+    checks: list[dict[str, Any]]
+    new: dict[str, float]
+    live: dict[str, float] | None
+    failures: list[str]
+
+    def numbers(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.new.items()}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "checks": self.checks,
+            "new": self.new,
+            "live": self.live,
+            "failures": self.failures,
+        }
+
+
+class Workspace:
+    """What one step needs: sources, index store, embedder, cache, thresholds."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.root = find_root(params.get("root"))
+        self.home = state_home(params, self.root)
+        self.alias = str(params.get("alias", LIVE_ALIAS))
+        self.index: VectorIndex = open_index(self.home)
+        self.embedder = _embedder(str(params.get("embedder", "minilm")))
+        self.model = model_id(self.embedder)
+        self.cache = ChunkEmbeddingCache(self.home / "kb" / "embeddings.sqlite3")
+        self.thresholds = GateThresholds.from_params(params.get("thresholds"))
+        self.keep = int(params.get("keep", 3))
+        self.batch_size = int(params.get("batch_size", 64))
+        self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Workspace:
+        return cls(params)
+
+    def chunks(self, expect: str | None = None) -> list[Chunk]:
+        words, overlap = chunk_settings(self.root / "config" / "chatbot.yaml")
+        docs = read_documents(self.root / "knowledge", self.root / "data" / "catalog.jsonl")
+        chunks = chunk_all(docs, words, overlap)
+        if expect is not None and version_name(self.model, chunks) != expect:
+            raise ConfigError(f"the sources changed since this run planned {expect}; start a new build")
+        return chunks
+
+    def reusable(self, plan: dict[str, Any]) -> dict[str, tuple[IndexRecord, str]]:
+        """Live rows an incremental build copies instead of embedding again."""
+        if plan["mode"] != "incremental" or not plan["live"]:
+            return {}
+        return {r.chunk_id: (r, r.content_hash) for r in self.index.records(plan["live"])}
+
+    def embed_missing(self, chunks: Sequence[Chunk], ctx: StepContext | None = None) -> tuple[int, int]:
+        """Embed what the cache lacks, batch by batch, each batch cached at once."""
+        cached = self.cache.get_many(self.model, (c.content_hash for c in chunks))
+        todo = list({c.content_hash: c for c in chunks if c.content_hash not in cached}.values())
+        done = 0
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            matrix = self.embedder.embed([c.embed_text for c in batch])
+            self.cache.put_many(self.model, {c.content_hash: matrix[i] for i, c in enumerate(batch)})
+            done += len(batch)
+            if ctx is not None:
+                ctx.progress(f"embedded {done}/{len(todo)} chunks", done / len(todo))
+                ctx.checkpoint(f"embedded-{done}")
+        return done, len(chunks) - len(todo)
+
+    def write_version(
+        self, plan: dict[str, Any], chunks: Sequence[Chunk], key: str, ctx: StepContext | None = None
+    ) -> IndexVersion:
+        reusable = self.reusable(plan)
+        vectors = self.cache.get_many(
+            self.model,
+            (c.content_hash for c in chunks if c.id not in reusable or reusable[c.id][1] != c.content_hash),
+        )
+        name = plan["target"]
+        self.index.create_version(
+            name,
+            model=self.model,
+            dim=self.embedder.dim,
+            meta={"mode": plan["mode"], "why": plan["why"], "built_by": key, "from": plan["live"]},
+        )
+        records: list[IndexRecord] = []
+        for c in chunks:
+            old = reusable.get(c.id)
+            vector = old[0].vector if old and old[1] == c.content_hash else vectors.get(c.content_hash)
+            if vector is None:
+                raise ConfigError(f"no embedding for chunk {c.id}: run the embed step again")
+            records.append(
+                IndexRecord(c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind, vector)
+            )
+        step = max(self.batch_size * 4, 256)
+        for start in range(0, len(records), step):
+            self.index.add(name, records[start : start + step])
+            if ctx is not None:
+                done = min(len(records), start + step)
+                ctx.progress(f"wrote {done}/{len(records)} rows", done / len(records))
+                ctx.checkpoint(f"rows-{done}")
+        counts = {k: plan[k] for k in ("added", "changed", "deleted", "unchanged")}
+        return self.index.seal(name, {"chunks": len(chunks), **counts})
+
+    def evaluate(self, version: str, golden: Sequence[Golden], repeats: int = 3) -> dict[str, float]:
+        queries = self.query_vectors([g.question for g in golden])
+        ranked: list[list[str]] = []
+        latencies: list[float] = []
+        for r in range(repeats):
+            for i, g in enumerate(golden):
+                started = time.perf_counter()
+                hits = self.index.search(version, queries[i], g.question, k=10)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if r == 0:
+                    ranked.append([h.doc_id for h in hits])
+        metrics = retrieval_metrics(ranked, golden)
+        metrics["p95_ms"] = float(np.percentile(latencies, 95)) if latencies else 0.0
+        return metrics
+
+    def query_vectors(self, questions: Sequence[str]) -> list[Any]:
+        keys = [f"query:{q}" for q in questions]
+        cached = self.cache.get_many(self.model, keys)
+        missing = [q for q, k in zip(questions, keys, strict=True) if k not in cached]
+        if missing:
+            matrix = self.embedder.embed(missing)
+            fresh = {f"query:{q}": matrix[i] for i, q in enumerate(missing)}
+            self.cache.put_many(self.model, fresh)
+            cached.update(fresh)
+        return [cached[k] for k in keys]
+
+    def gate(self, plan: dict[str, Any]) -> GateReport:
+        t = self.thresholds
+        name = plan["target"]
+        info = self.index.version(name)
+        assert info is not None
+        chunks = self.chunks()
+        records = self.index.records(name)
+        checks: list[dict[str, Any]] = []
+        failures: list[str] = []
+
+        def check(what: str, ok: bool, new: Any, live: Any, limit: str) -> None:
+            checks.append({"check": what, "ok": ok, "new": new, "live": live, "limit": limit})
+            if not ok:
+                failures.append(f"{what} {new} ({limit})")
+
+        ids = [r.chunk_id for r in records]
+        expected = {c.id: c.content_hash for c in chunks}
+        lost = len(set(expected) - set(ids))
+        extra = len(set(ids) - set(expected))
+        dupes = len(ids) - len(set(ids))
+        stale = sum(1 for r in records if expected.get(r.chunk_id, r.content_hash) != r.content_hash)
+        check(
+            "chunk count",
+            lost == extra == dupes == stale == 0 and len(ids) == len(chunks),
+            len(ids),
+            plan["unchanged"] + plan["changed"] + plan["deleted"] if plan["live"] else None,
+            f"== {len(chunks)} from sources; lost {lost}, unexpected {extra}, "
+            f"duplicated {dupes}, stale {stale}",
+        )
+        dims = {int(np.asarray(r.vector).shape[0]) for r in records}
+        finite = all(bool(np.isfinite(r.vector).all()) for r in records)
+        check(
+            "embedding dimension",
+            dims <= {self.embedder.dim} and info.dim == self.embedder.dim and finite,
+            sorted(dims),
+            plan.get("live_model"),
+            f"== {self.embedder.dim} ({self.model}), finite",
+        )
+        # a question about a document that was deleted on purpose is stale, not a regression
+        docs = {c.doc_id for c in chunks}
+        everything = load_golden(self.golden_path)
+        golden = [Golden(g.question, g.relevant & docs) for g in everything if g.relevant & docs]
+        new = self.evaluate(name, golden)
+        live: dict[str, float] | None = None
+        if plan["live"]:
+            live_info = self.index.version(plan["live"])
+            if live_info is not None and live_info.model == self.model:
+                live = self.evaluate(plan["live"], golden)
+            elif live_info is not None:
+                live = live_info.meta.get("metrics")  # other model: its own recorded figures
+        for metric in ("recall_at_5", "mrr", "ndcg_at_10"):
+            floor = getattr(t, metric)
+            ok = new[metric] >= floor
+            limit = f">= {floor}"
+            if live and metric in live:
+                ok = ok and new[metric] >= live[metric] - t.tolerance
+                limit += f" and >= live - {t.tolerance}"
+            check(metric, ok, round(new[metric], 4), round(live[metric], 4) if live else None, limit)
+        check(
+            "query p95 ms",
+            new["p95_ms"] <= t.p95_ms,
+            round(new["p95_ms"], 3),
+            round(live["p95_ms"], 3) if live and "p95_ms" in live else None,
+            f"<= {t.p95_ms}",
+        )
+        new["questions"] = float(len(golden))
+        new["questions_skipped"] = float(len(everything) - len(golden))
+        return GateReport(Verdict.FAIL if failures else Verdict.PASS, checks, new, live, failures)
+
+    def collect_garbage(self) -> list[str]:
+        """Keep the newest ``keep`` ready versions, the live one and the one before it; drop the rest.
+
+        A leftover building version is dropped too (a killed build that was never resumed).
+        """
+        live = self.index.resolve(self.alias)
+        history = self.index.alias_history(self.alias)
+        protected = {live, history[-1].previous if history else None}
+        ready = [v for v in self.index.versions() if v.state is VersionState.READY]
+        keep = {v.name for v in ready[-self.keep :]} | {p for p in protected if p}
+        dropped = []
+        for v in self.index.versions():
+            if v.name not in keep:
+                try:
+                    self.index.drop(v.name)
+                    dropped.append(v.name)
+                except Exception:  # noqa: S112 - best effort; the alias already moved
+                    continue
+        return dropped
+
+
+def open_index(home: Path) -> LanceVectorIndex:
+    """The index store of this machine (the local provider; production uses OpenSearch)."""
+    return local_vector_index(home)

@@ -1,0 +1,1 @@
+"""The AWS provider (production). Only the OpenSearch ``VectorIndex`` lives here so far."""

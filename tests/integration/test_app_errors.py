@@ -6,33 +6,8 @@ embedder, so the runtime loads in about a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-
-from mangaassist.chatbot.app import create_app
-from mangaassist.chatbot.settings import Settings
-
-ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("MANGAASSIST_ROOT", str(ROOT))
-    monkeypatch.setenv("MANGAASSIST_HOME", str(tmp_path))
-    monkeypatch.setenv("MANGAASSIST_EMBEDDER", "hashing")
-    monkeypatch.setenv("MANGAASSIST_REVISION", "r-err")
-    monkeypatch.delenv("MANGAASSIST_FAULT", raising=False)
-    app = create_app(Settings.from_env())
-    with TestClient(app, raise_server_exceptions=False) as c:
-        for _ in range(300):
-            if c.get("/readyz").status_code == 200:
-                break
-            __import__("time").sleep(0.1)
-        yield c
 
 
 def _count(text: str, path: str, status: str) -> float:

@@ -86,7 +86,17 @@ def test_policy_answer_cites_the_knowledge_base(chatbot: ChatbotProcess) -> None
     assert "X-MangaAssist-Fallback" not in r.headers
 
 
-def test_unknown_title_sets_the_fallback_flag(chatbot: ChatbotProcess) -> None:
+@pytest.mark.parametrize(
+    "message", ["do you have Dune by Frank Herbert?", "do you have the manga xyzzy plugh frobnicate"]
+)
+def test_a_product_we_do_not_carry_sets_the_fallback_flag(chatbot: ChatbotProcess, message: str) -> None:
+    r = ask(chatbot, message)
+    assert r.json()["intent"] == "product_search"
+    assert r.headers.get("X-MangaAssist-Fallback") == "1"
+    assert r.json()["sources"] == []
+
+
+def test_unknown_order_sets_the_fallback_flag(chatbot: ChatbotProcess) -> None:
     r = ask(chatbot, "I can't find my order, the number was MA-999999", customer="cust-0001")
     assert r.json()["intent"] == "order_status"
     assert r.headers.get("X-MangaAssist-Fallback") == "1"

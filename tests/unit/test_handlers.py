@@ -113,7 +113,24 @@ def test_reader_age(text: str, age: int | None) -> None:
 
 def test_recommendation_genre_filter(world) -> None:  # type: ignore[no-untyped-def]
     draft = run(world, "recommendation", "any good horror manga?")
+    assert draft.sources
     assert all("horror" in world[0].by_id[s.id].genres for s in draft.sources)
+
+
+def test_an_asked_for_genre_is_never_dropped(world) -> None:  # type: ignore[no-untyped-def]
+    """Horror for an 8-year-old: the catalog has none, so say so rather than suggest something else."""
+    catalog = world[0]
+    draft = run(world, "recommendation", "recommend a horror manga for my 8 year old")
+    for source in draft.sources:
+        series = catalog.by_id[source.id]
+        assert "horror" in series.genres and series.min_age == 0
+    assert draft.sources or draft.fallback
+
+
+def test_descriptive_search_below_the_floor_is_a_fallback(world) -> None:  # type: ignore[no-untyped-def]
+    strict = ChatbotConfig.model_validate({"retrieval": {"product_min_score": 2.0}})
+    draft = run(world, "product_search", "a manga about pirates and friendship", config=strict)
+    assert draft.fallback and draft.sources == []
 
 
 def test_order_status_is_scoped_to_the_customer(world) -> None:  # type: ignore[no-untyped-def]

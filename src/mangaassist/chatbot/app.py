@@ -159,6 +159,11 @@ class RevisionHeader:
             await stamped({"type": "http.response.body", "body": _INTERNAL_ERROR})
 
 
+def _is_shadow(request: Request) -> bool:
+    """The router marks mirrored requests; they are answered but change no state."""
+    return request.headers.get("x-mangaassist-shadow") == "1"
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
@@ -233,7 +238,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/chat", response_model=ChatResponse)
-    async def chat(body: ChatRequest, response: Response) -> Any:
+    async def chat(body: ChatRequest, request: Request, response: Response) -> Any:
         service: ChatService | None = state["service"]
         if service is None:
             return not_ready()
@@ -242,7 +247,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.sleep(fault.latency_ms / 1000)
         if fault.should_fail(rng):
             return JSONResponse({"error": "injected fault (MANGAASSIST_FAULT)"}, status_code=500)
-        result = await service.chat(body.session_id, body.message, body.customer_id)
+        result = await service.chat(
+            body.session_id, body.message, body.customer_id, shadow=_is_shadow(request)
+        )
         metrics.latency.observe(time.perf_counter() - started)
         metrics.intents.labels(result.intent).inc()
         for stage in STAGES:
@@ -269,12 +276,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.post("/v1/feedback")
-    async def feedback(body: FeedbackRequest) -> Any:
+    async def feedback(body: FeedbackRequest, request: Request) -> Any:
         service: ChatService | None = state["service"]
         if service is None:
             return not_ready()
         if not service.rt.store.session_exists(body.session_id):
             return JSONResponse({"error": f"unknown session_id {body.session_id!r}"}, status_code=404)
+        if _is_shadow(request):  # the primary records the customer's feedback; a mirror must not
+            return {"ok": True, "session_id": body.session_id, "rating": body.rating, "shadow": True}
         service.rt.store.record_feedback(body.session_id, body.rating)
         metrics.feedback.labels(body.rating).inc()
         return {"ok": True, "session_id": body.session_id, "rating": body.rating}

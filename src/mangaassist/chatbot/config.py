@@ -34,6 +34,9 @@ class RetrievalConfig(_Strict):
     top_k: int = Field(3, ge=1, le=10)
     min_score: float = Field(0.35, ge=0.0, le=1.0)
     """Below this cosine similarity a policy question gets the fallback answer."""
+    product_min_score: float = Field(0.5, ge=0.0, le=2.0)
+    """A descriptive product search ("horror manga about spirals") lists only series scoring at least
+    this (hybrid score); below it the customer gets the fallback instead of unrelated titles."""
     max_sentences: int = Field(3, ge=1, le=10)
     chunk_words: int = Field(160, ge=20, le=1000)
     chunk_overlap: int = Field(30, ge=0, le=500)

@@ -59,6 +59,8 @@ class Context:
     """The knowledge base (the live index version): policy chunks and catalog descriptions."""
     store: ChatStore
     config: ChatbotConfig
+    shadow: bool = False
+    """A mirrored request (``X-MangaAssist-Shadow: 1``): answer, but change nothing."""
 
 
 RATING_NAMES = {"A": "All Ages", "T": "Teen", "OT": "Older Teen", "M": "Mature"}
@@ -246,14 +248,15 @@ def product_search(ctx: Context) -> Draft:
 def _described(ctx: Context, pool: list[Series] | None, limit: int = 3) -> list[tuple[Series, float]]:
     """Series whose description matches the message: hybrid search of the knowledge base's catalog
     chunks (vector plus keyword), restricted to ``pool``; the catalog's own vectors if it has none."""
+    floor = ctx.config.retrieval.product_min_score
     hits = ctx.knowledge.search(ctx.vector, ctx.message, k=limit * 8, kind=PRODUCT)
     if not hits:
-        return [(s, score) for s, score in ctx.catalog.nearest(ctx.vector, limit, pool) if score >= 0.3]
+        return [(s, score) for s, score in ctx.catalog.nearest(ctx.vector, limit, pool) if score >= floor]
     by_id = {s.id: s for s in (pool or ctx.catalog.series)}
     found = []
     for hit in hits:
         series = by_id.get(hit.chunk.doc_id.removeprefix("series/"))
-        if series is not None and hit.score >= 0.3:
+        if series is not None and hit.score >= floor:
             found.append((series, hit.score))
     return found[:limit]
 
@@ -280,9 +283,8 @@ def recommendation(ctx: Context) -> Draft:
         pool = [s for s in pool if s.volumes <= 12]
     count = ctx.config.recommendation.count
     if genres:
-        with_genre = [s for s in pool if genres & set(s.genres)]
-        if len(with_genre) >= count:
-            pool = with_genre
+        # an asked-for genre is a requirement, not a hint: fewer picks beat off-genre ones
+        pool = [s for s in pool if genres & set(s.genres)]
     if not pool:
         return Draft(
             Intent.RECOMMENDATION,
@@ -428,7 +430,12 @@ def chitchat(ctx: Context) -> Draft:
 
 
 def human_handoff(ctx: Context) -> Draft:
-    ticket = ctx.store.open_ticket(ctx.session.session_id, ctx.customer_id, ctx.message)
+    # a mirrored request must not page a human: the primary already opened the real ticket
+    ticket = (
+        "HT-SHADOW"
+        if ctx.shadow
+        else ctx.store.open_ticket(ctx.session.session_id, ctx.customer_id, ctx.message)
+    )
     return Draft(
         Intent.HUMAN_HANDOFF,
         f"I've asked a member of our support team to take over. Your "

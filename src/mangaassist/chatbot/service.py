@@ -149,7 +149,10 @@ class ChatService:
         self.batcher = BatchingEmbedder(runtime.embedder)
         self.composer = LocalComposer()
 
-    async def chat(self, session_id: str, message: str, customer_id: str | None) -> ChatResult:
+    async def chat(
+        self, session_id: str, message: str, customer_id: str | None, shadow: bool = False
+    ) -> ChatResult:
+        """Answer one message. ``shadow``: a mirrored request; answer the same, store nothing."""
         rt = self.rt
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -157,7 +160,9 @@ class ChatService:
         reasons = checked.reasons
         timings["guardrails"] = (time.perf_counter() - t0) * 1000
 
-        session = rt.store.open_session(session_id, customer_id)
+        session = (
+            rt.store.peek_session(session_id) if shadow else rt.store.open_session(session_id, customer_id)
+        )
         # orders are looked up with the customer id of this request only, never one remembered
         # on the session: knowing someone's session id must not reveal their orders
         customer = customer_id
@@ -179,7 +184,9 @@ class ChatService:
         elif unsure:
             draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
         else:
-            ctx = Context(query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config)
+            ctx = Context(
+                query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config, shadow
+            )
             draft = HANDLERS[prediction.intent](ctx)
         timings["retrieval"] = (time.perf_counter() - t2) * 1000
 
@@ -204,7 +211,8 @@ class ChatService:
                 answer = self.composer.compose(request)
         timings["generation"] = (time.perf_counter() - t3) * 1000
 
-        rt.store.record_turn(session, customer, checked.masked, draft.intent, answer, draft.last_series)
+        if not shadow:
+            rt.store.record_turn(session, customer, checked.masked, draft.intent, answer, draft.last_series)
         return ChatResult(
             answer=answer,
             intent=draft.intent,

@@ -98,6 +98,11 @@ class ChatStore:
     def turns(self, session_id: str) -> list[Item]:
         return self.tables.query(SESSIONS, session_id, sk_prefix="turn#")
 
+    def peek_session(self, session_id: str) -> SessionState:
+        """The session as stored, without creating it (for requests that must write nothing)."""
+        meta = self.tables.get(SESSIONS, session_id, META) or {}
+        return SessionState(session_id, meta.get("customer_id"), meta.get("last_series"), created=False)
+
     def session_exists(self, session_id: str) -> bool:
         return self.tables.get(SESSIONS, session_id, META) is not None
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mangaassist.chatbot.launcher import ChatbotProcess
+from mangaassist.cli.demo_kb import run_kb_demo
 from mangaassist.cli.main import render_answer
 
 QUESTIONS = [
@@ -87,9 +88,12 @@ def run_demo(console: Console, port: int = 0) -> int:
             console.print(f"Feedback recorded: {fb.status_code == 200}")
         console.print()
         console.print(table)
+        console.print()
+        kb_failures = run_kb_demo(console, server.url, home)
     console.print(
         f"Chatbot stopped (exit status {server.exit_status}). "
         f"Intents right: {len(QUESTIONS) - failures}/{len(QUESTIONS)}. "
+        f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}. "
         f"Total {time.monotonic() - started:.1f}s."
     )
-    return 0 if failures == 0 else 1
+    return 0 if failures == 0 and kb_failures == 0 else 1

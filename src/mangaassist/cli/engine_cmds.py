@@ -1,10 +1,14 @@
 """The delivery engine's commands: ``runs``, ``approve``, ``reject``, ``audit``, ``release``.
 
 Registered on the main app by ``register(app)``. Data commands take ``--json`` and then print one
-JSON document on stdout (progress, if any, goes to stderr as plain lines). In a terminal, long steps
-show Rich spinners and bars; elsewhere, one plain line per event. Errors print one line and exit 2
-(bad input: unknown run, forbidden approver, malformed policy, unusable state database) or 1 (a held
-lock, a policy block, a run or release that did not succeed, a broken audit chain).
+JSON document on stdout (progress, if any, goes to stderr as plain lines); when such a command fails,
+that document is ``{"error": MESSAGE, "exit_code": N}``, still on stdout. In a terminal, long steps
+show Rich spinners and bars and tables are Rich tables; elsewhere, one plain line per event and
+tables as tab-separated lines with a header, never cut to the width of a terminal. Errors print one
+line and exit 2 (bad input: unknown run, forbidden approver, malformed policy, unusable state
+database) or 1 (a held lock, a policy block, a run or release that did not succeed, a broken audit
+chain). Text that comes from data (run ids, reasons, policy paths, comments) is escaped before it
+goes through Rich markup, so ``[...]`` in it is printed as is.
 
 Environment: ``MANGAASSIST_STATE_URL`` / ``MANGAASSIST_HOME`` (state store), ``MANGAASSIST_POLICY``
 (policy file), ``MANGAASSIST_ACTOR`` (who you are when ``--as`` is omitted; default: the OS user),
@@ -22,9 +26,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mangaassist.core.errors import ConfigError, MangaAssistError
 from mangaassist.delivery import planner
@@ -48,20 +55,50 @@ AsOpt = Annotated[
 ]
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = 1, *, as_json: bool = False) -> typer.Exit:
+    """Report an error: one line on stderr, or under ``--json`` one JSON object on stdout."""
+    if as_json:
+        _print_json({"error": message, "exit_code": code})
+    else:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
 @contextmanager
-def handled() -> Iterator[None]:
-    """Engine errors become one line on stderr: exit 2 for bad input, 1 for everything else."""
+def handled(as_json: bool = False) -> Iterator[None]:
+    """Engine errors become one line on stderr (``--json``: one JSON object on stdout): exit 2 for
+    bad input, 1 for everything else."""
     try:
         yield
     except (BadRequest, ConfigError) as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc), 2, as_json=as_json) from None
     except MangaAssistError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(str(exc), 1, as_json=as_json) from None
+
+
+def say(text: str, *, stream: Console | None = None) -> None:
+    """Print plain text (no markup, no highlighting, no wrapping at the terminal's width)."""
+    (stream or console).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line(cell: str) -> str:
+    return " ".join(cell.replace("\t", " ").splitlines())
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[str | Text]]) -> None:
+    """A Rich table in a terminal; elsewhere tab-separated lines under a header, never truncated."""
+    if not console.is_terminal:
+        lines = [columns, *([cell.plain if isinstance(cell, Text) else cell for cell in row] for row in rows)]
+        # written as they are: Rich would expand the tabs (and wrap at 80 columns off a terminal)
+        console.file.write("".join("\t".join(_one_line(c) for c in line) + "\n" for line in lines))
+        console.file.flush()
+        return
+    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("id", "state", "started"))
+    for row in rows:
+        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    console.print(table)
 
 
 def _store() -> StateStore:
@@ -137,29 +174,29 @@ class ProgressDisplay:
             self._plain(event)
             return
         key = (event.run_id, event.step or "")
+        step, message = escape(event.step or ""), escape(event.message)
         if event.kind in ("step.started", "rollback.started"):
-            self.tasks[key] = self.progress.add_task(f"{event.step}: {event.message}", total=None)
+            self.tasks[key] = self.progress.add_task(f"{step}: {message}", total=None)
+            return
+        if event.kind == "step.blocked":
+            self.progress.console.print(f"[yellow]{step}[/]: {message}", highlight=False, soft_wrap=True)
             return
         task = self.tasks.get(key)
         if task is None:
             if event.kind == "run.finished":
-                self.progress.console.print(f"run {event.run_id}: {event.message}", highlight=False)
+                say(f"run {event.run_id}: {event.message}", stream=self.progress.console)
             return
         if event.kind == "step.progress":
             total = 1.0 if event.fraction is not None else None
             self.progress.update(
-                task, description=f"{event.step}: {event.message}", completed=event.fraction or 0, total=total
+                task, description=f"{step}: {message}", completed=event.fraction or 0, total=total
             )
         elif event.kind == "step.waiting":
-            self.progress.update(task, description=f"[yellow]waiting[/] {event.step}: {event.message}")
+            self.progress.update(task, description=f"[yellow]waiting[/] {step}: {message}")
         elif event.kind in ("step.done", "rollback.done"):
-            self.progress.update(
-                task, description=f"[green]done[/] {event.step} {event.message}", completed=1, total=1
-            )
+            self.progress.update(task, description=f"[green]done[/] {step} {message}", completed=1, total=1)
         elif event.kind == "step.failed":
-            self.progress.update(
-                task, description=f"[red]failed[/] {event.step}: {event.message}", completed=1, total=1
-            )
+            self.progress.update(task, description=f"[red]failed[/] {step}: {message}", completed=1, total=1)
 
     def _plain(self, event: ProgressEvent) -> None:
         fraction = event.fraction
@@ -167,8 +204,10 @@ class ProgressDisplay:
         if event.kind == "step.progress" and fraction is not None and round(fraction * 10) != fraction * 10:
             return
         step = f" {event.step}" if event.step else ""
-        text = f"{event.run_id}{step}: {event.kind.split('.')[-1]} {event.message}".rstrip()
-        self.stream.print(text, highlight=False, markup=False, soft_wrap=True)
+        verb = event.kind.split(".")[-1]
+        said = event.message if event.message.startswith(verb) else f"{verb} {event.message}"
+        text = f"{event.run_id}{step}: {said}".rstrip()
+        say(text, stream=self.stream)
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -187,7 +226,7 @@ def runs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """The newest runs, newest first; a run whose process died shows as interrupted."""
-    with handled():
+    with handled(as_json):
         store = _store()
         now = _executor(store).clock.now()
         with store.transaction() as conn:
@@ -197,23 +236,25 @@ def runs_list(
         _print_json([{**r.as_dict(), "progress": _current_step(step_map[r.id])} for r in records])
         return
     if not records:
-        console.print("no runs yet (start one with `mangaassist release` or `mangaassist runs start demo`)")
+        say("no runs yet (start one with `mangaassist release` or `mangaassist runs start demo`)")
         return
-    table = Table(title=f"runs ({store.display_url})")
-    for column in ("id", "pipeline", "env/target", "state", "steps", "requester", "started", "owner"):
-        table.add_column(column, no_wrap=column in ("id", "state", "started"))
-    for r in records:
-        table.add_row(
-            r.id,
-            r.pipeline,
-            f"{r.environment}/{r.target}",
-            _state_text(r.effective_state),
-            _current_step(step_map[r.id]),
-            r.requester,
-            r.created_at[:19].replace("T", " "),
-            r.owner or "",
-        )
-    console.print(table)
+    _table(
+        f"runs ({store.display_url})",
+        ["id", "pipeline", "env/target", "state", "steps", "requester", "started", "owner"],
+        [
+            [
+                r.id,
+                r.pipeline,
+                f"{r.environment}/{r.target}",
+                _state_cell(r.effective_state),
+                _current_step(step_map[r.id]),
+                r.requester,
+                r.created_at[:19].replace("T", " "),
+                r.owner or "",
+            ]
+            for r in records
+        ],
+    )
 
 
 def _state_text(state: RunState) -> str:
@@ -228,13 +269,17 @@ def _state_text(state: RunState) -> str:
     return f"[{colour}]{state.value}[/]"
 
 
+def _state_cell(state: RunState) -> Text:
+    return Text.from_markup(_state_text(state))
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="The run id (see `runs list`).")],
     as_json: JsonOpt = False,
 ) -> None:
     """A run's timeline: steps, durations, verdicts with their numbers, who approved."""
-    with handled():
+    with handled(as_json):
         store = _store()
         now = _executor(store).clock.now()
         with store.transaction() as conn:
@@ -253,34 +298,36 @@ def runs_show(
         )
         return
     console.print(
-        f"[bold]{run.id}[/] {run.pipeline} -> {run.environment}/{run.target}  "
+        f"[bold]{escape(run.id)}[/] {escape(run.pipeline)} -> "
+        f"{escape(run.environment)}/{escape(run.target)}  "
         f"{_state_text(run.effective_state)}"
-        f"  requested by {run.requester} at {run.created_at[:19].replace('T', ' ')}",
+        f"  requested by {escape(run.requester)} at {run.created_at[:19].replace('T', ' ')}",
         highlight=False,
+        soft_wrap=True,
     )
     if run.reason:
-        console.print(f"reason: {run.reason}", highlight=False)
+        say(f"reason: {run.reason}")
     for rule, why in run.overrides.items():
-        console.print(f"[yellow]override[/] {rule}: {why}", highlight=False)
-    table = Table()
-    for column in ("#", "step", "status", "tries", "started", "duration", "detail"):
-        table.add_column(column)
-    for s in steps:
-        table.add_row(
-            str(s.index + 1),
-            s.name,
-            s.status.value,
-            str(s.attempts),
-            (s.started_at or "")[11:19],
-            f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
-            _detail_text(s),
-        )
-    console.print(table)
+        console.print(f"[yellow]override[/] {escape(rule)}: {escape(why)}", highlight=False, soft_wrap=True)
+    _table(
+        None,
+        ["#", "step", "status", "tries", "started", "duration", "detail"],
+        [
+            [
+                str(s.index + 1),
+                s.name,
+                s.status.value,
+                str(s.attempts),
+                (s.started_at or "")[11:19],
+                f"{s.duration_s:.1f}s" if s.duration_s is not None else "",
+                _detail_text(s),
+            ]
+            for s in steps
+        ],
+    )
     for d in decisions:
         comment = f": {d.comment}" if d.comment else ""
-        console.print(
-            f"{d.decision.value} by {d.actor} at {d.at[:19].replace('T', ' ')}{comment}", highlight=False
-        )
+        say(f"{d.decision.value} by {d.actor} at {d.at[:19].replace('T', ' ')}{comment}")
 
 
 def _detail_text(step: StepRecord) -> str:
@@ -307,8 +354,12 @@ def _finish_run(run: RunRecord, as_json: bool) -> None:
     if as_json:
         _print_json(run.as_dict())
     else:
-        reason = f": {run.reason}" if run.reason else ""
-        console.print(f"run {run.id} {_state_text(run.effective_state)}{reason}", highlight=False)
+        reason = f": {escape(run.reason)}" if run.reason else ""
+        console.print(
+            f"run {escape(run.id)} {_state_text(run.effective_state)}{reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if run.effective_state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -353,7 +404,7 @@ def runs_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run of a pipeline and drive it to its end (Ctrl-C or a kill leaves it resumable)."""
-    with handled():
+    with handled(as_json):
         params = _parse_params(param or [])
         overrides = _overrides(override or [], reason)
         built = registry.build(pipeline, params)
@@ -369,7 +420,7 @@ def runs_start(
                 policy=policy,
                 overrides=overrides,
             )
-            display.stream.print(f"run {record.id} started", highlight=False, markup=False)
+            say(f"run {record.id} started", stream=display.stream)
             final = executor.drive(record.id, built)
     _finish_run(final, as_json)
 
@@ -381,7 +432,7 @@ def runs_resume(
     as_json: JsonOpt = False,
 ) -> None:
     """Continue an interrupted run: done steps are not repeated, no effect is applied twice."""
-    with handled():
+    with handled(as_json):
         store = _store()
         with ProgressDisplay(as_json) as display:
             executor = _executor(store, display)
@@ -399,7 +450,7 @@ def runs_abort(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop a run safely: roll it back if its pipeline can, release its lock (audited)."""
-    with handled():
+    with handled(as_json):
         store = _store()
         with ProgressDisplay(as_json) as display:
             executor = _executor(store, display)
@@ -413,19 +464,20 @@ def runs_abort(
     if as_json:
         _print_json(final.as_dict())
     elif final.state.final:
-        console.print(f"run {final.id} {_state_text(final.state)}: {final.reason}", highlight=False)
-    else:
         console.print(
-            f"abort requested: run {final.id}'s process {final.owner} stops after its current step",
+            f"run {escape(final.id)} {_state_text(final.state)}: {escape(final.reason or '')}",
             highlight=False,
+            soft_wrap=True,
         )
+    else:
+        say(f"abort requested: run {final.id}'s process {final.owner} stops after its current step")
 
 
 # -- approvals -----------------------------------------------------------------------------------
 
 
 def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision, as_json: bool) -> None:
-    with handled():
+    with handled(as_json):
         store = _store()
         now = _executor(store).clock.now()
         with store.transaction() as conn:
@@ -436,9 +488,7 @@ def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision,
     if as_json:
         _print_json({"run_id": run_id, **record.as_dict()})
     else:
-        console.print(
-            f"run {run_id}: {record.decision.value} by {record.actor} (step {record.step})", highlight=False
-        )
+        say(f"run {run_id}: {record.decision.value} by {record.actor} (step {record.step})")
 
 
 def approve(
@@ -473,7 +523,7 @@ def audit_list(
     """List the audit log (every transition and decision), oldest first."""
     if ctx.invoked_subcommand is not None:
         return
-    with handled():
+    with handled(as_json):
         store = _store()
         with store.transaction() as conn:
             entries = audit.entries(conn, run_id)
@@ -494,24 +544,26 @@ def audit_list(
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
     """Check the hash chain: any edited, deleted or reordered entry fails (exit 1)."""
-    with handled():
+    with handled(as_json):
         store = _store()
         with store.transaction() as conn:
             count, problems = audit.verify(conn)
+            head = audit.head(conn)
     if as_json:
         _print_json(
             {
                 "entries": count,
                 "intact": not problems,
+                "head": {"seq": head.seq, "hash": head.hash},
                 "problems": [{"seq": p.seq, "problem": p.message} for p in problems],
             }
         )
     elif problems:
         for p in problems:
             where = f"entry {p.seq}" if p.seq is not None else "log"
-            err.print(f"[bold red]tampered:[/] {where}: {p.message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]tampered:[/] {where}: {escape(p.message)}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"audit log intact: {count} entries, chain verified")
+        say(f"audit log intact: {count} entries, chain verified (head: entry {head.seq}, hash {head.hash})")
     if problems:
         raise typer.Exit(1)
 
@@ -537,7 +589,7 @@ def release(
     as_json: JsonOpt = False,
 ) -> None:
     """Plan (--plan) or run a release: changed paths -> pipelines, in dependency order."""
-    with handled():
+    with handled(as_json):
         overrides = _overrides(override or [], reason)
         policy = load_policy(policy_path)
         policy.for_run(env, "release")  # unknown environment: fail before touching anything
@@ -584,11 +636,9 @@ def release(
         console.print("[bold]release summary[/]")
         for result in summary.results:
             run = f" (run {result.run_id})" if result.run_id else ""
-            console.print(
-                f"  {result.id}: {result.status.value}{run} {result.detail}".rstrip(), highlight=False
-            )
+            say(f"  {result.id}: {result.status.value}{run} {result.detail}".rstrip())
         verdict = "succeeded" if summary.succeeded else "stopped"
-        console.print(f"release {summary.id} {verdict}", highlight=False)
+        say(f"release {summary.id} {verdict}")
     if not summary.succeeded:
         raise typer.Exit(1)
 
@@ -598,20 +648,24 @@ def _show_plan(plan: planner.ReleasePlan, as_json: bool) -> None:
         _print_json(plan.as_dict())
         return
     base = plan.since or "nothing (first release: every tracked file is new)"
-    console.print(f"[bold]release plan for {plan.environment}[/], changes since {base}", highlight=False)
+    console.print(
+        f"[bold]release plan for {escape(plan.environment)}[/], changes since {escape(base)}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if not plan.pipelines:
-        console.print("  nothing to release: no changed path belongs to a pipeline")
+        say("  nothing to release: no changed path belongs to a pipeline")
     for n, item in enumerate(plan.pipelines, 1):
         built = "" if item.built else " [yellow](not built yet)[/]"
-        console.print(f"  {n}. {item.id} {item.title}{built}", highlight=False)
-        console.print(f"     why: {item.reason}", highlight=False, markup=False)
+        console.print(
+            f"  {n}. {escape(item.id)} {escape(item.title)}{built}", highlight=False, soft_wrap=True
+        )
+        say(f"     why: {item.reason}")
         for after in item.after:
-            console.print(f"     after {after}", highlight=False, markup=False)
+            say(f"     after {after}")
     if plan.unmapped:
         shown = ", ".join(plan.unmapped[:5]) + (" ..." if len(plan.unmapped) > 5 else "")
-        console.print(
-            f"  not shipped by any pipeline ({len(plan.unmapped)}): {shown}", highlight=False, markup=False
-        )
+        say(f"  not shipped by any pipeline ({len(plan.unmapped)}): {shown}")
 
 
 def register(app: typer.Typer) -> None:

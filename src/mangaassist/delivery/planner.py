@@ -11,6 +11,7 @@ Called by ``mangaassist release`` (``--plan`` prints the plan; without it, execu
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,10 +35,36 @@ class PipelineSpec:
     title: str
     folders: tuple[str, ...]
     """Path prefixes (from the repository root) whose changes this pipeline ships."""
+    files: tuple[str, ...] = ()
+    """Files at the repository root (glob patterns) whose changes this pipeline ships."""
+    files_why: str = ""
+    """Why those files belong to this pipeline, for the plan's explanation."""
 
+
+APPLICATION_FILES = (
+    "pyproject.toml",
+    "Makefile",
+    "setup.py",
+    "setup.cfg",
+    "MANIFEST.in",
+    "uv.lock",
+    "poetry.lock",
+    "pdm.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "requirements*.txt",
+    "constraints*.txt",
+)
+"""Root files that change how the application is built or what it depends on: CD-01 ships them."""
 
 CATALOG: tuple[PipelineSpec, ...] = (
-    PipelineSpec("CD-01", "application code", ("src/",)),
+    PipelineSpec(
+        "CD-01",
+        "application code",
+        ("src/",),
+        APPLICATION_FILES,
+        "the application's dependencies and build",
+    ),
     PipelineSpec("CD-02", "infrastructure as code", ("infra/",)),
     PipelineSpec("CD-03", "ML models", ("ml/",)),
     PipelineSpec("CD-04", "RAG knowledge base", ("knowledge/",)),
@@ -94,11 +121,17 @@ class PlannedPipeline:
 
     @property
     def reason(self) -> str:
-        shown = ", ".join(self.paths[:3]) + (
-            f" and {len(self.paths) - 3} more" if len(self.paths) > 3 else ""
-        )
-        folders = ", ".join(SPECS[self.id].folders)
-        return f"{len(self.paths)} changed path(s) under {folders}: {shown}"
+        spec = SPECS[self.id]
+        in_folders = [p for p in self.paths if _in_folders(p, spec)]
+        files = [p for p in self.paths if p not in in_folders]
+        parts = []
+        if in_folders:
+            parts.append(
+                f"{len(in_folders)} changed path(s) under {', '.join(spec.folders)}: {_shown(in_folders)}"
+            )
+        if files:
+            parts.append(f"{len(files)} changed file(s) of {spec.files_why}: {_shown(files)}")
+        return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,10 +165,27 @@ class ReleasePlan:
         }
 
 
+def _shown(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def _clean(path: str) -> str:
+    return path.removeprefix("./")
+
+
+def _in_folders(path: str, spec: PipelineSpec) -> bool:
+    return any(_clean(path).startswith(folder) for folder in spec.folders)
+
+
+def _is_file_of(path: str, spec: PipelineSpec) -> bool:
+    clean = _clean(path)
+    return "/" not in clean and any(fnmatch.fnmatchcase(clean, pattern) for pattern in spec.files)
+
+
 def pipeline_for(path: str) -> str | None:
-    clean = path.lstrip("./")
+    """The pipeline that ships ``path`` (a folder it owns, or one of its root files), if any."""
     for spec in CATALOG:
-        if any(clean.startswith(folder) for folder in spec.folders):
+        if _in_folders(path, spec) or _is_file_of(path, spec):
             return spec.id
     return None
 
@@ -168,15 +218,21 @@ def plan_release(
 # -- git -------------------------------------------------------------------------------------------
 
 
-def _git(args: list[str], cwd: Path) -> str:
+def _run_git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BadRequest(f"cannot run git in {cwd}: {exc}") from None
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    done = _run_git(args, cwd)
     if done.returncode != 0:
-        raise BadRequest(f"git {' '.join(args)} failed in {cwd}: {done.stderr.strip().splitlines()[-1:]}")
+        lines = done.stderr.strip().splitlines()
+        cause = lines[-1] if lines else f"exit status {done.returncode}"
+        raise BadRequest(f"git {' '.join(args)} failed in {cwd}: {cause}")
     return done.stdout
 
 
@@ -184,12 +240,37 @@ def git_head(repo: Path) -> str:
     return _git(["rev-parse", "HEAD"], repo).strip()
 
 
+def resolve_ref(repo: Path, ref: str) -> str:
+    """The commit ``ref`` names, or ``BadRequest("unknown git ref ...")``."""
+    _git(["rev-parse", "--git-dir"], repo)  # not a repository: git's own message says so
+    done = _run_git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"], repo)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise BadRequest(f"unknown git ref {ref!r} in {repo} (a branch, tag or commit is expected)")
+    return done.stdout.strip()
+
+
+def _paths(output: str) -> list[str]:
+    return [p for p in output.split("\0") if p]
+
+
 def changed_paths(repo: Path, since: str | None) -> list[str]:
-    """Paths changed between ``since`` and HEAD; every tracked path when ``since`` is None."""
+    """Paths changed on HEAD's side since ``since``; every tracked path when ``since`` is None.
+
+    Three-dot semantics: the diff runs from the merge base of ``since`` and HEAD to HEAD, so work
+    that landed only on ``since``'s side is not counted. Renames are not detected
+    (``--no-renames``): a moved file counts at both its old path (deleted) and its new one, so a file
+    moved out of a pipeline's folder still puts that pipeline in the plan.
+    """
     if since is None:
-        return [line for line in _git(["ls-files"], repo).splitlines() if line]
-    _git(["rev-parse", "--verify", "--quiet", f"{since}^{{commit}}"], repo)
-    return [line for line in _git(["diff", "--name-only", since, "HEAD"], repo).splitlines() if line]
+        return _paths(_git(["ls-files", "-z"], repo))
+    commit = resolve_ref(repo, since)
+    base = _run_git(["merge-base", commit, "HEAD"], repo)
+    if base.returncode != 0 or not base.stdout.strip():
+        raise BadRequest(
+            f"git ref {since!r} shares no history with HEAD in {repo}: no merge base to diff from"
+        )
+    diff = ["diff", "--no-renames", "--name-only", "-z", base.stdout.strip(), "HEAD"]
+    return _paths(_git(diff, repo))
 
 
 def last_release(store: StateStore, environment: str) -> str | None:

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from mangaassist.delivery.engine import approvals, audit
-from mangaassist.delivery.engine.clock import FakeClock
+from mangaassist.delivery.engine.clock import FakeClock, iso
 from mangaassist.delivery.engine.errors import (
     ApprovalDenied,
+    LeaseLost,
     LockHeld,
     NotWaitingForApproval,
     PipelineChanged,
@@ -26,14 +27,16 @@ from mangaassist.delivery.engine.errors import (
     UnknownRule,
 )
 from mangaassist.delivery.engine.locks import Owner
-from mangaassist.delivery.engine.model import RunRecord, RunState, StepStatus, WaitFor
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus, WaitFor
 from mangaassist.delivery.engine.policy import EnvironmentPolicy, default_policy, parse_policy
-from mangaassist.delivery.engine.runs import Executor, Outcome, Pipeline, Step, StepContext
-from mangaassist.delivery.engine.state import StateStore, audit_log
+from mangaassist.delivery.engine.runs import Executor, Outcome, Pipeline, Step, StepContext, approval_step
+from mangaassist.delivery.engine.state import StateStore, audit_log, effects
 from mangaassist.delivery.pipelines import demo
 
 WEDNESDAY = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
 SATURDAY = datetime(2025, 1, 11, 12, 0, tzinfo=UTC)
+FRIDAY_1459 = datetime(2025, 1, 10, 14, 59, tzinfo=UTC)
+MONDAY_0900 = datetime(2025, 1, 13, 9, 0, tzinfo=UTC)
 
 
 class PollingClock(FakeClock):
@@ -489,3 +492,293 @@ def test_reordered_entries_are_found(store: StateStore) -> None:
             conn.execute(audit_log.update().where(audit_log.c.seq == seq).values(**values))
     found = problems(store)
     assert any("does not chain" in p for p in found)
+
+
+# -- policy again at every step: windows and freezes after the start ------------------------------
+
+
+def deploying(
+    applied: list[datetime], *, approval: bool = False, prepare_s: float = 0.0, prepare_effect: bool = True
+) -> Pipeline:
+    """prepare (optionally slow, with an effect after it), [approval], deploy (an effect)."""
+
+    def prepare(ctx: StepContext) -> Outcome:
+        if prepare_s:
+            ctx.sleep(prepare_s)
+            if prepare_effect:
+                ctx.effect("stage", lambda _key: applied.append(ctx.now()))
+        return Outcome.done()
+
+    def deploy(ctx: StepContext) -> Outcome:
+        ctx.effect("deploy", lambda _key: applied.append(ctx.now()))
+        return Outcome.done()
+
+    steps = [Step("prepare", prepare)]
+    if approval:
+        steps.append(approval_step())
+    steps.append(Step("deploy", deploy))
+    return Pipeline("deploying", tuple(steps))
+
+
+def blocked_entries(store: StateStore, run_id: str) -> list[dict[str, object]]:
+    with store.transaction() as conn:
+        return [e.detail for e in audit.entries(conn, run_id) if e.kind == "policy.blocked"]
+
+
+def assert_never_during_the_freeze(applied: list[datetime]) -> None:
+    assert applied, "nothing was deployed"
+    for moment in applied:
+        assert not prod().blocks(moment), f"an effect was applied at {moment:%a %H:%M} during the freeze"
+
+
+def test_a_freeze_that_begins_while_waiting_for_approval_holds_the_deploy_until_it_ends(
+    store: StateStore,
+) -> None:
+    """Started Fri 14:59, approved Sat 08:59 (in the freeze): deploys Mon 09:00, not Saturday."""
+    clock = PollingClock(FRIDAY_1459)
+    applied: list[datetime] = []
+    pipeline = deploying(applied, approval=True)
+    ex = executor(store, clock, poll_seconds=3600.0)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+
+    def approve_saturday_morning() -> None:
+        clock.advance((datetime(2025, 1, 11, 8, 59, tzinfo=UTC) - clock.now()).total_seconds())
+        decide(store, clock, run.id, "bob", approvals.Decision.APPROVED, "ship it")
+
+    clock.on_sleep.append(approve_saturday_morning)
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.SUCCEEDED
+    assert applied == [MONDAY_0900]
+    assert_never_during_the_freeze(applied)
+    blocked = blocked_entries(store, run.id)
+    assert blocked and blocked[0]["rules"] == ["prod.freeze.weekend"]
+    assert blocked[0]["until"] == iso(MONDAY_0900)
+
+
+def test_a_step_reached_during_a_freeze_waits_for_time_naming_the_rule(store: StateStore) -> None:
+    clock = PollingClock(FRIDAY_1459)
+    applied: list[datetime] = []
+    pipeline = deploying(applied, prepare_s=150.0, prepare_effect=False)  # deploy is reached at 15:01:30
+    ex = executor(store, clock, poll_seconds=3600.0)
+    seen: dict[str, object] = {}
+
+    def look() -> None:
+        with store.transaction() as conn:
+            seen["run"] = store.run(conn, run.id, clock.now()).state
+            seen["deploy"] = store.steps(conn, run.id)[1]
+
+    clock.on_sleep += [lambda: None, look]  # prepare's own sleep, then the first poll of the hold
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.SUCCEEDED
+    assert applied == [MONDAY_0900]
+    step = seen["deploy"]
+    assert isinstance(step, StepRecord) and seen["run"] is RunState.WAITING
+    assert step.status is StepStatus.WAITING
+    assert step.detail == {
+        "wait_for": "time",
+        "until": iso(MONDAY_0900),
+        "blocked_by": ["prod.freeze.weekend"],
+    }
+    assert step.reason is not None and step.reason.startswith("blocked by policy rule prod.freeze.weekend: ")
+    with store.transaction() as conn:
+        deploy = store.steps(conn, run.id)[1]
+    assert deploy.attempts == 1 and deploy.detail == {} and deploy.reason is None
+
+
+def test_an_effect_is_not_applied_when_the_freeze_begins_inside_its_step(store: StateStore) -> None:
+    clock = FakeClock(FRIDAY_1459)
+    applied: list[datetime] = []
+    pipeline = deploying(applied, prepare_s=120.0)  # prepare's effect would land at 15:01
+    final = executor(store, clock, poll_seconds=3600.0).run(
+        pipeline, environment="prod", target="web", requester="ann", policy=prod()
+    )
+    assert final.state is RunState.SUCCEEDED
+    assert_never_during_the_freeze(applied)
+    assert applied[0] == datetime(2025, 1, 13, 9, 2, tzinfo=UTC)  # prepare ran again from Monday 09:00
+    with store.transaction() as conn:
+        assert store.steps(conn, final.id)[0].attempts == 2
+    assert blocked_entries(store, final.id)[0]["step"] == "prepare"
+
+
+def test_resuming_during_a_freeze_waits_for_it_to_end(store: StateStore) -> None:
+    clock = FakeClock(FRIDAY_1459)
+    applied: list[datetime] = []
+    pipeline = deploying(applied)
+    run = start_and_abandon(store, clock, pipeline)  # started before the freeze, then the host died
+    clock.advance(20 * 3600)  # Saturday 10:59
+    final = executor(store, clock, poll_seconds=3600.0).resume(run.id, pipeline, actor="bob")
+    assert final.state is RunState.SUCCEEDED
+    assert applied == [MONDAY_0900]
+    with store.transaction() as conn:
+        prepare = store.steps(conn, run.id)[0]
+    assert prepare.started_at is not None and prepare.started_at >= iso(MONDAY_0900)
+    assert kinds(store, run.id)[:3] == ["run.started", "run.resumed", "policy.blocked"]
+
+
+def test_an_override_given_at_start_holds_for_every_step(store: StateStore) -> None:
+    clock = FakeClock(SATURDAY)
+    applied: list[datetime] = []
+    final = executor(store, clock).run(
+        deploying(applied, prepare_s=60.0),
+        environment="prod",
+        target="web",
+        requester="ann",
+        policy=prod(),
+        overrides={"prod.freeze.weekend": "hotfix for INC-42"},
+    )
+    assert final.state is RunState.SUCCEEDED and len(applied) == 2
+    assert blocked_entries(store, final.id) == []
+
+
+def test_a_step_reached_after_the_window_closes_waits_for_the_next_window(store: StateStore) -> None:
+    text = (
+        "timezone: Europe/Paris\n"
+        "environments:\n"
+        "  prod:\n"
+        "    windows:\n"
+        '      - {name: office, days: [mon, tue, wed, thu, fri], from: "09:00", to: "17:00"}\n'
+    )
+    policy = parse_policy(text, "windows.yaml").for_run("prod", "deploying")
+    clock = FakeClock(datetime(2025, 1, 8, 15, 58, tzinfo=UTC))  # Wed 16:58 in Paris
+    applied: list[datetime] = []
+    final = executor(store, clock, poll_seconds=3600.0).run(
+        deploying(applied, prepare_s=120.0, prepare_effect=False),
+        environment="prod",
+        target="web",
+        requester="ann",
+        policy=policy,
+    )
+    assert final.state is RunState.SUCCEEDED
+    # deploy is reached at 17:00 in Paris, as the window closes: it runs when the next one opens
+    assert applied == [datetime(2025, 1, 9, 8, 0, tzinfo=UTC)]  # Thursday 09:00 in Paris
+    blocked = blocked_entries(store, final.id)
+    assert blocked[0]["rules"] == ["prod.windows"] and blocked[0]["step"] == "deploy"
+
+
+def test_the_approval_timeout_still_applies_while_a_freeze_holds_the_run(store: StateStore) -> None:
+    text = (
+        "environments:\n"
+        "  prod:\n"
+        "    approvals: 1\n"
+        "    self_approval: false\n"
+        "    approval_timeout: 2h\n"
+        '    freezes: [{name: weekend, from: "fri 15:00", to: "mon 09:00"}]\n'
+    )
+    policy = parse_policy(text, "p.yaml").for_run("prod", "deploying")
+    clock = FakeClock(FRIDAY_1459)
+    applied: list[datetime] = []
+    final = executor(store, clock, poll_seconds=600.0).run(
+        deploying(applied, approval=True), environment="prod", target="web", requester="ann", policy=policy
+    )
+    assert final.state is RunState.ABORTED and "approval timed out" in (final.reason or "")
+    assert clock.now() < datetime(2025, 1, 10, 17, 30, tzinfo=UTC)  # not held until Monday
+    assert applied == []
+
+
+# -- fencing: a process that lost its lease changes nothing --------------------------------------
+
+
+def test_a_process_whose_run_was_taken_over_applies_no_effect(store: StateStore) -> None:
+    """A stalls past its lease; B takes the lock over; A's next effect must not be applied."""
+    clock = FakeClock(WEDNESDAY)
+    applied: list[str] = []
+    b = executor(store, clock, owner=Owner(pid=999_999, host="otherhost"))
+
+    def noop(_ctx: StepContext) -> Outcome:
+        return Outcome.done()
+
+    def stalls(ctx: StepContext) -> Outcome:
+        clock.advance(120)  # process A stalls past its lease
+        b.start(
+            Pipeline("x", (Step("s", noop),)), environment="dev", target="web", requester="bob", policy=dev()
+        )
+        ctx.effect("deploy", lambda key: applied.append(key))
+        return Outcome.done()
+
+    a = executor(store, clock)
+    with pytest.raises(LeaseLost):
+        a.run(
+            Pipeline("x", (Step("s", stalls),)),
+            environment="dev",
+            target="web",
+            requester="ann",
+            policy=dev(),
+        )
+    assert applied == []
+    with store.transaction() as conn:
+        assert conn.execute(sa.select(effects)).all() == []
+
+
+def test_an_executor_of_the_same_process_is_fenced_by_the_lease_token(store: StateStore) -> None:
+    """Same pid@host, but the run was resumed by another executor: the old one applies nothing."""
+    clock = FakeClock(WEDNESDAY)
+    me = Owner(pid=4242, host="ci-runner-1")
+    applied: list[str] = []
+    first = executor(store, clock, owner=me)
+    second = executor(store, clock, owner=me)
+    seen: list[str] = []
+
+    def taken_over(ctx: StepContext) -> Outcome:
+        def from_the_new_holder(_ctx: StepContext) -> Outcome:
+            try:
+                ctx.effect("deploy", lambda key: applied.append(f"old:{key}"))  # the old executor's context
+            except LeaseLost as exc:
+                seen.append(str(exc))
+            return Outcome.done()
+
+        second.resume(ctx.run.id, Pipeline("x", (Step("s", from_the_new_holder),)), actor="ops")
+        return Outcome.done()
+
+    with pytest.raises(LeaseLost):
+        first.run(
+            Pipeline("x", (Step("s", taken_over),)),
+            environment="dev",
+            target="web",
+            requester="ann",
+            policy=dev(),
+        )
+    assert applied == [] and len(seen) == 1
+
+
+def test_an_effect_applied_after_the_lease_was_lost_is_not_recorded(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    b = executor(store, clock, owner=Owner(pid=999_999, host="otherhost"))
+
+    def noop(_ctx: StepContext) -> Outcome:
+        return Outcome.done()
+
+    def slow_apply(_key: str) -> str:
+        clock.advance(120)  # the target took two minutes; meanwhile the lock was taken over
+        b.start(
+            Pipeline("x", (Step("s", noop),)), environment="dev", target="web", requester="bob", policy=dev()
+        )
+        return "done"
+
+    def step(ctx: StepContext) -> Outcome:
+        ctx.effect("deploy", slow_apply)
+        return Outcome.done()
+
+    with pytest.raises(LeaseLost):
+        executor(store, clock).run(
+            Pipeline("x", (Step("s", step),)), environment="dev", target="web", requester="ann", policy=dev()
+        )
+    with store.transaction() as conn:
+        assert conn.execute(sa.select(effects)).all() == []
+
+
+def test_a_database_from_before_the_lease_token_gets_the_column(state_url: str) -> None:
+    old = StateStore(state_url)
+    with old.transaction() as conn:
+        conn.execute(sa.text("ALTER TABLE engine_runs DROP COLUMN lease_token"))
+    old.close()
+    store = StateStore(state_url)
+    try:
+        with store.transaction() as conn:
+            assert "lease_token" in {c["name"] for c in sa.inspect(conn).get_columns("engine_runs")}
+        final = executor(store, FakeClock()).run(
+            demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+        )
+        assert final.state is RunState.SUCCEEDED
+    finally:
+        store.close()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from mangaassist.delivery import planner
+from mangaassist.delivery.engine.errors import BadRequest
 from mangaassist.delivery.planner import ItemStatus, PlannedPipeline, plan_release
 
 
@@ -46,6 +50,11 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         ),
         (["docs/engine.md", "tests/unit/test_x.py", "README.md"], []),
         ([], []),
+        (["pyproject.toml"], ["CD-01"]),
+        (["Makefile", "uv.lock", "requirements-dev.txt", "setup.cfg"], ["CD-01"]),
+        (["poetry.lock", "infra/app.py"], ["CD-02", "CD-01"]),
+        (["docs/pyproject.toml", "frontend/Makefile"], ["CD-05"]),  # only the root's build files
+        (["./src/a.py", ".github/workflows/ci.yml"], ["CD-01"]),
     ],
 )
 def test_golden_cases(changed: list[str], expected: list[str]) -> None:
@@ -96,3 +105,91 @@ def test_an_unbuilt_pipeline_is_listed_and_stops_the_release_never_skipped() -> 
     assert ran == []
     assert [r.status for r in summary.results] == [ItemStatus.NOT_BUILT, ItemStatus.NOT_RUN]
     assert summary.results[0].detail == "infrastructure as code: pipeline not built yet"
+
+
+def test_build_and_dependency_files_put_the_application_in_the_plan_with_a_reason() -> None:
+    (cd01,) = plan_release(
+        ["pyproject.toml", "src/a.py", "uv.lock"], environment="prod", is_built=nothing_built
+    ).pipelines
+    assert cd01.paths == ["pyproject.toml", "src/a.py", "uv.lock"]
+    assert cd01.reason == (
+        "1 changed path(s) under src/: src/a.py; "
+        "2 changed file(s) of the application's dependencies and build: pyproject.toml, uv.lock"
+    )
+
+
+# -- golden cases from a real git history ---------------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    commit(root, {"README.md": "x", "knowledge/faq/shipping.md": "ships in 2 days\n" * 20}, "base")
+    return root
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+
+
+def plan_from_git(repo: Path, since: str) -> planner.ReleasePlan:
+    return plan_release(
+        planner.changed_paths(repo, since), environment="prod", is_built=nothing_built, since=since
+    )
+
+
+def test_a_document_moved_out_of_the_knowledge_base_still_plans_cd04(repo: Path) -> None:
+    git(repo, "mv", "knowledge/faq/shipping.md", "archive-shipping.md")
+    git(repo, "commit", "-qm", "retire a document")
+    assert planner.changed_paths(repo, "HEAD~1") == ["archive-shipping.md", "knowledge/faq/shipping.md"]
+    plan = plan_from_git(repo, "HEAD~1")
+    assert [p.id for p in plan.pipelines] == ["CD-04"]
+    assert plan.pipelines[0].paths == ["knowledge/faq/shipping.md"] and plan.unmapped == [
+        "archive-shipping.md"
+    ]
+
+
+def test_a_file_renamed_into_another_pipeline_plans_both(repo: Path) -> None:
+    (repo / "config").mkdir()
+    git(repo, "mv", "knowledge/faq/shipping.md", "config/shipping.md")
+    git(repo, "commit", "-qm", "move")
+    assert [p.id for p in plan_from_git(repo, "HEAD~1").pipelines] == ["CD-04", "CD-06"]
+
+
+def test_since_diffs_from_the_merge_base_like_three_dots(repo: Path) -> None:
+    git(repo, "checkout", "-qb", "feature")
+    commit(repo, {"src/app.py": "print(1)\n"}, "feature work")
+    git(repo, "checkout", "-q", "main")
+    commit(repo, {"infra/stack.py": "stack = 1\n"}, "landed on main meanwhile")
+    git(repo, "checkout", "-q", "feature")
+    # HEAD (feature) did not change infra/: only its own side counts
+    assert planner.changed_paths(repo, "main") == ["src/app.py"]
+    assert [p.id for p in plan_from_git(repo, "main").pipelines] == ["CD-01"]
+
+
+def test_an_unknown_ref_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match=r"^unknown git ref 'nonexistent-ref' in "):
+        planner.changed_paths(repo, "nonexistent-ref")
+    with pytest.raises(BadRequest, match=r"unknown git ref '--output=/tmp/x'"):
+        planner.changed_paths(repo, "--output=/tmp/x")  # never read as an option
+    elsewhere = tmp_path / "not-a-repo"
+    elsewhere.mkdir()
+    with pytest.raises(BadRequest, match="not a git repository"):
+        planner.changed_paths(elsewhere, "HEAD")
+
+
+def test_paths_with_unusual_characters_come_back_as_they_are(repo: Path) -> None:
+    commit(repo, {"knowledge/faq/économie « café ».md": "x"}, "unicode name")
+    assert planner.changed_paths(repo, "HEAD~1") == ["knowledge/faq/économie « café ».md"]

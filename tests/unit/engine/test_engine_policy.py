@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
-from mangaassist.delivery.engine.policy import default_policy, load_policy, parse_policy
+from mangaassist.delivery.engine.policy import EnvironmentPolicy, default_policy, load_policy, parse_policy
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -140,3 +140,53 @@ def test_a_malformed_policy_names_file_line_and_field(
 def test_a_missing_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot read it"):
         load_policy(tmp_path / "nope.yaml")
+
+
+# -- when a block ends, and the snapshot a run keeps ----------------------------------------------
+
+PARIS = """
+timezone: Europe/Paris
+environments:
+  prod:
+    windows:
+      - {name: office, days: [mon, tue, wed, thu, fri], from: "10:00", to: "17:00"}
+    freezes:
+      - {name: weekend, from: "fri 15:00", to: "mon 09:00"}
+      - {name: xmas, from: "2025-12-24 00:00", to: "2025-12-27 00:00"}
+"""
+
+
+def test_each_block_says_when_it_ends() -> None:
+    weekend = default_policy().for_run("prod", "CD-01").blocks(at("2025-01-11T12:00"))
+    assert weekend[0].until == at("2025-01-13T09:00")
+    paris = parse_policy(PARIS, "p.yaml").for_run("prod", "CD-01")
+    late = paris.blocks(at("2025-03-28T16:30+00:00"))  # Fri 17:30 in Paris: after hours, and frozen
+    assert [(b.rule, b.until) for b in late] == [
+        ("prod.windows", at("2025-03-31T08:00+00:00")),  # Mon 10:00 in Paris, summer time by then
+        ("prod.freeze.weekend", at("2025-03-31T07:00+00:00")),  # Mon 09:00 in Paris (CEST)
+    ]
+    xmas = paris.blocks(at("2025-12-24T12:00+00:00"))
+    assert [(b.rule, b.until) for b in xmas] == [("prod.freeze.xmas", at("2025-12-26T23:00+00:00"))]
+
+
+def test_clear_at_follows_one_block_to_the_next() -> None:
+    paris = parse_policy(PARIS, "p.yaml").for_run("prod", "CD-01")
+    # the freeze ends Monday 09:00 but the window only opens at 10:00
+    assert paris.clear_at(at("2025-03-29T12:00+00:00")) == at("2025-03-31T08:00+00:00")
+    # the xmas freeze ends Sat 27 00:00: then the weekend freeze and the window hold it to Monday 10:00
+    assert paris.clear_at(at("2025-12-24T12:00+00:00")) == at("2025-12-29T09:00+00:00")
+    # an overridden rule does not hold it
+    assert paris.clear_at(at("2025-03-29T12:00+00:00"), ["prod.freeze.weekend", "prod.windows"]) == at(
+        "2025-03-29T12:00+00:00"
+    )
+    assert paris.clear_at(at("2025-03-26T12:00+00:00")) == at("2025-03-26T12:00+00:00")  # not blocked
+
+
+def test_a_run_policy_snapshot_rebuilds_the_same_rules() -> None:
+    paris = parse_policy(PARIS, "p.yaml").for_run("prod", "CD-01")
+    again = EnvironmentPolicy.from_snapshot(paris.as_dict(), "prod", "CD-01")
+    for moment in ("2025-03-28T16:30+00:00", "2025-03-26T12:00+00:00", "2025-12-24T12:00+00:00"):
+        assert again.blocks(at(moment)) == paris.blocks(at(moment))
+    assert again.as_dict() == paris.as_dict()
+    old = {k: v for k, v in paris.as_dict().items() if not k.endswith("_specs")}  # an older snapshot
+    assert EnvironmentPolicy.from_snapshot(old, "prod", "CD-01").blocks(at("2025-03-28T16:30+00:00")) == []

@@ -100,6 +100,19 @@ def append(
     return AuditEntry(seq, when, run_id, actor, kind, detail or {}, head.hash, digest)
 
 
+@dataclass(frozen=True)
+class Head:
+    """The one-row head: the sequence number and hash of the last entry appended."""
+
+    seq: int
+    hash: str
+
+
+def head(conn: Connection) -> Head:
+    row = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
+    return Head(int(row.seq), str(row.hash))
+
+
 def entries(conn: Connection, run_id: str | None = None) -> list[AuditEntry]:
     query = sa.select(audit_log).order_by(audit_log.c.seq)
     if run_id is not None:

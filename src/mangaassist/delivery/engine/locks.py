@@ -10,6 +10,12 @@ it at every transition and from a ``Heartbeat`` thread while a step is long or w
   lock over: the old run is marked ABORTED ("superseded") and that is audited.
 - ``runs resume`` takes over the lease of an interrupted run (expired, or its PID gone on this host).
 
+Fencing: each time a process takes the lease (``start``, ``take``) the run gets a new
+``lease_token``. ``renew`` succeeds only for the same owner *and* token, inside the caller's
+transaction, so a process whose lease was taken over (superseded by a new run, resumed or aborted by
+another process, even another executor in the same process) gets ``LeaseLost`` at its next write and
+before its next effect is applied (``Executor`` renews in the transaction that reads the marker).
+
 Called by ``runs`` (the executor) only.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -116,6 +123,7 @@ def _supersede(store: StateStore, conn: Connection, old: LockHolder, new_run: st
             owner_pid=None,
             owner_host=None,
             lease_expires_at=None,
+            lease_token=None,
         )
     )
     conn.execute(
@@ -142,18 +150,39 @@ def release(conn: Connection, environment: str, target: str, run_id: str) -> Non
     )
 
 
-def renew(conn: Connection, run_id: str, owner: Owner, now: datetime, ttl: float) -> None:
-    """Push the lease forward, inside the caller's transaction; ``LeaseLost`` if we no longer own it."""
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def renew(
+    conn: Connection, run_id: str, owner: Owner, now: datetime, ttl: float, token: str | None = None
+) -> None:
+    """Push the lease forward, inside the caller's transaction; ``LeaseLost`` if we no longer own it.
+
+    With ``token`` (the fencing token this process got when it took the lease), the lease must
+    still carry that token: a later ``take`` by anyone, even with the same ``pid@host``, fences us out.
+    """
+    condition = (runs.c.id == run_id) & (runs.c.owner == owner.label)
+    if token is not None:
+        condition = condition & (runs.c.lease_token == token)
     result = conn.execute(
-        runs.update()
-        .where(runs.c.id == run_id, runs.c.owner == owner.label)
-        .values(lease_expires_at=iso(now + timedelta(seconds=ttl)))
+        runs.update().where(condition).values(lease_expires_at=iso(now + timedelta(seconds=ttl)))
     )
     if result.rowcount != 1:
         raise LeaseLost(f"run {run_id} is no longer driven by this process ({owner.label})")
 
 
-def take(conn: Connection, run_id: str, owner: Owner, now: datetime, ttl: float) -> None:
+def current_token(conn: Connection, run_id: str, owner: Owner) -> str | None:
+    """The fencing token of the lease ``owner`` holds on ``run_id`` now, if it holds it."""
+    row = conn.execute(sa.select(runs.c.owner, runs.c.lease_token).where(runs.c.id == run_id)).first()
+    if row is None or row.owner != owner.label:
+        return None
+    return str(row.lease_token) if row.lease_token is not None else None
+
+
+def take(conn: Connection, run_id: str, owner: Owner, now: datetime, ttl: float) -> str:
+    """Give the lease to ``owner`` with a new fencing token, which is returned."""
+    token = new_token()
     conn.execute(
         runs.update()
         .where(runs.c.id == run_id)
@@ -162,23 +191,34 @@ def take(conn: Connection, run_id: str, owner: Owner, now: datetime, ttl: float)
             owner_pid=owner.pid,
             owner_host=owner.host,
             lease_expires_at=iso(now + timedelta(seconds=ttl)),
+            lease_token=token,
         )
     )
+    return token
 
 
 def give_up(conn: Connection, run_id: str, owner: Owner) -> None:
     conn.execute(
         runs.update()
         .where(runs.c.id == run_id, runs.c.owner == owner.label)
-        .values(owner=None, owner_pid=None, owner_host=None, lease_expires_at=None)
+        .values(owner=None, owner_pid=None, owner_host=None, lease_expires_at=None, lease_token=None)
     )
 
 
 class Heartbeat:
     """Renews a run's lease every ``ttl / 3`` seconds of real time until stopped or the lease is lost."""
 
-    def __init__(self, store: StateStore, run_id: str, owner: Owner, ttl: float, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        run_id: str,
+        owner: Owner,
+        ttl: float,
+        clock: Clock,
+        token: str | None = None,
+    ) -> None:
         self.store, self.run_id, self.owner, self.ttl, self.clock = store, run_id, owner, ttl, clock
+        self.token = token
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-{run_id}", daemon=True)
@@ -195,7 +235,7 @@ class Heartbeat:
         while not self._stop.wait(self.ttl / 3):
             try:
                 with self.store.transaction() as conn:
-                    renew(conn, self.run_id, self.owner, self.clock.now(), self.ttl)
+                    renew(conn, self.run_id, self.owner, self.clock.now(), self.ttl, self.token)
             except LeaseLost:
                 self.lost.set()
                 return

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,6 +86,8 @@ class Block:
 
     rule: str
     explanation: str
+    until: datetime | None = None
+    """When this rule stops blocking (the freeze ends, the next window opens), if computable."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,37 @@ class Window:
     def describe(self) -> str:
         days = ",".join(DAYS[d] for d in sorted(self.days))
         return f"{self.name}: {days} {_hhmm(self.start)}-{_hhmm(self.end)} {self.zone.key}"
+
+    def next_open(self, at: datetime) -> datetime | None:
+        """The first moment after ``at`` at which this window opens (None: it never does)."""
+        local = at.astimezone(self.zone)
+        for offset in range(8):
+            day = local.date() + timedelta(days=offset)
+            if day.weekday() not in self.days:
+                continue
+            opens = datetime.combine(day, time(self.start // 60, self.start % 60), tzinfo=self.zone)
+            if opens > at:
+                return opens.astimezone(UTC)
+        return None
+
+    def as_spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "days": sorted(self.days),
+            "start": self.start,
+            "end": self.end,
+            "timezone": self.zone.key,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Window:
+        return cls(
+            name=str(spec["name"]),
+            days=frozenset(int(d) for d in spec["days"]),
+            start=int(spec["start"]),
+            end=int(spec["end"]),
+            zone=ZoneInfo(str(spec["timezone"])),
+        )
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,36 @@ class Freeze:
         assert self.dated is not None
         begin, finish = (d.strftime("%Y-%m-%d %H:%M") for d in self.dated)
         return f"no deploys from {begin} to {finish} {self.zone.key}"
+
+    def ends_after(self, at: datetime) -> datetime:
+        """When the freeze that contains ``at`` ends."""
+        if self.weekly is not None:
+            local = at.astimezone(self.zone)
+            minute = local.weekday() * 1440 + local.hour * 60 + local.minute
+            ahead = (self.weekly[1] - minute) % 10080 or 10080
+            wall = local.replace(tzinfo=None, second=0, microsecond=0) + timedelta(minutes=ahead)
+            return wall.replace(tzinfo=self.zone).astimezone(UTC)
+        assert self.dated is not None
+        return self.dated[1].astimezone(UTC)
+
+    def as_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"name": self.name, "timezone": self.zone.key}
+        if self.weekly is not None:
+            spec["weekly"] = list(self.weekly)
+        if self.dated is not None:
+            spec["dated"] = [d.isoformat() for d in self.dated]
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Freeze:
+        weekly = spec.get("weekly")
+        dated = spec.get("dated")
+        return cls(
+            name=str(spec["name"]),
+            zone=ZoneInfo(str(spec["timezone"])),
+            weekly=(int(weekly[0]), int(weekly[1])) if weekly else None,
+            dated=(datetime.fromisoformat(dated[0]), datetime.fromisoformat(dated[1])) if dated else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -163,16 +227,18 @@ class EnvironmentPolicy:
         return names
 
     def blocks(self, at: datetime) -> list[Block]:
-        """The deploy-time rules that forbid starting a run at ``at``."""
+        """The deploy-time rules that forbid deploying at ``at`` (starting a run, or any of its steps)."""
         found: list[Block] = []
         if self.windows and not any(w.contains(at) for w in self.windows):
             allowed = "; ".join(w.describe() for w in self.windows)
             local = at.astimezone(self.windows[0].zone)
+            opens = [t for t in (w.next_open(at) for w in self.windows) if t is not None]
             found.append(
                 Block(
                     f"{self.environment}.windows",
                     f"{local:%a %H:%M} {self.windows[0].zone.key} is outside the deploy windows ({allowed}) "
                     f"[{self.source}]",
+                    min(opens) if opens else None,
                 )
             )
         for freeze in self.freezes:
@@ -182,9 +248,28 @@ class EnvironmentPolicy:
                     Block(
                         f"{self.environment}.freeze.{freeze.name}",
                         f"{freeze.describe()}; it is {local:%a %H:%M} {freeze.zone.key} [{self.source}]",
+                        freeze.ends_after(at),
                     )
                 )
         return found
+
+    def clear_at(self, at: datetime, overridden: Iterable[str] = ()) -> datetime | None:
+        """The first moment from ``at`` on when no rule (but those ``overridden``) blocks; None if unknown.
+
+        Follows one block's end to the next (a freeze ending outside the windows, a window opening
+        inside a dated freeze) a bounded number of times.
+        """
+        skip = set(overridden)
+        moment = at
+        for _ in range(32):
+            blocking = [b for b in self.blocks(moment) if b.rule not in skip]
+            if not blocking:
+                return moment
+            ends = [b.until for b in blocking]
+            if any(end is None for end in ends):
+                return None
+            moment = max(end for end in ends if end is not None)
+        return None
 
     def check_overrides(self, overrides: dict[str, str]) -> None:
         known = self.rules()
@@ -206,8 +291,30 @@ class EnvironmentPolicy:
             "max_canary_weight_before_approval": self.max_canary_weight_before_approval,
             "windows": [w.describe() for w in self.windows],
             "freezes": [f"{f.name}: {f.describe()}" for f in self.freezes],
+            "window_specs": [w.as_spec() for w in self.windows],
+            "freeze_specs": [f.as_spec() for f in self.freezes],
             "source": self.source,
         }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any], environment: str, pipeline: str) -> EnvironmentPolicy:
+        """Rebuild the deploy-time rules from ``as_dict`` output (the snapshot stored with a run).
+
+        Snapshots written before windows and freezes were stored as specs rebuild without them.
+        """
+        return cls(
+            environment=str(snapshot.get("environment", environment)),
+            pipeline=str(snapshot.get("pipeline", pipeline)),
+            approvals=int(snapshot.get("approvals", 0)),
+            approvers=tuple(snapshot.get("approvers") or ()),
+            self_approval=bool(snapshot.get("self_approval", True)),
+            approval_timeout_s=float(snapshot.get("approval_timeout_s", 86400.0)),
+            rollback="manual" if snapshot.get("rollback") == "manual" else "automatic",
+            max_canary_weight_before_approval=int(snapshot.get("max_canary_weight_before_approval", 100)),
+            windows=tuple(Window.from_spec(w) for w in snapshot.get("window_specs") or ()),
+            freezes=tuple(Freeze.from_spec(f) for f in snapshot.get("freeze_specs") or ()),
+            source=str(snapshot.get("source", DEFAULT_POLICY_NAME)),
+        )
 
 
 @dataclass(frozen=True)

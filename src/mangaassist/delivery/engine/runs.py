@@ -10,7 +10,13 @@ leaves a state that ``resume`` continues from:
   ``StepContext.effect`` is recorded (a marker keyed by run, step and effect name) and not applied
   again; the apply function receives an idempotency key so the target can deduplicate the one
   window the marker cannot close (applied, then killed before the marker committed);
-- a run that was stopping (a step failed, an abort was asked) resumes its rollback, not its steps.
+- a run that was stopping (a step failed, an abort was asked) resumes its rollback, not its steps;
+- before every step (and every poll of a waiting step, and on resume) the run's deploy windows and
+  freezes are checked again: while one blocks (and was not overridden at start) the step does not
+  run, it waits (``WaitFor.TIME``) until the block ends. An effect about to be applied inside a step
+  is checked too, so no effect is ever applied during a freeze or outside the windows;
+- every write, and every effect before it is applied, checks this process still holds the run's
+  lease and its fencing token (``locks``), so a process whose run was taken over changes nothing.
 
 Who calls it: ``mangaassist runs ...`` and ``mangaassist release`` (through the CLI), pipelines'
 tests, and the crash tests which kill it with SIGKILL at every boundary that ``observer`` reports.
@@ -46,7 +52,7 @@ from mangaassist.delivery.engine.model import (
     StepStatus,
     WaitFor,
 )
-from mangaassist.delivery.engine.policy import EnvironmentPolicy
+from mangaassist.delivery.engine.policy import Block, EnvironmentPolicy
 from mangaassist.delivery.engine.state import StateStore, dumps, effects, loads, owner_gone, runs, steps
 
 ROLLBACK = "rollback"
@@ -235,18 +241,12 @@ def approval_step(
         status = ctx.approval()
         if status.needed == 0:
             return Outcome.done(detail={"approvals_required": 0})
-        if status.rejected_by is not None:
-            who = status.rejected_by
-            return Outcome.failed(f"rejected by {who.actor}: {who.comment}", abort=True)
+        stop = approval_stop(status)
+        if stop is not None:
+            return stop
         if status.granted:
             return Outcome.done(
                 {"approved_by": list(status.approvers)}, detail={"approved_by": list(status.approvers)}
-            )
-        if status.timed_out:
-            return Outcome.failed(
-                f"approval timed out at {status.deadline} "
-                f"with {len(status.approvers)}/{status.needed} approvals",
-                abort=True,
             )
         missing = status.needed - len(status.approvers)
         return Outcome.wait_for_approval(
@@ -255,6 +255,30 @@ def approval_step(
         )
 
     return Step(name, gate, description)
+
+
+def approval_stop(status: approvals.ApprovalStatus) -> Outcome | None:
+    """The outcome that ends an approval wait without approval: a rejection, or the timeout."""
+    if status.rejected_by is not None:
+        who = status.rejected_by
+        return Outcome.failed(f"rejected by {who.actor}: {who.comment}", abort=True)
+    if not status.granted and status.timed_out:
+        return Outcome.failed(
+            f"approval timed out at {status.deadline} with {len(status.approvers)}/{status.needed} approvals",
+            abort=True,
+        )
+    return None
+
+
+class _Deferred(BaseException):
+    """Raised from ``StepContext.effect`` when a policy rule blocks now: the step stops, applies
+    nothing, and runs again from its start once the block ends (its recorded effects are not applied
+    again). A ``BaseException`` so that a step's ``except Exception`` cannot swallow it."""
+
+    def __init__(self, blocking: list[Block], until: datetime | None) -> None:
+        super().__init__(blocking[0].rule)
+        self.blocking = blocking
+        self.until = until
 
 
 def new_run_id() -> str:
@@ -284,6 +308,8 @@ class Executor:
         self.reporter = reporter
         self.observer = observer
         self.owner = owner or locks.Owner.me()
+        self._tokens: dict[str, str] = {}
+        """run id -> the fencing token of the lease this executor took on it."""
 
     # -- public operations -----------------------------------------------------------------------
 
@@ -320,6 +346,7 @@ class Executor:
                 )
             raise PolicyBlocked(blocking[0].rule, blocking[0].explanation)
         run_id = new_run_id()
+        token = locks.new_token()
         with self.store.transaction() as conn:
             conn.execute(
                 runs.insert().values(
@@ -338,6 +365,7 @@ class Executor:
                     owner_pid=self.owner.pid,
                     owner_host=self.owner.host,
                     lease_expires_at=iso(now + timedelta(seconds=self.lease_seconds)),
+                    lease_token=token,
                     reason=None,
                     overrides=dumps(overrides),
                     stopping=None,
@@ -396,6 +424,7 @@ class Executor:
                     detail={"rule": rule, "reason": reason},
                 )
             record = self.store.run(conn, run_id, now)
+        self._tokens[run_id] = token
         self._observe("run:created")
         return record
 
@@ -425,7 +454,7 @@ class Executor:
                     f"run {run_id} was started with steps {run.step_names}; pipeline {pipeline.name} now has "
                     f"{pipeline.step_names}. Abort it (`mangaassist runs abort {run_id}`) and start a new run"
                 )
-            locks.take(conn, run_id, self.owner, now, self.lease_seconds)
+            self._tokens[run_id] = locks.take(conn, run_id, self.owner, now, self.lease_seconds)
             audit.append(
                 self.store,
                 conn,
@@ -475,16 +504,35 @@ class Executor:
             )
             if live:
                 return self.store.run(conn, run_id, now)
-            locks.take(conn, run_id, self.owner, now, self.lease_seconds)
+            self._tokens[run_id] = locks.take(conn, run_id, self.owner, now, self.lease_seconds)
         return self._finish(run_id, pipeline)
 
     def drive(self, run_id: str, pipeline: Pipeline) -> RunRecord:
-        """Execute the run's remaining steps in order until it reaches a final state."""
+        """Execute the run's remaining steps in order until it reaches a final state.
+
+        Before each step (and each poll of a waiting step) the run's deploy windows and freezes are
+        evaluated again; while one blocks, the step waits for it to end (``_gate``).
+        """
+        if run_id not in self._tokens:
+            # Driving a run this executor did not start or take: adopt the lease if this process
+            # holds it (same pid@host); otherwise the first renew raises LeaseLost.
+            with self.store.transaction() as conn:
+                token = locks.current_token(conn, run_id, self.owner)
+            if token is not None:
+                self._tokens[run_id] = token
+        noted: set[tuple[str, tuple[str, ...]]] = set()
         with ExitStack() as stack:
             beat = None
             if self.heartbeat:
                 beat = stack.enter_context(
-                    locks.Heartbeat(self.store, run_id, self.owner, self.lease_seconds, self.clock)
+                    locks.Heartbeat(
+                        self.store,
+                        run_id,
+                        self.owner,
+                        self.lease_seconds,
+                        self.clock,
+                        self._tokens.get(run_id),
+                    )
                 )
             while True:
                 if beat is not None and beat.lost.is_set():
@@ -496,14 +544,138 @@ class Executor:
                     run = self.store.run(conn, run_id, now)
                     if run.state.final:
                         return run
-                    locks.renew(conn, run_id, self.owner, now, self.lease_seconds)
+                    self._renew(conn, run_id, now)
                     records = self.store.steps(conn, run_id)
                 if run.stopping is not None:
                     return self._finish(run_id, pipeline)
                 pending = next((r for r in records if r.status is not StepStatus.DONE), None)
                 if pending is None:
                     return self._succeed(run)
-                self._execute(run, pipeline.step(pending.name), pending, records)
+                step = pipeline.step(pending.name)
+                if self._gate(run, step, pending, noted):
+                    continue
+                self._execute(run, step, pending, records)
+
+    # -- the lease -------------------------------------------------------------------------------
+
+    def _renew(self, conn: Connection, run_id: str, now: datetime) -> None:
+        """Renew this process's lease inside ``conn``'s transaction, or raise ``LeaseLost``."""
+        locks.renew(conn, run_id, self.owner, now, self.lease_seconds, self._tokens.get(run_id))
+
+    # -- policy, again at every step -------------------------------------------------------------
+
+    def _blocking(self, run: RunRecord, now: datetime) -> tuple[list[Block], datetime | None]:
+        """The run's deploy-time rules (from its policy snapshot) that block now, and when they end."""
+        policy = EnvironmentPolicy.from_snapshot(run.policy, run.environment, run.pipeline)
+        blocking = [b for b in policy.blocks(now) if b.rule not in run.overrides]
+        if not blocking:
+            return [], None
+        return blocking, policy.clear_at(now, run.overrides)
+
+    def _gate(
+        self, run: RunRecord, step: Step, record: StepRecord, noted: set[tuple[str, tuple[str, ...]]]
+    ) -> bool:
+        """Hold the step while a deploy window or freeze blocks: True when it must not run now.
+
+        A step that has not started (or must run again) is marked WAITING for time, with the rule
+        and until when, and that is audited (``policy.blocked``). A step already waiting keeps its
+        row (an approval step still takes approvals) but is not polled: only a rejection or the
+        approval timeout can end it during the block, as they would without one.
+        """
+        now = self.clock.now()
+        blocking, until = self._blocking(run, now)
+        if not blocking:
+            return False
+        rules = [b.rule for b in blocking]
+        started_wait = record.status is StepStatus.WAITING and "blocked_by" not in record.detail
+        if started_wait and record.detail.get("wait_for") == WaitFor.APPROVAL.value:
+            with self.store.transaction() as conn:
+                since_text = conn.execute(
+                    sa.select(steps.c.waiting_since).where(
+                        steps.c.run_id == run.id, steps.c.idx == record.index
+                    )
+                ).scalar_one()
+                since = parse_iso(since_text) if since_text else now
+                stop = approval_stop(approvals.status(conn, run, step.name, since, now))
+            if stop is not None:
+                self._record(run, step, record, stop, since)
+                return True
+        key = (step.name, tuple(rules))
+        if started_wait:
+            if key not in noted:
+                with self.store.transaction() as conn:
+                    self._renew(conn, run.id, now)
+                    self._audit_block(conn, run, step, blocking, until, now)
+        elif record.status is not StepStatus.WAITING or record.detail.get("blocked_by") != rules:
+            self._hold(run, step, record, blocking, until, now)
+        if key not in noted:
+            noted.add(key)
+            self._observe(f"step:{step.name}:blocked")
+            self._report(ProgressEvent("step.blocked", run.id, step.name, _block_reason(blocking, until)))
+        pause = self.poll_seconds
+        if until is not None:
+            pause = max(0.0, min(pause, (until - now).total_seconds()))
+        self.clock.sleep(pause)
+        return True
+
+    def _hold(
+        self,
+        run: RunRecord,
+        step: Step,
+        record: StepRecord,
+        blocking: list[Block],
+        until: datetime | None,
+        now: datetime,
+    ) -> None:
+        """Persist a policy wait on a step that has not started (or will run again)."""
+        detail: dict[str, Any] = {"wait_for": WaitFor.TIME.value, "blocked_by": [b.rule for b in blocking]}
+        if until is not None:
+            detail["until"] = iso(until)
+        with self.store.transaction() as conn:
+            self._renew(conn, run.id, now)
+            conn.execute(
+                steps.update()
+                .where(steps.c.run_id == run.id, steps.c.idx == record.index)
+                .values(
+                    status=StepStatus.WAITING.value,
+                    waiting_since=iso(now),
+                    reason=_block_reason(blocking, until),
+                    detail=dumps(detail),
+                )
+            )
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run.id)
+                .values(state=RunState.WAITING.value, updated_at=iso(now))
+            )
+            self._audit_block(conn, run, step, blocking, until, now)
+
+    def _audit_block(
+        self,
+        conn: Connection,
+        run: RunRecord,
+        step: Step,
+        blocking: list[Block],
+        until: datetime | None,
+        now: datetime,
+    ) -> None:
+        audit.append(
+            self.store,
+            conn,
+            at=now,
+            kind="policy.blocked",
+            actor=self.owner.label,
+            run_id=run.id,
+            detail={
+                "environment": run.environment,
+                "target": run.target,
+                "pipeline": run.pipeline,
+                "step": step.name,
+                "rules": [b.rule for b in blocking],
+                "why": [b.explanation for b in blocking],
+                "until": iso(until) if until is not None else None,
+            },
+        )
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -511,7 +683,7 @@ class Executor:
         now = self.clock.now()
         attempt = record.attempts
         waiting_since = None
-        if record.status is StepStatus.WAITING:
+        if record.status is StepStatus.WAITING and "blocked_by" not in record.detail:
             with self.store.transaction() as conn:
                 waiting_since_text = conn.execute(
                     sa.select(steps.c.waiting_since).where(
@@ -522,7 +694,7 @@ class Executor:
         else:
             attempt += 1
             with self.store.transaction() as conn:
-                locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+                self._renew(conn, run.id, now)
                 conn.execute(
                     steps.update()
                     .where(steps.c.run_id == run.id, steps.c.idx == record.index)
@@ -530,6 +702,9 @@ class Executor:
                         status=StepStatus.RUNNING.value,
                         attempts=attempt,
                         started_at=record.started_at or iso(now),
+                        waiting_since=None,
+                        reason=None,
+                        detail="{}",
                     )
                 )
                 conn.execute(
@@ -547,7 +722,12 @@ class Executor:
                     detail={"step": step.name, "attempt": attempt},
                 )
             record = replace(
-                record, status=StepStatus.RUNNING, attempts=attempt, started_at=record.started_at or iso(now)
+                record,
+                status=StepStatus.RUNNING,
+                attempts=attempt,
+                started_at=record.started_at or iso(now),
+                reason=None,
+                detail={},
             )
             self._observe(f"step:{step.name}:started")
             self._report(ProgressEvent("step.started", run.id, step.name, step.description or step.name))
@@ -557,6 +737,9 @@ class Executor:
             outcome = step.run(ctx)
         except LeaseLost:
             raise
+        except _Deferred as deferred:  # a window closed or a freeze began inside the step
+            self._hold(run, step, record, deferred.blocking, deferred.until, self.clock.now())
+            return
         except Exception as exc:  # a step that raises has failed; the run must still stop cleanly
             outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
         self._record(run, step, record, outcome, waiting_since)
@@ -570,7 +753,7 @@ class Executor:
         if outcome.kind is StepOutcome.WAITING:
             if waiting_since is None:
                 with self.store.transaction() as conn:
-                    locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+                    self._renew(conn, run.id, now)
                     conn.execute(
                         steps.update()
                         .where(where)
@@ -605,7 +788,7 @@ class Executor:
         started = parse_iso(record.started_at) if record.started_at else now
         duration = (now - started).total_seconds()
         with self.store.transaction() as conn:
-            locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+            self._renew(conn, run.id, now)
             if outcome.kind is StepOutcome.DONE:
                 conn.execute(
                     steps.update()
@@ -681,15 +864,23 @@ class Executor:
     def _effect(self, ctx: StepContext, name: str, apply: Callable[[str], Any]) -> Any:
         key = f"{ctx.idempotency_key}/{name}"
         where = (effects.c.run_id == ctx.run.id) & (effects.c.step == ctx.step) & (effects.c.name == name)
+        now = self.clock.now()
         with self.store.transaction() as conn:
+            # Fencing: in the transaction that reads the marker, prove this process still holds the
+            # lease (same owner, same token) and push it forward; LeaseLost here applies nothing.
+            self._renew(conn, ctx.run.id, now)
             recorded = conn.execute(sa.select(effects.c.result).where(where)).scalar_one_or_none()
         if recorded is not None:
             return loads(recorded) if recorded != "null" else None
+        if ctx.step != ROLLBACK:  # a rollback restores; it is never held by a window or freeze
+            blocking, until = self._blocking(ctx.run, now)
+            if blocking:
+                raise _Deferred(blocking, until)
         result = apply(key)
         self._observe(f"step:{ctx.step}:effect:{name}:applied")
         now = self.clock.now()
         with self.store.transaction() as conn:
-            locks.renew(conn, ctx.run.id, self.owner, now, self.lease_seconds)
+            self._renew(conn, ctx.run.id, now)  # the marker is recorded only while we still hold it
             conn.execute(
                 effects.insert().values(
                     run_id=ctx.run.id,
@@ -716,7 +907,7 @@ class Executor:
     def _succeed(self, run: RunRecord) -> RunRecord:
         now = self.clock.now()
         with self.store.transaction() as conn:
-            locks.renew(conn, run.id, self.owner, now, self.lease_seconds)
+            self._renew(conn, run.id, now)
             self._finalize(conn, run, RunState.SUCCEEDED, None, now)
             record = self.store.run(conn, run.id, now)
         self._observe("run:finished")
@@ -738,6 +929,7 @@ class Executor:
             final, reason = self._rollback(run, rollback_fn, final, reason, records)
         elif not stopping.get("rollback") and touched:
             with self.store.transaction() as conn:
+                self._renew(conn, run_id, self.clock.now())
                 audit.append(
                     self.store,
                     conn,
@@ -749,7 +941,7 @@ class Executor:
                 )
         now = self.clock.now()
         with self.store.transaction() as conn:
-            locks.renew(conn, run_id, self.owner, now, self.lease_seconds)
+            self._renew(conn, run_id, now)
             self._finalize(conn, run, final, reason, now)
             record = self.store.run(conn, run_id, now)
         self._observe("run:finished")
@@ -762,6 +954,7 @@ class Executor:
         self._observe("rollback:started")
         self._report(ProgressEvent("rollback.started", run.id, ROLLBACK, reason))
         with self.store.transaction() as conn:
+            self._renew(conn, run.id, self.clock.now())
             audit.append(
                 self.store,
                 conn,
@@ -785,6 +978,7 @@ class Executor:
             self.clock.sleep(self.poll_seconds)
         ok = outcome.kind is StepOutcome.DONE
         with self.store.transaction() as conn:
+            self._renew(conn, run.id, self.clock.now())
             audit.append(
                 self.store,
                 conn,
@@ -818,6 +1012,7 @@ class Executor:
                 owner_pid=None,
                 owner_host=None,
                 lease_expires_at=None,
+                lease_token=None,
             )
         )
         conn.execute(
@@ -856,6 +1051,13 @@ class Executor:
     def _report(self, event: ProgressEvent) -> None:
         if self.reporter is not None:
             self.reporter(event)
+
+
+def _block_reason(blocking: list[Block], until: datetime | None) -> str:
+    first = blocking[0]
+    more = f" (and {', '.join(b.rule for b in blocking[1:])})" if len(blocking) > 1 else ""
+    when = f"waits until {iso(until)}" if until is not None else "waits until it no longer applies"
+    return f"blocked by policy rule {first.rule}{more}: {first.explanation}; {when}"
 
 
 def _summary(detail: dict[str, Any]) -> str:

@@ -48,6 +48,9 @@ runs = sa.Table(
     sa.Column("owner_pid", sa.Integer),
     sa.Column("owner_host", sa.String(200)),
     sa.Column("lease_expires_at", sa.String(40)),
+    sa.Column("lease_token", sa.String(40)),
+    # The fencing token: a new one each time a process takes the lease (start, resume, abort). Every
+    # write of the driving process, and every effect before it is applied, checks it is still there.
     sa.Column("reason", sa.Text),
     sa.Column("overrides", sa.Text, nullable=False),
     sa.Column("stopping", sa.Text),
@@ -190,6 +193,7 @@ class StateStore:
                 if not self.is_sqlite:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK})
                 metadata.create_all(conn)
+                _upgrade(conn)
                 if conn.execute(sa.select(audit_head.c.id)).first() is None:
                     conn.execute(audit_head.insert().values(id=1, seq=0, hash="0" * 64))
         except StateStoreError as exc:
@@ -275,6 +279,20 @@ class StateStore:
             )
             for row in rows
         ]
+
+
+_ADDED_COLUMNS: dict[str, list[sa.Column[Any]]] = {"engine_runs": [runs.c.lease_token]}
+"""Columns added after the first release of the schema; ``_upgrade`` adds them to older databases."""
+
+
+def _upgrade(conn: Connection) -> None:
+    inspector = sa.inspect(conn)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
 
 
 def pid_alive(pid: int) -> bool:

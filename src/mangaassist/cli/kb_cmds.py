@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mangaassist.cli.engine_cmds import (
@@ -111,7 +112,7 @@ def kb_build(
         )
     else:
         summary = steps["plan"].detail.get("summary", "")
-        console.print(f"[bold]plan[/]: {summary}", highlight=False)
+        console.print(f"[bold]plan[/]: {escape(str(summary))}", highlight=False)
         if gate.get("checks"):
             console.print(_gate_table(gate))
         if promote.get("moved"):
@@ -119,10 +120,10 @@ def kb_build(
                 f"[bold]{LIVE_ALIAS}[/] -> {promote['live']} (was {promote['previous']})", highlight=False
             )
             if promote.get("dropped"):
-                console.print(f"garbage-collected: {', '.join(promote['dropped'])}", highlight=False)
+                console.print(f"garbage-collected: {escape(', '.join(promote['dropped']))}", highlight=False)
         console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
         if run.reason:
-            console.print(f"reason: {run.reason}", highlight=False)
+            console.print(f"reason: {escape(run.reason)}", highlight=False)
     if run.effective_state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -146,7 +147,9 @@ def _move(version: str, env: str, as_json: bool, why: str, embedder: str) -> Non
             f"[bold]{LIVE_ALIAS}[/] -> {step.output['live']} (was {step.output['previous']})", highlight=False
         )
     else:
-        console.print(f"run {run.id} {_state_text(run.effective_state)}: {run.reason}", highlight=False)
+        console.print(
+            f"run {run.id} {_state_text(run.effective_state)}: {escape(run.reason or '')}", highlight=False
+        )
     if run.effective_state is not RunState.SUCCEEDED:
         raise typer.Exit(1)
 

@@ -49,6 +49,9 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         config = config.replace("control_port = 8079", "control_port = 0").replace(
             "router_port = 8080", "router_port = 0"
         )
+        # the config file's folder is the project root (sources and data resolve against it)
+        for name in ("src", "data", "knowledge", "ml", "config"):
+            (tmp_path / name).symlink_to(ROOT / name)
         (tmp_path / "mangaassist.toml").write_text(config)
         env["MANGAASSIST_PLATFORM_CONFIG"] = str(tmp_path / "mangaassist.toml")
     home = ["--home", str(state_home)]

@@ -38,3 +38,8 @@ def test_shadow_feedback_is_not_recorded(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.json()["shadow"] is True
     assert not [row for row in _rows(client, "sessions", "fb") if str(row["sk"]).startswith("feedback#")]
+
+
+def test_the_warm_up_before_ready_writes_nothing(client: TestClient) -> None:
+    assert _rows(client, "sessions") == []
+    assert _rows(client, "tickets") == []

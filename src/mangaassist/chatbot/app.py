@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime
 from mangaassist.chatbot.settings import Settings
+from mangaassist.chatbot.warmup import warm_up
 
 log = logging.getLogger("mangaassist.chatbot")
 
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def load() -> None:
         try:
             runtime = Runtime.load(settings)
+            warm_up(runtime)  # ready means fast: a new revision must not look slow to a canary judge
             # the loaded model and indexes live as long as the process: keep them out of the
             # cyclic GC's generations so collections stay short (fewer latency spikes)
             gc.collect()

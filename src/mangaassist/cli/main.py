@@ -203,6 +203,9 @@ from mangaassist.cli import engine_cmds, kb_cmds, platform_cmds  # noqa: E402 - 
 engine_cmds.register(app)
 kb_cmds.register(app)  # the knowledge base (CD-04): build, promote, rollback, list
 platform_cmds.register(app)  # the local platform: up, down, status, revisions
+from mangaassist.cli import deploy_cmds  # noqa: E402 - CD-01: deploy app, rollback app, traffic
+
+deploy_cmds.register(app)
 
 
 def main() -> None:

@@ -14,12 +14,13 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import demo, kb
+from mangaassist.delivery.pipelines import app, demo, kb
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
 PIPELINES: dict[str, PipelineFactory] = {
     demo.NAME: demo.build,
+    app.NAME: app.build,  # CD-01, application deployment
     kb.NAME: kb.build,
     kb.PROMOTE: kb.build_promote,
 }

@@ -1,0 +1,279 @@
+"""``mangaassist deploy app``, ``rollback app`` and ``traffic``: CD-01 from the command line.
+
+``deploy app`` starts a CD-01 run on the delivery engine (locked per environment, audited,
+resumable with ``runs resume``) and prints what it did: the release's digest, the gates' numbers,
+each phase's verdict and, when it rolled back, the judge's numbers. ``rollback app`` flips a live
+deploy back to its stable revision at once (then the run rolls back: the candidate is retired), or,
+when no deploy is in flight, redeploys the release that the last promotion replaced. ``traffic``
+is the bounded load generator (``delivery.rollout.load``). Registered by ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mangaassist.cli.engine_cmds import (
+    JsonOpt,
+    ProgressDisplay,
+    _actor,
+    _executor,
+    _print_json,
+    _state_text,
+    _store,
+    console,
+    fail,
+    handled,
+    say,
+)
+from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.engine import audit
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.pipelines import app as cd01
+from mangaassist.delivery.pipelines import registry
+from mangaassist.delivery.rollout.load import run_load
+from mangaassist.platform.factory import compute_for
+from mangaassist.platform.local.settings import load_settings
+
+deploy_app = typer.Typer(help="Deploy a service (CD-01: the application).", no_args_is_help=True)
+rollback_app = typer.Typer(help="Roll a service back.", no_args_is_help=True)
+
+EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (mangaassist.toml, policy.yaml).")]
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set-env {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _run(params: dict[str, Any], env: str, as_json: bool) -> tuple[RunRecord, dict[str, StepRecord]]:
+    built = registry.build(cd01.NAME, params)
+    policy = load_policy(None).for_run(env, cd01.NAME)
+    store = _store()
+    with ProgressDisplay(as_json) as display:
+        executor = _executor(store, display)
+        record = executor.start(
+            built, environment=env, target=cd01.NAME, requester=_actor(None), policy=policy, overrides={}
+        )
+        say(f"run {record.id} started: {cd01.describe(params)}", stream=display.stream)
+        final = executor.drive(record.id, built)
+    with store.transaction() as conn:
+        steps = {s.name: s for s in store.steps(conn, final.id)}
+    return final, steps
+
+
+def _report(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
+    build = steps["build"].output if "build" in steps else {}
+    doc = {
+        "run": run.id,
+        "state": run.effective_state.value,
+        "reason": run.reason,
+        "digest": build.get("digest"),
+        "wheel_digest": (build.get("release") or {}).get("wheel_digest"),
+        "already_live": bool(build.get("already_live")),
+        "candidate": build.get("candidate"),
+        "stable": build.get("stable"),
+        "steps": {
+            name: {
+                "status": s.status.value,
+                "verdict": s.detail.get("verdict"),
+                "numbers": s.detail.get("numbers", {}),
+                "reason": s.reason,
+            }
+            for name, s in steps.items()
+        },
+        "release": steps["promote"].output if "promote" in steps else {},
+    }
+    if as_json:
+        _print_json(doc)
+    else:
+        if doc["already_live"]:
+            say(f"release {str(doc['digest'])[:12]} is already live as {doc['stable']}: nothing to do")
+        else:
+            say(f"release {str(doc['digest'])[:12]} as {doc['candidate']} (stable: {doc['stable']})")
+        for name, s in steps.items():
+            if s.status.value in ("pending", "skipped") or s.detail.get("skipped"):
+                continue
+            numbers = " ".join(f"{k}={_fmt(v)}" for k, v in (s.detail.get("numbers") or {}).items())
+            verdict = s.detail.get("verdict") or ""
+            say(f"  {name:<13} {s.status.value:<7} {verdict:<12} {numbers}".rstrip())
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        if run.reason:
+            say(f"reason: {run.reason}")
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@deploy_app.command("app")
+def deploy(
+    env: EnvOpt = "dev",
+    strategy: Annotated[
+        str | None, typer.Option(help="canary, blue-green or all-at-once (default: the environment's).")
+    ] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="Project to build (pyproject.toml + src/); default: this checkout.")
+    ] = None,
+    artifact: Annotated[Path | None, typer.Option(help="A built .whl (or .tar) to deploy instead.")] = None,
+    set_env: Annotated[
+        list[str] | None, typer.Option("--set-env", help="KEY=VALUE for the new revision (repeatable).")
+    ] = None,
+    steps: Annotated[str | None, typer.Option(help="Canary weights in %, e.g. 5,25,50,100.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build, test, smoke, load-gate and roll out the chatbot; roll back by itself on a FAIL verdict."""
+    if source is not None and artifact is not None:
+        raise fail("--source and --artifact exclude each other", 2, as_json=as_json)
+    with handled(as_json):
+        params: dict[str, Any] = {"environment": env}
+        if strategy:
+            params["strategy"] = strategy
+        if source is not None:
+            params["source"] = str(source.resolve())
+        if artifact is not None:
+            params["artifact"] = str(artifact.resolve())
+        if set_env:
+            params["set_env"] = _parse_env(set_env)
+        if steps:
+            params["steps"] = steps
+        description = cd01.describe(params)  # validates strategy, steps and settings first
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail("not a terminal: pass --yes to deploy without confirmation", 2, as_json=as_json)
+        typer.confirm(f"{description}?", abort=True)
+    with handled(as_json):
+        run, records = _run(params, env, as_json)
+    _report(run, records, as_json)
+
+
+def _live_run(env: str) -> RunRecord | None:
+    store = _store()
+    with store.transaction() as conn:
+        candidates = store.runs(conn, _now(), limit=100, environment=env)
+    for run in candidates:
+        if run.pipeline == cd01.NAME and not run.effective_state.final:
+            return run
+    return None
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@rollback_app.command("app")
+def rollback(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
+    """All traffic back to the previous release now: flip a deploy in flight, or redeploy the last one."""
+    with handled(as_json):
+        live = _live_run(env)
+        if live is not None:
+            _flip(live, env, as_json)
+            return
+        history = cd01.releases(load_settings(env))
+        if not history:
+            raise ConfigError(f"nothing to roll back in {env}: no deploy in flight and no promoted release")
+        last = history[-1]
+        status = compute_for(env).status(cd01.settings_for(env).service)
+        live_names = [n for n, w in status.weights.items() if w > 0]
+        if live_names != [last["revision"]]:
+            raise ConfigError(
+                f"the live revision is {live_names}, not {last['revision']} (the last promoted release); "
+                "nothing safe to roll back to automatically"
+            )
+        params = {
+            "environment": env,
+            "artifact": last["previous_artifact"],
+            "set_env": last.get("previous_set_env") or {},
+            "strategy": "blue-green",
+            "rollback_window_s": 0,
+            "skip_tests": True,
+            "rollback_of": last["revision"],
+        }
+        run, records = _run(params, env, as_json)
+    _report(run, records, as_json)
+
+
+def _flip(run: RunRecord, env: str, as_json: bool) -> None:
+    """The deploy in flight: stable gets all traffic at once here, then the run rolls back."""
+    store = _store()
+    with store.transaction() as conn:
+        build = next((s for s in store.steps(conn, run.id) if s.name == "build"), None)
+    stable = (build.output if build else {}).get("stable")
+    flipped: dict[str, Any] = {}
+    if stable:
+        started = time.perf_counter()
+        service = cd01.settings_for(env).service
+        weights = compute_for(env).set_weights(service, {stable: 100.0})
+        flipped = {"weights": dict(weights), "took_ms": round((time.perf_counter() - started) * 1000, 3)}
+        with store.transaction() as conn:
+            audit.append(
+                store,
+                conn,
+                at=_now(),
+                kind="app.rollback",
+                actor=_actor(None),
+                run_id=run.id,
+                detail={"stable": stable, **flipped},
+            )
+    executor = _executor(store)
+    pipeline = registry.build(run.pipeline, run.params)
+    final = executor.abort(run.id, pipeline, actor=_actor(None), reason="mangaassist rollback app")
+    deadline = time.monotonic() + 120
+    while not final.effective_state.final and time.monotonic() < deadline:
+        time.sleep(0.25)
+        with store.transaction() as conn:
+            final = store.run(conn, run.id, _now())
+    doc = {"run": run.id, "state": final.effective_state.value, "stable": stable, "flip": flipped}
+    if as_json:
+        _print_json(doc)
+    else:
+        say(f"all traffic on {stable} ({flipped.get('took_ms', 0):.1f} ms); run {run.id}: {doc['state']}")
+    if not final.effective_state.final:
+        raise typer.Exit(1)
+
+
+def traffic(
+    rps: Annotated[float, typer.Option("--rps", help="Requests per second (at most 2000).")] = 10.0,
+    duration: Annotated[float, typer.Option("--duration", help="Seconds of load.")] = 10.0,
+    sessions: Annotated[int, typer.Option("--sessions", help="Conversations at a time.")] = 20,
+    url: Annotated[
+        str | None, typer.Option(help="Router URL (default: the environment's; loopback only).")
+    ] = None,
+    env: EnvOpt = "dev",
+    as_json: JsonOpt = False,
+) -> None:
+    """Send realistic chat conversations through the router for a bounded time, then report."""
+    with handled(as_json):
+        target = url or compute_for(env).url(cd01.settings_for(env).service)
+        report = run_load(target, rps=rps, duration_s=duration, sessions=sessions)
+    doc = report.as_dict()
+    if as_json:
+        _print_json(doc)
+        return
+    say(
+        f"{doc['requests']} requests in {doc['duration_s']}s ({doc['achieved_rps']} req/s) to {target}: "
+        f"{doc['ok']} ok, {doc['failed']} failed; p50 {doc['p50_ms']} ms, p99 {doc['p99_ms']} ms"
+    )
+    say(f"by revision: {doc['by_revision']}; conversations {doc['conversations']}, "
+        f"served by two revisions {doc['mixed_conversations']}")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(rollback_app, name="rollback")
+    app.command("traffic")(traffic)

@@ -1,0 +1,687 @@
+"""CD-01, application deployment: the chatbot service from a source tree to 100% of its traffic.
+
+The runbook, one engine step each (``build``):
+
+1. ``build``: a wheel of the service from the source tree (or the given artifact), stored by sha256;
+   if that release (digest and ``--set-env``) is already live, say so and do nothing else.
+2. ``test``: the environment's test command in the source tree. A failure stops the run with
+   nothing deployed.
+3. ``candidate``: the new revision at 0%, at the stable revision's size; smoke tests through the
+   router with the revision-pin header (health, one chat per intent with the expected intent).
+4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget.
+5. one step per rollout phase (``rollout.strategies``): shift the weight, then let the executor
+   (``rollout.executor``) read what both revisions served since the shift and consult the
+   anytime-valid ``SequentialJudge``. PASS at the minimum sample moves on, INCONCLUSIVE extends the
+   phase, FAIL at any moment puts all traffic back on the stable revision at once and fails the
+   step with the verdict's numbers; the engine then runs ``_rollback`` (retire the candidate) and
+   the run ends ROLLED_BACK.
+6. ``promote``: once the old revision has drained (no request for ``drain_idle_s``), retire it;
+   the output records the release: digests, revisions, who, when and every verdict.
+
+Every change to the platform goes through ``ctx.effect`` (deploy, shift, restore, retire), so a run
+killed at any point and resumed with ``mangaassist runs resume`` never applies one twice; a phase
+resumed after a kill keeps judging from the cursor its shift recorded. Started by
+``mangaassist deploy app`` and ``mangaassist rollback app`` (``cli/deploy_cmds.py``); rebuilt from
+its params by ``runs resume``.
+
+Params: ``environment``, ``strategy``, ``source`` (a project with ``pyproject.toml``, or a package
+tree) or ``artifact`` (a ``.whl`` or ``.tar``), ``set_env`` (dict), ``skip_tests`` (a rollback to a
+release that passed them), ``smoke`` (``[[intent, message], ...]``; default one per intent),
+``note``, and any deploy setting (``rollout.settings``) to override the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.analysis import ArmSample, SequentialJudge
+from mangaassist.delivery.engine.model import WaitFor
+from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
+from mangaassist.delivery.rollout.build import build_release, import_release
+from mangaassist.delivery.rollout.executor import (
+    Consultation,
+    TrafficWindow,
+    candidate_health,
+    consult,
+    judge_settings,
+    restore,
+    shift,
+)
+from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
+from mangaassist.delivery.rollout.settings import DeploySettings, deploy_settings
+from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy, plan_for
+from mangaassist.platform.compute import Compute, Revision, RevisionHealth
+from mangaassist.platform.factory import compute_for
+from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+
+NAME = "CD-01"
+SLICE_S = 10.0
+"""How long a phase step judges before handing back to the engine (which then checks aborts and
+polls it again); the judge itself is consulted every ``TICK_S``."""
+TICK_S = 0.2
+
+
+# -- the runbook ---------------------------------------------------------------------------------
+
+
+def build(params: dict[str, Any]) -> Pipeline:
+    """The CD-01 pipeline for these params (deterministic: ``runs resume`` rebuilds it)."""
+    settings = _settings(params)
+    plan = _plan(params, settings)
+    steps = [
+        Step("build", _build, "build the wheel and store it by digest"),
+        Step("test", _test, "run the test gate"),
+        Step("candidate", _candidate, "start the candidate at 0% and smoke-test it"),
+        Step("latency-gate", _latency_gate, "pinned load test against the latency budget"),
+        *(Step(p.name, _phase_step(p, plan), f"{p.weight:g}% to the candidate, judged") for p in plan.phases),
+        Step("promote", _promote, "retire the old revision after its drain"),
+    ]
+    return Pipeline(
+        NAME,
+        tuple(steps),
+        rollback=_rollback,
+        description=f"deploy the app ({plan.describe()})",
+        params=params,
+    )
+
+
+def _build(ctx: StepContext) -> Outcome:
+    env, p = _env(ctx)
+    compute = _compute(env)
+    settings = _settings(ctx.params)
+    store = p.home / "artifacts"
+    if ctx.params.get("artifact"):
+        release = import_release(Path(ctx.params["artifact"]), store)
+    else:
+        release = build_release(Path(ctx.params.get("source") or p.root), store)
+    set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
+    release_id = _release_id(release.artifact.digest, set_env)
+    status = compute.status(settings.service)
+    live = [name for name, weight in status.weights.items() if weight > 0]
+    if len(live) != 1:
+        return Outcome.failed(
+            f"traffic of {settings.service} is split {dict(status.weights)}: finish or roll back that "
+            "deploy first (`mangaassist rollback app`)"
+        )
+    stable = live[0]
+    stable_status = next(r for r in status.revisions if r.name == stable)
+    output = {
+        "release": release.as_dict(),
+        "release_id": release_id,
+        "digest": release.artifact.digest,
+        "set_env": set_env,
+        "stable": stable,
+        "stable_digest": stable_status.digest,
+        "stable_replicas": stable_status.replicas,
+        "candidate": f"rel-{release_id[:10]}",
+        "baseline_cursor": _cursor(compute, settings.service),
+        "already_live": _is_live(release_id, stable, stable_status.digest),
+    }
+    if output["already_live"]:
+        ctx.progress(f"release {release.artifact.short} is already live as {stable}: nothing to do")
+        return Outcome.done(output, detail={"already_live": True, "digest": release.artifact.digest})
+    return Outcome.done(output, detail={"digest": release.artifact.digest, "kind": release.kind})
+
+
+def _test(ctx: StepContext) -> Outcome:
+    if _skip(ctx):
+        return Outcome.done(detail={"skipped": "already live"})
+    if ctx.params.get("skip_tests"):
+        return Outcome.done(detail={"skipped": "a rollback to a release that passed its tests"})
+    settings = _settings(ctx.params)
+    _, p = _env(ctx)
+    source = Path(ctx.params.get("source") or p.root)
+    cwd = source if (source / "pyproject.toml").is_file() else p.root
+    argv = settings.test_argv(sys.executable)
+    started = time.monotonic()
+    ctx.progress(f"running {' '.join(argv)} in {cwd}")
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Outcome.failed(f"test gate could not run {argv[0]}: {exc}")
+    took = time.monotonic() - started
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+    numbers = {"exit_code": float(proc.returncode), "seconds": round(took, 2)}
+    if proc.returncode != 0:
+        return Outcome.failed(
+            f"tests failed (exit {proc.returncode}): {' | '.join(tail)}",
+            verdict=Verdict.FAIL,
+            numbers=numbers,
+            detail={"command": argv},
+        )
+    return Outcome.done(verdict=Verdict.PASS, numbers=numbers, detail={"command": argv, "tail": tail})
+
+
+def _candidate(ctx: StepContext) -> Outcome:
+    if _skip(ctx):
+        return Outcome.done(detail={"skipped": "already live"})
+    env, p = _env(ctx)
+    settings = _settings(ctx.params)
+    b = ctx.outputs["build"]
+    compute = _compute(env)
+    release = b["release"]
+    revision = Revision(
+        b["candidate"],
+        _artifact(release),
+        p.services[settings.service].app,
+        dict(b["set_env"]),
+        int(b["stable_replicas"]),
+    )
+
+    def deploy(_key: str) -> dict[str, Any]:
+        # the revision is named after the release, so a repeated deploy is the same revision
+        status = compute.deploy(
+            settings.service, revision, timeout_s=p.services[settings.service].ready_timeout_s
+        )
+        return {"health": status.health.value, "reason": status.reason}
+
+    _note_revision(
+        p,
+        revision.name,
+        {
+            "revision": revision.name,
+            "digest": release["digest"],
+            "artifact": release["path"],
+            "set_env": b["set_env"],
+        },
+    )
+    deployed = ctx.effect("deploy", deploy)
+    if deployed["health"] != RevisionHealth.HEALTHY.value:
+        return Outcome.failed(f"candidate {revision.name} is {deployed['health']}: {deployed['reason']}")
+    ctx.progress(f"{revision.name} ready at 0%; smoke tests through the router")
+    failures, checks = _smoke(compute, settings.service, revision.name, ctx.params.get("smoke"))
+    numbers = {"checks": float(len(checks)), "failed": float(len(failures))}
+    if failures:
+        return Outcome.failed(
+            "smoke test failed: " + "; ".join(failures),
+            verdict=Verdict.FAIL,
+            numbers=numbers,
+            detail={"checks": checks},
+        )
+    return Outcome.done(
+        {"candidate": revision.name}, verdict=Verdict.PASS, numbers=numbers, detail={"checks": checks}
+    )
+
+
+def _latency_gate(ctx: StepContext) -> Outcome:
+    if _skip(ctx):
+        return Outcome.done(detail={"skipped": "already live"})
+    env, _ = _env(ctx)
+    settings = _settings(ctx.params)
+    compute = _compute(env)
+    candidate = ctx.outputs["build"]["candidate"]
+    ctx.progress(f"{settings.load_rps:g} req/s for {settings.load_s:g}s pinned to {candidate}")
+    pin = compute.pin_headers(settings.service, candidate)
+    if settings.warmup_s > 0:  # a fresh process's first requests pay for lazy initialisation: not counted
+        run_load(
+            compute.url(settings.service), rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin
+        )
+    report = run_load(
+        compute.url(settings.service),
+        rps=settings.load_rps,
+        duration_s=settings.load_s,
+        sessions=5,
+        headers=pin,
+        feedback_share=0.0,
+    )
+    numbers = {
+        "requests": float(report.requests),
+        "failed": float(report.failed),
+        "p50_ms": _num(report.quantile(0.5)),
+        "p95_ms": _num(report.quantile(0.95)),
+        "p99_ms": _num(report.quantile(0.99)),
+        "budget_ms": settings.latency_budget_ms,
+    }
+    if report.ok == 0:
+        return Outcome.failed("no request of the load test succeeded", verdict=Verdict.FAIL, numbers=numbers)
+    if numbers["p99_ms"] > settings.latency_budget_ms:
+        return Outcome.failed(
+            f"p99 {numbers['p99_ms']:.0f} ms over the budget of {settings.latency_budget_ms:g} ms",
+            verdict=Verdict.FAIL,
+            numbers=numbers,
+        )
+    return Outcome.done(numbers, verdict=Verdict.PASS, numbers=numbers)
+
+
+def _phase_step(phase: Phase, plan: RolloutPlan) -> Any:
+    def run(ctx: StepContext) -> Outcome:
+        return _run_phase(ctx, phase, plan)
+
+    return run
+
+
+def _promote(ctx: StepContext) -> Outcome:
+    b = ctx.outputs["build"]
+    if b.get("already_live"):
+        return Outcome.done(
+            {"already_live": True, "revision": b["stable"], "digest": b["digest"]},
+            detail={"already_live": True},
+        )
+    env, p = _env(ctx)
+    settings = _settings(ctx.params)
+    compute = _compute(env)
+    plan = _plan(ctx.params, settings)
+    last = ctx.outputs[plan.phases[-1].name]
+    stable, candidate = b["stable"], b["candidate"]
+    since = float(last.get("at") or time.time())
+    idle, waited = _idle_for(compute, settings.service, stable, int(last.get("cursor") or 0))
+    drained = idle >= settings.drain_idle_s or time.time() - since >= settings.drain_max_s
+    if not drained:
+        ctx.progress(f"draining {stable}: idle for {idle:.1f}s (need {settings.drain_idle_s:g}s)")
+        return Outcome.wait(f"draining {stable}", for_=WaitFor.TIME)
+    ctx.effect("retire-old", lambda _k: _retire(compute, settings.service, stable))
+    verdicts = {p.name: ctx.outputs[p.name].get("verdict") for p in plan.phases}
+    record = {
+        "digest": b["digest"],
+        "wheel_digest": b["release"].get("wheel_digest"),
+        "revision": candidate,
+        "set_env": b["set_env"],
+        "artifact": b["release"]["path"],
+        "previous_revision": stable,
+        "previous_digest": b["stable_digest"],
+        "previous_artifact": str(p.home / "artifacts" / f"{b['stable_digest']}.tar"),
+        "previous_set_env": (revision_record(p, stable) or {}).get("set_env", {}),
+        "requester": ctx.run.requester,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "strategy": plan.strategy.value,
+        "verdicts": verdicts,
+        "drained_after_s": round(waited, 3),
+    }
+    ctx.effect("record", lambda key: _append_history(p, record, key))
+    return Outcome.done(record, detail={"release": record}, verdict=Verdict.PASS)
+
+
+def _rollback(ctx: StepContext) -> Outcome:
+    """All traffic to the stable revision (if it is not there yet), then retire the candidate."""
+    b = ctx.outputs.get("build")
+    if not b or b.get("already_live"):
+        return Outcome.done(detail={"nothing": "no candidate was deployed"})
+    env, _ = _env(ctx)
+    settings = _settings(ctx.params)
+    compute = _compute(env)
+    stable, candidate = b["stable"], b["candidate"]
+    live = {
+        r.name for r in compute.status(settings.service).revisions if r.health is not RevisionHealth.RETIRED
+    }
+    restored: dict[str, Any] = {}
+    if stable in live:
+        restored = ctx.effect("restore", lambda _k: restore(compute, settings.service, stable))
+    if candidate in live:
+        ctx.effect("retire-candidate", lambda _k: _retire(compute, settings.service, candidate))
+    return Outcome.done(detail={"stable": stable, "retired": candidate, "restore": restored})
+
+
+# -- a rollout phase -------------------------------------------------------------------------------
+
+_WINDOWS: dict[tuple[str, str], TrafficWindow] = {}
+"""Windows read so far by this process, per (run, step); a resumed run re-reads from the cursor."""
+_BASELINES: dict[tuple[str, str], ArmSample] = {}
+
+
+def _run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
+    b = ctx.outputs["build"]
+    if b.get("already_live"):
+        return Outcome.done(detail={"skipped": "already live"})
+    env, _ = _env(ctx)
+    settings = _settings(ctx.params)
+    compute = _compute(env)
+    service, stable, candidate = settings.service, b["stable"], b["candidate"]
+    limit = float(ctx.run.policy.get("max_canary_weight_before_approval", 100))
+    if plan.strategy is Strategy.CANARY and phase.weight > limit and phase.weight < 100:
+        gate = approval_step(phase.name).run(ctx)
+        if gate.kind.value != "done":
+            return gate
+    shifted = ctx.effect("shift", lambda _k: shift(compute, service, candidate, stable, phase.weight))
+    if ctx.params.get("rollback_of"):  # going back to a release that was live: no judging
+        return Outcome.done(
+            {"start_cursor": shifted["cursor"], "cursor": shifted["cursor"], "at": time.time()},
+            detail={"not_judged": f"rollback of {ctx.params['rollback_of']}"},
+        )
+    key = (ctx.run.id, ctx.step)
+    window = _WINDOWS.get(key)
+    if window is None:
+        window = _WINDOWS[key] = TrafficWindow(service, candidate, stable, int(shifted["cursor"]))
+    pre_switch = None
+    if phase.baseline is Baseline.PRE_SWITCH:
+        pre_switch = _BASELINES.get(key)
+        if pre_switch is None:
+            start = _previous_cursor(ctx, phase, plan)
+            pre_switch = _BASELINES[key] = _stable_between(
+                compute, service, candidate, stable, start, int(shifted["cursor"])
+            )
+    judge = SequentialJudge(judge_settings(settings.alpha, settings.judge_min_requests))
+    deadline = time.monotonic() + SLICE_S
+    next_health = 0.0
+    consultation: Consultation | None = None
+    while True:
+        now = time.monotonic()
+        if now >= next_health:
+            health, why = candidate_health(compute, service, candidate)
+            next_health = now + 1.0
+            if health not in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
+                restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
+                return Outcome.failed(
+                    f"candidate {candidate} is {health.value if health else 'gone'} ({why}); "
+                    f"all traffic back on {stable}",
+                    verdict=Verdict.FAIL,
+                    numbers={"restore_ms": round(float(restored.get("took_ms", 0.0)), 3)},
+                )
+        window.read(compute)
+        elapsed = time.time() - float(shifted["at"])
+        consultation = consult(judge, phase, window, elapsed, pre_switch)
+        if consultation.action is Action.ROLLBACK:
+            return _roll_back_now(ctx, consultation, window, compute, service, stable)
+        if consultation.action is Action.PROCEED:
+            numbers = consultation.numbers()
+            return Outcome.done(
+                {
+                    "start_cursor": shifted["cursor"],
+                    "cursor": window.cursor,
+                    "at": time.time(),
+                    "verdict": consultation.verdict.value,
+                    "numbers": numbers,
+                },
+                verdict=consultation.verdict,
+                numbers=numbers,
+                detail=consultation.detail(),
+            )
+        if consultation.action is Action.ASK_APPROVAL:
+            status = ctx.approval()
+            if status.rejected_by is not None:
+                restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
+                return Outcome.failed(
+                    f"rejected by {status.rejected_by.actor} after an inconclusive {phase.name}",
+                    verdict=Verdict.INCONCLUSIVE,
+                    numbers=consultation.numbers(),
+                    detail=consultation.detail(),
+                )
+            if status.approvers and len(status.approvers) >= status.needed:
+                numbers = consultation.numbers()
+                return Outcome.done(
+                    {
+                        "start_cursor": shifted["cursor"],
+                        "cursor": window.cursor,
+                        "at": time.time(),
+                        "verdict": "INCONCLUSIVE",
+                        "numbers": numbers,
+                    },
+                    verdict=consultation.verdict,
+                    numbers=numbers,
+                    detail={**consultation.detail(), "approved_by": list(status.approvers)},
+                )
+            return Outcome.wait_for_approval(
+                f"{phase.name} still inconclusive after {phase.max_duration_s:g}s: "
+                f"mangaassist approve {ctx.run.id} --as NAME to go on, or reject it to roll back"
+            )
+        if time.monotonic() >= deadline:
+            break
+        ctx.sleep(TICK_S)
+    summary = consultation.judgement.summary() if consultation else "no data"
+    ctx.progress(f"{phase.weight:g}%: {summary}")
+    return Outcome.wait(f"{phase.name}: {summary}", for_=WaitFor.DATA)
+
+
+def _roll_back_now(
+    ctx: StepContext, c: Consultation, window: TrafficWindow, compute: Compute, service: str, stable: str
+) -> Outcome:
+    """FAIL (or inconclusive past the limit): every new conversation to the stable revision now."""
+    restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
+    numbers = {**c.numbers(), "restore_ms": round(float(restored.get("took_ms", 0.0)), 3)}
+    if window.first_candidate_error_at is not None:
+        numbers["first_error_to_restore_s"] = round(
+            float(restored["at"]) - window.first_candidate_error_at, 3
+        )
+    failing = ", ".join(f"{m.metric} (e={m.statistic:.3g} >= {m.threshold:.3g})" for m in c.judgement.failing)
+    why = f"judge: FAIL on {failing}" if failing else f"{c.phase} inconclusive after {c.elapsed_s:.0f}s"
+    return Outcome.failed(
+        f"{why}; all traffic back on {stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
+    )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _settings(params: dict[str, Any]) -> DeploySettings:
+    environment = str(params.get("environment") or "dev")
+    try:
+        config: Path | None = find_config()
+    except ConfigError:
+        config = None
+    return deploy_settings(environment, config, params)
+
+
+def settings_for(environment: str) -> DeploySettings:
+    """The deploy settings of ``environment`` (``mangaassist.toml``), for the CLI."""
+    return _settings({"environment": environment})
+
+
+def _plan(params: dict[str, Any], settings: DeploySettings) -> RolloutPlan:
+    try:
+        strategy = Strategy(params.get("strategy") or settings.strategy.value)
+    except ValueError:
+        raise ConfigError(
+            f"strategy {params.get('strategy')!r}: expected one of {', '.join(s.value for s in Strategy)}"
+        ) from None
+    if strategy not in settings.strategies:
+        raise ConfigError(
+            f"strategy {strategy.value} is not allowed in {settings.environment} "
+            f"(allowed: {', '.join(s.value for s in settings.strategies)}; "
+            f"see [environments.{settings.environment}.deploy] strategies)"
+        )
+    return plan_for(
+        strategy,
+        steps=settings.steps,
+        min_requests=settings.min_requests,
+        max_step_s=settings.max_step_s,
+        on_inconclusive=settings.on_inconclusive,
+        rollback_window_s=settings.rollback_window_s,
+    )
+
+
+def _env(ctx: StepContext) -> tuple[str, PlatformSettings]:
+    return ctx.run.environment, load_settings(ctx.run.environment)
+
+
+_COMPUTES: dict[str, Compute] = {}
+
+
+def _compute(environment: str) -> Compute:
+    compute = _COMPUTES.get(environment)
+    if compute is None:
+        compute = _COMPUTES[environment] = compute_for(environment)
+    return compute
+
+
+def _skip(ctx: StepContext) -> bool:
+    return bool(ctx.outputs.get("build", {}).get("already_live"))
+
+
+def _release_id(digest: str, set_env: dict[str, str]) -> str:
+    """A release is its code and the environment it runs with: the same digest with another
+    ``--set-env`` (a fault drill, a flag) is another release."""
+    return hashlib.sha256(json.dumps([digest, sorted(set_env.items())]).encode()).hexdigest()
+
+
+def _is_live(release_id: str, stable: str, stable_digest: str) -> bool:
+    """Whether the stable revision runs this release: ours are named after their release id; any
+    other (``r1`` from ``mangaassist up``) runs its artifact with no extra environment."""
+    if stable.startswith("rel-"):
+        return release_id.startswith(stable[len("rel-") :])
+    return release_id == _release_id(stable_digest, {})
+
+
+def _ledger(p: PlatformSettings) -> Path:
+    return p.home / "releases" / p.environment
+
+
+def _note_revision(p: PlatformSettings, revision: str, record: dict[str, Any]) -> None:
+    """What a revision runs (artifact, env), so a later rollback can start it again."""
+    path = _ledger(p) / f"{revision}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+
+
+def revision_record(p: PlatformSettings, revision: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((_ledger(p) / f"{revision}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def releases(p: PlatformSettings) -> list[dict[str, Any]]:
+    """Promoted releases of the environment, oldest first (``history.jsonl``)."""
+    try:
+        lines = (_ledger(p) / "history.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _append_history(p: PlatformSettings, record: dict[str, Any], key: str) -> None:
+    if any(r.get("key") == key for r in releases(p)):
+        return  # the effect's idempotency key: a resumed promote does not record twice
+    path = _ledger(p) / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({**record, "key": key}) + "\n")
+
+
+def _artifact(release: dict[str, Any]) -> Artifact:
+    return Artifact(Path(release["path"]), str(release["digest"]))
+
+
+def _cursor(compute: Compute, service: str) -> int:
+    return int(compute.stats(service, 1 << 62).get("cursor", 0))
+
+
+def _previous_cursor(ctx: StepContext, phase: Phase, plan: RolloutPlan) -> int:
+    """Where the pre-switch baseline starts: the previous phase's shift, or the build."""
+    names = [p.name for p in plan.phases]
+    index = names.index(phase.name)
+    if index > 0:
+        previous = ctx.outputs.get(names[index - 1], {})
+        if previous.get("start_cursor") is not None:
+            return int(previous["start_cursor"])
+    return int(ctx.outputs["build"].get("baseline_cursor", 0))
+
+
+def _stable_between(
+    compute: Compute, service: str, candidate: str, stable: str, start: int, end: int
+) -> ArmSample:
+    window = TrafficWindow(service, candidate, stable, start)
+    data = compute.stats(service, start)
+    for obs in data.get("observations", []):
+        if int(obs.get("seq", 0)) <= end:
+            window._add(obs)
+    return window.stable_sample
+
+
+def _idle_for(compute: Compute, service: str, revision: str, cursor: int) -> tuple[float, float]:
+    """Seconds since ``revision`` last served an unpinned request after ``cursor``, and since the cursor."""
+    data = compute.stats(service, cursor)
+    last = None
+    first = None
+    for obs in data.get("observations", []):
+        first = first if first is not None else float(obs["time"])
+        if obs.get("revision") == revision and obs.get("kind") == "request" and not obs.get("pinned"):
+            last = float(obs["time"])
+    now = time.time()
+    if last is None:
+        return float("inf"), now - (first or now)
+    return now - last, now - (first or now)
+
+
+def _retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:
+    try:
+        status = compute.retire(service, revision)
+    except NotFoundError:
+        return {"revision": revision, "health": "retired"}
+    return {"revision": revision, "health": status.health.value}
+
+
+def _smoke(
+    compute: Compute, service: str, revision: str, cases: Any, retries: int = 2
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Health and one chat per intent, pinned to ``revision``. A 5xx is retried ``retries`` times:
+    the smoke test asks whether the revision works at all; error *rates* are the judge's job."""
+    url = compute.url(service).rstrip("/")
+    pin = compute.pin_headers(service, revision)
+    smoke = [(str(i), str(m)) for i, m in cases] if cases else list(SMOKE_CASES)
+    failures: list[str] = []
+    checks: list[dict[str, Any]] = []
+    with httpx.Client(timeout=30.0) as client:
+        try:
+            health = client.get(f"{url}/healthz", headers=pin)
+            ok = health.status_code == 200
+        except httpx.HTTPError as exc:
+            ok, health = False, None
+            failures.append(f"healthz: {exc}")
+        checks.append({"check": "healthz", "ok": ok, "status": health.status_code if health else 0})
+        if health is not None and not ok:
+            failures.append(f"healthz answered {health.status_code}")
+        for intent, message in smoke:
+            session = f"smoke-{revision}-{intent}"
+            got, status, attempts = None, 0, 0
+            for attempts in range(1, retries + 2):  # noqa: B007 - the count is reported
+                try:
+                    r = client.post(
+                        f"{url}/v1/chat",
+                        json={"session_id": session, "message": message},
+                        headers={**pin, "X-Session-Id": session},
+                    )
+                except httpx.HTTPError:
+                    status = 0
+                    continue
+                status = r.status_code
+                if status < 500:
+                    got = r.json().get("intent") if status == 200 else None
+                    break
+            ok = status == 200 and got == intent
+            checks.append(
+                {"check": f"chat:{intent}", "ok": ok, "status": status, "intent": got, "attempts": attempts}
+            )
+            if not ok:
+                failures.append(f"{intent}: status {status}, intent {got!r}")
+    return failures, checks
+
+
+def _warm_up(url: str, pin: dict[str, str]) -> None:
+    """Every message of the load's conversations once, pinned, so caches are as warm as the stable's
+    before the gate measures and before the judge compares the two revisions."""
+    messages = sorted({m for script in CONVERSATIONS for m in script})
+    with httpx.Client(timeout=30.0) as client:
+        for i, message in enumerate(messages):
+            session = f"warmup-{i}"
+            try:
+                client.post(
+                    f"{url.rstrip('/')}/v1/chat",
+                    json={"session_id": session, "message": message},
+                    headers={**pin, "X-Session-Id": session},
+                )
+            except httpx.HTTPError:
+                continue
+
+
+def _num(value: float) -> float:
+    return -1.0 if value != value else round(value, 3)
+
+
+def describe(params: dict[str, Any]) -> str:
+    """One line on what a run with these params will do (the CLI's confirmation)."""
+    settings = _settings(params)
+    plan = _plan(params, settings)
+    what = params.get("artifact") or params.get("source") or "the working tree"
+    extra = f" with {params['set_env']}" if params.get("set_env") else ""
+    return f"deploy {what}{extra} to {settings.environment}/{settings.service} by {plan.describe()}"

@@ -1,0 +1,171 @@
+"""The rollout executor: read what both revisions served, consult the judge, act on the decision.
+
+Called by the CD-01 pipeline's phase steps. ``TrafficWindow`` turns the router's raw observations
+since a cursor (``Compute.stats(service, cursor)``) into one ``ArmSample`` per revision, leaving
+out pinned requests (smoke and load tests) and shadow copies. ``Consultation`` is the judgement,
+the decision (``strategies.decide``) and the numbers the audit records. ``shift`` and
+``restore`` are the only functions here that change the world; the pipeline calls them inside
+``ctx.effect`` so that a resumed run never applies them twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.analysis import ArmSample, Judgement, JudgeSettings, Observation, SequentialJudge
+from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, decide
+from mangaassist.platform.compute import Compute, RevisionHealth
+
+
+@dataclass
+class TrafficWindow:
+    """Observations of two revisions after ``cursor``, accumulated as they are read."""
+
+    service: str
+    candidate: str
+    stable: str
+    cursor: int
+    candidate_sample: ArmSample = field(default_factory=ArmSample)
+    stable_sample: ArmSample = field(default_factory=ArmSample)
+    first_candidate_error_at: float | None = None
+    """Wall-clock time of the candidate's first failed request in this window (for reports)."""
+    lost: int = 0
+    """Observations that fell out of the router's buffer before they were read."""
+
+    def read(self, compute: Compute) -> int:
+        """Add the observations newer than the cursor; return how many were read."""
+        data = compute.stats(self.service, self.cursor)
+        observations: list[dict[str, Any]] = data.get("observations", [])
+        oldest = data.get("oldest_kept")
+        if oldest is not None and self.cursor and oldest > self.cursor + 1:
+            self.lost += int(oldest) - self.cursor - 1
+        for obs in observations:
+            self._add(obs)
+        self.cursor = int(data.get("cursor", self.cursor))
+        return len(observations)
+
+    def _add(self, obs: dict[str, Any]) -> None:
+        revision = obs.get("revision")
+        if revision == self.candidate:
+            sample = self.candidate_sample
+        elif revision == self.stable:
+            sample = self.stable_sample
+        else:
+            return
+        if obs.get("kind") == "feedback":
+            sample.add_feedback(str(obs.get("rating") or ""))
+            return
+        if obs.get("pinned"):
+            return
+        status = 0 if obs.get("error") else int(obs.get("status") or 0)
+        observation = Observation(
+            status, float(obs.get("latency_ms") or 0.0), bool(obs.get("fallback")), bool(obs.get("guardrail"))
+        )
+        sample.add(observation)
+        if observation.failed and sample is self.candidate_sample and self.first_candidate_error_at is None:
+            self.first_candidate_error_at = float(obs.get("time") or time.time())
+
+
+@dataclass(frozen=True)
+class Consultation:
+    """One consultation of the judge during a phase: the judgement and what to do about it."""
+
+    phase: str
+    judgement: Judgement
+    action: Action
+    elapsed_s: float
+    candidate: ArmSample
+    baseline: ArmSample
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judgement.verdict
+
+    def numbers(self) -> dict[str, float]:
+        """The verdict's numbers for the audit (flat floats, as the engine records them)."""
+        c, b = self.candidate, self.baseline
+        out: dict[str, float] = {
+            "candidate_requests": float(c.requests),
+            "stable_requests": float(b.requests),
+            "candidate_errors": float(c.errors),
+            "stable_errors": float(b.errors),
+            "candidate_error_rate": _rate(c.errors, c.requests),
+            "stable_error_rate": _rate(b.errors, b.requests),
+            "candidate_p50_ms": _finite(c.quantile_ms(0.5)),
+            "stable_p50_ms": _finite(b.quantile_ms(0.5)),
+            "candidate_p99_ms": _finite(c.quantile_ms(0.99)),
+            "stable_p99_ms": _finite(b.quantile_ms(0.99)),
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+        for metric in self.judgement.metrics:
+            out[f"e_{metric.metric}"] = _finite(metric.statistic)
+        worst = self.judgement.failing or [m for m in self.judgement.metrics if m.verdict is self.verdict]
+        if worst:
+            out["threshold"] = worst[0].threshold
+        return out
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "action": self.action.value,
+            "judgement": self.judgement.as_dict(),
+            "summary": self.judgement.summary(),
+        }
+
+
+def _rate(x: int, n: int) -> float:
+    return round(x / n, 6) if n else 0.0
+
+
+def _finite(value: float) -> float:
+    if math.isnan(value):
+        return -1.0
+    return 1e300 if math.isinf(value) else round(value, 3)
+
+
+def judge_settings(alpha: float, min_requests: int) -> JudgeSettings:
+    return JudgeSettings(alpha=alpha, min_requests=min_requests)
+
+
+def consult(
+    judge: SequentialJudge,
+    phase: Phase,
+    window: TrafficWindow,
+    elapsed_s: float,
+    pre_switch: ArmSample | None = None,
+) -> Consultation:
+    """Judge the window (against ``pre_switch`` for a PRE_SWITCH phase) and decide."""
+    baseline = window.stable_sample
+    if phase.baseline is Baseline.PRE_SWITCH and pre_switch is not None:
+        baseline = pre_switch
+    judgement = judge.judge(window.candidate_sample, baseline)
+    action = decide(phase, judgement.verdict, window.candidate_sample.requests, elapsed_s)
+    return Consultation(phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline)
+
+
+def shift(compute: Compute, service: str, candidate: str, stable: str, weight: float) -> dict[str, Any]:
+    """Give the candidate ``weight``% of new conversations (one atomic table swap) and return the
+    stats cursor right after it, which is where the phase's window begins."""
+    weights = {candidate: weight, stable: 100.0 - weight} if weight < 100 else {candidate: 100.0}
+    applied = compute.set_weights(service, weights)
+    cursor = int(compute.stats(service, 1 << 62).get("cursor", 0))
+    return {"weights": dict(applied), "cursor": cursor, "at": time.time()}
+
+
+def restore(compute: Compute, service: str, stable: str) -> dict[str, Any]:
+    """All new conversations to the stable revision at once; its time is what the drills measure."""
+    started = time.perf_counter()
+    applied = compute.set_weights(service, {stable: 100.0})
+    return {"weights": dict(applied), "at": time.time(), "took_ms": (time.perf_counter() - started) * 1000}
+
+
+def candidate_health(compute: Compute, service: str, candidate: str) -> tuple[RevisionHealth | None, str]:
+    """The candidate's health now (None if it is gone) and the reason the platform gives."""
+    for rev in compute.status(service).revisions:
+        if rev.name == candidate:
+            return rev.health, rev.reason or ""
+    return None, "the revision is gone"

@@ -1,0 +1,147 @@
+"""Deployment settings of an environment: ``[environments.ENV.deploy]`` in ``mangaassist.toml``.
+
+Read by the CD-01 pipeline (``delivery.pipelines.app``) when a run is built, and by the CLI to show
+what a deploy will do. Every key is optional; the defaults are what a small team wants in ``dev``:
+
+=============================  ======================================================================
+``test_command``               the test gate, run in the source tree (default: the unit suite)
+``latency_budget_ms``          p99 the candidate must meet under pinned load (default 300)
+``load_rps`` / ``load_s``      that load: requests per second and duration (default 20 / 5)
+``warmup_s``                   pinned load before it that is not measured (default 1)
+``strategy``                   the default strategy (``canary``)
+``strategies``                 strategies allowed here (default: all three in ``dev``, no
+                               ``all-at-once`` elsewhere)
+``steps``                      canary weights, % (default ``[5, 25, 50, 100]``)
+``min_requests``               requests each revision must serve in a step before it can PASS (30)
+``judge_min_requests``         the judge's "too little data" floor per revision (10)
+``max_step_s``                 how long INCONCLUSIVE may extend a step (default 300)
+``on_inconclusive``            after ``max_step_s``: ``approval`` (default: hold and wait for a
+                               person) or ``rollback``
+``rollback_window_s``          blue-green: how long the old revision stays warm (default 600)
+``drain_idle_s`` / ``drain_max_s``  promotion: retire the old revision once it served nothing for
+                               ``drain_idle_s`` (default 2), at the latest after ``drain_max_s`` (60)
+``alpha``                      the judge's false-rollback budget per deployment (default 0.01)
+``service``                    the service deployed (default ``chatbot``)
+=============================  ======================================================================
+
+Run params of the same names override the file (tests and ``--steps`` use that).
+"""
+
+from __future__ import annotations
+
+import shlex
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.rollout.strategies import OnInconclusive, Strategy
+
+DEFAULT_TEST_COMMAND = "{python} -m pytest tests/unit -q -x -p no:cacheprovider"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    environment: str
+    service: str = "chatbot"
+    test_command: str = DEFAULT_TEST_COMMAND
+    latency_budget_ms: float = 300.0
+    load_rps: float = 20.0
+    load_s: float = 5.0
+    warmup_s: float = 1.0
+    strategy: Strategy = Strategy.CANARY
+    strategies: tuple[Strategy, ...] = (Strategy.CANARY, Strategy.BLUE_GREEN)
+    steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+    min_requests: int = 30
+    judge_min_requests: int = 10
+    max_step_s: float = 300.0
+    on_inconclusive: OnInconclusive = OnInconclusive.APPROVAL
+    rollback_window_s: float = 600.0
+    drain_idle_s: float = 2.0
+    drain_max_s: float = 60.0
+    alpha: float = 0.01
+
+    def test_argv(self, python: str) -> list[str]:
+        return shlex.split(self.test_command.replace("{python}", python))
+
+    def as_params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = [v.value if isinstance(v, Strategy) else v for v in value]
+            elif isinstance(value, OnInconclusive | Strategy):
+                value = value.value
+            out[f.name] = value
+        return out
+
+
+def _default(environment: str) -> DeploySettings:
+    allowed: tuple[Strategy, ...] = (Strategy.CANARY, Strategy.BLUE_GREEN)
+    if environment == "dev":  # all-at-once skips the judge: allowed where nobody depends on it
+        allowed = (*allowed, Strategy.ALL_AT_ONCE)
+    return DeploySettings(environment, strategies=allowed)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    try:
+        if name in ("test_command", "service"):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError("a non-empty string")
+            return value
+        if name == "strategy":
+            return Strategy(value)
+        if name == "strategies":
+            return tuple(Strategy(v) for v in value)
+        if name == "on_inconclusive":
+            return OnInconclusive(value)
+        if name == "steps":
+            steps = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+            if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+                raise ValueError("increasing percentages within (0, 100]")
+            if steps[-1] != 100:
+                steps = (*steps, 100.0)
+            return steps
+        if name in ("min_requests", "judge_min_requests"):
+            number = int(value)
+            if number < 1:
+                raise ValueError("a whole number >= 1")
+            return number
+        if name == "alpha":
+            alpha = float(value)
+            if not 0 < alpha < 1:
+                raise ValueError("a number within (0, 1)")
+            return alpha
+        seconds = float(value)
+        if seconds < 0:
+            raise ValueError("a number >= 0")
+        return seconds
+    except (TypeError, ValueError) as exc:
+        expected = str(exc) if str(exc).startswith(("a ", "increasing")) else "a valid value"
+        raise ConfigError(f"{where}.{name}: expected {expected}, got {value!r}") from None
+
+
+def deploy_settings(
+    environment: str, config: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> DeploySettings:
+    """The environment's deploy settings: defaults, then the file's table, then ``overrides``."""
+    settings = _default(environment)
+    known = {f.name for f in fields(DeploySettings)} - {"environment"}
+    table: dict[str, Any] = {}
+    if config is not None and config.is_file():
+        try:
+            data = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{config}: {exc}") from None
+        table = dict(data.get("environments", {}).get(environment, {}).get("deploy", {}))
+    where = f"{config.name if config else 'mangaassist.toml'}: environments.{environment}.deploy"
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    values = {k: _coerce(k, v, where) for k, v in table.items()}
+    for key, value in (overrides or {}).items():
+        if key in known and value is not None:
+            values[key] = _coerce(key, value, "params")
+    return replace(settings, **values)

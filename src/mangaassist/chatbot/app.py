@@ -61,6 +61,9 @@ class Versions(BaseModel):
     model: str
     config: str
     index: str
+    configs: dict[str, str] | None = None
+    """Per config profile, the version this answer was made with (CD-06; only with a config server
+    or config folder, so the contract without one is unchanged)."""
 
 
 class ChatResponse(BaseModel):
@@ -243,7 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.info.labels(**service.rt.versions).set(1)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/chat", response_model=ChatResponse)
+    @app.post("/v1/chat", response_model=ChatResponse, response_model_exclude_none=True)
     async def chat(body: ChatRequest, request: Request, response: Response) -> Any:
         service: ChatService | None = state["service"]
         if service is None:
@@ -251,12 +254,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         if fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
+        configs = service.rt.configs
         if fault.should_fail(rng):
+            if configs is not None:
+                versions = service.rt.active_config(body.session_id).versions
+                configs.observe(versions, status=500, latency_ms=(time.perf_counter() - started) * 1000)
             return JSONResponse({"error": "injected fault (MANGAASSIST_FAULT)"}, status_code=500)
         result = await service.chat(
             body.session_id, body.message, body.customer_id, shadow=_is_shadow(request)
         )
         metrics.latency.observe(time.perf_counter() - started)
+        if configs is not None and not _is_shadow(request):
+            configs.observe(
+                result.configs,
+                status=200,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                fallback=result.fallback,
+                guardrail=result.guardrail,
+            )
+        response.headers["X-MangaAssist-Config"] = ",".join(
+            f"{k}={v}" for k, v in sorted(result.configs.items())
+        )
         metrics.intents.labels(result.intent).inc()
         for stage in STAGES:
             metrics.stages.labels(stage).observe(result.timings_ms.get(stage, 0.0) / 1000)
@@ -278,7 +296,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             confidence=result.confidence,
             sources=[SourceOut(id=s.id, title=s.title) for s in result.sources],
             session_id=body.session_id,
-            versions=Versions(**service.rt.versions),
+            versions=Versions(
+                **{**service.rt.versions, "config": result.configs.get("runtime", service.rt.config.version)},
+                configs=result.configs if configs is not None else None,
+            ),
         )
 
     @app.post("/v1/feedback")
@@ -291,6 +312,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if _is_shadow(request):  # the primary records the customer's feedback; a mirror must not
             return {"ok": True, "session_id": body.session_id, "rating": body.rating, "shadow": True}
         service.rt.store.record_feedback(body.session_id, body.rating)
+        if service.rt.configs is not None:
+            service.rt.configs.observe_feedback(
+                service.rt.active_config(body.session_id).versions, body.rating
+            )
         metrics.feedback.labels(body.rating).inc()
         return {"ok": True, "session_id": body.session_id, "rating": body.rating}
 

@@ -11,11 +11,13 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import ChatbotConfig, load_config
+from mangaassist.chatbot.config_client import ActiveConfig, ConfigClient
 from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder, model_id
 from mangaassist.chatbot.entities import resolve_follow_up
 from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
@@ -48,6 +50,8 @@ class ChatResult:
     fallback: bool
     guardrail_reasons: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    configs: dict[str, str] = field(default_factory=dict)
+    """The config profile versions this answer was made with (CD-06)."""
 
     @property
     def guardrail(self) -> bool:
@@ -66,6 +70,8 @@ class Runtime:
     knowledge: LiveKnowledge
     store: ChatStore
     generator: ResponseGenerator
+    configs: ConfigClient | None = None
+    """Follows the config server (CD-06); None: config/chatbot.yaml only."""
 
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
@@ -89,9 +95,24 @@ class Runtime:
             knowledge.version,
             config.version,
         )
+        configs = _config_client(settings, config)
         return cls(
-            settings, config, embedder, intents, catalog, knowledge, store, make_generator(config.generator)
+            settings,
+            config,
+            embedder,
+            intents,
+            catalog,
+            knowledge,
+            store,
+            make_generator(config.generator),
+            configs,
         )
+
+    def active_config(self, session_id: str) -> ActiveConfig:
+        """The config versions this session gets (its rollout bucket decides; CD-06)."""
+        if self.configs is None:
+            return ActiveConfig(self.config, {"runtime": self.config.version})
+        return self.configs.active(session_id)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -101,6 +122,24 @@ class Runtime:
             "config": self.config.version,
             "index": self.knowledge.version,
         }
+
+
+def _config_client(settings: Settings, config: ChatbotConfig) -> ConfigClient | None:
+    """``MANGAASSIST_CONFIG_URL``: follow that config server; ``MANGAASSIST_CONFIG_DIR``: use the
+    profiles in that folder (the config pipeline's evaluation gate); neither: None."""
+    url = os.environ.get("MANGAASSIST_CONFIG_URL") or None
+    folder = os.environ.get("MANGAASSIST_CONFIG_DIR")
+    if url is None and not folder:
+        return None
+    interval = float(os.environ.get("MANGAASSIST_CONFIG_POLL", "2.0"))
+    client = ConfigClient(
+        url,
+        settings.home / "config-cache" / settings.revision,
+        config,
+        config_dir=Path(folder) if folder else settings.root / "config",
+        interval=interval,
+    )
+    return client.start()
 
 
 def _knowledge(
@@ -150,14 +189,25 @@ class ChatService:
         self.composer = LocalComposer()
 
     async def chat(
-        self, session_id: str, message: str, customer_id: str | None, shadow: bool = False
+        self,
+        session_id: str,
+        message: str,
+        customer_id: str | None,
+        shadow: bool = False,
+        active: ActiveConfig | None = None,
     ) -> ChatResult:
-        """Answer one message. ``shadow``: a mirrored request; answer the same, store nothing."""
+        """Answer one message. ``shadow``: a mirrored request; answer the same, store nothing.
+        ``active``: the config to answer with (default: what the session's rollout bucket gets)."""
         rt = self.rt
+        active = active or rt.active_config(session_id)
+        config = active.runtime
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        checked = check_input(message)
+        screened, blocked_topic = active.screen(message)
+        checked = check_input(screened)
         reasons = checked.reasons
+        if blocked_topic:
+            reasons.append(f"blocked_topic:{blocked_topic}")
         timings["guardrails"] = (time.perf_counter() - t0) * 1000
 
         session = (
@@ -172,20 +222,22 @@ class ChatService:
         query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
         vector = await self.batcher.embed_one(query)
         prediction = rt.intents.classify(query, vector)
-        unsure = prediction.confidence < rt.config.intent.min_confidence
+        unsure = prediction.confidence < config.intent.min_confidence
         if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
             # a follow-up about the conversation's series is about that series, whatever its wording
             prediction = prediction.instead(Intent.PRODUCT_SEARCH)
         timings["intent"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
-        if checked.injection and rt.config.guardrails.block_prompt_injection:
+        if blocked_topic:
+            draft = Draft(prediction.intent, active.blocked_reply)
+        elif checked.injection and config.guardrails.block_prompt_injection:
             draft = Draft(prediction.intent, _INJECTION_REPLY)
         elif unsure:
             draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
         else:
             ctx = Context(
-                query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, rt.config, shadow
+                query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, config, shadow
             )
             draft = HANDLERS[prediction.intent](ctx)
         timings["retrieval"] = (time.perf_counter() - t2) * 1000
@@ -196,10 +248,10 @@ class ChatService:
             message=checked.masked,
             lead=draft.lead,
             facts=draft.facts,
-            system_prompt=rt.config.system_prompt,
+            system_prompt=(active.prompts or {}).get("system") or config.system_prompt,
         )
         answer = await self._generate(request)
-        if rt.config.guardrails.check_output_claims:
+        if config.guardrails.check_output_claims:
             verdict = check_output(answer, [draft.lead, *draft.facts])
             if not verdict.ok:
                 reasons.append("unsupported_claim")
@@ -209,6 +261,16 @@ class ChatService:
                     verdict.unsupported_stock,
                 )
                 answer = self.composer.compose(request)
+        answer, fallback = active.finish(
+            intent=draft.intent,
+            answer=answer,
+            sources=[s.title for s in draft.sources],
+            lead=draft.lead,
+            facts=draft.facts,
+            message=checked.masked,
+            fallback=draft.fallback,
+            handoff=active.flags is not None and active.flag("handoff-offer", session_id, customer_id),
+        )
         timings["generation"] = (time.perf_counter() - t3) * 1000
 
         if not shadow:
@@ -218,9 +280,10 @@ class ChatService:
             intent=draft.intent,
             confidence=prediction.confidence,
             sources=draft.sources,
-            fallback=draft.fallback,
+            fallback=fallback,
             guardrail_reasons=reasons,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
+            configs=dict(active.versions),
         )
 
     async def _generate(self, request: GenerationRequest) -> str:
@@ -233,5 +296,7 @@ class ChatService:
             return self.composer.compose(request)
 
     async def aclose(self) -> None:
+        if self.rt.configs is not None:
+            self.rt.configs.close()
         self.rt.knowledge.close()
         await self.batcher.aclose()

@@ -14,7 +14,7 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, demo, kb
+from mangaassist.delivery.pipelines import app, config, demo, kb
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
@@ -23,6 +23,7 @@ PIPELINES: dict[str, PipelineFactory] = {
     app.NAME: app.build,  # CD-01, application deployment
     kb.NAME: kb.build,
     kb.PROMOTE: kb.build_promote,
+    config.NAME: config.build,  # CD-06, configuration and prompts
 }
 
 

@@ -1,0 +1,305 @@
+"""``mangaassist config``: configuration and prompts (CD-06) from the command line.
+
+``validate`` checks profiles (schema, then semantics; every error names file, line and field);
+``deploy`` runs the CD-06 pipeline on the delivery engine (locked per environment and profile,
+audited, resumable); ``rollback`` points a profile back at an earlier version (a pointer move,
+locked and audited on the engine's log via the config server's history); ``history`` lists
+versions with who, when and the diff; ``serve`` runs the local config server in the foreground.
+Registered on the main app by ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.table import Table
+
+from mangaassist.cli.engine_cmds import (
+    JsonOpt,
+    ProgressDisplay,
+    _actor,
+    _executor,
+    _print_json,
+    _state_text,
+    _store,
+    console,
+    fail,
+    handled,
+)
+from mangaassist.core.configspec import PROFILES
+from mangaassist.delivery.config_profiles import validate_all
+from mangaassist.delivery.engine.model import RunState
+from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.pipelines import config as pipeline
+from mangaassist.delivery.pipelines import registry
+
+config_app = typer.Typer(
+    help="Configuration and prompts (CD-06): validate, deploy, rollback, history.", no_args_is_help=True
+)
+EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Config server (default MANGAASSIST_CONFIG_URL or the local one).")
+]
+DirOpt = Annotated[
+    Path | None, typer.Option("--dir", help="Folder of profiles (default: the project's config/).")
+]
+
+
+def _params(url: str | None, directory: Path | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if url:
+        params["url"] = url
+    if directory is not None:
+        params["config_dir"] = str(directory.resolve())
+    return params
+
+
+def _seconds(raw: str) -> float:
+    raw = raw.strip().lower()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if raw.endswith(suffix):
+            return float(raw[: -len(suffix)]) * units[suffix]
+    return float(raw)
+
+
+@config_app.command("validate")
+def config_validate(
+    profile: Annotated[
+        str | None, typer.Argument(help=f"One of {', '.join(PROFILES)}; all if omitted.")
+    ] = None,
+    directory: DirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check profiles against their JSON Schema, then semantically. Exit 2 if anything is wrong."""
+    with handled(as_json):
+        folder = directory or pipeline.config_dir({})
+        names = (profile,) if profile else None
+        report = validate_all(folder, names)
+    problems = [p for found in report.values() for p in found]
+    if as_json:
+        _print_json(
+            {
+                "valid": not problems,
+                "profiles": {name: [p.as_dict() for p in found] for name, found in report.items()},
+            }
+        )
+    else:
+        for name, found in report.items():
+            mark = "[green]ok[/]" if not found else f"[red]{len(found)} problem(s)[/]"
+            console.print(f"{name}: {mark}", highlight=False)
+            for p in found:
+                console.print(f"  {escape(str(p))}", highlight=False)
+    if problems:
+        raise typer.Exit(2)
+
+
+def _eval_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="evaluation: live -> candidate")
+    for column in ("case", "check", "threshold", "live", "candidate", "status"):
+        table.add_column(column)
+    for r in rows:
+        color = {"ok": "green", "regression": "red"}.get(r["status"], "yellow")
+        table.add_row(
+            r["case"],
+            escape(r["check"]),
+            f"{r['threshold']:.2f}",
+            f"{r['live']:.2f}",
+            f"{r['candidate']:.2f}",
+            f"[{color}]{r['status']}[/]",
+        )
+    return table
+
+
+def _steps_table(steps: list[dict[str, Any]]) -> Table:
+    table = Table(title="rollout")
+    for column in ("percent", "verdict", "requests new/old", "fallbacks new/old", "seconds"):
+        table.add_column(column)
+    for s in steps:
+        table.add_row(
+            f"{s['percentage']:g}%" + (" (bake)" if "bake_seconds" in s else ""),
+            s["verdict"],
+            f"{s.get('candidate_requests', 0)}/{s.get('baseline_requests', '-')}",
+            f"{s.get('candidate_fallbacks', '-')}/{s.get('baseline_fallbacks', '-')}",
+            str(s.get("seconds", s.get("bake_seconds", ""))),
+        )
+    return table
+
+
+def run_deploy(params: dict[str, Any], env: str, as_json: bool, actor: str | None = None) -> dict[str, Any]:
+    """Start and drive one CD-06 run; return the run and its steps."""
+    built = registry.build(pipeline.NAME, params)
+    policy = load_policy(None).for_run(env, pipeline.NAME)
+    store = _store()
+    with ProgressDisplay(as_json) as display:
+        executor = _executor(store, display)
+        record = executor.start(
+            built,
+            environment=env,
+            target=pipeline.target(params["profile"]),
+            requester=_actor(actor),
+            policy=policy,
+            overrides={},
+        )
+        final = executor.drive(record.id, built)
+    with store.transaction() as conn:
+        steps = {s.name: s for s in store.steps(conn, final.id)}
+    return {"run": final, "steps": steps}
+
+
+@config_app.command("deploy")
+def config_deploy(
+    profile: Annotated[str, typer.Argument(help=f"One of {', '.join(PROFILES)}.")],
+    strategy: Annotated[str, typer.Option(help="linear, exponential or all-at-once.")] = "linear",
+    step: Annotated[float, typer.Option(help="Percent of session buckets per step.")] = 20.0,
+    bake: Annotated[str, typer.Option(help="Bake time at 100% (e.g. 60s, 2m).")] = "60s",
+    step_time: Annotated[str, typer.Option("--step-time", help="Minimum time per step.")] = "10s",
+    env: EnvOpt = "dev",
+    url: UrlOpt = None,
+    directory: DirOpt = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the evaluation gate (recorded).")] = False,
+    embedder: Annotated[str | None, typer.Option(help="Embedder for the evaluation run.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate, evaluate, version and roll out PROFILE by session bucket, judged at every step."""
+    params = {
+        "profile": profile,
+        "strategy": strategy,
+        "step": step,
+        "bake_seconds": _seconds(bake),
+        "step_seconds": _seconds(step_time),
+        "step_max_seconds": max(60.0, 6 * _seconds(step_time)),
+        **_params(url, directory),
+    }
+    if no_eval:
+        params["evaluate"] = False
+    if embedder:
+        params["embedder"] = embedder
+    with handled(as_json):
+        result = run_deploy(params, env, as_json)
+    run, steps = result["run"], result["steps"]
+    rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
+    rollout = steps["rollout"].detail.get("steps", []) if "rollout" in steps else []
+    if as_json:
+        _print_json(
+            {
+                "run": run.id,
+                "state": run.effective_state.value,
+                "reason": run.reason,
+                "version": steps["version"].output if "version" in steps else {},
+                "validate": steps["validate"].detail if "validate" in steps else {},
+                "evaluation": rows,
+                "rollout": rollout,
+                "promote": steps["promote"].output if "promote" in steps else {},
+            }
+        )
+    else:
+        problems = steps["validate"].detail.get("problems", []) if "validate" in steps else []
+        for p in problems:
+            console.print(f"  {escape(p['file'])}:{p['line']}: {escape(p['field'])}: {escape(p['message'])}")
+        if rows:
+            console.print(_eval_table(rows))
+        if rollout:
+            console.print(_steps_table(rollout))
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        if run.reason:
+            console.print(f"reason: {escape(run.reason)}", highlight=False)
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@config_app.command("rollback")
+def config_rollback(
+    profile: Annotated[str, typer.Argument(help=f"One of {', '.join(PROFILES)}.")],
+    to: Annotated[str | None, typer.Option("--to", help="A version (default: the one before).")] = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point PROFILE back at an earlier version: in force on every worker within one poll interval."""
+    with handled(as_json):
+        store = pipeline.open_store(_params(url, None))
+        current = store.rollout(profile)
+        if to is None:
+            promoted = [e["version"] for e in store.history(profile) if e["action"] == "promote"]
+            earlier = [v for v in promoted if v != current.stable]
+            if not earlier:
+                raise fail(f"{profile} has no earlier version to roll back to", 2, as_json=as_json)
+            to = earlier[-1]
+        store.version(profile, to)  # must exist
+        rollout = store.promote(profile, to, actor=_actor(None), reason=f"rollback from {current.stable}")
+    if as_json:
+        _print_json({"profile": profile, "live": rollout.stable, "previous": current.stable})
+    else:
+        console.print(f"{profile} -> {rollout.stable} (was {current.stable})", highlight=False)
+
+
+def _diff(old: Any, new: Any) -> list[str]:
+    a = yaml.safe_dump(old, sort_keys=True).splitlines() if old is not None else []
+    b = yaml.safe_dump(new, sort_keys=True).splitlines()
+    return [line for line in difflib.unified_diff(a, b, lineterm="", n=1)][2:]
+
+
+@config_app.command("history")
+def config_history(
+    profile: Annotated[str, typer.Argument(help=f"One of {', '.join(PROFILES)}.")],
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Versions (who, when, diff against the one before) and every rollout change."""
+    with handled(as_json):
+        store = pipeline.open_store(_params(url, None))
+        versions = store.versions(profile)
+        events = store.history(profile)
+        live = store.rollout(profile)
+    entries = []
+    previous = None
+    for v in versions:
+        entries.append({**v.as_dict(), "diff": _diff(previous, v.content)})
+        previous = v.content
+    if as_json:
+        for e in entries:
+            e.pop("content")
+        _print_json({"profile": profile, "rollout": live.as_dict(), "versions": entries, "events": events})
+        return
+    console.print(
+        f"[bold]{profile}[/]: stable {live.stable}, candidate {live.candidate} at {live.percentage:g}%",
+        highlight=False,
+    )
+    for e in entries:
+        console.print(
+            f"\n[bold]{e['version']}[/] by {escape(e['author'])} at {e['created_at']}", highlight=False
+        )
+        for line in e["diff"]:
+            color = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+            console.print(f"  [{color}]{escape(line)}[/]", highlight=False)
+    table = Table(title="changes")
+    for column in ("at", "who", "action", "version", "percent", "reason"):
+        table.add_column(column)
+    for ev in events:
+        pct = "" if ev["percentage"] is None else f"{ev['percentage']:g}%"
+        table.add_row(
+            ev["at"][:19], ev["actor"], ev["action"], ev["version"] or "", pct, escape(ev["reason"] or "")
+        )
+    console.print(table)
+
+
+@config_app.command("serve")
+def config_serve(
+    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+) -> None:
+    """Run the local config server in the foreground (state under MANGAASSIST_HOME)."""
+    from mangaassist.platform.local.config_server import serve
+
+    home = pipeline.state_home({})
+    home.mkdir(parents=True, exist_ok=True)
+    console.print(f"config server state in {home}; URL in {home / 'config-server.json'}")
+    serve(home.resolve(), port)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")

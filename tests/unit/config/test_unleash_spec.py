@@ -1,0 +1,85 @@
+"""The Unleash client specification's evaluation suites (01-18, 21, 22) against ``core.flags``.
+
+The suites are read at test time from the shared peer-spec folder; nothing is copied here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mangaassist.core.flags import FlagSet, config_bucket, murmur3_32, normalized_value
+
+SPEC_DIR = (
+    Path(
+        os.environ.get(
+            "MANGAASSIST_UNLEASH_SPEC",
+            Path(__file__).resolve().parents[4] / "shared" / "peer-specs" / "unleash-client-specification",
+        )
+    )
+    / "specifications"
+)
+SUITES = [f"{n:02d}" for n in (*range(1, 19), 21, 22)]
+
+
+def _suite(prefix: str) -> dict[str, Any]:
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"Unleash client specification not found at {SPEC_DIR} (set MANGAASSIST_UNLEASH_SPEC)")
+    matches = sorted(SPEC_DIR.glob(f"{prefix}-*.json"))
+    assert matches, f"suite {prefix} missing from {SPEC_DIR}"
+    data: dict[str, Any] = json.loads(matches[0].read_text(encoding="utf-8"))
+    return data
+
+
+def _cases(kind: str) -> list[Any]:
+    if not SPEC_DIR.is_dir():
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"no Unleash spec at {SPEC_DIR}"))]
+    out = []
+    for prefix in SUITES:
+        suite = _suite(prefix)
+        for i, case in enumerate(suite.get(kind, [])):
+            out.append(pytest.param(prefix, case, id=f"{prefix}-{i}-{case['description'][:60]}"))
+    return out
+
+
+@pytest.mark.parametrize(("prefix", "case"), _cases("tests"))
+def test_is_enabled_matches_the_specification(prefix: str, case: dict[str, Any]) -> None:
+    flags = FlagSet(_suite(prefix)["state"])
+    assert flags.is_enabled(case["toggleName"], case["context"]) is case["expectedResult"], case[
+        "description"
+    ]
+
+
+@pytest.mark.parametrize(("prefix", "case"), _cases("variantTests"))
+def test_get_variant_matches_the_specification(prefix: str, case: dict[str, Any]) -> None:
+    flags = FlagSet(_suite(prefix)["state"])
+    got = flags.get_variant(case["toggleName"], case["context"]).as_dict()
+    expected = dict(case["expectedResult"])
+    if "feature_enabled" not in expected:  # older suites do not state it
+        got.pop("feature_enabled")
+    assert got == expected, case["description"]
+
+
+def test_every_evaluation_suite_is_exercised() -> None:
+    if not SPEC_DIR.is_dir():
+        pytest.skip(f"no Unleash spec at {SPEC_DIR}")
+    counted = sum(len(_suite(p).get("tests", [])) + len(_suite(p).get("variantTests", [])) for p in SUITES)
+    assert counted >= 250
+
+
+def test_murmur3_reference_vectors() -> None:
+    # published MurmurHash3_x86_32 vectors (SMHasher / the reference implementation)
+    assert murmur3_32(b"", 0) == 0
+    assert murmur3_32(b"", 1) == 0x514E28B7
+    assert murmur3_32(b"hello", 0) == 0x248BFA47
+    assert murmur3_32(b"The quick brown fox jumps over the lazy dog", 0) == 0x2E4FF723
+    assert murmur3_32("Hellø", 0) == murmur3_32("Hellø".encode(), 0)
+
+
+def test_normalized_value_is_in_range_and_config_bucket_follows_the_published_rule() -> None:
+    assert all(1 <= normalized_value(str(i), "g") <= 100 for i in range(500))
+    assert config_bucket("prompts", "s-1") == murmur3_32("prompts:s-1", 0) % 10_000

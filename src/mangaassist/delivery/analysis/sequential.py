@@ -1,7 +1,7 @@
 """The anytime-valid canary judge (the one pipelines use).
 
 Every metric is an *event* that a request may have: an error, a fallback answer, a guardrail
-firing, a thumbs-down, or being slower than the stable revision's median. If the candidate is no
+firing, a thumbs-down, or being slower than the stable revision's median (or its p95). If the candidate is no
 worse, each event comes from the candidate with probability ``q0``, its share of the traffic. If
 it is worse by a rate ratio ``rho``, that probability is ``q(rho) = rho*q0 / (rho*q0 + 1 - q0)``.
 
@@ -15,8 +15,9 @@ inequality ``P(E ever >= 1/alpha) <= alpha``: the judge may be consulted after e
 without raising its false-failure rate. The grid starts at the smallest effect that matters
 (``rho_min``, from the settings) and covers larger ones, so power goes where it is needed.
 
-``alpha`` (per deployment) is split across the metrics (Bonferroni, weighted: 40% errors, 30%
-latency, 10% each for fallbacks, guardrail firings and thumbs-down). A metric FAILs when
+``alpha`` (per deployment) is split across the metrics (Bonferroni, weighted: 40% errors, 15% each
+for requests slower than the stable median and than its p95, 10% each for fallbacks, guardrail
+firings and thumbs-down). A metric FAILs when
 ``E >= 1/alpha_m``; until both revisions have ``min_requests``, nothing can fail or pass
 (INCONCLUSIVE: too little data). After that a metric PASSes unless evidence is building
 (``E >= 1/sqrt(alpha_m)``), which keeps it INCONCLUSIVE so the step is extended.
@@ -40,7 +41,7 @@ _GRID = (1.0, 1.5, 2.0, 3.0)
 least; larger effects still fail fast because they produce many more events
 (``benchmarks/canary_judge.py`` compared grids: this one had the most power at the same
 false-failure rate)."""
-METRICS = ("error_rate", "latency", "fallback_rate", "guardrail_rate", "thumbs_down_rate")
+METRICS = ("error_rate", "latency", "latency_tail", "fallback_rate", "guardrail_rate", "thumbs_down_rate")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class JudgeSettings:
     """Smallest increase of thumbs-down per request that matters (absolute)."""
     latency_increase: float = 0.2
     """Smallest latency increase that matters (relative): +20%."""
-    alpha_weights: tuple[float, ...] = (0.4, 0.3, 0.1, 0.1, 0.1)
+    alpha_weights: tuple[float, ...] = (0.4, 0.15, 0.15, 0.1, 0.1, 0.1)
     """Share of ``alpha`` per metric, in ``METRICS`` order: errors and latency matter most."""
 
     def __post_init__(self) -> None:
@@ -108,22 +109,25 @@ class SequentialJudge:
             metric, x_c, x_b, (base_rate + delta) / base_rate, x_c / max(n_c, 1), x_b / max(n_b, 1)
         )
 
-    def _latency_events(self, c: ArmSample, b: ArmSample) -> _Events:
-        median = b.quantile_ms(0.5)
-        if math.isnan(median):
-            return _Events("latency", 0, 0, 1.0, math.nan, math.nan)
-        cut = bucket_of(median)
-        # the share of the baseline that a +latency_increase slowdown would push over its median
-        shifted = b.slower_than(bucket_of(median / (1 + self.settings.latency_increase)))
+    def _latency_events(self, metric: str, c: ArmSample, b: ArmSample, q: float) -> _Events:
+        """Requests slower than the stable revision's ``q`` quantile (the median: a shift of the
+        bulk; p95: a slow tail, where a clearly slower candidate gives a large ratio quickly)."""
+        cut_ms = b.quantile_ms(q)
+        if math.isnan(cut_ms):
+            return _Events(metric, 0, 0, 1.0, math.nan, math.nan)
+        cut = bucket_of(cut_ms)
+        # how much a +latency_increase slowdown would raise the baseline's share over the cut
+        shifted = b.slower_than(bucket_of(cut_ms / (1 + self.settings.latency_increase)))
         base_share = max(b.slower_than(cut), 1) / max(b.requests, 1)
         rho_min = max(1.0 + 1e-6, (shifted / max(b.requests, 1)) / base_share)
-        return _Events("latency", c.slower_than(cut), b.slower_than(cut), rho_min, c.quantile_ms(0.5), median)
+        return _Events(metric, c.slower_than(cut), b.slower_than(cut), rho_min, c.quantile_ms(q), cut_ms)
 
     def events(self, c: ArmSample, b: ArmSample) -> list[_Events]:
         s = self.settings
         return [
             self._rate_events("error_rate", c.errors, b.errors, c.requests, b.requests, s.error_rate_delta),
-            self._latency_events(c, b),
+            self._latency_events("latency", c, b, 0.5),
+            self._latency_events("latency_tail", c, b, 0.95),
             self._rate_events(
                 "fallback_rate", c.fallbacks, b.fallbacks, c.requests, b.requests, s.flag_rate_delta
             ),

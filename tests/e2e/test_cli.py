@@ -74,3 +74,6 @@ def test_demo_runs_start_to_finish(state_home: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Intents right: 7/7" in result.stdout
     assert "Chatbot stopped (exit status 0)" in result.stdout
+    assert "Knowledge-base release: ok" in result.stdout
+    assert "Application releases: ok" in result.stdout
+    assert "platform stopped" in result.stdout

@@ -1,8 +1,12 @@
-"""The main job of ``make demo``: a narrated tour of the chatbot.
+"""The main job of ``make demo``: a narrated tour of the chatbot and two kinds of release.
 
-Starts ``mangaassist serve`` as a real child process on a loopback port, waits for ``/readyz``,
-asks one question per intent (plus a guardrail case), prints answers, intents, sources and
-timings, then stops the process and checks that it is gone.
+1. Starts ``mangaassist serve`` as a real child process on a loopback port, waits for
+   ``/readyz``, asks one question per intent (plus a guardrail case) and prints answers, intents,
+   sources and timings.
+2. Releases a knowledge-base change (CD-04): incremental build, gate report, alias swap, the
+   chatbot answering from the new version, rollback.
+3. Starts the local platform and releases the application twice (CD-01): a good release promoted
+   by canary, a faulty one rolled back by the judge, with the judge's numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from rich.table import Table
 
 from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.cli.demo_kb import run_kb_demo
+from mangaassist.cli.demo_release import run_release_demo
 from mangaassist.cli.main import render_answer
 
 QUESTIONS = [
@@ -90,10 +95,16 @@ def run_demo(console: Console, port: int = 0) -> int:
         console.print(table)
         console.print()
         kb_failures = run_kb_demo(console, server.url, home)
-    console.print(
-        f"Chatbot stopped (exit status {server.exit_status}). "
-        f"Intents right: {len(QUESTIONS) - failures}/{len(QUESTIONS)}. "
-        f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}. "
-        f"Total {time.monotonic() - started:.1f}s."
-    )
-    return 0 if failures == 0 and kb_failures == 0 else 1
+    console.print(f"Chatbot stopped (exit status {server.exit_status}).")
+    console.print()
+    release_failures = run_release_demo(console)
+    console.rule("[bold]Summary")
+    for line in (
+        f"Chatbot tour stopped cleanly: {server.exit_status == 0}",
+        f"Intents right: {len(QUESTIONS) - failures}/{len(QUESTIONS)}",
+        f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}",
+        f"Application releases: {'ok' if release_failures == 0 else 'FAILED'}",
+        f"Total {time.monotonic() - started:.1f}s",
+    ):
+        console.print(line, highlight=False)
+    return 0 if failures == 0 and kb_failures == 0 and release_failures == 0 else 1

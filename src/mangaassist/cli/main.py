@@ -188,12 +188,15 @@ def model_train() -> None:
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo chatbot; 0 picks a free one.")] = 0,
+    releases: Annotated[
+        bool, typer.Option("--releases/--no-releases", help="Also release the application twice (CD-01).")
+    ] = True,
 ) -> None:
     """Start the chatbot, ask one question per intent, print the answers, stop it cleanly."""
     from mangaassist.cli.demo import run_demo
 
     try:
-        sys.exit(run_demo(console, port))
+        sys.exit(run_demo(console, port, releases))
     except MangaAssistError as exc:
         raise fail(str(exc)) from None
 

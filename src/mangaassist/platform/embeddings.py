@@ -21,6 +21,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mangaassist.core.errors import ConfigError
+
 Vector = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float32]
 
@@ -114,9 +116,22 @@ def model_id(embedder: Embedder) -> str:
 
 
 def make_embedder(kind: str) -> Embedder:
+    """``MANGAASSIST_TORCH_THREADS`` caps torch's threads (default: torch's own, all cores).
+
+    Where several workers share the cores (the local platform), one thread each keeps them from
+    slowing each other unevenly: with two threads each, the revision with the small traffic share
+    mostly runs while the big one holds both cores, and a canary judge sees it as slower.
+    """
     if kind == "hashing":
         return HashingEmbedder()
-    return MiniLMEmbedder()
+    raw = os.environ.get("MANGAASSIST_TORCH_THREADS", "")
+    try:
+        threads = int(raw) if raw else None
+    except ValueError:
+        raise ConfigError(f"MANGAASSIST_TORCH_THREADS={raw!r}: expected a whole number") from None
+    if threads is not None and threads < 1:
+        raise ConfigError(f"MANGAASSIST_TORCH_THREADS={raw!r}: expected at least 1")
+    return MiniLMEmbedder(threads=threads)
 
 
 class EmbeddingCache:

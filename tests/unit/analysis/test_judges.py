@@ -176,3 +176,20 @@ def test_samples_from_observations() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"alpha|min_requests"):
         JudgeSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_across_periods_latency_is_not_compared() -> None:
+    from dataclasses import replace
+
+    slow, fast = arm(400, median_ms=160, seed=1), arm(8000, median_ms=80, seed=2)
+    settings = replace(JudgeSettings(), compare_latency=False)
+    judgement = SequentialJudge(settings).judge(slow, fast)
+    assert {m.metric for m in judgement.metrics} == {
+        "error_rate",
+        "fallback_rate",
+        "guardrail_rate",
+        "thumbs_down_rate",
+    }
+    assert judgement.verdict is Verdict.PASS
+    broken = SequentialJudge(settings).judge(arm(300, errors=60), arm(6000, errors=60))
+    assert broken.verdict is Verdict.FAIL  # errors are still judged

@@ -58,6 +58,11 @@ class JudgeSettings:
     """Smallest increase of thumbs-down per request that matters (absolute)."""
     latency_increase: float = 0.2
     """Smallest latency increase that matters (relative): +20%."""
+    compare_latency: bool = True
+    """False when the two samples come from different periods (blue-green's candidate after the
+    switch against the stable revision before it): load drift between periods looks like a
+    latency shift, while error and flag rates are far less sensitive to it. Latency is then left
+    to absolute gates (the pipeline's latency budget)."""
     alpha_weights: tuple[float, ...] = (0.4, 0.15, 0.15, 0.1, 0.1, 0.1)
     """Share of ``alpha`` per metric, in ``METRICS`` order: errors and latency matter most."""
 
@@ -147,6 +152,8 @@ class SequentialJudge:
         enough = min(candidate.requests, baseline.requests) >= s.min_requests
         out = []
         for ev, weight in zip(metrics, s.alpha_weights, strict=True):
+            if not s.compare_latency and ev.metric in ("latency", "latency_tail"):
+                continue  # not comparable across periods; each remaining metric keeps its share
             alpha_m = s.alpha * weight
             fail_at, doubt_at = 1 / alpha_m, 1 / math.sqrt(alpha_m)
             e = e_value(ev.x_c, ev.x_b, q0, ev.rho_min)

@@ -10,6 +10,7 @@ the decision (``strategies.decide``) and the numbers the audit records. ``shift`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ def consult(
     baseline = window.stable_sample
     if phase.baseline is Baseline.PRE_SWITCH and pre_switch is not None:
         baseline = pre_switch
+        # another period: latency is not comparable (the latency-budget gate guards it)
+        judge = SequentialJudge(dataclasses.replace(judge.settings, compare_latency=False))
     judgement = judge.judge(window.candidate_sample, baseline)
     action = decide(phase, judgement.verdict, window.candidate_sample.requests, elapsed_s)
     return Consultation(phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline)

@@ -1,7 +1,7 @@
 """The anytime-valid canary judge (the one pipelines use).
 
 Every metric is an *event* that a request may have: an error, a fallback answer, a guardrail
-firing, a thumbs-down, or being slower than the stable revision's median (or its p95). If the candidate is no
+firing, a thumbs-down, or being slower than the stable revision's median. If the candidate is no
 worse, each event comes from the candidate with probability ``q0``, its share of the traffic. If
 it is worse by a rate ratio ``rho``, that probability is ``q(rho) = rho*q0 / (rho*q0 + 1 - q0)``.
 
@@ -15,9 +15,10 @@ inequality ``P(E ever >= 1/alpha) <= alpha``: the judge may be consulted after e
 without raising its false-failure rate. The grid starts at the smallest effect that matters
 (``rho_min``, from the settings) and covers larger ones, so power goes where it is needed.
 
-``alpha`` (per deployment) is split across the metrics (Bonferroni, weighted: 40% errors, 15% each
-for requests slower than the stable median and than its p95, 10% each for fallbacks, guardrail
-firings and thumbs-down). A metric FAILs when
+``alpha`` (per deployment) is split across the metrics (Bonferroni, weighted: 40% errors, 30% for
+requests slower than the stable median, 10% each for fallbacks, guardrail firings and
+thumbs-down). A tail metric (slower than the stable p95) was tried and removed: it failed
+identical candidates on artefacts of a new revision (fresh upstream connections). A metric FAILs when
 ``E >= 1/alpha_m``; until both revisions have ``min_requests``, nothing can fail or pass
 (INCONCLUSIVE: too little data). After that a metric PASSes unless evidence is building
 (``E >= 1/sqrt(alpha_m)``), which keeps it INCONCLUSIVE so the step is extended.
@@ -41,7 +42,7 @@ _GRID = (1.0, 1.5, 2.0, 3.0)
 least; larger effects still fail fast because they produce many more events
 (``benchmarks/canary_judge.py`` compared grids: this one had the most power at the same
 false-failure rate)."""
-METRICS = ("error_rate", "latency", "latency_tail", "fallback_rate", "guardrail_rate", "thumbs_down_rate")
+METRICS = ("error_rate", "latency", "fallback_rate", "guardrail_rate", "thumbs_down_rate")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class JudgeSettings:
     switch against the stable revision before it): load drift between periods looks like a
     latency shift, while error and flag rates are far less sensitive to it. Latency is then left
     to absolute gates (the pipeline's latency budget)."""
-    alpha_weights: tuple[float, ...] = (0.4, 0.15, 0.15, 0.1, 0.1, 0.1)
+    alpha_weights: tuple[float, ...] = (0.4, 0.3, 0.1, 0.1, 0.1)
     """Share of ``alpha`` per metric, in ``METRICS`` order: errors and latency matter most."""
 
     def __post_init__(self) -> None:
@@ -132,7 +133,6 @@ class SequentialJudge:
         return [
             self._rate_events("error_rate", c.errors, b.errors, c.requests, b.requests, s.error_rate_delta),
             self._latency_events("latency", c, b, 0.5),
-            self._latency_events("latency_tail", c, b, 0.95),
             self._rate_events(
                 "fallback_rate", c.fallbacks, b.fallbacks, c.requests, b.requests, s.flag_rate_delta
             ),
@@ -152,7 +152,7 @@ class SequentialJudge:
         enough = min(candidate.requests, baseline.requests) >= s.min_requests
         out = []
         for ev, weight in zip(metrics, s.alpha_weights, strict=True):
-            if not s.compare_latency and ev.metric in ("latency", "latency_tail"):
+            if not s.compare_latency and ev.metric == "latency":
                 continue  # not comparable across periods; each remaining metric keeps its share
             alpha_m = s.alpha * weight
             fail_at, doubt_at = 1 / alpha_m, 1 / math.sqrt(alpha_m)

@@ -53,9 +53,9 @@ DEPLOY = {
     "test_command": "true",
     "load_rps": 20,
     "load_s": 1.5,
-    "min_requests": 20,
+    "min_requests": 60,  # the median-latency evidence per request is capped: 20 cannot separate 60 ms
     "judge_min_requests": 10,
-    "max_step_s": 20,
+    "max_step_s": 40,
     "on_inconclusive": "rollback",
     "drain_idle_s": 0.5,
     "drain_max_s": 10,

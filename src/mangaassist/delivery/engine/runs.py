@@ -174,6 +174,11 @@ Observer = Callable[[str], None]
 """Called at every boundary (``step:apply:started``, ``step:apply:done``...); the crash tests kill there."""
 
 
+def _set_run_state(conn: Connection, run_id: str, state: RunState, now: datetime) -> None:
+    """Move a run to ``state`` inside the caller's transaction (which also appends its audit entry)."""
+    conn.execute(runs.update().where(runs.c.id == run_id).values(state=state.value, updated_at=iso(now)))
+
+
 class StepContext:
     """What a step sees of its run, and the only way it should apply an effect (``effect``)."""
 
@@ -643,11 +648,7 @@ class Executor:
                     detail=dumps(detail),
                 )
             )
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run.id)
-                .values(state=RunState.WAITING.value, updated_at=iso(now))
-            )
+            _set_run_state(conn, run.id, RunState.WAITING, now)
             self._audit_block(conn, run, step, blocking, until, now)
 
     def _audit_block(
@@ -707,11 +708,7 @@ class Executor:
                         detail="{}",
                     )
                 )
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run.id)
-                    .values(state=RunState.RUNNING.value, updated_at=iso(now))
-                )
+                _set_run_state(conn, run.id, RunState.RUNNING, now)
                 audit.append(
                     self.store,
                     conn,
@@ -764,11 +761,7 @@ class Executor:
                             detail=dumps(detail),
                         )
                     )
-                    conn.execute(
-                        runs.update()
-                        .where(runs.c.id == run.id)
-                        .values(state=RunState.WAITING.value, updated_at=iso(now))
-                    )
+                    _set_run_state(conn, run.id, RunState.WAITING, now)
                     audit.append(
                         self.store,
                         conn,
@@ -802,11 +795,7 @@ class Executor:
                         output=dumps(outcome.output),
                     )
                 )
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run.id)
-                    .values(state=RunState.RUNNING.value, updated_at=iso(now))
-                )
+                _set_run_state(conn, run.id, RunState.RUNNING, now)
                 audit.append(
                     self.store,
                     conn,

@@ -173,6 +173,45 @@ def load_or_train(
     return LocalIntentClient(model, embedder, version, signals)
 
 
+PACKAGE_MODEL = "model.joblib"
+PACKAGE_META = "model.json"
+
+
+def save_package(model: Any, directory: Path, meta: dict[str, Any]) -> Path:
+    """Write a model package: ``model.joblib`` (the fitted classifier) and ``model.json``.
+
+    A package is what the registry stores and what a model endpoint serves. ``meta`` must hold
+    ``version`` (the name the endpoint reports) and ``embedder`` (the embedding model the features
+    came from: a package is only valid with that embedder). Written to a temporary directory and
+    renamed, so a reader never sees half a package.
+    """
+    for key in ("version", "embedder"):
+        if not meta.get(key):
+            raise ConfigError(f"model package meta: {key!r} is required")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.{os.getpid()}.tmp")
+    tmp.mkdir()
+    joblib.dump(model, tmp / PACKAGE_MODEL)
+    (tmp / PACKAGE_META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(directory)
+    return directory
+
+
+def load_package(directory: Path, embedder: Embedder, catalog: Catalog) -> LocalIntentClient:
+    """The classifier of a model package (``save_package``), checked against ``embedder``."""
+    meta_path = directory / PACKAGE_META
+    if not meta_path.is_file() or not (directory / PACKAGE_MODEL).is_file():
+        raise ConfigError(f"{directory}: not a model package ({PACKAGE_MODEL} and {PACKAGE_META} expected)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("embedder") != embedder.name:
+        raise ConfigError(
+            f"{directory}: model {meta.get('version')} was trained on embedder {meta.get('embedder')!r}, "
+            f"this worker has {embedder.name!r}"
+        )
+    model = joblib.load(directory / PACKAGE_MODEL)
+    return LocalIntentClient(model, embedder, str(meta["version"]), EntitySignals(catalog))
+
+
 @dataclass
 class EvalReport:
     """Quality of a classifier on a labelled set."""

@@ -236,7 +236,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service: ChatService | None = state["service"]
         if service is None:
             return not_ready()
-        return JSONResponse({"ready": True, "versions": service.rt.versions, "fault": settings.fault or None})
+        body: dict[str, Any] = {
+            "ready": True,
+            "versions": service.rt.versions,
+            "fault": settings.fault or None,
+        }
+        if service.rt.configs is not None:  # per profile: stable, candidate, percentage, and from where
+            body["configs"] = service.rt.configs.status()
+        return JSONResponse(body)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -128,6 +128,10 @@ def test_outage_keeps_serving_last_known_good_from_memory_and_disk(
     before = _ask(followed_chatbot, QUESTIONS[0], session)
     assert before.headers["X-MangaAssist-Config"].count("=") == 4
     assert "Sources:" in before.json()["answer"]  # the served prompts profile is applied
+    ready = httpx.get(f"{followed_chatbot.url}/readyz", timeout=5).json()
+    assert ready["configs"]["prompts"] == {
+        "source": "server", "stable": seeded["prompts"], "candidate": None, "percentage": 0.0
+    }
 
     config_server.kill()  # a real outage: the server process is gone
     for i in range(3):

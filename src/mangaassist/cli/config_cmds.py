@@ -28,7 +28,6 @@ from mangaassist.cli.engine_cmds import (
     _state_text,
     _store,
     console,
-    fail,
     handled,
 )
 from mangaassist.core.configspec import PROFILES
@@ -131,10 +130,12 @@ def _steps_table(steps: list[dict[str, Any]]) -> Table:
     return table
 
 
-def run_deploy(params: dict[str, Any], env: str, as_json: bool, actor: str | None = None) -> dict[str, Any]:
-    """Start and drive one CD-06 run; return the run and its steps."""
-    built = registry.build(pipeline.NAME, params)
-    policy = load_policy(None).for_run(env, pipeline.NAME)
+def run_deploy(
+    params: dict[str, Any], env: str, as_json: bool, actor: str | None = None, name: str = pipeline.NAME
+) -> dict[str, Any]:
+    """Start and drive one CD-06 run (a deploy, or ``CD-06-rollback``); return the run and its steps."""
+    built = registry.build(name, params)
+    policy = load_policy(None).for_run(env, name)
     store = _store()
     with ProgressDisplay(as_json) as display:
         executor = _executor(store, display)
@@ -217,25 +218,31 @@ def config_deploy(
 def config_rollback(
     profile: Annotated[str, typer.Argument(help=f"One of {', '.join(PROFILES)}.")],
     to: Annotated[str | None, typer.Option("--to", help="A version (default: the one before).")] = None,
+    env: EnvOpt = "dev",
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Point PROFILE back at an earlier version: in force on every worker within one poll interval."""
+    """Point PROFILE back at an earlier version: in force on every worker within one poll interval.
+
+    A locked, audited engine run (CD-06-rollback): refused while a deploy of PROFILE runs.
+    """
+    params: dict[str, Any] = {"profile": profile, **_params(url, None)}
+    if to:
+        params["to"] = to
     with handled(as_json):
-        store = pipeline.open_store(_params(url, None))
-        current = store.rollout(profile)
-        if to is None:
-            promoted = [e["version"] for e in store.history(profile) if e["action"] == "promote"]
-            earlier = [v for v in promoted if v != current.stable]
-            if not earlier:
-                raise fail(f"{profile} has no earlier version to roll back to", 2, as_json=as_json)
-            to = earlier[-1]
-        store.version(profile, to)  # must exist
-        rollout = store.promote(profile, to, actor=_actor(None), reason=f"rollback from {current.stable}")
+        result = run_deploy(params, env, as_json, name=pipeline.ROLLBACK)
+    run, steps = result["run"], result["steps"]
+    moved = steps["move-pointer"].output if "move-pointer" in steps else {}
     if as_json:
-        _print_json({"profile": profile, "live": rollout.stable, "previous": current.stable})
+        _print_json({"run": run.id, "state": run.effective_state.value, "reason": run.reason, **moved})
+    elif run.effective_state is RunState.SUCCEEDED:
+        console.print(f"{profile} -> {moved['live']} (was {moved['previous']})", highlight=False)
     else:
-        console.print(f"{profile} -> {rollout.stable} (was {current.stable})", highlight=False)
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        if run.reason:
+            console.print(f"reason: {escape(run.reason)}", highlight=False)
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
 
 
 def _diff(old: Any, new: Any) -> list[str]:

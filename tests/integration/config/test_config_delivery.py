@@ -130,7 +130,10 @@ def test_outage_keeps_serving_last_known_good_from_memory_and_disk(
     assert "Sources:" in before.json()["answer"]  # the served prompts profile is applied
     ready = httpx.get(f"{followed_chatbot.url}/readyz", timeout=5).json()
     assert ready["configs"]["prompts"] == {
-        "source": "server", "stable": seeded["prompts"], "candidate": None, "percentage": 0.0
+        "source": "server",
+        "stable": seeded["prompts"],
+        "candidate": None,
+        "percentage": 0.0,
     }
 
     config_server.kill()  # a real outage: the server process is gone
@@ -240,3 +243,59 @@ def test_two_deploys_of_one_profile_at_once_are_refused(
         requester="bob",
         policy=policy,
     )
+
+
+def test_config_rollback_is_a_locked_audited_run(config_server: ConfigServer, state: StateStore) -> None:
+    store = config_server.store
+    seeded = _seed(config_server, ROOT / "config")
+    content = yaml.safe_load((ROOT / "config" / "flags.yaml").read_text())
+    changed = {**content, "version": 2} if "version" in content else {**content, "x_note": "second"}
+    second = store.create_version("flags", changed, author="ann").version
+    store.promote("flags", second, actor="ann")
+    params = {"profile": "flags", "url": config_server.url}
+    executor = Executor(state, poll_seconds=0.2)
+    policy = load_policy(None).for_run("dev", cd06.ROLLBACK)
+
+    # refused while a deploy of the profile holds the lock
+    deploy = executor.start(
+        cd06.build({**params, "config_dir": str(ROOT / "config")}),
+        environment="dev",
+        target=cd06.target("flags"),
+        requester="ann",
+        policy=load_policy(None).for_run("dev", cd06.NAME),
+    )
+    with pytest.raises(LockHeld, match=deploy.id):
+        executor.start(
+            cd06.build_rollback(params),
+            environment="dev",
+            target=cd06.target("flags"),
+            requester="bob",
+            policy=policy,
+        )
+    executor.abort(deploy.id, None, actor="ann", reason="make way for the rollback")
+
+    # no --to: back to the stable version before the current one, recorded with who and which run
+    run = executor.run(
+        cd06.build_rollback(params),
+        environment="dev",
+        target=cd06.target("flags"),
+        requester="bob",
+        policy=policy,
+    )
+    assert run.effective_state is RunState.SUCCEEDED, run.reason
+    assert store.rollout("flags").stable == seeded["flags"]
+    last = store.history("flags")[-1]
+    assert (last["actor"], last["action"], last["version"]) == ("bob", "promote", seeded["flags"])
+    assert run.id in last["reason"]
+
+    # an unknown version fails the run and moves nothing
+    bad = executor.run(
+        cd06.build_rollback({**params, "to": "nope"}),
+        environment="dev",
+        target=cd06.target("flags"),
+        requester="bob",
+        policy=policy,
+    )
+    assert bad.effective_state is RunState.ABORTED
+    assert "no version nope" in (bad.reason or "")
+    assert store.rollout("flags").stable == seeded["flags"]

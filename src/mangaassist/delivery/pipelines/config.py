@@ -53,10 +53,11 @@ from mangaassist.delivery.analysis import ArmSample, JudgeSettings, SequentialJu
 from mangaassist.delivery.analysis.samples import BUCKETS, buckets_of
 from mangaassist.delivery.config_profiles import load_eval_suites, read_profile, validate_profile
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
-from mangaassist.platform.config_store import ConfigStore, Observations
+from mangaassist.platform.config_store import ConfigStore, ConfigStoreError, Observations
 from mangaassist.platform.local.config_server import HttpConfigStore, ensure_server
 
 NAME = "CD-06"
+ROLLBACK = "CD-06-rollback"
 STRATEGIES = ("linear", "exponential", "all-at-once")
 
 
@@ -104,6 +105,50 @@ def build(params: dict[str, Any]) -> Pipeline:
         description="configuration and prompts: validated, eval-gated, sticky staged rollout",
         params=params,
     )
+
+
+def build_rollback(params: dict[str, Any]) -> Pipeline:
+    """``config rollback``: one locked, audited step that moves the stable pointer back.
+
+    It takes the same lock as a deploy of the profile (``target``), so it is refused while a
+    deploy runs (abort that run instead: its rollback sets the candidate to 0%). ``to`` names the
+    version; without it, the stable version before the current one.
+    """
+    if params.get("profile") not in PROFILES:
+        raise ConfigError(f"profile {params.get('profile')!r}: expected one of {', '.join(PROFILES)}")
+    to = params.get("to") or "the previous stable version"
+    return Pipeline(
+        ROLLBACK,
+        (Step("move-pointer", _move_pointer, f"point {params['profile']} at {to}"),),
+        description="configuration and prompts: point a profile back at an earlier version",
+        params=params,
+    )
+
+
+def previous_stable(store: ConfigStore, profile: str) -> str | None:
+    """The stable version before the current one (from the history of promotions)."""
+    current = store.rollout(profile).stable
+    promoted = [e["version"] for e in store.history(profile) if e["action"] == "promote"]
+    earlier = [v for v in promoted if v != current]
+    return earlier[-1] if earlier else None
+
+
+def _move_pointer(ctx: StepContext) -> Outcome:
+    store = open_store(ctx.params)
+    profile = ctx.params["profile"]
+    before = store.rollout(profile)
+    to = ctx.params.get("to") or previous_stable(store, profile)
+    if not to:
+        return Outcome.failed(f"{profile} has no earlier version to roll back to", abort=True)
+    try:
+        store.version(profile, str(to))
+    except ConfigStoreError as exc:
+        return Outcome.failed(f"{profile} has no version {to}: {exc}", abort=True)
+    actor = str(ctx.params.get("actor") or ctx.run.requester)
+    reason = f"rollback from {before.stable} ({ctx.run.id})"
+    ctx.effect("promote", lambda _: store.promote(profile, str(to), actor=actor, reason=reason).as_dict())
+    out = {"profile": profile, "live": to, "previous": before.stable}
+    return Outcome.done(out, detail=out)
 
 
 def _validate(ctx: StepContext) -> Outcome:

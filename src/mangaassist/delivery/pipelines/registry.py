@@ -24,6 +24,7 @@ PIPELINES: dict[str, PipelineFactory] = {
     kb.NAME: kb.build,
     kb.PROMOTE: kb.build_promote,
     config.NAME: config.build,  # CD-06, configuration and prompts
+    config.ROLLBACK: config.build_rollback,
 }
 
 

@@ -27,7 +27,7 @@ from mangaassist.platform.aws.config_appconfig import (
     describe_version,
     metric_data,
 )
-from mangaassist.platform.config_store import ConfigStoreError, Observations, Rollout
+from mangaassist.platform.config_store import ConfigStore, ConfigStoreError, Observations, Rollout
 
 APP = "app0001"
 ENV = "env0001"
@@ -215,16 +215,18 @@ def test_create_version_new_creates_the_profile_and_a_hosted_version_labelled_by
             "ConfigurationProfileId": CONTENT_PID,
             "Content": b'{"answer_template":"{answer}","max_tokens":300}',
             "ContentType": "application/json",
-            "Description": '{"author":"alice","at":"2025-01-02T03:04:05.000+00:00","message":"first"}',
+            # a header: ASCII only, so the JSON escapes the Japanese message
+            "Description": '{"author":"alice","at":"2025-01-02T03:04:05.000+00:00",'
+            '"message":"\\u521d\\u7248"}',
             "VersionLabel": V_OLD,
         },
     )
-    made = aws.store.create_version("runtime", OLD, author="alice", message="first")
+    made = aws.store.create_version("runtime", OLD, author="alice", message="初版")
     assert (made.version, made.content, made.author, made.message, made.created_at) == (
         V_OLD,
         OLD,
         "alice",
-        "first",
+        "初版",
         AT0,
     )
     aws.done()
@@ -438,8 +440,8 @@ def test_promote_makes_the_candidate_stable_and_the_write_is_read_back_at_once(a
     aws.appconfig.add_response(
         "list_deployment_strategies", {"Items": [{"Id": STRATEGY, "Name": "mangaassist-all-at-once"}]}, {}
     )
-    expected = rollout_doc(6, NEW, None, 0.0, event("cd-06", "promote", V_NEW, 100.0, "rollout passed"))
-    description = f"r6 promote {V_NEW} 0% by cd-06: rollout passed"
+    expected = rollout_doc(6, NEW, None, 0.0, event("cd-06", "promote", V_NEW, 100.0, "passed — 良好"))
+    description = f"r6 promote {V_NEW} 0% by cd-06: passed \\u2014 \\u826f\\u597d"  # ASCII header
     aws.appconfig.add_response(
         "create_hosted_configuration_version",
         {
@@ -470,7 +472,7 @@ def test_promote_makes_the_candidate_stable_and_the_write_is_read_back_at_once(a
             "Description": description,
         },
     )
-    assert aws.store.promote("runtime", V_NEW, actor="cd-06", reason="rollout passed") == Rollout(
+    assert aws.store.promote("runtime", V_NEW, actor="cd-06", reason="passed — 良好") == Rollout(
         "runtime", V_NEW, None, 0.0, 6
     )
     # The data API still serves revision 5 (the first poll after a deployment may lag): our own write wins.
@@ -805,17 +807,22 @@ def test_create_missing_makes_the_application(aws: Aws) -> None:
     aws.done()
 
 
-def test_description_is_cut_to_appconfig_limit() -> None:
-    text = describe_version("alice", AT0, "m" * 5000)
-    assert len(text) <= 1024
-    assert json.loads(text)["message"].endswith("…")
+@pytest.mark.parametrize("message", ["m" * 5000, "漫画" * 1000, "😀" * 300])
+def test_description_is_ascii_and_cut_to_appconfig_limit(message: str) -> None:
+    text = describe_version("アリス", AT0, message)
+    assert len(text) <= 1024 and text.isascii()
+    kept = json.loads(text)
+    assert kept["author"] == "アリス"
+    assert kept["message"].endswith("...") and message.startswith(kept["message"][:-3])
+    assert len(text) > 1024 - 12 * 2  # cut no more than needed
 
 
 def test_from_env_builds_real_clients_for_the_region(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("MANGAASSIST_ENV", "staging")
-    store = AppConfigStore.from_env("eu-west-1", application="manga-test")
+    store: ConfigStore = AppConfigStore.from_env("eu-west-1", application="manga-test")  # mypy: the protocol
+    assert isinstance(store, AppConfigStore)
     assert (store.application, store.environment) == ("manga-test", "staging")
     assert store._ac.meta.region_name == "eu-west-1"
     assert store._data.meta.service_model.service_name == "appconfigdata"

@@ -8,10 +8,12 @@ MangaAssist environment (``dev``, ``prod``...):
   configuration version (``CreateHostedConfigurationVersion``) whose ``Content`` is exactly
   ``core.configspec.canonical(content)`` (``application/json``), whose ``VersionLabel`` is our digest
   name ``PROFILE-<sha256[:12]>`` (``version_of``) and whose ``Description`` is a small JSON object
-  ``{"author", "at", "message"}``. The content stays the bare profile so the AWS console shows what
-  is served and every read checks ``version_of(stored content) == label`` (tampering or a stray
-  console edit is an error, not a silent change). ``Description`` holds at most 1,024 characters:
-  a longer ``message`` is cut (ending in ``…``); the pipeline's messages are short keys.
+  ``{"author", "at", "message"}``. ``Description`` travels as an HTTP header, which AppConfig takes
+  in ASCII only: the JSON is ASCII (its ``\\uXXXX`` escapes keep Japanese text intact) and at most
+  1,024 characters (a longer ``message`` is cut, ending in ``...``; the pipeline's messages are
+  short keys). The content stays the bare profile so the AWS console shows what is served, and
+  every read checks ``version_of(stored content) == label`` (tampering or a stray console edit is
+  an error, not a silent change).
   ``create_version`` first looks the label up (``ListHostedConfigurationVersions`` with the
   ``VersionLabel`` filter, paginated), so the same content is the same version, created once.
   Content profiles are never deployed: nothing reads them through the data API.
@@ -165,14 +167,20 @@ def _rollout_of(profile: str, doc: dict[str, Any]) -> Rollout:
 
 
 def describe_version(author: str, at: str, message: str) -> str:
-    """A content version's ``Description``: JSON, cut to AppConfig's 1,024 characters."""
-    meta = {"author": author[:200], "at": at, "message": message}
-    text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
-    while len(text) > DESCRIPTION_LIMIT:
-        excess = len(text) - DESCRIPTION_LIMIT
-        meta["message"] = str(meta["message"])[: max(0, len(str(meta["message"])) - excess - 1)] + "…"
-        text = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
-    return text
+    """A content version's ``Description``: JSON in ASCII (it travels as an HTTP header, which AppConfig
+    takes in ASCII only; ``\\uXXXX`` escapes keep any text), cut to AppConfig's 1,024 characters."""
+    keep = len(message)
+    while True:
+        cut = message if keep == len(message) else message[:keep] + "..."
+        text = json.dumps({"author": author[:64], "at": at, "message": cut}, separators=(",", ":"))
+        if len(text) <= DESCRIPTION_LIMIT or keep == 0:
+            return text
+        keep = max(0, keep - max(1, (len(text) - DESCRIPTION_LIMIT) // 12))
+
+
+def _header_text(text: str) -> str:
+    """Free text (actor, reason) for a ``Description`` header: ASCII, at most 1,024 characters."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:DESCRIPTION_LIMIT]
 
 
 def _version_meta(description: str | None) -> dict[str, str]:
@@ -623,10 +631,10 @@ class AppConfigStore:
         rid = self._profile(profile + ROLLOUT_SUFFIX, create=True)
         assert rid is not None
         event = doc["event"]
-        summary = (
+        summary = _header_text(
             f"r{doc['revision']} {event['action']} {event['version'] or '-'} "
             f"{doc['percentage']:g}% by {event['actor']}: {event['reason']}"
-        )[:DESCRIPTION_LIMIT]
+        )
         params: dict[str, Any] = {
             "ApplicationId": app,
             "ConfigurationProfileId": rid,

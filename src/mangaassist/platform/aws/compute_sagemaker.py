@@ -110,7 +110,8 @@ def _weights(variants: list[dict[str, Any]]) -> list[str]:
     return [f"{v['VariantName']}={v['InitialVariantWeight']:g}" for v in variants]
 
 
-def _not_found(exc: ClientError) -> bool:
+def is_not_found(exc: ClientError) -> bool:
+    """Whether AWS answered that the named resource does not exist."""
     err = exc.response.get("Error", {})
     message = str(err.get("Message", "")).lower()
     return err.get("Code") in {"ValidationException", "ResourceNotFound"} and (
@@ -172,7 +173,7 @@ class SageMakerEndpointCompute:
         except ClientError as exc:
             err = exc.response.get("Error", {})
             detail = f"{op}: {err.get('Code', '?')}: {err.get('Message', exc)}"
-            if _not_found(exc):
+            if is_not_found(exc):
                 raise NotFoundError(detail) from None
             raise SageMakerError(detail) from None
 
@@ -181,7 +182,7 @@ class SageMakerEndpointCompute:
         try:
             found: dict[str, Any] = self.sm.describe_endpoint(EndpointName=name)
         except ClientError as exc:
-            if _not_found(exc):
+            if is_not_found(exc):
                 raise NotFoundError(f"no SageMaker endpoint {name!r} (service {service!r})") from None
             raise SageMakerError(f"DescribeEndpoint {name}: {exc}") from None
         return found

@@ -600,6 +600,7 @@ def test_history_merges_version_creations_and_rollout_documents_by_time(aws: Aws
         "list_hosted_configuration_versions",
         {
             "Items": [
+                summary(CONTENT_PID, 3, "hand-edit-in-console", "oops"),
                 summary(CONTENT_PID, 2, V_NEW, meta("bob", "citations", at[2])),
                 summary(CONTENT_PID, 1, V_OLD, meta("alice", "first", at[0])),
             ]

@@ -183,6 +183,11 @@ def _header_text(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")[:DESCRIPTION_LIMIT]
 
 
+def _is_version_label(profile: str, label: str) -> bool:
+    """Whether a hosted version is one of ours (``version_of``'s name), not made by hand."""
+    return re.fullmatch(rf"{re.escape(profile)}-[0-9a-f]{{12}}", label) is not None
+
+
 def _version_meta(description: str | None) -> dict[str, str]:
     try:
         meta = json.loads(description or "")
@@ -323,12 +328,11 @@ class AppConfigStore:
         pid = self._profile(profile, create=False)
         if pid is None:
             return []
-        pattern = re.compile(rf"{re.escape(profile)}-[0-9a-f]{{12}}")
         seen: set[str] = set()
         out = []
         for item in sorted(self._hosted(pid), key=lambda i: int(i["VersionNumber"])):
             label = item.get("VersionLabel") or ""
-            if not pattern.fullmatch(label) or label in seen:  # not ours, or a racing duplicate
+            if not _is_version_label(profile, label) or label in seen:  # not ours, or a racing duplicate
                 continue
             seen.add(label)
             out.append(self._load_version(profile, pid, item))
@@ -384,6 +388,8 @@ class AppConfigStore:
         events: list[dict[str, Any]] = []
         pid = self._profile(profile, create=False)
         for item in sorted(self._hosted(pid) if pid else [], key=lambda i: int(i["VersionNumber"])):
+            if not _is_version_label(profile, item.get("VersionLabel") or ""):
+                continue
             meta = _version_meta(item.get("Description"))
             events.append(
                 {

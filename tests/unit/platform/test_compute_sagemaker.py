@@ -492,3 +492,70 @@ def test_other_client_errors_name_the_operation(stubbed: tuple[SageMakerEndpoint
     )
     with pytest.raises(SageMakerError, match=r"DescribeEndpoint ma-test-intent.*Rate exceeded"):
         compute.status("intent")
+
+
+def test_deploy_while_shadowing_is_refused(
+    stubbed: tuple[SageMakerEndpointCompute, Stubber], tmp_path: Path
+) -> None:
+    compute, stub = stubbed
+    stub.add_response(
+        "describe_endpoint", _described("cfg", {"r1": 100.0}, shadow="r2"), {"EndpointName": ENDPOINT}
+    )
+    stub.add_response(
+        "describe_endpoint_config",
+        _config("cfg", [_variant("r1", 100.0)], [_variant("r2", 20.0)]),
+        {"EndpointConfigName": "cfg"},
+    )
+    with pytest.raises(EndpointStateError, match=r"shadows r2.*clear the shadow"):
+        compute.deploy("intent", _revision(tmp_path, "r3"))
+
+
+def test_deploy_that_times_out_reports_starting(
+    stubbed: tuple[SageMakerEndpointCompute, Stubber], tmp_path: Path
+) -> None:
+    compute, stub = stubbed
+    r2 = _revision(tmp_path, "r2")
+    model = f"{ENDPOINT}-r2-{r2.artifact.digest[:8]}"
+    stub.add_response("describe_endpoint", _described("cfg", {"r1": 100.0}), {"EndpointName": ENDPOINT})
+    stub.add_response(
+        "describe_endpoint_config", _config("cfg", [_variant("r1", 100.0)]), {"EndpointConfigName": "cfg"}
+    )
+    stub.add_response(
+        "create_model",
+        {"ModelArn": f"arn:aws:sagemaker:us-east-1:123456789012:model/{model}"},
+        {
+            "ModelName": model,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": IMAGE,
+                "ModelDataUrl": "s3://models/intent/r2/model.tar.gz",
+                "Environment": {
+                    "MANGAASSIST_REVISION": "r2",
+                    "MANGAASSIST_APP": "mangaassist.chatbot.app:create_app",
+                    "MANGAASSIST_ARTIFACT_DIGEST": r2.artifact.digest,
+                },
+            },
+        },
+    )
+    stub.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/x"},
+        {
+            "EndpointConfigName": f"{ENDPOINT}-s1",
+            "ProductionVariants": [_variant("r1", 100.0), {**_variant("r2", 0.0), "ModelName": model}],
+        },
+    )
+    stub.add_response(
+        "update_endpoint",
+        {"EndpointArn": ENDPOINT_ARN},
+        {"EndpointName": ENDPOINT, "EndpointConfigName": f"{ENDPOINT}-s1"},
+    )
+    updating = _described("cfg", {"r1": 100.0})
+    updating["EndpointStatus"] = "Updating"
+    stub.add_response("describe_endpoint", updating, {"EndpointName": ENDPOINT})
+    status = compute.deploy("intent", r2, timeout_s=0.0)
+    assert (status.name, status.health, status.reason) == (
+        "r2",
+        RevisionHealth.STARTING,
+        "endpoint still Updating",
+    )

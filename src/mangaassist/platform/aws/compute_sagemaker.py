@@ -381,6 +381,11 @@ class SageMakerEndpointCompute:
                 raise ConfigError(
                     f"service {service} already has a revision {revision.name!r}; retire it first"
                 )
+            if shadows:
+                raise EndpointStateError(
+                    f"service {service} shadows {shadows[0]['VariantName']}; a SageMaker endpoint with a "
+                    "shadow has one production variant, so clear the shadow before deploying"
+                )
             model = self._create_model(service, revision)
             variants.append(self._variant_spec(revision.name, model, revision.replicas, 0.0))
             config = self._new_config(service, variants, shadows)
@@ -389,7 +394,9 @@ class SageMakerEndpointCompute:
             if v["VariantName"] == revision.name:
                 return self._revision_status(endpoint, v, model)
         health, reason = self._health(endpoint, {})
-        if health is RevisionHealth.HEALTHY:  # InService on the old config: the update was rolled back
+        if endpoint["EndpointStatus"] in _BUSY:  # timed out while SageMaker still works on it
+            health, reason = RevisionHealth.STARTING, f"endpoint still {endpoint['EndpointStatus']}"
+        elif health is RevisionHealth.HEALTHY:  # InService on the old config: the update was rolled back
             health, reason = (
                 RevisionHealth.UNHEALTHY,
                 endpoint.get("FailureReason", "the update did not apply"),

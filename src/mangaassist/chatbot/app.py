@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mangaassist.chatbot.faults import FaultPlan
+from mangaassist.chatbot.intent_remote import FallbackReason, HttpIntentClient
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.warmup import warm_up
@@ -108,9 +109,21 @@ class Metrics:
         self.info = Gauge(
             "mangaassist_info", "Versions served", ["revision", "model", "config", "index"], registry=r
         )
+        self.intent_fallbacks = Counter(
+            "mangaassist_intent_fallback_total",
+            "Intent answers from the in-process champion because the model endpoint failed",
+            ["reason"],
+            registry=r,
+        )
 
 
-KNOWN_PATHS = frozenset({"/v1/chat", "/v1/feedback", "/healthz", "/readyz", "/metrics"})
+class CountsRequests(Protocol):
+    """What ``RevisionHeader`` needs of a worker's metrics: a counter labelled (endpoint, status)."""
+
+    requests: Counter
+
+
+KNOWN_PATHS: frozenset[str] = frozenset({"/v1/chat", "/v1/feedback", "/healthz", "/readyz", "/metrics"})
 _INTERNAL_ERROR = b'{"error":"internal error"}'
 
 
@@ -121,19 +134,23 @@ class RevisionHeader:
     sits outside every user middleware, so its 500s would carry no revision header and escape the
     per-revision counts the router and the canary judges rely on.
     (Starlette's ``@app.middleware("http")`` costs about a millisecond per request; this does not.)
+    The model endpoint (``chatbot.model_server``) uses it too, with its own ``known_paths``.
     """
 
-    def __init__(self, app: ASGIApp, revision: str, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, revision: str, metrics: CountsRequests, known_paths: frozenset[str] = KNOWN_PATHS
+    ) -> None:
         self.app = app
         self.header = (b"x-mangaassist-revision", revision.encode())
         self.metrics = metrics
+        self.known_paths = known_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         # unknown paths share one label: request paths must not create unbounded metric series
-        path = scope.get("path", "") if scope.get("path", "") in KNOWN_PATHS else "other"
+        path = scope.get("path", "") if scope.get("path", "") in self.known_paths else "other"
         started = False
 
         async def stamped(message: Message) -> None:
@@ -176,6 +193,25 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 for a body that is not JSON; 422 naming every field at fault otherwise."""
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        return JSONResponse({"error": "malformed JSON body"}, status_code=400)
+    errors = _field_errors(exc)
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse({"error": f"invalid request: {summary}", "fields": errors}, status_code=422)
+
+
+def _count_intent_fallbacks(runtime: Runtime, metrics: Metrics) -> None:
+    """Export the remote intent client's fallbacks (after warm-up: its calls are not traffic)."""
+    client = runtime.intents
+    if not isinstance(client, HttpIntentClient):
+        return
+    for reason in FallbackReason:  # every series exists from the start, at 0
+        metrics.intent_fallbacks.labels(reason.value)
+    client.on_fallback = lambda reason: metrics.intent_fallbacks.labels(reason.value).inc()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     fault = FaultPlan.parse(settings.fault)  # a bad spec stops start-up with a clear error
@@ -187,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             runtime = Runtime.load(settings)
             warm_up(runtime)  # ready means fast: a new revision must not look slow to a canary judge
+            _count_intent_fallbacks(runtime, metrics)
             # the loaded model and indexes live as long as the process: keep them out of the
             # cyclic GC's generations so collections stay short (fewer latency spikes)
             gc.collect()
@@ -213,13 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            return JSONResponse({"error": "malformed JSON body"}, status_code=400)
-        errors = _field_errors(exc)
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse({"error": f"invalid request: {summary}", "fields": errors}, status_code=422)
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
     def not_ready() -> JSONResponse:
         reason = state["error"] or "loading model, index and config"
@@ -304,7 +335,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sources=[SourceOut(id=s.id, title=s.title) for s in result.sources],
             session_id=body.session_id,
             versions=Versions(
-                **{**service.rt.versions, "config": result.configs.get("runtime", service.rt.config.version)},
+                **{
+                    **service.rt.versions,
+                    "model": result.model or service.rt.intents.version,
+                    "config": result.configs.get("runtime", service.rt.config.version),
+                },
                 configs=result.configs if configs is not None else None,
             ),
         )

@@ -5,8 +5,9 @@ The baseline is logistic regression over sentence embeddings (scikit-learn), tra
 under ``HOME/models`` by the digest of what produced it (data, embedder, hyper-parameters), so a
 worker only trains when one of those changed.
 
-The chatbot holds an ``IntentClient``; today it is ``LocalIntentClient`` (in process), the model
-pipeline will put the same protocol in front of its own endpoint.
+The chatbot holds an ``IntentClient``: ``LocalIntentClient`` (in process), or, when the model is
+served as its own service (``chatbot.model_server``), ``chatbot.intent_remote.HttpIntentClient``,
+which falls back to a ``LocalIntentClient`` champion when the endpoint fails.
 """
 
 from __future__ import annotations
@@ -47,20 +48,33 @@ class IntentPrediction:
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
     """Probability of every intent (empty when a client cannot tell)."""
+    model: str = ""
+    """The version of the model that answered (a remote client may answer with its fallback's)."""
 
     def instead(self, intent: str) -> IntentPrediction:
         """The same prediction with ``intent`` chosen, at the probability the model gave it."""
-        return IntentPrediction(intent, self.scores.get(intent, 0.0), self.scores)
+        return IntentPrediction(intent, self.scores.get(intent, 0.0), self.scores, self.model)
 
 
 class IntentClient(Protocol):
     """Classifies one message. ``embedding`` is the message's embedding when the caller has it
-    (the chatbot embeds each query once and shares it); a remote client may ignore it."""
+    (the chatbot embeds each query once and shares it); a remote client may ignore it.
+
+    ``classify`` blocks (warm-up, evaluation, the CLI); ``aclassify`` is what the chatbot awaits per
+    request, so a remote call never blocks the worker's event loop. ``session_id`` is the
+    conversation: a remote client sends it as the sticky key, so a conversation stays on one model
+    revision; an in-process client ignores it.
+    """
 
     @property
-    def version(self) -> str: ...
+    def version(self) -> str:
+        """The model version that answered last (a client that cannot tell: the one it holds)."""
 
     def classify(self, text: str, embedding: Vector | None = None) -> IntentPrediction: ...
+
+    async def aclassify(
+        self, text: str, embedding: Vector | None = None, *, session_id: str | None = None
+    ) -> IntentPrediction: ...
 
 
 def load_examples(path: Path) -> list[Example]:
@@ -104,6 +118,16 @@ class LocalIntentClient:
         vec = embedding if embedding is not None else self._embedder.embed([text])[0]
         return self.classify_many([text], np.asarray([vec]))[0]
 
+    async def aclassify(
+        self, text: str, embedding: Vector | None = None, *, session_id: str | None = None
+    ) -> IntentPrediction:
+        # a fraction of a millisecond of CPU with the embedding given: no thread hop needed
+        return self.classify(text, embedding)
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
     def classify_many(self, texts: Sequence[str], embeddings: np.ndarray) -> list[IntentPrediction]:
         probs = self._model.predict_proba(features(texts, embeddings, self.signals))
         best = probs.argmax(axis=1)
@@ -112,6 +136,7 @@ class LocalIntentClient:
                 intent=self.labels[i],
                 confidence=round(float(p[i]), 4),
                 scores={label: round(float(x), 4) for label, x in zip(self.labels, p, strict=True)},
+                model=self._version,
             )
             for i, p in zip(best, probs, strict=True)
         ]

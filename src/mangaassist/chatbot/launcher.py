@@ -1,7 +1,8 @@
 """Run the chatbot as a real child process on a loopback port: start, wait for ready, stop.
 
 Used by ``mangaassist demo``, the integration tests and the benchmarks, so all three exercise
-the service exactly as ``mangaassist serve`` runs it.
+the service exactly as ``mangaassist serve`` runs it. ``ModelEndpointProcess`` does the same for the
+intent model endpoint (``chatbot.model_server``, run by uvicorn as the platform's workers run it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -29,6 +30,8 @@ def free_port() -> int:
 
 class ChatbotProcess:
     """``mangaassist serve`` in a child process. Use as a context manager."""
+
+    what = "the chatbot"
 
     def __init__(
         self,
@@ -47,20 +50,11 @@ class ChatbotProcess:
         self.killed = False
         self.exit_status: int | None = None
 
-    def start(self) -> ChatbotProcess:
+    def start(self) -> Self:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mangaassist.cli.main",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
+                self.command(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
@@ -70,6 +64,12 @@ class ChatbotProcess:
                 out.close()
         return self
 
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "mangaassist.cli.main", "serve",
+            "--port", str(self.port), "--log-level", "warning",
+        ]  # fmt: skip
+
     def wait_ready(self) -> dict[str, Any]:
         """Poll ``/readyz`` until ready; raise with the reason if the worker reports it cannot start."""
         assert self.proc is not None, "start() first"
@@ -77,7 +77,7 @@ class ChatbotProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise MangaAssistError(
-                    f"the chatbot exited with status {self.proc.returncode} before it was ready"
+                    f"{self.what} exited with status {self.proc.returncode} before it was ready"
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
@@ -87,11 +87,11 @@ class ChatbotProcess:
                     return self.readiness
                 reason = str(r.json().get("reason", ""))
                 if reason and not reason.startswith("loading"):
-                    raise MangaAssistError(f"the chatbot cannot start: {reason}")
+                    raise MangaAssistError(f"{self.what} cannot start: {reason}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise MangaAssistError(f"the chatbot was not ready after {self.ready_timeout_s:.0f}s")
+        raise MangaAssistError(f"{self.what} was not ready after {self.ready_timeout_s:.0f}s")
 
     def stop(self, timeout_s: float = 15.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout_s``. Returns 0 for a graceful stop.
@@ -114,7 +114,7 @@ class ChatbotProcess:
                 return 0
         return int(self.proc.returncode)
 
-    def __enter__(self) -> ChatbotProcess:
+    def __enter__(self) -> Self:
         self.start()
         try:
             self.wait_ready()
@@ -127,3 +127,18 @@ class ChatbotProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.exit_status = self.stop()
+
+
+class ModelEndpointProcess(ChatbotProcess):
+    """The intent model endpoint (``chatbot.model_server``) under uvicorn in a child process.
+
+    Its environment picks the model (``MANGAASSIST_MODEL_PACKAGE``, else the default model).
+    """
+
+    what = "the model endpoint"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "mangaassist.chatbot.model_server:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip

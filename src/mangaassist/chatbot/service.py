@@ -3,6 +3,10 @@
 ``Runtime.load`` builds everything a worker needs (embedder, intent model, catalog and knowledge
 embeddings, config, tables); ``ChatService.chat`` answers one message. The query is embedded once
 and the vector is shared by the intent model, catalog search and retrieval.
+
+The intent model runs in process unless ``MANGAASSIST_INTENT_URL`` names a model endpoint; then
+``HttpIntentClient`` asks it (sticky by session id) and keeps the in-process model, loaded here as
+before, as the champion it falls back to.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
 from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source
 from mangaassist.chatbot.intent import IntentClient, load_or_train
+from mangaassist.chatbot.intent_remote import HttpIntentClient
 from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import ChatStore
@@ -52,6 +57,8 @@ class ChatResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
     """The config profile versions this answer was made with (CD-06)."""
+    model: str = ""
+    """The intent model version that classified this message (the endpoint's, or the fallback's)."""
 
     @property
     def guardrail(self) -> bool:
@@ -82,16 +89,20 @@ class Runtime:
         catalog = Catalog.load(settings.catalog_path)
         catalog.matrix = cache.embed(embedder, [s.search_text for s in catalog.series])
         knowledge = _knowledge(settings, config, embedder, catalog)
-        intents = load_or_train(
+        champion = load_or_train(
             settings.intents_dir / "train.jsonl", embedder, settings.home / "models", catalog
         )
+        intents: IntentClient = champion
+        if settings.intent_url:
+            intents = HttpIntentClient(settings.intent_url, champion, timeout_s=settings.intent_timeout_s)
         store = ChatStore(SqliteTables(settings.tables_path))
         store.seed_orders(settings.orders_path)
         log.info(
-            "runtime loaded in %.1fs: %d series, model %s, index %s, %s",
+            "runtime loaded in %.1fs: %d series, model %s%s, index %s, %s",
             time.perf_counter() - started,
             len(catalog.series),
             intents.version,
+            f" (asking {settings.intent_url} first)" if settings.intent_url else "",
             knowledge.version,
             config.version,
         )
@@ -221,7 +232,7 @@ class ChatService:
         # resulting query is the one embedded, once, and used by every stage below
         query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
         vector = await self.batcher.embed_one(query)
-        prediction = rt.intents.classify(query, vector)
+        prediction = await rt.intents.aclassify(query, vector, session_id=session_id)
         unsure = prediction.confidence < config.intent.min_confidence
         if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
             # a follow-up about the conversation's series is about that series, whatever its wording
@@ -284,6 +295,7 @@ class ChatService:
             guardrail_reasons=reasons,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
             configs=dict(active.versions),
+            model=prediction.model or rt.intents.version,
         )
 
     async def _generate(self, request: GenerationRequest) -> str:
@@ -299,4 +311,6 @@ class ChatService:
         if self.rt.configs is not None:
             self.rt.configs.close()
         self.rt.knowledge.close()
+        if isinstance(self.rt.intents, HttpIntentClient):
+            await self.rt.intents.aclose()
         await self.batcher.aclose()

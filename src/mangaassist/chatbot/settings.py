@@ -10,7 +10,13 @@ Every variable is optional; defaults suit ``mangaassist serve`` from a checkout.
 ``MANGAASSIST_EMBEDDER``    ``minilm`` (default) or ``hashing`` (fast, for unit tests only)
 ``MANGAASSIST_FAULT``       fault injection for drills, e.g. ``error_rate=0.3,latency_ms=400``
 ``MANGAASSIST_TABLES``      SQLite file of the tables; default ``HOME/tables.sqlite3``
+``MANGAASSIST_INTENT_URL``  the intent model endpoint (``chatbot.model_server``, usually its
+                            router); unset or empty: the model runs in process
 ==========================  ===================================================================
+
+``MANGAASSIST_INTENT_TIMEOUT_MS`` is the deadline of one call to that endpoint (default 300), after
+which the chatbot answers with its in-process model. The model endpoint reads the same settings,
+plus ``MANGAASSIST_MODEL_PACKAGE`` (the package directory it serves).
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class Settings:
     embedder: str
     fault: str
     tables_path: Path
+    intent_url: str | None = None
+    """The model endpoint to ask (``MANGAASSIST_INTENT_URL``); None: classify in process."""
+    intent_timeout_s: float = 0.3
 
     @property
     def catalog_path(self) -> Path:
@@ -89,4 +98,19 @@ class Settings:
             embedder=embedder,
             fault=os.environ.get("MANGAASSIST_FAULT", ""),
             tables_path=Path(os.environ.get("MANGAASSIST_TABLES") or home / "tables.sqlite3"),
+            intent_url=os.environ.get("MANGAASSIST_INTENT_URL") or None,
+            intent_timeout_s=_intent_timeout(os.environ.get("MANGAASSIST_INTENT_TIMEOUT_MS")),
         )
+
+
+def _intent_timeout(raw: str | None) -> float:
+    """``MANGAASSIST_INTENT_TIMEOUT_MS`` in seconds (default 300 ms); a clear error when malformed."""
+    if not raw:
+        return 0.3
+    try:
+        ms = float(raw)
+    except ValueError:
+        raise ConfigError(f"MANGAASSIST_INTENT_TIMEOUT_MS={raw!r}: expected milliseconds, e.g. 300") from None
+    if not 1 <= ms <= 60_000:
+        raise ConfigError(f"MANGAASSIST_INTENT_TIMEOUT_MS={raw!r}: expected 1..60000 milliseconds")
+    return ms / 1000

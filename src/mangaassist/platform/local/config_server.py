@@ -28,8 +28,10 @@ API (JSON):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -390,6 +392,29 @@ def ensure_server(home: Path, timeout: float = 15.0) -> str:
     raise ConfigStoreError(
         f"the config server did not start within {timeout:.0f}s (see {home}/config-server.log)"
     )
+
+
+def stop_server(home: Path, timeout: float = 10.0) -> bool:
+    """Stop the server announced under ``home`` (SIGTERM); False if none was running."""
+    try:
+        pid = int(json.loads((home / STATE_FILE).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # reap it if it is our child (ensure_server)
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    (home / STATE_FILE).unlink(missing_ok=True)
+    return True
 
 
 class HttpConfigStore:

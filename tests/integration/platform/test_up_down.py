@@ -1,4 +1,5 @@
-"""``mangaassist up`` / ``status`` / ``chat`` / ``down`` with the real chatbot as revision r1."""
+"""``mangaassist up`` / ``status`` / ``chat`` / ``down`` with the real chatbot as revision r1, asking the
+intent model served as its own service (``intent-model``, also r1) through that service's router."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mangaassist.platform.local.client import _alive
@@ -43,12 +45,11 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
 ) -> None:
     env = {**os.environ, "MANGAASSIST_ROOT": str(ROOT)}
     env.pop("MANGAASSIST_URL", None)
-    default_ports = _free(8080) and _free(8079)
+    default_ports = _free(8080) and _free(8079) and _free(8081)
     if not default_ports:  # someone runs the dev platform here: same config, free ports
         config = (ROOT / "mangaassist.toml").read_text()
-        config = config.replace("control_port = 8079", "control_port = 0").replace(
-            "router_port = 8080", "router_port = 0"
-        )
+        for port in ("control_port = 8079", "router_port = 8080", "router_port = 8081"):
+            config = config.replace(port, port.split("=")[0] + "= 0")
         # the config file's folder is the project root (sources and data resolve against it)
         for name in ("src", "data", "knowledge", "ml", "config"):
             (tmp_path / name).symlink_to(ROOT / name)
@@ -68,7 +69,12 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert r1["name"] == "r1" and r1["health"] == "healthy" and len(r1["digest"]) == 64
         if default_ports:
             assert chatbot["url"] == "http://127.0.0.1:8080"
-        pids = [status["pid"], *(w["pid"] for w in r1["workers"])]
+        model = status["services"]["intent-model"]
+        assert model["weights"] == {"r1": 100.0}
+        (m1,) = model["revisions"]
+        assert m1["health"] == "healthy" and m1["app"] == "mangaassist.chatbot.model_server:create_app"
+        assert chatbot["links"] == {"MANGAASSIST_INTENT_URL": model["url"]}
+        pids = [status["pid"], *(w["pid"] for w in r1["workers"]), *(w["pid"] for w in m1["workers"])]
         assert all(_alive(p) for p in pids)
 
         url_args = [] if default_ports else ["--url", chatbot["url"]]
@@ -78,6 +84,13 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert answer["versions"]["revision"] == "r1" and answer["intent"] == "product_search"
         stats = json.loads(_cli("revisions", "stats", "--json", *home, env=env).stdout)
         assert stats["revisions"]["r1"]["statuses"] == {"200": 1}
+        # the chatbot asked the model service (warm-up calls, then this chat), and reports its version
+        model_stats = json.loads(
+            _cli("revisions", "stats", "--service", "intent-model", "--json", *home, env=env).stdout
+        )
+        assert model_stats["revisions"]["r1"]["statuses"].get("200", 0) >= 1
+        ready = httpx.get(f"{model['url']}/readyz", timeout=10).json()
+        assert answer["versions"]["model"] == ready["model_version"]
     finally:
         down = _cli("down", *home, env=env, timeout=60)
     assert down.returncode == 0, down.stderr

@@ -179,6 +179,7 @@ class ServiceRuntime:
             "weights": dict(self.weights),
             "shadow": {"revision": self.shadow.revision, "share": self.shadow.share} if self.shadow else None,
             "revisions": [self.revision_status(n) for n in self.revisions],
+            "links": {var: self.plane.services[target].url for var, target in self.settings.links.items()},
             "routing_version": self.version,
         }
 
@@ -199,6 +200,7 @@ class ServiceRuntime:
         workdir = await asyncio.to_thread(unpack, revision.artifact, home / "artifacts" / "unpacked")
         env = {
             **self.settings.env,
+            **{var: self.plane.services[target].url for var, target in self.settings.links.items()},
             "MANGAASSIST_ROOT": str(self.plane.settings.root),
             "MANGAASSIST_HOME": str(home),
             **revision.env,

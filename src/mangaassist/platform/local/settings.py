@@ -5,6 +5,10 @@ directory, the control port, and one table per service (its router port, replica
 and the source tree its first revision is built from). Read by ``platform.factory`` and by the
 local control plane at start-up.
 
+A service may depend on another through ``[...services.NAME.links]``: ``VARIABLE = "other-service"``
+gives every worker of NAME the variable set to the other service's router URL (how the chatbot
+finds the intent model endpoint: the router port may be picked at start, ``router_port = 0``).
+
 Environment variables: ``MANGAASSIST_PLATFORM_CONFIG`` (path of the file; default: the first
 ``mangaassist.toml`` in the current directory or its parents), ``MANGAASSIST_ENV`` (default
 ``dev``) and ``MANGAASSIST_HOME`` (overrides the environment's ``home``).
@@ -31,6 +35,8 @@ class ServiceSettings:
     ``router_port``: the router's fixed loopback port (0 picks a free one, for tests).
     ``source``: the tree ``up`` packs into the first revision (None: deploy revisions by hand).
     ``shadow_timeout_s``: how long a mirrored request may take before it counts as timed out.
+    ``links``: environment variable -> name of another service of the environment; its workers get
+    the variable set to that service's router URL (a revision's own env may override it).
     """
 
     name: str
@@ -42,6 +48,7 @@ class ServiceSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 180.0
     shadow_timeout_s: float = 10.0
+    links: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,16 @@ def load_settings(
             env={str(k): str(v) for k, v in svc.get("env", {}).items()},
             ready_timeout_s=float(svc.get("ready_timeout_s", 180.0)),
             shadow_timeout_s=float(svc.get("shadow_timeout_s", 10.0)),
+            links={str(k): str(v) for k, v in svc.get("links", {}).items()},
         )
+    for name, svc_settings in services.items():
+        for variable, target in svc_settings.links.items():
+            if target not in services or target == name:
+                others = ", ".join(sorted(n for n in services if n != name)) or "none"
+                raise ConfigError(
+                    f"{where}.services.{name}.links.{variable}: {target!r} is not another service of "
+                    f"this environment (have: {others})"
+                )
     return PlatformSettings(
         environment=environment,
         provider=str(table.get("provider", "local")),

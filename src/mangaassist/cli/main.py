@@ -31,7 +31,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-model_app = typer.Typer(help="The intent model: evaluate and train.", no_args_is_help=True)
+model_app = typer.Typer(
+    help="The intent model (CD-03): eval, train, gate, promote, rollback, list, history.",
+    no_args_is_help=True,
+)
 app.add_typer(model_app, name="model")
 
 console = Console()
@@ -175,16 +178,6 @@ def model_eval(
         console.print(f"  [dim]{miss['expected']} -> {miss['predicted']}: {miss['text']}[/]", highlight=False)
 
 
-@model_app.command("train")
-def model_train() -> None:
-    """Train the intent model from ml/intents/train.jsonl (cached by the data's digest)."""
-    try:
-        settings, _, client = _intent_client()
-    except MangaAssistError as exc:
-        raise fail(str(exc), 2) from None
-    console.print(f"model {client.version} ready under {settings.home / 'models'}")
-
-
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo chatbot; 0 picks a free one.")] = 0,
@@ -212,6 +205,9 @@ deploy_cmds.register(app)
 from mangaassist.cli import config_cmds  # noqa: E402 - CD-06: config validate, deploy, rollback, history
 
 config_cmds.register(app)
+from mangaassist.cli import model_cmds  # noqa: E402 - CD-03: model train, gate, promote, rollback, list
+
+model_cmds.register(model_app)
 
 
 def main() -> None:

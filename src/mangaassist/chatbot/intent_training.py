@@ -146,7 +146,10 @@ class TrainingConfig:
             gate=gate,
             source=source,
         )
-        return config.checked()
+        try:
+            return config.checked()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def checked(self) -> TrainingConfig:
         """Re-validate after command-line overrides (``dataclasses.replace``)."""

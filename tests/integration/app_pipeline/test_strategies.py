@@ -96,6 +96,21 @@ def test_gates_stop_a_bad_candidate_before_any_traffic(plane: Plane) -> None:
     assert gate.detail["verdict"] == "FAIL" and gate.detail["numbers"]["p99_ms"] > 300
     assert plane.live() == {"r1": 100.0}
 
+    # one chat in four fails: smoke passes (a 5xx is retried there), the pinned load's error gate
+    # does not, so no user request ever reaches it
+    load = BackgroundLoad(plane.url, rps=30, sessions=8, seed=5).start()
+    run, steps = plane.deploy(set_env={"TESTAPP_FAIL_EVERY": "4"})
+    report = load.stop()
+    assert run.effective_state is RunState.ROLLED_BACK, run.reason
+    assert steps["candidate"].status.value == "done"
+    gate = steps["latency-gate"]
+    assert gate.detail["verdict"] == "FAIL", gate.detail
+    assert gate.detail["numbers"]["failed"] > gate.detail["numbers"]["failed_allowed"]
+    assert "pinned requests failed" in (gate.reason or "")
+    candidate = steps["build"].output["candidate"]
+    assert report.by_revision.get(candidate, 0) == 0 and report.failed == 0
+    assert plane.live() == {"r1": 100.0}
+
 
 def test_blue_green_keeps_the_old_revision_warm_for_the_window(plane: Plane) -> None:
     """Blue-green: one atomic switch to 100%; r1 still runs (warm) during the rollback window while

@@ -76,6 +76,10 @@ def test_settings_defaults_file_and_overrides(tmp_path: Path) -> None:
         deploy_settings("dev", config)
     with pytest.raises(ConfigError, match="steps"):
         deploy_settings("dev", None, {"steps": "50,25"})
+    assert dev.pinned_error_rate == 0.01
+    assert deploy_settings("dev", None, {"pinned_error_rate": "0.05"}).pinned_error_rate == 0.05
+    with pytest.raises(ConfigError, match=r"pinned_error_rate: expected a number within \[0, 1\)"):
+        deploy_settings("dev", None, {"pinned_error_rate": 1.5})
 
 
 class _Stats:

@@ -8,7 +8,9 @@ The runbook, one engine step each (``build``):
    nothing deployed.
 3. ``candidate``: the new revision at 0%, at the stable revision's size; smoke tests through the
    router with the revision-pin header (health, one chat per intent with the expected intent).
-4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget.
+4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget, and
+   its failures few enough for an acceptable error rate (``delivery.analysis.gates``): a grossly
+   broken candidate stops here, before any user reaches it.
 5. one step per rollout phase (``rollout.strategies``): shift the weight, then let the executor
    (``rollout.executor``) read what both revisions served since the shift and consult the
    anytime-valid ``SequentialJudge``. PASS at the minimum sample moves on, INCONCLUSIVE extends the
@@ -46,6 +48,7 @@ from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis import ArmSample, SequentialJudge
+from mangaassist.delivery.analysis.gates import errors_allowed, too_many_errors
 from mangaassist.delivery.engine.model import WaitFor
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
 from mangaassist.delivery.rollout.build import build_release, import_release
@@ -70,6 +73,8 @@ SLICE_S = 10.0
 """How long a phase step judges before handing back to the engine (which then checks aborts and
 polls it again); the judge itself is consulted every ``TICK_S``."""
 TICK_S = 0.2
+PINNED_ERROR_ALPHA = 0.001
+"""False-failure probability of the pinned load's error gate (``delivery.analysis.gates``)."""
 
 
 # -- the runbook ---------------------------------------------------------------------------------
@@ -83,7 +88,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         Step("build", _build, "build the wheel and store it by digest"),
         Step("test", _test, "run the test gate"),
         Step("candidate", _candidate, "start the candidate at 0% and smoke-test it"),
-        Step("latency-gate", _latency_gate, "pinned load test against the latency budget"),
+        Step("latency-gate", _latency_gate, "pinned load test: latency budget and error rate"),
         *(Step(p.name, _phase_step(p, plan), f"{p.weight:g}% to the candidate, judged") for p in plan.phases),
         Step("promote", _promote, "retire the old revision after its drain"),
     ]
@@ -235,9 +240,11 @@ def _latency_gate(ctx: StepContext) -> Outcome:
         headers=pin,
         feedback_share=0.0,
     )
+    allowed = errors_allowed(report.requests, settings.pinned_error_rate, PINNED_ERROR_ALPHA)
     numbers = {
         "requests": float(report.requests),
         "failed": float(report.failed),
+        "failed_allowed": float(allowed),
         "p50_ms": _num(report.quantile(0.5)),
         "p95_ms": _num(report.quantile(0.95)),
         "p99_ms": _num(report.quantile(0.99)),
@@ -245,6 +252,13 @@ def _latency_gate(ctx: StepContext) -> Outcome:
     }
     if report.ok == 0:
         return Outcome.failed("no request of the load test succeeded", verdict=Verdict.FAIL, numbers=numbers)
+    if too_many_errors(report.failed, report.requests, settings.pinned_error_rate, PINNED_ERROR_ALPHA):
+        return Outcome.failed(
+            f"{report.failed} of {report.requests} pinned requests failed (at most {allowed} fit an "
+            f"error rate of {settings.pinned_error_rate:.1%}); no user reached {candidate}",
+            verdict=Verdict.FAIL,
+            numbers=numbers,
+        )
     if numbers["p99_ms"] > settings.latency_budget_ms:
         return Outcome.failed(
             f"p99 {numbers['p99_ms']:.0f} ms over the budget of {settings.latency_budget_ms:g} ms",

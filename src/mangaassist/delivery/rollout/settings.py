@@ -8,6 +8,9 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``latency_budget_ms``          p99 the candidate must meet under pinned load (default 300)
 ``load_rps`` / ``load_s``      that load: requests per second and duration (default 20 / 5)
 ``warmup_s``                   pinned load before it that is not measured (default 1)
+``pinned_error_rate``          the error rate acceptable under that load: more failures than a
+                               one-sided binomial test at ``alpha`` 0.001 allows fail the gate before
+                               any user reaches the candidate (default 0.01)
 ``strategy``                   the default strategy (``canary``)
 ``strategies``                 strategies allowed here (default: all three in ``dev``, no
                                ``all-at-once`` elsewhere)
@@ -51,6 +54,7 @@ class DeploySettings:
     load_rps: float = 20.0
     load_s: float = 5.0
     warmup_s: float = 1.0
+    pinned_error_rate: float = 0.01
     strategy: Strategy = Strategy.CANARY
     strategies: tuple[Strategy, ...] = (Strategy.CANARY, Strategy.BLUE_GREEN)
     steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
@@ -109,6 +113,11 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if number < 1:
                 raise ValueError("a whole number >= 1")
             return number
+        if name == "pinned_error_rate":
+            share = float(value)
+            if not 0 <= share < 1:
+                raise ValueError("a number within [0, 1)")
+            return share
         if name == "alpha":
             alpha = float(value)
             if not 0 < alpha < 1:

@@ -11,6 +11,7 @@ Behaviour comes from environment variables (one value per revision):
 ``TESTAPP_NEVER_READY``        a reason: ``/readyz`` answers 503 with it forever
 ``TESTAPP_STATUS``             status of every ``/v1/chat`` answer (default 200)
 ``TESTAPP_DELAY_MS``           delay before every ``/v1/chat`` answer
+``TESTAPP_FAIL_EVERY``         every Nth ``/v1/chat`` answers 500 (a partial error rate, 1/N)
 ``TESTAPP_INTENT``             the ``intent`` it reports (default ``product_search``)
 ``TESTAPP_CRASH_ON_START``     exit at once with status 3 (a revision that cannot run)
 =============================  ===============================================================
@@ -41,6 +42,8 @@ def create_app() -> Any:
     status = int(os.environ.get("TESTAPP_STATUS", "200"))
     delay = float(os.environ.get("TESTAPP_DELAY_MS", "0")) / 1000
     intent = os.environ.get("TESTAPP_INTENT", "product_search")
+    fail_every = int(os.environ.get("TESTAPP_FAIL_EVERY", "0"))
+    chats = [0]
     rev_header = (b"x-mangaassist-revision", revision.encode())
 
     async def reply(
@@ -103,8 +106,10 @@ def create_app() -> Any:
                 "session_id": session,
                 "shadow": headers.get(b"x-mangaassist-shadow") == b"1",
             }
-            if status >= 400:
-                await reply(send, status, {"error": "configured failure", "revision": revision})
+            chats[0] += 1
+            if status >= 400 or (fail_every and chats[0] % fail_every == 0):
+                code = status if status >= 400 else 500
+                await reply(send, code, {"error": "configured failure", "revision": revision})
             else:
                 await reply(send, status, answer, tuple(extra_headers))
         elif path == "/v1/feedback":

@@ -177,6 +177,26 @@ class TrainingConfig:
             changes["shuffle_labels"] = shuffle_labels
         return replace(self, **changes).checked()
 
+    def as_dict(self) -> dict[str, Any]:
+        """The effective settings (file plus command-line overrides), as logged with the run."""
+        return {
+            "model": self.model_name,
+            "data": {
+                "train": str(self.train_path),
+                "eval": str(self.eval_path),
+                "train_fraction": self.train_fraction,
+                "subset_seed": self.subset_seed,
+            },
+            "training": {
+                **self.hyperparameters(),
+                "augment_copies": self.augment_copies,
+                "augment_seed": self.augment_seed,
+                "shuffle_labels": self.shuffle_labels,
+            },
+            "gate": dict(self.gate),
+            "source": self.source,
+        }
+
     def hyperparameters(self) -> dict[str, Any]:
         return {"C": self.C, "max_iter": self.max_iter, "class_weight": self.class_weight}
 
@@ -523,6 +543,7 @@ def train_candidate(
                 pip_requirements=pip_requirements(),
             )
             mlflow.log_dict(trained.report, "eval/report.json")
+            mlflow.log_dict(config.as_dict(), "config/effective.json")
             if config.source and Path(config.source).is_file():
                 mlflow.log_artifact(config.source, "config")
             mlflow.set_tags({"mangaassist.actor": actor, "mangaassist.reason": reason[:1000]})

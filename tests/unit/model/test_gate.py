@@ -191,15 +191,16 @@ def test_absolute_limits_agree_with_mlflow_validate_evaluation_results() -> None
     )
 
     thresholds = {
-        "macro_f1": MetricThreshold(threshold=0.88, greater_is_better=True),
-        "ece": MetricThreshold(threshold=0.15, greater_is_better=False),
+        "macro_f1": MetricThreshold(threshold=0.88, greater_is_better=True),  # type: ignore[no-untyped-call]
+        "ece": MetricThreshold(threshold=0.15, greater_is_better=False),  # type: ignore[no-untyped-call]
     }
     config = GateConfig.from_mapping({"metrics": {"macro_f1": {"min": 0.88}, "ece": {"max": 0.15}}})
     for f1 in (0.87, 0.88, 0.93):
         for ece in (0.1, 0.15, 0.2):
             metrics = {"macro_f1": f1, "ece": ece}
             try:
-                validate_evaluation_results(thresholds, EvaluationResult(metrics=metrics, artifacts={}))
+                result = EvaluationResult(metrics=metrics, artifacts={})  # type: ignore[no-untyped-call]
+                validate_evaluation_results(thresholds, result)
                 mlflow_passed = True
             except ModelValidationFailedException:
                 mlflow_passed = False

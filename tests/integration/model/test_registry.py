@@ -1,0 +1,139 @@
+"""``MlflowModelRegistry`` on a real MLflow SQLite store: versions, aliases, history, downloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mangaassist.chatbot.catalog import Catalog
+from mangaassist.chatbot.entities import EntitySignals
+from mangaassist.chatbot.intent import Example, load_package, save_package
+from mangaassist.chatbot.intent_training import TrainingConfig, fit
+from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.delivery.model_promotion import promote, rollback
+from mangaassist.platform.embeddings import HashingEmbedder
+from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+
+EXAMPLES = [
+    Example("where is my order", "order_status"),
+    Example("track my package please", "order_status"),
+    Example("I want to talk to a human", "human_handoff"),
+    Example("connect me with an agent", "human_handoff"),
+]
+
+
+@pytest.fixture
+def package(tmp_path: Path, embedder: HashingEmbedder, catalog: Catalog) -> Path:
+    model = fit(EXAMPLES, embedder, EntitySignals(catalog), TrainingConfig(augment_copies=0))
+    return save_package(model, tmp_path / "pkg", {"version": "intent-test", "embedder": embedder.name})
+
+
+def _register(registry: MlflowModelRegistry, package: Path, f1: float) -> str:
+    version = registry.register(
+        "intent", package, metrics={"macro_f1": f1}, params={"C": "8.0"}, tags={"k": "v"}
+    )
+    return version.version
+
+
+def test_register_numbers_versions_and_keeps_metrics_params_tags(
+    registry: MlflowModelRegistry, package: Path, tmp_path: Path
+) -> None:
+    first = registry.register(
+        "intent", package, metrics={"macro_f1": 0.9, "ece": 0.05}, params={"C": "8.0"}, tags={"k": "v"}
+    )
+    second = registry.register("intent", package, metrics={"macro_f1": 0.95}, params={"C": "4.0"})
+    assert (first.version, second.version) == ("1", "2")
+    assert first.metrics == {"macro_f1": 0.9, "ece": 0.05} and first.params == {"C": "8.0"}
+    assert first.tags == {"k": "v"} and first.aliases == ()
+    assert first.source.endswith("/package") and first.source.startswith("file://")
+    # the store is where from_home says: SQLite and artifacts under the home
+    assert (tmp_path / "home" / "mlflow" / "mlflow.db").is_file()
+    assert str(tmp_path / "home" / "mlflow" / "artifacts" / "intent") in first.source
+    assert [v.version for v in registry.versions("intent")] == ["1", "2"]
+    assert registry.get("intent", "2").params == {"C": "4.0"}
+    with pytest.raises(NotFoundError, match="no version 7"):
+        registry.get("intent", "7")
+    assert registry.versions("other") == []
+    with pytest.raises(ConfigError, match="not a model package directory"):
+        registry.register("intent", tmp_path / "missing", metrics={}, params={})
+
+
+def test_download_round_trip_serves_the_same_model(
+    registry: MlflowModelRegistry, package: Path, tmp_path: Path, embedder: HashingEmbedder, catalog: Catalog
+) -> None:
+    version = _register(registry, package, 0.9)
+    local = registry.download("intent", version, tmp_path / "downloads")
+    assert local == tmp_path / "downloads" / "intent-v1"
+    assert (local / "model.joblib").read_bytes() == (package / "model.joblib").read_bytes()
+    assert json.loads((local / "model.json").read_text())["version"] == "intent-test"
+    client = load_package(local, embedder, catalog)
+    assert client.classify("where is my parcel").intent == "order_status"
+    assert registry.download("intent", version, tmp_path / "downloads") == local  # reused
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["intent-v1"]  # no scratch left
+
+
+def test_aliases_promote_rollback_and_history(registry: MlflowModelRegistry, package: Path) -> None:
+    v1, v2, v3 = (_register(registry, package, f) for f in (0.90, 0.92, 0.93))
+    assert registry.alias("intent", "champion") is None
+
+    first = promote(registry, "intent", v1, actor="alice", reason="first model")
+    assert (first.champion_before, first.champion, first.previous) == (None, "1", None)
+    assert registry.alias("intent", "previous") is None  # first model: champion directly
+
+    promote(registry, "intent", v2, actor="bob")
+    champion, previous = registry.alias("intent", "champion"), registry.alias("intent", "previous")
+    assert champion is not None and champion.version == "2" and champion.metrics == {"macro_f1": 0.92}
+    assert previous is not None and previous.version == "1"
+    assert registry.get("intent", "2").aliases == ("champion",)
+    assert {v.version: v.aliases for v in registry.versions("intent")} == {
+        "1": ("previous",),
+        "2": ("champion",),
+        "3": (),
+    }
+    with pytest.raises(ConfigError, match="already the champion"):
+        promote(registry, "intent", v2, actor="bob")
+
+    back = rollback(registry, "intent", actor="carol", reason="bad answers")
+    assert (back.champion_before, back.champion) == ("2", "1")
+    champion = registry.alias("intent", "champion")
+    assert champion is not None and champion.version == "1"
+    assert registry.alias("intent", "previous") is None
+    with pytest.raises(NotFoundError, match="no 'previous' version"):
+        rollback(registry, "intent", actor="carol")
+
+    moves = [(m["alias"], m["previous"], m["version"], m["actor"]) for m in registry.history("intent")]
+    assert moves == [
+        ("champion", None, "1", "alice"),
+        ("previous", None, "1", "bob"),
+        ("champion", "1", "2", "bob"),
+        ("champion", "2", "1", "carol"),
+        ("previous", "1", None, "carol"),
+    ]
+    assert registry.history("intent")[3]["reason"] == "bad answers"
+    assert all(m["at"].endswith("+00:00") for m in registry.history("intent"))
+    assert v3 == "3"
+
+
+def test_alias_errors(registry: MlflowModelRegistry, package: Path) -> None:
+    _register(registry, package, 0.9)
+    with pytest.raises(ConfigError, match="alias 'live'"):
+        registry.set_alias("intent", "live", "1", actor="a")
+    with pytest.raises(NotFoundError, match="no version 9"):
+        registry.set_alias("intent", "champion", "9", actor="a")
+    with pytest.raises(NotFoundError):
+        promote(registry, "intent", "9", actor="a")
+    registry.delete_alias("intent", "candidate", actor="a")  # absent: nothing to do, nothing recorded
+    assert registry.history("intent") == []
+
+
+def test_a_second_registry_on_the_same_home_sees_everything(
+    registry: MlflowModelRegistry, package: Path, tmp_path: Path
+) -> None:
+    version = _register(registry, package, 0.9)
+    registry.set_alias("intent", "candidate", version, actor="a", reason="trained")
+    other = MlflowModelRegistry.from_home(tmp_path / "home")
+    found = other.alias("intent", "candidate")
+    assert found is not None and found.version == version
+    assert other.history("intent")[0]["reason"] == "trained"

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from mangaassist.platform.local.client import _alive
+from mangaassist.platform.local.config_server import running_url
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[3]
@@ -84,6 +85,10 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert answer["versions"]["revision"] == "r1" and answer["intent"] == "product_search"
         stats = json.loads(_cli("revisions", "stats", "--json", *home, env=env).stdout)
         assert stats["revisions"]["r1"]["statuses"] == {"200": 1}
+        # the environment's config server runs with the platform, and the chatbot follows it
+        config_url = running_url(state_home)
+        assert config_url is not None
+        assert "configs" in httpx.get(f"{chatbot['url']}/readyz", timeout=10).json()
         # the chatbot asked the model service (warm-up calls, then this chat), and reports its version
         model_stats = json.loads(
             _cli("revisions", "stats", "--service", "intent-model", "--json", *home, env=env).stdout
@@ -91,6 +96,35 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert model_stats["revisions"]["r1"]["statuses"].get("200", 0) >= 1
         ready = httpx.get(f"{model['url']}/readyz", timeout=10).json()
         assert answer["versions"]["model"] == ready["model_version"]
+
+        # a model revision that fails every request, deployed and shadowed with the CLI: users never see it
+        model_cli = ["--service", "intent-model", *home]
+        deploy = _cli(
+            "revisions",
+            "deploy",
+            "r2",
+            "--set-env",
+            "MANGAASSIST_FAULT=error_rate=1",
+            "--json",
+            *model_cli,
+            env=env,
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        r2 = json.loads(deploy.stdout)
+        assert r2["health"] == "healthy" and r2["weight"] == 0
+        pids += [w["pid"] for w in r2["workers"]]
+        assert _cli("revisions", "shadow", "r2", "--share", "1", *model_cli, env=env).returncode == 0
+        again = _cli("chat", "Do you have Frieren volume 5?", "--json", *url_args, env=env, timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["intent"] == "product_search"
+        assert json.loads(again.stdout)["versions"]["model"] == ready["model_version"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shadow = json.loads(_cli("revisions", "stats", "--json", *model_cli, env=env).stdout)["shadow"]
+            if shadow.get("r2", {}).get("statuses", {}).get("500"):
+                break
+            time.sleep(0.5)
+        assert shadow["r2"]["statuses"]["500"] >= 1
     finally:
         down = _cli("down", *home, env=env, timeout=60)
     assert down.returncode == 0, down.stderr
@@ -99,6 +133,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in pids if _alive(p)] == []
+    assert running_url(state_home) is None  # `down` stopped the config server too
     nothing = _cli("down", *home, env=env, timeout=60)
     assert nothing.returncode == 0 and "nothing runs" in nothing.stdout
     assert _cli("status", *home, env=env, timeout=60).returncode == 1

@@ -1,7 +1,8 @@
 """Fault injection for drills: ``MANGAASSIST_FAULT=error_rate=0.3,latency_ms=400``.
 
-Off unless set. Only ``POST /v1/chat`` is affected, so health checks keep telling the truth about
-the process while its answers degrade, which is exactly what canary analysis must catch.
+Off unless set. Only ``POST /v1/chat`` is affected (``POST /v1/intent`` on the model endpoint,
+``chatbot.model_server``), so health checks keep telling the truth about the process while its
+answers degrade, which is exactly what canary analysis must catch.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ embeddings, config, tables); ``ChatService.chat`` answers one message. The query
 and the vector is shared by the intent model, catalog search and retrieval.
 
 The intent model runs in process unless ``MANGAASSIST_INTENT_URL`` names a model endpoint; then
-``HttpIntentClient`` asks it (sticky by session id) and keeps the in-process model, loaded here as
-before, as the champion it falls back to.
+``HttpIntentClient`` asks it (sticky by session id) and keeps the in-process model as the champion it
+falls back to. The in-process model is the package ``MANGAASSIST_MODEL_PACKAGE`` names (the model
+pipeline points it at the registry's champion), else the default one (``load_or_train``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, Lo
 from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
 from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source
-from mangaassist.chatbot.intent import IntentClient, load_or_train
+from mangaassist.chatbot.intent import IntentClient, load_or_train, load_package
 from mangaassist.chatbot.intent_remote import HttpIntentClient
 from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
 from mangaassist.chatbot.settings import Settings
@@ -89,9 +90,13 @@ class Runtime:
         catalog = Catalog.load(settings.catalog_path)
         catalog.matrix = cache.embed(embedder, [s.search_text for s in catalog.series])
         knowledge = _knowledge(settings, config, embedder, catalog)
-        champion = load_or_train(
-            settings.intents_dir / "train.jsonl", embedder, settings.home / "models", catalog
-        )
+        package = os.environ.get("MANGAASSIST_MODEL_PACKAGE")
+        if package:
+            champion = load_package(Path(package), embedder, catalog)
+        else:
+            champion = load_or_train(
+                settings.intents_dir / "train.jsonl", embedder, settings.home / "models", catalog
+            )
         intents: IntentClient = champion
         if settings.intent_url:
             intents = HttpIntentClient(settings.intent_url, champion, timeout_s=settings.intent_timeout_s)

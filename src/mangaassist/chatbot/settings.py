@@ -15,8 +15,10 @@ Every variable is optional; defaults suit ``mangaassist serve`` from a checkout.
 ==========================  ===================================================================
 
 ``MANGAASSIST_INTENT_TIMEOUT_MS`` is the deadline of one call to that endpoint (default 300), after
-which the chatbot answers with its in-process model. The model endpoint reads the same settings,
-plus ``MANGAASSIST_MODEL_PACKAGE`` (the package directory it serves).
+which the chatbot answers with its in-process model. ``MANGAASSIST_MODEL_PACKAGE`` names the model
+package (``intent.save_package``) to load as that in-process model (default: the model trained from
+``ml/intents`` and cached under ``HOME/models``); the model endpoint reads the same settings and serves
+that package.
 """
 
 from __future__ import annotations

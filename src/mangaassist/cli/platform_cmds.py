@@ -27,6 +27,7 @@ from mangaassist.platform.local.client import (
     start_control_plane,
     stop_control_plane,
 )
+from mangaassist.platform.local.config_server import ensure_server, stop_server
 from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
 
 console = Console()
@@ -77,11 +78,15 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
     if not as_json:
         err.print(f"starting the {env} platform (state in {settings.home}) ...", highlight=False)
     try:
+        config_url = ensure_server(settings.home) if settings.config_server else None
+        if config_url:  # every worker follows the environment's config server (CD-06)
+            extra["MANGAASSIST_CONFIG_URL"] = config_url
         report = start_control_plane(settings, path, extra_env=extra)
     except MangaAssistError as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        print(json.dumps({"already_running": report.already_running, **report.status}, indent=2))
+        doc = {"already_running": report.already_running, **report.status, "config_server": config_url}
+        print(json.dumps(doc, indent=2))
         return
     verb = "already running" if report.already_running else "started"
     console.print(
@@ -89,14 +94,17 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
     )
     for name, url in report.services.items():
         console.print(f"  {name}: {url}", highlight=False)
+    if config_url:
+        console.print(f"  config server: {config_url}", highlight=False)
 
 
 def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Stop the local platform and every process it started (checked by PID)."""
     settings, _ = _settings(env, home)
     report = stop_control_plane(settings)
+    config_stopped = settings.config_server and stop_server(settings.home)
     if as_json:
-        print(json.dumps(report.__dict__, indent=2))
+        print(json.dumps({**report.__dict__, "config_server_stopped": config_stopped}, indent=2))
     elif not report.was_running:
         console.print(f"nothing runs for {settings.home}")
     else:
@@ -105,6 +113,8 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
             + (f"; killed {report.killed}" if report.killed else ""),
             highlight=False,
         )
+    if config_stopped and not as_json:
+        console.print(f"stopped the config server of {settings.home}")
     if report.left:
         raise _fail(f"still running: {report.left}")
 

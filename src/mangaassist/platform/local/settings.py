@@ -62,11 +62,21 @@ class PlatformSettings:
     control_port: int
     services: Mapping[str, ServiceSettings]
     host: str = "127.0.0.1"
+    config_server: bool = False
+    """``up`` starts the environment's config server (CD-06) and gives every worker its URL
+    (``MANGAASSIST_CONFIG_URL``); ``down`` stops it."""
 
     @property
     def run_dir(self) -> Path:
         """PID file, control-plane address file, logs."""
         return self.home / "platform"
+
+
+def _bool(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
 
 
 def find_config(start: Path | None = None) -> Path:
@@ -148,4 +158,5 @@ def load_settings(
         home=resolved_home.resolve(),
         control_port=_int(table, "control_port", where, 0),
         services=services,
+        config_server=_bool(table, "config_server", where, False),
     )

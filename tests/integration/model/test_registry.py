@@ -137,3 +137,15 @@ def test_a_second_registry_on_the_same_home_sees_everything(
     found = other.alias("intent", "candidate")
     assert found is not None and found.version == version
     assert other.history("intent")[0]["reason"] == "trained"
+
+
+def test_mlflow_tracking_uri_wins_over_the_home(
+    tmp_path: Path, package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "team" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    registry = MlflowModelRegistry.from_home(tmp_path / "home")
+    assert registry.tracking_uri == f"sqlite:///{elsewhere}"
+    version = registry.register("intent", package, metrics={}, params={})
+    assert elsewhere.is_file() and not (tmp_path / "home").exists()
+    assert str(tmp_path / "team" / "artifacts") in version.source

@@ -81,10 +81,14 @@ class MlflowModelRegistry:
     @classmethod
     def from_home(cls, home: Path) -> MlflowModelRegistry:
         """The registry of a state directory (``MANGAASSIST_HOME``), or the tracking server if
-        ``MLFLOW_TRACKING_URI`` is set (the server then decides where artifacts go)."""
+        ``MLFLOW_TRACKING_URI`` is set (the server then decides where artifacts go; for a
+        ``sqlite:///`` URI they go to ``artifacts/`` next to the database, not the working directory)."""
+        uri = tracking_uri_for(home)
         if os.environ.get("MLFLOW_TRACKING_URI"):
-            return cls(tracking_uri_for(home))
-        return cls(tracking_uri_for(home), (home / "mlflow" / "artifacts").resolve())
+            if uri.startswith("sqlite:///"):
+                return cls(uri, Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts")
+            return cls(uri)
+        return cls(uri, (home / "mlflow" / "artifacts").resolve())
 
     # -- tracking ----------------------------------------------------------------------------
 

@@ -59,7 +59,8 @@ def _judge_table(title: str, steps: dict[str, StepRecord]) -> Table:
             f"{n['candidate_p50_ms']:.0f} ms",
             f"{n['stable_p50_ms']:.0f} ms",
             f"{n['e_error_rate']:.3g}",
-            f"{n['e_latency']:.3g}",
+            # a step judged against the pre-switch period (100%) compares rates only, not latency
+            f"{n['e_latency']:.3g}" if "e_latency" in n else "-",
             f"{n.get('threshold', 0):.3g}",
         )
     return table

@@ -72,6 +72,9 @@ def test_failing_or_hanging_shadow_leaves_user_responses_untouched(plane: Plane)
     _wait(settled)
     s = c.stats("shadow")["shadow"]
     assert s["other-intent"]["intent_agreed"] == 0
+    disagreements = s["other-intent"]["disagreements"]  # kept for review, newest 20
+    assert len(disagreements) == 20 and all(d["primary"] != d["shadow"] for d in disagreements)
+    assert s["same-intent"]["disagreements"] == []
     same = s["same-intent"]
     assert 60 <= same["intent_compared"] <= 140 and same["intent_agreement"] == 1.0
     assert c.stats("shadow")["revisions"]["primary"]["requests"] == 330

@@ -14,7 +14,13 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.platform.local.artifacts import pack_source, unpack
 from mangaassist.platform.local.router import RouteTarget, RoutingTable, StickySessions, _session_of
 from mangaassist.platform.local.settings import load_settings
-from mangaassist.platform.local.stats import Histogram, RouterCollector, RouterStats
+from mangaassist.platform.local.stats import (
+    DISAGREEMENT_TEXT_MAX,
+    DISAGREEMENTS_KEPT,
+    Histogram,
+    RouterCollector,
+    RouterStats,
+)
 from mangaassist.platform.local.upstream import UpstreamPool
 
 ROOT = Path(__file__).parents[3]
@@ -93,6 +99,22 @@ def test_observations_after_a_cursor_and_prometheus_text() -> None:
         if s.name.endswith("_count")
     }
     assert count == {"r1": 5.0, "r2": 1.0}
+
+
+def test_shadow_disagreements_are_a_bounded_sample_with_truncated_text() -> None:
+    stats = RouterStats("intent-model")
+    shadow = stats.shadow("m2")
+    for i in range(DISAGREEMENTS_KEPT + 5):
+        shadow.compared("order_status", "chit_chat", f"where is order {i} " + "x" * 500)
+    shadow.compared("faq", "faq", "how long is shipping?")
+    data = stats.snapshot()["shadow"]["m2"]
+    assert data["intent_compared"] == DISAGREEMENTS_KEPT + 6 and data["intent_agreed"] == 1
+    kept = data["disagreements"]
+    assert len(kept) == DISAGREEMENTS_KEPT  # the newest only
+    assert kept[0]["text"].startswith("where is order 5 ")
+    assert kept[-1]["text"].startswith("where is order 24 ")
+    assert {len(d["text"]) for d in kept} == {DISAGREEMENT_TEXT_MAX}
+    assert {(d["primary"], d["shadow"]) for d in kept} == {("order_status", "chit_chat")}
 
 
 def test_settings_of_the_repository_and_bad_files(tmp_path: Path) -> None:

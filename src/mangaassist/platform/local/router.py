@@ -3,7 +3,9 @@
 It splits new conversations by weight, keeps a conversation on the revision it started on while
 that revision lives (session id from ``X-Session-Id``, else the ``ma_session`` cookie), honours
 ``X-MangaAssist-Revision`` pins, mirrors a share of requests to a shadow revision, streams
-responses through, and records every outcome in ``RouterStats``.
+responses through, and records every outcome in ``RouterStats``. A mirror's intent (header
+``X-MangaAssist-Intent`` or the JSON ``intent``) is compared with the primary's; the newest
+disagreements (request text truncated, both intents) are kept in the shadow's stats for review.
 
 The control plane owns one ``Router`` per service and changes it only by ``publish``-ing a new
 immutable ``RoutingTable``: each request reads the table once, so a weight change is atomic and
@@ -28,7 +30,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Message, Receive, Scope, Send
 
-from mangaassist.platform.local.stats import RouterCollector, RouterStats
+from mangaassist.platform.local.stats import RouterCollector, RouterStats, ShadowCounters
 from mangaassist.platform.local.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 _HOP_BY_HOP = frozenset(
@@ -199,6 +201,18 @@ def _intent_of(response: UpstreamResponse, body: bytes | None) -> str | None:
             intent = data.get("intent") if isinstance(data, dict) else None
             return str(intent) if intent is not None else None
     return None
+
+
+def _text_of(body: bytes) -> str | None:
+    """The ``text`` of a JSON request body (the model endpoint's), or its ``message`` (the chatbot's)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    text = data.get("text", data.get("message"))
+    return text if isinstance(text, str) else None
 
 
 class Router:
@@ -438,7 +452,7 @@ class Router:
 
     async def _shadow_request(
         self,
-        counters: Any,
+        counters: ShadowCounters,
         pool: UpstreamPool,
         method: str,
         target_bytes: bytes,
@@ -467,8 +481,7 @@ class Router:
                 async with asyncio.timeout(self.shadow_timeout_s):
                     mine = await asyncio.shield(primary_intent)
                 if mine is not None:
-                    counters.intent_compared += 1
-                    counters.intent_agreed += int(mine == shadow_intent)
+                    counters.compared(mine, shadow_intent, _text_of(body) if mine != shadow_intent else None)
         except TimeoutError:
             counters.errors["timeout"] += 1
             if response is not None:

@@ -34,6 +34,11 @@ OBSERVATION_FIELDS = (
 """One raw observation: ``kind`` is ``request`` or ``feedback``; ``status`` 0 means the request
 never got an HTTP answer from a worker (``error`` says why: ``connect``, ``reset``, ``timeout``,
 ``unavailable`` when no worker was ready)."""
+DISAGREEMENTS_KEPT = 20
+"""The newest mirrored requests on which a shadow's intent differed from the primary's, kept for
+review (CD-03 writes them to the shadow step); older ones are dropped, so memory stays bounded."""
+DISAGREEMENT_TEXT_MAX = 200
+"""Characters of a disagreeing request's ``text`` kept (user text: keep little of it)."""
 
 
 class Histogram:
@@ -125,6 +130,25 @@ class ShadowCounters:
     in_flight: int = 0
     intent_compared: int = 0
     intent_agreed: int = 0
+    disagreements: collections.deque[dict[str, Any]] = field(
+        default_factory=lambda: collections.deque(maxlen=DISAGREEMENTS_KEPT)
+    )
+    """A sample (the newest ``DISAGREEMENTS_KEPT``) of the comparisons that disagreed."""
+
+    def compared(self, primary: str, shadow: str, text: str | None) -> None:
+        """One intent comparison of a mirrored request; a disagreement is kept in the sample."""
+        self.intent_compared += 1
+        if primary == shadow:
+            self.intent_agreed += 1
+            return
+        self.disagreements.append(
+            {
+                "time": round(time.time(), 3),
+                "text": (text or "")[:DISAGREEMENT_TEXT_MAX],
+                "primary": primary,
+                "shadow": shadow,
+            }
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,6 +163,7 @@ class ShadowCounters:
             "intent_compared": self.intent_compared,
             "intent_agreed": self.intent_agreed,
             "intent_agreement": (self.intent_agreed / self.intent_compared) if self.intent_compared else None,
+            "disagreements": list(self.disagreements),
         }
 
 

@@ -190,3 +190,16 @@ def test_a_run_policy_snapshot_rebuilds_the_same_rules() -> None:
     assert again.as_dict() == paris.as_dict()
     old = {k: v for k, v in paris.as_dict().items() if not k.endswith("_specs")}  # an older snapshot
     assert EnvironmentPolicy.from_snapshot(old, "prod", "CD-01").blocks(at("2025-03-28T16:30+00:00")) == []
+
+
+def test_a_failed_gate_may_be_overridden_only_where_the_policy_says_so() -> None:
+    dev, prod = (default_policy().for_run(env, "CD-03") for env in ("dev", "prod"))
+    assert dev.gate_overrides and "dev.gates" in dev.rules()
+    dev.check_overrides({"dev.gates": "drill: a shuffled-label model must be caught in shadow"})
+    assert not prod.gate_overrides and "prod.gates" not in prod.rules()
+    with pytest.raises(UnknownRule, match="no such rule"):
+        prod.check_overrides({"prod.gates": "trust me"})
+    again = EnvironmentPolicy.from_snapshot(dev.as_dict(), "dev", "CD-03")
+    assert again.gate_overrides and again.rules() == dev.rules()
+    with pytest.raises(PolicyError, match="gate_overrides: expected true or false"):
+        parse_policy("environments:\n  dev:\n    gate_overrides: yes please\n", "p.yaml")

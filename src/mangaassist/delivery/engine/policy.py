@@ -12,12 +12,15 @@ Per environment, optionally refined per pipeline (``pipelines: {CD-03: {prod: {.
 - ``rollback``: ``automatic`` (a failed run runs its rollback) or ``manual`` (left to an operator);
 - ``max_canary_weight_before_approval``: the highest canary weight (%) a pipeline may shift to
   before it must pass an approval step;
+- ``gate_overrides``: whether a run may pass a failed quality gate of its pipeline (CD-03's offline
+  model gate) with ``--override ENV.gates --reason TEXT``; without it there is no such rule to name;
 - ``windows``: if any, deploys only inside one of them (``days``, ``from``, ``to``, ``timezone``);
 - ``freezes``: no deploys inside them; weekly (``from: "fri 15:00"``, ``to: "mon 09:00"``) or dated
   (``from: "2025-12-24 00:00"``); every time is read in its ``timezone`` (IANA name) or the file's.
 
 Each window set and freeze is a rule with an id (``prod.windows``, ``prod.freeze.weekend``,
-``prod.approvals``) that a blocked run names and that ``--override RULE --reason TEXT`` lets pass.
+``prod.approvals``, and ``dev.gates`` where ``gate_overrides`` is true) that a blocked run names and
+that ``--override RULE --reason TEXT`` lets pass.
 Deciding only: this module returns data (``Block``, ``EnvironmentPolicy``); ``runs`` acts on it.
 """
 
@@ -46,6 +49,7 @@ environments:
     approvals: 0
     self_approval: true
     rollback: automatic
+    gate_overrides: true
   staging:
     approvals: 0
     self_approval: true
@@ -72,6 +76,7 @@ _ENV_FIELDS = {
     "approval_timeout",
     "rollback",
     "max_canary_weight_before_approval",
+    "gate_overrides",
     "windows",
     "freezes",
 }
@@ -210,6 +215,8 @@ class EnvironmentPolicy:
     approval_timeout_s: float = 86400.0
     rollback: Literal["automatic", "manual"] = "automatic"
     max_canary_weight_before_approval: int = 100
+    gate_overrides: bool = False
+    """Whether ``ENV.gates`` is a rule ``--override`` may name (a failed pipeline gate let through)."""
     windows: tuple[Window, ...] = ()
     freezes: tuple[Freeze, ...] = ()
     source: str = DEFAULT_POLICY_NAME
@@ -218,9 +225,15 @@ class EnvironmentPolicy:
     def approvals_rule(self) -> str:
         return f"{self.environment}.approvals"
 
+    @property
+    def gates_rule(self) -> str:
+        return f"{self.environment}.gates"
+
     def rules(self) -> list[str]:
         """Every rule id that ``--override`` may name for this run."""
         names = [self.approvals_rule]
+        if self.gate_overrides:
+            names.append(self.gates_rule)
         if self.windows:
             names.append(f"{self.environment}.windows")
         names += [f"{self.environment}.freeze.{f.name}" for f in self.freezes]
@@ -289,6 +302,7 @@ class EnvironmentPolicy:
             "approval_timeout_s": self.approval_timeout_s,
             "rollback": self.rollback,
             "max_canary_weight_before_approval": self.max_canary_weight_before_approval,
+            "gate_overrides": self.gate_overrides,
             "windows": [w.describe() for w in self.windows],
             "freezes": [f"{f.name}: {f.describe()}" for f in self.freezes],
             "window_specs": [w.as_spec() for w in self.windows],
@@ -311,6 +325,7 @@ class EnvironmentPolicy:
             approval_timeout_s=float(snapshot.get("approval_timeout_s", 86400.0)),
             rollback="manual" if snapshot.get("rollback") == "manual" else "automatic",
             max_canary_weight_before_approval=int(snapshot.get("max_canary_weight_before_approval", 100)),
+            gate_overrides=bool(snapshot.get("gate_overrides", False)),
             windows=tuple(Window.from_spec(w) for w in snapshot.get("window_specs") or ()),
             freezes=tuple(Freeze.from_spec(f) for f in snapshot.get("freeze_specs") or ()),
             source=str(snapshot.get("source", DEFAULT_POLICY_NAME)),
@@ -478,7 +493,7 @@ class _Parser:
                 if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                     raise self.fail(env, name, at, "expected a list of names (empty: anyone may approve)")
                 out[name] = tuple(value)
-            elif name == "self_approval":
+            elif name in ("self_approval", "gate_overrides"):
                 if not isinstance(value, bool):
                     raise self.fail(env, name, at, f"expected true or false, got {value!r}")
                 out[name] = value

@@ -11,12 +11,12 @@ The runbook, one engine step each (``build``):
 4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget, and
    its failures few enough for an acceptable error rate (``delivery.analysis.gates``): a grossly
    broken candidate stops here, before any user reaches it.
-5. one step per rollout phase (``rollout.strategies``): shift the weight, then let the executor
-   (``rollout.executor``) read what both revisions served since the shift and consult the
-   anytime-valid ``SequentialJudge``. PASS at the minimum sample moves on, INCONCLUSIVE extends the
-   phase, FAIL at any moment puts all traffic back on the stable revision at once and fails the
-   step with the verdict's numbers; the engine then runs ``_rollback`` (retire the candidate) and
-   the run ends ROLLED_BACK.
+5. one step per rollout phase (``rollout.strategies``), run by ``rollout.phases`` (shared with
+   CD-03's model canary): shift the weight, then let the executor (``rollout.executor``) read
+   what both revisions served since the shift and consult the anytime-valid ``SequentialJudge``.
+   PASS at the minimum sample moves on, INCONCLUSIVE extends the phase, FAIL at any moment puts
+   all traffic back on the stable revision at once and fails the step with the verdict's numbers;
+   the engine then runs ``_rollback`` (retire the candidate) and the run ends ROLLED_BACK.
 6. ``promote``: once the old revision has drained (no request for ``drain_idle_s``), retire it;
    the output records the release: digests, revisions, who, when and every verdict.
 
@@ -45,34 +45,26 @@ from typing import Any
 import httpx
 
 from mangaassist.core.artifact import Artifact
-from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis import ArmSample, SequentialJudge
 from mangaassist.delivery.analysis.gates import errors_allowed, too_many_errors
-from mangaassist.delivery.engine.model import WaitFor
-from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
+from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
 from mangaassist.delivery.rollout.build import build_release, import_release
-from mangaassist.delivery.rollout.executor import (
-    Consultation,
-    TrafficWindow,
-    candidate_health,
-    consult,
-    judge_settings,
-    restore,
-    shift,
-)
 from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
+from mangaassist.delivery.rollout.phases import (
+    Canary,
+    restore_and_retire,
+    retire_after_drain,
+    run_phase,
+    stats_cursor,
+)
 from mangaassist.delivery.rollout.settings import DeploySettings, deploy_settings
-from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy, plan_for
+from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy, plan_for
 from mangaassist.platform.compute import Compute, Revision, RevisionHealth
 from mangaassist.platform.factory import compute_for
 from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
 
 NAME = "CD-01"
-SLICE_S = 10.0
-"""How long a phase step judges before handing back to the engine (which then checks aborts and
-polls it again); the judge itself is consulted every ``TICK_S``."""
-TICK_S = 0.2
 PINNED_ERROR_ALPHA = 0.001
 """False-failure probability of the pinned load's error gate (``delivery.analysis.gates``)."""
 
@@ -130,7 +122,7 @@ def _build(ctx: StepContext) -> Outcome:
         "stable_digest": stable_status.digest,
         "stable_replicas": stable_status.replicas,
         "candidate": f"rel-{release_id[:10]}",
-        "baseline_cursor": _cursor(compute, settings.service),
+        "baseline_cursor": stats_cursor(compute, settings.service),
         "already_live": _is_live(release_id, stable, stable_status.digest),
     }
     if output["already_live"]:
@@ -282,19 +274,14 @@ def _promote(ctx: StepContext) -> Outcome:
             {"already_live": True, "revision": b["stable"], "digest": b["digest"]},
             detail={"already_live": True},
         )
-    env, p = _env(ctx)
+    _, p = _env(ctx)
     settings = _settings(ctx.params)
-    compute = _compute(env)
     plan = _plan(ctx.params, settings)
     last = ctx.outputs[plan.phases[-1].name]
     stable, candidate = b["stable"], b["candidate"]
-    since = float(last.get("at") or time.time())
-    idle, waited = _idle_for(compute, settings.service, stable, int(last.get("cursor") or 0))
-    drained = idle >= settings.drain_idle_s or time.time() - since >= settings.drain_max_s
-    if not drained:
-        ctx.progress(f"draining {stable}: idle for {idle:.1f}s (need {settings.drain_idle_s:g}s)")
-        return Outcome.wait(f"draining {stable}", for_=WaitFor.TIME)
-    ctx.effect("retire-old", lambda _k: _retire(compute, settings.service, stable))
+    waiting, waited = retire_after_drain(ctx, _canary(ctx), last, settings.drain_idle_s, settings.drain_max_s)
+    if waiting is not None:
+        return waiting
     verdicts = {p.name: ctx.outputs[p.name].get("verdict") for p in plan.phases}
     record = {
         "digest": b["digest"],
@@ -321,145 +308,35 @@ def _rollback(ctx: StepContext) -> Outcome:
     b = ctx.outputs.get("build")
     if not b or b.get("already_live"):
         return Outcome.done(detail={"nothing": "no candidate was deployed"})
-    env, _ = _env(ctx)
     settings = _settings(ctx.params)
-    compute = _compute(env)
-    stable, candidate = b["stable"], b["candidate"]
-    live = {
-        r.name for r in compute.status(settings.service).revisions if r.health is not RevisionHealth.RETIRED
-    }
-    restored: dict[str, Any] = {}
-    if stable in live:
-        restored = ctx.effect("restore", lambda _k: restore(compute, settings.service, stable))
-    if candidate in live:
-        ctx.effect("retire-candidate", lambda _k: _retire(compute, settings.service, candidate))
-    return Outcome.done(detail={"stable": stable, "retired": candidate, "restore": restored})
+    return restore_and_retire(
+        ctx, _compute(ctx.run.environment), settings.service, b["stable"], b["candidate"]
+    )
 
 
 # -- a rollout phase -------------------------------------------------------------------------------
-
-_WINDOWS: dict[tuple[str, str], TrafficWindow] = {}
-"""Windows read so far by this process, per (run, step); a resumed run re-reads from the cursor."""
-_BASELINES: dict[tuple[str, str], ArmSample] = {}
 
 
 def _run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
     b = ctx.outputs["build"]
     if b.get("already_live"):
         return Outcome.done(detail={"skipped": "already live"})
-    env, _ = _env(ctx)
+    rollback_of = ctx.params.get("rollback_of")  # going back to a release that was live: no judging
+    return run_phase(ctx, phase, plan, _canary(ctx, f"rollback of {rollback_of}" if rollback_of else None))
+
+
+def _canary(ctx: StepContext, not_judged: str | None = None) -> Canary:
+    b = ctx.outputs["build"]
     settings = _settings(ctx.params)
-    compute = _compute(env)
-    service, stable, candidate = settings.service, b["stable"], b["candidate"]
-    limit = float(ctx.run.policy.get("max_canary_weight_before_approval", 100))
-    if plan.strategy is Strategy.CANARY and phase.weight > limit and phase.weight < 100:
-        gate = approval_step(phase.name).run(ctx)
-        if gate.kind.value != "done":
-            return gate
-    shifted = ctx.effect("shift", lambda _k: shift(compute, service, candidate, stable, phase.weight))
-    if ctx.params.get("rollback_of"):  # going back to a release that was live: no judging
-        return Outcome.done(
-            {"start_cursor": shifted["cursor"], "cursor": shifted["cursor"], "at": time.time()},
-            detail={"not_judged": f"rollback of {ctx.params['rollback_of']}"},
-        )
-    key = (ctx.run.id, ctx.step)
-    window = _WINDOWS.get(key)
-    if window is None:
-        window = _WINDOWS[key] = TrafficWindow(service, candidate, stable, int(shifted["cursor"]))
-    pre_switch = None
-    if phase.baseline is Baseline.PRE_SWITCH:
-        pre_switch = _BASELINES.get(key)
-        if pre_switch is None:
-            start = _previous_cursor(ctx, phase, plan)
-            pre_switch = _BASELINES[key] = _stable_between(
-                compute, service, candidate, stable, start, int(shifted["cursor"])
-            )
-    judge = SequentialJudge(judge_settings(settings.alpha, settings.judge_min_requests))
-    deadline = time.monotonic() + SLICE_S
-    next_health = 0.0
-    consultation: Consultation | None = None
-    while True:
-        now = time.monotonic()
-        if now >= next_health:
-            health, why = candidate_health(compute, service, candidate)
-            next_health = now + 1.0
-            if health not in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
-                restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
-                return Outcome.failed(
-                    f"candidate {candidate} is {health.value if health else 'gone'} ({why}); "
-                    f"all traffic back on {stable}",
-                    verdict=Verdict.FAIL,
-                    numbers={"restore_ms": round(float(restored.get("took_ms", 0.0)), 3)},
-                )
-        window.read(compute)
-        elapsed = time.time() - float(shifted["at"])
-        consultation = consult(judge, phase, window, elapsed, pre_switch)
-        if consultation.action is Action.ROLLBACK:
-            return _roll_back_now(ctx, consultation, window, compute, service, stable)
-        if consultation.action is Action.PROCEED:
-            numbers = consultation.numbers()
-            return Outcome.done(
-                {
-                    "start_cursor": shifted["cursor"],
-                    "cursor": window.cursor,
-                    "at": time.time(),
-                    "verdict": consultation.verdict.value,
-                    "numbers": numbers,
-                },
-                verdict=consultation.verdict,
-                numbers=numbers,
-                detail=consultation.detail(),
-            )
-        if consultation.action is Action.ASK_APPROVAL:
-            status = ctx.approval()
-            if status.rejected_by is not None:
-                restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
-                return Outcome.failed(
-                    f"rejected by {status.rejected_by.actor} after an inconclusive {phase.name}",
-                    verdict=Verdict.INCONCLUSIVE,
-                    numbers=consultation.numbers(),
-                    detail=consultation.detail(),
-                )
-            if status.approvers and len(status.approvers) >= status.needed:
-                numbers = consultation.numbers()
-                return Outcome.done(
-                    {
-                        "start_cursor": shifted["cursor"],
-                        "cursor": window.cursor,
-                        "at": time.time(),
-                        "verdict": "INCONCLUSIVE",
-                        "numbers": numbers,
-                    },
-                    verdict=consultation.verdict,
-                    numbers=numbers,
-                    detail={**consultation.detail(), "approved_by": list(status.approvers)},
-                )
-            return Outcome.wait_for_approval(
-                f"{phase.name} still inconclusive after {phase.max_duration_s:g}s: "
-                f"mangaassist approve {ctx.run.id} --as NAME to go on, or reject it to roll back"
-            )
-        if time.monotonic() >= deadline:
-            break
-        ctx.sleep(TICK_S)
-    summary = consultation.judgement.summary() if consultation else "no data"
-    ctx.progress(f"{phase.weight:g}%: {summary}")
-    return Outcome.wait(f"{phase.name}: {summary}", for_=WaitFor.DATA)
-
-
-def _roll_back_now(
-    ctx: StepContext, c: Consultation, window: TrafficWindow, compute: Compute, service: str, stable: str
-) -> Outcome:
-    """FAIL (or inconclusive past the limit): every new conversation to the stable revision now."""
-    restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
-    numbers = {**c.numbers(), "restore_ms": round(float(restored.get("took_ms", 0.0)), 3)}
-    if window.first_candidate_error_at is not None:
-        numbers["first_error_to_restore_s"] = round(
-            float(restored["at"]) - window.first_candidate_error_at, 3
-        )
-    failing = ", ".join(f"{m.metric} (e={m.statistic:.3g} >= {m.threshold:.3g})" for m in c.judgement.failing)
-    why = f"judge: FAIL on {failing}" if failing else f"{c.phase} inconclusive after {c.elapsed_s:.0f}s"
-    return Outcome.failed(
-        f"{why}; all traffic back on {stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
+    return Canary(
+        _compute(ctx.run.environment),
+        settings.service,
+        b["stable"],
+        b["candidate"],
+        settings.alpha,
+        settings.judge_min_requests,
+        int(b.get("baseline_cursor", 0)),
+        not_judged,
     )
 
 
@@ -574,55 +451,6 @@ def _append_history(p: PlatformSettings, record: dict[str, Any], key: str) -> No
 
 def _artifact(release: dict[str, Any]) -> Artifact:
     return Artifact(Path(release["path"]), str(release["digest"]))
-
-
-def _cursor(compute: Compute, service: str) -> int:
-    return int(compute.stats(service, 1 << 62).get("cursor", 0))
-
-
-def _previous_cursor(ctx: StepContext, phase: Phase, plan: RolloutPlan) -> int:
-    """Where the pre-switch baseline starts: the previous phase's shift, or the build."""
-    names = [p.name for p in plan.phases]
-    index = names.index(phase.name)
-    if index > 0:
-        previous = ctx.outputs.get(names[index - 1], {})
-        if previous.get("start_cursor") is not None:
-            return int(previous["start_cursor"])
-    return int(ctx.outputs["build"].get("baseline_cursor", 0))
-
-
-def _stable_between(
-    compute: Compute, service: str, candidate: str, stable: str, start: int, end: int
-) -> ArmSample:
-    window = TrafficWindow(service, candidate, stable, start)
-    data = compute.stats(service, start)
-    for obs in data.get("observations", []):
-        if int(obs.get("seq", 0)) <= end:
-            window._add(obs)
-    return window.stable_sample
-
-
-def _idle_for(compute: Compute, service: str, revision: str, cursor: int) -> tuple[float, float]:
-    """Seconds since ``revision`` last served an unpinned request after ``cursor``, and since the cursor."""
-    data = compute.stats(service, cursor)
-    last = None
-    first = None
-    for obs in data.get("observations", []):
-        first = first if first is not None else float(obs["time"])
-        if obs.get("revision") == revision and obs.get("kind") == "request" and not obs.get("pinned"):
-            last = float(obs["time"])
-    now = time.time()
-    if last is None:
-        return float("inf"), now - (first or now)
-    return now - last, now - (first or now)
-
-
-def _retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:
-    try:
-        status = compute.retire(service, revision)
-    except NotFoundError:
-        return {"revision": revision, "health": "retired"}
-    return {"revision": revision, "health": status.health.value}
 
 
 def _smoke(

@@ -27,7 +27,9 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``service``                    the service deployed (default ``chatbot``)
 =============================  ======================================================================
 
-Run params of the same names override the file (tests and ``--steps`` use that).
+Run params of the same names override the file (tests and ``--steps`` use that). CD-03 reads the
+same keys for the intent model's canary from ``[environments.ENV.model_deploy]`` (``table=``), with
+``service = "intent-model"``.
 """
 
 from __future__ import annotations
@@ -133,9 +135,14 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 
 def deploy_settings(
-    environment: str, config: Path | None = None, overrides: Mapping[str, Any] | None = None
+    environment: str,
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    table_name: str = "deploy",
 ) -> DeploySettings:
-    """The environment's deploy settings: defaults, then the file's table, then ``overrides``."""
+    """The environment's deploy settings: defaults, then the file's ``[environments.ENV.<table_name>]``,
+    then ``overrides``."""
     settings = _default(environment)
     known = {f.name for f in fields(DeploySettings)} - {"environment"}
     table: dict[str, Any] = {}
@@ -144,8 +151,8 @@ def deploy_settings(
             data = tomllib.loads(config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{config}: {exc}") from None
-        table = dict(data.get("environments", {}).get(environment, {}).get("deploy", {}))
-    where = f"{config.name if config else 'mangaassist.toml'}: environments.{environment}.deploy"
+        table = dict(data.get("environments", {}).get(environment, {}).get(table_name, {}))
+    where = f"{config.name if config else 'mangaassist.toml'}: environments.{environment}.{table_name}"
     for key in table:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(sorted(known))})")

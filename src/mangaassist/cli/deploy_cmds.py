@@ -1,11 +1,14 @@
-"""``mangaassist deploy app``, ``rollback app`` and ``traffic``: CD-01 from the command line.
+"""``mangaassist deploy app``, ``deploy model``, ``rollback app`` and ``traffic``: CD-01 and CD-03.
 
 ``deploy app`` starts a CD-01 run on the delivery engine (locked per environment, audited,
 resumable with ``runs resume``) and prints what it did: the release's digest, the gates' numbers,
 each phase's verdict and, when it rolled back, the judge's numbers. ``rollback app`` flips a live
 deploy back to its stable revision at once (then the run rolls back: the candidate is retired), or,
 when no deploy is in flight, redeploys the release that the last promotion replaced. ``traffic``
-is the bounded load generator (``delivery.rollout.load``). Registered by ``register(app)``.
+is the bounded load generator (``delivery.rollout.load``). ``deploy model intent`` starts a CD-03
+run (``delivery.pipelines.model``: gate, shadow, canary, approval by policy, promote the alias) and
+prints the gate's table, the shadow's numbers and disagreements, each canary verdict and the alias
+move. Registered by ``register(app)``.
 """
 
 from __future__ import annotations
@@ -35,12 +38,15 @@ from mangaassist.delivery.engine import audit
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.pipelines import app as cd01
+from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import registry
 from mangaassist.delivery.rollout.load import run_load
 from mangaassist.platform.factory import compute_for
 from mangaassist.platform.local.settings import load_settings
 
-deploy_app = typer.Typer(help="Deploy a service (CD-01: the application).", no_args_is_help=True)
+deploy_app = typer.Typer(
+    help="Deploy a service (CD-01: the application) or a model (CD-03).", no_args_is_help=True
+)
 rollback_app = typer.Typer(help="Roll a service back.", no_args_is_help=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (mangaassist.toml, policy.yaml).")]
@@ -56,16 +62,28 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _run(params: dict[str, Any], env: str, as_json: bool) -> tuple[RunRecord, dict[str, StepRecord]]:
-    built = registry.build(cd01.NAME, params)
-    policy = load_policy(None).for_run(env, cd01.NAME)
+def _run(
+    params: dict[str, Any],
+    env: str,
+    as_json: bool,
+    pipeline: str = cd01.NAME,
+    overrides: dict[str, str] | None = None,
+) -> tuple[RunRecord, dict[str, StepRecord]]:
+    built = registry.build(pipeline, params)
+    policy = load_policy(None).for_run(env, pipeline)
+    describe = cd03.describe if pipeline == cd03.NAME else cd01.describe
     store = _store()
     with ProgressDisplay(as_json) as display:
         executor = _executor(store, display)
         record = executor.start(
-            built, environment=env, target=cd01.NAME, requester=_actor(None), policy=policy, overrides={}
+            built,
+            environment=env,
+            target=pipeline,
+            requester=_actor(None),
+            policy=policy,
+            overrides=dict(overrides or {}),
         )
-        say(f"run {record.id} started: {cd01.describe(params)}", stream=display.stream)
+        say(f"run {record.id} started: {describe(params)}", stream=display.stream)
         final = executor.drive(record.id, built)
     with store.transaction() as conn:
         steps = {s.name: s for s in store.steps(conn, final.id)}
@@ -158,6 +176,143 @@ def deploy(
     with handled(as_json):
         run, records = _run(params, env, as_json)
     _report(run, records, as_json)
+
+
+@deploy_app.command("model")
+def deploy_model(
+    name: Annotated[str, typer.Argument(help="The registered model (today: intent).")],
+    version: Annotated[
+        str | None, typer.Option("--version", "-v", help="Registry version (default: the 'candidate').")
+    ] = None,
+    env: EnvOpt = "dev",
+    steps: Annotated[str | None, typer.Option(help="Canary weights in %, e.g. 5,25,50,100.")] = None,
+    override_gate: Annotated[
+        bool,
+        typer.Option(
+            "--override-gate",
+            help="Go on past a failed offline gate (needs --reason; only where policy allows: dev).",
+        ),
+    ] = False,
+    reason: Annotated[str, typer.Option(help="Why the override (audited).")] = "",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Model config (default: ml/intent.yaml).", dir_okay=False)
+    ] = None,
+    set_env: Annotated[
+        list[str] | None,
+        typer.Option("--set-env", help="KEY=VALUE for the candidate revision, e.g. a fault drill."),
+    ] = None,
+    shadow_min_requests: Annotated[
+        int | None, typer.Option(help="Intent comparisons the shadow needs (default 100).")
+    ] = None,
+    shadow_min_agreement: Annotated[
+        float | None, typer.Option(help="Agreement with the live model the shadow needs (default 0.85).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Gate, shadow, canary, approve by policy and promote a registered model; roll back on FAIL.
+
+    The alias moves only at the very end: a FAIL anywhere puts the weights back on the live
+    revision and leaves 'champion' where it was."""
+    if override_gate and not reason.strip():
+        raise fail("--override-gate needs --reason TEXT (overrides are audited)", 2, as_json=as_json)
+    with handled(as_json):
+        params: dict[str, Any] = {"environment": env}
+        if version:
+            params["version"] = version
+        if steps:
+            params["steps"] = steps
+        if config is not None:
+            if not config.is_file():
+                raise ConfigError(f"--config {config}: no such file")
+            params["model_config"] = str(config.resolve())
+        if set_env:
+            params["set_env"] = _parse_env(set_env)
+        if shadow_min_requests is not None:
+            params["shadow_min_requests"] = shadow_min_requests
+        if shadow_min_agreement is not None:
+            params["shadow_min_agreement"] = shadow_min_agreement
+        model_name = cd03.model_name(params)
+        if name != model_name:
+            raise ConfigError(f"model {name!r}: the model config deploys {model_name!r}")
+        overrides: dict[str, str] = {}
+        if override_gate:
+            policy = load_policy(None).for_run(env, cd03.NAME)
+            if policy.gates_rule not in policy.rules():
+                raise ConfigError(
+                    f"--override-gate: the policy of {env} does not let a failed gate pass "
+                    f"(gate_overrides is not true for {env} in {policy.source})"
+                )
+            overrides[policy.gates_rule] = reason
+        description = cd03.describe(params)  # validates the settings first
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail("not a terminal: pass --yes to deploy without confirmation", 2, as_json=as_json)
+        typer.confirm(f"{description}?", abort=True)
+    with handled(as_json):
+        run, records = _run(params, env, as_json, cd03.NAME, overrides)
+    _model_report(run, records, as_json)
+
+
+def _model_report(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
+    resolve = steps["resolve"].output if "resolve" in steps else {}
+    gate = steps["gate"].detail.get("gate", {}) if "gate" in steps else {}
+    shadow = steps["shadow"].detail if "shadow" in steps else {}
+    promotion = steps["promote"].output if "promote" in steps else {}
+    canary = {
+        n: {"verdict": s.detail.get("verdict"), "numbers": s.detail.get("numbers", {}), "reason": s.reason}
+        for n, s in steps.items()
+        if n.startswith("canary-") and s.status.value not in ("pending", "skipped")
+    }
+    disagreements: list[dict[str, Any]] = list((shadow.get("shadow") or {}).get("disagreements", []))
+    doc: dict[str, Any] = {
+        "run": run.id,
+        "state": run.effective_state.value,
+        "reason": run.reason,
+        "model": resolve.get("model"),
+        "version": resolve.get("version"),
+        "candidate": resolve.get("candidate"),
+        "stable": resolve.get("stable"),
+        "champion_before": resolve.get("champion"),
+        "champion_after": promotion.get("champion", resolve.get("champion")),
+        "gate": {
+            "verdict": gate.get("verdict"),
+            "overridden": steps["gate"].detail.get("overridden") if "gate" in steps else None,
+            "rows": gate.get("rows", []),
+            "reasons": gate.get("reasons", []),
+        },
+        "shadow": {
+            "verdict": shadow.get("verdict"),
+            **(shadow.get("numbers") or {}),
+            "reasons": shadow.get("reasons", []),
+            "explained_by_offline": shadow.get("explained_by_offline"),
+            "disagreements": disagreements,
+            "disagreements_file": shadow.get("disagreements_file"),
+        },
+        "canary": canary,
+        "steps": {n: {"status": s.status.value, "reason": s.reason} for n, s in steps.items()},
+    }
+    if as_json:
+        _print_json(doc)
+    else:
+        say(
+            f"model {doc['model']} version {doc['version']} as {doc['candidate']} "
+            f"(live: {doc['stable']}, champion: {doc['champion_before'] or 'none'})"
+        )
+        for name, s in steps.items():
+            if s.status.value in ("pending", "skipped"):
+                continue
+            numbers = " ".join(f"{k}={_fmt(v)}" for k, v in (s.detail.get("numbers") or {}).items())
+            verdict = s.detail.get("verdict") or ""
+            say(f"  {name:<11} {s.status.value:<7} {verdict:<12} {numbers}".rstrip())
+        for d in disagreements[:5]:
+            say(f"  disagreement: {d.get('text')!r}: live {d.get('primary')}, candidate {d.get('shadow')}")
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        say(f"champion: {doc['champion_before'] or 'none'} -> {doc['champion_after'] or 'none'}")
+        if run.reason:
+            say(f"reason: {run.reason}")
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
 
 
 def _live_run(env: str) -> RunRecord | None:

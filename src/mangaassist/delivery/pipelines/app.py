@@ -52,17 +52,18 @@ from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContex
 from mangaassist.delivery.rollout.build import build_release, import_release
 from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
 from mangaassist.delivery.rollout.phases import (
+    COMPUTES,
     Canary,
+    compute_of,
     restore_and_retire,
     retire_after_drain,
     run_phase,
     stats_cursor,
 )
-from mangaassist.delivery.rollout.settings import DeploySettings, deploy_settings
+from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy, plan_for
 from mangaassist.platform.compute import Compute, Revision, RevisionHealth
-from mangaassist.platform.factory import compute_for
-from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+from mangaassist.platform.local.settings import PlatformSettings, load_settings
 
 NAME = "CD-01"
 PINNED_ERROR_ALPHA = 0.001
@@ -344,12 +345,7 @@ def _canary(ctx: StepContext, not_judged: str | None = None) -> Canary:
 
 
 def _settings(params: dict[str, Any]) -> DeploySettings:
-    environment = str(params.get("environment") or "dev")
-    try:
-        config: Path | None = find_config()
-    except ConfigError:
-        config = None
-    return deploy_settings(environment, config, params)
+    return run_settings(params)
 
 
 def settings_for(environment: str) -> DeploySettings:
@@ -384,14 +380,12 @@ def _env(ctx: StepContext) -> tuple[str, PlatformSettings]:
     return ctx.run.environment, load_settings(ctx.run.environment)
 
 
-_COMPUTES: dict[str, Compute] = {}
+_COMPUTES = COMPUTES
+"""The platform clients of this process, one per environment (tests clear it between platforms)."""
 
 
 def _compute(environment: str) -> Compute:
-    compute = _COMPUTES.get(environment)
-    if compute is None:
-        compute = _COMPUTES[environment] = compute_for(environment)
-    return compute
+    return compute_of(environment)
 
 
 def _skip(ctx: StepContext) -> bool:

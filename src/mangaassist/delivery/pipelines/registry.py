@@ -14,7 +14,7 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, config, demo, kb
+from mangaassist.delivery.pipelines import app, config, demo, kb, model
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
@@ -25,6 +25,7 @@ PIPELINES: dict[str, PipelineFactory] = {
     kb.PROMOTE: kb.build_promote,
     config.NAME: config.build,  # CD-06, configuration and prompts
     config.ROLLBACK: config.build_rollback,
+    model.NAME: model.build,  # CD-03, the intent model: gate, shadow, canary, approval, promote
 }
 
 

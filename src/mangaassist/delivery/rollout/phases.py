@@ -43,6 +43,7 @@ from mangaassist.delivery.rollout.executor import (
 )
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy
 from mangaassist.platform.compute import Compute, RevisionHealth
+from mangaassist.platform.factory import compute_for
 
 SLICE_S = 10.0
 """How long a phase step judges before handing back to the engine (which then checks aborts and
@@ -260,6 +261,17 @@ def retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:
     except NotFoundError:
         return {"revision": revision, "health": "retired"}
     return {"revision": revision, "health": status.health.value}
+
+
+COMPUTES: dict[str, Compute] = {}
+"""The platform client of each environment, made once per process (``compute_of``)."""
+
+
+def compute_of(environment: str) -> Compute:
+    compute = COMPUTES.get(environment)
+    if compute is None:
+        compute = COMPUTES[environment] = compute_for(environment)
+    return compute
 
 
 def stats_cursor(compute: Compute, service: str) -> int:

@@ -27,6 +27,8 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``service``                    the service deployed (default ``chatbot``)
 =============================  ======================================================================
 
+``run_settings(params)`` is what a pipeline reads for a run: the ``mangaassist.toml`` found from here
+(``MANGAASSIST_PLATFORM_CONFIG``), the run's ``environment``, the run's params over the file.
 Run params of the same names override the file (tests and ``--steps`` use that). CD-03 reads the
 same keys for the intent model's canary from ``[environments.ENV.model_deploy]`` (``table=``), with
 ``service = "intent-model"``.
@@ -43,6 +45,7 @@ from typing import Any
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.rollout.strategies import OnInconclusive, Strategy
+from mangaassist.platform.local.settings import find_config
 
 DEFAULT_TEST_COMMAND = "{python} -m pytest tests/unit -q -x -p no:cacheprovider"
 
@@ -161,3 +164,14 @@ def deploy_settings(
         if key in known and value is not None:
             values[key] = _coerce(key, value, "params")
     return replace(settings, **values)
+
+
+def run_settings(params: Mapping[str, Any], *, table_name: str = "deploy") -> DeploySettings:
+    """The deploy settings of a run: its ``environment``'s table (if a ``mangaassist.toml`` is found),
+    then the run's params."""
+    environment = str(params.get("environment") or "dev")
+    try:
+        config: Path | None = find_config()
+    except ConfigError:
+        config = None
+    return deploy_settings(environment, config, params, table_name=table_name)

@@ -162,6 +162,7 @@ def scenario(env: dict[str, str], run_dir: Path, url: str, rps: float, *extra: s
         "p50_ms": report.as_dict()["p50_ms"],
         "p99_ms": report.as_dict()["p99_ms"],
         "max_candidate_weight": watch.max_weight(candidate, started),
+        "drained_after_s": (doc.get("release") or {}).get("drained_after_s"),
     }
     if failures:
         first = min(failures)

@@ -14,8 +14,8 @@ The runbook, one engine step each (``build``):
    shadow still stands between that model and the users.
 3. ``deploy``: a new revision ``m<N>-<digest8>`` (the version and the package's digest: a repeated
    deploy is the same revision) of the stable revision's code with
-   ``MANGAASSIST_MODEL_PACKAGE=<package>`` at weight 0, ready, and one request pinned to it that
-   must answer with the version's package.
+   ``MANGAASSIST_MODEL_PACKAGE=<package>`` at weight 0, ready, and its ``/readyz`` (pinned) must
+   name the version's package.
 4. ``shadow``: the router mirrors ``shadow_share`` of live requests to the candidate (its answers
    never reach anyone) until ``shadow_min_requests`` intent comparisons with the primary were made,
    for at most ``shadow_max_s``. Then ``shadow_decision`` (pure) judges the mirrored traffic:
@@ -578,15 +578,11 @@ def _clear_shadow(compute: Compute) -> dict[str, Any]:
 
 
 def _pinned_version(compute: Compute, revision: str) -> str | None:
-    """The model version a request pinned to ``revision`` is answered by."""
+    """The model version ``revision`` says it serves (``/readyz`` through the router, pinned): the
+    readiness answer, not a classification, so a drill's injected faults are left to the shadow."""
     url = compute.url(SERVICE).rstrip("/")
     try:
-        r = httpx.post(
-            f"{url}/v1/intent",
-            json={"text": "where is my order MA-100001?"},
-            headers=compute.pin_headers(SERVICE, revision),
-            timeout=30.0,
-        )
+        r = httpx.get(f"{url}/readyz", headers=compute.pin_headers(SERVICE, revision), timeout=30.0)
     except httpx.HTTPError as exc:
         return f"no answer ({exc})"
     if r.status_code != 200:

@@ -107,7 +107,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     )
 
 
-def write_config(directory: Path, environment: str) -> Path:
+def write_config(directory: Path, environment: str, deploy: dict[str, Any] | None = None) -> Path:
     def table(name: str, values: dict[str, Any]) -> str:
         rows = [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
         return f"[environments.{environment}.{name}]\n" + "\n".join(rows) + "\n"
@@ -119,7 +119,7 @@ def write_config(directory: Path, environment: str) -> Path:
         f"app = '{APP}'\nrouter_port = 0\nready_timeout_s = 60\nshadow_timeout_s = 1\n"
         f"[environments.{environment}.services.intent-model.env]\n"
         f"MANGAASSIST_EMBEDDER = 'hashing'\nMANGAASSIST_ROOT = '{ROOT}'\nMANGAASSIST_FAULT = ''\n"
-        + table("model_deploy", MODEL_DEPLOY)
+        + table("model_deploy", deploy or MODEL_DEPLOY)
         + table("model_shadow", MODEL_SHADOW)
     )
     return path
@@ -184,7 +184,7 @@ def model_plane(
     directory = tmp_path_factory.mktemp(f"model-plane-{environment}")
     home = directory / "home"
     shutil.copytree(models.home, home)
-    config = write_config(directory, environment)
+    config = write_config(directory, environment, getattr(request.module, "MODEL_DEPLOY", None))
     for name in ("src", "data", "knowledge", "ml", "config"):  # the checkout, as the platform's root
         (directory / name).symlink_to(ROOT / name)
     saved = {

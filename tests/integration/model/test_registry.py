@@ -149,3 +149,18 @@ def test_mlflow_tracking_uri_wins_over_the_home(
     version = registry.register("intent", package, metrics={}, params={})
     assert elsewhere.is_file() and not (tmp_path / "home").exists()
     assert str(tmp_path / "team" / "artifacts") in version.source
+
+
+def test_a_tracked_run_leaves_the_environment_as_it_found_it(
+    registry: MlflowModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI; after a run it must be gone again, or
+    every later registry of another home would silently use MLflow's default ./mlflow.db."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with registry.run("intent") as run_id:
+        assert run_id
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    other = MlflowModelRegistry.from_home(tmp_path / "other-home")
+    assert other.tracking_uri == f"sqlite:///{(tmp_path / 'other-home' / 'mlflow' / 'mlflow.db').resolve()}"

@@ -111,12 +111,19 @@ class MlflowModelRegistry:
 
         experiment = self.experiment_id(name)
         previous = mlflow.get_tracking_uri()
+        # set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, where it would
+        # outlive the run and send every later ``from_home`` to MLflow's default ./mlflow.db
+        env_before = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             with mlflow.start_run(experiment_id=experiment, run_name=run_name) as active:
                 yield str(active.info.run_id)
         finally:
             mlflow.set_tracking_uri(previous)
+            if env_before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = env_before
 
     # -- the ModelRegistry protocol ------------------------------------------------------------
 

@@ -9,6 +9,11 @@
    promoted step by step, a bad one (stops citing sources) rolled back by the judge.
 4. Starts the local platform and releases the application twice (CD-01): a good release promoted
    by canary, a faulty one rolled back by the judge, with the judge's numbers.
+5. On that same platform, before it stops, delivers the intent model (CD-03): a first champion on
+   70% of the data, retrained with all of it (gate, shadow, canary, promoted), and a model trained
+   on shuffled labels blocked by the evaluation gate.
+
+``--no-releases`` skips 4 and 5 (both need the platform).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from rich.table import Table
 from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.cli.demo_config import run_config_demo
 from mangaassist.cli.demo_kb import run_kb_demo
-from mangaassist.cli.demo_release import run_release_demo
+from mangaassist.cli.demo_model import run_model_demo
+from mangaassist.cli.demo_release import local_platform, run_release_demo
 from mangaassist.cli.main import render_answer
 from mangaassist.platform.local.config_server import ensure_server, stop_server
 
@@ -115,7 +121,12 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
             stop_server(config_home)
     console.print(f"Chatbot stopped (exit status {server.exit_status}).")
     console.print()
-    release_failures = run_release_demo(console) if releases else 0
+    release_failures = model_failures = 0
+    if releases:
+        with local_platform(console):
+            release_failures = run_release_demo(console)
+            console.print()
+            model_failures = run_model_demo(console)
     console.rule("[bold]Summary")
     for line in (
         f"Chatbot tour stopped cleanly: {server.exit_status == 0}",
@@ -123,7 +134,8 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}",
         f"Config and prompt releases: {'ok' if config_failures == 0 else 'FAILED'}",
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
+        f"Model releases: {('ok' if model_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)
-    return 0 if failures == kb_failures == config_failures == release_failures == 0 else 1
+    return 0 if failures == kb_failures == config_failures == release_failures == model_failures == 0 else 1

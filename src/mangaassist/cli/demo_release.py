@@ -6,13 +6,18 @@ and stored by digest, test gate, smoke, latency gate, 10/50/100 with the judge's
 code with ``MANGAASSIST_FAULT=error_rate=0.2``, which the judge FAILs at 10%: all traffic back on
 the stable revision at once, the candidate retired. It prints the judge's numbers and stops the
 platform if it started it. About two minutes once the model cache is warm.
+
+``local_platform(console)`` is that start and stop as a context manager: ``mangaassist demo`` holds
+it around this segment and the model segment (``demo_model``), so both run on one platform.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from mangaassist.cli.deploy_cmds import _run
 from mangaassist.delivery.engine.model import RunState, StepRecord
 from mangaassist.delivery.rollout.load import BackgroundLoad
 from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
-from mangaassist.platform.local.settings import find_config, load_settings
+from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
 
 DEMO_SETTINGS: dict[str, Any] = {
     "test_command": "{python} -m pytest tests/unit/rollout -q -p no:cacheprovider",
@@ -66,14 +71,32 @@ def _judge_table(title: str, steps: dict[str, StepRecord]) -> Table:
     return table
 
 
-def run_release_demo(console: Console) -> int:
+@contextlib.contextmanager
+def local_platform(console: Console) -> Iterator[PlatformSettings]:
+    """The local ``dev`` platform for the block: started if it is not running, then stopped."""
     config = find_config()
     settings = load_settings("dev", config)
     started_here = read_pid(settings.run_dir) is None
-    console.rule("[bold]CD-01: releases judged by the canary")
     if started_here:
-        console.print("Starting the local platform (the chatbot as r1 behind its router) ...")
+        console.print(
+            "Starting the local platform (the chatbot and the intent model, each r1 behind its router) ..."
+        )
     start_control_plane(settings, config, extra_env={"MANGAASSIST_HOME": str(settings.home)})
+    try:
+        yield settings
+    finally:
+        if started_here:
+            down = stop_control_plane(settings)
+            console.print(f"platform stopped ({len(down.pids)} processes, {len(down.left)} left)")
+
+
+def run_release_demo(console: Console) -> int:
+    console.rule("[bold]CD-01: releases judged by the canary")
+    with local_platform(console) as settings:
+        return _releases(console, settings)
+
+
+def _releases(console: Console, settings: PlatformSettings) -> int:
     compute = LocalCompute(settings.run_dir)
     url = compute.url("chatbot")
     scratch = Path(tempfile.mkdtemp(prefix="mangaassist-release-"))
@@ -135,7 +158,4 @@ def run_release_demo(console: Console) -> int:
         )
         compute.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        if started_here:
-            down = stop_control_plane(settings)
-            console.print(f"platform stopped ({len(down.pids)} processes, {len(down.left)} left)")
     return code

@@ -182,7 +182,11 @@ def model_eval(
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo chatbot; 0 picks a free one.")] = 0,
     releases: Annotated[
-        bool, typer.Option("--releases/--no-releases", help="Also release the application twice (CD-01).")
+        bool,
+        typer.Option(
+            "--releases/--no-releases",
+            help="Also release the application (CD-01) and the intent model (CD-03) on the local platform.",
+        ),
     ] = True,
 ) -> None:
     """Start the chatbot, ask one question per intent, print the answers, stop it cleanly."""

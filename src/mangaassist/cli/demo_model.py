@@ -6,7 +6,7 @@ users on both routers all along: chat conversations through the chatbot (which a
 router) and direct intent requests on the model's router (``ModelUsers``, which records which
 revision and model version answered each one).
 
-1. **A fresh registry.** MLflow's store at ``HOME/demo-model`` (removed first, so every demo starts
+1. **A fresh registry.** MLflow's store under ``HOME/demo-model`` (removed first, so every demo starts
    from version 1), selected with ``MLFLOW_TRACKING_URI`` for the segment and restored afterwards;
    the model config is ``ml/intent.yaml`` under the name ``intent-demo``. The name matters: the
    pipeline downloads packages to ``HOME/models/packages/<name>-v<N>`` and reuses a download that
@@ -148,7 +148,7 @@ class ModelUsers:
 
 @contextlib.contextmanager
 def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, MlflowModelRegistry]]:
-    """A fresh MLflow registry at ``home/demo-model`` and a model config naming ``name``.
+    """A fresh MLflow registry under ``home/demo-model`` and a model config naming ``name``.
 
     ``MLFLOW_TRACKING_URI`` points at it inside the block (the pipeline, which runs in this process,
     opens the registry through it) and is restored after. Removed first: the demo's own earlier
@@ -159,14 +159,17 @@ def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, Ml
     if packages.is_dir():
         for old in packages.glob(f"{name}-v*"):
             shutil.rmtree(old, ignore_errors=True)
-    directory.mkdir(parents=True)
+    # a new path each time: MLflow keeps one database engine per tracking URI for the process, and
+    # an engine of a removed file would still show the previous demo's versions
+    store = directory / f"registry-{time.time_ns()}"
+    store.mkdir(parents=True)
     root = find_root()
     raw = yaml.safe_load((root / "ml" / "intent.yaml").read_text(encoding="utf-8"))
     raw["model"] = name
     config_path = directory / "intent.yaml"
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(directory / 'mlflow.db').resolve()}"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(store / 'mlflow.db').resolve()}"
     try:
         yield config_path, MlflowModelRegistry.from_home(home)
     finally:

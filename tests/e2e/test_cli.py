@@ -70,10 +70,12 @@ def test_model_eval_json(state_home: Path) -> None:
 
 
 def test_demo_runs_start_to_finish(state_home: Path) -> None:
-    # the application releases are covered by tests/integration/app_pipeline (see test_deploy_cli.py)
+    # the application and model releases need the local platform: covered by
+    # tests/integration/app_pipeline and model_pipeline (see test_deploy_cli.py), run by `make demo`
     result = run("demo", "--no-releases", env=server_env(state_home))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Intents right: 7/7" in result.stdout
     assert "Chatbot stopped (exit status 0)" in result.stdout
     assert "Knowledge-base release: ok" in result.stdout
     assert "Application releases: skipped" in result.stdout
+    assert "Model releases: skipped" in result.stdout

@@ -39,6 +39,10 @@ def test_good_canary_is_promoted_through_every_step(plane: Plane) -> None:
         assert steps[name].detail["numbers"]["candidate_requests"] >= 20
     assert report.failed == 0
     assert report.mixed_conversations == 0, report.as_dict()
+    # the candidate was judged against a fresh copy of r1 carrying the same share, retired at the end
+    baseline = steps["baseline"].output["baseline"]
+    assert baseline == f"{candidate}-base"
+    assert report.by_revision[baseline] > 0 and plane.revisions()[baseline] == "retired"
     release = steps["promote"].output
     assert release["revision"] == candidate and release["previous_revision"] == "r1"
     assert release["verdicts"] == {"canary-25": "PASS", "canary-50": "PASS", "canary-100": "PASS"}
@@ -56,6 +60,7 @@ def test_slow_candidate_fails_the_judge_and_is_rolled_back(plane: Plane) -> None
     assert plane.live() == {"r1": 100.0}
     candidate = steps["build"].output["candidate"]
     assert plane.revisions()[candidate] == "retired"
+    assert plane.revisions()[f"{candidate}-base"] == "retired"  # the rollback retires the baseline too
     failed = steps["canary-25"]
     assert failed.detail["verdict"] == "FAIL"
     numbers = failed.detail["numbers"]

@@ -9,7 +9,7 @@ import pytest
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.rollout.executor import TrafficWindow
+from mangaassist.delivery.rollout.executor import TrafficWindow, shift
 from mangaassist.delivery.rollout.load import check_loopback
 from mangaassist.delivery.rollout.settings import deploy_settings
 from mangaassist.delivery.rollout.strategies import (
@@ -76,7 +76,10 @@ def test_settings_defaults_file_and_overrides(tmp_path: Path) -> None:
         deploy_settings("dev", config)
     with pytest.raises(ConfigError, match="steps"):
         deploy_settings("dev", None, {"steps": "50,25"})
-    assert dev.pinned_error_rate == 0.01
+    assert dev.pinned_error_rate == 0.01 and dev.canary_baseline is True
+    assert deploy_settings("dev", None, {"canary_baseline": False}).canary_baseline is False
+    with pytest.raises(ConfigError, match="canary_baseline: expected a boolean"):
+        deploy_settings("dev", None, {"canary_baseline": "yes"})
     assert deploy_settings("dev", None, {"pinned_error_rate": "0.05"}).pinned_error_rate == 0.05
     with pytest.raises(ConfigError, match=r"pinned_error_rate: expected a number within \[0, 1\)"):
         deploy_settings("dev", None, {"pinned_error_rate": 1.5})
@@ -120,3 +123,32 @@ def test_load_goes_to_loopback_only() -> None:
     check_loopback("http://localhost:1")
     with pytest.raises(ConfigError, match="loopback"):
         check_loopback("http://example.com")
+
+
+class _Weights:
+    def __init__(self) -> None:
+        self.applied: dict[str, float] = {}
+
+    def set_weights(self, service: str, weights: dict[str, float]) -> dict[str, float]:
+        self.applied = dict(weights)
+        return self.applied
+
+    def stats(self, service: str, cursor: int) -> dict[str, Any]:
+        return {"cursor": 7}
+
+
+@pytest.mark.parametrize(
+    ("weight", "expected"),
+    [
+        (5.0, {"c": 5.0, "b": 5.0, "s": 90.0}),
+        (50.0, {"c": 50.0, "b": 50.0, "s": 0.0}),
+        (75.0, {"c": 75.0, "b": 25.0, "s": 0.0}),
+        (100.0, {"c": 100.0}),
+    ],
+)
+def test_shift_gives_the_baseline_the_candidates_share(weight: float, expected: dict[str, float]) -> None:
+    compute = _Weights()
+    out = shift(compute, "svc", "c", "s", weight, baseline="b")  # type: ignore[arg-type]
+    assert compute.applied == expected and out["cursor"] == 7
+    shift(compute, "svc", "c", "s", 25.0)  # type: ignore[arg-type]
+    assert compute.applied == {"c": 25.0, "s": 75.0}

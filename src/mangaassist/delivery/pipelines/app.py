@@ -82,6 +82,11 @@ def build(params: dict[str, Any]) -> Pipeline:
         Step("test", _test, "run the test gate"),
         Step("candidate", _candidate, "start the candidate at 0% and smoke-test it"),
         Step("latency-gate", _latency_gate, "pinned load test: latency budget and error rate"),
+        *(
+            [Step("baseline", _baseline, "start a fresh copy of the stable release to judge against")]
+            if _uses_baseline(plan, settings)
+            else []
+        ),
         *(Step(p.name, _phase_step(p, plan), f"{p.weight:g}% to the candidate, judged") for p in plan.phases),
         Step("promote", _promote, "retire the old revision after its drain"),
     ]
@@ -261,6 +266,58 @@ def _latency_gate(ctx: StepContext) -> Outcome:
     return Outcome.done(numbers, verdict=Verdict.PASS, numbers=numbers)
 
 
+def _uses_baseline(plan: RolloutPlan, settings: DeploySettings) -> bool:
+    """A canary judged below 100% gets a baseline revision (``canary_baseline``, on by default)."""
+    return settings.canary_baseline and plan.strategy is Strategy.CANARY
+
+
+def _baseline_name(build: dict[str, Any]) -> str:
+    return f"{build['candidate']}-base"
+
+
+def _baseline(ctx: StepContext) -> Outcome:
+    """A fresh copy of the stable release (its artifact and env), warm and healthy at 0%.
+
+    In every canary phase below 100% it gets the candidate's share and the candidate is judged
+    against it: two revisions with the same load (``rollout.phases.Canary.baseline``)."""
+    if _skip(ctx):
+        return Outcome.done({"baseline": None}, detail={"skipped": "already live"})
+    env, p = _env(ctx)
+    settings = _settings(ctx.params)
+    b = ctx.outputs["build"]
+    compute = _compute(env)
+    path = p.home / "artifacts" / f"{b['stable_digest']}.tar"
+    if not path.is_file():
+        why = f"no artifact of {b['stable']} at {path}: the candidate is judged against {b['stable']}"
+        ctx.progress(why)
+        return Outcome.done({"baseline": None}, detail={"skipped": why})
+    revision = Revision(
+        _baseline_name(b),
+        Artifact(path, str(b["stable_digest"])),
+        p.services[settings.service].app,
+        dict((revision_record(p, b["stable"]) or {}).get("set_env", {})),
+        int(b["stable_replicas"]),
+    )
+
+    def deploy(_key: str) -> dict[str, Any]:
+        status = compute.deploy(
+            settings.service, revision, timeout_s=p.services[settings.service].ready_timeout_s
+        )
+        return {"health": status.health.value, "reason": status.reason}
+
+    deployed = ctx.effect("deploy-baseline", deploy)
+    if deployed["health"] != RevisionHealth.HEALTHY.value:
+        return Outcome.failed(f"baseline {revision.name} is {deployed['health']}: {deployed['reason']}")
+    if settings.warmup_s > 0:  # the same lazy initialisation the candidate paid in the latency gate
+        run_load(
+            compute.url(settings.service),
+            rps=settings.load_rps,
+            duration_s=settings.warmup_s,
+            headers=compute.pin_headers(settings.service, revision.name),
+        )
+    return Outcome.done({"baseline": revision.name}, detail={"baseline": revision.name})
+
+
 def _phase_step(phase: Phase, plan: RolloutPlan) -> Any:
     def run(ctx: StepContext) -> Outcome:
         return _run_phase(ctx, phase, plan)
@@ -310,8 +367,10 @@ def _rollback(ctx: StepContext) -> Outcome:
     if not b or b.get("already_live"):
         return Outcome.done(detail={"nothing": "no candidate was deployed"})
     settings = _settings(ctx.params)
+    # the baseline's name is the candidate's plus "-base": retired if it lives, even when its step
+    # died after the deploy and before recording it
     return restore_and_retire(
-        ctx, _compute(ctx.run.environment), settings.service, b["stable"], b["candidate"]
+        ctx, _compute(ctx.run.environment), settings.service, b["stable"], b["candidate"], _baseline_name(b)
     )
 
 
@@ -338,6 +397,7 @@ def _canary(ctx: StepContext, not_judged: str | None = None) -> Canary:
         settings.judge_min_requests,
         int(b.get("baseline_cursor", 0)),
         not_judged,
+        (ctx.outputs.get("baseline") or {}).get("baseline"),
     )
 
 

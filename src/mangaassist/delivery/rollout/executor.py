@@ -150,10 +150,22 @@ def consult(
     return Consultation(phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline)
 
 
-def shift(compute: Compute, service: str, candidate: str, stable: str, weight: float) -> dict[str, Any]:
+def shift(
+    compute: Compute, service: str, candidate: str, stable: str, weight: float, baseline: str | None = None
+) -> dict[str, Any]:
     """Give the candidate ``weight``% of new conversations (one atomic table swap) and return the
-    stats cursor right after it, which is where the phase's window begins."""
-    weights = {candidate: weight, stable: 100.0 - weight} if weight < 100 else {candidate: 100.0}
+    stats cursor right after it, which is where the phase's window begins.
+
+    With a ``baseline`` (a fresh copy of the stable release) it gets the same share as the candidate
+    (at most what is left), the stable revision the rest: the judge then compares two revisions that
+    carry the same load."""
+    if weight >= 100:
+        weights = {candidate: 100.0}
+    elif baseline is not None:
+        share = min(weight, 100.0 - weight)
+        weights = {candidate: weight, baseline: share, stable: 100.0 - weight - share}
+    else:
+        weights = {candidate: weight, stable: 100.0 - weight}
     applied = compute.set_weights(service, weights)
     cursor = int(compute.stats(service, 1 << 62).get("cursor", 0))
     return {"weights": dict(applied), "cursor": cursor, "at": time.time()}

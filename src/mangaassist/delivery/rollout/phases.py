@@ -67,6 +67,12 @@ class Canary:
     """The router's stats cursor before the first phase: where the first pre-switch baseline starts."""
     not_judged: str | None = None
     """Why the phases only shift and do not judge (a rollback to a release that was live), or None."""
+    baseline: str | None = None
+    """A fresh copy of the stable release that gets the candidate's share in every phase below 100%
+    and is what the candidate is judged against there (Kayenta's baseline): a revision with a small
+    share of the traffic serves measurably slower than one with a large share, whichever code it
+    runs, so judging a 5% candidate against the 95% stable revision fails good releases on latency
+    (docs/pipelines/cd-01-app.md). None: judged against the stable revision."""
 
 
 _WINDOWS: dict[tuple[str, str], TrafficWindow] = {}
@@ -82,7 +88,9 @@ def run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan, canary: Canary)
         gate = approval_step(phase.name).run(ctx)
         if gate.kind.value != "done":
             return gate
-    shifted = ctx.effect("shift", lambda _k: shift(compute, service, candidate, stable, phase.weight))
+    shifted = ctx.effect(
+        "shift", lambda _k: shift(compute, service, candidate, stable, phase.weight, canary.baseline)
+    )
     if canary.not_judged:
         return Outcome.done(
             {"start_cursor": shifted["cursor"], "cursor": shifted["cursor"], "at": time.time()},
@@ -91,14 +99,19 @@ def run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan, canary: Canary)
     key = (ctx.run.id, ctx.step)
     window = _WINDOWS.get(key)
     if window is None:
-        window = _WINDOWS[key] = TrafficWindow(service, candidate, stable, int(shifted["cursor"]))
+        concurrent = phase.baseline is Baseline.CONCURRENT and phase.weight < 100
+        arm = canary.baseline if canary.baseline and concurrent else stable
+        window = _WINDOWS[key] = TrafficWindow(service, candidate, arm, int(shifted["cursor"]))
     pre_switch = None
     if phase.baseline is Baseline.PRE_SWITCH:
         pre_switch = _BASELINES.get(key)
         if pre_switch is None:
             start = _previous_cursor(ctx, phase, plan, canary.baseline_cursor)
+            # what the comparison arm served before the switch: the baseline copy when there is
+            # one (the stable revision carried no new conversations while it ran beside it)
+            before = canary.baseline or stable
             pre_switch = _BASELINES[key] = stable_between(
-                compute, service, candidate, stable, start, int(shifted["cursor"])
+                compute, service, candidate, before, start, int(shifted["cursor"])
             )
     judge = SequentialJudge(judge_settings(canary.alpha, canary.judge_min_requests))
     deadline = time.monotonic() + SLICE_S
@@ -197,25 +210,34 @@ def retire_after_drain(
     compute, service, stable = canary.compute, canary.service, canary.stable
     since = float(last.get("at") or time.time())
     idle, waited = idle_for(compute, service, stable, int(last.get("cursor") or 0))
+    if canary.baseline:  # its conversations drain like the stable revision's
+        idle = min(idle, idle_for(compute, service, canary.baseline, int(last.get("cursor") or 0))[0])
     drained = idle >= drain_idle_s or time.time() - since >= drain_max_s
     if not drained:
         ctx.progress(f"draining {stable}: idle for {idle:.1f}s (need {drain_idle_s:g}s)")
         return Outcome.wait(f"draining {stable}", for_=WaitFor.TIME), waited
     ctx.effect("retire-old", lambda _k: retire(compute, service, stable))
+    if canary.baseline:
+        ctx.effect("retire-baseline", lambda _k: retire(compute, service, str(canary.baseline)))
     return None, waited
 
 
 def restore_and_retire(
-    ctx: StepContext, compute: Compute, service: str, stable: str, candidate: str
+    ctx: StepContext, compute: Compute, service: str, stable: str, candidate: str, baseline: str | None = None
 ) -> Outcome:
-    """A rollback: all traffic to the stable revision (if it is not there yet), then retire the candidate."""
+    """A rollback: all traffic to the stable revision (if it is not there yet), then retire the
+    candidate (and the baseline copy of the stable release, if one was started)."""
     live = {r.name for r in compute.status(service).revisions if r.health is not RevisionHealth.RETIRED}
     restored: dict[str, Any] = {}
     if stable in live:
         restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
     if candidate in live:
         ctx.effect("retire-candidate", lambda _k: retire(compute, service, candidate))
-    return Outcome.done(detail={"stable": stable, "retired": candidate, "restore": restored})
+    if baseline is not None and baseline in live:
+        ctx.effect("retire-baseline", lambda _k: retire(compute, service, baseline))
+    return Outcome.done(
+        detail={"stable": stable, "retired": candidate, "baseline": baseline, "restore": restored}
+    )
 
 
 def _previous_cursor(ctx: StepContext, phase: Phase, plan: RolloutPlan, first: int) -> int:

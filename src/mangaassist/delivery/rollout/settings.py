@@ -8,6 +8,8 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``latency_budget_ms``          p99 the candidate must meet under pinned load (default 300)
 ``load_rps`` / ``load_s``      that load: requests per second and duration (default 20 / 5)
 ``warmup_s``                   pinned load before it that is not measured (default 1)
+``canary_baseline``            a canary starts a fresh copy of the stable release with the
+                               candidate's share and judges the candidate against it (default true)
 ``pinned_error_rate``          the error rate acceptable under that load: more failures than a
                                one-sided binomial test at ``alpha`` 0.001 allows fail the gate before
                                any user reaches the candidate (default 0.01)
@@ -60,6 +62,7 @@ class DeploySettings:
     load_s: float = 5.0
     warmup_s: float = 1.0
     pinned_error_rate: float = 0.01
+    canary_baseline: bool = True
     strategy: Strategy = Strategy.CANARY
     strategies: tuple[Strategy, ...] = (Strategy.CANARY, Strategy.BLUE_GREEN)
     steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
@@ -118,6 +121,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if number < 1:
                 raise ValueError("a whole number >= 1")
             return number
+        if name == "canary_baseline":
+            if not isinstance(value, bool):
+                raise ValueError("a boolean (true or false)")
+            return value
         if name == "pinned_error_rate":
             share = float(value)
             if not 0 <= share < 1:

@@ -163,12 +163,23 @@ def scenario(env: dict[str, str], run_dir: Path, url: str, rps: float, *extra: s
         "p99_ms": report.as_dict()["p99_ms"],
         "max_candidate_weight": watch.max_weight(candidate, started),
         "drained_after_s": (doc.get("release") or {}).get("drained_after_s"),
+        "sessions_moved_out": moved_out(run_dir),
     }
     if failures:
         first = min(failures)
         back = watch.back_to_stable(candidate, first)
         out["first_fault_to_stable_s"] = round(back - first, 3) if back is not None else None
     return out
+
+
+def moved_out(run_dir: Path) -> dict[str, int]:
+    """Per revision, the conversations the router moved away from it (its revision was gone)."""
+    compute = LocalCompute(run_dir, timeout_s=10.0)
+    try:
+        revisions = compute.stats("chatbot", 1 << 62).get("revisions", {})
+    finally:
+        compute.close()
+    return {name: int(c.get("sessions_moved_out", 0)) for name, c in revisions.items()}
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -180,3 +180,19 @@ def test_across_periods_latency_is_not_compared() -> None:
     assert judgement.verdict is Verdict.PASS
     broken = SequentialJudge(settings).judge(arm(300, errors=60), arm(6000, errors=60))
     assert broken.verdict is Verdict.FAIL  # errors are still judged
+
+
+def test_a_much_slower_candidate_is_not_passed_at_the_minimum_sample() -> None:
+    """20 requests each at equal shares (a 5% candidate against its 5% baseline), the candidate's
+    median several times the baseline's: the latency e-process has not crossed its thresholds yet,
+    but the observed slowdown is far beyond +20%, so the metric is INCONCLUSIVE (the step goes on),
+    not PASS; with more of the same data it FAILs. An equally fast candidate PASSes."""
+    judge = SequentialJudge(JudgeSettings(min_requests=20))
+    early = judge.judge(arm(20, median_ms=460, seed=3), arm(20, median_ms=60, seed=4))
+    latency = next(m for m in early.metrics if m.metric == "latency")
+    assert latency.verdict is Verdict.INCONCLUSIVE and latency.statistic < latency.threshold
+    assert "slower than the smallest change that matters" in latency.reason
+    later = judge.judge(arm(120, median_ms=460, seed=5), arm(120, median_ms=60, seed=6))
+    assert next(m for m in later.metrics if m.metric == "latency").verdict is Verdict.FAIL
+    same = judge.judge(arm(20, median_ms=60, seed=7), arm(20, median_ms=60, seed=8))
+    assert next(m for m in same.metrics if m.metric == "latency").verdict is Verdict.PASS

@@ -21,7 +21,8 @@ thumbs-down). A tail metric (slower than the stable p95) was tried and removed: 
 identical candidates on artefacts of a new revision (fresh upstream connections). A metric FAILs when
 ``E >= 1/alpha_m``; until both revisions have ``min_requests``, nothing can fail or pass
 (INCONCLUSIVE: too little data). After that a metric PASSes unless evidence is building
-(``E >= 1/sqrt(alpha_m)``), which keeps it INCONCLUSIVE so the step is extended.
+(``E >= 1/sqrt(alpha_m)``), or, for latency, the observed median is already slower than the
+baseline's by more than ``latency_increase``; either keeps it INCONCLUSIVE so the step is extended.
 
 ``q0`` is the candidate's share of the requests both served in the window; with thousands of
 requests per event it is known far better than the event counts, and the approximation is
@@ -144,6 +145,20 @@ class SequentialJudge:
             ),
         ]
 
+    def _beyond_margin(self, ev: _Events) -> bool:
+        """Whether the candidate's observed median latency is already slower than the baseline's by
+        more than the smallest change that matters (``latency_increase``). Such a metric may not
+        PASS yet, however small its e-value: the latency events ("slower than the baseline's
+        median") can be at most twice as frequent on the candidate, so evidence grows slowly, and a
+        candidate several times slower would otherwise PASS a 5% step the moment both revisions
+        reach ``min_requests``. The step goes on collecting until the e-process decides. It never
+        FAILs anything by itself, so the false-failure bound is unchanged. Rate metrics need no such
+        rule (their events are rare, so each one is strong evidence) and would be held back by the
+        noise of small counts."""
+        if ev.metric != "latency" or math.isnan(ev.candidate_value) or math.isnan(ev.baseline_value):
+            return False
+        return ev.candidate_value > ev.baseline_value * (1 + self.settings.latency_increase)
+
     def judge(self, candidate: ArmSample, baseline: ArmSample) -> Judgement:
         s = self.settings
         metrics = self.events(candidate, baseline)
@@ -166,6 +181,12 @@ class SequentialJudge:
                     Verdict.INCONCLUSIVE,
                     f"evidence building: e-value {e:.3g} >= {doubt_at:.3g}",
                 )
+            elif self._beyond_margin(ev):
+                verdict, reason = (
+                    Verdict.INCONCLUSIVE,
+                    f"median {_num(ev.candidate_value)} ms against {_num(ev.baseline_value)} ms: slower than "
+                    "the smallest change that matters, not yet significant",
+                )
             else:
                 verdict, reason = Verdict.PASS, f"no evidence the candidate is worse (e-value {e:.3g})"
             out.append(
@@ -183,6 +204,10 @@ class SequentialJudge:
                 )
             )
         return Judgement(self.name, out)
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}"
 
 
 def rates(sample: ArmSample) -> dict[str, float]:

@@ -196,3 +196,16 @@ def test_a_much_slower_candidate_is_not_passed_at_the_minimum_sample() -> None:
     assert next(m for m in later.metrics if m.metric == "latency").verdict is Verdict.FAIL
     same = judge.judge(arm(20, median_ms=60, seed=7), arm(20, median_ms=60, seed=8))
     assert next(m for m in same.metrics if m.metric == "latency").verdict is Verdict.PASS
+
+
+def test_latency_is_judged_against_the_latency_baseline_when_given() -> None:
+    """The candidate (5% share) is 30% slower than the busy stable revision but as fast as a
+    baseline with its own share: with that baseline the latency metric PASSes."""
+    judge = SequentialJudge(JudgeSettings(min_requests=30))
+    candidate, busy, same_share = (
+        arm(400, median_ms=104, seed=9), arm(8000, median_ms=80, seed=10), arm(400, median_ms=104, seed=11)
+    )
+    against_stable = next(m for m in judge.judge(candidate, busy).metrics if m.metric == "latency")
+    assert against_stable.verdict is Verdict.FAIL
+    fair = next(m for m in judge.judge(candidate, busy, same_share).metrics if m.metric == "latency")
+    assert fair.verdict is Verdict.PASS and fair.baseline_n == 400

@@ -152,3 +152,18 @@ def test_shift_gives_the_baseline_the_candidates_share(weight: float, expected: 
     assert compute.applied == expected and out["cursor"] == 7
     shift(compute, "svc", "c", "s", 25.0)  # type: ignore[arg-type]
     assert compute.applied == {"c": 25.0, "s": 75.0}
+
+
+def test_a_window_with_a_baseline_judges_rates_on_the_release_and_latency_on_the_baseline() -> None:
+    window = TrafficWindow("svc", "c", "s", 0, baseline="b")
+    observations = [
+        {"seq": 1, "kind": "request", "revision": "s", "status": 200, "latency_ms": 10.0},
+        {"seq": 2, "kind": "request", "revision": "b", "status": 500, "latency_ms": 40.0},
+        {"seq": 3, "kind": "request", "revision": "c", "status": 200, "latency_ms": 41.0},
+        {"seq": 4, "kind": "request", "revision": "x", "status": 200, "latency_ms": 1.0},
+    ]
+    for obs in observations:
+        window._add(obs)
+    assert window.stable_sample.requests == 2 and window.stable_sample.errors == 1
+    assert window.baseline_sample.requests == 1 and window.baseline_sample.errors == 1
+    assert window.candidate_sample.requests == 1

@@ -129,11 +129,11 @@ class SequentialJudge:
         rho_min = max(1.0 + 1e-6, (shifted / max(b.requests, 1)) / base_share)
         return _Events(metric, c.slower_than(cut), b.slower_than(cut), rho_min, c.quantile_ms(q), cut_ms)
 
-    def events(self, c: ArmSample, b: ArmSample) -> list[_Events]:
+    def events(self, c: ArmSample, b: ArmSample, latency_b: ArmSample | None = None) -> list[_Events]:
         s = self.settings
         return [
             self._rate_events("error_rate", c.errors, b.errors, c.requests, b.requests, s.error_rate_delta),
-            self._latency_events("latency", c, b, 0.5),
+            self._latency_events("latency", c, latency_b if latency_b is not None else b, 0.5),
             self._rate_events(
                 "fallback_rate", c.fallbacks, b.fallbacks, c.requests, b.requests, s.flag_rate_delta
             ),
@@ -159,16 +159,21 @@ class SequentialJudge:
             return False
         return ev.candidate_value > ev.baseline_value * (1 + self.settings.latency_increase)
 
-    def judge(self, candidate: ArmSample, baseline: ArmSample) -> Judgement:
+    def judge(
+        self, candidate: ArmSample, baseline: ArmSample, latency_baseline: ArmSample | None = None
+    ) -> Judgement:
+        """``latency_baseline``: judge latency against this sample instead of ``baseline`` (a
+        revision carrying the candidate's share of the traffic; see ``rollout.phases.Canary``)."""
         s = self.settings
-        metrics = self.events(candidate, baseline)
-        total = candidate.requests + baseline.requests
-        q0 = candidate.requests / total if total else 0.0
-        enough = min(candidate.requests, baseline.requests) >= s.min_requests
+        metrics = self.events(candidate, baseline, latency_baseline)
         out = []
         for ev, weight in zip(metrics, s.alpha_weights, strict=True):
             if not s.compare_latency and ev.metric == "latency":
                 continue  # not comparable across periods; each remaining metric keeps its share
+            other = latency_baseline if ev.metric == "latency" and latency_baseline is not None else baseline
+            total = candidate.requests + other.requests
+            q0 = candidate.requests / total if total else 0.0
+            enough = min(candidate.requests, other.requests) >= s.min_requests
             alpha_m = s.alpha * weight
             fail_at, doubt_at = 1 / alpha_m, 1 / math.sqrt(alpha_m)
             e = e_value(ev.x_c, ev.x_b, q0, ev.rho_min)
@@ -197,7 +202,7 @@ class SequentialJudge:
                     e,
                     fail_at,
                     candidate.requests,
-                    baseline.requests,
+                    other.requests,
                     ev.candidate_value,
                     ev.baseline_value,
                     reason,

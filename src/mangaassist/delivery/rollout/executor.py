@@ -24,7 +24,12 @@ from mangaassist.platform.compute import Compute, RevisionHealth
 
 @dataclass
 class TrafficWindow:
-    """Observations of two revisions after ``cursor``, accumulated as they are read."""
+    """Observations of two revisions after ``cursor``, accumulated as they are read.
+
+    With a ``baseline`` (a fresh copy of the stable release carrying the candidate's share), its
+    requests count twice: in ``stable_sample`` (the stable release: the rates are compared against
+    all of it, the more data the stronger each candidate event weighs) and in ``baseline_sample``
+    (the latency is compared against it alone: the same share, the same load)."""
 
     service: str
     candidate: str
@@ -36,6 +41,8 @@ class TrafficWindow:
     """Wall-clock time of the candidate's first failed request in this window (for reports)."""
     lost: int = 0
     """Observations that fell out of the router's buffer before they were read."""
+    baseline: str | None = None
+    baseline_sample: ArmSample = field(default_factory=ArmSample)
 
     def read(self, compute: Compute) -> int:
         """Add the observations newer than the cursor; return how many were read."""
@@ -52,13 +59,16 @@ class TrafficWindow:
     def _add(self, obs: dict[str, Any]) -> None:
         revision = obs.get("revision")
         if revision == self.candidate:
-            sample = self.candidate_sample
+            samples = [self.candidate_sample]
         elif revision == self.stable:
-            sample = self.stable_sample
+            samples = [self.stable_sample]
+        elif self.baseline is not None and revision == self.baseline:
+            samples = [self.stable_sample, self.baseline_sample]
         else:
             return
         if obs.get("kind") == "feedback":
-            sample.add_feedback(str(obs.get("rating") or ""))
+            for sample in samples:
+                sample.add_feedback(str(obs.get("rating") or ""))
             return
         if obs.get("pinned"):
             return
@@ -66,8 +76,9 @@ class TrafficWindow:
         observation = Observation(
             status, float(obs.get("latency_ms") or 0.0), bool(obs.get("fallback")), bool(obs.get("guardrail"))
         )
-        sample.add(observation)
-        if observation.failed and sample is self.candidate_sample and self.first_candidate_error_at is None:
+        for sample in samples:
+            sample.add(observation)
+        if observation.failed and revision == self.candidate and self.first_candidate_error_at is None:
             self.first_candidate_error_at = float(obs.get("time") or time.time())
 
 
@@ -141,11 +152,12 @@ def consult(
 ) -> Consultation:
     """Judge the window (against ``pre_switch`` for a PRE_SWITCH phase) and decide."""
     baseline = window.stable_sample
+    latency_baseline = window.baseline_sample if window.baseline is not None else None
     if phase.baseline is Baseline.PRE_SWITCH and pre_switch is not None:
-        baseline = pre_switch
+        baseline, latency_baseline = pre_switch, None
         # another period: latency is not comparable (the latency-budget gate guards it)
         judge = SequentialJudge(dataclasses.replace(judge.settings, compare_latency=False))
-    judgement = judge.judge(window.candidate_sample, baseline)
+    judgement = judge.judge(window.candidate_sample, baseline, latency_baseline)
     action = decide(phase, judgement.verdict, window.candidate_sample.requests, elapsed_s)
     return Consultation(phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline)
 

@@ -69,10 +69,12 @@ class Canary:
     """Why the phases only shift and do not judge (a rollback to a release that was live), or None."""
     baseline: str | None = None
     """A fresh copy of the stable release that gets the candidate's share in every phase below 100%
-    and is what the candidate is judged against there (Kayenta's baseline): a revision with a small
-    share of the traffic serves measurably slower than one with a large share, whichever code it
-    runs, so judging a 5% candidate against the 95% stable revision fails good releases on latency
-    (docs/pipelines/cd-01-app.md). None: judged against the stable revision."""
+    and is what the candidate's *latency* is judged against there (Kayenta's baseline): a revision
+    with a small share of the traffic serves measurably slower than one with a large share,
+    whichever code it runs, so judging a 5% candidate's latency against the 95% stable revision
+    fails good releases (docs/pipelines/cd-01-app.md). Rates are judged against the stable release
+    as a whole (stable and baseline revisions): they do not depend on the share, and the larger
+    sample makes each candidate error weigh more. None: everything against the stable revision."""
 
 
 _WINDOWS: dict[tuple[str, str], TrafficWindow] = {}
@@ -100,8 +102,9 @@ def run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan, canary: Canary)
     window = _WINDOWS.get(key)
     if window is None:
         concurrent = phase.baseline is Baseline.CONCURRENT and phase.weight < 100
-        arm = canary.baseline if canary.baseline and concurrent else stable
-        window = _WINDOWS[key] = TrafficWindow(service, candidate, arm, int(shifted["cursor"]))
+        arm = canary.baseline if concurrent else None
+        cursor = int(shifted["cursor"])
+        window = _WINDOWS[key] = TrafficWindow(service, candidate, stable, cursor, baseline=arm)
     pre_switch = None
     if phase.baseline is Baseline.PRE_SWITCH:
         pre_switch = _BASELINES.get(key)

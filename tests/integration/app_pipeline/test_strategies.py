@@ -43,6 +43,13 @@ def test_good_canary_is_promoted_through_every_step(plane: Plane) -> None:
     baseline = steps["baseline"].output["baseline"]
     assert baseline == f"{candidate}-base"
     assert report.by_revision[baseline] > 0 and plane.revisions()[baseline] == "retired"
+    # nothing was retired under a live conversation (the drain waited for it)
+    counters = plane.compute.stats("chatbot", 1 << 62)["revisions"]
+    assert {name: c["sessions_moved_out"] for name, c in counters.items()} == {
+        "r1": 0,
+        candidate: 0,
+        baseline: 0,
+    }
     release = steps["promote"].output
     assert release["revision"] == candidate and release["previous_revision"] == "r1"
     assert release["verdicts"] == {"canary-25": "PASS", "canary-50": "PASS", "canary-100": "PASS"}

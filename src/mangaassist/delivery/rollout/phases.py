@@ -215,6 +215,10 @@ def retire_after_drain(
     idle, waited = idle_for(compute, service, stable, int(last.get("cursor") or 0))
     if canary.baseline:  # its conversations drain like the stable revision's
         idle = min(idle, idle_for(compute, service, canary.baseline, int(last.get("cursor") or 0))[0])
+    # nothing seen after the cursor does not mean idle: the revision may have served a conversation
+    # just before it, so it has been idle at most since the last phase ended (retiring it earlier
+    # moved live conversations to the new revision: a conversation answered by two revisions)
+    idle = min(idle, time.time() - since)
     drained = idle >= drain_idle_s or time.time() - since >= drain_max_s
     if not drained:
         ctx.progress(f"draining {stable}: idle for {idle:.1f}s (need {drain_idle_s:g}s)")

@@ -63,8 +63,8 @@ MANGAASSIST_TORCH_THREADS = "1"
 [environments.dev.deploy]
 test_command = "{{python}} -c 'print(1)'"
 latency_budget_ms = {budget}
-load_rps = 10
-load_s = 3
+load_rps = {load_rps}
+load_s = {load_s}
 warmup_s = 1
 steps = [5, 25, 50, 100]
 min_requests = 30
@@ -206,21 +206,32 @@ def main() -> None:
         default=1500.0,
         help="the pinned latency gate before the canary (high, so the canary judge meets the slow one)",
     )
+    parser.add_argument(
+        "--pinned-load",
+        default="20x5",
+        help="the pinned load before the canary, RPSxSECONDS (default: the environment default, 20x5)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rollout_e2e.json")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(chosen) - {"good", "fault", "slow"}
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}: expected good, fault, slow")
+    try:
+        load_rps, load_s = (float(x) for x in args.pinned_load.lower().split("x"))
+    except ValueError:
+        parser.error(f"--pinned-load {args.pinned_load!r}: expected RPSxSECONDS, e.g. 20x5")
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "rps": args.rps,
         "latency_budget_ms": args.latency_budget_ms,
+        "pinned_load": {"rps": load_rps, "seconds": load_s},
     }
     with tempfile.TemporaryDirectory(prefix="rollout-bench-") as tmp:
         directory = Path(tmp)
         (directory / "mangaassist.toml").write_text(
-            CONFIG.format(src=ROOT / "src", budget=args.latency_budget_ms), encoding="utf-8"
+            CONFIG.format(src=ROOT / "src", budget=args.latency_budget_ms, load_rps=load_rps, load_s=load_s),
+            encoding="utf-8",
         )
         (directory / "policy.yaml").write_text("environments:\n  dev: {}\n", encoding="utf-8")
         for name in ("pyproject.toml", "src", "data", "knowledge", "ml", "config"):

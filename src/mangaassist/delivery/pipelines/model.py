@@ -186,6 +186,16 @@ def build(params: dict[str, Any]) -> Pipeline:
     )
 
 
+def _candidate_name(version: str, digest: str, set_env: dict[str, str]) -> str:
+    """``m<version>-<package digest>``, plus a digest of ``set_env`` when there is one: the platform
+    treats a deploy of a live revision name as "already there", so one model version deployed with
+    another environment (a drill's fault) must be another revision, never the old one."""
+    name = f"m{version}-{digest[:8]}"
+    if set_env:
+        name += "-" + hashlib.sha256(json.dumps(set_env, sort_keys=True).encode()).hexdigest()[:6]
+    return name
+
+
 def _resolve(ctx: StepContext) -> Outcome:
     p = _platform(ctx)
     config = _model_config(ctx.params)
@@ -214,6 +224,7 @@ def _resolve(ctx: StepContext) -> Outcome:
     artifact = p.home / "artifacts" / f"{stable.digest}.tar"
     if not artifact.is_file():
         return Outcome.failed(f"the code of {stable.name} ({artifact}) is not in the artifact store")
+    set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
     output = {
         "model": name,
         "version": version.version,
@@ -227,8 +238,8 @@ def _resolve(ctx: StepContext) -> Outcome:
         "stable_digest": stable.digest,
         "stable_artifact": str(artifact),
         "stable_replicas": stable.replicas,
-        "candidate": f"m{version.version}-{digest[:8]}",
-        "set_env": {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()},
+        "candidate": _candidate_name(version.version, digest, set_env),
+        "set_env": set_env,
         "baseline_cursor": stats_cursor(compute, SERVICE),
     }
     return Outcome.done(output, detail={k: output[k] for k in ("version", "champion", "stable", "candidate")})

@@ -143,10 +143,13 @@ def _releases(console: Console, settings: PlatformSettings) -> int:
         failed = next((s for s in steps.values() if s.detail.get("verdict") == "FAIL"), None)
         if failed is not None:
             n = failed.detail.get("numbers") or {}
-            console.print(
-                f"weights flipped back in {n.get('restore_ms', 0):.1f} ms; "
-                f"first faulty answer to 100% stable: {n.get('first_error_to_restore_s', float('nan')):.1f}s"
-            )
+            if "restore_ms" in n:
+                console.print(
+                    f"weights flipped back in {n['restore_ms']:.1f} ms; first faulty answer to 100% "
+                    f"stable: {n.get('first_error_to_restore_s', float('nan')):.1f}s"
+                )
+            else:  # a gate before the canary: traffic never left the stable release
+                console.print(f"stopped by {failed.name} before any user request reached the candidate")
         if run.effective_state is not RunState.ROLLED_BACK:
             code = 1
     finally:

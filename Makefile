@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/mangaassist demo
 
+# The CD-03 pipeline tests run in a process of their own: after the rest of the suite, in the same
+# process, their fault-injected canary was promoted in CI (some state of earlier tests leaks; the
+# cause is not found yet, see the closing note of 2026-11-26). Alone they pass, in a fresh clone too.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/integration/model_pipeline
+	$(PY) -m pytest -q tests/integration/model_pipeline
 
 bench: setup
 	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py

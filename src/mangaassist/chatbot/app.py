@@ -193,6 +193,13 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+def not_ready_response(reason: str) -> JSONResponse:
+    """503 with the reason and ``Retry-After``: what ``/readyz`` answers until a worker is ready."""
+    return JSONResponse(
+        {"error": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
     """400 for a body that is not JSON; 422 naming every field at fault otherwise."""
     if any(e.get("type") == "json_invalid" for e in exc.errors()):
@@ -253,10 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
     def not_ready() -> JSONResponse:
-        reason = state["error"] or "loading model, index and config"
-        return JSONResponse(
-            {"error": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
-        )
+        return not_ready_response(state["error"] or "loading model, index and config")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -61,7 +61,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mangaassist.chatbot.app import MAX_MESSAGE, RevisionHeader, invalid_request
+from mangaassist.chatbot.app import MAX_MESSAGE, RevisionHeader, invalid_request, not_ready_response
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import load_config
 from mangaassist.chatbot.embeddings import BatchingEmbedder, make_embedder
@@ -225,10 +225,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
     def not_ready() -> JSONResponse:
-        reason = state["error"] or "loading the intent model"
-        return JSONResponse(
-            {"error": "not ready", "reason": reason}, status_code=503, headers={"Retry-After": "1"}
-        )
+        return not_ready_response(state["error"] or "loading the intent model")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

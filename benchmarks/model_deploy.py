@@ -2,7 +2,7 @@
 
 One local platform (both services, the chatbot asking the model's router; its own control and
 router ports; state in a temporary home that borrows the checkout's model and embedding caches).
-Users all along: ``--rps`` intent requests a second on the model's router (``demo_model.ModelUsers``:
+Users all along: ``--rps`` intent requests a second on the model's router (``demo.model.ModelUsers``:
 each answer's status, serving revision and model version recorded from the client's side) and
 ``--chats`` chat conversations a second through the chatbot. Versions are trained in this process
 on the checkout's ``ml/intent.yaml`` (MiniLM) into the temporary home's MLflow registry; every
@@ -45,11 +45,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mangaassist.cli.demo_model import ModelUsers, Trainer
 from mangaassist.core.artifact import Artifact
 from mangaassist.delivery.model_promotion import promote
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.rollout.load import BackgroundLoad
+from mangaassist.demo.model import ModelUsers, Trainer
 from mangaassist.platform.compute import Revision
 from mangaassist.platform.local.client import LocalCompute
 from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry

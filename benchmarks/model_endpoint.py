@@ -38,15 +38,15 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from chat_latency import message  # noqa: E402
+from mangaassist.platform.artifacts import pack_source  # noqa: E402
 from mangaassist.platform.compute import Revision  # noqa: E402
-from mangaassist.platform.local.artifacts import pack_source  # noqa: E402
 from mangaassist.platform.local.client import (  # noqa: E402
     LocalCompute,
     start_control_plane,
     stop_control_plane,
 )
-from mangaassist.platform.local.settings import load_settings  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
+from mangaassist.platform.settings import load_settings  # noqa: E402
 
 APP = "mangaassist.chatbot.model_server:create_app"
 

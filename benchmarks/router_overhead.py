@@ -38,16 +38,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mangaassist.platform.artifacts import pack_source  # noqa: E402
 from mangaassist.platform.compute import Revision  # noqa: E402
-from mangaassist.platform.local.artifacts import pack_source  # noqa: E402
 from mangaassist.platform.local.client import (  # noqa: E402
     LocalCompute,
     start_control_plane,
     stop_control_plane,
 )
-from mangaassist.platform.local.settings import load_settings  # noqa: E402
 from mangaassist.platform.local.supervisor import free_port  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
+from mangaassist.platform.settings import load_settings  # noqa: E402
 
 APP = "mangaassist.platform.local.testing_app:create_app"
 PATH = b"/echo"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import random
 import threading
 import time
@@ -130,6 +131,9 @@ _INTERNAL_ERROR = b'{"error":"internal error"}'
 class RevisionHeader:
     """Pure ASGI middleware: every response carries ``X-MangaAssist-Revision`` and is counted.
 
+    ``/readyz`` answers also carry ``X-MangaAssist-Pid`` (this process): the platform's supervisor
+    counts a worker ready only when the revision and process it started are the ones answering.
+
     It also turns an unhandled exception into that revision's 500: Starlette's own error handler
     sits outside every user middleware, so its 500s would carry no revision header and escape the
     per-revision counts the router and the canary judges rely on.
@@ -142,6 +146,7 @@ class RevisionHeader:
     ) -> None:
         self.app = app
         self.header = (b"x-mangaassist-revision", revision.encode())
+        self.stamp: tuple[tuple[bytes, bytes], ...] = (self.header,)
         self.metrics = metrics
         self.known_paths = known_paths
 
@@ -151,13 +156,16 @@ class RevisionHeader:
             return
         # unknown paths share one label: request paths must not create unbounded metric series
         path = scope.get("path", "") if scope.get("path", "") in self.known_paths else "other"
+        stamp = (
+            self.stamp if path != "/readyz" else (self.header, (b"x-mangaassist-pid", b"%d" % os.getpid()))
+        )
         started = False
 
         async def stamped(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), self.header]
+                message["headers"] = [*message.get("headers", []), *stamp]
                 self.metrics.requests.labels(path, str(message["status"])).inc()
             await send(message)
 

@@ -3,9 +3,10 @@
 ``ml/intent.yaml`` says what to train (data, hyper-parameters, augmentation) and how to gate it
 (``gate``, read by ``delivery.model_gate``). ``train_candidate`` is the whole job: train, measure
 on ``ml/intents/eval.jsonl``, write a model package (``chatbot.intent.save_package``), log the
-run to MLflow (params, metrics, the package, the classifier as an MLflow model with a signature
-and explicit pip requirements, the evaluation report) and register it as the next version with
-the alias ``candidate``. Callers: ``mangaassist model train`` and the model pipeline.
+run to the registry's tracking store (``platform.model_registry.TrackingRegistry``; MLflow: params,
+metrics, the package, the classifier as an MLflow model with a signature and explicit pip
+requirements under ``classifier/``, the evaluation report) and register it as the next version
+with the alias ``candidate``. Callers: ``mangaassist model train`` and the model pipeline.
 
 The model is the chatbot's baseline (``chatbot.intent``): logistic regression over the embedding
 plus entity features, trained on the examples plus title-swapped copies. With the defaults of
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -60,14 +61,12 @@ from mangaassist.chatbot.entities import EntitySignals
 from mangaassist.chatbot.intent import Example, LocalIntentClient, features, load_examples, save_package
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
-from mangaassist.platform.model_registry import ModelVersion
-
-if TYPE_CHECKING:
-    from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+from mangaassist.platform.model_registry import ModelVersion, TrackingRegistry
 
 ECE_BINS = 15
-PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "joblib")
-"""What loading the logged classifier needs; pinned to the versions that trained it."""
+PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "joblib", "skops")
+"""What loading the logged classifier needs (it is serialised with skops); pinned to the versions
+that trained it."""
 
 _SECTIONS = {"model", "data", "training", "gate"}
 _DATA_KEYS = {"train", "eval", "train_fraction", "subset_seed"}
@@ -517,7 +516,7 @@ def pip_requirements() -> list[str]:
 
 def train_candidate(
     config: TrainingConfig,
-    registry: MlflowModelRegistry,
+    registry: TrackingRegistry,
     embedder: Embedder,
     catalog: Catalog,
     *,
@@ -525,9 +524,8 @@ def train_candidate(
     reason: str = "",
     set_candidate: bool = True,
 ) -> Candidate:
-    """Train, measure, track (one MLflow run), register, and point ``candidate`` at the version."""
-    import mlflow
-    import mlflow.sklearn
+    """Train, measure, track (one run of ``registry``), register, and point ``candidate`` at the
+    version."""
     from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory(prefix="mangaassist-train-") as scratch:
@@ -536,17 +534,18 @@ def train_candidate(
             sample_texts = [e.text for e in load_examples(config.eval_path)[:5]]
             signals = EntitySignals(catalog)
             sample = features(sample_texts, embedder.embed(sample_texts), signals)
-            mlflow.sklearn.log_model(
+            registry.log_model(
+                run_id,
                 trained.model,
-                name="classifier",
                 signature=infer_signature(sample, trained.model.predict_proba(sample)),
                 pip_requirements=pip_requirements(),
+                artifact_path="classifier",
             )
-            mlflow.log_dict(trained.report, "eval/report.json")
-            mlflow.log_dict(config.as_dict(), "config/effective.json")
+            registry.log_dict(run_id, trained.report, "eval/report.json")
+            registry.log_dict(run_id, config.as_dict(), "config/effective.json")
             if config.source and Path(config.source).is_file():
-                mlflow.log_artifact(config.source, "config")
-            mlflow.set_tags({"mangaassist.actor": actor, "mangaassist.reason": reason[:1000]})
+                registry.log_artifact(run_id, config.source, "config")
+            registry.set_tags(run_id, {"mangaassist.actor": actor, "mangaassist.reason": reason[:1000]})
             version = registry.register(
                 config.model_name,
                 trained.package,

@@ -1,8 +1,9 @@
 """Run the chatbot as a real child process on a loopback port: start, wait for ready, stop.
 
 Used by ``mangaassist demo``, the integration tests and the benchmarks, so all three exercise
-the service exactly as ``mangaassist serve`` runs it. ``ModelEndpointProcess`` does the same for the
-intent model endpoint (``chatbot.model_server``, run by uvicorn as the platform's workers run it).
+the service exactly as ``mangaassist serve`` runs it (both run ``chatbot.serve``).
+``ModelEndpointProcess`` does the same for the intent model endpoint (``chatbot.model_server``, run
+by uvicorn as the platform's workers run it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def free_port() -> int:
 
 
 class ChatbotProcess:
-    """``mangaassist serve`` in a child process. Use as a context manager."""
+    """``python -m mangaassist.chatbot.serve`` (what ``mangaassist serve`` runs) in a child process.
+    Use as a context manager."""
 
     what = "the chatbot"
 
@@ -66,7 +68,7 @@ class ChatbotProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "mangaassist.cli.main", "serve",
+            sys.executable, "-m", "mangaassist.chatbot.serve",
             "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
 

@@ -36,9 +36,8 @@ from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import ChatStore
 from mangaassist.core.intents import Intent
 from mangaassist.core.kb import chunk_all, series_document
-from mangaassist.platform.local.embedding_cache import ChunkEmbeddingCache
-from mangaassist.platform.local.tables import SqliteTables
-from mangaassist.platform.local.vector_lancedb import local_vector_index
+from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
+from mangaassist.platform.factory import Platform, workload_platform
 from mangaassist.platform.vector import LIVE_ALIAS
 
 log = logging.getLogger("mangaassist.chatbot")
@@ -84,12 +83,13 @@ class Runtime:
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
         started = time.perf_counter()
+        platform = workload_platform(settings.home, settings.root)
         config = load_config(settings.config_path)
         embedder = make_embedder(settings.embedder)
         cache = EmbeddingCache(settings.cache_dir)
         catalog = Catalog.load(settings.catalog_path)
         catalog.matrix = cache.embed(embedder, [s.search_text for s in catalog.series])
-        knowledge = _knowledge(settings, config, embedder, catalog)
+        knowledge = _knowledge(settings, platform, config, embedder, catalog)
         package = os.environ.get("MANGAASSIST_MODEL_PACKAGE")
         if package:
             champion = load_package(Path(package), embedder, catalog)
@@ -100,7 +100,7 @@ class Runtime:
         intents: IntentClient = champion
         if settings.intent_url:
             intents = HttpIntentClient(settings.intent_url, champion, timeout_s=settings.intent_timeout_s)
-        store = ChatStore(SqliteTables(settings.tables_path))
+        store = ChatStore(platform.tables(settings.tables_path))
         store.seed_orders(settings.orders_path)
         log.info(
             "runtime loaded in %.1fs: %d series, model %s%s, index %s, %s",
@@ -159,7 +159,7 @@ def _config_client(settings: Settings, config: ChatbotConfig) -> ConfigClient | 
 
 
 def _knowledge(
-    settings: Settings, config: ChatbotConfig, embedder: Embedder, catalog: Catalog
+    settings: Settings, platform: Platform, config: ChatbotConfig, embedder: Embedder, catalog: Catalog
 ) -> LiveKnowledge:
     """The live index version; until one we can use exists, a build of our own from the same sources.
 
@@ -168,7 +168,7 @@ def _knowledge(
     """
     model = model_id(embedder)
     refresh = float(os.environ.get("MANGAASSIST_KB_REFRESH_SECONDS", "1.0"))
-    live = LiveKnowledge(local_vector_index(settings.home), model, None, LIVE_ALIAS, refresh)
+    live = LiveKnowledge(platform.vector_index(), model, None, LIVE_ALIAS, refresh)
     if live.version == "none":
         chunks = chunk_all(
             [*load_documents(settings.knowledge_dir), *(series_document(asdict(s)) for s in catalog.series)],

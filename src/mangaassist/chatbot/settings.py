@@ -28,29 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.platform.settings import find_root, state_home
 
-_MARKERS = ("data/catalog.jsonl", "knowledge", "ml/intents/train.jsonl")
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The repository root: ``MANGAASSIST_ROOT``, else the first parent of cwd holding the data."""
-    env = os.environ.get("MANGAASSIST_ROOT")
-    if env:
-        root = Path(env).resolve()
-        missing = [m for m in _MARKERS if not (root / m).exists()]
-        if missing:
-            raise ConfigError(f"MANGAASSIST_ROOT={env} lacks {', '.join(missing)}")
-        return root
-    candidates = [start or Path.cwd(), Path(__file__).resolve()]
-    for origin in candidates:
-        for path in (origin, *origin.parents):
-            if all((path / m).exists() for m in _MARKERS):
-                return path
-    raise ConfigError(
-        "cannot find the MangaAssist data (data/catalog.jsonl, knowledge/, ml/intents/): "
-        "run from the repository or set MANGAASSIST_ROOT"
-    )
-
+__all__ = ["Settings", "find_root"]
 
 @dataclass(frozen=True)
 class Settings:
@@ -88,7 +68,7 @@ class Settings:
     @classmethod
     def from_env(cls, root: Path | None = None) -> Settings:
         root = root or find_root()
-        home = Path(os.environ.get("MANGAASSIST_HOME") or root / ".mangaassist").resolve()
+        home = state_home(root)
         embedder = os.environ.get("MANGAASSIST_EMBEDDER", "minilm")
         if embedder not in ("minilm", "hashing"):
             raise ConfigError(f"MANGAASSIST_EMBEDDER={embedder!r}: expected 'minilm' or 'hashing'")

@@ -185,7 +185,7 @@ def config_deploy(
         result = run_deploy(params, env, as_json)
     run, steps = result["run"], result["steps"]
     rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
-    rollout = steps["rollout"].detail.get("steps", []) if "rollout" in steps else []
+    rollout = pipeline.rollout_report(steps)
     if as_json:
         _print_json(
             {
@@ -300,12 +300,12 @@ def config_serve(
     port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
 ) -> None:
     """Run the local config server in the foreground (state under MANGAASSIST_HOME)."""
-    from mangaassist.platform.local.config_server import serve
+    from mangaassist.platform.factory import platform_for
 
     home = pipeline.state_home({})
     home.mkdir(parents=True, exist_ok=True)
     console.print(f"config server state in {home}; URL in {home / 'config-server.json'}")
-    serve(home.resolve(), port)
+    platform_for(home=home.resolve()).serve_config_server(port)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,8 +41,8 @@ from mangaassist.delivery.pipelines import app as cd01
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import registry
 from mangaassist.delivery.rollout.load import run_load
-from mangaassist.platform.factory import compute_for
-from mangaassist.platform.local.settings import load_settings
+from mangaassist.platform.factory import platform_for
+from mangaassist.platform.settings import load_settings
 
 deploy_app = typer.Typer(
     help="Deploy a service (CD-01: the application) or a model (CD-03).", no_args_is_help=True
@@ -343,7 +343,7 @@ def rollback(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
         if not history:
             raise ConfigError(f"nothing to roll back in {env}: no deploy in flight and no promoted release")
         last = history[-1]
-        status = compute_for(env).status(cd01.settings_for(env).service)
+        status = platform_for(env).compute().status(cd01.settings_for(env).service)
         live_names = [n for n, w in status.weights.items() if w > 0]
         if live_names != [last["revision"]]:
             raise ConfigError(
@@ -373,7 +373,7 @@ def _flip(run: RunRecord, env: str, as_json: bool) -> None:
     if stable:
         started = time.perf_counter()
         service = cd01.settings_for(env).service
-        weights = compute_for(env).set_weights(service, {stable: 100.0})
+        weights = platform_for(env).compute().set_weights(service, {stable: 100.0})
         flipped = {"weights": dict(weights), "took_ms": round((time.perf_counter() - started) * 1000, 3)}
         with store.transaction() as conn:
             audit.append(
@@ -414,7 +414,7 @@ def traffic(
 ) -> None:
     """Send realistic chat conversations through the router for a bounded time, then report."""
     with handled(as_json):
-        target = url or compute_for(env).url(cd01.settings_for(env).service)
+        target = url or platform_for(env).compute().url(cd01.settings_for(env).service)
         report = run_load(target, rps=rps, duration_s=duration, sessions=sessions)
     doc = report.as_dict()
     if as_json:

@@ -169,7 +169,7 @@ def kb_promote(
 def kb_rollback(env: EnvOpt = "dev", embedder: EmbedderOpt = "minilm", as_json: JsonOpt = False) -> None:
     """Point kb-live back at the version it pointed at before its last move."""
     with handled():
-        history = kb.open_index(kb.state_home({}, kb.find_root())).alias_history(LIVE_ALIAS)
+        history = kb.open_index(kb.state_home({}, kb.find_root()), env).alias_history(LIVE_ALIAS)
     if not history or history[-1].previous is None:
         raise fail(f"{LIVE_ALIAS} has no previous version to roll back to", 2)
     _move(history[-1].previous, env, as_json, "rollback", embedder)

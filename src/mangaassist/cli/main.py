@@ -55,17 +55,14 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the chatbot in the foreground (Ctrl-C stops it)."""
-    import uvicorn
-
-    from mangaassist.chatbot.app import create_app
-    from mangaassist.chatbot.settings import Settings
+    from mangaassist.chatbot.serve import load_app
+    from mangaassist.chatbot.serve import serve as run
 
     try:
-        settings = Settings.from_env()
-        application = create_app(settings)
+        application = load_app()
     except MangaAssistError as exc:
         raise fail(str(exc), 2) from None
-    uvicorn.run(application, host=host, port=port, log_level=log_level)
+    run(application, host=host, port=port, log_level=log_level)
 
 
 @app.command()
@@ -190,7 +187,7 @@ def demo(
     ] = True,
 ) -> None:
     """Start the chatbot, ask one question per intent, print the answers, stop it cleanly."""
-    from mangaassist.cli.demo import run_demo
+    from mangaassist.demo import run_demo
 
     try:
         sys.exit(run_demo(console, port, releases))

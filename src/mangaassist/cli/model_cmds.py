@@ -28,9 +28,9 @@ from mangaassist.core.errors import ConfigError
 if TYPE_CHECKING:
     from mangaassist.chatbot.intent_training import TrainingConfig
     from mangaassist.chatbot.settings import Settings
-    from mangaassist.delivery.model_gate import GateConfig, GateReport
-    from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
-    from mangaassist.platform.model_registry import ModelVersion
+    from mangaassist.delivery.analysis.gates import GateResult
+    from mangaassist.delivery.model_gate import GateConfig
+    from mangaassist.platform.model_registry import ModelVersion, TrackingRegistry
 
 ConfigOpt = Annotated[
     Path | None,
@@ -284,30 +284,32 @@ def _configs(path: Path | None) -> tuple[Settings, TrainingConfig, GateConfig]:
     return settings, config, gate
 
 
-def _registry(settings: Settings) -> MlflowModelRegistry:
-    from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+def _registry(settings: Settings) -> TrackingRegistry:
+    """The environment's model registry (``platform.factory``), under the chatbot's state directory."""
+    from mangaassist.platform.factory import platform_for
 
-    return MlflowModelRegistry.from_home(settings.home)
+    return platform_for(home=settings.home).tracking_registry()
 
 
-def _print_gate(report: GateReport) -> None:
+def _print_gate(result: GateResult) -> None:
+    """The model gate's side-by-side table (its report's ``rows``), the verdict and the reasons."""
     rows: list[list[str | Text]] = [
         [
-            r.metric,
-            _fmt(r.champion),
-            _fmt(r.candidate),
-            r.limit,
-            Text("ok", style="green") if r.ok else Text("FAIL", style="bold red"),
-            r.note,
+            r["metric"],
+            _fmt(r["champion"]),
+            _fmt(r["candidate"]),
+            r["limit"],
+            Text("ok", style="green") if r["ok"] else Text("FAIL", style="bold red"),
+            r["note"],
         ]
-        for r in report.rows
+        for r in result.report.get("rows", [])
     ]
-    champion = f"v{report.champion_version}" if report.champion_version else "none (absolute limits only)"
-    console.print(Text(f"gate: candidate v{report.candidate_version} vs champion {champion}"))
+    champion = f"v{result.baseline_version}" if result.baseline_version else "none (absolute limits only)"
+    console.print(Text(f"gate: candidate v{result.candidate_version} vs champion {champion}"))
     _table(None, ["metric", "champion", "candidate", "limit", "ok", "note"], rows)
-    style = "bold green" if report.passed else "bold red"
-    console.print(Text(f"verdict: {report.verdict.value}", style=style))
-    for reason in report.reasons:
+    style = "bold green" if result.passed else "bold red"
+    console.print(Text(f"verdict: {result.verdict.value}", style=style))
+    for reason in result.reasons:
         console.print(Text(f"  - {reason}"))
 
 

@@ -19,16 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
-from mangaassist.platform.compute import Revision
-from mangaassist.platform.local.artifacts import pack_source
-from mangaassist.platform.local.client import (
-    LocalCompute,
-    NotRunning,
-    start_control_plane,
-    stop_control_plane,
-)
-from mangaassist.platform.local.config_server import ensure_server, stop_server
-from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+from mangaassist.platform.artifacts import pack_source
+from mangaassist.platform.compute import Compute, NotRunning, Revision
+from mangaassist.platform.factory import Platform, platform_for
+from mangaassist.platform.metrics import Metrics
 
 console = Console()
 err = Console(stderr=True)
@@ -50,40 +44,43 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(env: str, home: Path | None) -> tuple[PlatformSettings, Path]:
+def _platform(env: str, home: Path | None) -> Platform:
+    """The environment's platform (``platform.factory``); these commands run local environments."""
     try:
-        path = find_config()
-        settings = load_settings(env, path, home.resolve() if home else None)
+        platform = platform_for(env, home=home.resolve() if home else None)
     except MangaAssistError as exc:
         raise _fail(str(exc), 2) from None
-    if settings.provider != "local":
+    if platform.provider != "local":
         raise _fail(
-            f"environment {env} runs on provider {settings.provider!r}; `up` runs local environments", 2
+            f"environment {env} runs on provider {platform.provider!r}; `up` runs local environments", 2
         )
-    return settings, path
+    return platform
 
 
-def _compute(env: str, home: Path | None) -> LocalCompute:
-    settings, _ = _settings(env, home)
+def _compute(env: str, home: Path | None) -> Compute:
     try:
-        return LocalCompute(settings.run_dir)
+        return _platform(env, home).compute()
+    except NotRunning as exc:
+        raise _fail(str(exc)) from None
+
+
+def _metrics(env: str, home: Path | None) -> Metrics:
+    try:
+        return _platform(env, home).metrics()
     except NotRunning as exc:
         raise _fail(str(exc)) from None
 
 
 def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Start the local platform in the background; return once every service is ready."""
-    settings, path = _settings(env, home)
-    extra = {"MANGAASSIST_HOME": str(settings.home)}
+    platform = _platform(env, home)
     if not as_json:
-        err.print(f"starting the {env} platform (state in {settings.home}) ...", highlight=False)
+        err.print(f"starting the {env} platform (state in {platform.home}) ...", highlight=False)
     try:
-        config_url = ensure_server(settings.home) if settings.config_server else None
-        if config_url:  # every worker follows the environment's config server (CD-06)
-            extra["MANGAASSIST_CONFIG_URL"] = config_url
-        report = start_control_plane(settings, path, extra_env=extra)
+        started = platform.up()
     except MangaAssistError as exc:
         raise _fail(str(exc)) from None
+    report, config_url = started.report, started.config_url
     if as_json:
         doc = {"already_running": report.already_running, **report.status, "config_server": config_url}
         print(json.dumps(doc, indent=2))
@@ -100,13 +97,13 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
 
 def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Stop the local platform and every process it started (checked by PID)."""
-    settings, _ = _settings(env, home)
-    report = stop_control_plane(settings)
-    config_stopped = settings.config_server and stop_server(settings.home)
+    platform = _platform(env, home)
+    stopped = platform.down()
+    report, config_stopped = stopped.report, stopped.config_server_stopped
     if as_json:
         print(json.dumps({**report.__dict__, "config_server_stopped": config_stopped}, indent=2))
     elif not report.was_running:
-        console.print(f"nothing runs for {settings.home}")
+        console.print(f"nothing runs for {platform.home}")
     else:
         console.print(
             f"stopped {len(report.pids)} processes ({', '.join(map(str, report.pids))})"
@@ -114,20 +111,19 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
             highlight=False,
         )
     if config_stopped and not as_json:
-        console.print(f"stopped the config server of {settings.home}")
+        console.print(f"stopped the config server of {platform.home}")
     if report.left:
         raise _fail(f"still running: {report.left}")
 
 
 def status(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Services, revisions, processes, health, traffic weights, shadow settings and URLs."""
-    settings, _ = _settings(env, home)
+    platform = _platform(env, home)
     try:
-        compute = LocalCompute(settings.run_dir)
-        data = compute.raw_status()
+        data = platform.describe()
     except NotRunning as exc:
         if as_json:
-            print(json.dumps({"running": False, "home": str(settings.home)}))
+            print(json.dumps({"running": False, "home": str(platform.home)}))
             raise typer.Exit(1) from None
         raise _fail(str(exc)) from None
     if as_json:
@@ -188,7 +184,8 @@ def deploy(
     as_json: JsonOpt = False,
 ) -> None:
     """Pack a source tree into a revision, start its workers, wait until ready (weight 0)."""
-    settings, _ = _settings(env, home)
+    platform = _platform(env, home)
+    settings = platform.settings
     svc = settings.services.get(service)
     if svc is None:
         raise _fail(f"no service {service!r} in environment {env}", 2)
@@ -296,7 +293,7 @@ def stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-revision outcomes the router recorded (requests, errors, latency, flags, feedback)."""
-    data = _compute(env, home).stats(service, cursor or 0)
+    data = _metrics(env, home).snapshot(service, cursor or 0)
     if cursor is None:
         data.pop("observations", None)
     if as_json:

@@ -1,10 +1,12 @@
-"""The evaluation gate of the intent model (CD-03): may this candidate replace the champion?
+"""CD-03's offline gate of the intent model: its limits (``ml/intent.yaml``) and the registry.
 
-A pure decision over numbers already measured (``chatbot.intent_training`` measures them on
-``ml/intents/eval.jsonl`` and the registry stores them with each version). ``gate(candidate,
-champion, config)`` returns a ``GateReport``: PASS or FAIL with one reason per failed check, and
-one row per metric for the side-by-side table (metric, champion, candidate, limit, ok). Callers:
-``mangaassist model gate`` / ``model promote`` and the model pipeline.
+The decision is ``delivery.analysis.gates.model_metrics_gate`` (pure, over numbers already
+measured: ``chatbot.intent_training`` measures them on ``ml/intents/eval.jsonl`` and the registry
+stores them with each version), which returns a ``GateResult``: PASS or FAIL with one reason per
+failed check, and the side-by-side table (metric, champion, candidate, limit, ok) in its report's
+``rows``. This module parses the limits (``GateConfig``) and gates a registered version against
+the ``champion`` (``gate_version``). Callers: ``mangaassist model gate`` / ``model promote`` and
+the model pipeline.
 
 The limits live in the ``gate`` section of ``ml/intent.yaml``, one entry per metric::
 
@@ -21,20 +23,15 @@ The limits live in the ``gate`` section of ``ml/intent.yaml``, one entry per met
   candidate may fall behind the champion. Checked only when there is a champion and it recorded
   the metric (a champion registered before a metric existed does not block; the row says so).
 
-Why not MLflow's ``MetricThreshold`` + ``validate_evaluation_results``: its absolute ``threshold``
-is exactly ``min`` / ``max`` here (``tests/unit/model`` checks that the two agree), but its
-comparison with the baseline, ``min_absolute_change``, must be positive and means "better than
-the baseline by at least this much". A tolerated *drop* (the candidate may be 0.01 worse, which is
-noise on 267 examples) cannot be expressed with it. So the rule is written here, in plain code:
-``candidate >= champion - max_drop`` (higher is better), ``candidate <= champion + max_rise``
-(lower is better). Values are compared after rounding to 4 decimals, as they are recorded.
+Why not MLflow's ``MetricThreshold`` + ``validate_evaluation_results``: see
+``delivery.analysis.gates`` (a tolerated drop cannot be expressed with it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +39,7 @@ import yaml
 
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.intents import INTENTS
-from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.analysis.gates import GateResult, MetricLimit, model_metrics_gate
 from mangaassist.platform.model_registry import ModelRegistry, ModelVersion
 
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -59,36 +56,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 """Every metric the gate may check, and which way is better (the names the training records)."""
 
 _LIMIT_KEYS = ("min", "max", "max_drop", "max_rise")
-_EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class MetricLimit:
-    """The limits on one metric; ``None`` means "not checked"."""
-
-    metric: str
-    min: float | None = None
-    max: float | None = None
-    max_drop: float | None = None
-    """Higher-is-better metrics: the candidate may be at most this much below the champion."""
-    max_rise: float | None = None
-    """Lower-is-better metrics: the candidate may be at most this much above the champion."""
-
-    @property
-    def higher_is_better(self) -> bool:
-        return HIGHER_IS_BETTER[self.metric]
-
-    def describe(self, with_champion: bool) -> str:
-        parts = []
-        if self.min is not None:
-            parts.append(f">= {self.min:g}")
-        if self.max is not None:
-            parts.append(f"<= {self.max:g}")
-        if with_champion and self.max_drop is not None:
-            parts.append(f">= champion - {self.max_drop:g}")
-        if with_champion and self.max_rise is not None:
-            parts.append(f"<= champion + {self.max_rise:g}")
-        return ", ".join(parts) or "recorded only"
 
 
 @dataclass(frozen=True)
@@ -149,106 +116,9 @@ class GateConfig:
         return cls.from_mapping(raw["gate"], f"{path}: gate")
 
 
-@dataclass(frozen=True)
-class GateRow:
-    """One line of the side-by-side table."""
-
-    metric: str
-    candidate: float | None
-    champion: float | None
-    limit: str
-    ok: bool
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class GateReport:
-    verdict: Verdict
-    """PASS: every check held; FAIL: at least one did not (``reasons`` says which)."""
-    rows: tuple[GateRow, ...]
-    reasons: tuple[str, ...]
-    candidate_version: str | None = None
-    champion_version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict is Verdict.PASS
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict.value,
-            "candidate_version": self.candidate_version,
-            "champion_version": self.champion_version,
-            "reasons": list(self.reasons),
-            "rows": [asdict(r) for r in self.rows],
-            **self.extra,
-        }
-
-
-def gate(
-    candidate: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    config: GateConfig,
-    *,
-    candidate_version: str | None = None,
-    champion_version: str | None = None,
-) -> GateReport:
-    """Candidate metrics against the absolute limits and, when there is one, the champion's."""
-    rows: list[GateRow] = []
-    reasons: list[str] = []
-    for limit in config.limits:
-        name = limit.metric
-        value = _rounded(candidate.get(name))
-        base = _rounded(champion.get(name)) if champion is not None else None
-        compare = champion is not None and base is not None
-        failed: list[str] = []
-        note = ""
-        if value is None:
-            failed.append(f"{name}: not measured for the candidate")
-        else:
-            if limit.min is not None and value < limit.min - _EPS:
-                failed.append(f"{name} {value:g} is below the minimum {limit.min:g}")
-            if limit.max is not None and value > limit.max + _EPS:
-                failed.append(f"{name} {value:g} is above the maximum {limit.max:g}")
-            if compare and base is not None:
-                if limit.max_drop is not None and value < base - limit.max_drop - _EPS:
-                    failed.append(
-                        f"{name} {value:g} is more than {limit.max_drop:g} below the champion's {base:g}"
-                    )
-                if limit.max_rise is not None and value > base + limit.max_rise + _EPS:
-                    failed.append(
-                        f"{name} {value:g} is more than {limit.max_rise:g} above the champion's {base:g}"
-                    )
-        if (
-            champion is not None
-            and base is None
-            and (limit.max_drop is not None or limit.max_rise is not None)
-        ):
-            note = "champion did not record it: not compared"
-        reasons.extend(failed)
-        rows.append(
-            GateRow(
-                metric=name,
-                candidate=value,
-                champion=base,
-                limit=limit.describe(with_champion=compare),
-                ok=not failed,
-                note=note or "; ".join(failed),
-            )
-        )
-    return GateReport(
-        verdict=Verdict.FAIL if reasons else Verdict.PASS,
-        rows=tuple(rows),
-        reasons=tuple(reasons),
-        candidate_version=candidate_version,
-        champion_version=champion_version,
-    )
-
-
 def gate_version(
     registry: ModelRegistry, name: str, config: GateConfig, version: str | None = None
-) -> GateReport:
+) -> GateResult:
     """Gate a registered version (default: the one ``candidate`` points at) against ``champion``."""
     if version is None:
         found = registry.alias(name, "candidate")
@@ -258,16 +128,10 @@ def gate_version(
     else:
         candidate = registry.get(name, version)
     champion = registry.alias(name, "champion")
-    return gate(
+    return model_metrics_gate(
         candidate.metrics,
         champion.metrics if champion is not None else None,
-        config,
+        config.limits,
         candidate_version=candidate.version,
         champion_version=champion.version if champion is not None else None,
     )
-
-
-def _rounded(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), 4)

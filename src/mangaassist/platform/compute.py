@@ -7,8 +7,9 @@ conversation on the revision it started on, honours a header pin and mirrors a s
 to a shadow revision.
 
 Implemented by ``platform.local`` (worker processes on this machine, a reverse proxy in front of
-them) and, later, by ``platform.aws``. Pipelines (``delivery``) and the CLI use it only through
-``platform.factory.compute_for``.
+them) and by ``platform.aws`` (SageMaker endpoints so far). Pipelines (``delivery``), the demo and
+the CLI get it only from ``platform.factory.Platform.compute``. What each revision served is read
+through ``platform.metrics.Metrics``, not here.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import MangaAssistError
 
 PIN_HEADER = "X-MangaAssist-Revision"
 """Request header that pins one request to a named revision, even one at 0% (smoke tests)."""
@@ -27,6 +29,11 @@ SESSION_HEADER = "X-Session-Id"
 SESSION_COOKIE = "ma_session"
 SHADOW_HEADER = "X-MangaAssist-Shadow"
 """Set to ``1`` on mirrored requests, so a workload can skip side effects for them."""
+
+
+class NotRunning(MangaAssistError):
+    """The platform that runs the services does not answer (locally: no control plane runs for
+    this state directory; ``mangaassist up`` starts one)."""
 
 
 class WorkerState(enum.Enum):
@@ -184,9 +191,6 @@ class Compute(Protocol):
 
     def services(self) -> list[str]:
         """Names of the services this platform runs."""
-
-    def stats(self, service: str, cursor: int = 0) -> dict[str, Any]:
-        """Per-revision request outcomes; ``observations`` newer than ``cursor`` only."""
 
     def url(self, service: str) -> str:
         """Where users reach the service (its router)."""

@@ -1,28 +1,366 @@
-"""The one place that turns an environment's settings into platform clients.
+"""The one place that maps (environment, kind of resource) to a provider.
 
-Pipelines and the CLI call ``compute_for(environment)``; nothing else says ``if provider ==``.
-Only the ``local`` provider exists so far; ``aws`` comes with its issue.
+``platform_for(environment)`` reads the environment's settings (``mangaassist.toml``) and returns a
+``Platform``: the environment's resources, each made on first use and kept for the ``Platform``'s
+lifetime (one CLI invocation, one pipeline run, one chatbot worker), never in a module global.
+Pipelines, the chatbot, the demo and the CLI get every resource from here; an import-linter
+contract forbids importing ``platform.local`` or ``platform.aws`` anywhere else.
+
+=================  ======================================  =========================================
+kind               local                                   aws
+=================  ======================================  =========================================
+``Compute``        ``LocalCompute`` (control plane)        ``SageMakerEndpointCompute`` for model
+                                                           endpoints (``compute = "sagemaker"``);
+                                                           ECS/Lambda: not yet
+``Metrics``        ``RouterMetrics`` (the routers' records) not yet (CloudWatch)
+``Tables``         ``SqliteTables``                        not yet (DynamoDB)
+``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
+``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
+``ModelRegistry``  ``MlflowModelRegistry``                 ``SageMakerModelRegistry``
+``StaticSite``     not yet (CD-05)                         not yet
+=================  ======================================  =========================================
+
+A kind a provider does not have yet raises ``ConfigError`` naming the environment and the kind, so
+nothing silently falls back to another provider. The aws provider's settings are the
+``[environments.NAME.aws]`` table (``region``, ``sagemaker_role_arn``, ``model_image``,
+``artifact_bucket``, ``opensearch_url``, ``appconfig_application``); a missing one is named in
+the error.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.compute import Compute
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.platform.config_store import ConfigStore
+from mangaassist.platform.metrics import Metrics
+from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
+from mangaassist.platform.settings import PlatformSettings, find_config, load_settings
+from mangaassist.platform.tables import Tables
+from mangaassist.platform.vector import VectorIndex
+
+if TYPE_CHECKING:
+    from mangaassist.platform.local.client import DownReport, UpReport
+
+PROVIDERS = ("local", "aws")
 
 
-def settings_for(environment: str | None = None) -> PlatformSettings:
-    """The environment's settings from ``mangaassist.toml`` (default ``MANGAASSIST_ENV`` or ``dev``)."""
-    return load_settings(environment)
+@dataclass(frozen=True)
+class UpResult:
+    """What ``Platform.up`` started: the control plane's report and the config server's URL."""
+
+    report: UpReport
+    config_url: str | None
 
 
-def compute_for(environment: str | PlatformSettings | None = None) -> Compute:
-    """The ``Compute`` of an environment. Local: the running control plane (``mangaassist up``)."""
-    settings = environment if isinstance(environment, PlatformSettings) else settings_for(environment)
-    if settings.provider == "local":
+@dataclass(frozen=True)
+class DownResult:
+    report: DownReport
+    config_server_stopped: bool
+
+
+class Platform:
+    """The resources of one environment, made on first use and kept until ``close``."""
+
+    def __init__(self, settings: PlatformSettings, config_path: Path | None = None) -> None:
+        if settings.provider not in PROVIDERS:
+            raise ConfigError(
+                f"environment {settings.environment}: provider {settings.provider!r} is unknown "
+                f"(have: {', '.join(PROVIDERS)})"
+            )
+        self.settings = settings
+        self.config_path = config_path
+        self._made: dict[str, Any] = {}
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def environment(self) -> str:
+        return self.settings.environment
+
+    @property
+    def provider(self) -> str:
+        return self.settings.provider
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    def close(self) -> None:
+        for made in self._made.values():
+            close = getattr(made, "close", None)
+            if callable(close):
+                close()
+        self._made.clear()
+
+    def _once(self, key: str, make: Any) -> Any:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def _missing(self, kind: str, why: str) -> ConfigError:
+        return ConfigError(
+            f"environment {self.environment} (provider {self.provider}): no {kind} provider yet ({why})"
+        )
+
+    # -- kinds ---------------------------------------------------------------------------------------
+
+    def compute(self) -> Compute:
+        """Services, revisions, weights, pins and shadows (``platform.compute``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.client import LocalCompute
+
+            return self._once("compute", lambda: LocalCompute(self.settings.run_dir))  # type: ignore[no-any-return]
+        return self._once("compute", self._aws_compute)  # type: ignore[no-any-return]
+
+    def metrics(self) -> Metrics:
+        """Per-revision request outcomes, what judges read (``platform.metrics``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.client import LocalCompute
+            from mangaassist.platform.local.metrics import RouterMetrics
+
+            compute = self.compute()
+            assert isinstance(compute, LocalCompute)
+            return self._once("metrics", lambda: RouterMetrics(compute))  # type: ignore[no-any-return]
+        raise self._missing("Metrics", "CloudWatch and Managed Prometheus come with the production path")
+
+    def tables(self, path: Path | None = None) -> Tables:
+        """Items by partition and sort key (``platform.tables``); ``path``: another local database."""
+        if self.provider == "local":
+            from mangaassist.platform.local.tables import SqliteTables
+
+            where = path or self.home / "tables.sqlite3"
+            return self._once(f"tables:{where}", lambda: SqliteTables(where))  # type: ignore[no-any-return]
+        raise self._missing("Tables", "DynamoDB comes with the production path")
+
+    def vector_index(self) -> VectorIndex:
+        """Versioned knowledge-base indexes behind an alias (``platform.vector``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.vector_lancedb import LanceVectorIndex
+
+            return self._once(  # type: ignore[no-any-return]
+                "vector", lambda: LanceVectorIndex(self.home / "kb" / "index")
+            )
+        return self._once("vector", self._aws_vector_index)  # type: ignore[no-any-return]
+
+    def config_store(self, url: str | None = None) -> ConfigStore:
+        """Versioned config profiles and their rollouts (``platform.config_store``).
+
+        Local: the config server at ``url``, else ``MANGAASSIST_CONFIG_URL``, else the one of this
+        environment's state directory (started if it does not run)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.config_server import HttpConfigStore, ensure_server
+
+            where = url or os.environ.get("MANGAASSIST_CONFIG_URL") or ensure_server(self.home)
+            return self._once(f"config:{where}", lambda: HttpConfigStore(str(where)))  # type: ignore[no-any-return]
+        return self._once("config", self._aws_config_store)  # type: ignore[no-any-return]
+
+    def model_registry(self) -> ModelRegistry:
+        """Model versions, aliases and their history (``platform.model_registry``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+
+            return self._once("registry", lambda: MlflowModelRegistry.from_home(self.home))  # type: ignore[no-any-return]
+        return self._once("registry", self._aws_model_registry)  # type: ignore[no-any-return]
+
+    def tracking_registry(self) -> TrackingRegistry:
+        """The model registry with the runs that train its versions (``TrackingRegistry``), what
+        training writes to. Local: the same ``MlflowModelRegistry`` as ``model_registry``."""
+        if self.provider == "local":
+            from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+
+            return self._once("registry", lambda: MlflowModelRegistry.from_home(self.home))  # type: ignore[no-any-return]
+        raise self._missing("TrackingRegistry", "training runs are tracked in MLflow, on the local provider")
+
+    def static_site(self) -> Any:
+        """Releases of the widget behind a CDN (CD-05 adds the ``StaticSite`` protocol)."""
+        raise self._missing("StaticSite", "the frontend pipeline CD-05 adds it")
+
+    # -- the local platform's own life (``mangaassist up`` / ``down``) --------------------------------
+
+    def up(self, *, wait_s: float = 240.0) -> UpResult:
+        """Start the environment's control plane (and config server) unless they run."""
+        self._require_local("up")
+        from mangaassist.platform.local.client import start_control_plane
+        from mangaassist.platform.local.config_server import ensure_server
+
+        extra = {"MANGAASSIST_HOME": str(self.home)}
+        config_url = ensure_server(self.home) if self.settings.config_server else None
+        if config_url:  # every worker follows the environment's config server (CD-06)
+            extra["MANGAASSIST_CONFIG_URL"] = config_url
+        report = start_control_plane(self.settings, self._config_path(), wait_s=wait_s, extra_env=extra)
+        return UpResult(report, config_url)
+
+    def down(self) -> DownResult:
+        """Stop the control plane, every worker (checked by PID) and the config server."""
+        self._require_local("down")
+        from mangaassist.platform.local.client import stop_control_plane
+        from mangaassist.platform.local.config_server import stop_server
+
+        self.close()
+        report = stop_control_plane(self.settings)
+        return DownResult(report, bool(self.settings.config_server and stop_server(self.home)))
+
+    def running(self) -> bool:
+        """Whether the environment's local control plane runs."""
+        self._require_local("status")
+        from mangaassist.platform.local.client import read_pid
+
+        return read_pid(self.settings.run_dir) is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The whole platform as JSON (``mangaassist status``): services, revisions, workers."""
+        self._require_local("status")
         from mangaassist.platform.local.client import LocalCompute
 
-        return LocalCompute(settings.run_dir)
-    raise ConfigError(
-        f"environment {settings.environment}: provider {settings.provider!r} is not implemented yet"
+        compute = self.compute()
+        assert isinstance(compute, LocalCompute)
+        return compute.raw_status()
+
+    def config_server_url(self) -> str:
+        """The environment's config server, started if it does not run (local)."""
+        self._require_local("config serve")
+        from mangaassist.platform.local.config_server import ensure_server
+
+        return ensure_server(self.home)
+
+    def serve_config_server(self, port: int = 0) -> None:
+        """Run the environment's config server in the foreground until interrupted (local)."""
+        self._require_local("config serve")
+        from mangaassist.platform.local.config_server import serve
+
+        serve(self.home, port)
+
+    def stop_config_server(self) -> bool:
+        self._require_local("config server stop")
+        from mangaassist.platform.local.config_server import stop_server
+
+        return stop_server(self.home)
+
+    def _require_local(self, what: str) -> None:
+        if self.provider != "local":
+            raise ConfigError(
+                f"environment {self.environment} runs on provider {self.provider!r}; `{what}` runs local "
+                "environments (the aws provider's resources are provisioned by the infrastructure pipeline)"
+            )
+
+    def _config_path(self) -> Path:
+        return self.config_path or find_config()
+
+    # -- aws ------------------------------------------------------------------------------------------
+
+    def _aws(self, key: str) -> str:
+        table: Mapping[str, Any] = self.settings.aws
+        value = table.get(key)
+        if not value:
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] {key} is required "
+                f"for this resource (have: {', '.join(sorted(table)) or 'nothing'})"
+            )
+        return str(value)
+
+    def _client(self, name: str) -> Any:
+        import boto3
+
+        make: Any = boto3.client  # typed per service name by boto3-stubs; the name is a variable here
+        return self._once(f"boto3:{name}", lambda: make(name, region_name=self._aws("region")))
+
+    def _aws_compute(self) -> Compute:
+        from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
+
+        kinds = {name: str(s.compute or "") for name, s in self.settings.services.items()}
+        if not kinds or any(kind != "sagemaker" for kind in kinds.values()):
+            others = sorted(n for n, k in kinds.items() if k != "sagemaker")
+            raise self._missing(
+                "Compute",
+                f"only SageMaker model endpoints (compute = \"sagemaker\") run on aws so far; "
+                f"services without one: {', '.join(others) or 'none declared'}",
+            )
+        return SageMakerEndpointCompute(
+            self._client("sagemaker"),
+            execution_role_arn=self._aws("sagemaker_role_arn"),
+            image=self._aws("model_image"),
+            name_prefix=f"{self.environment}-",
+            cloudwatch=self._client("cloudwatch"),
+            s3=self._client("s3"),
+            artifact_bucket=self._aws("artifact_bucket"),
+        )
+
+    def _aws_vector_index(self) -> VectorIndex:
+        from opensearchpy import OpenSearch
+
+        from mangaassist.platform.aws.vector_opensearch import OpenSearchVectorIndex
+
+        return OpenSearchVectorIndex(OpenSearch(hosts=[self._aws("opensearch_url")]))
+
+    def _aws_config_store(self) -> ConfigStore:
+        from mangaassist.platform.aws.config_appconfig import AppConfigStore
+
+        return AppConfigStore(
+            self._client("appconfig"),
+            self._client("appconfigdata"),
+            self._client("cloudwatch"),
+            application=self._aws("appconfig_application"),
+            environment=self.environment,
+        )
+
+    def _aws_model_registry(self) -> ModelRegistry:
+        from mangaassist.platform.aws.model_registry_sagemaker import SageMakerModelRegistry
+
+        return SageMakerModelRegistry(
+            self._client("sagemaker"),
+            self._client("s3"),
+            bucket=self._aws("artifact_bucket"),
+            image=self._aws("model_image"),
+            group_prefix=f"{self.environment}-",
+        )
+
+
+def settings_for(environment: str | None = None, home: Path | None = None) -> PlatformSettings:
+    """The environment's settings from ``mangaassist.toml`` (default ``MANGAASSIST_ENV`` or ``dev``)."""
+    return load_settings(environment, home=home)
+
+
+def platform_for(
+    environment: str | PlatformSettings | None = None, *, home: Path | None = None, config: Path | None = None
+) -> Platform:
+    """The ``Platform`` of an environment (default ``MANGAASSIST_ENV`` or ``dev``)."""
+    if isinstance(environment, PlatformSettings):
+        return Platform(environment, config)
+    path = config or find_config()
+    return Platform(load_settings(environment, path, home), path)
+
+
+def workload_platform(home: Path, root: Path) -> Platform:
+    """The platform a running workload (a chatbot worker) reads its stores from.
+
+    A worker may run from an unpacked artifact with no ``mangaassist.toml`` above it: its provider
+    comes from ``MANGAASSIST_PROVIDER`` (set by the platform that started it; default ``local``)
+    and its state directory is given."""
+    provider = os.environ.get("MANGAASSIST_PROVIDER") or "local"
+    environment = os.environ.get("MANGAASSIST_ENV") or "dev"
+    return Platform(
+        PlatformSettings(
+            environment=environment, provider=provider, root=root, home=home, control_port=0, services={}
+        )
     )
+
+
+@contextmanager
+def opened(environment: str | None = None, *, home: Path | None = None) -> Iterator[Platform]:
+    """``platform_for`` as a context manager: its resources are closed at the end."""
+    platform = platform_for(environment, home=home)
+    try:
+        yield platform
+    finally:
+        platform.close()

@@ -21,7 +21,7 @@ from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.pipelines import app as cd01
 from mangaassist.delivery.pipelines import registry
 from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 
 ROOT = Path(__file__).parents[3]
 TEST_APP = "mangaassist.platform.local.testing_app:create_app"
@@ -107,7 +107,6 @@ def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
     monkeypatch.delenv("MANGAASSIST_STATE_URL", raising=False)
     monkeypatch.delenv("MANGAASSIST_POLICY", raising=False)
     monkeypatch.chdir(tmp_path)
-    cd01._COMPUTES.clear()
     settings = load_settings("dev", config)
     start_control_plane(settings, config, wait_s=30, extra_env={"MANGAASSIST_HOME": str(home)})
     compute = LocalCompute(settings.run_dir)
@@ -115,7 +114,6 @@ def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
         yield Plane(settings, compute, StateStore())
     finally:
         compute.close()
-        cd01._COMPUTES.clear()
         report = stop_control_plane(settings)
         assert report.left == [], f"processes left: {report.left}"
         assert read_pid(settings.run_dir) is None

@@ -173,7 +173,7 @@ def test_bad_prompt_rolled_back_by_the_judge_then_a_good_change_promoted(
     with Traffic(followed_chatbot) as traffic:
         bad = _run(params, state)
         assert bad.state is RunState.ROLLED_BACK, bad.reason
-        assert "fallback_rate=FAIL" in (bad.reason or "")
+        assert "judge: FAIL on fallback_rate" in (bad.reason or "")
         rollout = store.rollout("prompts")
         assert (rollout.stable, rollout.candidate, rollout.percentage) == (seeded["prompts"], None, 0.0)
         actions = [e["action"] for e in store.history("prompts")]

@@ -1,4 +1,4 @@
-"""The pieces of the demo's CD-03 segment (``cli/demo_model.py``) on a real MLflow SQLite store:
+"""The pieces of the demo's CD-03 segment (``demo/model.py``) on a real MLflow SQLite store:
 a fresh registry per demo (versions start at 1 again), the tracking URI set inside and restored
 after, only the demo's own package downloads removed, the demo's variants trained as asked, the
 gate table's failing rows and the users' answers counted per registry version.
@@ -17,8 +17,8 @@ import yaml
 from rich.console import Console
 
 from mangaassist.chatbot.catalog import Catalog
-from mangaassist.cli.demo_model import DEMO_MODEL, Trainer, _by_version, _gate_table, demo_registry
 from mangaassist.delivery.engine.model import StepRecord, StepStatus
+from mangaassist.demo.model import DEMO_MODEL, Trainer, _by_version, _gate_table, demo_registry
 from mangaassist.platform.embeddings import HashingEmbedder
 
 

@@ -151,16 +151,123 @@ def test_mlflow_tracking_uri_wins_over_the_home(
     assert str(tmp_path / "team" / "artifacts") in version.source
 
 
-def test_a_tracked_run_leaves_the_environment_as_it_found_it(
-    registry: MlflowModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI; after a run it must be gone again, or
-    every later registry of another home would silently use MLflow's default ./mlflow.db."""
-    import os
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("MLflow's process-wide tracking state was used")
+
+
+@pytest.fixture
+def no_fluent_tracking(monkeypatch: pytest.MonkeyPatch) -> str:
+    """No ``MLFLOW_TRACKING_URI``, and MLflow's fluent setters fail the test if called; returns
+    MLflow's global tracking URI as it was before."""
+    import mlflow
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with registry.run("intent") as run_id:
-        assert run_id
+    before = mlflow.get_tracking_uri()
+    for name in ("set_tracking_uri", "start_run", "set_experiment"):
+        monkeypatch.setattr(mlflow, name, _refuse)
+    return before
+
+
+def test_a_tracked_run_logs_through_the_registrys_client_only(
+    registry: MlflowModelRegistry,
+    package: Path,
+    embedder: HashingEmbedder,
+    catalog: Catalog,
+    tmp_path: Path,
+    no_fluent_tracking: str,
+) -> None:
+    """The run, what it logs and the registration go to the registry's store through its own
+    client: MLFLOW_TRACKING_URI is never written (not even during the run), MLflow's global
+    tracking URI stays what it was and no fluent run is opened, so another registry, test or
+    thread in the process is never pointed at this store."""
+    import os
+
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import Model, infer_signature
+
+    from mangaassist.chatbot.intent import features
+    from mangaassist.chatbot.intent_training import pip_requirements
+
+    signals = EntitySignals(catalog)
+    model = fit(EXAMPLES, embedder, signals, TrainingConfig(augment_copies=0))
+    texts = [e.text for e in EXAMPLES]
+    sample = features(texts, embedder.embed(texts), signals)
+    config_file = tmp_path / "intent.yaml"
+    config_file.write_text("model: intent\n")
+    with registry.run("intent", run_name="intent-test") as run_id:
+        registry.log_model(
+            run_id,
+            model,
+            signature=infer_signature(sample, model.predict_proba(sample)),
+            pip_requirements=pip_requirements(),
+        )
+        registry.log_dict(run_id, {"per_intent": {"order_status": {"f1": 1.0}}}, "eval/report.json")
+        registry.log_artifact(run_id, config_file, "config")
+        registry.set_tags(run_id, {"mangaassist.actor": "ci", "mangaassist.reason": "test"})
+        version = registry.register("intent", package, metrics={"macro_f1": 0.9}, params={}, run_id=run_id)
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert mlflow.get_tracking_uri() == no_fluent_tracking
+        assert mlflow.active_run() is None
     assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == no_fluent_tracking
+    assert mlflow.active_run() is None
+
+    # everything is in the registry's store, in the run the version came from
+    run = registry.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "intent-test"
+    assert run.data.tags["mangaassist.actor"] == "ci" and run.data.tags["mangaassist.reason"] == "test"
+    assert run.data.metrics == {"macro_f1": 0.9}
+    assert version.version == "1" and registry.client.get_model_version("intent", "1").run_id == run_id
+    store = tmp_path / "home" / "mlflow" / "artifacts" / "intent"
+    assert run.info.artifact_uri.startswith(store.as_uri())
+    listed = {a.path for a in registry.client.list_artifacts(run_id)}
+    assert {"classifier", "eval", "config", "package"} <= listed, listed
+    classifier = {a.path for a in registry.client.list_artifacts(run_id, "classifier")}
+    assert {"classifier/MLmodel", "classifier/requirements.txt"} <= classifier, classifier
+    downloaded = Path(registry.client.download_artifacts(run_id, "", str(tmp_path / "dl")))
+    report = json.loads((downloaded / "eval" / "report.json").read_text())
+    assert report["per_intent"]["order_status"]["f1"] == 1.0
+    assert (downloaded / "config" / "intent.yaml").read_text() == "model: intent\n"
+    # the classifier is a loadable MLflow model with its signature and pinned requirements
+    mlmodel = Model.load(str(downloaded / "classifier" / "MLmodel"))
+    assert mlmodel.signature is not None and "sklearn" in mlmodel.flavors
+    requirements = (downloaded / "classifier" / "requirements.txt").read_text().split()
+    assert {r.split("==")[0] for r in requirements} >= {"scikit-learn", "numpy", "skops"}
+    assert all("==" in r for r in requirements), requirements
+    loaded = mlflow.sklearn.load_model(str(downloaded / "classifier"))
+    assert list(loaded.predict(sample)) == list(model.predict(sample))
+    # another home still gets its own store
     other = MlflowModelRegistry.from_home(tmp_path / "other-home")
     assert other.tracking_uri == f"sqlite:///{(tmp_path / 'other-home' / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def test_a_run_that_raises_ends_failed(registry: MlflowModelRegistry, no_fluent_tracking: str) -> None:
+    import os
+
+    import mlflow
+
+    with pytest.raises(RuntimeError, match="training broke"), registry.run("intent") as run_id:
+        raise RuntimeError("training broke")
+    assert registry.client.get_run(run_id).info.status == "FAILED"
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() == no_fluent_tracking
+
+
+def test_two_registries_track_side_by_side(tmp_path: Path, no_fluent_tracking: str) -> None:
+    """Runs of two stores open at the same time each land in their own store (the fluent API
+    would have sent both to whichever tracking URI was set last)."""
+    first = MlflowModelRegistry.from_home(tmp_path / "one")
+    second = MlflowModelRegistry.from_home(tmp_path / "two")
+    with first.run("intent") as run_one, second.run("intent") as run_two:
+        first.set_tags(run_one, {"store": "one"})
+        second.set_tags(run_two, {"store": "two"})
+        first.log_dict(run_one, {"n": 1}, "eval/report.json")
+        second.log_dict(run_two, {"n": 2}, "eval/report.json")
+    assert first.client.get_run(run_one).data.tags["store"] == "one"
+    assert second.client.get_run(run_two).data.tags["store"] == "two"
+    assert str(tmp_path / "one") in first.client.get_run(run_one).info.artifact_uri
+    assert str(tmp_path / "two") in second.client.get_run(run_two).info.artifact_uri
+    for registry in (first, second):
+        assert [r.info.run_id for r in registry.client.search_runs([registry.experiment_id("intent")])] == [
+            run_one if registry is first else run_two
+        ]

@@ -3,7 +3,9 @@ the gate blocks a model trained on shuffled labels and a worse one, and passes a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,10 +15,12 @@ from mangaassist.chatbot.intent import load_package
 from mangaassist.chatbot.intent_training import Candidate, TrainingConfig, train_candidate
 from mangaassist.core.intents import INTENTS
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.model_gate import GateConfig, gate, gate_version
+from mangaassist.delivery.analysis.gates import model_metrics_gate
+from mangaassist.delivery.model_gate import GateConfig, gate_version
 from mangaassist.delivery.model_promotion import promote
 from mangaassist.platform.embeddings import HashingEmbedder
 from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+from mangaassist.platform.model_registry import ModelVersion
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +30,64 @@ def trained(
     embedder: HashingEmbedder,
     catalog: Catalog,
 ) -> tuple[MlflowModelRegistry, dict[str, Candidate]]:
-    """Three versions: 70% of the data (v1), all of it (v2), shuffled labels (v3)."""
-    registry = MlflowModelRegistry.from_home(tmp_path_factory.mktemp("home"))
+    """Three versions: 70% of the data (v1), all of it (v2), shuffled labels (v3).
+
+    Trained with MLflow's fluent setters made to fail and with what the process-wide tracking
+    state was at every registration (inside the run) recorded in ``registry.seen``."""
+    import mlflow
+
+    registry = _Watched.from_home(tmp_path_factory.mktemp("home"))
+    assert isinstance(registry, _Watched)
     variants = {
         "subset": config.with_overrides(train_fraction=0.7),
         "full": config,
         "shuffled": config.with_overrides(shuffle_labels=True),
     }
-    results = {
-        name: train_candidate(variant, registry, embedder, catalog, actor="ci", reason=name)
-        for name, variant in variants.items()
-    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        before = mlflow.get_tracking_uri()
+        for name in ("set_tracking_uri", "start_run", "set_experiment"):
+            patch.setattr(mlflow, name, _refuse)
+        results = {
+            name: train_candidate(variant, registry, embedder, catalog, actor="ci", reason=name)
+            for name, variant in variants.items()
+        }
+        registry.seen.append(("after", os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()))
+    registry.seen.insert(0, ("before", None, before))
     return registry, results
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("MLflow's process-wide tracking state was used")
+
+
+class _Watched(MlflowModelRegistry):
+    """Records ``(when, MLFLOW_TRACKING_URI, mlflow.get_tracking_uri())`` at each registration."""
+
+    seen: list[tuple[str, str | None, str]]
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        super().__init__(tracking_uri, artifact_root)
+        self.seen = []
+
+    def register(self, name: str, package: Path, **kwargs: Any) -> ModelVersion:
+        import mlflow
+
+        assert mlflow.active_run() is None
+        self.seen.append(("in run", os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()))
+        return super().register(name, package, **kwargs)
+
+
+def test_training_never_touches_the_process_wide_tracking_uri(
+    trained: tuple[MlflowModelRegistry, dict[str, Candidate]],
+) -> None:
+    registry, _ = trained
+    assert isinstance(registry, _Watched)
+    assert [when for when, _, _ in registry.seen] == ["before", "in run", "in run", "in run", "after"]
+    before = registry.seen[0][2]
+    for when, env, uri in registry.seen:
+        assert env is None, when
+        assert uri == before != registry.tracking_uri, when
 
 
 def test_training_registers_a_tracked_candidate(
@@ -78,13 +128,13 @@ def test_training_registers_a_tracked_candidate(
     assert run.data.metrics["macro_f1"] == metrics["macro_f1"]
     artifacts = {a.path for a in registry.client.list_artifacts(full.run_id)}
     assert {"package", "eval", "config"} <= artifacts, artifacts
-    logged = registry.client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    classifier = next(m for m in logged if m.source_run_id == full.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["mangaassist.reason"] == "full"
+    assert "classifier" in artifacts  # runs:/<run_id>/classifier
     model_dir = Path(registry.client.download_artifacts(full.run_id, "package", str(tmp_path)))
     assert load_package(model_dir, HashingEmbedder(), catalog).version == full.package_version
     from mlflow.models import Model
 
-    model_path = Path(classifier.artifact_location.removeprefix("file://"))
+    model_path = Path(registry.client.download_artifacts(full.run_id, "classifier", str(tmp_path)))
     mlmodel = Model.load(str(model_path / "MLmodel"))
     assert mlmodel.signature is not None
     assert mlmodel.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][-1] > HashingEmbedder().dim
@@ -100,9 +150,9 @@ def test_the_gate_blocks_shuffled_labels_and_passes_more_data(
 
     better = gate_version(registry, "intent", gate_config, "2")
     assert better.verdict is Verdict.PASS, better.reasons
-    assert better.champion_version == "1"
-    f1 = next(r for r in better.rows if r.metric == "macro_f1")
-    assert f1.candidate is not None and f1.champion is not None and f1.candidate > f1.champion
+    assert better.baseline_version == "1" and better.as_dict()["champion_version"] == "1"
+    f1 = next(r for r in better.report["rows"] if r["metric"] == "macro_f1")
+    assert f1["candidate"] is not None and f1["champion"] is not None and f1["candidate"] > f1["champion"]
 
     shuffled = gate_version(registry, "intent", gate_config)  # default: the candidate alias, v3
     assert shuffled.candidate_version == "3" and shuffled.verdict is Verdict.FAIL
@@ -116,8 +166,8 @@ def test_a_worse_model_fails_on_the_tolerance_alone(
 ) -> None:
     _, results = trained
     subset, full = results["subset"].metrics, results["full"].metrics
-    report = gate(subset, full, gate_config)
-    assert gate(subset, None, gate_config).passed  # above every floor on its own
+    report = model_metrics_gate(subset, full, gate_config.limits)
+    assert model_metrics_gate(subset, None, gate_config.limits).passed  # above every floor on its own
     assert report.verdict is Verdict.FAIL
     assert any("below the champion's" in r for r in report.reasons)
 
@@ -127,6 +177,6 @@ def test_the_gate_config_of_the_repository_blocks_the_shuffled_model(
 ) -> None:
     _, results = trained
     shipped = GateConfig.load(Path(__file__).resolve().parents[3] / "ml" / "intent.yaml")
-    report = gate(results["shuffled"].metrics, None, shipped)
+    report = model_metrics_gate(results["shuffled"].metrics, None, shipped.limits)
     assert not report.passed and len(report.reasons) >= 3
     assert yaml.safe_load((Path(__file__).resolve().parents[3] / "ml" / "intent.yaml").read_text())["gate"]

@@ -32,13 +32,12 @@ from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.model_promotion import promote
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import registry as pipelines
-from mangaassist.delivery.rollout.phases import COMPUTES
+from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
 from mangaassist.platform.embeddings import HashingEmbedder
-from mangaassist.platform.local.artifacts import pack_source
 from mangaassist.platform.local.client import LocalCompute, start_control_plane, stop_control_plane
 from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 from tests.integration.model.conftest import HASHING_GATE
 
 ROOT = Path(__file__).parents[3]
@@ -93,10 +92,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
         versions[name] = train_candidate(
             variant, registry, embedder, catalog, actor="ci", reason=name
         ).version
-    # MlflowModelRegistry.run restores the previous tracking URI with mlflow.set_tracking_uri, which
-    # also sets MLFLOW_TRACKING_URI (to MLflow's default ./mlflow.db): every later from_home would
-    # then ignore its home. Not ours to fix here; undone for the tests that follow.
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     promote(registry, "intent", versions["champion"].version, actor="ci", reason="first champion")
     return Models(
         home,
@@ -198,7 +193,6 @@ def model_plane(
         }
     )
     os.environ.pop("MANGAASSIST_STATE_URL", None)
-    COMPUTES.clear()
     settings = load_settings(environment, config)
     start_control_plane(settings, config, wait_s=30, extra_env={"MANGAASSIST_HOME": str(home)})
     compute = LocalCompute(settings.run_dir)
@@ -220,7 +214,6 @@ def model_plane(
         yield ModelPlane(environment, directory, config, settings, compute, StateStore(), models, env)
     finally:
         compute.close()
-        COMPUTES.clear()
         report = stop_control_plane(settings)
         for key, value in saved.items():
             if value is None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mangaassist.core.artifact import Artifact
+from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
-from mangaassist.platform.local.artifacts import pack_source
 from mangaassist.platform.local.client import (
     LocalCompute,
     _alive,
@@ -24,11 +24,18 @@ from mangaassist.platform.local.client import (
     start_control_plane,
     stop_control_plane,
 )
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 
 ROOT = Path(__file__).parents[3]
 TEST_APP = "mangaassist.platform.local.testing_app:create_app"
-SERVICES = ("split", "shift", "pin", "shadow", "crash", "stream", "broken", "retire", "stats")
+SERVICES = ("split", "shift", "pin", "shadow", "crash", "stream", "broken", "retire", "stats", "stamp")
+# in the control plane's environment, never in a worker's (the supervisor's allow-list)
+NOT_INHERITED = {
+    "MLFLOW_TRACKING_URI": "sqlite:////nowhere/mlflow.db",
+    "MANGAASSIST_STATE_URL": "postgresql://u:pw@db/x",
+}
+# in the control plane's environment and passed by name to the ``stamp`` service only (pass_env)
+PASSED_BY_NAME = {"OPENAI_API_KEY": "sk-test-passed-by-name"}
 
 
 @dataclass
@@ -58,6 +65,7 @@ def write_config(directory: Path, services: tuple[str, ...], shadow_timeout_s: f
             "router_port = 0",
             "ready_timeout_s = 20",
             f"shadow_timeout_s = {shadow_timeout_s}",
+            *([f"pass_env = {sorted(PASSED_BY_NAME)!r}".replace("'", '"')] if name == "stamp" else []),
         ]
     path = directory / "mangaassist.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -70,7 +78,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     config = write_config(directory, SERVICES)
     settings = load_settings("test", config)
     os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
-    start_control_plane(settings, config, wait_s=30)
+    start_control_plane(settings, config, wait_s=30, extra_env={**NOT_INHERITED, **PASSED_BY_NAME})
     compute = LocalCompute(settings.run_dir)
     artifact = pack_source(ROOT / "src", settings.home / "artifacts")
     try:

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from mangaassist.core.artifact import Artifact
+from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import PIN_HEADER, Revision
-from mangaassist.platform.local.artifacts import pack_source
 from mangaassist.platform.local.client import LocalCompute, start_control_plane, stop_control_plane
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 from tests.integration.test_model_endpoint import make_package
 
 ROOT = Path(__file__).parents[3]

@@ -11,9 +11,9 @@ import pytest
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import Document, chunk_document, series_document
+from mangaassist.delivery.analysis.gates import RetrievalThresholds
 from mangaassist.delivery.pipelines.kb import (
     Diff,
-    GateThresholds,
     Golden,
     read_documents,
     retrieval_metrics,
@@ -92,7 +92,7 @@ def test_sources_include_the_catalog_and_not_the_evals_folder() -> None:
 
 def test_thresholds_reject_unknown_names() -> None:
     with pytest.raises(ConfigError, match="unknown gate threshold"):
-        GateThresholds.from_params({"recall": 0.5})
+        RetrievalThresholds.from_params({"recall": 0.5})
 
 
 def test_alias_is_compare_and_set_and_only_targets_ready_versions(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The intent model's evaluation gate: pure decisions over measured metrics."""
+"""The intent model's evaluation gate (``model_metrics_gate`` under the limits of ``GateConfig``):
+pure decisions over measured metrics, and the config's validation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from mangaassist.chatbot.intent_training import TrainingConfig
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.model_gate import GateConfig, gate
+from mangaassist.delivery.analysis.gates import Comparison, GateResult, model_metrics_gate
+from mangaassist.delivery.model_gate import GateConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = GateConfig.from_mapping(
@@ -37,19 +39,41 @@ def _with(**changes: float) -> dict[str, float]:
     return {**CHAMPION, **changes}
 
 
+def gate(
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    config: GateConfig = CONFIG,
+    **versions: str,
+) -> GateResult:
+    return model_metrics_gate(candidate, champion, config.limits, **versions)
+
+
+def rows(result: GateResult) -> list[dict[str, Any]]:
+    """The side-by-side table the CLI, the demo and ``deploy model --json`` read."""
+    table: list[dict[str, Any]] = result.report["rows"]
+    return table
+
+
 def test_a_better_candidate_passes_with_one_row_per_metric() -> None:
     report = gate(_with(macro_f1=0.93, recall_human_handoff=1.0), CHAMPION, CONFIG)
     assert report.verdict is Verdict.PASS and report.reasons == ()
-    assert [r.metric for r in report.rows] == [
+    assert [r["metric"] for r in rows(report)] == [
         "macro_f1",
         "recall_human_handoff",
         "ece",
         "p99_latency_ms",
         "size_mb",
     ]
-    first = report.rows[0]
-    assert (first.champion, first.candidate, first.ok) == (0.92, 0.93, True)
-    assert first.limit == ">= 0.88, >= champion - 0.01"
+    first = rows(report)[0]
+    assert (first["champion"], first["candidate"], first["ok"]) == (0.92, 0.93, True)
+    assert first["limit"] == ">= 0.88, >= champion - 0.01"
+    # every limit is one check: min and max_drop for macro_f1, the drop's bound from the champion
+    f1 = [c for c in report.checks if c.name == "macro_f1"]
+    assert [(c.comparison, c.limit, c.baseline) for c in f1] == [
+        (Comparison.AT_LEAST, 0.88, None),
+        (Comparison.AT_LEAST, pytest.approx(0.91), 0.92),
+    ]
+    assert report.numbers()["macro_f1"] == 0.93 and report.numbers()["size_mb"] == 0.01
 
 
 def test_a_drop_within_the_tolerance_passes_and_beyond_it_fails() -> None:
@@ -73,8 +97,8 @@ def test_absolute_limits_hold_without_a_champion() -> None:
         "macro_f1 0.13 is below the minimum 0.88",
         "ece 0.28 is above the maximum 0.15",
     )
-    assert all(r.champion is None for r in report.rows)
-    assert report.rows[0].limit == ">= 0.88"  # no champion clause when there is none
+    assert all(r["champion"] is None for r in rows(report))
+    assert rows(report)[0]["limit"] == ">= 0.88"  # no champion clause when there is none
     assert gate(CHAMPION, None, CONFIG).passed
 
 
@@ -90,12 +114,25 @@ def test_a_metric_the_candidate_lacks_fails_one_the_champion_lacks_is_not_compar
     del candidate["ece"]
     report = gate(candidate, CHAMPION, CONFIG)
     assert report.reasons == ("ece: not measured for the candidate",)
+    assert "ece" not in report.numbers()  # nothing measured, nothing recorded
     champion = dict(CHAMPION)
     del champion["ece"]
     report = gate(_with(ece=0.14), champion, CONFIG)
     assert report.passed
-    ece_row = next(r for r in report.rows if r.metric == "ece")
-    assert ece_row.champion is None and "not compared" in ece_row.note
+    ece_row = next(r for r in rows(report) if r["metric"] == "ece")
+    assert ece_row["champion"] is None and "not compared" in ece_row["note"]
+
+
+def test_a_limit_on_the_champion_alone_records_the_metric_without_a_champion() -> None:
+    config = GateConfig.from_mapping({"metrics": {"macro_f1": {"max_drop": 0.01}}})
+    alone = gate({"macro_f1": 0.5}, None, config)
+    assert alone.passed and alone.checks == ()
+    assert rows(alone)[0]["limit"] == "recorded only" and alone.numbers() == {"macro_f1": 0.5}
+    assert gate({"macro_f1": 0.5}, {"macro_f1": 0.9}, config).reasons == (
+        "macro_f1 0.5 is more than 0.01 below the champion's 0.9",
+    )
+    nan = gate({"macro_f1": float("nan")}, None, config)  # not a measurement: fails, recorded nowhere
+    assert nan.reasons == ("macro_f1: not measured for the candidate",) and nan.numbers() == {}
 
 
 def test_values_are_compared_as_recorded_to_four_decimals() -> None:
@@ -103,8 +140,11 @@ def test_values_are_compared_as_recorded_to_four_decimals() -> None:
 
 
 def test_report_as_dict_is_the_side_by_side_table() -> None:
-    body: dict[str, Any] = gate(_with(macro_f1=0.5), CHAMPION, CONFIG, candidate_version="3").as_dict()
+    body: dict[str, Any] = gate(
+        _with(macro_f1=0.5), CHAMPION, CONFIG, candidate_version="3", champion_version="2"
+    ).as_dict()
     assert body["verdict"] == "FAIL" and body["candidate_version"] == "3"
+    assert body["champion_version"] == "2" and len(body["reasons"]) == 2
     assert body["rows"][0] == {
         "metric": "macro_f1",
         "candidate": 0.5,

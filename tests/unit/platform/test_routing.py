@@ -11,9 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.platform.local.artifacts import pack_source, unpack
+from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.local.router import RouteTarget, RoutingTable, StickySessions, _session_of
-from mangaassist.platform.local.settings import load_settings
 from mangaassist.platform.local.stats import (
     DISAGREEMENT_TEXT_MAX,
     DISAGREEMENTS_KEPT,
@@ -22,6 +21,7 @@ from mangaassist.platform.local.stats import (
     RouterStats,
 )
 from mangaassist.platform.local.upstream import UpstreamPool
+from mangaassist.platform.settings import load_settings
 
 ROOT = Path(__file__).parents[3]
 

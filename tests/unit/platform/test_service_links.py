@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.platform.local.settings import load_settings
+from mangaassist.platform.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 

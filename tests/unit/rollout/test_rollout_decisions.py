@@ -21,6 +21,7 @@ from mangaassist.delivery.rollout.strategies import (
     decide,
     plan_for,
 )
+from mangaassist.platform.metrics import InMemoryMetrics, RequestOutcome
 
 PHASE = Phase("canary-5", 5, Baseline.CONCURRENT, 30, 60, OnInconclusive.ROLLBACK)
 
@@ -85,34 +86,27 @@ def test_settings_defaults_file_and_overrides(tmp_path: Path) -> None:
         deploy_settings("dev", None, {"pinned_error_rate": 1.5})
 
 
-class _Stats:
-    def __init__(self, observations: list[dict[str, Any]]) -> None:
-        self.observations = observations
-
-    def stats(self, service: str, cursor: int = 0) -> dict[str, Any]:
-        new = [o for o in self.observations if o["seq"] > cursor]
-        return {"observations": new, "cursor": self.observations[-1]["seq"], "oldest_kept": 1}
-
-
-def _obs(seq: int, revision: str, status: int = 200, **extra: Any) -> dict[str, Any]:
-    return {"seq": seq, "time": 1000.0 + seq, "kind": "request", "revision": revision, "status": status,
-            "latency_ms": 10.0, "error": None, "fallback": False, "guardrail": False, "pinned": False,
-            "session": "s", "rating": None, **extra}  # fmt: skip
+def _obs(seq: int, revision: str, status: int = 200, **extra: Any) -> RequestOutcome:
+    return RequestOutcome.from_dict(
+        {"seq": seq, "time": 1000.0 + seq, "kind": "request", "revision": revision, "status": status,
+         "latency_ms": 10.0, "error": None, "fallback": False, "guardrail": False, "pinned": False,
+         "session": "s", "rating": None, **extra}
+    )  # fmt: skip
 
 
 def test_the_window_leaves_out_pinned_requests_and_counts_errors_and_feedback() -> None:
-    stats = _Stats(
-        [
+    stats = InMemoryMetrics(
+        {"chatbot": [
             _obs(1, "cand", 500),
             _obs(2, "cand", 200, pinned=True),  # a smoke or load-gate request: not the users'
             _obs(3, "stable"),
             _obs(4, "cand", 0, error="reset"),
             _obs(5, "stable", kind="feedback", rating="down"),
             _obs(6, "other"),
-        ]
+        ]}
     )
     window = TrafficWindow("chatbot", "cand", "stable", 0)
-    assert window.read(stats) == 6  # type: ignore[arg-type]
+    assert window.read(stats) == 6
     c, s = window.candidate_sample, window.stable_sample
     assert (c.requests, c.errors, s.requests, s.thumbs_down) == (2, 2, 1, 1)
     assert window.first_candidate_error_at == 1001.0 and window.cursor == 6
@@ -133,8 +127,6 @@ class _Weights:
         self.applied = dict(weights)
         return self.applied
 
-    def stats(self, service: str, cursor: int) -> dict[str, Any]:
-        return {"cursor": 7}
 
 
 @pytest.mark.parametrize(
@@ -148,9 +140,10 @@ class _Weights:
 )
 def test_shift_gives_the_baseline_the_candidates_share(weight: float, expected: dict[str, float]) -> None:
     compute = _Weights()
-    out = shift(compute, "svc", "c", "s", weight, baseline="b")  # type: ignore[arg-type]
+    metrics = InMemoryMetrics({"svc": [_obs(7, "s")]})
+    out = shift(compute, metrics, "svc", "c", "s", weight, baseline="b")  # type: ignore[arg-type]
     assert compute.applied == expected and out["cursor"] == 7
-    shift(compute, "svc", "c", "s", 25.0)  # type: ignore[arg-type]
+    shift(compute, metrics, "svc", "c", "s", 25.0)  # type: ignore[arg-type]
     assert compute.applied == {"c": 25.0, "s": 75.0}
 
 
@@ -163,7 +156,7 @@ def test_a_window_with_a_baseline_judges_rates_on_the_release_and_latency_on_the
         {"seq": 4, "kind": "request", "revision": "x", "status": 200, "latency_ms": 1.0},
     ]
     for obs in observations:
-        window._add(obs)
+        window.add(RequestOutcome.from_dict(obs))
     assert window.stable_sample.requests == 2 and window.stable_sample.errors == 1
     assert window.baseline_sample.requests == 1 and window.baseline_sample.errors == 1
     assert window.candidate_sample.requests == 1

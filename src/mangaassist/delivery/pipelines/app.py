@@ -39,33 +39,63 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mangaassist.core.artifact import Artifact
-from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis.gates import errors_allowed, too_many_errors
+from mangaassist.delivery.analysis.gates import pinned_load_gate
+from mangaassist.delivery.engine.outputs import StepOutput
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.build import build_release, import_release
 from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
 from mangaassist.delivery.rollout.phases import (
-    COMPUTES,
     Canary,
-    compute_of,
+    deploy_ready,
+    phase_steps,
     restore_and_retire,
     retire_after_drain,
     run_phase,
-    stats_cursor,
+    split_traffic,
+    stable_revision,
 )
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
-from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy, plan_for
-from mangaassist.platform.compute import Compute, Revision, RevisionHealth
-from mangaassist.platform.local.settings import PlatformSettings, load_settings
+from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
+from mangaassist.platform.compute import Compute, Revision
+from mangaassist.platform.settings import PlatformSettings
 
 NAME = "CD-01"
+
+
+@dataclass(frozen=True)
+class Built(StepOutput):
+    """What ``build`` hands the later steps: the release and the stable revision it replaces."""
+
+    release: dict[str, Any]
+    """``rollout.build.Release.as_dict()``: kind, path and digest of the artifact (and the wheel's)."""
+    release_id: str
+    """The release is its code and its ``--set-env``: the candidate is named after this."""
+    digest: str
+    set_env: dict[str, str]
+    stable: str
+    """The revision that takes all new conversations now."""
+    stable_digest: str
+    stable_replicas: int
+    candidate: str
+    baseline_cursor: int
+    """The stats cursor before the rollout: where the first pre-switch baseline starts."""
+    already_live: bool
+    """The release already runs as the stable revision: every later step does nothing."""
+
+    @property
+    def baseline_name(self) -> str:
+        """The fresh copy of the stable release a canary is judged against."""
+        return f"{self.candidate}-base"
 PINNED_ERROR_ALPHA = 0.001
 """False-failure probability of the pinned load's error gate (``delivery.analysis.gates``)."""
 
@@ -77,31 +107,38 @@ def build(params: dict[str, Any]) -> Pipeline:
     """The CD-01 pipeline for these params (deterministic: ``runs resume`` rebuilds it)."""
     settings = _settings(params)
     plan = _plan(params, settings)
+    scope = RunScope(settings.environment)
     steps = [
-        Step("build", _build, "build the wheel and store it by digest"),
-        Step("test", _test, "run the test gate"),
-        Step("candidate", _candidate, "start the candidate at 0% and smoke-test it"),
-        Step("latency-gate", _latency_gate, "pinned load test: latency budget and error rate"),
+        Step("build", scope.bind(_build), "build the wheel and store it by digest"),
+        Step("test", scope.bind(_test), "run the test gate"),
+        Step("candidate", scope.bind(_candidate), "start the candidate at 0% and smoke-test it"),
+        Step("latency-gate", scope.bind(_latency_gate), "pinned load test: latency budget and error rate"),
         *(
-            [Step("baseline", _baseline, "start a fresh copy of the stable release to judge against")]
+            [
+                Step(
+                    "baseline",
+                    scope.bind(_baseline),
+                    "start a fresh copy of the stable release to judge against",
+                )
+            ]
             if _uses_baseline(plan, settings)
             else []
         ),
-        *(Step(p.name, _phase_step(p, plan), f"{p.weight:g}% to the candidate, judged") for p in plan.phases),
-        Step("promote", _promote, "retire the old revision after its drain"),
+        *phase_steps(plan, lambda phase: scope.bind(_run_phase, phase, plan)),
+        Step("promote", scope.bind(_promote), "retire the old revision after its drain"),
     ]
     return Pipeline(
         NAME,
         tuple(steps),
-        rollback=_rollback,
+        rollback=scope.bind(_rollback),
         description=f"deploy the app ({plan.describe()})",
         params=params,
     )
 
 
-def _build(ctx: StepContext) -> Outcome:
-    env, p = _env(ctx)
-    compute = _compute(env)
+def _build(scope: RunScope, ctx: StepContext) -> Outcome:
+    p = scope.settings
+    compute = scope.compute()
     settings = _settings(ctx.params)
     store = p.home / "artifacts"
     if ctx.params.get("artifact"):
@@ -110,40 +147,36 @@ def _build(ctx: StepContext) -> Outcome:
         release = build_release(Path(ctx.params.get("source") or p.root), store)
     set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
     release_id = _release_id(release.artifact.digest, set_env)
-    status = compute.status(settings.service)
-    live = [name for name, weight in status.weights.items() if weight > 0]
-    if len(live) != 1:
-        return Outcome.failed(
-            f"traffic of {settings.service} is split {dict(status.weights)}: finish or roll back that "
-            "deploy first (`mangaassist rollback app`)"
-        )
-    stable = live[0]
-    stable_status = next(r for r in status.revisions if r.name == stable)
-    output = {
-        "release": release.as_dict(),
-        "release_id": release_id,
-        "digest": release.artifact.digest,
-        "set_env": set_env,
-        "stable": stable,
-        "stable_digest": stable_status.digest,
-        "stable_replicas": stable_status.replicas,
-        "candidate": f"rel-{release_id[:10]}",
-        "baseline_cursor": stats_cursor(compute, settings.service),
-        "already_live": _is_live(release_id, stable, stable_status.digest),
-    }
-    if output["already_live"]:
+    stable_status = stable_revision(compute, settings.service)
+    if stable_status is None:
+        return split_traffic(compute, settings.service, " (`mangaassist rollback app`)")
+    stable = stable_status.name
+    built = Built(
+        release=release.as_dict(),
+        release_id=release_id,
+        digest=release.artifact.digest,
+        set_env=set_env,
+        stable=stable,
+        stable_digest=stable_status.digest,
+        stable_replicas=stable_status.replicas,
+        candidate=f"rel-{release_id[:10]}",
+        baseline_cursor=scope.metrics().cursor(settings.service),
+        already_live=_is_live(release_id, stable, stable_status.digest),
+    )
+    if built.already_live:
         ctx.progress(f"release {release.artifact.short} is already live as {stable}: nothing to do")
-        return Outcome.done(output, detail={"already_live": True, "digest": release.artifact.digest})
-    return Outcome.done(output, detail={"digest": release.artifact.digest, "kind": release.kind})
+        detail = {"already_live": True, "digest": release.artifact.digest}
+        return Outcome.done(built.as_output(), detail=detail)
+    return Outcome.done(built.as_output(), detail={"digest": release.artifact.digest, "kind": release.kind})
 
 
-def _test(ctx: StepContext) -> Outcome:
+def _test(scope: RunScope, ctx: StepContext) -> Outcome:
     if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
     if ctx.params.get("skip_tests"):
         return Outcome.done(detail={"skipped": "a rollback to a release that passed its tests"})
     settings = _settings(ctx.params)
-    _, p = _env(ctx)
+    p = scope.settings
     source = Path(ctx.params.get("source") or p.root)
     cwd = source if (source / "pyproject.toml").is_file() else p.root
     argv = settings.test_argv(sys.executable)
@@ -166,29 +199,17 @@ def _test(ctx: StepContext) -> Outcome:
     return Outcome.done(verdict=Verdict.PASS, numbers=numbers, detail={"command": argv, "tail": tail})
 
 
-def _candidate(ctx: StepContext) -> Outcome:
+def _candidate(scope: RunScope, ctx: StepContext) -> Outcome:
     if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
-    env, p = _env(ctx)
+    p = scope.settings
     settings = _settings(ctx.params)
-    b = ctx.outputs["build"]
-    compute = _compute(env)
-    release = b["release"]
+    b = Built.of(ctx, "build")
+    compute = scope.compute()
+    release = b.release
     revision = Revision(
-        b["candidate"],
-        _artifact(release),
-        p.services[settings.service].app,
-        dict(b["set_env"]),
-        int(b["stable_replicas"]),
+        b.candidate, _artifact(release), p.services[settings.service].app, dict(b.set_env), b.stable_replicas
     )
-
-    def deploy(_key: str) -> dict[str, Any]:
-        # the revision is named after the release, so a repeated deploy is the same revision
-        status = compute.deploy(
-            settings.service, revision, timeout_s=p.services[settings.service].ready_timeout_s
-        )
-        return {"health": status.health.value, "reason": status.reason}
-
     _note_revision(
         p,
         revision.name,
@@ -196,12 +217,14 @@ def _candidate(ctx: StepContext) -> Outcome:
             "revision": revision.name,
             "digest": release["digest"],
             "artifact": release["path"],
-            "set_env": b["set_env"],
+            "set_env": b.set_env,
         },
     )
-    deployed = ctx.effect("deploy", deploy)
-    if deployed["health"] != RevisionHealth.HEALTHY.value:
-        return Outcome.failed(f"candidate {revision.name} is {deployed['health']}: {deployed['reason']}")
+    # the revision is named after the release, so a repeated deploy is the same revision
+    timeout_s = p.services[settings.service].ready_timeout_s
+    failed = deploy_ready(ctx, compute, settings.service, revision, timeout_s, effect="deploy")
+    if failed is not None:
+        return failed
     ctx.progress(f"{revision.name} ready at 0%; smoke tests through the router")
     failures, checks = _smoke(compute, settings.service, revision.name, ctx.params.get("smoke"))
     numbers = {"checks": float(len(checks)), "failed": float(len(failures))}
@@ -217,13 +240,12 @@ def _candidate(ctx: StepContext) -> Outcome:
     )
 
 
-def _latency_gate(ctx: StepContext) -> Outcome:
+def _latency_gate(scope: RunScope, ctx: StepContext) -> Outcome:
     if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
-    env, _ = _env(ctx)
     settings = _settings(ctx.params)
-    compute = _compute(env)
-    candidate = ctx.outputs["build"]["candidate"]
+    compute = scope.compute()
+    candidate = Built.of(ctx, "build").candidate
     ctx.progress(f"{settings.load_rps:g} req/s for {settings.load_s:g}s pinned to {candidate}")
     pin = compute.pin_headers(settings.service, candidate)
     if settings.warmup_s > 0:  # a fresh process's first requests pay for lazy initialisation: not counted
@@ -238,32 +260,21 @@ def _latency_gate(ctx: StepContext) -> Outcome:
         headers=pin,
         feedback_share=0.0,
     )
-    allowed = errors_allowed(report.requests, settings.pinned_error_rate, PINNED_ERROR_ALPHA)
-    numbers = {
-        "requests": float(report.requests),
-        "failed": float(report.failed),
-        "failed_allowed": float(allowed),
-        "p50_ms": _num(report.quantile(0.5)),
-        "p95_ms": _num(report.quantile(0.95)),
-        "p99_ms": _num(report.quantile(0.99)),
-        "budget_ms": settings.latency_budget_ms,
-    }
-    if report.ok == 0:
-        return Outcome.failed("no request of the load test succeeded", verdict=Verdict.FAIL, numbers=numbers)
-    if too_many_errors(report.failed, report.requests, settings.pinned_error_rate, PINNED_ERROR_ALPHA):
-        return Outcome.failed(
-            f"{report.failed} of {report.requests} pinned requests failed (at most {allowed} fit an "
-            f"error rate of {settings.pinned_error_rate:.1%}); no user reached {candidate}",
-            verdict=Verdict.FAIL,
-            numbers=numbers,
-        )
-    if numbers["p99_ms"] > settings.latency_budget_ms:
-        return Outcome.failed(
-            f"p99 {numbers['p99_ms']:.0f} ms over the budget of {settings.latency_budget_ms:g} ms",
-            verdict=Verdict.FAIL,
-            numbers=numbers,
-        )
-    return Outcome.done(numbers, verdict=Verdict.PASS, numbers=numbers)
+    result = pinned_load_gate(
+        requests=report.requests,
+        succeeded=report.ok,
+        failed=report.failed,
+        p99_ms=_num(report.quantile(0.99)),
+        budget_ms=settings.latency_budget_ms,
+        error_rate=settings.pinned_error_rate,
+        alpha=PINNED_ERROR_ALPHA,
+        candidate_version=candidate,
+    ).with_numbers(p50_ms=_num(report.quantile(0.5)), p95_ms=_num(report.quantile(0.95)))
+    return gate_outcome(
+        result,
+        output=result.numbers(),
+        failure="; ".join(result.reasons) + f"; no user reached {candidate}",
+    )
 
 
 def _uses_baseline(plan: RolloutPlan, settings: DeploySettings) -> bool:
@@ -271,43 +282,33 @@ def _uses_baseline(plan: RolloutPlan, settings: DeploySettings) -> bool:
     return settings.canary_baseline and plan.strategy is Strategy.CANARY
 
 
-def _baseline_name(build: dict[str, Any]) -> str:
-    return f"{build['candidate']}-base"
-
-
-def _baseline(ctx: StepContext) -> Outcome:
+def _baseline(scope: RunScope, ctx: StepContext) -> Outcome:
     """A fresh copy of the stable release (its artifact and env), warm and healthy at 0%.
 
     In every canary phase below 100% it gets the candidate's share and the candidate is judged
     against it: two revisions with the same load (``rollout.phases.Canary.baseline``)."""
     if _skip(ctx):
         return Outcome.done({"baseline": None}, detail={"skipped": "already live"})
-    env, p = _env(ctx)
+    p = scope.settings
     settings = _settings(ctx.params)
-    b = ctx.outputs["build"]
-    compute = _compute(env)
-    path = p.home / "artifacts" / f"{b['stable_digest']}.tar"
+    b = Built.of(ctx, "build")
+    compute = scope.compute()
+    path = p.home / "artifacts" / f"{b.stable_digest}.tar"
     if not path.is_file():
-        why = f"no artifact of {b['stable']} at {path}: the candidate is judged against {b['stable']}"
+        why = f"no artifact of {b.stable} at {path}: the candidate is judged against {b.stable}"
         ctx.progress(why)
         return Outcome.done({"baseline": None}, detail={"skipped": why})
     revision = Revision(
-        _baseline_name(b),
-        Artifact(path, str(b["stable_digest"])),
+        b.baseline_name,
+        Artifact(path, b.stable_digest),
         p.services[settings.service].app,
-        dict((revision_record(p, b["stable"]) or {}).get("set_env", {})),
-        int(b["stable_replicas"]),
+        dict((revision_record(p, b.stable) or {}).get("set_env", {})),
+        b.stable_replicas,
     )
-
-    def deploy(_key: str) -> dict[str, Any]:
-        status = compute.deploy(
-            settings.service, revision, timeout_s=p.services[settings.service].ready_timeout_s
-        )
-        return {"health": status.health.value, "reason": status.reason}
-
-    deployed = ctx.effect("deploy-baseline", deploy)
-    if deployed["health"] != RevisionHealth.HEALTHY.value:
-        return Outcome.failed(f"baseline {revision.name} is {deployed['health']}: {deployed['reason']}")
+    timeout_s = p.services[settings.service].ready_timeout_s
+    failed = deploy_ready(ctx, compute, settings.service, revision, timeout_s, effect="deploy-baseline")
+    if failed is not None:
+        return failed
     if settings.warmup_s > 0:  # the same lazy initialisation the candidate paid in the latency gate
         run_load(
             compute.url(settings.service),
@@ -318,38 +319,32 @@ def _baseline(ctx: StepContext) -> Outcome:
     return Outcome.done({"baseline": revision.name}, detail={"baseline": revision.name})
 
 
-def _phase_step(phase: Phase, plan: RolloutPlan) -> Any:
-    def run(ctx: StepContext) -> Outcome:
-        return _run_phase(ctx, phase, plan)
-
-    return run
-
-
-def _promote(ctx: StepContext) -> Outcome:
-    b = ctx.outputs["build"]
-    if b.get("already_live"):
+def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
+    b = Built.of(ctx, "build")
+    if b.already_live:
         return Outcome.done(
-            {"already_live": True, "revision": b["stable"], "digest": b["digest"]},
+            {"already_live": True, "revision": b.stable, "digest": b.digest},
             detail={"already_live": True},
         )
-    _, p = _env(ctx)
+    p = scope.settings
     settings = _settings(ctx.params)
     plan = _plan(ctx.params, settings)
     last = ctx.outputs[plan.phases[-1].name]
-    stable, candidate = b["stable"], b["candidate"]
-    waiting, waited = retire_after_drain(ctx, _canary(ctx), last, settings.drain_idle_s, settings.drain_max_s)
+    stable, candidate = b.stable, b.candidate
+    canary = _canary(scope, ctx)
+    waiting, waited = retire_after_drain(ctx, canary, last, settings.drain_idle_s, settings.drain_max_s)
     if waiting is not None:
         return waiting
     verdicts = {p.name: ctx.outputs[p.name].get("verdict") for p in plan.phases}
     record = {
-        "digest": b["digest"],
-        "wheel_digest": b["release"].get("wheel_digest"),
+        "digest": b.digest,
+        "wheel_digest": b.release.get("wheel_digest"),
         "revision": candidate,
-        "set_env": b["set_env"],
-        "artifact": b["release"]["path"],
+        "set_env": b.set_env,
+        "artifact": b.release["path"],
         "previous_revision": stable,
-        "previous_digest": b["stable_digest"],
-        "previous_artifact": str(p.home / "artifacts" / f"{b['stable_digest']}.tar"),
+        "previous_digest": b.stable_digest,
+        "previous_artifact": str(p.home / "artifacts" / f"{b.stable_digest}.tar"),
         "previous_set_env": (revision_record(p, stable) or {}).get("set_env", {}),
         "requester": ctx.run.requester,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -361,41 +356,42 @@ def _promote(ctx: StepContext) -> Outcome:
     return Outcome.done(record, detail={"release": record}, verdict=Verdict.PASS)
 
 
-def _rollback(ctx: StepContext) -> Outcome:
+def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
     """All traffic to the stable revision (if it is not there yet), then retire the candidate."""
-    b = ctx.outputs.get("build")
-    if not b or b.get("already_live"):
+    if "build" not in ctx.outputs or Built.of(ctx, "build").already_live:
         return Outcome.done(detail={"nothing": "no candidate was deployed"})
+    b = Built.of(ctx, "build")
     settings = _settings(ctx.params)
     # the baseline's name is the candidate's plus "-base": retired if it lives, even when its step
     # died after the deploy and before recording it
     return restore_and_retire(
-        ctx, _compute(ctx.run.environment), settings.service, b["stable"], b["candidate"], _baseline_name(b)
+        ctx, scope.compute(), settings.service, b.stable, b.candidate, b.baseline_name
     )
 
 
 # -- a rollout phase -------------------------------------------------------------------------------
 
 
-def _run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
-    b = ctx.outputs["build"]
-    if b.get("already_live"):
+def _run_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
+    if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
     rollback_of = ctx.params.get("rollback_of")  # going back to a release that was live: no judging
-    return run_phase(ctx, phase, plan, _canary(ctx, f"rollback of {rollback_of}" if rollback_of else None))
+    canary = _canary(scope, ctx, f"rollback of {rollback_of}" if rollback_of else None)
+    return run_phase(ctx, phase, plan, canary, scope.phases)
 
 
-def _canary(ctx: StepContext, not_judged: str | None = None) -> Canary:
-    b = ctx.outputs["build"]
+def _canary(scope: RunScope, ctx: StepContext, not_judged: str | None = None) -> Canary:
+    b = Built.of(ctx, "build")
     settings = _settings(ctx.params)
     return Canary(
-        _compute(ctx.run.environment),
+        scope.compute(),
+        scope.metrics(),
         settings.service,
-        b["stable"],
-        b["candidate"],
+        b.stable,
+        b.candidate,
         settings.alpha,
         settings.judge_min_requests,
-        int(b.get("baseline_cursor", 0)),
+        b.baseline_cursor,
         not_judged,
         (ctx.outputs.get("baseline") or {}).get("baseline"),
     )
@@ -414,42 +410,11 @@ def settings_for(environment: str) -> DeploySettings:
 
 
 def _plan(params: dict[str, Any], settings: DeploySettings) -> RolloutPlan:
-    try:
-        strategy = Strategy(params.get("strategy") or settings.strategy.value)
-    except ValueError:
-        raise ConfigError(
-            f"strategy {params.get('strategy')!r}: expected one of {', '.join(s.value for s in Strategy)}"
-        ) from None
-    if strategy not in settings.strategies:
-        raise ConfigError(
-            f"strategy {strategy.value} is not allowed in {settings.environment} "
-            f"(allowed: {', '.join(s.value for s in settings.strategies)}; "
-            f"see [environments.{settings.environment}.deploy] strategies)"
-        )
-    return plan_for(
-        strategy,
-        steps=settings.steps,
-        min_requests=settings.min_requests,
-        max_step_s=settings.max_step_s,
-        on_inconclusive=settings.on_inconclusive,
-        rollback_window_s=settings.rollback_window_s,
-    )
-
-
-def _env(ctx: StepContext) -> tuple[str, PlatformSettings]:
-    return ctx.run.environment, load_settings(ctx.run.environment)
-
-
-_COMPUTES = COMPUTES
-"""The platform clients of this process, one per environment (tests clear it between platforms)."""
-
-
-def _compute(environment: str) -> Compute:
-    return compute_of(environment)
+    return settings.plan(params.get("strategy"))
 
 
 def _skip(ctx: StepContext) -> bool:
-    return bool(ctx.outputs.get("build", {}).get("already_live"))
+    return "build" in ctx.outputs and Built.of(ctx, "build").already_live
 
 
 def _release_id(digest: str, set_env: dict[str, str]) -> str:

@@ -6,19 +6,23 @@ The runbook (``build``), one engine step each:
    any problem (file, line, field) aborts. Invalid content is never deployed.
 2. ``evaluate``: the prompt regression suites (``config/evals/*.yaml``) run on the chatbot twice,
    with the candidate profile and with the live one (a separate process:
-   ``python -m mangaassist.cli.config_eval``; the delivery layer never imports the chatbot). A
+   ``python -m mangaassist.chatbot.evaluation``; the delivery layer never imports the chatbot). A
    check that passes on live and fails on the candidate is a regression and aborts the deploy.
 3. ``version``: store the content as an immutable version named by its digest. Content equal to
    the live version ends the run there (nothing to deploy). A profile without any live version
    gets this one as its first stable version.
-4. ``rollout``: raise the candidate's share of session buckets step by step (``linear``: +step;
-   ``exponential``: step, 2*step, 4*step...; ``all-at-once``). At each step the CD-01 judge
-   (``SequentialJudge``) compares the requests of sessions on the new version with those on the
-   old one over the same period (errors, latency, fallback and guardrail flags, thumbs-down, as
-   the workers report them to the config server). FAIL sets the percentage to 0 at once and the
-   run fails; PASS after ``step_seconds`` moves on; INCONCLUSIVE extends the step up to
-   ``step_max_seconds``, then fails safe (percentage 0). At 100% the ``bake`` watches the same
-   alarms, the new version against the old one's figures from the rollout.
+4. ``rollout-P`` (one engine step per percentage) and ``bake``: the judged rollout phases CD-01
+   and CD-03 use (``rollout.phases.run_phase``), over session buckets instead of revisions
+   (``BucketSplit``): raise the candidate's share step by step (``linear``: +step;
+   ``exponential``: step, 2*step, 4*step...; ``all-at-once``). At each step the anytime-valid
+   judge compares the requests of sessions on the new version with those on the old one over the
+   same period (errors, latency, fallback and guardrail flags, thumbs-down, as the workers report
+   them to the config server). FAIL sets the percentage to 0 at once and the run fails; PASS
+   after ``step_seconds`` moves on; INCONCLUSIVE extends the step up to ``step_max_seconds``, then
+   fails safe (percentage 0). ``bake`` then watches the same alarms at 100% for ``bake_seconds``,
+   rates against what the old version served in the last shared step; only a FAIL ends it early.
+   Each step records its cursor (the per-version counts at its shift), so a run killed in the
+   middle of a judgement and resumed (``mangaassist runs resume``) judges on from there.
 5. ``promote``: the new version becomes stable for every session.
 
 The rollback (a failed step, an abort) sets the candidate's percentage to 0: one pointer move,
@@ -39,8 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +52,25 @@ import numpy as np
 
 from mangaassist.core.configspec import PROFILES
 from mangaassist.core.errors import ConfigError
-from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis import ArmSample, JudgeSettings, SequentialJudge
+from mangaassist.delivery.analysis import ArmSample, JudgeSettings
+from mangaassist.delivery.analysis.gates import EvalScore, GateResult, evaluation_gate
 from mangaassist.delivery.analysis.samples import BUCKETS, buckets_of
 from mangaassist.delivery.config_profiles import load_eval_suites, read_profile, validate_profile
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.delivery.pipelines.scope import RunScope
+from mangaassist.delivery.rollout.phases import phase_steps, run_phase
+from mangaassist.delivery.rollout.strategies import (
+    Baseline,
+    OnInconclusive,
+    Phase,
+    RolloutPlan,
+    Strategy,
+)
 from mangaassist.platform.config_store import ConfigStore, ConfigStoreError, Observations
-from mangaassist.platform.local.config_server import HttpConfigStore, ensure_server
+from mangaassist.platform.factory import platform_for
+from mangaassist.platform.settings import find_root
+from mangaassist.platform.settings import state_home as project_home
 
 NAME = "CD-06"
 ROLLBACK = "CD-06-rollback"
@@ -90,15 +106,16 @@ def build(params: dict[str, Any]) -> Pipeline:
     strategy = params.get("strategy", "linear")
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    plan_percentages(strategy, float(params.get("step", 20)))
     JudgeSettings(**params.get("judge", {}))
+    plan = rollout_plan(params)
+    scope = RunScope(params.get("environment"))
     return Pipeline(
         NAME,
         (
             Step("validate", _validate, f"schema and semantic checks of {profile}"),
             Step("evaluate", _evaluate, "prompt regression suites: candidate against live"),
             Step("version", _version, "store an immutable, content-hashed version"),
-            Step("rollout", _rollout, "staged rollout by session bucket, judged at every step; bake"),
+            *phase_steps(plan, lambda phase: scope.bind(_rollout_phase, phase, plan)),
             Step("promote", _promote, "the new version becomes stable for every session"),
         ),
         rollback=_rollback,
@@ -173,14 +190,13 @@ def _evaluate(ctx: StepContext) -> Outcome:
     profile = ctx.params["profile"]
     live = live_contents(store, folder)
     candidate = {**live, profile: read_profile(folder, profile)}
-    report = run_evaluation(live, candidate, suites, ctx.params.get("embedder"))
-    regressions = [r for r in report["rows"] if r["status"] == "regression"]
-    numbers = {"checks": float(len(report["rows"])), "regressions": float(len(regressions))}
-    detail = {"rows": report["rows"]}
-    if regressions:
-        names = ", ".join(f"{r['case']}/{r['check']}" for r in regressions)
-        return Outcome.failed(f"evaluation regression: {names}", abort=True, detail=detail)
-    return Outcome.done({"checks": len(report["rows"])}, verdict=Verdict.PASS, numbers=numbers, detail=detail)
+    result = run_evaluation(live, candidate, suites, ctx.params.get("embedder"))
+    return gate_outcome(
+        result,
+        output={"checks": len(result.checks)},
+        failure="evaluation regression: " + ", ".join(c.name for c in result.failed),
+        abort=True,
+    )
 
 
 def _version(ctx: StepContext) -> Outcome:
@@ -201,109 +217,150 @@ def _version(ctx: StepContext) -> Outcome:
         return Outcome.done({"version": created, "previous": None, "first": True})
     if rollout.stable == created:
         return Outcome.done({"version": created, "previous": created, "unchanged": True})
-    return Outcome.done({"version": created, "previous": rollout.stable})
+    # where the first phase's pre-switch baseline starts (all-at-once: the old version's figures
+    # from here to the switch)
+    cursor = cursor_of(store.observations(profile))
+    return Outcome.done({"version": created, "previous": rollout.stable, "cursor": cursor})
 
 
-def _rollout(ctx: StepContext) -> Outcome:
+def rollout_plan(params: dict[str, Any]) -> RolloutPlan:
+    """One phase per percentage of session buckets, then the bake (``rollout.strategies.Phase``)."""
+    strategy = str(params.get("strategy", "linear"))
+    step_s, step_max = float(params.get("step_seconds", 10)), float(params.get("step_max_seconds", 60))
+    bake = float(params.get("bake_seconds", 60))
+    if min(step_s, step_max, bake) < 0 or step_max < step_s:
+        raise ConfigError(
+            f"step_seconds {step_s:g}, step_max_seconds {step_max:g}, bake_seconds {bake:g}: expected "
+            "non-negative seconds and step_max_seconds >= step_seconds"
+        )
+    phases = [
+        Phase(
+            f"rollout-{pct:g}",
+            pct,
+            Baseline.CONCURRENT if pct < 100 else Baseline.PRE_SWITCH,
+            0,  # the judge's own min_requests says when there is enough data
+            step_max,
+            OnInconclusive.ROLLBACK,  # too little traffic fails safe: percentage 0
+            hold_s=step_s,
+        )
+        for pct in plan_percentages(strategy, float(params.get("step", 20)))
+    ]
+    bake_phase = Phase("bake", 100.0, Baseline.PRE_SWITCH, 0, bake, OnInconclusive.PROCEED, hold_s=bake)
+    kind = Strategy.ALL_AT_ONCE if strategy == "all-at-once" else Strategy.CANARY
+    return RolloutPlan(kind, (*phases, bake_phase), keep_warm=True)
+
+
+def _rollout_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
     made = ctx.outputs["version"]
     if made.get("first") or made.get("unchanged"):
         return Outcome.done({"skipped": True})
     p = ctx.params
-    store = open_store(p)
-    profile, version, previous = p["profile"], made["version"], made["previous"]
-    judge = SequentialJudge(JudgeSettings(**p.get("judge", {})))
-    step_s, step_max = float(p.get("step_seconds", 10)), float(p.get("step_max_seconds", 60))
-    actor = str(p.get("actor") or ctx.run.requester)
-    baseline_total = ArmSample()
-    steps: list[dict[str, Any]] = []
-    for pct in plan_percentages(p.get("strategy", "linear"), float(p.get("step", 20))):
-        ctx.effect(f"set-{pct:g}", _setter(store, profile, version, pct, actor, f"step {pct:g}%"))
-        ctx.progress(f"{version} on {pct:g}% of sessions", pct / 100)
-        start = _snapshot(store, profile)
-        started = time.monotonic()
-        while True:
-            ctx.sleep(min(1.0, step_s))
-            now = _snapshot(store, profile)
-            cand = _sample(now, start, version)
-            base = _sample(now, start, previous)
-            if pct >= 100:  # nobody is on the old version: compare with its figures from the rollout
-                base = _rates_only(baseline_total, cand)
-            verdict = judge.judge(cand, base)
-            elapsed = time.monotonic() - started
-            if verdict.verdict is Verdict.FAIL:
-                break
-            if verdict.verdict is Verdict.PASS and elapsed >= step_s:
-                break
-            if elapsed >= step_max:
-                break
-        if pct < 100:
-            baseline_total = baseline_total.merged(base)
-        steps.append(
-            {
-                "percentage": pct,
-                "verdict": verdict.verdict.value,
-                "candidate_requests": cand.requests,
-                "baseline_requests": base.requests,
-                "candidate_fallbacks": cand.fallbacks,
-                "baseline_fallbacks": base.fallbacks,
-                "seconds": round(elapsed, 1),
-                "judgement": verdict.as_dict(),
-            }
-        )
-        if verdict.verdict is not Verdict.PASS:
-            ctx.effect(f"abort-at-{pct:g}", _setter(store, profile, None, 0.0, actor, verdict.summary()))
-            why = (
-                verdict.summary()
-                if verdict.verdict is Verdict.FAIL
-                else f"still inconclusive after {step_max:g}s at {pct:g}% (too little traffic): rolled back"
-            )
-            return Outcome.failed(f"{pct:g}%: {why}", detail={"steps": steps})
-        if pct >= 100:
-            bake = float(p.get("bake_seconds", 60))
-            bake_ok = _bake(ctx, store, judge, profile, version, baseline_total, bake)
-            steps.append(bake_ok)
-            if bake_ok["verdict"] == Verdict.FAIL.value:
-                ctx.effect(
-                    "abort-in-bake",
-                    lambda _: store.set_rollout(
-                        profile, candidate=None, percentage=0, actor=actor, reason="bake alarm"
-                    ),
-                )
-                return Outcome.failed("bake: " + bake_ok["summary"], detail={"steps": steps})
-    return Outcome.done(
-        {"version": version, "steps": len(steps)},
-        verdict=Verdict.PASS,
-        numbers={"steps": float(len(steps))},
-        detail={"steps": steps},
+    ctx.progress(f"{made['version']} on {phase.weight:g}% of sessions", phase.weight / 100)
+    split = BucketSplit(
+        scope.keep("config-store", lambda: open_store(p)),
+        p["profile"],
+        made["version"],
+        made["previous"],
+        str(p.get("actor") or ctx.run.requester),
+        JudgeSettings(**p.get("judge", {})),
+        made.get("cursor") or {},
     )
+    return run_phase(ctx, phase, plan, split, scope.phases)
 
 
-def _bake(
-    ctx: StepContext,
-    store: ConfigStore,
-    judge: SequentialJudge,
-    profile: str,
-    version: str,
-    baseline: ArmSample,
-    seconds: float,
-) -> dict[str, Any]:
-    start = _snapshot(store, profile)
-    deadline = time.monotonic() + seconds
-    cand = ArmSample()
-    verdict = judge.judge(cand, baseline)
-    while time.monotonic() < deadline:
-        ctx.sleep(min(1.0, seconds))
-        cand = _sample(_snapshot(store, profile), start, version)
-        verdict = judge.judge(cand, _rates_only(baseline, cand))
-        if verdict.verdict is Verdict.FAIL:
-            break
-    return {
-        "percentage": 100.0,
-        "bake_seconds": seconds,
-        "verdict": verdict.verdict.value,
-        "candidate_requests": cand.requests,
-        "summary": verdict.summary(),
-    }
+@dataclass(frozen=True)
+class BucketSplit:
+    """The ``TrafficSplit`` of a config profile: the candidate version's share of session buckets,
+    judged on what the workers report per version (``ConfigStore.observations``). Its cursor is the
+    per-version counts at a moment (JSON), so a resumed phase judges from its shift on."""
+
+    store: ConfigStore
+    profile: str
+    candidate: str
+    stable: str
+    actor: str
+    judge: JudgeSettings
+    first_cursor: dict[str, dict[str, int]]
+    not_judged: str | None = None
+
+    def shift(self, weight: float) -> dict[str, Any]:
+        self.store.set_rollout(
+            self.profile,
+            candidate=self.candidate,
+            percentage=weight,
+            actor=self.actor,
+            reason=f"step {weight:g}%",
+        )
+        return {"cursor": cursor_of(self.store.observations(self.profile)), "at": time.time()}
+
+    def restore(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.store.set_rollout(
+            self.profile, candidate=None, percentage=0, actor=self.actor, reason="the judge rolled it back"
+        )
+        return {"at": time.time(), "took_ms": (time.perf_counter() - started) * 1000}
+
+    def window(self, cursor: Any, concurrent: bool) -> BucketWindow:
+        return BucketWindow(self.store, self.profile, self.candidate, self.stable, dict(cursor))
+
+    def pre_switch(self, start: Any, end: Any) -> ArmSample:
+        now = self.store.observations(self.profile)
+        return _sample(now, dict(start), self.stable, until=dict(end))
+
+    def candidate_problem(self) -> str | None:
+        return None  # a version is data: it cannot crash; what it does to answers is the judge's
+
+
+@dataclass
+class BucketWindow:
+    """What sessions on each version were served since ``start`` (the ``JudgedWindow`` of CD-06)."""
+
+    store: ConfigStore
+    profile: str
+    candidate: str
+    stable: str
+    start: dict[str, dict[str, int]]
+    candidate_sample: ArmSample = field(default_factory=ArmSample)
+    stable_sample: ArmSample = field(default_factory=ArmSample)
+    baseline_sample: ArmSample = field(default_factory=ArmSample)
+    baseline: str | None = None
+    first_candidate_error_at: float | None = None
+    cursor: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def read(self) -> int:
+        now = self.store.observations(self.profile)
+        before = self.candidate_sample.requests + self.stable_sample.requests
+        self.candidate_sample = _sample(now, self.start, self.candidate)
+        self.stable_sample = _sample(now, self.start, self.stable)
+        if self.candidate_sample.errors and self.first_candidate_error_at is None:
+            self.first_candidate_error_at = time.time()
+        self.cursor = cursor_of(now)
+        return self.candidate_sample.requests + self.stable_sample.requests - before
+
+
+def rollout_report(steps: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rollout's phases as rows (percentage, verdict, requests and fallbacks per side, seconds)
+    from a run's step records (``StepRecord`` by name), for the CLI and the demo."""
+    rows: list[dict[str, Any]] = []
+    for name, record in steps.items():
+        if not (name.startswith("rollout-") or name == "bake"):
+            continue
+        numbers = record.detail.get("numbers") or {}
+        if not numbers or record.detail.get("verdict") is None:
+            continue
+        row = {
+            "percentage": float(name.removeprefix("rollout-")) if name != "bake" else 100.0,
+            "verdict": record.detail["verdict"],
+            "candidate_requests": int(numbers.get("candidate_requests", 0)),
+            "baseline_requests": int(numbers.get("stable_requests", 0)),
+            "candidate_fallbacks": int(numbers.get("candidate_fallbacks", 0)),
+            "baseline_fallbacks": int(numbers.get("stable_fallbacks", 0)),
+            "seconds": round(float(numbers.get("elapsed_s", 0.0)), 1),
+        }
+        if name == "bake":
+            row["bake_seconds"] = row["seconds"]
+        rows.append(row)
+    return rows
 
 
 def _promote(ctx: StepContext) -> Outcome:
@@ -347,25 +404,22 @@ def _setter(
 
 
 def config_dir(params: dict[str, Any]) -> Path:
+    """The profiles' folder: the ``config_dir`` param, else ``ROOT/config``."""
     if params.get("config_dir"):
         return Path(params["config_dir"])
-    from mangaassist.delivery.pipelines.kb import find_root
-
-    return find_root() / "config"
+    return find_root(needs=("config",)) / "config"
 
 
 def state_home(params: dict[str, Any]) -> Path:
-    if params.get("home"):
-        return Path(params["home"])
-    env = os.environ.get("MANGAASSIST_HOME")
-    if env:
-        return Path(env)
-    return config_dir(params).parent / ".mangaassist"
+    """The ``home`` param, else ``MANGAASSIST_HOME``, else ``.mangaassist`` beside the profiles' folder."""
+    return project_home(config_dir(params).parent, params.get("home"))
 
 
 def open_store(params: dict[str, Any]) -> ConfigStore:
-    url = params.get("url") or os.environ.get("MANGAASSIST_CONFIG_URL") or ensure_server(state_home(params))
-    return HttpConfigStore(str(url))
+    """The environment's config store (``platform.factory``): the ``url`` param, else the
+    environment's own (locally the config server of the state directory, started if needed)."""
+    platform = platform_for(params.get("environment"), home=state_home(params))
+    return platform.config_store(params.get("url"))
 
 
 def live_contents(store: ConfigStore, folder: Path) -> dict[str, Any]:
@@ -377,37 +431,51 @@ def live_contents(store: ConfigStore, folder: Path) -> dict[str, Any]:
     return out
 
 
-def _rates_only(baseline: ArmSample, candidate: ArmSample) -> ArmSample:
-    """The baseline with the candidate's latency shape: once no session is on the old version, its
-    latencies come from another period (another load), so only the rates are compared."""
-    scale = baseline.requests / candidate.requests if candidate.requests else 0.0
-    latency = np.round(candidate.latency * scale).astype(np.int64)
-    return replace(baseline, latency=latency)
+def cursor_of(observations: Mapping[str, Observations]) -> dict[str, dict[str, int]]:
+    """The per-version counts at this moment: a CD-06 phase's cursor (JSON)."""
+    return {
+        version: {
+            "requests": o.requests,
+            "errors": o.errors,
+            "fallbacks": o.fallbacks,
+            "guardrails": o.guardrails,
+            "feedback": o.feedback,
+            "thumbs_down": o.thumbs_down,
+            "latencies": len(o.latencies_ms),
+        }
+        for version, o in observations.items()
+    }
 
 
-def _snapshot(store: ConfigStore, profile: str) -> dict[str, Observations]:
-    return store.observations(profile)
+_COUNTS = ("requests", "errors", "fallbacks", "guardrails", "feedback", "thumbs_down")
 
 
-def _sample(now: dict[str, Observations], start: dict[str, Observations], version: str) -> ArmSample:
-    a, b = now.get(version, Observations()), start.get(version, Observations())
-    latencies = a.latencies_ms[len(b.latencies_ms) :]
+def _sample(
+    now: Mapping[str, Observations],
+    start: Mapping[str, Mapping[str, int]],
+    version: str,
+    until: Mapping[str, Mapping[str, int]] | None = None,
+) -> ArmSample:
+    """What sessions on ``version`` were served between the ``start`` cursor and ``until`` (a cursor,
+    default now)."""
+    current = now.get(version, Observations())
+    a = dict((until or {}).get(version) or cursor_of({version: current})[version])
+    b = start.get(version) or {}
+    latencies = current.latencies_ms[int(b.get("latencies", 0)) : int(a["latencies"])]
     hist = np.bincount(buckets_of(latencies), minlength=BUCKETS) if latencies else np.zeros(BUCKETS, np.int64)
+    requests, errors, fallbacks, guardrails, feedback, thumbs_down = (
+        int(a[k]) - int(b.get(k, 0)) for k in _COUNTS
+    )
     return ArmSample(
-        a.requests - b.requests,
-        a.errors - b.errors,
-        a.fallbacks - b.fallbacks,
-        a.guardrails - b.guardrails,
-        a.feedback - b.feedback,
-        a.thumbs_down - b.thumbs_down,
-        hist.astype(np.int64),
+        requests, errors, fallbacks, guardrails, feedback, thumbs_down, hist.astype(np.int64)
     )
 
 
 def run_evaluation(
     live: dict[str, Any], candidate: dict[str, Any], suites: list[dict[str, Any]], embedder: str | None
-) -> dict[str, Any]:
-    """Run the suites on the chatbot with both configs (a separate process) and compare."""
+) -> GateResult:
+    """Run the suites on the chatbot with both configs (a separate process) and gate the candidate
+    (``evaluation_gate``: a check that passes on live may not fail on the candidate)."""
     with tempfile.TemporaryDirectory(prefix="mangaassist-eval-") as tmp:
         request = Path(tmp) / "request.json"
         request.write_text(json.dumps({"live": live, "candidate": candidate, "suites": suites}))
@@ -417,7 +485,7 @@ def run_evaluation(
         for var in ("MANGAASSIST_CONFIG_URL", "MANGAASSIST_CONFIG_DIR"):
             env.pop(var, None)
         done = subprocess.run(
-            [sys.executable, "-m", "mangaassist.cli.config_eval", str(request)],
+            [sys.executable, "-m", "mangaassist.chatbot.evaluation", str(request)],
             capture_output=True,
             text=True,
             env=env,
@@ -427,25 +495,16 @@ def run_evaluation(
     if done.returncode != 0:
         raise ConfigError(f"the evaluation run failed: {done.stderr.strip()[-800:]}")
     results: dict[str, Any] = json.loads(done.stdout)
-    rows = []
-    for suite in suites:
-        for case in suite["cases"]:
-            for i, check in enumerate(case["checks"]):
-                key = f"{case['id']}#{i}"
-                live_rate = results["live"][key]
-                cand_rate = results["candidate"][key]
-                threshold = float(check["threshold"])
-                live_ok, cand_ok = live_rate >= threshold, cand_rate >= threshold
-                status = "ok" if cand_ok else ("regression" if live_ok else "failing on both")
-                rows.append(
-                    {
-                        "suite": suite["name"],
-                        "case": case["id"],
-                        "check": check["type"] + (f" {check['value']}" if "value" in check else ""),
-                        "threshold": threshold,
-                        "live": live_rate,
-                        "candidate": cand_rate,
-                        "status": status,
-                    }
-                )
-    return {"rows": rows}
+    return evaluation_gate(
+        EvalScore(
+            suite=suite["name"],
+            case=case["id"],
+            check=check["type"] + (f" {check['value']}" if "value" in check else ""),
+            threshold=float(check["threshold"]),
+            live=results["live"][f"{case['id']}#{i}"],
+            candidate=results["candidate"][f"{case['id']}#{i}"],
+        )
+        for suite in suites
+        for case in suite["cases"]
+        for i, check in enumerate(case["checks"])
+    )

@@ -24,14 +24,13 @@ pipelines (``CD-04-promote``) so alias moves are locked and audited like builds.
 Params (all optional): ``mode`` (auto | incremental | full), ``embedder`` (minilm | hashing),
 ``root`` (repository; default: found from the working directory or ``MANGAASSIST_ROOT``),
 ``home`` (state; default ``MANGAASSIST_HOME`` or ``ROOT/.mangaassist``), ``keep`` (3), ``alias``,
-``golden`` (path), ``thresholds`` (see ``GateThresholds``), ``batch_size``.
+``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``), ``batch_size``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -45,11 +44,20 @@ import yaml
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import Chunk, Document, chunk_all, corpus_digest, parse_document, series_document
-from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.analysis.gates import (
+    Comparison,
+    GateResult,
+    RetrievalThresholds,
+    check,
+    retrieval_gate,
+)
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
 from mangaassist.platform.embeddings import Embedder, make_embedder, model_id
-from mangaassist.platform.local.embedding_cache import ChunkEmbeddingCache
-from mangaassist.platform.local.vector_lancedb import LanceVectorIndex, local_vector_index
+from mangaassist.platform.factory import platform_for
+from mangaassist.platform.settings import find_root as find_project_root
+from mangaassist.platform.settings import state_home as project_home
 from mangaassist.platform.vector import (
     LIVE_ALIAS,
     AliasConflict,
@@ -63,28 +71,6 @@ NAME = "CD-04"
 PROMOTE = "CD-04-promote"
 
 
-@dataclass(frozen=True)
-class GateThresholds:
-    """Absolute floors, the tolerated drop below the live version, and the latency budget.
-
-    Floors sit under what MiniLM scores on the golden set today (recall@5 0.989, MRR 0.949,
-    nDCG@10 0.957 on 94 questions), so a real regression fails and noise does not.
-    """
-
-    recall_at_5: float = 0.90
-    mrr: float = 0.85
-    ndcg_at_10: float = 0.88
-    tolerance: float = 0.03
-    p95_ms: float = 50.0
-
-    @classmethod
-    def from_params(cls, raw: dict[str, Any] | None) -> GateThresholds:
-        unknown = set(raw or {}) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown gate threshold(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: float(v) for k, v in (raw or {}).items()})
-
-
 # -- the runbook -----------------------------------------------------------------------------------
 
 
@@ -92,7 +78,7 @@ def build(params: dict[str, Any]) -> Pipeline:
     mode = params.get("mode", "auto")
     if mode not in ("auto", "incremental", "full"):
         raise ConfigError(f"mode {mode!r}: expected auto, incremental or full")
-    GateThresholds.from_params(params.get("thresholds"))
+    RetrievalThresholds.from_params(params.get("thresholds"))
     return Pipeline(
         NAME,
         (
@@ -205,17 +191,15 @@ def _gate(ctx: StepContext) -> Outcome:
     if plan["noop"]:
         return Outcome.done(detail={"skipped": True})
     kb = Workspace.of(ctx.params)
-    report = kb.gate(plan)
-    kb.index.update_meta(plan["target"], {"metrics": report.new, "gate": report.verdict.value})
-    detail = report.as_dict()
-    if report.verdict is not Verdict.PASS:
-        return Outcome.failed(
-            "gate failed: " + "; ".join(report.failures) + f" (alias {kb.alias} left on {plan['live']})",
-            detail=detail,
-            verdict=report.verdict,
-            numbers=report.numbers(),
-        )
-    return Outcome.done(detail, detail=detail, verdict=Verdict.PASS, numbers=report.numbers())
+    result = kb.gate(plan)
+    kb.index.update_meta(plan["target"], {"metrics": result.report["new"], "gate": result.verdict.value})
+    detail = result.as_dict()
+    return gate_outcome(
+        result,
+        output=detail,
+        detail=detail,
+        failure="gate failed: " + "; ".join(result.reasons) + f" (alias {kb.alias} left on {plan['live']})",
+    )
 
 
 def _promote(ctx: StepContext) -> Outcome:
@@ -312,23 +296,18 @@ def _embedder(kind: str) -> Embedder:
     return make_embedder(kind)
 
 
+SOURCE_MARKERS = ("knowledge", "data/catalog.jsonl")
+"""What a knowledge-base build reads from the project root."""
+
+
 def find_root(explicit: str | None = None) -> Path:
-    markers = ("knowledge", "data/catalog.jsonl")
-    if explicit or os.environ.get("MANGAASSIST_ROOT"):
-        root = Path(explicit or os.environ["MANGAASSIST_ROOT"]).resolve()
-        if not all((root / m).exists() for m in markers):
-            raise ConfigError(f"{root}: no knowledge/ and data/catalog.jsonl here")
-        return root
-    for path in (Path.cwd(), *Path.cwd().parents):
-        if all((path / m).exists() for m in markers):
-            return path
-    raise ConfigError(
-        "cannot find knowledge/ and data/catalog.jsonl: run from the repository or set MANGAASSIST_ROOT"
-    )
+    """The project root holding the knowledge base's sources (``platform.settings.find_root``)."""
+    return find_project_root(explicit, needs=SOURCE_MARKERS)
 
 
 def state_home(params: dict[str, Any], root: Path) -> Path:
-    return Path(params.get("home") or os.environ.get("MANGAASSIST_HOME") or root / ".mangaassist").resolve()
+    """The state directory: the ``home`` param, else ``platform.settings.state_home``."""
+    return project_home(root, params.get("home"))
 
 
 def read_documents(knowledge: Path, catalog: Path) -> list[Document]:
@@ -386,27 +365,6 @@ def retrieval_metrics(ranked: Sequence[Sequence[str]], golden: Sequence[Golden])
     return {"recall_at_5": recall / n, "mrr": mrr / n, "ndcg_at_10": ndcg / n}
 
 
-@dataclass
-class GateReport:
-    verdict: Verdict
-    checks: list[dict[str, Any]]
-    new: dict[str, float]
-    live: dict[str, float] | None
-    failures: list[str]
-
-    def numbers(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in self.new.items()}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict.value,
-            "checks": self.checks,
-            "new": self.new,
-            "live": self.live,
-            "failures": self.failures,
-        }
-
-
 class Workspace:
     """What one step needs: sources, index store, embedder, cache, thresholds."""
 
@@ -415,11 +373,11 @@ class Workspace:
         self.root = find_root(params.get("root"))
         self.home = state_home(params, self.root)
         self.alias = str(params.get("alias", LIVE_ALIAS))
-        self.index: VectorIndex = open_index(self.home)
+        self.index: VectorIndex = open_index(self.home, params.get("environment"))
         self.embedder = _embedder(str(params.get("embedder", "minilm")))
         self.model = model_id(self.embedder)
         self.cache = ChunkEmbeddingCache(self.home / "kb" / "embeddings.sqlite3")
-        self.thresholds = GateThresholds.from_params(params.get("thresholds"))
+        self.thresholds = RetrievalThresholds.from_params(params.get("thresholds"))
         self.keep = int(params.get("keep", 3))
         self.batch_size = int(params.get("batch_size", 64))
         self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
@@ -517,20 +475,15 @@ class Workspace:
             cached.update(fresh)
         return [cached[k] for k in keys]
 
-    def gate(self, plan: dict[str, Any]) -> GateReport:
-        t = self.thresholds
+    def gate(self, plan: dict[str, Any]) -> GateResult:
+        """The new version's rows against its sources, its vectors against the embedder, and its
+        retrieval on the golden set against the thresholds and the live version."""
         name = plan["target"]
         info = self.index.version(name)
         assert info is not None
+        live_info = self.index.version(plan["live"]) if plan["live"] else None
         chunks = self.chunks()
         records = self.index.records(name)
-        checks: list[dict[str, Any]] = []
-        failures: list[str] = []
-
-        def check(what: str, ok: bool, new: Any, live: Any, limit: str) -> None:
-            checks.append({"check": what, "ok": ok, "new": new, "live": live, "limit": limit})
-            if not ok:
-                failures.append(f"{what} {new} ({limit})")
 
         ids = [r.chunk_id for r in records]
         expected = {c.id: c.content_hash for c in chunks}
@@ -538,22 +491,29 @@ class Workspace:
         extra = len(set(ids) - set(expected))
         dupes = len(ids) - len(set(ids))
         stale = sum(1 for r in records if expected.get(r.chunk_id, r.content_hash) != r.content_hash)
-        check(
+        count = check(
             "chunk count",
-            lost == extra == dupes == stale == 0 and len(ids) == len(chunks),
             len(ids),
-            plan["unchanged"] + plan["changed"] + plan["deleted"] if plan["live"] else None,
-            f"== {len(chunks)} from sources; lost {lost}, unexpected {extra}, "
+            Comparison.EQUAL,
+            len(chunks),
+            baseline=plan["unchanged"] + plan["changed"] + plan["deleted"] if plan["live"] else None,
+            rule=f"== {len(chunks)} from sources; lost {lost}, unexpected {extra}, "
             f"duplicated {dupes}, stale {stale}",
+            requires=lost == extra == dupes == stale == 0,
         )
         dims = {int(np.asarray(r.vector).shape[0]) for r in records}
         finite = all(bool(np.isfinite(r.vector).all()) for r in records)
-        check(
+        stored = next(iter(dims)) if len(dims) == 1 else None if dims else info.dim
+        rule = f"== {self.embedder.dim} ({self.model}), finite"
+        dimension = check(
             "embedding dimension",
-            dims <= {self.embedder.dim} and info.dim == self.embedder.dim and finite,
-            sorted(dims),
-            plan.get("live_model"),
-            f"== {self.embedder.dim} ({self.model}), finite",
+            stored,
+            Comparison.EQUAL,
+            self.embedder.dim,
+            baseline=live_info.dim if live_info is not None else None,
+            rule=rule,
+            reason=f"embedding dimension {sorted(dims)}{'' if finite else ' not finite'} ({rule})",
+            requires=dims <= {self.embedder.dim} and info.dim == self.embedder.dim and finite,
         )
         # a question about a document that was deleted on purpose is stale, not a regression
         docs = {c.doc_id for c in chunks}
@@ -561,30 +521,20 @@ class Workspace:
         golden = [Golden(g.question, g.relevant & docs) for g in everything if g.relevant & docs]
         new = self.evaluate(name, golden)
         live: dict[str, float] | None = None
-        if plan["live"]:
-            live_info = self.index.version(plan["live"])
-            if live_info is not None and live_info.model == self.model:
-                live = self.evaluate(plan["live"], golden)
-            elif live_info is not None:
-                live = live_info.meta.get("metrics")  # other model: its own recorded figures
-        for metric in ("recall_at_5", "mrr", "ndcg_at_10"):
-            floor = getattr(t, metric)
-            ok = new[metric] >= floor
-            limit = f">= {floor}"
-            if live and metric in live:
-                ok = ok and new[metric] >= live[metric] - t.tolerance
-                limit += f" and >= live - {t.tolerance}"
-            check(metric, ok, round(new[metric], 4), round(live[metric], 4) if live else None, limit)
-        check(
-            "query p95 ms",
-            new["p95_ms"] <= t.p95_ms,
-            round(new["p95_ms"], 3),
-            round(live["p95_ms"], 3) if live and "p95_ms" in live else None,
-            f"<= {t.p95_ms}",
-        )
+        if live_info is not None and live_info.model == self.model:
+            live = self.evaluate(live_info.name, golden)
+        elif live_info is not None:
+            live = live_info.meta.get("metrics")  # other model: its own recorded figures
         new["questions"] = float(len(golden))
         new["questions_skipped"] = float(len(everything) - len(golden))
-        return GateReport(Verdict.FAIL if failures else Verdict.PASS, checks, new, live, failures)
+        return retrieval_gate(
+            new,
+            live,
+            self.thresholds,
+            structure=(count, dimension),
+            candidate_version=name,
+            baseline_version=plan["live"],
+        )
 
     def collect_garbage(self) -> list[str]:
         """Keep the newest ``keep`` ready versions, the live one and the one before it; drop the rest.
@@ -607,6 +557,7 @@ class Workspace:
         return dropped
 
 
-def open_index(home: Path) -> LanceVectorIndex:
-    """The index store of this machine (the local provider; production uses OpenSearch)."""
-    return local_vector_index(home)
+def open_index(home: Path, environment: str | None = None) -> VectorIndex:
+    """The environment's index store (``platform.factory``: LanceDB under ``home`` locally,
+    OpenSearch on aws)."""
+    return platform_for(environment, home=home).vector_index()

@@ -89,21 +89,25 @@ from mangaassist.delivery.engine.model import WaitFor
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
 from mangaassist.delivery.model_gate import GateConfig, gate_version
 from mangaassist.delivery.model_promotion import promote
+from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.phases import (
     SLICE_S,
     TICK_S,
     Canary,
-    compute_of,
+    deploy_ready,
+    phase_steps,
     restore_and_retire,
     retire_after_drain,
     run_phase,
-    stats_cursor,
+    split_traffic,
+    stable_revision,
 )
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
-from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy, plan_for
-from mangaassist.platform.compute import Compute, Revision, RevisionHealth
-from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
-from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
+from mangaassist.platform.compute import Compute, Revision
+from mangaassist.platform.metrics import Metrics
+from mangaassist.platform.settings import find_config
 
 NAME = "CD-03"
 SERVICE = "intent-model"
@@ -168,19 +172,20 @@ def build(params: dict[str, Any]) -> Pipeline:
     settings = _settings(params)
     ShadowSettings.from_params(params)  # bad params fail before the run starts
     plan = _plan(settings)
+    scope = RunScope(settings.environment)
     steps = [
-        Step("resolve", _resolve, "the version, the champion, the package, the stable revision"),
-        Step("gate", _gate, "offline evaluation gate against the champion"),
-        Step("deploy", _deploy, "the candidate revision at 0%, ready and answering"),
-        Step("shadow", _shadow, "mirrored live traffic: agreement, errors, latency"),
-        *(Step(p.name, _phase_step(p, plan), f"{p.weight:g}% to the candidate, judged") for p in plan.phases),
+        Step("resolve", scope.bind(_resolve), "the version, the champion, the package, the stable revision"),
+        Step("gate", scope.bind(_gate), "offline evaluation gate against the champion"),
+        Step("deploy", scope.bind(_deploy), "the candidate revision at 0%, ready and answering"),
+        Step("shadow", scope.bind(_shadow), "mirrored live traffic: agreement, errors, latency"),
+        *phase_steps(plan, lambda phase: scope.bind(_run_phase, phase, plan)),
         approval_step("approve", "approval by policy before the alias moves"),
-        Step("promote", _promote, "retire the old revision after its drain, then move the alias"),
+        Step("promote", scope.bind(_promote), "retire the old revision after its drain, then move the alias"),
     ]
     return Pipeline(
         NAME,
         tuple(steps),
-        rollback=_rollback,
+        rollback=scope.bind(_rollback),
         description=f"deploy the intent model ({plan.describe()})",
         params=params,
     )
@@ -196,10 +201,10 @@ def _candidate_name(version: str, digest: str, set_env: dict[str, str]) -> str:
     return name
 
 
-def _resolve(ctx: StepContext) -> Outcome:
-    p = _platform(ctx)
+def _resolve(scope: RunScope, ctx: StepContext) -> Outcome:
+    p = scope.settings
     config = _model_config(ctx.params)
-    registry = _registry(p)
+    registry = scope.platform.model_registry()
     name = config.model_name
     if ctx.params.get("version"):
         version = registry.get(name, str(ctx.params["version"]))
@@ -213,14 +218,10 @@ def _resolve(ctx: StepContext) -> Outcome:
         return Outcome.failed(f"model {name}: version {version.version} is already the champion")
     package = registry.download(name, version.version, p.home / "models" / "packages")
     digest = _package_digest(package)
-    compute = _compute(ctx.run.environment)
-    status = compute.status(SERVICE)
-    live = [n for n, w in status.weights.items() if w > 0]
-    if len(live) != 1:
-        return Outcome.failed(
-            f"traffic of {SERVICE} is split {dict(status.weights)}: finish or roll back that deploy first"
-        )
-    stable = next(r for r in status.revisions if r.name == live[0])
+    compute = scope.compute()
+    stable = stable_revision(compute, SERVICE)
+    if stable is None:
+        return split_traffic(compute, SERVICE)
     artifact = p.home / "artifacts" / f"{stable.digest}.tar"
     if not artifact.is_file():
         return Outcome.failed(f"the code of {stable.name} ({artifact}) is not in the artifact store")
@@ -240,43 +241,39 @@ def _resolve(ctx: StepContext) -> Outcome:
         "stable_replicas": stable.replicas,
         "candidate": _candidate_name(version.version, digest, set_env),
         "set_env": set_env,
-        "baseline_cursor": stats_cursor(compute, SERVICE),
+        "baseline_cursor": scope.metrics().cursor(SERVICE),
     }
     return Outcome.done(output, detail={k: output[k] for k in ("version", "champion", "stable", "candidate")})
 
 
-def _gate(ctx: StepContext) -> Outcome:
+def _gate(scope: RunScope, ctx: StepContext) -> Outcome:
     r = ctx.outputs["resolve"]
-    p = _platform(ctx)
     config = _model_config(ctx.params)
     gate_config = GateConfig.from_mapping(config.gate, f"{config.source}: gate")
-    report = gate_version(_registry(p), r["model"], gate_config, r["version"])
-    detail = {"gate": report.as_dict()}
-    numbers = {row.metric: float(row.candidate) for row in report.rows if row.candidate is not None}
-    if report.passed:
-        return Outcome.done({"verdict": "PASS"}, verdict=Verdict.PASS, numbers=numbers, detail=detail)
+    result = gate_version(scope.platform.model_registry(), r["model"], gate_config, r["version"])
+    detail = {"gate": result.as_dict()}
     rule = f"{ctx.run.environment}.gates"
-    why = "; ".join(report.reasons)
-    if rule in ctx.run.overrides:
+    why = "; ".join(result.reasons)
+    if not result.passed and rule in ctx.run.overrides:
         ctx.progress(f"gate FAIL overridden ({rule}: {ctx.run.overrides[rule]}): {why}")
         return Outcome.done(
             {"verdict": "FAIL", "overridden": rule},
-            verdict=Verdict.FAIL,
-            numbers=numbers,
+            verdict=result.verdict,
+            numbers=result.numbers(),
             detail={**detail, "overridden": rule, "override_reason": ctx.run.overrides[rule]},
         )
-    return Outcome.failed(
-        f"version {r['version']} failed the offline gate: {why}",
-        verdict=Verdict.FAIL,
-        numbers=numbers,
+    return gate_outcome(
+        result,
+        output={"verdict": "PASS"},
         detail=detail,
+        failure=f"version {r['version']} failed the offline gate: {why}",
     )
 
 
-def _deploy(ctx: StepContext) -> Outcome:
+def _deploy(scope: RunScope, ctx: StepContext) -> Outcome:
     r = ctx.outputs["resolve"]
-    p = _platform(ctx)
-    compute = _compute(ctx.run.environment)
+    p = scope.settings
+    compute = scope.compute()
     revision = Revision(
         r["candidate"],
         Artifact(Path(r["stable_artifact"]), str(r["stable_digest"])),
@@ -284,14 +281,10 @@ def _deploy(ctx: StepContext) -> Outcome:
         {**r["set_env"], PACKAGE_ENV: r["package"]},
         int(r["stable_replicas"]),
     )
-
-    def deploy(_key: str) -> dict[str, Any]:
-        status = compute.deploy(SERVICE, revision, timeout_s=p.services[SERVICE].ready_timeout_s)
-        return {"health": status.health.value, "reason": status.reason}
-
-    deployed = ctx.effect("deploy", deploy)
-    if deployed["health"] != RevisionHealth.HEALTHY.value:
-        return Outcome.failed(f"candidate {revision.name} is {deployed['health']}: {deployed['reason']}")
+    timeout_s = p.services[SERVICE].ready_timeout_s
+    failed = deploy_ready(ctx, compute, SERVICE, revision, timeout_s, effect="deploy")
+    if failed is not None:
+        return failed
     served = _pinned_version(compute, revision.name)
     expected = r["package_version"]
     if expected and served != expected:
@@ -299,21 +292,21 @@ def _deploy(ctx: StepContext) -> Outcome:
     return Outcome.done({"candidate": revision.name}, detail={"candidate": revision.name, "serves": served})
 
 
-def _shadow(ctx: StepContext) -> Outcome:
+def _shadow(scope: RunScope, ctx: StepContext) -> Outcome:
     r = ctx.outputs["resolve"]
     settings = ShadowSettings.from_params(ctx.params)
-    compute = _compute(ctx.run.environment)
+    compute, metrics = scope.compute(), scope.metrics()
     candidate = r["candidate"]
 
     def start(_key: str) -> dict[str, Any]:
         compute.set_shadow(SERVICE, candidate, settings.shadow_share)
-        return {"at": time.time(), "before": _shadow_counters(compute, candidate)}
+        return {"at": time.time(), "before": _shadow_counters(metrics, candidate)}
 
     started = ctx.effect("start-shadow", start)
     deadline = time.monotonic() + SLICE_S
     reading = ShadowReading()
     while True:
-        reading = ShadowReading.since(started["before"], _shadow_counters(compute, candidate))
+        reading = ShadowReading.since(started["before"], _shadow_counters(metrics, candidate))
         decision = shadow_decision(
             reading,
             settings,
@@ -322,7 +315,7 @@ def _shadow(ctx: StepContext) -> Outcome:
             candidate_accuracy=r.get("candidate_accuracy"),
         )
         if decision is not None:
-            return _end_shadow(ctx, compute, reading, decision)
+            return _end_shadow(scope, ctx, reading, decision)
         if time.monotonic() >= deadline:
             break
         ctx.sleep(TICK_S)
@@ -334,11 +327,12 @@ def _shadow(ctx: StepContext) -> Outcome:
 
 
 def _end_shadow(
-    ctx: StepContext, compute: Compute, reading: ShadowReading, decision: ShadowDecision
+    scope: RunScope, ctx: StepContext, reading: ShadowReading, decision: ShadowDecision
 ) -> Outcome:
+    compute = scope.compute()
     ctx.effect("clear-shadow", lambda _k: _clear_shadow(compute))
     r = ctx.outputs["resolve"]
-    p = _platform(ctx)
+    p = scope.settings
     review = p.home / "models" / "shadow" / f"{ctx.run.id}.jsonl"
     review.parent.mkdir(parents=True, exist_ok=True)
     with review.open("w", encoding="utf-8") as fh:  # rewritten whole: a resumed step writes the same file
@@ -364,23 +358,20 @@ def _end_shadow(
     )
 
 
-def _phase_step(phase: Phase, plan: RolloutPlan) -> Any:
-    def run(ctx: StepContext) -> Outcome:
-        return run_phase(ctx, phase, plan, _canary(ctx))
-
-    return run
+def _run_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
+    return run_phase(ctx, phase, plan, _canary(scope, ctx), scope.phases)
 
 
-def _promote(ctx: StepContext) -> Outcome:
+def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
     r = ctx.outputs["resolve"]
-    p = _platform(ctx)
     settings = _settings(ctx.params)
     plan = _plan(settings)
     last = ctx.outputs[plan.phases[-1].name]
-    waiting, waited = retire_after_drain(ctx, _canary(ctx), last, settings.drain_idle_s, settings.drain_max_s)
+    canary = _canary(scope, ctx)
+    waiting, waited = retire_after_drain(ctx, canary, last, settings.drain_idle_s, settings.drain_max_s)
     if waiting is not None:
         return waiting
-    registry = _registry(p)
+    registry = scope.platform.model_registry()
 
     def move(key: str) -> dict[str, Any]:
         champion = registry.alias(r["model"], "champion")
@@ -410,12 +401,12 @@ def _promote(ctx: StepContext) -> Outcome:
     return Outcome.done(record, verdict=Verdict.PASS, detail={"promotion": record})
 
 
-def _rollback(ctx: StepContext) -> Outcome:
+def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
     """Shadow cleared, all traffic to the stable revision, the candidate retired; aliases untouched."""
     r = ctx.outputs.get("resolve")
     if not r:
         return Outcome.done(detail={"nothing": "nothing was deployed"})
-    compute = _compute(ctx.run.environment)
+    compute = scope.compute()
     shadow = compute.status(SERVICE).shadow
     if shadow is not None and shadow.revision == r["candidate"]:
         ctx.effect("clear-shadow", lambda _k: _clear_shadow(compute))
@@ -577,10 +568,8 @@ def _p99_between(before: dict[str, Any], now: dict[str, Any]) -> float | None:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _shadow_counters(compute: Compute, candidate: str) -> dict[str, Any]:
-    data: dict[str, Any] = dict(compute.stats(SERVICE).get("shadow", {}).get(candidate) or {})
-    data["now"] = time.time()
-    return data
+def _shadow_counters(metrics: Metrics, candidate: str) -> dict[str, Any]:
+    return {**metrics.shadow(SERVICE, candidate).as_dict(), "now": time.time()}
 
 
 def _clear_shadow(compute: Compute) -> dict[str, Any]:
@@ -611,11 +600,12 @@ def _package_digest(package: Path) -> str:
     return h.hexdigest()
 
 
-def _canary(ctx: StepContext) -> Canary:
+def _canary(scope: RunScope, ctx: StepContext) -> Canary:
     r = ctx.outputs["resolve"]
     settings = _settings(ctx.params)
     return Canary(
-        _compute(ctx.run.environment),
+        scope.compute(),
+        scope.metrics(),
         SERVICE,
         r["stable"],
         r["candidate"],
@@ -642,13 +632,7 @@ def _file_table(environment: str, name: str) -> dict[str, Any]:
 
 
 def _plan(settings: DeploySettings) -> RolloutPlan:
-    return plan_for(
-        Strategy.CANARY,
-        steps=settings.steps,
-        min_requests=settings.min_requests,
-        max_step_s=settings.max_step_s,
-        on_inconclusive=settings.on_inconclusive,
-    )
+    return settings.plan(Strategy.CANARY, only_allowed=False)
 
 
 def _model_config(params: dict[str, Any]) -> TrainingConfig:
@@ -656,18 +640,6 @@ def _model_config(params: dict[str, Any]) -> TrainingConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such model config")
     return TrainingConfig.load(path, find_root())
-
-
-def _platform(ctx: StepContext) -> PlatformSettings:
-    return load_settings(ctx.run.environment)
-
-
-def _registry(p: PlatformSettings) -> MlflowModelRegistry:
-    return MlflowModelRegistry.from_home(p.home)
-
-
-def _compute(environment: str) -> Compute:
-    return compute_of(environment)
 
 
 def _pct(value: float | None) -> str:

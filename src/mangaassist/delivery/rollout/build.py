@@ -29,7 +29,7 @@ from typing import Any
 
 from mangaassist.core.artifact import Artifact, sha256_file
 from mangaassist.core.errors import ConfigError, MangaAssistError
-from mangaassist.platform.local.artifacts import pack_source
+from mangaassist.platform.artifacts import pack_source
 
 _SKIP = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist"}
 

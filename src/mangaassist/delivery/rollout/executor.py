@@ -1,9 +1,9 @@
 """The rollout executor: read what both revisions served, consult the judge, act on the decision.
 
-Called by the CD-01 pipeline's phase steps. ``TrafficWindow`` turns the router's raw observations
-since a cursor (``Compute.stats(service, cursor)``) into one ``ArmSample`` per revision, leaving
-out pinned requests (smoke and load tests) and shadow copies. ``Consultation`` is the judgement,
-the decision (``strategies.decide``) and the numbers the audit records. ``shift`` and
+Called by the rollout phases (``rollout.phases``). ``TrafficWindow`` turns the request outcomes
+since a cursor (``Metrics.outcomes(service, cursor)``, provider-neutral) into one ``ArmSample`` per
+revision, leaving out pinned requests (smoke and load tests) and shadow copies. ``Consultation`` is
+the judgement, the decision (``strategies.decide``) and the numbers the audit records. ``shift`` and
 ``restore`` are the only functions here that change the world; the pipeline calls them inside
 ``ctx.effect`` so that a resumed run never applies them twice.
 """
@@ -14,12 +14,46 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis import ArmSample, Judgement, JudgeSettings, Observation, SequentialJudge
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, decide
 from mangaassist.platform.compute import Compute, RevisionHealth
+from mangaassist.platform.metrics import Metrics, OutcomeKind, RequestOutcome
+
+
+class JudgedWindow(Protocol):
+    """What a phase has read since its shift: one sample per arm (``executor.TrafficWindow`` for
+    services, CD-06's bucket window for config versions)."""
+
+    @property
+    def candidate_sample(self) -> ArmSample: ...
+
+    @property
+    def stable_sample(self) -> ArmSample:
+        """The stable side (with a baseline copy: the stable release as a whole)."""
+        ...
+
+    @property
+    def baseline_sample(self) -> ArmSample:
+        """The baseline copy alone (empty without one)."""
+        ...
+
+    @property
+    def baseline(self) -> str | None: ...
+
+    @property
+    def first_candidate_error_at(self) -> float | None: ...
+
+    @property
+    def cursor(self) -> Any:
+        """Where the next read starts (JSON: it goes into the phase's output)."""
+        ...
+
+    def read(self) -> int:
+        """Read what was served since the last read; return how many observations were new."""
+        ...
 
 
 @dataclass
@@ -44,20 +78,17 @@ class TrafficWindow:
     baseline: str | None = None
     baseline_sample: ArmSample = field(default_factory=ArmSample)
 
-    def read(self, compute: Compute) -> int:
+    def read(self, metrics: Metrics) -> int:
         """Add the observations newer than the cursor; return how many were read."""
-        data = compute.stats(self.service, self.cursor)
-        observations: list[dict[str, Any]] = data.get("observations", [])
-        oldest = data.get("oldest_kept")
-        if oldest is not None and self.cursor and oldest > self.cursor + 1:
-            self.lost += int(oldest) - self.cursor - 1
-        for obs in observations:
-            self._add(obs)
-        self.cursor = int(data.get("cursor", self.cursor))
-        return len(observations)
+        batch = metrics.outcomes(self.service, self.cursor)
+        self.lost += batch.lost
+        for outcome in batch.outcomes:
+            self.add(outcome)
+        self.cursor = batch.cursor
+        return len(batch.outcomes)
 
-    def _add(self, obs: dict[str, Any]) -> None:
-        revision = obs.get("revision")
+    def add(self, outcome: RequestOutcome) -> None:
+        revision = outcome.revision
         if revision == self.candidate:
             samples = [self.candidate_sample]
         elif revision == self.stable:
@@ -66,20 +97,18 @@ class TrafficWindow:
             samples = [self.stable_sample, self.baseline_sample]
         else:
             return
-        if obs.get("kind") == "feedback":
+        if outcome.kind is OutcomeKind.FEEDBACK:
             for sample in samples:
-                sample.add_feedback(str(obs.get("rating") or ""))
+                sample.add_feedback(outcome.rating or "")
             return
-        if obs.get("pinned"):
+        if outcome.pinned:
             return
-        status = 0 if obs.get("error") else int(obs.get("status") or 0)
-        observation = Observation(
-            status, float(obs.get("latency_ms") or 0.0), bool(obs.get("fallback")), bool(obs.get("guardrail"))
-        )
+        status = 0 if outcome.error else outcome.status
+        observation = Observation(status, outcome.latency_ms, outcome.fallback, outcome.guardrail)
         for sample in samples:
             sample.add(observation)
         if observation.failed and revision == self.candidate and self.first_candidate_error_at is None:
-            self.first_candidate_error_at = float(obs.get("time") or time.time())
+            self.first_candidate_error_at = outcome.time or time.time()
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,8 @@ class Consultation:
             "stable_p50_ms": _finite(b.quantile_ms(0.5)),
             "candidate_p99_ms": _finite(c.quantile_ms(0.99)),
             "stable_p99_ms": _finite(b.quantile_ms(0.99)),
+            "candidate_fallbacks": float(c.fallbacks),
+            "stable_fallbacks": float(b.fallbacks),
             "elapsed_s": round(self.elapsed_s, 3),
         }
         for metric in self.judgement.metrics:
@@ -146,7 +177,7 @@ def judge_settings(alpha: float, min_requests: int) -> JudgeSettings:
 def consult(
     judge: SequentialJudge,
     phase: Phase,
-    window: TrafficWindow,
+    window: JudgedWindow,
     elapsed_s: float,
     pre_switch: ArmSample | None = None,
 ) -> Consultation:
@@ -163,7 +194,13 @@ def consult(
 
 
 def shift(
-    compute: Compute, service: str, candidate: str, stable: str, weight: float, baseline: str | None = None
+    compute: Compute,
+    metrics: Metrics,
+    service: str,
+    candidate: str,
+    stable: str,
+    weight: float,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Give the candidate ``weight``% of new conversations (one atomic table swap) and return the
     stats cursor right after it, which is where the phase's window begins.
@@ -179,7 +216,7 @@ def shift(
     else:
         weights = {candidate: weight, stable: 100.0 - weight}
     applied = compute.set_weights(service, weights)
-    cursor = int(compute.stats(service, 1 << 62).get("cursor", 0))
+    cursor = metrics.cursor(service)
     return {"weights": dict(applied), "cursor": cursor, "at": time.time()}
 
 

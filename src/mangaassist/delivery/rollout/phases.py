@@ -18,22 +18,29 @@ starts) and calls:
   candidate retired.
 
 Every change goes through ``ctx.effect`` so a resumed run never applies one twice; a phase resumed
-after a kill keeps judging from the cursor its shift recorded.
+after a kill keeps judging from the cursor its shift recorded. What a phase has read so far lives in
+the run's ``PhaseMemory`` (made by the pipeline's ``build``, gone with the process), never in a
+module global: a resumed run, in a new process, re-reads from the recorded cursor.
+
+Traffic is read only through the provider-neutral ``Metrics`` protocol; weights change only
+through ``Compute``. Both come from ``platform.factory``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from mangaassist.core.errors import NotFoundError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis import ArmSample, SequentialJudge
+from mangaassist.delivery.analysis import ArmSample, JudgeSettings, SequentialJudge
 from mangaassist.delivery.engine.model import WaitFor
-from mangaassist.delivery.engine.runs import Outcome, StepContext, approval_step
+from mangaassist.delivery.engine.runs import Outcome, Step, StepContext, approval_step
 from mangaassist.delivery.rollout.executor import (
     Consultation,
+    JudgedWindow,
     TrafficWindow,
     candidate_health,
     consult,
@@ -42,8 +49,8 @@ from mangaassist.delivery.rollout.executor import (
     shift,
 )
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy
-from mangaassist.platform.compute import Compute, RevisionHealth
-from mangaassist.platform.factory import compute_for
+from mangaassist.platform.compute import Compute, Revision, RevisionHealth, RevisionStatus
+from mangaassist.platform.metrics import Metrics, OutcomeKind
 
 SLICE_S = 10.0
 """How long a phase step judges before handing back to the engine (which then checks aborts and
@@ -51,11 +58,61 @@ polls it again); the judge itself is consulted every ``TICK_S``."""
 TICK_S = 0.2
 
 
+class TrafficSplit(Protocol):
+    """What a judged rollout moves and reads: the candidate's share (of new conversations of a
+    service, of session buckets of a config profile) and what each side served since a cursor.
+
+    ``run_phase`` drives any of them the same way; the cursors are JSON so a phase resumed in
+    another process judges from where its shift left off."""
+
+    @property
+    def stable(self) -> str:
+        """The side that has all the traffic before and after a rollback (for messages)."""
+        ...
+
+    @property
+    def judge(self) -> JudgeSettings:
+        """The sequential judge's settings for this rollout."""
+        ...
+
+    @property
+    def first_cursor(self) -> Any:
+        """Where the first phase's pre-switch baseline starts (before the rollout began)."""
+        ...
+
+    @property
+    def not_judged(self) -> str | None:
+        """Why the phases only shift and do not judge, or None."""
+        ...
+
+    def shift(self, weight: float) -> dict[str, Any]:
+        """Give the candidate ``weight``%; return JSON with the ``cursor`` right after it and ``at``."""
+        ...
+
+    def restore(self) -> dict[str, Any]:
+        """Everything back to the stable side at once; JSON with ``at`` and ``took_ms``."""
+        ...
+
+    def window(self, cursor: Any, concurrent: bool) -> JudgedWindow:
+        """A window that reads from ``cursor`` (``concurrent``: with the baseline arm, if any)."""
+        ...
+
+    def pre_switch(self, start: Any, end: Any) -> ArmSample:
+        """What the stable side served between two cursors (a PRE_SWITCH phase's baseline)."""
+        ...
+
+    def candidate_problem(self) -> str | None:
+        """Why the candidate cannot take traffic now (gone, unhealthy), or None."""
+        ...
+
+
 @dataclass(frozen=True)
 class Canary:
-    """What a pipeline rolls out: the two revisions of one service and how they are judged."""
+    """What a pipeline rolls out: the two revisions of one service and how they are judged (the
+    ``TrafficSplit`` of a service: weights through ``Compute``, outcomes through ``Metrics``)."""
 
     compute: Compute
+    metrics: Metrics
     service: str
     stable: str
     candidate: str
@@ -76,74 +133,114 @@ class Canary:
     as a whole (stable and baseline revisions): they do not depend on the share, and the larger
     sample makes each candidate error weigh more. None: everything against the stable revision."""
 
+    @property
+    def judge(self) -> JudgeSettings:
+        return judge_settings(self.alpha, self.judge_min_requests)
 
-_WINDOWS: dict[tuple[str, str], TrafficWindow] = {}
-"""Windows read so far by this process, per (run, step); a resumed run re-reads from the cursor."""
-_BASELINES: dict[tuple[str, str], ArmSample] = {}
+    @property
+    def first_cursor(self) -> int:
+        return self.baseline_cursor
+
+    def shift(self, weight: float) -> dict[str, Any]:
+        return shift(
+            self.compute, self.metrics, self.service, self.candidate, self.stable, weight, self.baseline
+        )
+
+    def restore(self) -> dict[str, Any]:
+        return restore(self.compute, self.service, self.stable)
+
+    def window(self, cursor: Any, concurrent: bool) -> _MetricsWindow:
+        arm = self.baseline if concurrent else None
+        return _MetricsWindow(self.service, self.candidate, self.stable, int(cursor), self.metrics, arm)
+
+    def pre_switch(self, start: Any, end: Any) -> ArmSample:
+        # what the comparison arm served before the switch: the baseline copy when there is one
+        # (the stable revision carried no new conversations while it ran beside it)
+        before = self.baseline or self.stable
+        return stable_between(self.metrics, self.service, self.candidate, before, int(start), int(end))
+
+    def candidate_problem(self) -> str | None:
+        health, why = candidate_health(self.compute, self.service, self.candidate)
+        if health in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
+            return None
+        return f"candidate {self.candidate} is {health.value if health else 'gone'} ({why})"
 
 
-def run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan, canary: Canary) -> Outcome:
+class _MetricsWindow(TrafficWindow):
+    """A ``TrafficWindow`` that knows its ``Metrics`` (the ``JudgedWindow`` of a service)."""
+
+    def __init__(
+        self, service: str, candidate: str, stable: str, cursor: int, metrics: Metrics, baseline: str | None
+    ) -> None:
+        super().__init__(service, candidate, stable, cursor, baseline=baseline)
+        self._metrics = metrics
+
+    def read(self, metrics: Metrics | None = None) -> int:
+        return super().read(metrics or self._metrics)
+
+
+@dataclass
+class PhaseMemory:
+    """What the phases of one run have read so far, per step: the judged window and the
+    pre-switch sample. Owned by the pipeline object of the run (``build``); a run resumed in
+    another process starts with an empty one and re-reads from the cursor its shift recorded."""
+
+    windows: dict[str, JudgedWindow] = field(default_factory=dict)
+    pre_switch: dict[str, ArmSample] = field(default_factory=dict)
+
+
+def run_phase(
+    ctx: StepContext, phase: Phase, plan: RolloutPlan, split: TrafficSplit, memory: PhaseMemory
+) -> Outcome:
     """Shift to ``phase.weight`` and judge until PASS (done), FAIL (restored, failed) or not yet (wait)."""
-    compute, service, stable, candidate = canary.compute, canary.service, canary.stable, canary.candidate
     limit = float(ctx.run.policy.get("max_canary_weight_before_approval", 100))
     if plan.strategy is Strategy.CANARY and phase.weight > limit and phase.weight < 100:
         gate = approval_step(phase.name).run(ctx)
         if gate.kind.value != "done":
             return gate
-    shifted = ctx.effect(
-        "shift", lambda _k: shift(compute, service, candidate, stable, phase.weight, canary.baseline)
-    )
-    if canary.not_judged:
+    shifted = ctx.effect("shift", lambda _k: split.shift(phase.weight))
+    if split.not_judged:
         return Outcome.done(
             {"start_cursor": shifted["cursor"], "cursor": shifted["cursor"], "at": time.time()},
-            detail={"not_judged": canary.not_judged},
+            detail={"not_judged": split.not_judged},
         )
-    key = (ctx.run.id, ctx.step)
-    window = _WINDOWS.get(key)
+    window = memory.windows.get(ctx.step)
     if window is None:
         concurrent = phase.baseline is Baseline.CONCURRENT and phase.weight < 100
-        arm = canary.baseline if concurrent else None
-        cursor = int(shifted["cursor"])
-        window = _WINDOWS[key] = TrafficWindow(service, candidate, stable, cursor, baseline=arm)
+        window = memory.windows[ctx.step] = split.window(shifted["cursor"], concurrent)
     pre_switch = None
     if phase.baseline is Baseline.PRE_SWITCH:
-        pre_switch = _BASELINES.get(key)
+        pre_switch = memory.pre_switch.get(ctx.step)
         if pre_switch is None:
-            start = _previous_cursor(ctx, phase, plan, canary.baseline_cursor)
-            # what the comparison arm served before the switch: the baseline copy when there is
-            # one (the stable revision carried no new conversations while it ran beside it)
-            before = canary.baseline or stable
-            pre_switch = _BASELINES[key] = stable_between(
-                compute, service, candidate, before, start, int(shifted["cursor"])
-            )
-    judge = SequentialJudge(judge_settings(canary.alpha, canary.judge_min_requests))
+            start = _previous_cursor(ctx, phase, plan, split.first_cursor)
+            pre_switch = memory.pre_switch[ctx.step] = split.pre_switch(start, shifted["cursor"])
+    judge = SequentialJudge(split.judge)
     deadline = time.monotonic() + SLICE_S
     next_health = 0.0
     consultation: Consultation | None = None
     while True:
         now = time.monotonic()
         if now >= next_health:
-            health, why = candidate_health(compute, service, candidate)
+            problem = split.candidate_problem()
             next_health = now + 1.0
-            if health not in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
-                restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
+            if problem is not None:
+                restored = ctx.effect("restore", lambda _k: split.restore())
                 return Outcome.failed(
-                    f"candidate {candidate} is {health.value if health else 'gone'} ({why}); "
-                    f"all traffic back on {stable}",
+                    f"{problem}; all traffic back on {split.stable}",
                     verdict=Verdict.FAIL,
                     numbers={"restore_ms": round(float(restored.get("took_ms", 0.0)), 3)},
                 )
-        window.read(compute)
+        window.read()
         elapsed = time.time() - float(shifted["at"])
         consultation = consult(judge, phase, window, elapsed, pre_switch)
         if consultation.action is Action.ROLLBACK:
-            return _roll_back_now(ctx, consultation, window, compute, service, stable)
+            return _roll_back_now(ctx, consultation, window, split)
         if consultation.action is Action.PROCEED:
             return _passed(consultation, shifted, window)
         if consultation.action is Action.ASK_APPROVAL:
             status = ctx.approval()
             if status.rejected_by is not None:
-                ctx.effect("restore", lambda _k: restore(compute, service, stable))
+                ctx.effect("restore", lambda _k: split.restore())
                 return Outcome.failed(
                     f"rejected by {status.rejected_by.actor} after an inconclusive {phase.name}",
                     verdict=Verdict.INCONCLUSIVE,
@@ -171,7 +268,7 @@ def run_phase(ctx: StepContext, phase: Phase, plan: RolloutPlan, canary: Canary)
 
 
 def _passed(
-    c: Consultation, shifted: dict[str, Any], window: TrafficWindow, verdict: str | None = None
+    c: Consultation, shifted: dict[str, Any], window: JudgedWindow, verdict: str | None = None
 ) -> Outcome:
     numbers = c.numbers()
     return Outcome.done(
@@ -188,11 +285,9 @@ def _passed(
     )
 
 
-def _roll_back_now(
-    ctx: StepContext, c: Consultation, window: TrafficWindow, compute: Compute, service: str, stable: str
-) -> Outcome:
-    """FAIL (or inconclusive past the limit): every new conversation to the stable revision now."""
-    restored = ctx.effect("restore", lambda _k: restore(compute, service, stable))
+def _roll_back_now(ctx: StepContext, c: Consultation, window: JudgedWindow, split: TrafficSplit) -> Outcome:
+    """FAIL (or inconclusive past the limit): everything back on the stable side now."""
+    restored = ctx.effect("restore", lambda _k: split.restore())
     numbers = {**c.numbers(), "restore_ms": round(float(restored.get("took_ms", 0.0)), 3)}
     if window.first_candidate_error_at is not None:
         numbers["first_error_to_restore_s"] = round(
@@ -201,7 +296,7 @@ def _roll_back_now(
     failing = ", ".join(f"{m.metric} (e={m.statistic:.3g} >= {m.threshold:.3g})" for m in c.judgement.failing)
     why = f"judge: FAIL on {failing}" if failing else f"{c.phase} inconclusive after {c.elapsed_s:.0f}s"
     return Outcome.failed(
-        f"{why}; all traffic back on {stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
+        f"{why}; all traffic back on {split.stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
     )
 
 
@@ -210,11 +305,11 @@ def retire_after_drain(
 ) -> tuple[Outcome | None, float]:
     """After the last phase (its output ``last``): wait (the Outcome) until the stable revision has
     drained, then retire it (an effect); returns (None, seconds it took to drain) once retired."""
-    compute, service, stable = canary.compute, canary.service, canary.stable
+    compute, metrics, service, stable = canary.compute, canary.metrics, canary.service, canary.stable
     since = float(last.get("at") or time.time())
-    idle, waited = idle_for(compute, service, stable, int(last.get("cursor") or 0))
+    idle, waited = idle_for(metrics, service, stable, int(last.get("cursor") or 0))
     if canary.baseline:  # its conversations drain like the stable revision's
-        idle = min(idle, idle_for(compute, service, canary.baseline, int(last.get("cursor") or 0))[0])
+        idle = min(idle, idle_for(metrics, service, canary.baseline, int(last.get("cursor") or 0))[0])
     # nothing seen after the cursor does not mean idle: the revision may have served a conversation
     # just before it, so it has been idle at most since the last phase ended (retiring it earlier
     # moved live conversations to the new revision: a conversation answered by two revisions)
@@ -247,37 +342,40 @@ def restore_and_retire(
     )
 
 
-def _previous_cursor(ctx: StepContext, phase: Phase, plan: RolloutPlan, first: int) -> int:
-    """Where the pre-switch baseline starts: the previous phase's shift, or ``first``."""
+def _previous_cursor(ctx: StepContext, phase: Phase, plan: RolloutPlan, first: Any) -> Any:
+    """Where the pre-switch baseline starts: the shift of the last earlier phase in which the stable
+    side still took new traffic (below 100%), or ``first``. A bake after the 100% phase is thus
+    compared with what the stable side served in the last shared phase."""
     names = [p.name for p in plan.phases]
     index = names.index(phase.name)
-    if index > 0:
-        previous = ctx.outputs.get(names[index - 1], {})
-        if previous.get("start_cursor") is not None:
-            return int(previous["start_cursor"])
+    for earlier in reversed(plan.phases[:index]):
+        if earlier.weight < 100:
+            previous = ctx.outputs.get(earlier.name, {})
+            if previous.get("start_cursor") is not None:
+                return previous["start_cursor"]
+            break
     return first
 
 
 def stable_between(
-    compute: Compute, service: str, candidate: str, stable: str, start: int, end: int
+    metrics: Metrics, service: str, candidate: str, stable: str, start: int, end: int
 ) -> ArmSample:
+    """What ``stable`` served between two cursors (the pre-switch baseline of a phase)."""
     window = TrafficWindow(service, candidate, stable, start)
-    data = compute.stats(service, start)
-    for obs in data.get("observations", []):
-        if int(obs.get("seq", 0)) <= end:
-            window._add(obs)
+    for outcome in metrics.outcomes(service, start).outcomes:
+        if outcome.seq <= end:
+            window.add(outcome)
     return window.stable_sample
 
 
-def idle_for(compute: Compute, service: str, revision: str, cursor: int) -> tuple[float, float]:
+def idle_for(metrics: Metrics, service: str, revision: str, cursor: int) -> tuple[float, float]:
     """Seconds since ``revision`` last served an unpinned request after ``cursor``, and since the cursor."""
-    data = compute.stats(service, cursor)
     last = None
     first = None
-    for obs in data.get("observations", []):
-        first = first if first is not None else float(obs["time"])
-        if obs.get("revision") == revision and obs.get("kind") == "request" and not obs.get("pinned"):
-            last = float(obs["time"])
+    for outcome in metrics.outcomes(service, cursor).outcomes:
+        first = first if first is not None else outcome.time
+        if outcome.revision == revision and outcome.kind is OutcomeKind.REQUEST and not outcome.pinned:
+            last = outcome.time
     now = time.time()
     if last is None:
         return float("inf"), now - (first or now)
@@ -292,17 +390,43 @@ def retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:
     return {"revision": revision, "health": status.health.value}
 
 
-COMPUTES: dict[str, Compute] = {}
-"""The platform client of each environment, made once per process (``compute_of``)."""
+def stable_revision(compute: Compute, service: str) -> RevisionStatus | None:
+    """The revision that takes every new conversation of ``service``, or None while traffic is split."""
+    status = compute.status(service)
+    live = [name for name, weight in status.weights.items() if weight > 0]
+    if len(live) != 1:
+        return None
+    return next(r for r in status.revisions if r.name == live[0])
 
 
-def compute_of(environment: str) -> Compute:
-    compute = COMPUTES.get(environment)
-    if compute is None:
-        compute = COMPUTES[environment] = compute_for(environment)
-    return compute
+def split_traffic(compute: Compute, service: str, hint: str = "") -> Outcome:
+    """The failure of a deploy that finds the traffic of ``service`` split (another deploy's)."""
+    weights = dict(compute.status(service).weights)
+    return Outcome.failed(
+        f"traffic of {service} is split {weights}: finish or roll back that deploy first{hint}"
+    )
 
 
-def stats_cursor(compute: Compute, service: str) -> int:
-    """The router's newest observation number (a window that starts now starts after it)."""
-    return int(compute.stats(service, 1 << 62).get("cursor", 0))
+def deploy_ready(
+    ctx: StepContext, compute: Compute, service: str, revision: Revision, timeout_s: float, *, effect: str
+) -> Outcome | None:
+    """Deploy ``revision`` at 0% (an effect named ``effect``) and wait until it is ready; the failed
+    outcome when it is not healthy, else None. Revisions are named after what they run, so a
+    repeated deploy is the same revision."""
+
+    def deploy(_key: str) -> dict[str, Any]:
+        status = compute.deploy(service, revision, timeout_s=timeout_s)
+        return {"health": status.health.value, "reason": status.reason}
+
+    deployed = ctx.effect(effect, deploy)
+    if deployed["health"] != RevisionHealth.HEALTHY.value:
+        what = "baseline" if effect.endswith("baseline") else "candidate"
+        return Outcome.failed(f"{what} {revision.name} is {deployed['health']}: {deployed['reason']}")
+    return None
+
+
+def phase_steps(
+    plan: RolloutPlan, run_for: Callable[[Phase], Callable[[StepContext], Outcome]]
+) -> list[Step]:
+    """One engine step per phase of ``plan``; ``run_for(phase)`` is the step's function."""
+    return [Step(p.name, run_for(p), f"{p.weight:g}% to the candidate, judged") for p in plan.phases]

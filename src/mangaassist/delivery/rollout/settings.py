@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.delivery.rollout.strategies import OnInconclusive, Strategy
-from mangaassist.platform.local.settings import find_config
+from mangaassist.delivery.rollout.strategies import OnInconclusive, RolloutPlan, Strategy, plan_for
+from mangaassist.platform.settings import find_config
 
 DEFAULT_TEST_COMMAND = "{python} -m pytest tests/unit -q -x -p no:cacheprovider"
 
@@ -74,6 +74,32 @@ class DeploySettings:
     drain_idle_s: float = 2.0
     drain_max_s: float = 60.0
     alpha: float = 0.01
+
+    def plan(self, strategy: str | Strategy | None = None, *, only_allowed: bool = True) -> RolloutPlan:
+        """The phases of ``strategy`` (default this environment's) with these settings.
+
+        ``only_allowed``: refuse a strategy the environment does not allow (``strategies``); the
+        model pipeline, which always runs a canary, does not ask."""
+        try:
+            chosen = Strategy(strategy or self.strategy.value)
+        except ValueError:
+            raise ConfigError(
+                f"strategy {strategy!r}: expected one of {', '.join(s.value for s in Strategy)}"
+            ) from None
+        if only_allowed and chosen not in self.strategies:
+            raise ConfigError(
+                f"strategy {chosen.value} is not allowed in {self.environment} "
+                f"(allowed: {', '.join(s.value for s in self.strategies)}; "
+                f"see [environments.{self.environment}.deploy] strategies)"
+            )
+        return plan_for(
+            chosen,
+            steps=self.steps,
+            min_requests=self.min_requests,
+            max_step_s=self.max_step_s,
+            on_inconclusive=self.on_inconclusive,
+            rollback_window_s=self.rollback_window_s,
+        )
 
     def test_argv(self, python: str) -> list[str]:
         return shlex.split(self.test_command.replace("{python}", python))
@@ -108,7 +134,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if name == "strategies":
             return tuple(Strategy(v) for v in value)
         if name == "on_inconclusive":
-            return OnInconclusive(value)
+            chosen = OnInconclusive(value)
+            if chosen is OnInconclusive.PROCEED:  # a bake's rule, never a deploy's
+                raise ValueError("rollback or approval")
+            return chosen
         if name == "steps":
             steps = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
             if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):

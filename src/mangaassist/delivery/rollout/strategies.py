@@ -49,6 +49,8 @@ class OnInconclusive(StrEnum):
     APPROVAL = "approval"
     """Hold the current weights and wait for a person (``mangaassist approve RUN``); a rejection rolls
     back. A healthy candidate on little traffic is then never rolled back by the clock."""
+    PROCEED = "proceed"
+    """Go on: the phase is a watch for alarms (a bake), which only a FAIL ends early."""
 
 
 class Action(StrEnum):
@@ -146,5 +148,7 @@ def decide(phase: Phase, verdict: Verdict, candidate_n: int, elapsed_s: float) -
     if elapsed_s >= phase.max_duration_s:
         if phase.on_inconclusive is OnInconclusive.ROLLBACK:
             return Action.ROLLBACK
+        if phase.on_inconclusive is OnInconclusive.PROCEED:
+            return Action.PROCEED
         return Action.ASK_APPROVAL
     return Action.EXTEND

@@ -24,6 +24,7 @@ import httpx
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.compute import (
     PIN_HEADER,
+    NotRunning,
     Revision,
     RevisionHealth,
     RevisionStatus,
@@ -31,11 +32,7 @@ from mangaassist.platform.compute import (
     Shadow,
 )
 from mangaassist.platform.local.controlplane import PID_FILE, RUNTIME_FILE, WORKERS_FILE
-from mangaassist.platform.local.settings import PlatformSettings
-
-
-class NotRunning(MangaAssistError):
-    """No control plane runs for this state directory (``mangaassist up`` starts one)."""
+from mangaassist.platform.settings import PlatformSettings
 
 
 def _alive(pid: int) -> bool:

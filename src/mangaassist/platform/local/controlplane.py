@@ -16,6 +16,11 @@ Control API (JSON): ``GET /v1/status``; ``POST /v1/services/{s}/deploy``;
 ``PUT /v1/services/{s}/weights``; ``PUT|DELETE /v1/services/{s}/shadow``;
 ``POST /v1/services/{s}/revisions/{r}/retire``; ``GET /v1/services/{s}/stats?cursor=N``;
 ``POST /v1/shutdown``.
+
+A deploy of a name that is live returns that revision only when it is the same revision (same
+artifact digest, app and ``env``); otherwise it is refused (409) naming what differs (variable
+names, not values). Workers inherit only an allow-list of this process's environment (see
+``supervisor``).
 """
 
 from __future__ import annotations
@@ -40,12 +45,12 @@ from starlette.types import Receive, Scope, Send
 
 from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
-from mangaassist.platform.local.artifacts import pack_source, unpack
 from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
-from mangaassist.platform.local.settings import PlatformSettings, ServiceSettings, load_settings
 from mangaassist.platform.local.supervisor import RevisionSupervisor
 from mangaassist.platform.local.upstream import UpstreamPool
+from mangaassist.platform.settings import PlatformSettings, ServiceSettings, load_settings
 
 log = logging.getLogger("mangaassist.platform")
 
@@ -94,6 +99,34 @@ def _server(app: Any, sock: socket.socket) -> tuple[_EmbeddedServer, asyncio.Tas
     )
     server = _EmbeddedServer(config)
     return server, asyncio.create_task(server.serve(sockets=[sock]))
+
+
+def revision_difference(live: Revision, wanted: Revision) -> str | None:
+    """How ``wanted`` differs from the live revision of the same name (None: it is that revision).
+
+    A deploy of a live name is "already there" only for the same artifact, app and environment;
+    anything else is another revision under a taken name. Variables are named, never their values
+    (they may be credentials).
+    """
+    if live.artifact.digest != wanted.artifact.digest:
+        return f"another artifact ({live.artifact.digest[:12]}, not {wanted.artifact.digest[:12]})"
+    if live.app != wanted.app:
+        return f"another app ({live.app}, not {wanted.app})"
+    if dict(live.env) != dict(wanted.env):
+        added = sorted(set(wanted.env) - set(live.env))
+        removed = sorted(set(live.env) - set(wanted.env))
+        changed = sorted(k for k in set(live.env) & set(wanted.env) if live.env[k] != wanted.env[k])
+        parts = [
+            f"{', '.join(names)} {label}"
+            for names, label in (
+                (changed, "differ" if len(changed) > 1 else "differs"),
+                (added, "not set on the live revision"),
+                (removed, "set only on the live revision"),
+            )
+            if names
+        ]
+        return f"with another environment ({'; '.join(parts)}); deploy this one under another name"
+    return None
 
 
 @dataclass
@@ -192,17 +225,23 @@ class ServiceRuntime:
     async def deploy(self, revision: Revision, timeout_s: float) -> dict[str, Any]:
         existing = self.revisions.get(revision.name)
         if existing is not None and not existing.supervisor.retired:
-            if existing.revision.artifact.digest != revision.artifact.digest:
-                raise Conflict(f"revision {revision.name} of {self.name} already runs another artifact")
-            await existing.supervisor.wait_settled(timeout_s)
+            difference = revision_difference(existing.revision, revision)
+            if difference is not None:
+                raise Conflict(f"revision {revision.name} of {self.name} already runs {difference}")
+            await existing.supervisor.wait_settled(timeout_s)  # the same revision: deploy is idempotent
             return self.revision_status(revision.name)
         home = self.plane.settings.home
         workdir = await asyncio.to_thread(unpack, revision.artifact, home / "artifacts" / "unpacked")
         env = {
+            # the control plane's own values of the variables the service asks for by name
+            # (generator credentials): passed at start, never written into a revision record
+            **{name: os.environ[name] for name in self.settings.pass_env if name in os.environ},
             **self.settings.env,
             **{var: self.plane.services[target].url for var, target in self.settings.links.items()},
             "MANGAASSIST_ROOT": str(self.plane.settings.root),
             "MANGAASSIST_HOME": str(home),
+            "MANGAASSIST_ENV": self.plane.settings.environment,
+            "MANGAASSIST_PROVIDER": self.plane.settings.provider,
             **revision.env,
             "MANGAASSIST_REVISION": revision.name,
         }
@@ -216,6 +255,7 @@ class ServiceRuntime:
             on_change=self.publish,
             on_pids=self.plane.write_pids,
             ready_timeout_s=min(timeout_s, self.settings.ready_timeout_s),
+            revision=revision.name,
         )
         self.revisions[revision.name] = RevisionRuntime(revision, sup)
         if not self.weights:

@@ -14,6 +14,11 @@ tracking server), so the history travels with the registry; a side table would n
 shared server. Two processes moving aliases of the same model at the same instant could pick the
 same number (the later write wins); the delivery engine's lock per target prevents that.
 
+Training runs (``run``, ``log_model``, ``log_dict``, ``log_artifact``, ``set_tags``) go through
+the registry's own ``MlflowClient`` only, never MLflow's fluent API: ``mlflow.set_tracking_uri``
+and ``mlflow.start_run`` change process-wide state (``MLFLOW_TRACKING_URI`` in ``os.environ``, the
+active run), which every other registry, test or thread in the process would see.
+
 MLflow is made quiet and offline before it is imported: no usage telemetry
 (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``), no progress bars, its INFO logs (database
 migrations) hidden.
@@ -28,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,28 +107,71 @@ class MlflowModelRegistry:
 
     @contextlib.contextmanager
     def run(self, name: str, run_name: str | None = None) -> Iterator[str]:
-        """An active MLflow run (the fluent API's) in model ``name``'s experiment; yields its id.
+        """A new run in model ``name``'s experiment, created and ended through this registry's
+        client; yields its id. Ended ``FINISHED``, or ``FAILED`` when the block raises.
 
-        ``mlflow.log_*`` calls inside go to this registry's store. Register the trained package
-        with ``register(..., run_id=...)`` so the version and the run are one record.
+        Log to it with ``log_model``, ``log_dict``, ``log_artifact`` and ``set_tags``, and register
+        the trained package with ``register(..., run_id=...)`` so the version and the run are one
+        record. Nothing here touches MLflow's process-wide state (the fluent API's active run and
+        tracking URI, ``MLFLOW_TRACKING_URI``): registries of different stores can run side by side.
         """
-        import mlflow
+        from mlflow.tracking.context.registry import resolve_tags
 
         experiment = self.experiment_id(name)
-        previous = mlflow.get_tracking_uri()
-        # set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment, where it would
-        # outlive the run and send every later ``from_home`` to MLflow's default ./mlflow.db
-        env_before = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(self.tracking_uri)
+        # resolve_tags: the user, source and git commit tags a fluent start_run would have added
+        created = self.client.create_run(experiment, tags=resolve_tags(), run_name=run_name)
+        run_id = str(created.info.run_id)
+        status = "FAILED"
         try:
-            with mlflow.start_run(experiment_id=experiment, run_name=run_name) as active:
-                yield str(active.info.run_id)
+            yield run_id
+            status = "FINISHED"
         finally:
-            mlflow.set_tracking_uri(previous)
-            if env_before is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = env_before
+            self.client.set_terminated(run_id, status)
+
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        *,
+        signature: Any,
+        pip_requirements: Sequence[str],
+        artifact_path: str = "classifier",
+    ) -> None:
+        """The scikit-learn ``model`` as an MLflow model (``mlflow.sklearn`` flavour, skops
+        serialisation) with its ``signature`` (``mlflow.models.infer_signature``) and exactly
+        ``pip_requirements``, in the run's artifacts under ``artifact_path``
+        (``runs:/<run_id>/<artifact_path>``).
+
+        Saved locally with ``mlflow.sklearn.save_model`` (which needs no active run) and uploaded
+        with this registry's client; the serialisation format is given, since MLflow's default
+        would look at the process-wide tracking URI.
+        """
+        import mlflow.sklearn
+
+        with tempfile.TemporaryDirectory(prefix="mangaassist-mlflow-model-") as scratch:
+            local = Path(scratch) / "model"
+            mlflow.sklearn.save_model(
+                model,
+                str(local),
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                signature=signature,
+                pip_requirements=list(pip_requirements),
+            )
+            self.client.log_artifacts(run_id, str(local), artifact_path)
+
+    def log_dict(self, run_id: str, data: Mapping[str, Any], path: str) -> None:
+        """``data`` as the run's artifact ``path`` (JSON, or YAML for ``.yaml``/``.yml``)."""
+        self.client.log_dict(run_id, dict(data), path)
+
+    def log_artifact(self, run_id: str, local_path: Path | str, artifact_path: str | None = None) -> None:
+        """The file (or directory) ``local_path`` into the run's artifacts, under ``artifact_path``."""
+        self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tags on the run (values as strings), in one call."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
 
     # -- the ModelRegistry protocol ------------------------------------------------------------
 

@@ -1,13 +1,47 @@
 """Worker processes of one revision: start, wait for ``/readyz``, restart on crash, give up.
 
 The control plane creates one ``RevisionSupervisor`` per deployed revision. Each worker is
-``python -m uvicorn <app> --factory`` on a free loopback port, run from the revision's unpacked
-artifact (``PYTHONPATH``), in the control plane's process group so ``down`` can stop them all.
-A worker that exits unexpectedly is restarted after a backoff (0.25 s, doubling, at most 5 s);
-after ``max_crashes`` crashes in a row without a stable run it is FAILED and the revision is
-UNHEALTHY. A worker that never becomes ready (timeout, or ``/readyz`` reporting a reason other
-than loading) is FAILED with that reason. Every state change calls ``on_change`` so the control
+uvicorn serving ``<app>`` (a factory) on a loopback socket of its own (below), run from the
+revision's unpacked artifact (``PYTHONPATH``), in the control plane's process group so ``down``
+can stop them all. A worker that exits unexpectedly is restarted after a backoff (0.25 s,
+doubling, at most 5 s); after ``max_crashes`` crashes in a row without a stable run it is FAILED
+and the revision is UNHEALTHY. A worker that never becomes ready (timeout, ``/readyz`` reporting
+a reason other than loading, or answering as another revision or process) is FAILED with that
+reason. Every state change calls ``on_change`` so the control
 plane can publish a new routing table (a worker that is not READY gets no traffic).
+
+Ports: the supervisor binds each worker's listening socket itself (``127.0.0.1``, a port the
+kernel picks), passes it to the child (``pass_fds``) and closes its own copy once the child runs;
+a restart gets a new socket. No other process can take the port between choosing it and serving
+on it, so the port the router knows is served by the process started for it. (The child is a
+small launcher, ``python -c``, that serves the descriptor with ``uvicorn.Server``: uvicorn's own
+``--fd`` labels the socket ``AF_UNIX``, which uvloop then serves as a pipe and asyncio without
+``TCP_NODELAY``.)
+
+Readiness: ``/readyz`` must answer 200 *stamped* by the revision expected: header
+``X-MangaAssist-Revision`` equal to the revision name (``MANGAASSIST_REVISION``, which the
+control plane sets) and, when the worker sends ``X-MangaAssist-Pid`` (the chatbot, the model
+server and ``testing_app`` do), the pid of the process started. An answer from anything else is
+never "ready": the worker is FAILED with a reason naming what answered and what was expected.
+
+Environment: workers do not inherit the control plane's environment wholesale. They get the
+variables the revision declares (service ``env``, ``links``, the revision's ``env``,
+``MANGAASSIST_ROOT``/``HOME``/``REVISION``), ``PYTHONPATH`` (the artifact first, then the
+inherited one), and from the control plane's environment only this allow-list
+(``worker_environ``):
+
+* ``PATH``, ``HOME``, ``LANG``, ``LANGUAGE``, ``LC_*``, ``TZ``, ``TMPDIR``/``TEMP``/``TMP``,
+  ``LD_LIBRARY_PATH``;
+* interpreter settings ``PYTHONUNBUFFERED``, ``PYTHONDONTWRITEBYTECODE``, ``PYTHONFAULTHANDLER``,
+  ``PYTHONUTF8``, ``PYTHONIOENCODING``;
+* offline model loading and threads: ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``,
+  ``TOKENIZERS_PARALLELISM``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``;
+* the ``MANGAASSIST_*`` variables workers read (``WORKER_MANGAASSIST_VARS``: the chatbot's and
+  the model server's settings, the config client, the knowledge refresh, the embedder's threads,
+  the workload's provider and environment).
+
+Anything else (credentials, ``MLFLOW_TRACKING_URI``, ``MANGAASSIST_STATE_URL``, proxies, a
+generator's API key) reaches a worker only when the service or revision sets it explicitly.
 """
 
 from __future__ import annotations
@@ -20,6 +54,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,11 +65,129 @@ BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 5.0
 STABLE_AFTER_S = 30.0  # a worker ready this long before it crashes starts a new crash streak
 
+REVISION_HEADER = "x-mangaassist-revision"  # stamped on every response by a worker
+PID_HEADER = "x-mangaassist-pid"  # stamped on /readyz answers by workers of this version on
+NO_ANSWER = "no answer on /readyz yet"
+
+WORKER_ENV_NAMES: frozenset[str] = frozenset(
+    {
+        "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH",
+        "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONFAULTHANDLER", "PYTHONUTF8",
+        "PYTHONIOENCODING",
+        "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
+    }
+)  # fmt: skip
+WORKER_ENV_PREFIXES: tuple[str, ...] = ("LC_", "OMP_", "MKL_", "OPENBLAS_")
+WORKER_MANGAASSIST_VARS: frozenset[str] = frozenset(
+    {
+        "MANGAASSIST_ROOT", "MANGAASSIST_HOME", "MANGAASSIST_REVISION", "MANGAASSIST_CONFIG",
+        "MANGAASSIST_EMBEDDER", "MANGAASSIST_FAULT", "MANGAASSIST_TABLES",
+        "MANGAASSIST_INTENT_URL", "MANGAASSIST_INTENT_TIMEOUT_MS", "MANGAASSIST_MODEL_PACKAGE",
+        "MANGAASSIST_CONFIG_URL", "MANGAASSIST_CONFIG_DIR", "MANGAASSIST_CONFIG_POLL",
+        "MANGAASSIST_KB_REFRESH_SECONDS", "MANGAASSIST_TORCH_THREADS",
+        "MANGAASSIST_PROVIDER", "MANGAASSIST_ENV",  # platform.factory.workload_platform
+    }
+)  # fmt: skip
+
+
+def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``environ`` (the control plane's) a worker inherits: the allow-list of the
+    module docstring. ``PYTHONPATH`` is not among them: the supervisor builds it (artifact first)."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key in WORKER_ENV_NAMES or key in WORKER_MANGAASSIST_VARS or key.startswith(WORKER_ENV_PREFIXES)
+    }
+
 
 def free_port() -> int:
+    """A port free at the time of the call; another process may take it before it is used.
+
+    For tools that start something that must bind by port (benchmarks); workers do not use it.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listening_socket() -> socket.socket:
+    """A listening socket on ``127.0.0.1`` and a port the kernel picks, held until closed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own sockets
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+# The worker process: serve the inherited listening socket (argv[1], its descriptor) with the
+# uvicorn factory argv[2]. ``socket.socket(fileno=...)`` reads the family (AF_INET) from the
+# descriptor. Inline so it works with any revision's artifact (it needs only uvicorn).
+WORKER_LAUNCHER = """\
+import socket, sys
+import uvicorn
+sock = socket.socket(fileno=int(sys.argv[1]))
+config = uvicorn.Config(
+    sys.argv[2], factory=True, log_level="warning", access_log=False, timeout_keep_alive=75
+)
+server = uvicorn.Server(config)
+server.run(sockets=[sock])
+sys.exit(0 if server.started else 3)
+"""
+
+
+@dataclass(frozen=True)
+class ReadyCheck:
+    """One look at a worker's ``/readyz``."""
+
+    ready: bool
+    reason: str | None = None
+    final: bool = False
+    """It will never be ready (a reason other than loading, or another process answered)."""
+
+
+async def check_ready(
+    client: httpx.AsyncClient, url: str, revision: str, pid: int | None = None
+) -> ReadyCheck:
+    """Ask ``url`` (a worker's ``/readyz``) whether revision ``revision`` (process ``pid``) is ready.
+
+    Ready only on a 200 stamped ``X-MangaAssist-Revision: <revision>`` and, if the answer carries
+    ``X-MangaAssist-Pid``, that pid equal to ``pid``. An answer stamped by another revision or
+    process, or a 200 without a stamp, is final: whoever answers there is not the worker started.
+    """
+    try:
+        r = await client.get(url)
+    except httpx.HTTPError:
+        return ReadyCheck(False, NO_ANSWER)
+    stamp = r.headers.get(REVISION_HEADER)
+    answered_pid = r.headers.get(PID_HEADER)
+    wrong_revision = stamp is not None and stamp != revision
+    wrong_pid = pid is not None and answered_pid is not None and answered_pid != str(pid)
+    if wrong_revision or wrong_pid:
+        got = f"revision {stamp!r}" + (f" (pid {answered_pid})" if answered_pid else "")
+        want = f"revision {revision!r}" + (f" (pid {pid})" if pid is not None else "")
+        return ReadyCheck(
+            False, f"{url} was answered ({r.status_code}) by {got}, expected {want}", final=True
+        )
+    if r.status_code == 200:
+        if stamp is None:
+            return ReadyCheck(
+                False,
+                f"{url} answered 200 without X-MangaAssist-Revision; expected revision {revision!r}",
+                final=True,
+            )
+        return ReadyCheck(True)
+    reason = f"/readyz answered {r.status_code}"
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("reason"):
+        reason = str(body["reason"])
+    return ReadyCheck(False, reason, final=not reason.startswith("loading"))
 
 
 class Worker:
@@ -68,41 +221,41 @@ class Worker:
         self.sup.on_change()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
-        self.port = free_port()
+        """Start the worker on a new listening socket of ours (see the module docstring)."""
         sup = self.sup
         log = sup.log_dir / f"{sup.name}-w{self.index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start on port {self.port}\n".encode())
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "uvicorn", sup.app, "--factory",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "warning", "--no-access-log", "--timeout-keep-alive", "75",
-                stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                env=sup.env, cwd=str(sup.workdir),
-            )  # fmt: skip
+        sock = listening_socket()
+        try:
+            self.port = int(sock.getsockname()[1])
+            fd = sock.fileno()
+            with log.open("ab") as out:
+                out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} start on port {self.port}\n".encode())
+                return await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", WORKER_LAUNCHER, str(fd), sup.app,
+                    stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                    env=sup.env, cwd=str(sup.workdir), pass_fds=(fd,),
+                )  # fmt: skip
+        finally:
+            sock.close()  # the child has its own copy (or never started): the port is its alone
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> str | None:
-        """None once ``/readyz`` answers 200; else why it never will (the process stays as is)."""
+        """None once ``/readyz`` answers 200 stamped by this revision and process (``check_ready``);
+        else why it never will (the process stays as is)."""
         deadline = time.monotonic() + self.sup.ready_timeout_s
-        last = "no answer on /readyz yet"
+        last = NO_ANSWER
         url = f"http://127.0.0.1:{self.port}/readyz"
         async with httpx.AsyncClient(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if proc.returncode is not None or self.stopping:
                     return "exited"
-                try:
-                    r = await client.get(url)
-                    if r.status_code == 200:
-                        return None
-                    try:
-                        last = str(r.json().get("reason") or f"/readyz answered {r.status_code}")
-                    except ValueError:
-                        last = f"/readyz answered {r.status_code}"
-                    if not last.startswith("loading"):
-                        return f"not ready: {last}"
-                except httpx.HTTPError:
-                    pass
+                check = await check_ready(client, url, self.sup.revision, proc.pid)
+                if check.ready:
+                    return None
+                if check.reason is not None and check.reason != NO_ANSWER:
+                    last = check.reason  # a timeout does not hide what the worker said before
+                if check.final:
+                    return "exited" if proc.returncode is not None else f"not ready: {last}"
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), 0.1)
         return f"not ready after {self.sup.ready_timeout_s:g}s: {last}"
@@ -187,12 +340,15 @@ class RevisionSupervisor:
         on_pids: Callable[[], None],
         ready_timeout_s: float = 180.0,
         max_crashes: int = 5,
+        revision: str | None = None,
     ) -> None:
         self.name = name
         self.app = app
         self.workdir = workdir
         pythonpath = [str(workdir), *filter(None, [os.environ.get("PYTHONPATH")])]
-        self.env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        self.env = {**worker_environ(os.environ), **env, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        # the name the workers stamp on their answers (what readiness checks)
+        self.revision = revision or self.env.get("MANGAASSIST_REVISION") or "dev"
         self.log_dir = log_dir
         self.on_change = on_change
         self.on_pids = on_pids

@@ -3,7 +3,8 @@
 ``create_app`` is a uvicorn factory (raw ASGI, starts in a fraction of a second) that behaves like
 a revision of the chatbot where the platform can see it: it answers ``/healthz``, ``/readyz``,
 ``POST /v1/chat`` (JSON with ``intent``, echoing its revision and session) and
-``POST /v1/feedback``; it stamps ``X-MangaAssist-Revision`` and, when asked, the quality headers.
+``POST /v1/feedback``; it stamps ``X-MangaAssist-Revision`` (and ``X-MangaAssist-Pid`` on
+``/readyz``, like the chatbot) and, when asked, the quality headers.
 Behaviour comes from environment variables (one value per revision):
 
 =============================  ===============================================================
@@ -14,6 +15,9 @@ Behaviour comes from environment variables (one value per revision):
 ``TESTAPP_FAIL_EVERY``         every Nth ``/v1/chat`` answers 500 (a partial error rate, 1/N)
 ``TESTAPP_INTENT``             the ``intent`` it reports (default ``product_search``)
 ``TESTAPP_CRASH_ON_START``     exit at once with status 3 (a revision that cannot run)
+``TESTAPP_STAMP_REVISION``     the revision it stamps and reports instead of
+                               ``MANGAASSIST_REVISION`` (a process answering as another
+                               revision: the supervisor never counts it ready)
 =============================  ===============================================================
 
 Other endpoints: ``GET /echo`` (tiny, for benchmarks), ``GET /stream?n=N&ms=M`` (chunked, N chunks
@@ -34,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 
 def create_app() -> Any:
-    revision = os.environ.get("MANGAASSIST_REVISION", "dev")
+    revision = os.environ.get("TESTAPP_STAMP_REVISION") or os.environ.get("MANGAASSIST_REVISION", "dev")
     if os.environ.get("TESTAPP_CRASH_ON_START"):
         os._exit(3)
     ready_at = time.monotonic() + float(os.environ.get("TESTAPP_READY_AFTER_S", "0"))
@@ -45,6 +49,7 @@ def create_app() -> Any:
     fail_every = int(os.environ.get("TESTAPP_FAIL_EVERY", "0"))
     chats = [0]
     rev_header = (b"x-mangaassist-revision", revision.encode())
+    pid_header = ((b"x-mangaassist-pid", str(os.getpid()).encode()),)
 
     async def reply(
         send: Send,
@@ -80,11 +85,11 @@ def create_app() -> Any:
             await reply(send, 200, {"status": "ok", "revision": revision})
         elif path == "/readyz":
             if never:
-                await reply(send, 503, {"error": "not ready", "reason": never})
+                await reply(send, 503, {"error": "not ready", "reason": never}, pid_header)
             elif time.monotonic() < ready_at:
-                await reply(send, 503, {"error": "not ready", "reason": "loading test app"})
+                await reply(send, 503, {"error": "not ready", "reason": "loading test app"}, pid_header)
             else:
-                await reply(send, 200, {"ready": True, "revision": revision})
+                await reply(send, 200, {"ready": True, "revision": revision}, pid_header)
         elif path == "/v1/chat":
             if delay:
                 await asyncio.sleep(delay)

@@ -1,19 +1,24 @@
 """The release segment of ``make demo``: a good release promoted by canary, a bad one rolled back.
 
-``run_release_demo(console)`` starts the local platform (or uses the one running), sends realistic
-chat traffic through the router, deploys a changed copy of the source tree by canary (wheel built
-and stored by digest, test gate, smoke, latency gate, 10/50/100 with the judge's PASS), then the same
-code with ``MANGAASSIST_FAULT=error_rate=0.2``, which the judge FAILs at 10%: all traffic back on
-the stable revision at once, the candidate retired. It prints the judge's numbers and stops the
-platform if it started it. About two minutes once the model cache is warm.
+``run_release_demo(console, platform)`` runs on ``platform`` (without one: starts the local
+platform, or uses the one running), sends realistic chat traffic through the router, deploys a
+changed copy of the source tree by canary (wheel built and stored by digest, test gate, smoke,
+latency gate, 10/50/100 with the judge's PASS), then the same code with
+``MANGAASSIST_FAULT=error_rate=0.2``, which the judge FAILs at 10%: all traffic back on the stable
+revision at once, the candidate retired. It prints the judge's numbers and stops the platform if it
+started it. About two minutes once the model cache is warm.
 
-``local_platform(console)`` is that start and stop as a context manager: ``mangaassist demo`` holds
-it around this segment and the model segment (``demo_model``), so both run on one platform.
+``local_platform(console)`` is that start and stop as a context manager (``Platform.up`` and
+``down`` of ``platform.factory``): ``mangaassist demo`` holds it around this segment and the model
+segment (``demo.model``), so both run on one platform. The platform runs without the environment's
+config server, as the demo always ran it: the chatbot's revisions read ``config/`` (the config
+segment has a config server of its own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -24,11 +29,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mangaassist.cli.deploy_cmds import _run
 from mangaassist.delivery.engine.model import RunState, StepRecord
 from mangaassist.delivery.rollout.load import BackgroundLoad
-from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
-from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+from mangaassist.demo.engine import DEMO_ENVIRONMENT, run_pipeline
+from mangaassist.platform.factory import Platform, platform_for, settings_for
 
 DEMO_SETTINGS: dict[str, Any] = {
     "test_command": "{python} -m pytest tests/unit/rollout -q -p no:cacheprovider",
@@ -72,32 +76,37 @@ def _judge_table(title: str, steps: dict[str, StepRecord]) -> Table:
 
 
 @contextlib.contextmanager
-def local_platform(console: Console) -> Iterator[PlatformSettings]:
+def local_platform(console: Console) -> Iterator[Platform]:
     """The local ``dev`` platform for the block: started if it is not running, then stopped."""
-    config = find_config()
-    settings = load_settings("dev", config)
-    started_here = read_pid(settings.run_dir) is None
+    settings = dataclasses.replace(settings_for(DEMO_ENVIRONMENT), config_server=False)
+    platform = platform_for(settings)
+    started_here = not platform.running()
     if started_here:
         console.print(
             "Starting the local platform (the chatbot and the intent model, each r1 behind its router) ..."
         )
-    start_control_plane(settings, config, extra_env={"MANGAASSIST_HOME": str(settings.home)})
     try:
-        yield settings
+        platform.up()
+        yield platform
     finally:
         if started_here:
-            down = stop_control_plane(settings)
+            down = platform.down().report
             console.print(f"platform stopped ({len(down.pids)} processes, {len(down.left)} left)")
+        platform.close()
 
 
-def run_release_demo(console: Console) -> int:
+def run_release_demo(console: Console, platform: Platform | None = None) -> int:
+    """The CD-01 segment on ``platform`` (default: the local platform, started for it if needed)."""
     console.rule("[bold]CD-01: releases judged by the canary")
-    with local_platform(console) as settings:
-        return _releases(console, settings)
+    if platform is not None:
+        return _releases(console, platform)
+    with local_platform(console) as started:
+        return _releases(console, started)
 
 
-def _releases(console: Console, settings: PlatformSettings) -> int:
-    compute = LocalCompute(settings.run_dir)
+def _releases(console: Console, platform: Platform) -> int:
+    settings = platform.settings
+    compute = platform.compute()
     url = compute.url("chatbot")
     scratch = Path(tempfile.mkdtemp(prefix="mangaassist-release-"))
     load = BackgroundLoad(url, rps=12, sessions=8, seed=7).start()
@@ -119,9 +128,9 @@ def _releases(console: Console, settings: PlatformSettings) -> int:
         console.print(
             f"Traffic: 12 chats/s through {url}. [bold]1. A good release[/] (a changed source tree):"
         )
-        base = {"environment": "dev", **DEMO_SETTINGS}
+        base = {"environment": DEMO_ENVIRONMENT, **DEMO_SETTINGS}
         began = time.monotonic()
-        run, steps = _run({**base, "source": str(project)}, "dev", False)
+        run, steps = run_pipeline(console, {**base, "source": str(project)}, DEMO_ENVIRONMENT)
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
             f"live: {dict(compute.status('chatbot').weights)}"
@@ -131,8 +140,10 @@ def _releases(console: Console, settings: PlatformSettings) -> int:
             code = 1
         console.print("[bold]2. A bad release[/]: the same code with MANGAASSIST_FAULT=error_rate=0.2")
         began = time.monotonic()
-        run, steps = _run(
-            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}}, "dev", False
+        run, steps = run_pipeline(
+            console,
+            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}},
+            DEMO_ENVIRONMENT,
         )
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
@@ -159,6 +170,5 @@ def _releases(console: Console, settings: PlatformSettings) -> int:
             f"({dict(report.failed_by_revision)}), "
             f"conversations on two revisions: {report.mixed_conversations}"
         )
-        compute.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return code

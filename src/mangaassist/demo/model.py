@@ -25,8 +25,9 @@ revision and model version answered each one).
 
 Settings are demo-sized (``DEMO_MODEL_SETTINGS``: 50 shadow comparisons, canary 50% then 100%, short
 steps and drain); about 60-90 s with MiniLM on a 2-core machine. Called by ``mangaassist demo``
-after ``run_release_demo``, before the platform stops; returns the number of failed checks.
-``benchmarks/model_deploy.py`` uses ``ModelUsers`` and ``demo_registry`` too.
+after ``run_release_demo``, before the platform stops; returns the number of failed checks. The
+compute and the registry come from ``platform.factory`` (``Platform.compute``, ``tracking_registry``).
+``benchmarks/model_deploy.py`` uses ``ModelUsers`` and ``Trainer`` too.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import Embedder, make_embedder
 from mangaassist.chatbot.intent_training import TrainingConfig, train_candidate
 from mangaassist.chatbot.settings import Settings, find_root
-from mangaassist.cli.demo_release import _judge_table
-from mangaassist.cli.deploy_cmds import _run
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.rollout.load import BackgroundLoad, check_loopback
-from mangaassist.platform.local.client import LocalCompute
-from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
-from mangaassist.platform.local.settings import PlatformSettings, find_config, load_settings
+from mangaassist.demo.engine import DEMO_ENVIRONMENT, run_pipeline
+from mangaassist.demo.release import _judge_table
+from mangaassist.platform.compute import Compute
+from mangaassist.platform.factory import Platform, platform_for
+from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
 
 DEMO_MODEL = "intent-demo"
 """The demo's registered model: not ``intent``, so its package downloads never stand in for a real one's."""
@@ -150,12 +151,13 @@ class ModelUsers:
 
 
 @contextlib.contextmanager
-def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, MlflowModelRegistry]]:
+def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, TrackingRegistry]]:
     """A fresh MLflow registry under ``home/demo-model`` and a model config naming ``name``.
 
     ``MLFLOW_TRACKING_URI`` points at it inside the block (the pipeline, which runs in this process,
-    opens the registry through it) and is restored after. Removed first: the demo's own earlier
-    registry and its package downloads under ``home/models/packages/<name>-v*``."""
+    opens the registry through it) and is restored after; the registry is the one the factory makes
+    for ``home`` then (``Platform.tracking_registry``). Removed first: the demo's own earlier registry
+    and its package downloads under ``home/models/packages/<name>-v*``."""
     directory = home / "demo-model"
     shutil.rmtree(directory, ignore_errors=True)
     packages = home / "models" / "packages"
@@ -173,9 +175,11 @@ def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, Ml
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    platform = platform_for(DEMO_ENVIRONMENT, home=home)
     try:
-        yield config_path, MlflowModelRegistry.from_home(home)
+        yield config_path, platform.tracking_registry()
     finally:
+        platform.close()
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -187,7 +191,7 @@ class Trainer:
     """Trains variants of the demo's model config into its registry (one embedder, loaded once)."""
 
     config_path: Path
-    registry: MlflowModelRegistry
+    registry: TrackingRegistry
     embedder: Embedder | None = None
     catalog: Catalog | None = None
 
@@ -211,6 +215,7 @@ class Trainer:
 
 
 def deploy_version(
+    console: Console,
     config_path: Path,
     version: str,
     overrides: dict[str, str] | None = None,
@@ -219,16 +224,16 @@ def deploy_version(
     """``mangaassist deploy model`` of ``version`` in ``dev`` with the demo's settings:
     (run, steps, seconds from start to the run's end)."""
     began = time.monotonic()
-    run, steps = _run(
+    run, steps = run_pipeline(
+        console,
         {
-            "environment": "dev",
+            "environment": DEMO_ENVIRONMENT,
             "model_config": str(config_path),
             "version": version,
             **DEMO_MODEL_SETTINGS,
             **params,
         },
-        "dev",
-        False,
+        DEMO_ENVIRONMENT,
         cd03.NAME,
         overrides,
     )
@@ -238,12 +243,18 @@ def deploy_version(
 # -- the segment -----------------------------------------------------------------------------------
 
 
-def run_model_demo(console: Console, settings: PlatformSettings | None = None) -> int:
+def run_model_demo(console: Console, platform: Platform | None = None) -> int:
     """The CD-03 segment on the running local platform; returns the number of failed checks."""
-    settings = settings or load_settings("dev", find_config())
+    with contextlib.ExitStack() as stack:
+        if platform is None:
+            platform = stack.enter_context(platform_for(DEMO_ENVIRONMENT))
+        return _model_segment(console, platform)
+
+
+def _model_segment(console: Console, platform: Platform) -> int:
     console.rule("[bold]CD-03: the intent model, retrained, shadowed, canaried, promoted")
     started = time.monotonic()
-    compute = LocalCompute(settings.run_dir)
+    compute = platform.compute()
     failures = 0
 
     def check(ok: bool, what: str) -> None:
@@ -256,11 +267,11 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
     users = ModelUsers(compute.url(cd03.SERVICE), rps=10).start()
     try:
         with (
-            demo_registry(settings.home) as (config_path, registry),
+            demo_registry(platform.home) as (config_path, registry),
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-train") as pool,
         ):
             console.print(
-                f"A fresh MLflow registry at {registry.tracking_uri.removeprefix('sqlite:///')}; "
+                f"A fresh MLflow registry at {os.environ['MLFLOW_TRACKING_URI'].removeprefix('sqlite:///')}; "
                 f"users: 6 chats/s through {compute.url('chatbot')} (the chatbot asks the model's "
                 f"router) and 10 intent requests/s on {compute.url(cd03.SERVICE)}.",
                 highlight=False,
@@ -277,7 +288,7 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
                 f"trained v1 in {took:.0f}s; deploying it (r1 serves the built-in model) while v2 (all "
                 "the data) and v3 (shuffled labels) train in the background ..."
             )
-            run, steps, took = deploy_version(config_path, v1)
+            run, steps, took = deploy_version(console, config_path, v1)
             check(run.effective_state is RunState.SUCCEEDED, f"v1 deploy: {run.reason}")
             check(_champion(registry) == v1, "the champion is v1")
             console.print(
@@ -291,7 +302,7 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
             v2, took = more_data.result()
             console.print(f"v2 trained in {took:.0f}s")
             mark = users.mark()
-            run, steps, took = deploy_version(config_path, v2)
+            run, steps, took = deploy_version(console, config_path, v2)
             console.print(_gate_table("the gate: v2 against the champion v1", steps))
             _print_shadow(console, steps)
             console.print(_judge_table("the canary judge on v2", steps))
@@ -322,7 +333,7 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
             v3, took = shuffled.result()
             console.print(f"v3 trained in {took:.0f}s")
             revisions = {r.name for r in compute.status(cd03.SERVICE).revisions}
-            run, steps, took = deploy_version(config_path, v3)
+            run, steps, took = deploy_version(console, config_path, v3)
             console.print(_gate_table("the gate: v3 against the champion v2", steps, failing_only=True))
             console.print(
                 f"run {run.id}: [bold]{run.effective_state.value}[/] in {took:.0f}s", highlight=False
@@ -347,7 +358,6 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
     finally:
         answers = users.stop()
         report = chat.stop()
-        compute.close()
     failed_users = sum(1 for s, *_ in answers if s != 200)
     console.print(
         f"users of the model endpoint: {len(answers)} requests, {failed_users} failed; "
@@ -360,22 +370,22 @@ def run_model_demo(console: Console, settings: PlatformSettings | None = None) -
     return failures
 
 
-def _champion(registry: MlflowModelRegistry) -> str | None:
+def _champion(registry: ModelRegistry) -> str | None:
     return _alias(registry, "champion")
 
 
-def _alias(registry: MlflowModelRegistry, alias: str) -> str | None:
+def _alias(registry: ModelRegistry, alias: str) -> str | None:
     found = registry.alias(DEMO_MODEL, alias)
     return found.version if found else None
 
 
-def _by_version(registry: MlflowModelRegistry, answers: list[tuple[int, str, str]]) -> dict[str, int]:
+def _by_version(registry: ModelRegistry, answers: list[tuple[int, str, str]]) -> dict[str, int]:
     """Answers per registry version (``v1``...; the built-in model or an unknown one by its name)."""
     names = {v.tags.get("package_version"): f"v{v.version}" for v in registry.versions(DEMO_MODEL)}
     return dict(Counter(names.get(model, model or "?") for *_, model in answers))
 
 
-def _live(compute: LocalCompute) -> dict[str, float]:
+def _live(compute: Compute) -> dict[str, float]:
     return {k: v for k, v in compute.status(cd03.SERVICE).weights.items() if v > 0}
 
 

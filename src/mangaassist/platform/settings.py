@@ -26,6 +26,36 @@ from typing import Any
 from mangaassist.core.errors import ConfigError
 
 CONFIG_NAME = "mangaassist.toml"
+DATA_MARKERS = ("data/catalog.jsonl", "knowledge", "ml/intents/train.jsonl")
+"""What the project root holds: the catalog, the knowledge base's sources, the intent data."""
+
+
+def find_root(explicit: str | Path | None = None, *, needs: tuple[str, ...] = DATA_MARKERS) -> Path:
+    """The project root: ``explicit``, else ``MANGAASSIST_ROOT``, else the first of the current
+    directory and its parents (then this package's) that holds every path in ``needs``.
+
+    The one way every layer finds it (the chatbot, the pipelines, the CLI, the demo)."""
+    given = explicit or os.environ.get("MANGAASSIST_ROOT")
+    if given:
+        root = Path(given).resolve()
+        missing = [m for m in needs if not (root / m).exists()]
+        if missing:
+            where = f"MANGAASSIST_ROOT={given}" if not explicit else str(root)
+            raise ConfigError(f"{where} lacks {', '.join(missing)}")
+        return root
+    for origin in (Path.cwd(), Path(__file__).resolve()):
+        for path in (origin, *origin.parents):
+            if all((path / m).exists() for m in needs):
+                return path
+    raise ConfigError(
+        f"cannot find the MangaAssist data ({', '.join(needs)}): "
+        "run from the repository or set MANGAASSIST_ROOT"
+    )
+
+
+def state_home(root: Path, explicit: str | Path | None = None) -> Path:
+    """The state directory: ``explicit``, else ``MANGAASSIST_HOME``, else ``ROOT/.mangaassist``."""
+    return Path(explicit or os.environ.get("MANGAASSIST_HOME") or root / ".mangaassist").resolve()
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,13 @@ class ServiceSettings:
     ready_timeout_s: float = 180.0
     shadow_timeout_s: float = 10.0
     links: Mapping[str, str] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()
+    """Variables of the control plane's own environment its workers also get, by name (a
+    generator's credentials: ``OPENAI_API_KEY``, ``AWS_PROFILE``...). Workers inherit nothing
+    else but a fixed allow-list; values are read at start and never stored with a revision."""
+    compute: str | None = None
+    """Which compute runs the service where the provider has several kinds (aws: ``sagemaker``
+    for a model endpoint); None on the local provider, where every service is worker processes."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,9 @@ class PlatformSettings:
     config_server: bool = False
     """``up`` starts the environment's config server (CD-06) and gives every worker its URL
     (``MANGAASSIST_CONFIG_URL``); ``down`` stops it."""
+    aws: Mapping[str, Any] = field(default_factory=dict)
+    """The aws provider's settings (``[environments.NAME.aws]``: region, role, buckets...), read by
+    ``platform.factory``."""
 
     @property
     def run_dir(self) -> Path:
@@ -76,6 +116,20 @@ def _bool(table: Mapping[str, Any], key: str, where: str, default: bool) -> bool
     value = table.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _names(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.isidentifier() for v in value):
+        raise ConfigError(f"{where}.{key}: expected a list of variable names, got {value!r}")
+    return tuple(value)
+
+
+def _table(table: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.{key}: expected a table, got {value!r}")
     return value
 
 
@@ -125,7 +179,7 @@ def load_settings(
     services: dict[str, ServiceSettings] = {}
     for name, svc in table.get("services", {}).items():
         w = f"{where}.services.{name}"
-        if "app" not in svc:
+        if "app" not in svc and "compute" not in svc:
             raise ConfigError(f"{w}: 'app' (module:factory) is required")
         replicas = _int(svc, "replicas", w, 1)
         if replicas < 1:
@@ -133,8 +187,8 @@ def load_settings(
         source = svc.get("source")
         services[name] = ServiceSettings(
             name=name,
-            app=str(svc["app"]),
-            router_port=_int(svc, "router_port", w),
+            app=str(svc.get("app", "")),
+            router_port=_int(svc, "router_port", w, 0 if "compute" in svc else None),
             replicas=replicas,
             source=(root / source).resolve() if source else None,
             first_revision=str(svc.get("first_revision", "r1")),
@@ -142,6 +196,8 @@ def load_settings(
             ready_timeout_s=float(svc.get("ready_timeout_s", 180.0)),
             shadow_timeout_s=float(svc.get("shadow_timeout_s", 10.0)),
             links={str(k): str(v) for k, v in svc.get("links", {}).items()},
+            compute=str(svc["compute"]) if "compute" in svc else None,
+            pass_env=_names(svc, "pass_env", w),
         )
     for name, svc_settings in services.items():
         for variable, target in svc_settings.links.items():
@@ -159,4 +215,5 @@ def load_settings(
         control_port=_int(table, "control_port", where, 0),
         services=services,
         config_server=_bool(table, "config_server", where, False),
+        aws=dict(_table(table, "aws", where)),
     )

@@ -11,8 +11,9 @@ With the chatbot already running at ``url`` on the state directory ``home``:
 4. ask again: the chatbot answers 45 days and cites the new index version, without a restart;
 5. roll the alias back, so the demo leaves the state directory as it found it.
 
-Called by ``mangaassist demo`` as ``run_kb_demo(console, server.url, home)``; returns the number
-of failed checks.
+The live version is read from the environment's index (``Platform.vector_index`` of
+``platform.factory``). Called by ``mangaassist demo`` as ``run_kb_demo(console, server.url, home)``;
+returns the number of failed checks.
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from mangaassist.cli.engine_cmds import ProgressDisplay
-from mangaassist.cli.kb_cmds import _gate_table
 from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.engine.runs import Executor
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import kb
-from mangaassist.platform.vector import LIVE_ALIAS
+from mangaassist.demo.engine import DEMO_ENVIRONMENT, ProgressDisplay
+from mangaassist.demo.tables import kb_gate_table
+from mangaassist.platform.factory import platform_for
+from mangaassist.platform.settings import find_root
+from mangaassist.platform.vector import LIVE_ALIAS, VectorIndex
 
 QUESTION = "What is the return window?"
 
@@ -48,14 +51,14 @@ def _copy_sources(repo: Path, dest: Path) -> None:
 
 
 def _run(console: Console, pipeline: Any, store: StateStore) -> Any:
-    with ProgressDisplay(False) as display:
+    with ProgressDisplay(console) as display:
         executor = Executor(store, reporter=display)
         run = executor.run(
             pipeline,
-            environment="dev",
+            environment=DEMO_ENVIRONMENT,
             target=kb.NAME,
             requester="demo",
-            policy=load_policy(None).for_run("dev", kb.NAME),
+            policy=load_policy(None).for_run(DEMO_ENVIRONMENT, kb.NAME),
         )
     with store.transaction() as conn:
         return run, {s.name: s for s in store.steps(conn, run.id)}
@@ -81,8 +84,13 @@ def _wait_for_index(client: httpx.Client, version: str, timeout: float = 10.0) -
 
 
 def run_kb_demo(console: Console, url: str, home: Path | None = None) -> int:
-    repo = kb.find_root()
+    repo = find_root()
     home = (home or Path(os.environ.get("MANGAASSIST_HOME") or repo / ".mangaassist")).resolve()
+    with platform_for(DEMO_ENVIRONMENT, home=home) as platform:
+        return _kb_segment(console, url, repo, home, platform.vector_index())
+
+
+def _kb_segment(console: Console, url: str, repo: Path, home: Path, index: VectorIndex) -> int:
     store = StateStore(f"sqlite:///{home / 'state.sqlite3'}")
     failures = 0
     console.rule("[bold]Knowledge base (CD-04): a policy changes, the chatbot follows")
@@ -94,7 +102,7 @@ def run_kb_demo(console: Console, url: str, home: Path | None = None) -> int:
         _copy_sources(repo, root)
         params = {"root": str(root), "home": str(home)}
         run, steps = _run(console, kb.build(params), store)
-        original = kb.open_index(home).resolve(LIVE_ALIAS)
+        original = index.resolve(LIVE_ALIAS)
         console.print(
             f"live version: {original} ({steps['plan'].detail.get('summary', '')})", highlight=False
         )
@@ -109,8 +117,8 @@ def run_kb_demo(console: Console, url: str, home: Path | None = None) -> int:
         console.print(f"edited {path.name} (a copy): return window 30 days -> 45 days")
         run, steps = _run(console, kb.build(params), store)
         console.print(f"plan: {steps['plan'].detail.get('summary', '')}", highlight=False)
-        console.print(_gate_table(steps["gate"].detail))
-        new = kb.open_index(home).resolve(LIVE_ALIAS)
+        console.print(kb_gate_table(steps["gate"].detail))
+        new = index.resolve(LIVE_ALIAS)
         console.print(
             f"run {run.id} {run.state.value}; {LIVE_ALIAS} -> {new} (was {original})", highlight=False
         )

@@ -13,7 +13,8 @@ With the chatbot already running at ``url`` and following the config server at `
 4. the chatbot answers with the promoted version, and the profile's history shows every change.
 
 Edits are made to a copy of ``config/``; the repository is never modified. Called by
-``mangaassist demo``; returns the number of failed checks.
+``mangaassist demo`` with the config server's store (``Platform.config_store`` of
+``platform.factory``; the caller owns it); returns the number of failed checks.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ import httpx
 import yaml
 from rich.console import Console
 
-from mangaassist.cli.config_cmds import _eval_table, _steps_table
-from mangaassist.cli.engine_cmds import ProgressDisplay
 from mangaassist.delivery.engine.model import RunState
 from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.engine.runs import Executor
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import config as cd06
-from mangaassist.delivery.pipelines.kb import find_root
-from mangaassist.platform.local.config_server import HttpConfigStore
+from mangaassist.demo.engine import DEMO_ENVIRONMENT, ProgressDisplay
+from mangaassist.demo.tables import eval_table, rollout_table
+from mangaassist.platform.config_store import ConfigStore
+from mangaassist.platform.settings import find_root
 
 QUESTIONS = (
     "What is the return window?",
@@ -106,15 +107,15 @@ def _variant(repo: Path, dest: Path, template: str) -> Path:
     return folder
 
 
-def _deploy(params: dict[str, Any], store: StateStore) -> tuple[Any, dict[str, Any]]:
-    with ProgressDisplay(False) as display:
+def _deploy(console: Console, params: dict[str, Any], store: StateStore) -> tuple[Any, dict[str, Any]]:
+    with ProgressDisplay(console) as display:
         executor = Executor(store, reporter=display, poll_seconds=0.2)
         run = executor.run(
             cd06.build(params),
-            environment="dev",
+            environment=DEMO_ENVIRONMENT,
             target=cd06.target(params["profile"]),
             requester="demo",
-            policy=load_policy(None).for_run("dev", cd06.NAME),
+            policy=load_policy(None).for_run(DEMO_ENVIRONMENT, cd06.NAME),
         )
     with store.transaction() as conn:
         return run, {s.name: s for s in store.steps(conn, run.id)}
@@ -142,101 +143,95 @@ def _ask(client: httpx.Client, console: Console) -> dict[str, Any]:
     return body
 
 
-def run_config_demo(console: Console, url: str, config_url: str, home: Path) -> int:
+def run_config_demo(console: Console, url: str, store: ConfigStore, config_url: str, home: Path) -> int:
+    """The CD-06 segment with the chatbot at ``url`` following the config server at ``config_url``
+    (``store`` is that server's store)."""
     repo = find_root()
     state = StateStore(f"sqlite:///{home / 'state.sqlite3'}")
-    store = HttpConfigStore(config_url)
     failures = 0
     console.rule("[bold]Configuration and prompts (CD-06): staged, judged, rolled back by itself")
     started = time.monotonic()
-    try:
-        for name in PROFILES:
-            content = yaml.safe_load((repo / "config" / f"{name}.yaml").read_text(encoding="utf-8"))
-            version = store.create_version(name, content, author="demo", message="first version").version
-            if store.rollout(name).stable != version:
-                store.promote(name, version, actor="demo", reason="first version")
-        live = store.rollout("prompts").stable or ""
-        console.print(f"config server {config_url}; live prompts version {live}", highlight=False)
-        with (
-            tempfile.TemporaryDirectory(prefix="mangaassist-config-demo-") as tmp,
-            httpx.Client(base_url=url, timeout=30.0) as client,
-        ):
-            if _wait_for(client, live) is None:
-                console.print("[red]the chatbot does not follow the config server[/]")
-                return 1
-            base = {
-                "profile": "prompts",
-                "url": config_url,
-                "home": str(home),
-                "strategy": "linear",
-                "step": 50,
-                "step_seconds": 6,
-                "step_max_seconds": 40,
-                "bake_seconds": 4,
-                "judge": {"min_requests": 20},
-            }
-            console.print(
-                "\n[bold]1. A good prompt change[/]: policy answers end by offering more help. "
-                "Validation, the evaluation gate (live against candidate), then 50% -> 100% of "
-                "sessions, judged at each step while policy questions arrive (~12/s)."
-            )
-            good = _variant(repo, Path(tmp), GOOD_TEMPLATE)
-            with Traffic(url) as traffic:
-                run, steps = _deploy({**base, "config_dir": str(good)}, state)
-            rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
-            if rows:
-                console.print(_eval_table(rows))
-            if "rollout" in steps:
-                console.print(_steps_table(steps["rollout"].detail.get("steps", [])))
-            promoted = store.rollout("prompts").stable or ""
-            ok = run.state is RunState.SUCCEEDED and promoted != live
-            failures += not ok
-            console.print(
-                f"run {run.id} [{'green' if ok else 'red'}]{run.state.value}[/]: prompts {live} -> "
-                f"{promoted}; {traffic.sent} requests during the rollout, {traffic.failed} failed",
-                highlight=False,
-            )
-            seen = _wait_for(client, promoted)
-            failures += seen is None
-            console.print(f"every worker serves {promoted} ({(seen or 0) * 1000:.0f} ms after the promotion)")
-            after = _ask(client, console)
-            failures += "Anything else I can help with?" not in after["answer"]
-
-            console.print(
-                "\n[bold]2. A bad prompt change[/]: policy answers stop naming their sources. The "
-                "evaluation gate would block it (its cites_source check); it is skipped here on "
-                "purpose (recorded on the run) to show the canary judge catching it on live traffic."
-            )
-            bad = _variant(repo, Path(tmp), BAD_TEMPLATE)
-            with Traffic(url) as traffic:
-                run, steps = _deploy({**base, "config_dir": str(bad), "evaluate": False}, state)
-            if "rollout" in steps:
-                console.print(_steps_table(steps["rollout"].detail.get("steps", [])))
-            rollout = store.rollout("prompts")
-            ok = (
-                run.state is RunState.ROLLED_BACK
-                and rollout.stable == promoted
-                and rollout.candidate is None
-            )
-            failures += not ok
-            console.print(
-                f"run {run.id} [{'green' if ok else 'red'}]{run.state.value}[/]: {run.reason}",
-                highlight=False,
-            )
-            console.print(
-                f"prompts stays {rollout.stable}, candidate at {rollout.percentage:g}%; "
-                f"{traffic.sent} requests, {traffic.failed} failed",
-                highlight=False,
-            )
-            after = _ask(client, console)
-            failures += "Sources:" not in after["answer"]
-        events = store.history("prompts")
+    for name in PROFILES:
+        content = yaml.safe_load((repo / "config" / f"{name}.yaml").read_text(encoding="utf-8"))
+        version = store.create_version(name, content, author="demo", message="first version").version
+        if store.rollout(name).stable != version:
+            store.promote(name, version, actor="demo", reason="first version")
+    live = store.rollout("prompts").stable or ""
+    console.print(f"config server {config_url}; live prompts version {live}", highlight=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="mangaassist-config-demo-") as tmp,
+        httpx.Client(base_url=url, timeout=30.0) as client,
+    ):
+        if _wait_for(client, live) is None:
+            console.print("[red]the chatbot does not follow the config server[/]")
+            return 1
+        base = {
+            "profile": "prompts",
+            "url": config_url,
+            "home": str(home),
+            "strategy": "linear",
+            "step": 50,
+            "step_seconds": 6,
+            "step_max_seconds": 40,
+            "bake_seconds": 4,
+            "judge": {"min_requests": 20},
+        }
         console.print(
-            "history of prompts: "
-            + ", ".join(f"{e['action']} {e['version'] or ''} {e['percentage'] or 0:g}%" for e in events[-6:]),
+            "\n[bold]1. A good prompt change[/]: policy answers end by offering more help. "
+            "Validation, the evaluation gate (live against candidate), then 50% -> 100% of "
+            "sessions, judged at each step while policy questions arrive (~12/s)."
+        )
+        good = _variant(repo, Path(tmp), GOOD_TEMPLATE)
+        with Traffic(url) as traffic:
+            run, steps = _deploy(console, {**base, "config_dir": str(good)}, state)
+        rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
+        if rows:
+            console.print(eval_table(rows))
+        if "rollout" in steps:
+            console.print(rollout_table(steps["rollout"].detail.get("steps", [])))
+        promoted = store.rollout("prompts").stable or ""
+        ok = run.state is RunState.SUCCEEDED and promoted != live
+        failures += not ok
+        console.print(
+            f"run {run.id} [{'green' if ok else 'red'}]{run.state.value}[/]: prompts {live} -> "
+            f"{promoted}; {traffic.sent} requests during the rollout, {traffic.failed} failed",
             highlight=False,
         )
-        console.print(f"configuration segment took {time.monotonic() - started:.0f}s", highlight=False)
-    finally:
-        store.close()
+        seen = _wait_for(client, promoted)
+        failures += seen is None
+        console.print(f"every worker serves {promoted} ({(seen or 0) * 1000:.0f} ms after the promotion)")
+        after = _ask(client, console)
+        failures += "Anything else I can help with?" not in after["answer"]
+
+        console.print(
+            "\n[bold]2. A bad prompt change[/]: policy answers stop naming their sources. The "
+            "evaluation gate would block it (its cites_source check); it is skipped here on "
+            "purpose (recorded on the run) to show the canary judge catching it on live traffic."
+        )
+        bad = _variant(repo, Path(tmp), BAD_TEMPLATE)
+        with Traffic(url) as traffic:
+            run, steps = _deploy(console, {**base, "config_dir": str(bad), "evaluate": False}, state)
+        if "rollout" in steps:
+            console.print(rollout_table(steps["rollout"].detail.get("steps", [])))
+        rollout = store.rollout("prompts")
+        ok = run.state is RunState.ROLLED_BACK and rollout.stable == promoted and rollout.candidate is None
+        failures += not ok
+        console.print(
+            f"run {run.id} [{'green' if ok else 'red'}]{run.state.value}[/]: {run.reason}",
+            highlight=False,
+        )
+        console.print(
+            f"prompts stays {rollout.stable}, candidate at {rollout.percentage:g}%; "
+            f"{traffic.sent} requests, {traffic.failed} failed",
+            highlight=False,
+        )
+        after = _ask(client, console)
+        failures += "Sources:" not in after["answer"]
+    events = store.history("prompts")
+    console.print(
+        "history of prompts: "
+        + ", ".join(f"{e['action']} {e['version'] or ''} {e['percentage'] or 0:g}%" for e in events[-6:]),
+        highlight=False,
+    )
+    console.print(f"configuration segment took {time.monotonic() - started:.0f}s", highlight=False)
     return int(failures)

@@ -1,0 +1,155 @@
+"""The factory: the one place that maps (environment, kind) to a provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mangaassist.core.errors import ConfigError
+from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
+from mangaassist.platform.aws.config_appconfig import AppConfigStore
+from mangaassist.platform.aws.model_registry_sagemaker import SageMakerModelRegistry
+from mangaassist.platform.aws.vector_opensearch import OpenSearchVectorIndex
+from mangaassist.platform.compute import NotRunning
+from mangaassist.platform.factory import Platform, platform_for, workload_platform
+from mangaassist.platform.local.metrics import RouterMetrics
+from mangaassist.platform.local.tables import SqliteTables
+from mangaassist.platform.local.vector_lancedb import LanceVectorIndex
+from mangaassist.platform.settings import load_settings
+from mangaassist.platform.tables import Condition
+
+CONFIG = """
+[environments.dev]
+provider = "local"
+home = "state"
+
+[environments.dev.services.chatbot]
+app = "mangaassist.chatbot.app:create_app"
+router_port = 0
+
+[environments.prod]
+provider = "aws"
+
+[environments.prod.aws]
+region = "eu-west-1"
+sagemaker_role_arn = "arn:aws:iam::123456789012:role/sm"
+model_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/intent:1"
+artifact_bucket = "mangaassist-prod-artifacts"
+opensearch_url = "https://search.example.invalid:443"
+appconfig_application = "mangaassist"
+
+[environments.prod.services.intent-model]
+compute = "sagemaker"
+
+[environments.staging]
+provider = "aws"
+
+[environments.staging.services.chatbot]
+compute = "ecs"
+
+[environments.odd]
+provider = "gcp"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "mangaassist.toml"
+    path.write_text(CONFIG)
+    monkeypatch.delenv("MANGAASSIST_HOME", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return path
+
+
+def test_local_stores_live_under_the_environments_home_and_are_made_once(config: Path) -> None:
+    with platform_for("dev", config=config) as platform:
+        assert platform.home == (config.parent / "state").resolve()
+        tables = platform.tables()
+        assert isinstance(tables, SqliteTables) and platform.tables() is tables
+        tables.put("orders", {"pk": "a", "sk": "1", "v": 1}, condition=Condition(exists=False))
+        assert tables.get("orders", "a", "1") == {"pk": "a", "sk": "1", "v": 1}
+        assert (platform.home / "tables.sqlite3").is_file()
+        index = platform.vector_index()
+        assert isinstance(index, LanceVectorIndex) and platform.vector_index() is index
+    # closing drops what it made: the next call makes a new client
+    assert platform.tables() is not tables
+
+
+def test_local_compute_and_metrics_need_a_running_control_plane(config: Path) -> None:
+    platform = platform_for("dev", config=config)
+    with pytest.raises(NotRunning, match="mangaassist up"):
+        platform.compute()
+    with pytest.raises(NotRunning):
+        platform.metrics()
+
+
+def test_a_home_given_by_the_caller_wins(config: Path, tmp_path: Path) -> None:
+    platform = platform_for("dev", config=config, home=tmp_path / "elsewhere")
+    assert platform.home == (tmp_path / "elsewhere").resolve()
+
+
+def test_aws_environments_get_the_aws_providers(config: Path) -> None:
+    platform = platform_for("prod", config=config)
+    assert isinstance(platform.vector_index(), OpenSearchVectorIndex)
+    store = platform.config_store()
+    assert isinstance(store, AppConfigStore) and store.environment == "prod"
+    registry = platform.model_registry()
+    assert isinstance(registry, SageMakerModelRegistry) and registry.bucket == "mangaassist-prod-artifacts"
+    compute = platform.compute()
+    assert isinstance(compute, SageMakerEndpointCompute)
+    assert compute.endpoint_name("intent-model").startswith("prod-")
+
+
+def test_a_kind_the_provider_lacks_is_an_error_naming_it_never_a_local_fallback(config: Path) -> None:
+    platform = platform_for("prod", config=config)
+    kinds = ((platform.tables, "Tables"), (platform.metrics, "Metrics"), (platform.static_site, "StaticSite"))
+    for make, kind in kinds:
+        with pytest.raises(ConfigError, match=f"environment prod \\(provider aws\\): no {kind} provider"):
+            make()
+    with pytest.raises(ConfigError, match="runs on provider 'aws'"):
+        platform.up()
+    with pytest.raises(ConfigError, match="services without one: chatbot"):
+        platform_for("staging", config=config).compute()
+
+
+def test_missing_aws_settings_are_named(config: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[environments.staging.aws\] opensearch_url is required"):
+        platform_for("staging", config=config).vector_index()
+    with pytest.raises(ConfigError, match=r"\[environments.staging.aws\] region is required"):
+        platform_for("staging", config=config).config_store()
+
+
+def test_an_unknown_provider_is_refused_when_the_platform_is_made(config: Path) -> None:
+    with pytest.raises(ConfigError, match="provider 'gcp' is unknown"):
+        platform_for("odd", config=config)
+    with pytest.raises(ConfigError, match=r"no \[environments.nope\]"):
+        platform_for("nope", config=config)
+
+
+def test_a_workload_reads_its_provider_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MANGAASSIST_PROVIDER", raising=False)
+    monkeypatch.setenv("MANGAASSIST_ENV", "dev")
+    platform = workload_platform(tmp_path / "home", tmp_path)
+    assert isinstance(platform, Platform) and platform.provider == "local"
+    assert isinstance(platform.tables(tmp_path / "t.sqlite3"), SqliteTables)
+    monkeypatch.setenv("MANGAASSIST_PROVIDER", "aws")
+    with pytest.raises(ConfigError, match="no Tables provider"):
+        workload_platform(tmp_path / "home", tmp_path).tables()
+
+
+def test_settings_read_the_aws_table_and_service_compute(config: Path) -> None:
+    prod = load_settings("prod", config)
+    assert prod.aws["region"] == "eu-west-1"
+    assert prod.services["intent-model"].compute == "sagemaker"
+    bad = config.parent / "bad.toml"
+    bad.write_text('[environments.x]\nprovider = "aws"\naws = "eu-west-1"\n')
+    with pytest.raises(ConfigError, match=r"environments\.x\.aws: expected a table"):
+        load_settings("x", bad)
+
+
+def test_router_metrics_is_the_local_metrics_provider() -> None:
+    assert RouterMetrics.per_request is True

@@ -3,7 +3,7 @@
 Deciding (``plan_release``: changed paths in, ordered pipelines out, pure) is kept apart from doing
 (``execute``: runs the planned pipelines in order through a runner the caller provides, stops at
 the first failure). A pipeline that is not built yet is listed as such and stops the release
-there: what comes after it depends on it (DESIGN.md's dependency map), so it is never skipped
+there: what comes after it depends on it (the dependency map of docs/architecture.md), so it is never skipped
 silently.
 
 Called by ``mangaassist release`` (``--plan`` prints the plan; without it, executes it).
@@ -75,7 +75,7 @@ CATALOG: tuple[PipelineSpec, ...] = (
 )
 SPECS = {spec.id: spec for spec in CATALOG}
 
-# DESIGN.md: "CD-02 → everything; CD-07 → CD-01; CD-04 → CD-01; CD-03 → CD-01; CD-08 → CD-01 and
+# docs/architecture.md: "CD-02 → everything; CD-07 → CD-01; CD-04 → CD-01; CD-03 → CD-01; CD-08 → CD-01 and
 # CD-03; CD-05 needs CD-01's endpoint; CD-01 reads CD-06's config at run time."
 # (before, after): why ``before`` must be done first.
 DEPENDENCIES: dict[tuple[str, str], str] = {

@@ -12,8 +12,9 @@ Providers:
 * A provider that only has per-minute aggregates (CloudWatch, a Prometheus scrape) implements
   ``outcomes`` by emitting one observation per counted request in each period's bucket (the counts
   are exact, so rates are judged as well as from per-request data) with the latency of the
-  histogram bucket it fell in (``docs/decisions/0003-canary-judge.md``: latency judged from bucket
-  bounds is conservative by at most one bucket width). ``per_request`` says which kind it is.
+  histogram bucket it fell in (``docs/decisions/0005-anytime-valid-canary-judge.md``: latency
+  judged from bucket bounds is off by at most one bucket width). ``per_request`` says which kind
+  it is.
 
 Selected by ``platform.factory.Platform.metrics``; nothing else constructs a provider.
 """

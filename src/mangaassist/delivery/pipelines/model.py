@@ -86,6 +86,7 @@ from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.engine.model import WaitFor
+from mangaassist.delivery.engine.outputs import StepOutput
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
 from mangaassist.delivery.model_gate import GateConfig, gate_version
 from mangaassist.delivery.model_promotion import promote
@@ -164,6 +165,32 @@ class ShadowSettings:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Resolved(StepOutput):
+    """What ``resolve`` hands the later steps: the version, the champion, the package, the
+    stable revision and the candidate revision's name."""
+
+    model: str
+    version: str
+    package_version: str
+    package: str
+    """The version's package, downloaded under ``HOME/models/packages``."""
+    package_digest: str
+    champion: str | None
+    candidate_accuracy: float | None
+    champion_accuracy: float | None
+    stable: str
+    """The model service's revision that takes all new conversations now."""
+    stable_digest: str
+    stable_artifact: str
+    """The stable revision's code: the candidate runs the same code with another package."""
+    stable_replicas: int
+    candidate: str
+    set_env: dict[str, str]
+    baseline_cursor: int
+    """The stats cursor before the rollout: where the first pre-switch baseline starts."""
+
+
 # -- the runbook ---------------------------------------------------------------------------------
 
 
@@ -226,31 +253,32 @@ def _resolve(scope: RunScope, ctx: StepContext) -> Outcome:
     if not artifact.is_file():
         return Outcome.failed(f"the code of {stable.name} ({artifact}) is not in the artifact store")
     set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
-    output = {
-        "model": name,
-        "version": version.version,
-        "package_version": version.tags.get("package_version", ""),
-        "package": str(package),
-        "package_digest": digest,
-        "champion": champion.version if champion else None,
-        "candidate_accuracy": version.metrics.get("accuracy"),
-        "champion_accuracy": champion.metrics.get("accuracy") if champion else None,
-        "stable": stable.name,
-        "stable_digest": stable.digest,
-        "stable_artifact": str(artifact),
-        "stable_replicas": stable.replicas,
-        "candidate": _candidate_name(version.version, digest, set_env),
-        "set_env": set_env,
-        "baseline_cursor": scope.metrics().cursor(SERVICE),
-    }
+    resolved = Resolved(
+        model=name,
+        version=version.version,
+        package_version=version.tags.get("package_version", ""),
+        package=str(package),
+        package_digest=digest,
+        champion=champion.version if champion else None,
+        candidate_accuracy=version.metrics.get("accuracy"),
+        champion_accuracy=champion.metrics.get("accuracy") if champion else None,
+        stable=stable.name,
+        stable_digest=stable.digest,
+        stable_artifact=str(artifact),
+        stable_replicas=stable.replicas,
+        candidate=_candidate_name(version.version, digest, set_env),
+        set_env=set_env,
+        baseline_cursor=scope.metrics().cursor(SERVICE),
+    )
+    output = resolved.as_output()
     return Outcome.done(output, detail={k: output[k] for k in ("version", "champion", "stable", "candidate")})
 
 
 def _gate(scope: RunScope, ctx: StepContext) -> Outcome:
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     config = _model_config(ctx.params)
     gate_config = GateConfig.from_mapping(config.gate, f"{config.source}: gate")
-    result = gate_version(scope.platform.model_registry(), r["model"], gate_config, r["version"])
+    result = gate_version(scope.platform.model_registry(), r.model, gate_config, r.version)
     detail = {"gate": result.as_dict()}
     rule = f"{ctx.run.environment}.gates"
     why = "; ".join(result.reasons)
@@ -266,37 +294,37 @@ def _gate(scope: RunScope, ctx: StepContext) -> Outcome:
         result,
         output={"verdict": "PASS"},
         detail=detail,
-        failure=f"version {r['version']} failed the offline gate: {why}",
+        failure=f"version {r.version} failed the offline gate: {why}",
     )
 
 
 def _deploy(scope: RunScope, ctx: StepContext) -> Outcome:
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     p = scope.settings
     compute = scope.compute()
     revision = Revision(
-        r["candidate"],
-        Artifact(Path(r["stable_artifact"]), str(r["stable_digest"])),
+        r.candidate,
+        Artifact(Path(r.stable_artifact), r.stable_digest),
         p.services[SERVICE].app,
-        {**r["set_env"], PACKAGE_ENV: r["package"]},
-        int(r["stable_replicas"]),
+        {**r.set_env, PACKAGE_ENV: r.package},
+        r.stable_replicas,
     )
     timeout_s = p.services[SERVICE].ready_timeout_s
     failed = deploy_ready(ctx, compute, SERVICE, revision, timeout_s, effect="deploy")
     if failed is not None:
         return failed
     served = _pinned_version(compute, revision.name)
-    expected = r["package_version"]
+    expected = r.package_version
     if expected and served != expected:
         return Outcome.failed(f"candidate {revision.name} answers as model {served!r}, expected {expected!r}")
     return Outcome.done({"candidate": revision.name}, detail={"candidate": revision.name, "serves": served})
 
 
 def _shadow(scope: RunScope, ctx: StepContext) -> Outcome:
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     settings = ShadowSettings.from_params(ctx.params)
     compute, metrics = scope.compute(), scope.metrics()
-    candidate = r["candidate"]
+    candidate = r.candidate
 
     def start(_key: str) -> dict[str, Any]:
         compute.set_shadow(SERVICE, candidate, settings.shadow_share)
@@ -311,8 +339,8 @@ def _shadow(scope: RunScope, ctx: StepContext) -> Outcome:
             reading,
             settings,
             elapsed_s=time.time() - float(started["at"]),
-            champion_accuracy=r.get("champion_accuracy"),
-            candidate_accuracy=r.get("candidate_accuracy"),
+            champion_accuracy=r.champion_accuracy,
+            candidate_accuracy=r.candidate_accuracy,
         )
         if decision is not None:
             return _end_shadow(scope, ctx, reading, decision)
@@ -331,13 +359,13 @@ def _end_shadow(
 ) -> Outcome:
     compute = scope.compute()
     ctx.effect("clear-shadow", lambda _k: _clear_shadow(compute))
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     p = scope.settings
     review = p.home / "models" / "shadow" / f"{ctx.run.id}.jsonl"
     review.parent.mkdir(parents=True, exist_ok=True)
     with review.open("w", encoding="utf-8") as fh:  # rewritten whole: a resumed step writes the same file
         for d in reading.disagreements:
-            fh.write(json.dumps({**d, "candidate": r["candidate"], "stable": r["stable"]}) + "\n")
+            fh.write(json.dumps({**d, "candidate": r.candidate, "stable": r.stable}) + "\n")
     numbers = reading.numbers()
     detail = {
         "shadow": reading.as_dict(),
@@ -351,7 +379,7 @@ def _end_shadow(
         )
     return Outcome.failed(
         f"shadow {decision.verdict.value}: {'; '.join(decision.reasons)}; "
-        f"no user request reached {r['candidate']}",
+        f"no user request reached {r.candidate}",
         verdict=decision.verdict,
         numbers=numbers,
         detail=detail,
@@ -363,7 +391,7 @@ def _run_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: RolloutPla
 
 
 def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     settings = _settings(ctx.params)
     plan = _plan(settings)
     last = ctx.outputs[plan.phases[-1].name]
@@ -374,23 +402,23 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
     registry = scope.platform.model_registry()
 
     def move(key: str) -> dict[str, Any]:
-        champion = registry.alias(r["model"], "champion")
+        champion = registry.alias(r.model, "champion")
         if (
-            champion is not None and champion.version == r["version"]
+            champion is not None and champion.version == r.version
         ):  # applied, then killed before the marker
-            return {"champion_before": r["champion"], "champion": r["version"], "previous": r["champion"]}
+            return {"champion_before": r.champion, "champion": r.version, "previous": r.champion}
         change = promote(
-            registry, r["model"], r["version"], actor=ctx.run.requester, reason=f"{NAME} run {key}"
+            registry, r.model, r.version, actor=ctx.run.requester, reason=f"{NAME} run {key}"
         )
         return change.as_dict()
 
     change = ctx.effect("promote-alias", move)
     verdicts = {ph.name: ctx.outputs[ph.name].get("verdict") for ph in plan.phases}
     record = {
-        "model": r["model"],
-        "version": r["version"],
-        "revision": r["candidate"],
-        "previous_revision": r["stable"],
+        "model": r.model,
+        "version": r.version,
+        "revision": r.candidate,
+        "previous_revision": r.stable,
         "champion_before": change.get("champion_before"),
         "champion": change.get("champion"),
         "previous": change.get("previous"),
@@ -403,14 +431,14 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
 
 def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
     """Shadow cleared, all traffic to the stable revision, the candidate retired; aliases untouched."""
-    r = ctx.outputs.get("resolve")
-    if not r:
+    if "resolve" not in ctx.outputs:
         return Outcome.done(detail={"nothing": "nothing was deployed"})
+    r = Resolved.of(ctx, "resolve")
     compute = scope.compute()
     shadow = compute.status(SERVICE).shadow
-    if shadow is not None and shadow.revision == r["candidate"]:
+    if shadow is not None and shadow.revision == r.candidate:
         ctx.effect("clear-shadow", lambda _k: _clear_shadow(compute))
-    return restore_and_retire(ctx, compute, SERVICE, r["stable"], r["candidate"])
+    return restore_and_retire(ctx, compute, SERVICE, r.stable, r.candidate)
 
 
 # -- the shadow gate (deciding only) --------------------------------------------------------------
@@ -601,17 +629,17 @@ def _package_digest(package: Path) -> str:
 
 
 def _canary(scope: RunScope, ctx: StepContext) -> Canary:
-    r = ctx.outputs["resolve"]
+    r = Resolved.of(ctx, "resolve")
     settings = _settings(ctx.params)
     return Canary(
         scope.compute(),
         scope.metrics(),
         SERVICE,
-        r["stable"],
-        r["candidate"],
+        r.stable,
+        r.candidate,
         settings.alpha,
         settings.judge_min_requests,
-        int(r.get("baseline_cursor", 0)),
+        r.baseline_cursor,
     )
 
 

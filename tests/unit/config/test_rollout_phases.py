@@ -50,6 +50,10 @@ class _Store:
 
     def set_rollout(self, profile: str, *, candidate: str | None, percentage: float, **_: Any) -> Rollout:
         self.moves.append((candidate, percentage))
+        return self.rollout(profile)
+
+    def rollout(self, profile: str) -> Rollout:
+        candidate, percentage = self.moves[-1] if self.moves else (None, 0.0)
         return Rollout(profile, "old", candidate, percentage)
 
     def observations(self, profile: str) -> dict[str, Observations]:
@@ -75,6 +79,8 @@ def test_the_split_judges_each_version_from_the_cursor_its_shift_recorded() -> N
     assert window.cursor == cursor_of(store.observed)
     # what the old version served between two cursors: the pre-switch baseline of a later phase
     assert split.pre_switch(shifted["cursor"], window.cursor).requests == 8
+    split.shift(20)  # the same share again (a bake after its step): no second move
+    assert store.moves == [("new", 20)]
     restored = split.restore()
     assert store.moves[-1] == (None, 0) and restored["took_ms"] >= 0
 

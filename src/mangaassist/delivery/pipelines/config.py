@@ -284,6 +284,9 @@ class BucketSplit:
     not_judged: str | None = None
 
     def shift(self, weight: float) -> dict[str, Any]:
+        current = self.store.rollout(self.profile)
+        if current.candidate == self.candidate and current.percentage == weight:  # the bake after 100%
+            return {"cursor": cursor_of(self.store.observations(self.profile)), "at": time.time()}
         self.store.set_rollout(
             self.profile,
             candidate=self.candidate,

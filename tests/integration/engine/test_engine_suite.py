@@ -6,6 +6,7 @@ Time is a ``FakeClock``: lease expiry and approval timeouts happen without waiti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -782,3 +783,14 @@ def test_a_database_from_before_the_lease_token_gets_the_column(state_url: str) 
         assert final.state is RunState.SUCCEEDED
     finally:
         store.close()
+
+
+def test_the_pipelines_resources_are_released_when_the_executor_stops_driving_it(store: StateStore) -> None:
+    clock = FakeClock(WEDNESDAY)
+    closed: list[str] = []
+    built = demo.build({})
+    pipeline = dataclasses.replace(built, close=lambda: closed.append("closed"))
+    final = executor(store, clock).run(
+        pipeline, environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    assert final.state is RunState.SUCCEEDED and closed == ["closed"]

@@ -147,6 +147,9 @@ class Pipeline:
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     """What the pipeline was built from; stored with each run so ``resume`` can build it again."""
+    close: Callable[[], None] | None = None
+    """Releases what the pipeline object holds in memory (its run's platform clients); the executor
+    calls it when it stops driving the run. What it closes is made again if the run is driven later."""
 
     @property
     def step_names(self) -> list[str]:
@@ -527,6 +530,8 @@ class Executor:
                 self._tokens[run_id] = token
         noted: set[tuple[str, tuple[str, ...]]] = set()
         with ExitStack() as stack:
+            if pipeline.close is not None:
+                stack.callback(pipeline.close)
             beat = None
             if self.heartbeat:
                 beat = stack.enter_context(

@@ -133,6 +133,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         rollback=scope.bind(_rollback),
         description=f"deploy the app ({plan.describe()})",
         params=params,
+        close=scope.close,
     )
 
 

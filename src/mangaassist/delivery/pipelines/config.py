@@ -121,6 +121,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         rollback=_rollback,
         description="configuration and prompts: validated, eval-gated, sticky staged rollout",
         params=params,
+        close=scope.close,
     )
 
 

@@ -215,6 +215,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         rollback=scope.bind(_rollback),
         description=f"deploy the intent model ({plan.describe()})",
         params=params,
+        close=scope.close,
     )
 
 

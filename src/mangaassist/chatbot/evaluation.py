@@ -1,7 +1,8 @@
 """The config pipeline's evaluation run: the chatbot answers the regression suites twice.
 
-``python -m mangaassist.chatbot.evaluation REQUEST.json`` (started by ``delivery/pipelines/config.py``,
-which may not import the chatbot) loads the chatbot runtime once (the embedder of
+``python -m mangaassist.chatbot.evaluation REQUEST.json`` (started by ``delivery/pipelines/config.py``
+in a process of its own, so the deploy never loads the model and the embedder) loads the chatbot
+runtime once (the embedder of
 ``MANGAASSIST_EMBEDDER``), then answers every case of every suite ``runs`` times, each in a new
 session, once with the ``live`` profiles and once with the ``candidate`` ones, and prints on stdout
 ``{"live": {"CASE#CHECK": pass rate}, "candidate": {...}}``.

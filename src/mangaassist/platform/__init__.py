@@ -1,7 +1,8 @@
 """Where things run: one narrow Protocol per kind of resource, one package per provider.
 
-Providers: ``local`` (the embedded default: real processes and real stores on this machine).
-The ``aws`` provider implements the same protocols with boto3 (later issues).
+Providers: ``local`` (the embedded default: real processes and real stores on this machine) and
+``aws`` (boto3 and opensearch-py; the kinds it has so far are listed in ``platform.factory``).
+Only ``platform.factory`` picks one.
 """
 
 from mangaassist.platform.tables import Condition, ConditionFailed, Item, Tables

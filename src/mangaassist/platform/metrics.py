@@ -1,7 +1,8 @@
 """The ``Metrics`` protocol: what each revision of a service served, provider-neutral.
 
 Judges (``delivery.analysis``), the rollout phases (``delivery.rollout``) and the model pipeline's
-shadow gate read request outcomes only through this protocol, never a provider's own shape. A
+shadow gate read a service's request outcomes only through this protocol, never a provider's own
+shape (CD-06 judges config versions on what workers report to its ``ConfigStore``). A
 provider numbers its observations (``seq``) and hands them out after a *cursor*, so a judge reads
 each one once and a resumed run re-reads from the cursor its phase recorded.
 

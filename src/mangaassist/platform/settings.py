@@ -133,7 +133,9 @@ def _table(table: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     return value
 
 
-def find_config(start: Path | None = None) -> Path:
+def find_config(start: Path | None = None, *, beside_package: bool = True) -> Path:
+    """``mangaassist.toml``: ``MANGAASSIST_PLATFORM_CONFIG``, else the first in ``start`` (the
+    current directory) or its parents, else (``beside_package``) the one above this package."""
     env = os.environ.get("MANGAASSIST_PLATFORM_CONFIG")
     if env:
         path = Path(env)
@@ -145,7 +147,7 @@ def find_config(start: Path | None = None) -> Path:
         if (directory / CONFIG_NAME).is_file():
             return directory / CONFIG_NAME
     here = Path(__file__).resolve()
-    for directory in here.parents:
+    for directory in here.parents if beside_package else ():
         if (directory / CONFIG_NAME).is_file():
             return directory / CONFIG_NAME
     raise ConfigError(f"no {CONFIG_NAME} found in {origin} or its parents (set MANGAASSIST_PLATFORM_CONFIG)")

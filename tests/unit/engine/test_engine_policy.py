@@ -203,3 +203,26 @@ def test_a_failed_gate_may_be_overridden_only_where_the_policy_says_so() -> None
     assert again.gate_overrides and again.rules() == dev.rules()
     with pytest.raises(PolicyError, match="gate_overrides: expected true or false"):
         parse_policy("environments:\n  dev:\n    gate_overrides: yes please\n", "p.yaml")
+
+
+def test_the_policy_file_is_the_projects_not_whatever_the_current_directory_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mangaassist.delivery.engine.policy import default_policy_path
+
+    monkeypatch.delenv("MANGAASSIST_POLICY", raising=False)
+    monkeypatch.delenv("MANGAASSIST_PLATFORM_CONFIG", raising=False)
+    stray = tmp_path / "elsewhere"
+    stray.mkdir()
+    (stray / "policy.yaml").write_text("environments: {}\n")
+    monkeypatch.chdir(stray)
+    assert default_policy_path() is None  # no project here: the built-in default
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / "mangaassist.toml").write_text("[environments.dev]\n")
+    (project / "policy.yaml").write_text("environments: {}\n")
+    monkeypatch.chdir(project / "sub")
+    assert default_policy_path() == project / "policy.yaml"
+    monkeypatch.chdir(stray)
+    monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(project / "mangaassist.toml"))
+    assert default_policy_path() == (project / "policy.yaml").resolve()

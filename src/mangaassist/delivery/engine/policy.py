@@ -37,7 +37,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
+from mangaassist.platform.settings import find_config
 
 DEFAULT_POLICY_NAME = "<built-in default policy>"
 
@@ -375,11 +377,18 @@ _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
 def default_policy_path() -> Path | None:
+    """``MANGAASSIST_POLICY``, else ``policy.yaml`` beside the project's ``mangaassist.toml``
+    (``MANGAASSIST_PLATFORM_CONFIG``, or the first in the current directory or its parents), else
+    None: the built-in default. Never a file that merely happens to be in the current directory."""
     env = os.environ.get("MANGAASSIST_POLICY")
     if env:
         return Path(env)
-    local = Path("policy.yaml")
-    return local if local.exists() else None
+    try:
+        project = find_config(beside_package=False).parent
+    except ConfigError:
+        return None
+    policy = project / "policy.yaml"
+    return policy if policy.is_file() else None
 
 
 def load_policy(path: Path | str | None = None) -> Policy:

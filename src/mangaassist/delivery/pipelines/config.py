@@ -6,7 +6,7 @@ The runbook (``build``), one engine step each:
    any problem (file, line, field) aborts. Invalid content is never deployed.
 2. ``evaluate``: the prompt regression suites (``config/evals/*.yaml``) run on the chatbot twice,
    with the candidate profile and with the live one (a separate process:
-   ``python -m mangaassist.chatbot.evaluation``; the delivery layer never imports the chatbot). A
+   ``python -m mangaassist.chatbot.evaluation``, so the deploy never loads the chatbot itself). A
    check that passes on live and fails on the candidate is a regression and aborts the deploy.
 3. ``version``: store the content as an immutable version named by its digest. Content equal to
    the live version ends the run there (nothing to deploy). A profile without any live version
@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ def previous_stable(store: ConfigStore, profile: str) -> str | None:
 
 
 def _move_pointer(ctx: StepContext) -> Outcome:
-    store = open_store(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
     profile = ctx.params["profile"]
     before = store.rollout(profile)
     to = ctx.params.get("to") or previous_stable(store, profile)
@@ -187,7 +187,7 @@ def _evaluate(ctx: StepContext) -> Outcome:
     suites, problems = load_eval_suites(folder)
     if problems:
         return Outcome.failed("; ".join(map(str, problems[:5])), abort=True)
-    store = open_store(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
     profile = ctx.params["profile"]
     live = live_contents(store, folder)
     candidate = {**live, profile: read_profile(folder, profile)}
@@ -201,7 +201,7 @@ def _evaluate(ctx: StepContext) -> Outcome:
 
 
 def _version(ctx: StepContext) -> Outcome:
-    store = open_store(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
     profile = ctx.params["profile"]
     content = read_profile(config_dir(ctx.params), profile)
     actor = str(ctx.params.get("actor") or ctx.run.requester)
@@ -258,7 +258,7 @@ def _rollout_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: Rollou
     p = ctx.params
     ctx.progress(f"{made['version']} on {phase.weight:g}% of sessions", phase.weight / 100)
     split = BucketSplit(
-        scope.keep("config-store", lambda: open_store(p)),
+        scope.keep("config-store", lambda: open_store(p, ctx.run.environment)),
         p["profile"],
         made["version"],
         made["previous"],
@@ -371,7 +371,7 @@ def _promote(ctx: StepContext) -> Outcome:
     made = ctx.outputs["version"]
     if made.get("first") or made.get("unchanged"):
         return Outcome.done({"live": made["version"], "previous": made["previous"], "moved": False})
-    store = open_store(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
     actor = str(ctx.params.get("actor") or ctx.run.requester)
     ctx.effect(
         "promote",
@@ -384,7 +384,7 @@ def _promote(ctx: StepContext) -> Outcome:
 
 def _rollback(ctx: StepContext) -> Outcome:
     """Whatever step failed, no session stays on the candidate."""
-    store = open_store(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
     profile = ctx.params["profile"]
     if store.rollout(profile).candidate is not None:
         store.set_rollout(
@@ -394,17 +394,6 @@ def _rollback(ctx: StepContext) -> Outcome:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _setter(
-    store: ConfigStore, profile: str, version: str | None, pct: float, actor: str, reason: str
-) -> Callable[[str], Any]:
-    def apply(_: str) -> Any:
-        return store.set_rollout(
-            profile, candidate=version, percentage=pct, actor=actor, reason=reason
-        ).as_dict()
-
-    return apply
 
 
 def config_dir(params: dict[str, Any]) -> Path:
@@ -419,10 +408,11 @@ def state_home(params: dict[str, Any]) -> Path:
     return project_home(config_dir(params).parent, params.get("home"))
 
 
-def open_store(params: dict[str, Any]) -> ConfigStore:
+def open_store(params: dict[str, Any], environment: str | None = None) -> ConfigStore:
     """The environment's config store (``platform.factory``): the ``url`` param, else the
-    environment's own (locally the config server of the state directory, started if needed)."""
-    platform = platform_for(params.get("environment"), home=state_home(params))
+    environment's own (locally the config server of the state directory, started if needed).
+    ``environment``: the run's (default the ``environment`` param, then ``MANGAASSIST_ENV``)."""
+    platform = platform_for(environment or params.get("environment"), home=state_home(params))
     return platform.config_store(params.get("url"))
 
 

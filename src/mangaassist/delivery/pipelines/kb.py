@@ -106,7 +106,7 @@ def build_promote(params: dict[str, Any]) -> Pipeline:
 
 
 def _plan(ctx: StepContext) -> Outcome:
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     chunks = kb.chunks()
     model = kb.model
     live = kb.index.resolve(kb.alias)
@@ -152,7 +152,7 @@ def _embed(ctx: StepContext) -> Outcome:
     plan = ctx.outputs["plan"]
     if plan["noop"] or plan["reuse"]:
         return Outcome.done({"embedded": 0, "cache_hits": 0}, detail={"skipped": True})
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     chunks = kb.chunks(expect=plan["target"])
     reusable = kb.reusable(plan)
     wanted = [c for c in chunks if reusable.get(c.id, (None, ""))[1] != c.content_hash]
@@ -169,7 +169,7 @@ def _build(ctx: StepContext) -> Outcome:
         return Outcome.done({"version": plan["live"]}, detail={"skipped": True})
     if plan["reuse"]:
         return Outcome.done({"version": plan["target"]}, detail={"reused": True})
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     chunks = kb.chunks(expect=plan["target"])
 
     def write(key: str) -> dict[str, Any]:
@@ -190,7 +190,7 @@ def _gate(ctx: StepContext) -> Outcome:
     plan = ctx.outputs["plan"]
     if plan["noop"]:
         return Outcome.done(detail={"skipped": True})
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     result = kb.gate(plan)
     kb.index.update_meta(plan["target"], {"metrics": result.report["new"], "gate": result.verdict.value})
     detail = result.as_dict()
@@ -206,7 +206,7 @@ def _promote(ctx: StepContext) -> Outcome:
     plan = ctx.outputs["plan"]
     if plan["noop"]:
         return Outcome.done({"live": plan["live"], "moved": False}, detail={"skipped": True})
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
 
     def move(key: str) -> dict[str, Any]:
         try:
@@ -226,7 +226,7 @@ def _rollback(ctx: StepContext) -> Outcome:
     plan = ctx.outputs.get("plan")
     if not plan or plan.get("noop"):
         return Outcome.done()
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     history = kb.index.alias_history(kb.alias)
     mine = history and history[-1].reason.startswith(f"{ctx.run.id}/")
     if mine and plan["live"] and kb.index.resolve(kb.alias) == plan["target"]:
@@ -238,7 +238,7 @@ def _rollback(ctx: StepContext) -> Outcome:
 
 
 def _move_alias(ctx: StepContext) -> Outcome:
-    kb = Workspace.of(ctx.params)
+    kb = Workspace.of(ctx.params, ctx.run.environment)
     version = str(ctx.params["version"])
     info = kb.index.version(version)
     if info is None or info.state is not VersionState.READY:
@@ -383,8 +383,9 @@ class Workspace:
         self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
 
     @classmethod
-    def of(cls, params: dict[str, Any]) -> Workspace:
-        return cls(params)
+    def of(cls, params: dict[str, Any], environment: str | None = None) -> Workspace:
+        """The workspace of a run: ``environment`` is the run's (its index store)."""
+        return cls({**params, "environment": environment} if environment else params)
 
     def chunks(self, expect: str | None = None) -> list[Chunk]:
         words, overlap = chunk_settings(self.root / "config" / "chatbot.yaml")

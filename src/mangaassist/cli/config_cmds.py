@@ -19,23 +19,13 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from mangaassist.cli.engine_cmds import (
-    JsonOpt,
-    ProgressDisplay,
-    _actor,
-    _executor,
-    _print_json,
-    _state_text,
-    _store,
-    console,
-    handled,
-)
+from mangaassist.cli.engine_cmds import JsonOpt, ProgressDisplay, _print_json, _state_text, console, handled
 from mangaassist.core.configspec import PROFILES
 from mangaassist.delivery.config_profiles import validate_all
-from mangaassist.delivery.engine.model import RunState
-from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.pipelines import config as pipeline
-from mangaassist.delivery.pipelines import registry
+from mangaassist.views.runs import resolve_actor, run_pipeline
+from mangaassist.views.tables import eval_table, rollout_table
 
 config_app = typer.Typer(
     help="Configuration and prompts (CD-06): validate, deploy, rollback, history.", no_args_is_help=True
@@ -98,59 +88,18 @@ def config_validate(
         raise typer.Exit(2)
 
 
-def _eval_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="evaluation: live -> candidate")
-    for column in ("case", "check", "threshold", "live", "candidate", "status"):
-        table.add_column(column)
-    for r in rows:
-        color = {"ok": "green", "regression": "red"}.get(r["status"], "yellow")
-        table.add_row(
-            r["case"],
-            escape(r["check"]),
-            f"{r['threshold']:.2f}",
-            f"{r['live']:.2f}",
-            f"{r['candidate']:.2f}",
-            f"[{color}]{r['status']}[/]",
-        )
-    return table
-
-
-def _steps_table(steps: list[dict[str, Any]]) -> Table:
-    table = Table(title="rollout")
-    for column in ("percent", "verdict", "requests new/old", "fallbacks new/old", "seconds"):
-        table.add_column(column)
-    for s in steps:
-        table.add_row(
-            f"{s['percentage']:g}%" + (" (bake)" if "bake_seconds" in s else ""),
-            s["verdict"],
-            f"{s.get('candidate_requests', 0)}/{s.get('baseline_requests', '-')}",
-            f"{s.get('candidate_fallbacks', '-')}/{s.get('baseline_fallbacks', '-')}",
-            str(s.get("seconds", s.get("bake_seconds", ""))),
-        )
-    return table
-
-
 def run_deploy(
     params: dict[str, Any], env: str, as_json: bool, actor: str | None = None, name: str = pipeline.NAME
-) -> dict[str, Any]:
-    """Start and drive one CD-06 run (a deploy, or ``CD-06-rollback``); return the run and its steps."""
-    built = registry.build(name, params)
-    policy = load_policy(None).for_run(env, name)
-    store = _store()
-    with ProgressDisplay(as_json) as display:
-        executor = _executor(store, display)
-        record = executor.start(
-            built,
-            environment=env,
-            target=pipeline.target(params["profile"]),
-            requester=_actor(actor),
-            policy=policy,
-            overrides={},
-        )
-        final = executor.drive(record.id, built)
-    with store.transaction() as conn:
-        steps = {s.name: s for s in store.steps(conn, final.id)}
-    return {"run": final, "steps": steps}
+) -> tuple[RunRecord, dict[str, StepRecord]]:
+    """Start and drive one CD-06 run (a deploy, or ``CD-06-rollback``): (run, steps by name)."""
+    return run_pipeline(
+        ProgressDisplay(as_json),
+        name,
+        params,
+        environment=env,
+        target=pipeline.target(params["profile"]),
+        requester=resolve_actor(actor),
+    )
 
 
 @config_app.command("deploy")
@@ -182,8 +131,7 @@ def config_deploy(
     if embedder:
         params["embedder"] = embedder
     with handled(as_json):
-        result = run_deploy(params, env, as_json)
-    run, steps = result["run"], result["steps"]
+        run, steps = run_deploy(params, env, as_json)
     rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
     rollout = pipeline.rollout_report(steps)
     if as_json:
@@ -204,9 +152,9 @@ def config_deploy(
         for p in problems:
             console.print(f"  {escape(p['file'])}:{p['line']}: {escape(p['field'])}: {escape(p['message'])}")
         if rows:
-            console.print(_eval_table(rows))
+            console.print(eval_table(rows))
         if rollout:
-            console.print(_steps_table(rollout))
+            console.print(rollout_table(rollout))
         console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
         if run.reason:
             console.print(f"reason: {escape(run.reason)}", highlight=False)
@@ -230,8 +178,7 @@ def config_rollback(
     if to:
         params["to"] = to
     with handled(as_json):
-        result = run_deploy(params, env, as_json, name=pipeline.ROLLBACK)
-    run, steps = result["run"], result["steps"]
+        run, steps = run_deploy(params, env, as_json, name=pipeline.ROLLBACK)
     moved = steps["move-pointer"].output if "move-pointer" in steps else {}
     if as_json:
         _print_json({"run": run.id, "state": run.effective_state.value, "reason": run.reason, **moved})

@@ -23,8 +23,6 @@ import typer
 from mangaassist.cli.engine_cmds import (
     JsonOpt,
     ProgressDisplay,
-    _actor,
-    _executor,
     _print_json,
     _state_text,
     _store,
@@ -43,6 +41,7 @@ from mangaassist.delivery.pipelines import registry
 from mangaassist.delivery.rollout.load import run_load
 from mangaassist.platform.factory import platform_for
 from mangaassist.platform.settings import load_settings
+from mangaassist.views.runs import engine_executor, resolve_actor, run_pipeline
 
 deploy_app = typer.Typer(
     help="Deploy a service (CD-01: the application) or a model (CD-03).", no_args_is_help=True
@@ -69,25 +68,9 @@ def _run(
     pipeline: str = cd01.NAME,
     overrides: dict[str, str] | None = None,
 ) -> tuple[RunRecord, dict[str, StepRecord]]:
-    built = registry.build(pipeline, params)
-    policy = load_policy(None).for_run(env, pipeline)
-    describe = cd03.describe if pipeline == cd03.NAME else cd01.describe
-    store = _store()
-    with ProgressDisplay(as_json) as display:
-        executor = _executor(store, display)
-        record = executor.start(
-            built,
-            environment=env,
-            target=pipeline,
-            requester=_actor(None),
-            policy=policy,
-            overrides=dict(overrides or {}),
-        )
-        say(f"run {record.id} started: {describe(params)}", stream=display.stream)
-        final = executor.drive(record.id, built)
-    with store.transaction() as conn:
-        steps = {s.name: s for s in store.steps(conn, final.id)}
-    return final, steps
+    return run_pipeline(
+        ProgressDisplay(as_json), pipeline, params, environment=env, overrides=overrides, announce=True
+    )
 
 
 def _report(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
@@ -381,13 +364,13 @@ def _flip(run: RunRecord, env: str, as_json: bool) -> None:
                 conn,
                 at=_now(),
                 kind="app.rollback",
-                actor=_actor(None),
+                actor=resolve_actor(),
                 run_id=run.id,
                 detail={"stable": stable, **flipped},
             )
-    executor = _executor(store)
+    executor = engine_executor(store)
     pipeline = registry.build(run.pipeline, run.params)
-    final = executor.abort(run.id, pipeline, actor=_actor(None), reason="mangaassist rollback app")
+    final = executor.abort(run.id, pipeline, actor=resolve_actor(), reason="mangaassist rollback app")
     deadline = time.monotonic() + 120
     while not final.effective_state.final and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -17,9 +17,7 @@ Environment: ``MANGAASSIST_STATE_URL`` / ``MANGAASSIST_HOME`` (state store), ``M
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +27,6 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -39,9 +36,11 @@ from mangaassist.delivery.engine import approvals, audit
 from mangaassist.delivery.engine.errors import BadRequest, UnknownPipeline
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.engine.policy import load_policy
-from mangaassist.delivery.engine.runs import Executor, Pipeline, ProgressEvent
+from mangaassist.delivery.engine.runs import Pipeline
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import registry
+from mangaassist.views import progress
+from mangaassist.views.runs import engine_executor, resolve_actor
 
 console = Console()
 err = Console(stderr=True)
@@ -78,7 +77,7 @@ def handled(as_json: bool = False) -> Iterator[None]:
 
 def say(text: str, *, stream: Console | None = None) -> None:
     """Print plain text (no markup, no highlighting, no wrapping at the terminal's width)."""
-    (stream or console).print(text, markup=False, highlight=False, soft_wrap=True)
+    progress.say(stream or console, text)
 
 
 def _one_line(cell: str) -> str:
@@ -105,38 +104,6 @@ def _store() -> StateStore:
     return StateStore()
 
 
-def _actor(name: str | None) -> str:
-    chosen = (name or os.environ.get("MANGAASSIST_ACTOR") or "").strip()
-    if chosen:
-        return chosen
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"{name}={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise BadRequest(f"{name}={raw!r}: expected a positive number of seconds")
-    return value
-
-
-def _executor(store: StateStore, reporter: Any = None) -> Executor:
-    return Executor(
-        store,
-        lease_seconds=_float_env("MANGAASSIST_LEASE_SECONDS", 30.0),
-        poll_seconds=_float_env("MANGAASSIST_POLL_SECONDS", 1.0),
-        reporter=reporter,
-    )
-
-
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
@@ -144,70 +111,11 @@ def _print_json(value: Any) -> None:
 # -- progress ------------------------------------------------------------------------------------
 
 
-class ProgressDisplay:
+class ProgressDisplay(progress.ProgressDisplay):
     """Rich spinners and bars in a terminal; plain lines elsewhere (stderr under ``--json``)."""
 
     def __init__(self, as_json: bool) -> None:
-        self.stream = err if as_json else console
-        self.rich = self.stream.is_terminal and not as_json
-        self.progress: Progress | None = None
-        self.tasks: dict[tuple[str, str], TaskID] = {}
-
-    def __enter__(self) -> ProgressDisplay:
-        if self.rich:
-            self.progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=self.stream,
-            )
-            self.progress.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.progress is None:
-            self._plain(event)
-            return
-        key = (event.run_id, event.step or "")
-        step, message = escape(event.step or ""), escape(event.message)
-        if event.kind in ("step.started", "rollback.started"):
-            self.tasks[key] = self.progress.add_task(f"{step}: {message}", total=None)
-            return
-        if event.kind == "step.blocked":
-            self.progress.console.print(f"[yellow]{step}[/]: {message}", highlight=False, soft_wrap=True)
-            return
-        task = self.tasks.get(key)
-        if task is None:
-            if event.kind == "run.finished":
-                say(f"run {event.run_id}: {event.message}", stream=self.progress.console)
-            return
-        if event.kind == "step.progress":
-            total = 1.0 if event.fraction is not None else None
-            self.progress.update(
-                task, description=f"{step}: {message}", completed=event.fraction or 0, total=total
-            )
-        elif event.kind == "step.waiting":
-            self.progress.update(task, description=f"[yellow]waiting[/] {step}: {message}")
-        elif event.kind in ("step.done", "rollback.done"):
-            self.progress.update(task, description=f"[green]done[/] {step} {message}", completed=1, total=1)
-        elif event.kind == "step.failed":
-            self.progress.update(task, description=f"[red]failed[/] {step}: {message}", completed=1, total=1)
-
-    def _plain(self, event: ProgressEvent) -> None:
-        fraction = event.fraction
-        # in logs, one progress line per tenth is enough
-        if event.kind == "step.progress" and fraction is not None and round(fraction * 10) != fraction * 10:
-            return
-        step = f" {event.step}" if event.step else ""
-        verb = event.kind.split(".")[-1]
-        said = event.message if event.message.startswith(verb) else f"{verb} {event.message}"
-        text = f"{event.run_id}{step}: {said}".rstrip()
-        say(text, stream=self.stream)
+        super().__init__(err if as_json else console, rich=not as_json)
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -228,7 +136,7 @@ def runs_list(
     """The newest runs, newest first; a run whose process died shows as interrupted."""
     with handled(as_json):
         store = _store()
-        now = _executor(store).clock.now()
+        now = engine_executor(store).clock.now()
         with store.transaction() as conn:
             records = store.runs(conn, now, limit=limit, environment=env)
             step_map = {r.id: store.steps(conn, r.id) for r in records}
@@ -281,7 +189,7 @@ def runs_show(
     """A run's timeline: steps, durations, verdicts with their numbers, who approved."""
     with handled(as_json):
         store = _store()
-        now = _executor(store).clock.now()
+        now = engine_executor(store).clock.now()
         with store.transaction() as conn:
             run = store.run(conn, run_id, now)
             steps = store.steps(conn, run_id)
@@ -411,12 +319,12 @@ def runs_start(
         policy = load_policy(policy_path).for_run(env, pipeline)
         store = _store()
         with ProgressDisplay(as_json) as display:
-            executor = _executor(store, display)
+            executor = engine_executor(store, display)
             record = executor.start(
                 built,
                 environment=env,
                 target=target or pipeline,
-                requester=_actor(actor),
+                requester=resolve_actor(actor),
                 policy=policy,
                 overrides=overrides,
             )
@@ -435,10 +343,10 @@ def runs_resume(
     with handled(as_json):
         store = _store()
         with ProgressDisplay(as_json) as display:
-            executor = _executor(store, display)
+            executor = engine_executor(store, display)
             with store.transaction() as conn:
                 run = store.run(conn, run_id, executor.clock.now())
-            final = executor.resume(run_id, _pipeline_of(run), actor=_actor(actor))
+            final = executor.resume(run_id, _pipeline_of(run), actor=resolve_actor(actor))
     _finish_run(final, as_json)
 
 
@@ -453,14 +361,14 @@ def runs_abort(
     with handled(as_json):
         store = _store()
         with ProgressDisplay(as_json) as display:
-            executor = _executor(store, display)
+            executor = engine_executor(store, display)
             with store.transaction() as conn:
                 run = store.run(conn, run_id, executor.clock.now())
             try:
                 pipeline: Pipeline | None = _pipeline_of(run)
             except UnknownPipeline:
                 pipeline = None
-            final = executor.abort(run_id, pipeline, actor=_actor(actor), reason=reason)
+            final = executor.abort(run_id, pipeline, actor=resolve_actor(actor), reason=reason)
     if as_json:
         _print_json(final.as_dict())
     elif final.state.final:
@@ -479,7 +387,7 @@ def runs_abort(
 def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision, as_json: bool) -> None:
     with handled(as_json):
         store = _store()
-        now = _executor(store).clock.now()
+        now = engine_executor(store).clock.now()
         with store.transaction() as conn:
             run = store.run(conn, run_id, now, for_update=True)
             record = approvals.decide(
@@ -605,9 +513,9 @@ def release(
         if plan_only:
             _show_plan(plan, as_json)
             return
-        requester = _actor(actor)
+        requester = resolve_actor(actor)
         with ProgressDisplay(as_json) as display:
-            executor = _executor(store, display)
+            executor = engine_executor(store, display)
 
             def run_one(item: planner.PlannedPipeline) -> tuple[bool, str | None, str]:
                 try:

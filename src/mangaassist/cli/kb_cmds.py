@@ -18,19 +18,17 @@ from rich.table import Table
 from mangaassist.cli.engine_cmds import (
     JsonOpt,
     ProgressDisplay,
-    _actor,
-    _executor,
     _print_json,
     _state_text,
-    _store,
     console,
     fail,
     handled,
 )
-from mangaassist.delivery.engine.model import RunState
-from mangaassist.delivery.engine.policy import load_policy
-from mangaassist.delivery.pipelines import kb, registry
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.pipelines import kb
 from mangaassist.platform.vector import LIVE_ALIAS
+from mangaassist.views.runs import run_pipeline
+from mangaassist.views.tables import kb_gate_table
 
 kb_app = typer.Typer(
     help="The RAG knowledge base (CD-04): build, promote, rollback, list.", no_args_is_help=True
@@ -39,36 +37,11 @@ kb_app = typer.Typer(
 EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")]
 
 
-def _run(pipeline_name: str, params: dict[str, Any], env: str, as_json: bool) -> dict[str, Any]:
-    """Start and drive one engine run; return its record and step details."""
-    built = registry.build(pipeline_name, params)
-    policy = load_policy(None).for_run(env, kb.NAME)
-    store = _store()
-    with ProgressDisplay(as_json) as display:
-        executor = _executor(store, display)
-        record = executor.start(
-            built, environment=env, target=kb.NAME, requester=_actor(None), policy=policy, overrides={}
-        )
-        display.stream.print(f"run {record.id} started", highlight=False, markup=False)
-        final = executor.drive(record.id, built)
-    with store.transaction() as conn:
-        steps = {s.name: s for s in store.steps(conn, final.id)}
-    return {"run": final, "steps": steps}
-
-
-def _gate_table(gate: dict[str, Any]) -> Table:
-    table = Table(title=f"gate report: {gate.get('verdict', '?')}")
-    for column in ("check", "new", "live", "limit", "ok"):
-        table.add_column(column)
-    for c in gate.get("checks", []):
-        table.add_row(
-            c["check"],
-            str(c["new"]),
-            "-" if c["live"] is None else str(c["live"]),
-            c["limit"],
-            "[green]pass[/]" if c["ok"] else "[red]FAIL[/]",
-        )
-    return table
+def _run(
+    pipeline_name: str, params: dict[str, Any], env: str, as_json: bool
+) -> tuple[RunRecord, dict[str, StepRecord]]:
+    """Start and drive one engine run (CD-04 or CD-04-promote): (run, steps by name)."""
+    return run_pipeline(ProgressDisplay(as_json), pipeline_name, params, environment=env, announce=True)
 
 
 @kb_app.command("build")
@@ -93,8 +66,7 @@ def kb_build(
     if root is not None:
         params["root"] = str(root.resolve())
     with handled():
-        result = _run(kb.NAME, params, env, as_json)
-    run, steps = result["run"], result["steps"]
+        run, steps = _run(kb.NAME, params, env, as_json)
     plan = steps["plan"].output or steps["plan"].detail.get("plan", {})
     gate = steps["gate"].detail
     promote = steps["promote"].output
@@ -114,7 +86,7 @@ def kb_build(
         summary = steps["plan"].detail.get("summary", "")
         console.print(f"[bold]plan[/]: {escape(str(summary))}", highlight=False)
         if gate.get("checks"):
-            console.print(_gate_table(gate))
+            console.print(kb_gate_table(gate))
         if promote.get("moved"):
             console.print(
                 f"[bold]{LIVE_ALIAS}[/] -> {promote['live']} (was {promote['previous']})", highlight=False
@@ -138,8 +110,8 @@ def _move(version: str, env: str, as_json: bool, why: str, embedder: str) -> Non
     if embedder != "minilm":
         params["embedder"] = embedder
     with handled():
-        result = _run(kb.PROMOTE, params, env, as_json)
-    run, step = result["run"], result["steps"]["move-alias"]
+        run, steps = _run(kb.PROMOTE, params, env, as_json)
+    step = steps["move-alias"]
     if as_json:
         _print_json({"run": run.id, "state": run.effective_state.value, "reason": run.reason, **step.output})
     elif run.effective_state is RunState.SUCCEEDED:

@@ -10,15 +10,15 @@ import json
 import os
 import sys
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from mangaassist.core.errors import MangaAssistError
+from mangaassist.views.answers import answer_flags, render_answer
 
 if TYPE_CHECKING:
     from mangaassist.chatbot.embeddings import Embedder
@@ -99,29 +99,9 @@ def chat(
         raise fail(f"the chatbot answered {response.status_code}: {response.text}")
     body = response.json()
     if as_json:
-        print(json.dumps({**body, "flags": _flags(response.headers)}, indent=2))
+        print(json.dumps({**body, "flags": answer_flags(response.headers)}, indent=2))
         return
-    render_answer(message, body, response.headers)
-
-
-def _flags(headers: httpx.Headers) -> dict[str, bool]:
-    return {
-        "fallback": headers.get("X-MangaAssist-Fallback") == "1",
-        "guardrail": headers.get("X-MangaAssist-Guardrail") == "1",
-    }
-
-
-def render_answer(question: str, body: dict[str, Any], headers: httpx.Headers) -> None:
-    flags = [name for name, on in _flags(headers).items() if on]
-    # user text and data are escaped: a "[tag]" in them is content, not Rich markup
-    console.print(f"[bold cyan]you>[/] {escape(question)}", highlight=False)
-    console.print(f"[bold green]bot>[/] {escape(body['answer'])}", highlight=False)
-    sources = escape(", ".join(f"{s['title']} [{s['id']}]" for s in body["sources"]) or "none")
-    console.print(
-        f"     [dim]intent {body['intent']} ({body['confidence']:.2f}) | sources: {sources}"
-        f"{' | flags: ' + ', '.join(flags) if flags else ''}[/]",
-        highlight=False,
-    )
+    render_answer(console, message, body, response.headers)
 
 
 def _intent_client() -> tuple[Settings, Embedder, LocalIntentClient]:

@@ -22,8 +22,9 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from mangaassist.cli.engine_cmds import AsOpt, JsonOpt, _actor, _print_json, _table, console, fail, handled
+from mangaassist.cli.engine_cmds import AsOpt, JsonOpt, _print_json, _table, console, fail, handled
 from mangaassist.core.errors import ConfigError
+from mangaassist.views.runs import resolve_actor
 
 if TYPE_CHECKING:
     from mangaassist.chatbot.intent_training import TrainingConfig
@@ -101,7 +102,7 @@ def model_train(
             registry,
             embedder,
             Catalog.load(settings.catalog_path),
-            actor=_actor(actor),
+            actor=resolve_actor(actor),
             reason=reason,
         )
     if as_json:
@@ -183,7 +184,7 @@ def model_promote(
         why = reason or f"gate {report.verdict.value}"
         if force and not report.passed:
             why = f"FORCED past a failed gate: {reason}"
-        change = promote(registry, config.model_name, target, actor=_actor(actor), reason=why)
+        change = promote(registry, config.model_name, target, actor=resolve_actor(actor), reason=why)
     if as_json:
         _print_json({**change.as_dict(), "gate": report.as_dict()})
         return
@@ -207,7 +208,7 @@ def model_rollback(
 
     with handled(as_json):
         settings, config, _ = _configs(config_path)
-        change = rollback(_registry(settings), config.model_name, actor=_actor(actor), reason=reason)
+        change = rollback(_registry(settings), config.model_name, actor=resolve_actor(actor), reason=reason)
     if as_json:
         _print_json(change.as_dict())
         return

@@ -31,15 +31,16 @@ import httpx
 import yaml
 from rich.console import Console
 
-from mangaassist.delivery.engine.model import RunState
-from mangaassist.delivery.engine.policy import load_policy
-from mangaassist.delivery.engine.runs import Executor
+from mangaassist.delivery.engine.model import RunRecord, RunState
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import config as cd06
-from mangaassist.demo.engine import DEMO_ENVIRONMENT, ProgressDisplay
-from mangaassist.demo.tables import eval_table, rollout_table
+from mangaassist.demo.engine import DEMO_ENVIRONMENT
+from mangaassist.demo.tour import ask
 from mangaassist.platform.config_store import ConfigStore
 from mangaassist.platform.settings import find_root
+from mangaassist.views.progress import ProgressDisplay
+from mangaassist.views.runs import run_pipeline
+from mangaassist.views.tables import eval_table, rollout_table
 
 QUESTIONS = (
     "What is the return window?",
@@ -107,18 +108,28 @@ def _variant(repo: Path, dest: Path, template: str) -> Path:
     return folder
 
 
-def _deploy(console: Console, params: dict[str, Any], store: StateStore) -> tuple[Any, dict[str, Any]]:
-    with ProgressDisplay(console) as display:
-        executor = Executor(store, reporter=display, poll_seconds=0.2)
-        run = executor.run(
-            cd06.build(params),
+def _release(
+    console: Console, url: str, params: dict[str, Any], state: StateStore
+) -> tuple[RunRecord, Traffic]:
+    """Deploy a prompt change (CD-06) while policy questions arrive at ``url``; print the evaluation
+    gate's table (if it ran) and the rollout's. Returns the run and the traffic it had."""
+    with Traffic(url) as traffic:
+        run, steps = run_pipeline(
+            ProgressDisplay(console),
+            cd06.NAME,
+            params,
             environment=DEMO_ENVIRONMENT,
             target=cd06.target(params["profile"]),
             requester="demo",
-            policy=load_policy(None).for_run(DEMO_ENVIRONMENT, cd06.NAME),
+            store=state,
+            poll_seconds=0.2,
         )
-    with store.transaction() as conn:
-        return run, {s.name: s for s in store.steps(conn, run.id)}
+    rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
+    if rows:
+        console.print(eval_table(rows))
+    if "rollout" in steps:
+        console.print(rollout_table(steps["rollout"].detail.get("steps", [])))
+    return run, traffic
 
 
 def _wait_for(client: httpx.Client, version: str, timeout: float = 5.0) -> float | None:
@@ -133,12 +144,7 @@ def _wait_for(client: httpx.Client, version: str, timeout: float = 5.0) -> float
 
 
 def _ask(client: httpx.Client, console: Console) -> dict[str, Any]:
-    question = QUESTIONS[0]
-    r = client.post("/v1/chat", json={"session_id": f"demo-cfg-{uuid.uuid4().hex[:8]}", "message": question})
-    r.raise_for_status()
-    body: dict[str, Any] = r.json()
-    console.print(f"[bold cyan]you>[/] {question}", highlight=False)
-    console.print(f"[bold green]bot>[/] {body['answer']}", highlight=False)
+    body = ask(console, client, QUESTIONS[0], "demo-cfg")
     console.print(f"     [dim]prompts version {body['versions']['configs']['prompts']}[/]", highlight=False)
     return body
 
@@ -182,13 +188,7 @@ def run_config_demo(console: Console, url: str, store: ConfigStore, config_url: 
             "sessions, judged at each step while policy questions arrive (~12/s)."
         )
         good = _variant(repo, Path(tmp), GOOD_TEMPLATE)
-        with Traffic(url) as traffic:
-            run, steps = _deploy(console, {**base, "config_dir": str(good)}, state)
-        rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []
-        if rows:
-            console.print(eval_table(rows))
-        if "rollout" in steps:
-            console.print(rollout_table(steps["rollout"].detail.get("steps", [])))
+        run, traffic = _release(console, url, {**base, "config_dir": str(good)}, state)
         promoted = store.rollout("prompts").stable or ""
         ok = run.state is RunState.SUCCEEDED and promoted != live
         failures += not ok
@@ -209,10 +209,7 @@ def run_config_demo(console: Console, url: str, store: ConfigStore, config_url: 
             "purpose (recorded on the run) to show the canary judge catching it on live traffic."
         )
         bad = _variant(repo, Path(tmp), BAD_TEMPLATE)
-        with Traffic(url) as traffic:
-            run, steps = _deploy(console, {**base, "config_dir": str(bad), "evaluate": False}, state)
-        if "rollout" in steps:
-            console.print(rollout_table(steps["rollout"].detail.get("steps", [])))
+        run, traffic = _release(console, url, {**base, "config_dir": str(bad), "evaluate": False}, state)
         rollout = store.rollout("prompts")
         ok = run.state is RunState.ROLLED_BACK and rollout.stable == promoted and rollout.candidate is None
         failures += not ok

@@ -22,22 +22,23 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 
-from mangaassist.delivery.engine.policy import load_policy
-from mangaassist.delivery.engine.runs import Executor
+from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import kb
-from mangaassist.demo.engine import DEMO_ENVIRONMENT, ProgressDisplay
-from mangaassist.demo.tables import kb_gate_table
+from mangaassist.demo.engine import DEMO_ENVIRONMENT
+from mangaassist.demo.tour import ask
 from mangaassist.platform.factory import platform_for
 from mangaassist.platform.settings import find_root
 from mangaassist.platform.vector import LIVE_ALIAS, VectorIndex
+from mangaassist.views.progress import ProgressDisplay
+from mangaassist.views.runs import run_pipeline
+from mangaassist.views.tables import kb_gate_table
 
 QUESTION = "What is the return window?"
 
@@ -50,26 +51,21 @@ def _copy_sources(repo: Path, dest: Path) -> None:
     shutil.copy(repo / "config" / "chatbot.yaml", dest / "config" / "chatbot.yaml")
 
 
-def _run(console: Console, pipeline: Any, store: StateStore) -> Any:
-    with ProgressDisplay(console) as display:
-        executor = Executor(store, reporter=display)
-        run = executor.run(
-            pipeline,
-            environment=DEMO_ENVIRONMENT,
-            target=kb.NAME,
-            requester="demo",
-            policy=load_policy(None).for_run(DEMO_ENVIRONMENT, kb.NAME),
-        )
-    with store.transaction() as conn:
-        return run, {s.name: s for s in store.steps(conn, run.id)}
+def _run(
+    console: Console, pipeline: str, params: dict[str, Any], store: StateStore
+) -> tuple[RunRecord, dict[str, StepRecord]]:
+    return run_pipeline(
+        ProgressDisplay(console),
+        pipeline,
+        params,
+        environment=DEMO_ENVIRONMENT,
+        requester="demo",
+        store=store,
+    )
 
 
 def _ask(client: httpx.Client, console: Console) -> dict[str, Any]:
-    r = client.post("/v1/chat", json={"session_id": f"demo-kb-{uuid.uuid4().hex[:8]}", "message": QUESTION})
-    r.raise_for_status()
-    body: dict[str, Any] = r.json()
-    console.print(f"[bold cyan]you>[/] {QUESTION}", highlight=False)
-    console.print(f"[bold green]bot>[/] {body['answer']}", highlight=False)
+    body = ask(console, client, QUESTION, "demo-kb")
     console.print(f"     [dim]index version {body['versions']['index']}[/]", highlight=False)
     return body
 
@@ -101,7 +97,7 @@ def _kb_segment(console: Console, url: str, repo: Path, home: Path, index: Vecto
         root = Path(tmp)
         _copy_sources(repo, root)
         params = {"root": str(root), "home": str(home)}
-        run, steps = _run(console, kb.build(params), store)
+        run, steps = _run(console, kb.NAME, params, store)
         original = index.resolve(LIVE_ALIAS)
         console.print(
             f"live version: {original} ({steps['plan'].detail.get('summary', '')})", highlight=False
@@ -115,7 +111,7 @@ def _kb_segment(console: Console, url: str, repo: Path, home: Path, index: Vecto
         path = root / "knowledge" / "returns-policy.md"
         path.write_text(path.read_text(encoding="utf-8").replace("30 days", "45 days"), encoding="utf-8")
         console.print(f"edited {path.name} (a copy): return window 30 days -> 45 days")
-        run, steps = _run(console, kb.build(params), store)
+        run, steps = _run(console, kb.NAME, params, store)
         console.print(f"plan: {steps['plan'].detail.get('summary', '')}", highlight=False)
         console.print(kb_gate_table(steps["gate"].detail))
         new = index.resolve(LIVE_ALIAS)
@@ -128,7 +124,7 @@ def _kb_segment(console: Console, url: str, repo: Path, home: Path, index: Vecto
         after = _ask(client, console)
         failures += "45 days" not in after["answer"] or after["versions"]["index"] != new
 
-        run, _ = _run(console, kb.build_promote({**params, "version": original}), store)
+        run, _ = _run(console, kb.PROMOTE, {**params, "version": original}, store)
         _wait_for_index(client, original)
         console.print(f"rolled back: {LIVE_ALIAS} -> {original} ({run.state.value})", highlight=False)
         failures += run.state.value != "succeeded"

@@ -27,7 +27,8 @@ Settings are demo-sized (``DEMO_MODEL_SETTINGS``: 50 shadow comparisons, canary 
 steps and drain); about 60-90 s with MiniLM on a 2-core machine. Called by ``mangaassist demo``
 after ``run_release_demo``, before the platform stops; returns the number of failed checks. The
 compute and the registry come from ``platform.factory`` (``Platform.compute``, ``tracking_registry``).
-``benchmarks/model_deploy.py`` uses ``ModelUsers`` and ``Trainer`` too.
+``benchmarks/model_deploy.py`` uses ``ModelUsers`` and ``Trainer`` too, and the CD-03 tests on a real
+platform (``tests/integration/model_pipeline``) use ``ModelUsers`` as their users.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,13 @@ from mangaassist.chatbot.settings import Settings, find_root
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.rollout.load import BackgroundLoad, check_loopback
-from mangaassist.demo.engine import DEMO_ENVIRONMENT, run_pipeline
+from mangaassist.demo.engine import DEMO_ENVIRONMENT
 from mangaassist.demo.release import _judge_table
 from mangaassist.platform.compute import Compute
 from mangaassist.platform.factory import Platform, platform_for
 from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
+from mangaassist.views.progress import ProgressDisplay
+from mangaassist.views.runs import run_pipeline
 
 DEMO_MODEL = "intent-demo"
 """The demo's registered model: not ``intent``, so its package downloads never stand in for a real one's."""
@@ -225,7 +228,8 @@ def deploy_version(
     (run, steps, seconds from start to the run's end)."""
     began = time.monotonic()
     run, steps = run_pipeline(
-        console,
+        ProgressDisplay(console),
+        cd03.NAME,
         {
             "environment": DEMO_ENVIRONMENT,
             "model_config": str(config_path),
@@ -233,9 +237,9 @@ def deploy_version(
             **DEMO_MODEL_SETTINGS,
             **params,
         },
-        DEMO_ENVIRONMENT,
-        cd03.NAME,
-        overrides,
+        environment=DEMO_ENVIRONMENT,
+        overrides=overrides,
+        announce=True,
     )
     return run, steps, time.monotonic() - began
 
@@ -297,10 +301,9 @@ def _model_segment(console: Console, platform: Platform) -> int:
                 highlight=False,
             )
 
-            console.print()
-            console.print("[bold]2. Retrain with more data[/]: v2 on all of the training data")
-            v2, took = more_data.result()
-            console.print(f"v2 trained in {took:.0f}s")
+            v2 = _trained(
+                console, "[bold]2. Retrain with more data[/]: v2 on all of the training data", "v2", more_data
+            )
             mark = users.mark()
             run, steps, took = deploy_version(console, config_path, v2)
             console.print(_gate_table("the gate: v2 against the champion v1", steps))
@@ -328,10 +331,7 @@ def _model_segment(console: Console, platform: Platform) -> int:
                 highlight=False,
             )
 
-            console.print()
-            console.print("[bold]3. A bad model[/]: v3 trained on shuffled labels")
-            v3, took = shuffled.result()
-            console.print(f"v3 trained in {took:.0f}s")
+            v3 = _trained(console, "[bold]3. A bad model[/]: v3 trained on shuffled labels", "v3", shuffled)
             revisions = {r.name for r in compute.status(cd03.SERVICE).revisions}
             run, steps, took = deploy_version(console, config_path, v3)
             console.print(_gate_table("the gate: v3 against the champion v2", steps, failing_only=True))
@@ -368,6 +368,16 @@ def _model_segment(console: Console, platform: Platform) -> int:
     check(report.failed == 0, "no chat failed")
     console.print(f"model segment took {time.monotonic() - started:.0f}s", highlight=False)
     return failures
+
+
+def _trained(console: Console, heading: str, name: str, training: Future[tuple[str, float]]) -> str:
+    """Open the next part with ``heading``, wait for its version's training (in the background
+    meanwhile) and say how long that took; return the version."""
+    console.print()
+    console.print(heading)
+    version, took = training.result()
+    console.print(f"{name} trained in {took:.0f}s")
+    return version
 
 
 def _champion(registry: ModelRegistry) -> str | None:

@@ -29,10 +29,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mangaassist.delivery.engine.model import RunState, StepRecord
+from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.pipelines import app as cd01
 from mangaassist.delivery.rollout.load import BackgroundLoad
-from mangaassist.demo.engine import DEMO_ENVIRONMENT, run_pipeline
+from mangaassist.demo.engine import DEMO_ENVIRONMENT
 from mangaassist.platform.factory import Platform, platform_for, settings_for
+from mangaassist.views.progress import ProgressDisplay
+from mangaassist.views.runs import run_pipeline
 
 DEMO_SETTINGS: dict[str, Any] = {
     "test_command": "{python} -m pytest tests/unit/rollout -q -p no:cacheprovider",
@@ -47,6 +50,13 @@ DEMO_SETTINGS: dict[str, Any] = {
     "latency_budget_ms": 2000,
     "drain_idle_s": 1,
 }
+
+
+def _release(console: Console, params: dict[str, Any]) -> tuple[RunRecord, dict[str, StepRecord]]:
+    """One CD-01 run in the demo's environment, as ``mangaassist deploy app`` runs it."""
+    return run_pipeline(
+        ProgressDisplay(console), cd01.NAME, params, environment=DEMO_ENVIRONMENT, announce=True
+    )
 
 
 def _judge_table(title: str, steps: dict[str, StepRecord]) -> Table:
@@ -130,7 +140,7 @@ def _releases(console: Console, platform: Platform) -> int:
         )
         base = {"environment": DEMO_ENVIRONMENT, **DEMO_SETTINGS}
         began = time.monotonic()
-        run, steps = run_pipeline(console, {**base, "source": str(project)}, DEMO_ENVIRONMENT)
+        run, steps = _release(console, {**base, "source": str(project)})
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
             f"live: {dict(compute.status('chatbot').weights)}"
@@ -140,10 +150,8 @@ def _releases(console: Console, platform: Platform) -> int:
             code = 1
         console.print("[bold]2. A bad release[/]: the same code with MANGAASSIST_FAULT=error_rate=0.2")
         began = time.monotonic()
-        run, steps = run_pipeline(
-            console,
-            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}},
-            DEMO_ENVIRONMENT,
+        run, steps = _release(
+            console, {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}}
         )
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "

@@ -1,5 +1,6 @@
-"""Rich tables of the demo's knowledge-base and config segments, as ``mangaassist kb build`` and
-``mangaassist config deploy`` print them (the demo keeps its own copy: it never imports the CLI)."""
+"""Rich tables of the knowledge-base and config pipelines' reports: ``kb_gate_table`` (what
+``mangaassist kb build`` prints), ``eval_table`` and ``rollout_table`` (what ``mangaassist config
+deploy`` prints); the demo's knowledge-base and config segments print the same tables."""
 
 from __future__ import annotations
 

@@ -5,23 +5,19 @@ registry under the state directory, tiny models trained with the hashing embedde
 the training set (made champion), ``2`` on all of it (a better model), ``3`` on shuffled labels (a
 model that learnt nothing). ``model_plane`` copies that registry into a fresh state directory, starts
 the platform and deploys revision ``r1`` serving the champion's package at 100%, as a live model
-endpoint would. ``IntentTraffic`` is the users: conversations asking the model's router, each answer
-recorded (status, the revision and model version that served it).
+endpoint would. ``model_users`` is the users (the demo's ``ModelUsers``): conversations asking the
+model's router, each answer recorded (status, the revision and model version that served it).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -32,6 +28,7 @@ from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.model_promotion import promote
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import registry as pipelines
+from mangaassist.demo.model import ModelUsers
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
 from mangaassist.platform.embeddings import HashingEmbedder
@@ -42,9 +39,6 @@ from tests.integration.model.conftest import HASHING_GATE
 
 ROOT = Path(__file__).parents[3]
 APP = "mangaassist.chatbot.model_server:create_app"
-TEXTS = [
-    json.loads(line)["text"] for line in (ROOT / "ml" / "intents" / "eval.jsonl").read_text().splitlines()
-]
 MODEL_DEPLOY = {
     "steps": "50,100",
     "min_requests": 30,
@@ -223,49 +217,7 @@ def model_plane(
         assert report.left == [], f"processes left: {report.left}"
 
 
-@dataclass
-class IntentTraffic:
-    """Users of the model endpoint: ``rps`` requests a second, five per conversation, recorded."""
-
-    url: str
-    rps: float = 60.0
-    answers: list[tuple[int, str, str]] = field(default_factory=list)
-    """(status, revision, model version) of every answer."""
-    tag: str = field(default_factory=lambda: f"user-{time.monotonic_ns()}")
-    """Conversations are ``TAG-N``, five requests each: new ones keep arriving, as with real users."""
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> IntentTraffic:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        i = 0
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                text = TEXTS[i % len(TEXTS)]
-                try:
-                    r = client.post(
-                        "/v1/intent", json={"text": text}, headers={"X-Session-Id": f"{self.tag}-{i // 5}"}
-                    )
-                    body = r.json() if r.status_code == 200 else {}
-                    self.answers.append(
-                        (
-                            r.status_code,
-                            r.headers.get("x-mangaassist-revision", ""),
-                            str(body.get("model_version")),
-                        )
-                    )
-                except httpx.HTTPError:
-                    self.answers.append((0, "", ""))
-                i += 1
-                self._stop.wait(max(0.0, 1 / self.rps - (time.monotonic() - started)))
-
-    def stop(self) -> list[tuple[int, str, str]]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-        return list(self.answers)
+def model_users(url: str) -> ModelUsers:
+    """Users of the model endpoint at ``url``: 60 intent requests a second, five per conversation,
+    each answer recorded as (status, revision, model version) (the demo's ``ModelUsers``)."""
+    return ModelUsers(url, rps=60.0)

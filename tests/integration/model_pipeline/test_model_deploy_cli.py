@@ -19,7 +19,7 @@ import pytest
 
 from mangaassist.delivery.engine import audit
 from mangaassist.delivery.engine.model import StepRecord
-from tests.integration.model_pipeline.conftest import IntentTraffic, ModelPlane
+from tests.integration.model_pipeline.conftest import ModelPlane, model_users
 
 pytestmark = pytest.mark.slow
 ENVIRONMENT = "prod"
@@ -83,7 +83,7 @@ def test_killed_mid_canary_resumed_then_approved_by_someone_else(model_plane: Mo
     )
     assert refused.returncode == 2, refused.stdout
     assert "does not let a failed gate pass" in json.loads(refused.stdout)["error"]
-    users = IntentTraffic(model_plane.compute.url("intent-model")).start()
+    users = model_users(model_plane.compute.url("intent-model")).start()
     argv = [str(MANGAASSIST), "deploy", "model", "intent", "--env", "prod", "--version", models.good]
     argv += ["--config", str(models.config), "--yes", "--json"]
     deploy = subprocess.Popen(argv, env=alice, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

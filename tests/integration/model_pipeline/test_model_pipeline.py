@@ -22,7 +22,7 @@ import pytest
 
 from mangaassist.delivery.engine import audit
 from mangaassist.delivery.engine.model import RunState
-from tests.integration.model_pipeline.conftest import IntentTraffic, ModelPlane
+from tests.integration.model_pipeline.conftest import ModelPlane, model_users
 
 pytestmark = pytest.mark.slow
 ENVIRONMENT = "dev"
@@ -53,7 +53,7 @@ def test_the_offline_gate_blocks_a_shuffled_label_model(model_plane: ModelPlane)
 
 
 def test_a_forced_bad_model_is_caught_in_shadow_before_any_user_request(model_plane: ModelPlane) -> None:
-    users = IntentTraffic(model_plane.compute.url("intent-model")).start()
+    users = model_users(model_plane.compute.url("intent-model")).start()
     run, steps = model_plane.deploy(
         overrides={"dev.gates": "drill: a shuffled-label model must be caught in shadow"},
         version=model_plane.models.shuffled,
@@ -85,7 +85,7 @@ def test_a_forced_bad_model_is_caught_in_shadow_before_any_user_request(model_pl
 
 
 def test_a_failing_shadow_never_affects_users(model_plane: ModelPlane) -> None:
-    users = IntentTraffic(model_plane.compute.url("intent-model")).start()
+    users = model_users(model_plane.compute.url("intent-model")).start()
     run, steps = model_plane.deploy(
         version=model_plane.models.good, set_env={"MANGAASSIST_FAULT": "error_rate=1"}
     )
@@ -101,7 +101,7 @@ def test_a_failing_shadow_never_affects_users(model_plane: ModelPlane) -> None:
 
 
 def test_a_canary_fail_puts_the_weights_back_and_leaves_the_alias(model_plane: ModelPlane) -> None:
-    users = IntentTraffic(model_plane.compute.url("intent-model")).start()
+    users = model_users(model_plane.compute.url("intent-model")).start()
     run, steps = model_plane.deploy(
         version=model_plane.models.good,
         set_env={"MANGAASSIST_FAULT": "error_rate=0.4"},
@@ -120,7 +120,7 @@ def test_a_canary_fail_puts_the_weights_back_and_leaves_the_alias(model_plane: M
 
 
 def test_a_better_model_is_promoted_and_the_alias_moves_last(model_plane: ModelPlane) -> None:
-    users = IntentTraffic(model_plane.compute.url("intent-model")).start()
+    users = model_users(model_plane.compute.url("intent-model")).start()
     started = time.monotonic()
     run, steps = model_plane.deploy(version=model_plane.models.good)
     took = time.monotonic() - started

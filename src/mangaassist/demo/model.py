@@ -157,10 +157,9 @@ class ModelUsers:
 def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, TrackingRegistry]]:
     """A fresh MLflow registry under ``home/demo-model`` and a model config naming ``name``.
 
-    ``MLFLOW_TRACKING_URI`` points at it inside the block (the pipeline, which runs in this process,
-    opens the registry through it) and is restored after; the registry is the one the factory makes
-    for ``home`` then (``Platform.tracking_registry``). Removed first: the demo's own earlier registry
-    and its package downloads under ``home/models/packages/<name>-v*``."""
+    The demo's deploys name it with their ``tracking_uri`` param (the factory opens that store:
+    ``Platform.tracking_registry``); nothing is written to the environment. Removed first: the
+    demo's own earlier registry and its package downloads under ``home/models/packages/<name>-v*``."""
     directory = home / "demo-model"
     shutil.rmtree(directory, ignore_errors=True)
     packages = home / "models" / "packages"
@@ -176,17 +175,11 @@ def demo_registry(home: Path, name: str = DEMO_MODEL) -> Iterator[tuple[Path, Tr
     raw["model"] = name
     config_path = directory / "intent.yaml"
     config_path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{(store / 'mlflow.db').resolve()}"
     platform = platform_for(DEMO_ENVIRONMENT, home=home)
     try:
-        yield config_path, platform.tracking_registry()
+        yield config_path, platform.tracking_registry(f"sqlite:///{(store / 'mlflow.db').resolve()}")
     finally:
         platform.close()
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @dataclass
@@ -220,6 +213,7 @@ class Trainer:
 def deploy_version(
     console: Console,
     config_path: Path,
+    registry: TrackingRegistry,
     version: str,
     overrides: dict[str, str] | None = None,
     **params: Any,
@@ -233,6 +227,7 @@ def deploy_version(
         {
             "environment": DEMO_ENVIRONMENT,
             "model_config": str(config_path),
+            "tracking_uri": registry.tracking_uri,
             "version": version,
             **DEMO_MODEL_SETTINGS,
             **params,
@@ -292,7 +287,7 @@ def _model_segment(console: Console, platform: Platform) -> int:
                 f"trained v1 in {took:.0f}s; deploying it (r1 serves the built-in model) while v2 (all "
                 "the data) and v3 (shuffled labels) train in the background ..."
             )
-            run, steps, took = deploy_version(console, config_path, v1)
+            run, steps, took = deploy_version(console, config_path, registry, v1)
             check(run.effective_state is RunState.SUCCEEDED, f"v1 deploy: {run.reason}")
             check(_champion(registry) == v1, "the champion is v1")
             console.print(
@@ -305,7 +300,7 @@ def _model_segment(console: Console, platform: Platform) -> int:
                 console, "[bold]2. Retrain with more data[/]: v2 on all of the training data", "v2", more_data
             )
             mark = users.mark()
-            run, steps, took = deploy_version(console, config_path, v2)
+            run, steps, took = deploy_version(console, config_path, registry, v2)
             console.print(_gate_table("the gate: v2 against the champion v1", steps))
             _print_shadow(console, steps)
             console.print(_judge_table("the canary judge on v2", steps))
@@ -333,7 +328,7 @@ def _model_segment(console: Console, platform: Platform) -> int:
 
             v3 = _trained(console, "[bold]3. A bad model[/]: v3 trained on shuffled labels", "v3", shuffled)
             revisions = {r.name for r in compute.status(cd03.SERVICE).revisions}
-            run, steps, took = deploy_version(console, config_path, v3)
+            run, steps, took = deploy_version(console, config_path, registry, v3)
             console.print(_gate_table("the gate: v3 against the champion v2", steps, failing_only=True))
             console.print(
                 f"run {run.id}: [bold]{run.effective_state.value}[/] in {took:.0f}s", highlight=False

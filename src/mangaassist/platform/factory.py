@@ -165,20 +165,28 @@ class Platform:
             return self._once(f"config:{where}", lambda: HttpConfigStore(str(where)))  # type: ignore[no-any-return]
         return self._once("config", self._aws_config_store)  # type: ignore[no-any-return]
 
-    def model_registry(self) -> ModelRegistry:
-        """Model versions, aliases and their history (``platform.model_registry``)."""
-        if self.provider == "local":
-            from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
+    def model_registry(self, tracking_uri: str | None = None) -> ModelRegistry:
+        """Model versions, aliases and their history (``platform.model_registry``).
 
-            return self._once("registry", lambda: MlflowModelRegistry.from_home(self.home))  # type: ignore[no-any-return]
+        ``tracking_uri``: another MLflow store than the environment's (a run param, so a resumed
+        run opens the same one; the demo's fresh registry)."""
+        if self.provider == "local":
+            return self.tracking_registry(tracking_uri)
+        if tracking_uri:
+            raise ConfigError(f"environment {self.environment}: tracking_uri is for the local provider")
         return self._once("registry", self._aws_model_registry)  # type: ignore[no-any-return]
 
-    def tracking_registry(self) -> TrackingRegistry:
+    def tracking_registry(self, tracking_uri: str | None = None) -> TrackingRegistry:
         """The model registry with the runs that train its versions (``TrackingRegistry``), what
-        training writes to. Local: the same ``MlflowModelRegistry`` as ``model_registry``."""
+        training writes to. Local: the same ``MlflowModelRegistry`` as ``model_registry``: under the
+        state directory, or at ``MLFLOW_TRACKING_URI`` if the user set it, or at ``tracking_uri``."""
         if self.provider == "local":
             from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
 
+            if tracking_uri:
+                return self._once(  # type: ignore[no-any-return]
+                    f"registry:{tracking_uri}", lambda: MlflowModelRegistry.at(tracking_uri)
+                )
             return self._once("registry", lambda: MlflowModelRegistry.from_home(self.home))  # type: ignore[no-any-return]
         raise self._missing("TrackingRegistry", "training runs are tracked in MLflow, on the local provider")
 

@@ -24,7 +24,7 @@ from mangaassist.platform.embeddings import HashingEmbedder
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nowhere/else.db")  # restored after the block
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nowhere/else.db")  # a user's: never touched
     monkeypatch.setenv("MANGAASSIST_EMBEDDER", "hashing")
     home = tmp_path / "home"
     packages = home / "models" / "packages"
@@ -39,7 +39,8 @@ def test_each_demo_starts_a_fresh_registry_and_leaves_the_environment_as_it_was(
     with demo_registry(home) as (config_path, registry):
         store = Path(registry.tracking_uri.removeprefix("sqlite:///"))
         assert store.parent.parent == (home / "demo-model").resolve() and store.name == "mlflow.db"
-        assert os.environ["MLFLOW_TRACKING_URI"] == registry.tracking_uri
+        # the demo's deploys name the store with a run param: the environment is never written
+        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////nowhere/else.db"
         assert yaml.safe_load(config_path.read_text())["model"] == DEMO_MODEL
         packages = sorted(p.name for p in (home / "models" / "packages").iterdir())
         assert packages == ["intent-v1"]  # a real model's download stays; the demo's own are gone

@@ -108,6 +108,7 @@ from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
 from mangaassist.platform.compute import Compute, Revision
 from mangaassist.platform.metrics import Metrics
+from mangaassist.platform.model_registry import ModelRegistry
 from mangaassist.platform.settings import find_config
 
 NAME = "CD-03"
@@ -232,7 +233,7 @@ def _candidate_name(version: str, digest: str, set_env: dict[str, str]) -> str:
 def _resolve(scope: RunScope, ctx: StepContext) -> Outcome:
     p = scope.settings
     config = _model_config(ctx.params)
-    registry = scope.platform.model_registry()
+    registry = _registry(scope, ctx)
     name = config.model_name
     if ctx.params.get("version"):
         version = registry.get(name, str(ctx.params["version"]))
@@ -279,7 +280,7 @@ def _gate(scope: RunScope, ctx: StepContext) -> Outcome:
     r = Resolved.of(ctx, "resolve")
     config = _model_config(ctx.params)
     gate_config = GateConfig.from_mapping(config.gate, f"{config.source}: gate")
-    result = gate_version(scope.platform.model_registry(), r.model, gate_config, r.version)
+    result = gate_version(_registry(scope, ctx), r.model, gate_config, r.version)
     detail = {"gate": result.as_dict()}
     rule = f"{ctx.run.environment}.gates"
     why = "; ".join(result.reasons)
@@ -400,7 +401,7 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
     waiting, waited = retire_after_drain(ctx, canary, last, settings.drain_idle_s, settings.drain_max_s)
     if waiting is not None:
         return waiting
-    registry = scope.platform.model_registry()
+    registry = _registry(scope, ctx)
 
     def move(key: str) -> dict[str, Any]:
         champion = registry.alias(r.model, "champion")
@@ -642,6 +643,11 @@ def _canary(scope: RunScope, ctx: StepContext) -> Canary:
         settings.judge_min_requests,
         r.baseline_cursor,
     )
+
+
+def _registry(scope: RunScope, ctx: StepContext) -> ModelRegistry:
+    """The environment's model registry, or the MLflow store the ``tracking_uri`` param names."""
+    return scope.platform.model_registry(ctx.params.get("tracking_uri"))
 
 
 def _settings(params: dict[str, Any]) -> DeploySettings:

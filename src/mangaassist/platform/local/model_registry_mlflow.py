@@ -90,10 +90,16 @@ class MlflowModelRegistry:
         ``sqlite:///`` URI they go to ``artifacts/`` next to the database, not the working directory)."""
         uri = tracking_uri_for(home)
         if os.environ.get("MLFLOW_TRACKING_URI"):
-            if uri.startswith("sqlite:///"):
-                return cls(uri, Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts")
-            return cls(uri)
+            return cls.at(uri)
         return cls(uri, (home / "mlflow" / "artifacts").resolve())
+
+    @classmethod
+    def at(cls, uri: str) -> MlflowModelRegistry:
+        """The registry of a tracking URI: a server decides where artifacts go; a ``sqlite:///``
+        store keeps them in ``artifacts/`` next to its database (not the working directory)."""
+        if uri.startswith("sqlite:///"):
+            return cls(uri, Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts")
+        return cls(uri)
 
     # -- tracking ----------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,7 @@ from typing import Any, Self
 import httpx
 
 from mangaassist.core.errors import MangaAssistError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mangaassist.platform.ports import listening_socket
 
 
 class ChatbotProcess:
@@ -42,7 +36,9 @@ class ChatbotProcess:
         log_path: Path | None = None,
         ready_timeout_s: float = 180.0,
     ) -> None:
-        self.port = port or free_port()
+        # port 0: a socket bound here and handed to the child (never freed and bound again)
+        self._socket = None if port else listening_socket()
+        self.port = int(self._socket.getsockname()[1]) if self._socket is not None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
@@ -54,22 +50,28 @@ class ChatbotProcess:
 
     def start(self) -> Self:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        fds = (self._socket.fileno(),) if self._socket else ()
         try:
             self.proc = subprocess.Popen(
-                self.command(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
+                self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env, pass_fds=fds
             )
         finally:
             if self.log_path and not isinstance(out, int):
                 out.close()
+            if self._socket is not None:  # the child has its own copy: the port is its alone
+                self._socket.close()
+                self._socket = None
         return self
+
+    def listen_args(self) -> list[str]:
+        """Where the child listens: the handed-down socket, or the port it was asked for."""
+        if self._socket is not None:
+            return ["--fd", str(self._socket.fileno())]
+        return ["--port", str(self.port)]
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "mangaassist.chatbot.serve",
-            "--port", str(self.port), "--log-level", "warning",
+            sys.executable, "-m", "mangaassist.chatbot.serve", *self.listen_args(), "--log-level", "warning",
         ]  # fmt: skip
 
     def wait_ready(self) -> dict[str, Any]:
@@ -141,6 +143,7 @@ class ModelEndpointProcess(ChatbotProcess):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "uvicorn", "mangaassist.chatbot.model_server:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log",
+            sys.executable, "-m", "mangaassist.chatbot.serve",
+            "--app", "mangaassist.chatbot.model_server:create_app",
+            *self.listen_args(), "--log-level", "warning",
         ]  # fmt: skip

@@ -60,6 +60,7 @@ from pathlib import Path
 import httpx
 
 from mangaassist.platform.compute import RevisionHealth, WorkerState, WorkerStatus
+from mangaassist.platform.ports import listening_socket
 
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 5.0
@@ -108,19 +109,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def listening_socket() -> socket.socket:
-    """A listening socket on ``127.0.0.1`` and a port the kernel picks, held until closed."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own sockets
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 # The worker process: serve the inherited listening socket (argv[1], its descriptor) with the

@@ -61,8 +61,9 @@ class Models:
     shuffled: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """Three trained versions in a registry, made once; every platform copies the registry."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     directory = tmp_path_factory.mktemp("models")
     base = TrainingConfig.load(ROOT / "ml" / "intent.yaml", ROOT)

@@ -143,7 +143,8 @@ def test_outage_keeps_serving_last_known_good_from_memory_and_disk(
         assert during.json()["versions"]["configs"] == seeded
 
     # a worker starting while the server is down serves the last-known-good version from disk
-    cache = next(p for p in (state_home / "config-cache").iterdir() if p.name.startswith("r-cfg-"))
+    # this chatbot's cache (the session's state directory holds other tests' chatbots' caches too)
+    cache = state_home / "config-cache" / f"r-cfg-{config_server.proc.pid}"
     assert json.loads((cache / "prompts.json").read_text())["stable"]["version"] == seeded["prompts"]
     fresh = ConfigClient(config_server.url, cache, ChatbotConfig(), interval=0.2).start()
     try:

@@ -41,13 +41,14 @@ def _assert_untouched(plane: ModelPlane, candidate: str | None) -> None:
 
 
 def test_the_offline_gate_blocks_a_shuffled_label_model(model_plane: ModelPlane) -> None:
+    before = model_plane.health()  # earlier drills (any order) leave retired candidates behind
     run, steps = model_plane.deploy(version=model_plane.models.shuffled)
     assert run.effective_state is RunState.ROLLED_BACK, run.reason
     assert "failed the offline gate" in (run.reason or "") and "macro_f1" in (run.reason or "")
     gate = steps["gate"].detail
     assert gate["verdict"] == "FAIL" and any(not row["ok"] for row in gate["gate"]["rows"])
     assert steps["deploy"].status.value == "skipped"
-    assert set(model_plane.health()) == {"r1"}  # nothing was deployed
+    assert model_plane.health() == before  # nothing was deployed
     _assert_untouched(model_plane, None)
 
 

@@ -36,6 +36,9 @@ def test_new_conversations_are_split_by_weight_within_3_points(plane: Plane) -> 
     c.set_weights("split", {"r1": 70, "r2": 30})
     url = plane.url("split")
     sessions = [_new_session() for _ in range(2000)]
+    # another test of the session may have sent conversations to this service first (any order)
+    before = c.stats("split")["revisions"]
+    started_before = sum(before.get(r, {}).get("sessions_started", 0) for r in ("r1", "r2"))
 
     async def run() -> dict[str, str]:
         served: dict[str, str] = {}
@@ -59,8 +62,9 @@ def test_new_conversations_are_split_by_weight_within_3_points(plane: Plane) -> 
     served = asyncio.run(run())
     share_r2 = collections.Counter(served.values())["r2"] / len(sessions)
     assert abs(share_r2 - 0.30) <= 0.03, share_r2
-    stats = c.stats("split")
-    assert stats["revisions"]["r2"]["sessions_started"] + stats["revisions"]["r1"]["sessions_started"] == 2000
+    stats = c.stats("split")["revisions"]
+    started = stats["r2"]["sessions_started"] + stats["r1"]["sessions_started"]
+    assert started - started_before == 2000
 
 
 def test_weights_move_under_load_without_failures_or_split_conversations(plane: Plane) -> None:

@@ -27,11 +27,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/mangaassist demo
 
-# The whole suite in one pytest process, in random order (pytest-randomly; the seed is printed:
-# `make test PYTEST_ARGS=--randomly-seed=N` repeats that order).
+# The whole suite in one pytest process, in random order (pytest-randomly); the seed is printed
+# first, and `make test SEED=N` repeats that order.
+ifndef SEED
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
 PYTEST_ARGS ?=
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@echo "random order: --randomly-seed=$(SEED)"
+	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py

@@ -7,7 +7,7 @@ router) and direct intent requests on the model's router (``ModelUsers``, which 
 revision and model version answered each one).
 
 1. **A fresh registry.** MLflow's store under ``HOME/demo-model`` (removed first, so every demo starts
-   from version 1), selected with ``MLFLOW_TRACKING_URI`` for the segment and restored afterwards;
+   from version 1), named by each deploy's ``tracking_uri`` run param (the environment is untouched);
    the model config is ``ml/intent.yaml`` under the name ``intent-demo``. The name matters: the
    pipeline downloads packages to ``HOME/models/packages/<name>-v<N>`` and reuses a download that
    exists, so a demo registry named ``intent`` would put its version 1 where a real registry's
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import threading
 import time
@@ -270,7 +269,7 @@ def _model_segment(console: Console, platform: Platform) -> int:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-train") as pool,
         ):
             console.print(
-                f"A fresh MLflow registry at {os.environ['MLFLOW_TRACKING_URI'].removeprefix('sqlite:///')}; "
+                f"A fresh MLflow registry at {registry.tracking_uri.removeprefix('sqlite:///')}; "
                 f"users: 6 chats/s through {compute.url('chatbot')} (the chatbot asks the model's "
                 f"router) and 10 intent requests/s on {compute.url(cd03.SERVICE)}.",
                 highlight=False,

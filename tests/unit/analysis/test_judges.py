@@ -158,10 +158,12 @@ def test_samples_from_observations() -> None:
         {"min_requests": 0},
         {"alpha_weights": (0.5, 0.5)},
         {"alpha_weights": (0.4, 0.3, 0.1, 0.1, 0.2)},
+        {"pass_p": 1.0},
+        {"pass_p": -0.1},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match=r"alpha|min_requests"):
+    with pytest.raises(ValueError, match=r"alpha|min_requests|pass_p"):
         JudgeSettings(**kwargs)  # type: ignore[arg-type]
 
 
@@ -209,3 +211,51 @@ def test_latency_is_judged_against_the_latency_baseline_when_given() -> None:
     assert against_stable.verdict is Verdict.FAIL
     fair = next(m for m in judge.judge(candidate, busy, same_share).metrics if m.metric == "latency")
     assert fair.verdict is Verdict.PASS and fair.baseline_n == 400
+
+
+def test_a_rate_that_looks_worse_is_not_passed_at_the_minimum_sample() -> None:
+    """A 50% step, 30 requests each: 8 candidate errors against none. The error e-process is below
+    its doubt line (each event at 50% is weak evidence), but 8 of 8 events on a 50% share has
+    p = 0.004: the metric stays INCONCLUSIVE (the step goes on) instead of PASSing a candidate that
+    fails a quarter of its requests. With the guard off it PASSes: the guard is what holds it."""
+    candidate, stable = arm(30, errors=8, seed=1), arm(30, errors=0, seed=2)
+    errors = next(m for m in SequentialJudge().judge(candidate, stable).metrics if m.metric == "error_rate")
+    assert errors.verdict is Verdict.INCONCLUSIVE and errors.statistic < errors.threshold
+    assert "8 of 8 events on the candidate" in errors.reason
+    off = SequentialJudge(JudgeSettings(pass_p=0.0)).judge(candidate, stable)
+    assert next(m for m in off.metrics if m.metric == "error_rate").verdict is Verdict.PASS
+    one = SequentialJudge().judge(arm(30, errors=1, seed=1), arm(30, errors=0, seed=2))
+    assert next(m for m in one.metrics if m.metric == "error_rate").verdict is Verdict.PASS  # p = 0.5
+
+
+def _drill(judge: SequentialJudge, rng: np.random.Generator, candidate_error_rate: float) -> str:
+    """A 50% step at 20 req/s looked at every 0.2 s for 40 s, stable clean: the first decision
+    (PASS needs 30 candidate requests, as the CD-03 drill's settings)."""
+    c, b = ArmSample(), ArmSample()
+    for _look in range(200):
+        n = int(rng.poisson(4))
+        n_c = int(rng.binomial(n, 0.5))
+        c.requests += n_c
+        c.errors += int(rng.binomial(n_c, candidate_error_rate))
+        b.requests += n - n_c
+        if min(c.requests, b.requests) == 0:
+            continue
+        errors = next(m for m in judge.judge(c, b).metrics if m.metric == "error_rate")
+        if errors.verdict is Verdict.FAIL:
+            return "FAIL"
+        if errors.verdict is Verdict.PASS and c.requests >= 30:
+            return "PASS"
+    return "INCONCLUSIVE"
+
+
+def test_a_candidate_failing_40_percent_is_failed_at_a_50_percent_step_not_passed() -> None:
+    """The CD-03 canary drill's conditions, simulated 300 times: without the rate guard about one
+    drill in ten PASSed the broken candidate; with it none of these do, and a clean one still PASSes."""
+    judge = SequentialJudge(JudgeSettings(min_requests=10))
+    unguarded = SequentialJudge(JudgeSettings(min_requests=10, pass_p=0.0))
+    rng = np.random.default_rng(3)
+    guarded_runs = [_drill(judge, rng, 0.4) for _ in range(300)]
+    unguarded_runs = [_drill(unguarded, rng, 0.4) for _ in range(300)]
+    assert guarded_runs.count("PASS") <= 2 and guarded_runs.count("FAIL") >= 295
+    assert unguarded_runs.count("PASS") >= 10  # the weakness the guard closes
+    assert [_drill(judge, rng, 0.0) for _ in range(50)].count("PASS") == 50

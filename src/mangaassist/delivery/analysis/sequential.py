@@ -21,8 +21,18 @@ thumbs-down). A tail metric (slower than the stable p95) was tried and removed: 
 identical candidates on artefacts of a new revision (fresh upstream connections). A metric FAILs when
 ``E >= 1/alpha_m``; until both revisions have ``min_requests``, nothing can fail or pass
 (INCONCLUSIVE: too little data). After that a metric PASSes unless evidence is building
-(``E >= 1/sqrt(alpha_m)``), or, for latency, the observed median is already slower than the
-baseline's by more than ``latency_increase``; either keeps it INCONCLUSIVE so the step is extended.
+(``E >= 1/sqrt(alpha_m)``), or, for a rate, a plain one-sided test of its events says the candidate
+looks worse (``pass_p``, below), or, for latency, the observed median is already slower than the
+baseline's by more than ``latency_increase``; each keeps it INCONCLUSIVE so the step is extended.
+
+Why the rate guard: the e-process bets on effects up to ``3 * rho_min``, so at a large share each
+candidate event is weak evidence (at 50% a candidate event moves ``E`` by at most x1.5). A candidate
+failing 40% of its requests against a clean stable revision, judged at a 50% step the moment both
+have 30 requests, PASSed one time in ten (8 errors against none leave ``E`` below the doubt line).
+Holding such a PASS while the candidate's share of the events is significant at ``pass_p`` (a
+binomial tail, given the events) stops that: 1 in 400 simulated drills instead of 40
+(docs/pipelines/cd-01-app.md, "The judge"). The guard never FAILs anything, so the false-failure
+bound is unchanged; an identical candidate is at most held a few looks longer.
 
 ``q0`` is the candidate's share of the requests both served in the window; with thousands of
 requests per event it is known far better than the event counts, and the approximation is
@@ -60,6 +70,10 @@ class JudgeSettings:
     """Smallest increase of thumbs-down per request that matters (absolute)."""
     latency_increase: float = 0.2
     """Smallest latency increase that matters (relative): +20%."""
+    pass_p: float = 0.05
+    """A rate metric may not PASS while the one-sided binomial test of its events (the candidate's
+    count of them against its share of the requests) has p below this: the data already say the
+    candidate looks worse, only not yet with anytime-valid evidence. 0 turns the guard off."""
     compare_latency: bool = True
     """False when the two samples come from different periods (blue-green's candidate after the
     switch against the stable revision before it): load drift between periods looks like a
@@ -73,6 +87,8 @@ class JudgeSettings:
             raise ValueError(f"alpha must be within (0, 1), got {self.alpha}")
         if self.min_requests < 1:
             raise ValueError(f"min_requests must be >= 1, got {self.min_requests}")
+        if not 0 <= self.pass_p < 1:
+            raise ValueError(f"pass_p must be within [0, 1), got {self.pass_p}")
         if len(self.alpha_weights) != len(METRICS) or any(w <= 0 for w in self.alpha_weights):
             raise ValueError(f"alpha_weights needs {len(METRICS)} positive shares, got {self.alpha_weights}")
         if abs(sum(self.alpha_weights) - 1.0) > 1e-9:
@@ -159,6 +175,16 @@ class SequentialJudge:
             return False
         return ev.candidate_value > ev.baseline_value * (1 + self.settings.latency_increase)
 
+    @staticmethod
+    def _events_p(ev: _Events, q0: float) -> float:
+        """One-sided p of a rate metric's events: P(at least ``x_c`` of the ``x_c + x_b`` events on
+        the candidate) if each lands there with its request share ``q0``. Latency: 1 (its own guard)."""
+        if ev.metric == "latency" or ev.x_c == 0 or not 0 < q0 < 1:
+            return 1.0
+        from scipy.stats import binom  # imported here: scipy.stats takes ~0.3 s to import
+
+        return float(binom.sf(ev.x_c - 1, ev.x_c + ev.x_b, q0))
+
     def judge(
         self, candidate: ArmSample, baseline: ArmSample, latency_baseline: ArmSample | None = None
     ) -> Judgement:
@@ -185,6 +211,12 @@ class SequentialJudge:
                 verdict, reason = (
                     Verdict.INCONCLUSIVE,
                     f"evidence building: e-value {e:.3g} >= {doubt_at:.3g}",
+                )
+            elif (p := self._events_p(ev, q0)) < s.pass_p:
+                verdict, reason = (
+                    Verdict.INCONCLUSIVE,
+                    f"{ev.x_c} of {ev.x_c + ev.x_b} events on the candidate against a {q0:.0%} share of "
+                    f"the requests (p={p:.2g}): looks worse, not yet significant",
                 )
             elif self._beyond_margin(ev):
                 verdict, reason = (

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first, pinned, so nothing later pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,aws]'
+	$(PY) -m pip install --quiet -e '.[dev,aws,infra]'
 	@touch $(STAMP)
 
 demo: setup

@@ -32,6 +32,7 @@ from mangaassist.platform.settings import find_root, state_home
 
 __all__ = ["Settings", "find_root"]
 
+
 @dataclass(frozen=True)
 class Settings:
     root: Path

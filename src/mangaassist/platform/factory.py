@@ -18,6 +18,8 @@ kind               local                                   aws
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
 ``ModelRegistry``  ``MlflowModelRegistry``                 ``SageMakerModelRegistry``
 ``StaticSite``     not yet (CD-05)                         not yet
+``Provisioner``    ``LocalProvisioner`` (CD-02's local     CloudFormation change sets (``stacks()``,
+                   resources)                              the CDK app's templates)
 =================  ======================================  =========================================
 
 A kind a provider does not have yet raises ``ConfigError`` naming the environment and the kind, so
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.compute import Compute
 from mangaassist.platform.config_store import ConfigStore
+from mangaassist.platform.infra import Provisioner
 from mangaassist.platform.metrics import Metrics
 from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
 from mangaassist.platform.settings import PlatformSettings, find_config, load_settings
@@ -190,6 +193,27 @@ class Platform:
             return self._once("registry", lambda: MlflowModelRegistry.from_home(self.home))  # type: ignore[no-any-return]
         raise self._missing("TrackingRegistry", "training runs are tracked in MLflow, on the local provider")
 
+    def provisioner(self) -> Provisioner:
+        """The declared resources on this environment's provider (CD-02, ``platform.infra``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.infra import LocalProvisioner
+
+            return self._once(  # type: ignore[no-any-return]
+                "provisioner",
+                lambda: LocalProvisioner(self.home, self.settings.root, list(self.settings.services)),
+            )
+        raise self._missing(
+            "Provisioner", "aws resources are provisioned from the CDK app's templates: use stacks()"
+        )
+
+    def stacks(self) -> Any:
+        """CloudFormation change sets and drift detection (``platform.aws.cloudformation``)."""
+        if self.provider != "aws":
+            raise self._missing("CloudFormation", "the local provider provisions with provisioner()")
+        from mangaassist.platform.aws.cloudformation import ChangeSetApplier
+
+        return self._once("stacks", lambda: ChangeSetApplier(self._client("cloudformation")))
+
     def static_site(self) -> Any:
         """Releases of the widget behind a CDN (CD-05 adds the ``StaticSite`` protocol)."""
         raise self._missing("StaticSite", "the frontend pipeline CD-05 adds it")
@@ -291,7 +315,7 @@ class Platform:
             others = sorted(n for n, k in kinds.items() if k != "sagemaker")
             raise self._missing(
                 "Compute",
-                f"only SageMaker model endpoints (compute = \"sagemaker\") run on aws so far; "
+                f'only SageMaker model endpoints (compute = "sagemaker") run on aws so far; '
                 f"services without one: {', '.join(others) or 'none declared'}",
             )
         return SageMakerEndpointCompute(

@@ -84,6 +84,7 @@ environments:
     assert "prod.freeze.tokyo-new-year" in [b.rule for b in prod.blocks(at("2025-12-30T15:30+00:00"))]
     assert prod.rules() == [
         "prod.approvals",
+        "prod.destructive",
         "prod.windows",
         "prod.freeze.weekend",
         "prod.freeze.tokyo-new-year",

@@ -45,6 +45,7 @@ import math
 from dataclasses import dataclass
 
 from mangaassist.core.verdict import Verdict
+from mangaassist.delivery.analysis.gates import binomial_tail
 from mangaassist.delivery.analysis.judgement import Judgement, MetricVerdict
 from mangaassist.delivery.analysis.samples import ArmSample, bucket_of
 
@@ -181,9 +182,7 @@ class SequentialJudge:
         the candidate) if each lands there with its request share ``q0``. Latency: 1 (its own guard)."""
         if ev.metric == "latency" or ev.x_c == 0 or not 0 < q0 < 1:
             return 1.0
-        from scipy.stats import binom  # imported here: scipy.stats takes ~0.3 s to import
-
-        return float(binom.sf(ev.x_c - 1, ev.x_c + ev.x_b, q0))
+        return binomial_tail(ev.x_c, ev.x_c + ev.x_b, q0)
 
     def judge(
         self, candidate: ArmSample, baseline: ArmSample, latency_baseline: ArmSample | None = None

@@ -67,7 +67,10 @@ environments:
       - name: weekend
         from: "fri 15:00"
         to: "mon 09:00"
-pipelines: {}
+pipelines:
+  CD-02:
+    prod:
+      approvals: 2
 """
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -231,9 +234,14 @@ class EnvironmentPolicy:
     def gates_rule(self) -> str:
         return f"{self.environment}.gates"
 
+    @property
+    def destructive_rule(self) -> str:
+        """What CD-02 needs to replace or delete a stateful resource (``--override``, audited)."""
+        return f"{self.environment}.destructive"
+
     def rules(self) -> list[str]:
         """Every rule id that ``--override`` may name for this run."""
-        names = [self.approvals_rule]
+        names = [self.approvals_rule, self.destructive_rule]
         if self.gate_overrides:
             names.append(self.gates_rule)
         if self.windows:

@@ -96,6 +96,8 @@ class Built(StepOutput):
     def baseline_name(self) -> str:
         """The fresh copy of the stable release a canary is judged against."""
         return f"{self.candidate}-base"
+
+
 PINNED_ERROR_ALPHA = 0.001
 """False-failure probability of the pinned load's error gate (``delivery.analysis.gates``)."""
 
@@ -365,9 +367,7 @@ def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
     settings = _settings(ctx.params)
     # the baseline's name is the candidate's plus "-base": retired if it lives, even when its step
     # died after the deploy and before recording it
-    return restore_and_retire(
-        ctx, scope.compute(), settings.service, b.stable, b.candidate, b.baseline_name
-    )
+    return restore_and_retire(ctx, scope.compute(), settings.service, b.stable, b.candidate, b.baseline_name)
 
 
 # -- a rollout phase -------------------------------------------------------------------------------

@@ -460,9 +460,7 @@ def _sample(
     requests, errors, fallbacks, guardrails, feedback, thumbs_down = (
         int(a[k]) - int(b.get(k, 0)) for k in _COUNTS
     )
-    return ArmSample(
-        requests, errors, fallbacks, guardrails, feedback, thumbs_down, hist.astype(np.int64)
-    )
+    return ArmSample(requests, errors, fallbacks, guardrails, feedback, thumbs_down, hist.astype(np.int64))
 
 
 def run_evaluation(

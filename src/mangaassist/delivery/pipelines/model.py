@@ -405,13 +405,9 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
 
     def move(key: str) -> dict[str, Any]:
         champion = registry.alias(r.model, "champion")
-        if (
-            champion is not None and champion.version == r.version
-        ):  # applied, then killed before the marker
+        if champion is not None and champion.version == r.version:  # applied, then killed before the marker
             return {"champion_before": r.champion, "champion": r.version, "previous": r.champion}
-        change = promote(
-            registry, r.model, r.version, actor=ctx.run.requester, reason=f"{NAME} run {key}"
-        )
+        change = promote(registry, r.model, r.version, actor=ctx.run.requester, reason=f"{NAME} run {key}")
         return change.as_dict()
 
     change = ctx.effect("promote-alias", move)

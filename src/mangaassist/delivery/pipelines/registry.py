@@ -14,13 +14,14 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, config, demo, kb, model
+from mangaassist.delivery.pipelines import app, config, demo, infra, kb, model
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
 PIPELINES: dict[str, PipelineFactory] = {
     demo.NAME: demo.build,
     app.NAME: app.build,  # CD-01, application deployment
+    infra.NAME: infra.build,  # CD-02, infrastructure as code
     kb.NAME: kb.build,
     kb.PROMOTE: kb.build_promote,
     config.NAME: config.build,  # CD-06, configuration and prompts

@@ -16,7 +16,7 @@ from pathlib import Path
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.tables import Condition, Item
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     tbl TEXT NOT NULL,
     pk TEXT NOT NULL,
@@ -52,7 +52,7 @@ class SqliteTables:
             )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise ConfigError(f"cannot open the tables database {self.path}: {exc}") from exc
         self._lock = threading.Lock()

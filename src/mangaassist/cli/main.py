@@ -183,6 +183,9 @@ platform_cmds.register(app)  # the local platform: up, down, status, revisions
 from mangaassist.cli import deploy_cmds  # noqa: E402 - CD-01: deploy app, rollback app, traffic
 
 deploy_cmds.register(app)
+from mangaassist.cli import infra_cmds  # noqa: E402 - CD-02: infra synth, plan, diff; deploy infra
+
+infra_cmds.register(app)
 from mangaassist.cli import config_cmds  # noqa: E402 - CD-06: config validate, deploy, rollback, history
 
 config_cmds.register(app)

@@ -232,19 +232,13 @@ class StepContext:
     def progress(self, message: str, fraction: float | None = None) -> None:
         self._executor._report(ProgressEvent("step.progress", self.run.id, self.step, message, fraction))
 
-    def last_output(self, step: str, *, scan: int = 200) -> tuple[str, dict[str, Any]] | None:
-        """The output of ``step`` in the newest succeeded run of this run's pipeline and environment
-        (among the newest ``scan`` runs of the environment), with that run's id; None if there is
-        none. What CD-02 diffs against: the templates its last successful run applied."""
+    def last_output(self, step: str) -> tuple[str, dict[str, Any]] | None:
+        """The output of ``step`` in the newest succeeded run of this run's pipeline and environment,
+        with that run's id; None if there is none (``StateStore.last_output``). What CD-02 diffs
+        against: the templates its last successful run applied."""
         store = self._executor.store
         with store.transaction() as conn:
-            for run in store.runs(conn, self.now(), limit=scan, environment=self.run.environment):
-                if run.pipeline != self.run.pipeline or run.state is not RunState.SUCCEEDED:
-                    continue
-                for record in store.steps(conn, run.id):
-                    if record.name == step and record.output:
-                        return run.id, dict(record.output)
-        return None
+            return store.last_output(conn, self.now(), self.run.pipeline, self.run.environment, step)
 
     def approval(self) -> approvals.ApprovalStatus:
         with self._executor.store.transaction() as conn:

@@ -261,6 +261,19 @@ class StateStore:
             query = query.where(runs.c.environment == environment)
         return [run_record(row, now) for row in conn.execute(query).mappings()]
 
+    def last_output(
+        self, conn: Connection, now: datetime, pipeline: str, environment: str, step: str, *, scan: int = 200
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The output of ``step`` in the newest succeeded run of ``pipeline`` in ``environment``
+        (among the environment's newest ``scan`` runs), with that run's id; None if there is none."""
+        for run in self.runs(conn, now, limit=scan, environment=environment):
+            if run.pipeline != pipeline or run.state is not RunState.SUCCEEDED:
+                continue
+            for record in self.steps(conn, run.id):
+                if record.name == step and record.output:
+                    return run.id, dict(record.output)
+        return None
+
     def steps(self, conn: Connection, run_id: str) -> list[StepRecord]:
         rows = conn.execute(sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.idx)).mappings()
         return [

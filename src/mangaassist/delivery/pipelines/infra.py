@@ -32,6 +32,7 @@ Params: ``environment`` (required), ``root`` (the repository), ``resources`` / `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,7 @@ from mangaassist.delivery.infra import (
 from mangaassist.delivery.pipelines.gating import gate_outcome
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.platform.factory import settings_for
+from mangaassist.platform.infra import Provisioner, ResourceSpec
 from mangaassist.platform.settings import find_root, state_home
 
 NAME = "CD-02"
@@ -82,10 +84,10 @@ def build(params: dict[str, Any]) -> Pipeline:
     resources, environments = declaration_paths(params)
     load_declaration(resources)  # bad input fails before the run starts
     provider = settings_for(str(environment)).provider
-    if provider == "aws":
-        if str(environment) not in load_environments(environments):
-            raise ConfigError(f"{environments} has no environment {environment!r}")
+    if provider == "aws" and str(environment) not in load_environments(environments):
+        raise ConfigError(f"{environments} has no environment {environment!r}")
     scope = RunScope(str(environment))
+    steps: tuple[Step, ...]
     if provider == "local":
         steps = (
             Step("plan", scope.bind(_plan), "the declared resources against the local provider"),
@@ -137,6 +139,10 @@ def _plan(scope: RunScope, ctx: StepContext) -> Outcome:
     )
 
 
+def _provision(provisioner: Provisioner, spec: ResourceSpec, _key: str) -> str:
+    return provisioner.apply(spec)
+
+
 def _apply_local(scope: RunScope, ctx: StepContext) -> Outcome:
     resources, _ = declaration_paths(ctx.params)
     wanted = {s.key: s for s in specs(load_declaration(resources))}
@@ -146,7 +152,9 @@ def _apply_local(scope: RunScope, ctx: StepContext) -> Outcome:
         if change["action"] == Action.UNCHANGED.value:
             continue
         spec = wanted[f"{change['kind']}/{change['name']}"]
-        did = ctx.effect(f"apply:{spec.key}:{spec.digest}", lambda _k, spec=spec: provisioner.apply(spec))
+        did = str(
+            ctx.effect(f"apply:{spec.key}:{spec.digest}", functools.partial(_provision, provisioner, spec))
+        )
         ctx.progress(did)
         applied.append({"resource": spec.key, "did": did})
     message = f"{len(applied)} resource(s) changed" if applied else "no changes: everything is as declared"
@@ -158,22 +166,22 @@ def _apply_local(scope: RunScope, ctx: StepContext) -> Outcome:
 # -- aws -----------------------------------------------------------------------------------------------
 
 
-def synthesize(params: dict[str, Any], environment: str, outdir: Path) -> dict[str, Any]:
-    """Run the CDK app for one environment; its JSON summary. A ConfigError with the app's own
-    message (bad declaration, cdk-nag findings) when it fails."""
+def synthesize(params: dict[str, Any], environments: list[str] | None, outdir: Path) -> dict[str, Any]:
+    """Run the CDK app for ``environments`` (None: every one); its JSON summary. A ConfigError with
+    the app's own message (bad declaration, cdk-nag findings) when it fails."""
     root = root_of(params)
-    resources, environments = declaration_paths(params)
+    resources, env_file = declaration_paths(params)
+    picked = [a for e in environments or [] for a in ("--env", e)]
     command = [
         sys.executable,
         str(root / "infra" / "app.py"),
-        "--env",
-        environment,
+        *picked,
         "--outdir",
         str(outdir),
         "--resources",
         str(resources),
         "--environments",
-        str(environments),
+        str(env_file),
         "--json",
     ]
     env = {
@@ -186,10 +194,10 @@ def synthesize(params: dict[str, Any], environment: str, outdir: Path) -> dict[s
             command, capture_output=True, text=True, timeout=SYNTH_TIMEOUT_S, env=env, check=False
         )
     except subprocess.TimeoutExpired as exc:
-        raise ConfigError(f"synth of {environment} took over {SYNTH_TIMEOUT_S:g}s") from exc
+        raise ConfigError(f"synth took over {SYNTH_TIMEOUT_S:g}s") from exc
     if done.returncode != 0:
         message = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")[-4000:]
-        raise ConfigError(f"synth of {environment} failed: {message}")
+        raise ConfigError(f"synth of {', '.join(environments or ['every environment'])} failed: {message}")
     summary: dict[str, Any] = json.loads(done.stdout)
     return summary
 
@@ -215,7 +223,7 @@ def _synth(scope: RunScope, ctx: StepContext) -> Outcome:
     environment = ctx.run.environment
     outdir = state_home(root_of(ctx.params)) / "infra" / "synth" / ctx.run.id
     started = time.perf_counter()
-    summary = synthesize(ctx.params, environment, outdir)
+    summary = synthesize(ctx.params, [environment], outdir)
     stacks = dict(summary.get("stages", {}).get(environment, {}))
     if not stacks:
         return Outcome.failed(f"the CDK app synthesized no stack for {environment}")

@@ -227,6 +227,9 @@ def _explain(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
     for err in exc.errors():
         where = ".".join(str(p) for p in (*([prefix] if prefix else []), *err["loc"]))
         message = err["msg"].removeprefix("Value error, ")
+        inner = re.match(r"^([A-Za-z0-9_.]+): (.*)$", message) if err["type"] == "value_error" else None
+        if inner:  # a model validator names the field inside the model it checked
+            where, message = f"{where}.{inner.group(1)}" if where else inner.group(1), inner.group(2)
         lines.append(f"{path}: {where or '(top)'}: {message}")
     return ConfigError("\n".join(lines))
 

@@ -138,8 +138,7 @@ class TemplateChange:
 def create_only(resource_type: str) -> frozenset[str]:
     """Top-level properties whose change replaces a resource of ``resource_type``."""
     try:
-        from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
-        from cfnlint.schema.exceptions import ResourceNotFoundError
+        from cfnlint.schema import PROVIDER_SCHEMA_MANAGER, ResourceNotFoundError
     except ImportError as exc:  # the infra extra is missing
         raise ConfigError(
             "classifying CloudFormation changes needs cfn-lint: pip install -e '.[infra]'"

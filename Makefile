@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	@# torch first, pinned, so nothing later pulls a multi-GB CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,aws,infra]'
+	@# promtool, Prometheus and Alertmanager for CD-08 (Debian's packages; as root only)
+	scripts/install-monitoring.sh
 	@touch $(STAMP)
 
 demo: setup

@@ -138,6 +138,34 @@ class ShadowCounters:
         }
 
 
+@dataclass(frozen=True)
+class Alert:
+    """An alert firing for a service (CD-08's SLO alerts: ``severity`` ``page`` or ``ticket``)."""
+
+    name: str
+    service: str
+    severity: str
+    summary: str = ""
+    since: str | None = None
+
+    @classmethod
+    def from_labels(cls, service: str, data: Mapping[str, Any]) -> Alert:
+        labels = data.get("labels") or {}
+        annotations = data.get("annotations") or {}
+        return cls(
+            name=str(data.get("name") or labels.get("alertname", "?")),
+            service=service,
+            severity=str(labels.get("sloth_severity") or labels.get("severity") or ""),
+            summary=str(annotations.get("summary") or annotations.get("title") or ""),
+            since=data.get("starts_at"),
+        )
+
+    def line(self) -> str:
+        return f"{self.severity} alert {self.name} firing for {self.service}" + (
+            f" since {self.since}" if self.since else ""
+        )
+
+
 class Metrics(Protocol):
     """Per-revision request outcomes of the services of one environment."""
 
@@ -158,6 +186,9 @@ class Metrics(Protocol):
         """The provider's own figures as JSON, for people (``mangaassist stats``); judges never
         read it."""
 
+    def alerts(self, service: str) -> list[Alert]:
+        """Alerts firing for ``service`` now (empty where the environment runs no alerting)."""
+
 
 class InMemoryMetrics:
     """A ``Metrics`` holding the outcomes it is given, for unit tests of judges and phases (the
@@ -168,6 +199,8 @@ class InMemoryMetrics:
     def __init__(self, outcomes: Mapping[str, list[RequestOutcome]] | None = None) -> None:
         self.recorded: dict[str, list[RequestOutcome]] = {k: list(v) for k, v in (outcomes or {}).items()}
         self.shadows: dict[tuple[str, str], ShadowCounters] = {}
+        self.firing: dict[str, list[Alert]] = {}
+        """What ``alerts`` returns, by service (a test sets it)."""
 
     def record(self, service: str, outcome: RequestOutcome) -> None:
         self.recorded.setdefault(service, []).append(outcome)
@@ -184,3 +217,6 @@ class InMemoryMetrics:
 
     def snapshot(self, service: str, cursor: int | None = None) -> dict[str, Any]:
         return {"service": service, "cursor": self.cursor(service)}
+
+    def alerts(self, service: str) -> list[Alert]:
+        return list(self.firing.get(service, []))

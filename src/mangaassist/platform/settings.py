@@ -89,6 +89,21 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSettings:
+    """The local Prometheus and Alertmanager of an environment (``[environments.NAME.monitoring]``).
+
+    Ports 0 pick free ones (tests). ``scrape_interval_s`` is also the rule evaluation interval."""
+
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    scrape_interval_s: float = 5.0
+    prometheus: str = "prometheus"
+    """The Prometheus binary (Debian's package: ``/usr/bin/prometheus``)."""
+    alertmanager: str = "prometheus-alertmanager"
+    """The Alertmanager binary (Debian's package names it ``prometheus-alertmanager``)."""
+
+
+@dataclass(frozen=True)
 class PlatformSettings:
     """One environment: which provider runs it and where its state lives."""
 
@@ -102,6 +117,9 @@ class PlatformSettings:
     config_server: bool = False
     """``up`` starts the environment's config server (CD-06) and gives every worker its URL
     (``MANGAASSIST_CONFIG_URL``); ``down`` stops it."""
+    monitoring: MonitoringSettings | None = None
+    """``[environments.NAME.monitoring]``: the control plane runs Prometheus and Alertmanager for the
+    environment (CD-08); None: it does not."""
     aws: Mapping[str, Any] = field(default_factory=dict)
     """The aws provider's settings (``[environments.NAME.aws]``: region, role, buckets...), read by
     ``platform.factory``."""
@@ -217,5 +235,28 @@ def load_settings(
         control_port=_int(table, "control_port", where, 0),
         services=services,
         config_server=_bool(table, "config_server", where, False),
+        monitoring=_monitoring(table, where),
         aws=dict(_table(table, "aws", where)),
+    )
+
+
+def _monitoring(table: Mapping[str, Any], where: str) -> MonitoringSettings | None:
+    if "monitoring" not in table:
+        return None
+    m = _table(table, "monitoring", where)
+    w = f"{where}.monitoring"
+    known = {"prometheus_port", "alertmanager_port", "scrape_interval_s", "prometheus", "alertmanager"}
+    unknown = sorted(set(m) - known)
+    if unknown:
+        raise ConfigError(f"{w}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    interval = m.get("scrape_interval_s", 5.0)
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0.5 <= interval <= 300:
+        raise ConfigError(f"{w}.scrape_interval_s: expected seconds within [0.5, 300], got {interval!r}")
+    defaults = MonitoringSettings()
+    return MonitoringSettings(
+        prometheus_port=_int(m, "prometheus_port", w, defaults.prometheus_port),
+        alertmanager_port=_int(m, "alertmanager_port", w, defaults.alertmanager_port),
+        scrape_interval_s=float(interval),
+        prometheus=str(m.get("prometheus", defaults.prometheus)),
+        alertmanager=str(m.get("alertmanager", defaults.alertmanager)),
     )

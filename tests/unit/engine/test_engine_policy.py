@@ -85,6 +85,7 @@ environments:
     assert prod.rules() == [
         "prod.approvals",
         "prod.destructive",
+        "prod.alerts",
         "prod.windows",
         "prod.freeze.weekend",
         "prod.freeze.tokyo-new-year",

@@ -239,9 +239,14 @@ class EnvironmentPolicy:
         """What CD-02 needs to replace or delete a stateful resource (``--override``, audited)."""
         return f"{self.environment}.destructive"
 
+    @property
+    def alerts_rule(self) -> str:
+        """What a CD-01 / CD-03 deploy needs to start while a page alert fires for its service."""
+        return f"{self.environment}.alerts"
+
     def rules(self) -> list[str]:
         """Every rule id that ``--override`` may name for this run."""
-        names = [self.approvals_rule, self.destructive_rule]
+        names = [self.approvals_rule, self.destructive_rule, self.alerts_rule]
         if self.gate_overrides:
             names.append(self.gates_rule)
         if self.windows:

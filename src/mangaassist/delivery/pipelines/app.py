@@ -56,6 +56,7 @@ from mangaassist.delivery.rollout.build import build_release, import_release
 from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
 from mangaassist.delivery.rollout.phases import (
     Canary,
+    alerts_block,
     deploy_ready,
     phase_steps,
     restore_and_retire,
@@ -207,6 +208,9 @@ def _candidate(scope: RunScope, ctx: StepContext) -> Outcome:
         return Outcome.done(detail={"skipped": "already live"})
     p = scope.settings
     settings = _settings(ctx.params)
+    blocked = alerts_block(ctx, scope.metrics(), settings.service)
+    if blocked is not None:
+        return blocked
     b = Built.of(ctx, "build")
     compute = scope.compute()
     release = b.release

@@ -96,6 +96,7 @@ from mangaassist.delivery.rollout.phases import (
     SLICE_S,
     TICK_S,
     Canary,
+    alerts_block,
     deploy_ready,
     phase_steps,
     restore_and_retire,
@@ -311,6 +312,9 @@ def _deploy(scope: RunScope, ctx: StepContext) -> Outcome:
         {**r.set_env, PACKAGE_ENV: r.package},
         r.stable_replicas,
     )
+    blocked = alerts_block(ctx, scope.metrics(), SERVICE)
+    if blocked is not None:
+        return blocked
     timeout_s = p.services[SERVICE].ready_timeout_s
     failed = deploy_ready(ctx, compute, SERVICE, revision, timeout_s, effect="deploy")
     if failed is not None:

@@ -50,7 +50,7 @@ from mangaassist.delivery.rollout.executor import (
 )
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy
 from mangaassist.platform.compute import Compute, Revision, RevisionHealth, RevisionStatus
-from mangaassist.platform.metrics import Metrics, OutcomeKind
+from mangaassist.platform.metrics import Alert, Metrics, OutcomeKind
 
 SLICE_S = 10.0
 """How long a phase step judges before handing back to the engine (which then checks aborts and
@@ -161,9 +161,12 @@ class Canary:
 
     def candidate_problem(self) -> str | None:
         health, why = candidate_health(self.compute, self.service, self.candidate)
-        if health in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
-            return None
-        return f"candidate {self.candidate} is {health.value if health else 'gone'} ({why})"
+        if health not in (RevisionHealth.HEALTHY, RevisionHealth.DEGRADED):
+            return f"candidate {self.candidate} is {health.value if health else 'gone'} ({why})"
+        pages = page_alerts(self.metrics, self.service)
+        if pages:  # CD-08: an SLO burning fast for the service stops its rollout
+            return f"{pages[0].line()}: the rollout stops on a page alert for its service"
+        return None
 
 
 class _MetricsWindow(TrafficWindow):
@@ -297,6 +300,28 @@ def _roll_back_now(ctx: StepContext, c: Consultation, window: JudgedWindow, spli
     why = f"judge: FAIL on {failing}" if failing else f"{c.phase} inconclusive after {c.elapsed_s:.0f}s"
     return Outcome.failed(
         f"{why}; all traffic back on {split.stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
+    )
+
+
+def page_alerts(metrics: Metrics, service: str) -> list[Alert]:
+    """Page alerts firing for ``service`` (CD-08's SLO burn-rate alerts, through ``Metrics``)."""
+    return [a for a in metrics.alerts(service) if a.severity == "page"]
+
+
+def alerts_block(ctx: StepContext, metrics: Metrics, service: str) -> Outcome | None:
+    """The failure of a deploy that would start while a page alert fires for ``service``, unless
+    the run carries ``--override ENV.alerts`` (audited); None when it may start."""
+    pages = page_alerts(metrics, service)
+    rule = f"{ctx.run.environment}.alerts"
+    if not pages:
+        return None
+    if rule in ctx.run.overrides:
+        ctx.progress(f"{pages[0].line()}; started anyway ({rule}: {ctx.run.overrides[rule]})")
+        return None
+    return Outcome.failed(
+        f"{pages[0].line()}: a deploy of {service} does not start while a page alert fires "
+        f"(--override {rule} --reason TEXT to start it anyway)",
+        detail={"alerts": [a.line() for a in pages]},
     )
 
 

@@ -146,6 +146,12 @@ class LocalCompute:
         data: dict[str, Any] = self._call("GET", f"/v1/services/{service}/stats?cursor={cursor}")
         return data
 
+    def alerts(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Alerts firing now (Alertmanager's webhook to the control plane), of one service if given."""
+        query = f"?service={service}" if service else ""
+        data: dict[str, Any] = self._call("GET", f"/v1/alerts{query}")
+        return list(data.get("alerts", []))
+
     def url(self, service: str) -> str:
         urls = self.runtime.get("services", {})
         if service not in urls:

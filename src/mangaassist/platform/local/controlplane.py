@@ -47,6 +47,7 @@ from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
+from mangaassist.platform.local.monitoring import LocalMonitoring
 from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
 from mangaassist.platform.local.supervisor import RevisionSupervisor
 from mangaassist.platform.local.upstream import UpstreamPool
@@ -179,6 +180,32 @@ class ServiceRuntime:
         )
         for port in [p for p in self.pools if p not in live_ports]:
             self.pools.pop(port).close()  # idle connections only; in-flight ones finish
+        self.plane.update_targets()
+
+    def scrape_targets(self) -> list[dict[str, Any]]:
+        """Prometheus targets of this service: its router and every ready worker, by revision."""
+        groups: list[dict[str, Any]] = []
+        if self.url:
+            groups.append(
+                {
+                    "targets": [self.url.removeprefix("http://")],
+                    "labels": {
+                        "component": "router",
+                        "mangaassist_service": self.name,
+                        "__metrics_path__": "/_router/metrics",
+                    },
+                }
+            )
+        for name, rt in self.revisions.items():
+            ports = rt.supervisor.ready_ports()
+            if ports:
+                groups.append(
+                    {
+                        "targets": [f"127.0.0.1:{port}" for port in ports],
+                        "labels": {"component": "worker", "mangaassist_service": self.name, "revision": name},
+                    }
+                )
+        return groups
 
     def revision_status(self, name: str) -> dict[str, Any]:
         rt = self.revisions[name]
@@ -316,6 +343,7 @@ class ControlPlane:
         self.stopping = asyncio.Event()
         self.servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
         self.control_url = ""
+        self.monitoring: LocalMonitoring | None = None
         self.bootstrap: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -324,6 +352,16 @@ class ControlPlane:
         if svc is None:
             raise NotFoundError(f"no service {name!r} (have: {', '.join(sorted(self.services))})")
         return svc
+
+    def update_targets(self) -> None:
+        """Rewrite Prometheus's service discovery file (when monitoring runs)."""
+        if self.monitoring is None:
+            return
+        groups = [g for svc in self.services.values() for g in svc.scrape_targets()]
+        try:
+            self.monitoring.write_targets(groups)
+        except OSError:
+            log.exception("cannot write the scrape targets")
 
     def write_pids(self) -> None:
         pids = {
@@ -343,6 +381,7 @@ class ControlPlane:
             "home": str(self.settings.home),
             "control_url": self.control_url,
             "bootstrap": self.bootstrap,
+            "monitoring": self.monitoring.status() if self.monitoring else None,
             "services": {name: svc.status() for name, svc in self.services.items()},
         }
 
@@ -361,11 +400,17 @@ class ControlPlane:
             while not server.started:
                 await asyncio.sleep(0.01)
         self.write_pids()
+        if s.monitoring is not None:
+            self.monitoring = LocalMonitoring(s.monitoring, s.home, s.run_dir, self.control_url)
+            await asyncio.to_thread(self.monitoring.start)
+            self.update_targets()
         runtime = {
             "pid": os.getpid(),
             "environment": s.environment,
             "control_url": self.control_url,
             "services": {name: svc.url for name, svc in self.services.items()},
+            "prometheus": self.monitoring.prometheus_url if self.monitoring else None,
+            "alertmanager": self.monitoring.alertmanager_url if self.monitoring else None,
             "started": time.time(),
         }
         path = s.run_dir / RUNTIME_FILE
@@ -398,6 +443,8 @@ class ControlPlane:
         for svc in self.services.values():
             await asyncio.gather(*(rt.supervisor.stop() for rt in svc.revisions.values()))
             await svc.router.aclose()
+        if self.monitoring is not None:
+            await asyncio.to_thread(self.monitoring.stop)
         for server, _ in self.servers:
             server.should_exit = True
         await asyncio.gather(*(task for _, task in self.servers), return_exceptions=True)
@@ -482,6 +529,21 @@ class ControlApi:
         if scope["path"] == "/v1/shutdown" and status == 200:
             self.plane.stopping.set()
 
+    def alerts(self, method: str, query: bytes, raw: bytes) -> dict[str, Any]:
+        """Alertmanager's webhook (POST) and the firing alerts, of one service with ``?service=``."""
+        monitoring = self.plane.monitoring
+        if method == "POST":
+            if monitoring is None:
+                raise ConfigError("this environment runs no monitoring: no alerts are expected")
+            return {"received": monitoring.alerts.receive(_json_body(raw))}
+        service = None
+        for item in query.decode().split("&"):
+            key, _, value = item.partition("=")
+            if key == "service" and value:
+                service = value
+        firing = monitoring.alerts.firing(service) if monitoring else []
+        return {"alerts": firing, "monitoring": monitoring.status() if monitoring else None}
+
     async def handle(self, method: str, path: str, query: bytes, raw: bytes) -> Any:
         plane = self.plane
         parts = [p for p in path.split("/") if p]
@@ -489,6 +551,8 @@ class ControlApi:
             return plane.status()
         if method == "POST" and parts == ["v1", "shutdown"]:
             return {"stopping": True, "pid": os.getpid()}
+        if parts == ["v1", "alerts"] and method in ("GET", "POST"):
+            return self.alerts(method, query, raw)
         if len(parts) >= 4 and parts[:2] == ["v1", "services"]:
             svc = plane.service(parts[2])
             body = _json_body(raw)

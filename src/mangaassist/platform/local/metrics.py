@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mangaassist.platform.local.client import LocalCompute
-from mangaassist.platform.metrics import OutcomeBatch, RequestOutcome, ShadowCounters
+from mangaassist.platform.metrics import Alert, OutcomeBatch, RequestOutcome, ShadowCounters
 
 NEWEST = 1 << 62
 """A cursor past any observation: the answer carries the counters and the newest ``cursor`` only."""
@@ -43,3 +43,7 @@ class RouterMetrics:
 
     def snapshot(self, service: str, cursor: int | None = None) -> dict[str, Any]:
         return self._compute.stats(service, NEWEST if cursor is None else cursor)
+
+    def alerts(self, service: str) -> list[Alert]:
+        """The alerts Alertmanager delivered to the control plane, firing for ``service``."""
+        return [Alert.from_labels(service, a) for a in self._compute.alerts(service)]

@@ -90,7 +90,7 @@ class ComputeStack(InfraStack):
             readonly_root_filesystem=False,
         )
         acknowledge(
-            container,
+            task.node.default_child,
             "AwsSolutions-ECS2",
             "The two environment variables are the environment's name and the port, neither a "
             "secret; table and profile names derive from them (mangaassist-ENV-NAME).",
@@ -100,14 +100,14 @@ class ComputeStack(InfraStack):
             self,
             "AlbSecurityGroup",
             vpc=vpc,
-            description="The chatbot's ALB: its listener, from anywhere",
+            description="The chatbot ALB: its listener port, from anywhere",
             allow_all_outbound=False,
         )
         self.alb_security_group.add_ingress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(LISTENER_PORT), "the chat API's public listener"
         )
         acknowledge(
-            self.alb_security_group,
+            self.alb_security_group.node.default_child,
             "AwsSolutions-EC23",
             "Internet-facing by design: the ALB is the chat API's public entry (API Gateway "
             "proxies to it too). Only the listener port is open; tasks admit only this group.",
@@ -141,7 +141,7 @@ class ComputeStack(InfraStack):
             self.alb_security_group, ec2.Port.tcp(declared.port), "the ALB to the tasks"
         )
         self.alb_security_group.add_egress_rule(
-            ec2.Peer.ipv4(vpc.vpc_cidr_block), ec2.Port.tcp(declared.port), "the ALB to the tasks"
+            ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(declared.port), "the ALB to the tasks"
         )
 
         self.target_groups = {

@@ -86,7 +86,7 @@ class DataStack(InfraStack):
             ],
         )
         acknowledge(
-            self.access_logs,
+            self.access_logs.node.default_child,
             "AwsSolutions-S1",
             "This bucket is the destination of every other bucket's server access logs (and the "
             "ALB's); logging its own access into itself would loop.",
@@ -155,7 +155,7 @@ class DataStack(InfraStack):
             allow_all_outbound=False,
         )
         security_group.add_ingress_rule(
-            ec2.Peer.ipv4(network.vpc.vpc_cidr_block), ec2.Port.tcp(443), "HTTPS from the VPC"
+            ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(443), "HTTPS from the VPC"
         )
         log_groups = {
             kind: self.log_group(f"Search{kind.title()}Logs", f"search/{kind}")
@@ -209,4 +209,39 @@ class DataStack(InfraStack):
             suppress_logs_resource_policy=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        # The access policy on the domain itself (CDK's access_policies would set it with a custom
+        # resource): this account's IAM principals, signed requests only; no anonymous access.
+        domain_arn = self.format_arn(
+            service="es", resource="domain", resource_name=self.settings.physical_name(SEARCH_DOMAIN)
+        )
+        cfn_domain = domain.node.default_child
+        assert isinstance(cfn_domain, opensearch.CfnDomain)
+        cfn_domain.access_policies = iam.PolicyDocument(
+            statements=[
+                iam.PolicyStatement(
+                    principals=[iam.AccountRootPrincipal()],
+                    actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
+                    resources=[f"{domain_arn}/*"],
+                )
+            ]
+        ).to_json()
+        acknowledge(
+            cfn_domain,
+            "AwsSolutions-OS3",
+            "A VPC domain takes no IP-based access policy; it is reachable only inside the VPC "
+            "(its security group admits HTTPS from the VPC's range) and by this account's IAM principals.",
+        )
+        acknowledge(
+            cfn_domain,
+            "AwsSolutions-OS4",
+            "environments.toml sizes no dedicated master nodes: the vector indexes are rebuilt by "
+            "the knowledge-base pipeline (CD-04), so a cluster-manager loss costs a re-index, not data.",
+        )
+        if zones == 1:
+            acknowledge(
+                cfn_domain,
+                "AwsSolutions-OS7",
+                f"{self.settings.name} runs {env.opensearch_instances} search instance(s); zone "
+                "awareness needs two or more spread evenly over the zones (staging and prod have it).",
+            )
         return domain

@@ -134,21 +134,22 @@ class EdgeStack(InfraStack):
             log_file_prefix="cloudfront/",
             web_acl_id=web_acl_arn,
         )
+        cfn_distribution = self.distribution.node.default_child
         if web_acl_arn is None:
             acknowledge(
-                self.distribution,
+                cfn_distribution,
                 "AwsSolutions-CFR2",
                 f"A CloudFront web ACL can only be created in {CLOUDFRONT_REGION}; this stage is in "
                 f"{self.region} and the widget's files are static and public.",
             )
         acknowledge(
-            self.distribution,
+            cfn_distribution,
             "AwsSolutions-CFR1",
             "The chat widget is served to readers in every country the storefront sells to; "
             "there is no country to block.",
         )
         acknowledge(
-            self.distribution,
+            cfn_distribution,
             "AwsSolutions-CFR4",
             "No custom domain or ACM certificate is declared yet, so the distribution uses the "
             "default *.cloudfront.net certificate, whose security policy CloudFront fixes itself.",
@@ -190,21 +191,24 @@ class EdgeStack(InfraStack):
             ),
         )
         acknowledge(
-            self.api.node.find_child("CloudWatchRole"),
+            self.api.node.find_child("CloudWatchRole").node.default_child,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
             "AmazonAPIGatewayPushToCloudWatchLogs]",
             "API Gateway's account-level logging role: AWS maintains this policy for exactly this "
             "role, and API Gateway names the log groups it writes.",
         )
-        self.api.add_request_validator(
-            "Validator", validate_request_parameters=True, validate_request_body=False
+        # Every method validates what it declares (the proxy path parameter); bodies pass through.
+        validator = self.api.add_request_validator(
+            "Validator", validate_request_parameters=True, validate_request_body=True
         )
-
-        burst = self.api.root.add_resource("burst")
-        burst.add_proxy(default_integration=apigw.LambdaIntegration(compute.burst_live), any_method=True)
+        self.api.root.add_resource("burst").add_resource("{proxy+}").add_method(
+            "ANY", apigw.LambdaIntegration(compute.burst_live), request_validator=validator
+        )
         alb = f"http://{compute.alb.load_balancer_dns_name}"
         proxy_parameters = {"integration.request.path.proxy": "method.request.path.proxy"}
-        self.api.root.add_method("ANY", apigw.HttpIntegration(f"{alb}/", http_method="ANY"))
+        self.api.root.add_method(
+            "ANY", apigw.HttpIntegration(f"{alb}/", http_method="ANY"), request_validator=validator
+        )
         self.api.root.add_resource("{proxy+}").add_method(
             "ANY",
             apigw.HttpIntegration(
@@ -213,14 +217,16 @@ class EdgeStack(InfraStack):
                 options=apigw.IntegrationOptions(request_parameters=proxy_parameters),
             ),
             request_parameters={"method.request.path.proxy": True},
+            request_validator=validator,
         )
-        for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
-            acknowledge(
-                self.api,
-                rule,
-                "The chat API is anonymous by design: the widget talks to it before anyone signs in, "
-                "and the chatbot authenticates sessions and orders itself (CD-01).",
-            )
+        for method in self.api.methods:
+            for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+                acknowledge(
+                    method.node.default_child,
+                    rule,
+                    "The chat API is anonymous by design: the widget talks to it before anyone signs "
+                    "in, and the chatbot authenticates sessions and orders itself (CD-01).",
+                )
 
         api_acl = web_acl(
             self,

@@ -108,7 +108,7 @@ class MlStack(InfraStack):
         )
         role.add_to_policy(token_and_metrics)
         acknowledge(
-            role.node.find_child("DefaultPolicy"),
+            role.node.find_child("DefaultPolicy").node.default_child,
             "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level "
             "permissions (IAM's service authorization reference); every other statement names its "
@@ -126,7 +126,7 @@ class MlStack(InfraStack):
                 environment={"MANGAASSIST_ENV": settings.name, "MANGAASSIST_MODEL": name},
             ),
         )
-        model.node.add_dependency(role)
+        model.node.add_dependency(role.node.find_child("DefaultPolicy"))  # the role's grants first
         config = sagemaker.CfnEndpointConfig(
             self,
             f"{prefix}EndpointConfig",

@@ -19,6 +19,7 @@ class NetworkStack(InfraStack):
         env = settings.environment
         zones = [f"{env.region}{letter}" for letter in ZONE_LETTERS[: env.availability_zones]]
         flow_logs = self.log_group("FlowLogs", "vpc-flow-logs")
+        self.cidr = CIDR
         self.vpc = ec2.Vpc(
             self,
             "Vpc",

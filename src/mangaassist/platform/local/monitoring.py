@@ -204,6 +204,9 @@ class LocalMonitoring:
                 f"--storage.tsdb.path={self.dir / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{prom_port}",
                 "--web.enable-lifecycle",
+                # resend firing alerts every interval (default 1m): a notification dropped while a
+                # reload rediscovers Alertmanager would otherwise wait a minute
+                f"--rules.alert.resend-delay={max(1.0, self.settings.scrape_interval_s):g}s",
                 "--storage.tsdb.retention.time=2d",
                 "--log.level=warn",
             ],

@@ -81,6 +81,16 @@ def create_app() -> Any:
         headers = dict(scope["headers"])
         if path == "/echo":
             await reply(send, 200, {"revision": revision})
+        elif path == "/metrics":  # what Prometheus scrapes from a worker (CD-08)
+            text = f'mangaassist_test_chats_total{{revision="{revision}"}} {chats[0]}\n'.encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4"), rev_header],
+                }
+            )
+            await send({"type": "http.response.body", "body": text})
         elif path == "/healthz":
             await reply(send, 200, {"status": "ok", "revision": revision})
         elif path == "/readyz":

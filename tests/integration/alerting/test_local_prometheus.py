@@ -93,7 +93,7 @@ def _status(compute: LocalCompute) -> dict[str, Any]:
 def test_prometheus_scrapes_every_router_and_worker_by_revision(
     monitored: tuple[PlatformSettings, LocalCompute],
 ) -> None:
-    settings, compute = monitored
+    _settings, compute = monitored
     status = _status(compute)
     assert status["problems"] == [] and all(status["running"].values()), status
     prometheus = status["prometheus"]

@@ -30,7 +30,8 @@ try:
 except ImportError:  # run without the package installed: use the tree's source
     sys.path.insert(0, str(ROOT / "src"))
 
-import aws_cdk as cdk  # noqa: E402
+from mangaassist_infra import EnvironmentStage, InfraApp  # noqa: E402
+from mangaassist_infra.config import check_profile_files  # noqa: E402
 
 from mangaassist.core.errors import ConfigError  # noqa: E402
 from mangaassist.core.resources import (  # noqa: E402
@@ -39,8 +40,6 @@ from mangaassist.core.resources import (  # noqa: E402
     load_declaration,
     load_environments,
 )
-from mangaassist_infra import EnvironmentStage, InfraApp  # noqa: E402
-from mangaassist_infra.config import check_profile_files  # noqa: E402
 
 RESOURCES = INFRA / "resources.toml"
 ENVIRONMENTS_FILE = INFRA / "environments.toml"
@@ -73,10 +72,8 @@ def build_app(
     check_profile_files(declaration, ROOT, resources)
 
     app = InfraApp(outdir=str(outdir), context=feature_flags())
-    app.stages = {
-        name: EnvironmentStage(app, name, environment=env, declaration=declaration, root=ROOT)
-        for name, env in chosen.items()
-    }
+    for name, env in chosen.items():
+        app.stages[name] = EnvironmentStage(app, name, environment=env, declaration=declaration, root=ROOT)
     return app
 
 

@@ -14,7 +14,7 @@ from constructs import Construct
 
 from mangaassist_infra.common import InfraStack, StageSettings
 from mangaassist_infra.data import DataStack
-from mangaassist_infra.nag import acknowledge
+from mangaassist_infra.nag import acknowledge, cfn
 from mangaassist_infra.network import NetworkStack
 
 SERVICE = "chatbot"
@@ -76,7 +76,7 @@ class ComputeStack(InfraStack):
             ),
         )
         task.add_to_task_role_policy(self._table_access())
-        container = task.add_container(
+        task.add_container(
             SERVICE,
             image=ecs.ContainerImage.from_registry(IMAGE),
             port_mappings=[ecs.PortMapping(container_port=declared.port)],
@@ -90,7 +90,7 @@ class ComputeStack(InfraStack):
             readonly_root_filesystem=False,
         )
         acknowledge(
-            task.node.default_child,
+            cfn(task),
             "AwsSolutions-ECS2",
             "The two environment variables are the environment's name and the port, neither a "
             "secret; table and profile names derive from them (mangaassist-ENV-NAME).",
@@ -107,7 +107,7 @@ class ComputeStack(InfraStack):
             ec2.Peer.any_ipv4(), ec2.Port.tcp(LISTENER_PORT), "the chat API's public listener"
         )
         acknowledge(
-            self.alb_security_group.node.default_child,
+            cfn(self.alb_security_group),
             "AwsSolutions-EC23",
             "Internet-facing by design: the ALB is the chat API's public entry (API Gateway "
             "proxies to it too). Only the listener port is open; tasks admit only this group.",

@@ -15,7 +15,7 @@ from constructs import Construct
 
 from mangaassist.core.resources import Table
 from mangaassist_infra.common import InfraStack, StageSettings
-from mangaassist_infra.nag import acknowledge
+from mangaassist_infra.nag import acknowledge, cfn
 from mangaassist_infra.network import NetworkStack
 
 ATTRIBUTE_TYPES = {
@@ -72,9 +72,7 @@ class DataStack(InfraStack):
         self.add_stack_dependency(network, "the search domain lives in the VPC")
         declaration = settings.declaration
 
-        self.tables = {
-            name: self._table(name, table) for name, table in declaration.tables.items()
-        }
+        self.tables = {name: self._table(name, table) for name, table in declaration.tables.items()}
 
         logs_expire = cdk.Duration.days(settings.environment.log_retention_days)
         self.access_logs = secure_bucket(
@@ -86,7 +84,7 @@ class DataStack(InfraStack):
             ],
         )
         acknowledge(
-            self.access_logs.node.default_child,
+            cfn(self.access_logs),
             "AwsSolutions-S1",
             "This bucket is the destination of every other bucket's server access logs (and the "
             "ALB's); logging its own access into itself would loop.",
@@ -102,9 +100,7 @@ class DataStack(InfraStack):
             for name in declaration.buckets
         }
 
-        self.search_domain = (
-            self._search_domain(network) if declaration.vector_indexes else None
-        )
+        self.search_domain = self._search_domain(network) if declaration.vector_indexes else None
         for name in declaration.vector_indexes:
             cdk.CfnOutput(
                 self,
@@ -123,7 +119,7 @@ class DataStack(InfraStack):
             self,
             f"{name.title()}Table",
             table_name=self.settings.physical_name(name),
-            partition_key=key(declared.partition_key),  # type: ignore[arg-type]
+            partition_key=key(declared.partition_key),
             sort_key=key(declared.sort_key),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
@@ -138,7 +134,7 @@ class DataStack(InfraStack):
         for index in declared.indexes:
             table.add_global_secondary_index(
                 index_name=index.name,
-                partition_key=key(index.partition_key),  # type: ignore[arg-type]
+                partition_key=key(index.partition_key),
                 sort_key=key(index.sort_key),
                 projection_type=PROJECTIONS[index.projection],
             )
@@ -154,9 +150,7 @@ class DataStack(InfraStack):
             description="The search domain: HTTPS from inside the VPC only",
             allow_all_outbound=False,
         )
-        security_group.add_ingress_rule(
-            ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(443), "HTTPS from the VPC"
-        )
+        security_group.add_ingress_rule(ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(443), "HTTPS from the VPC")
         log_groups = {
             kind: self.log_group(f"Search{kind.title()}Logs", f"search/{kind}")
             for kind in ("application", "slow-search", "slow-index")
@@ -214,13 +208,19 @@ class DataStack(InfraStack):
         domain_arn = self.format_arn(
             service="es", resource="domain", resource_name=self.settings.physical_name(SEARCH_DOMAIN)
         )
-        cfn_domain = domain.node.default_child
+        cfn_domain = cfn(domain)
         assert isinstance(cfn_domain, opensearch.CfnDomain)
         cfn_domain.access_policies = iam.PolicyDocument(
             statements=[
                 iam.PolicyStatement(
                     principals=[iam.AccountRootPrincipal()],
-                    actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
+                    actions=[
+                        "es:ESHttpGet",
+                        "es:ESHttpHead",
+                        "es:ESHttpPost",
+                        "es:ESHttpPut",
+                        "es:ESHttpDelete",
+                    ],
                     resources=[f"{domain_arn}/*"],
                 )
             ]

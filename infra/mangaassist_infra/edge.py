@@ -16,7 +16,7 @@ from constructs import Construct
 from mangaassist_infra.common import InfraStack, StageSettings
 from mangaassist_infra.compute import ComputeStack
 from mangaassist_infra.data import DataStack, secure_bucket
-from mangaassist_infra.nag import acknowledge
+from mangaassist_infra.nag import acknowledge, cfn
 
 SITE = "widget"
 CLOUDFRONT_REGION = "us-east-1"
@@ -134,7 +134,7 @@ class EdgeStack(InfraStack):
             log_file_prefix="cloudfront/",
             web_acl_id=web_acl_arn,
         )
-        cfn_distribution = self.distribution.node.default_child
+        cfn_distribution = cfn(self.distribution)
         if web_acl_arn is None:
             acknowledge(
                 cfn_distribution,
@@ -191,7 +191,7 @@ class EdgeStack(InfraStack):
             ),
         )
         acknowledge(
-            self.api.node.find_child("CloudWatchRole").node.default_child,
+            cfn(self.api.node.find_child("CloudWatchRole")),
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
             "AmazonAPIGatewayPushToCloudWatchLogs]",
             "API Gateway's account-level logging role: AWS maintains this policy for exactly this "
@@ -222,7 +222,7 @@ class EdgeStack(InfraStack):
         for method in self.api.methods:
             for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
                 acknowledge(
-                    method.node.default_child,
+                    cfn(method),
                     rule,
                     "The chat API is anonymous by design: the widget talks to it before anyone signs "
                     "in, and the chatbot authenticates sessions and orders itself (CD-01).",

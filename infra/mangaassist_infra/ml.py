@@ -14,9 +14,8 @@ from constructs import Construct
 
 from mangaassist_infra.common import InfraStack, StageSettings
 from mangaassist_infra.data import DataStack
-from mangaassist_infra.nag import acknowledge
+from mangaassist_infra.nag import acknowledge, cfn
 
-ENDPOINT = "intent"
 ARTIFACTS = "artifacts"
 VARIANT = "primary"
 IMAGE_TAG = "latest"
@@ -86,7 +85,11 @@ class MlStack(InfraStack):
         )
         role.add_to_policy(
             iam.PolicyStatement(
-                actions=["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
                 resources=[repository.repository_arn],
             )
         )
@@ -108,7 +111,7 @@ class MlStack(InfraStack):
         )
         role.add_to_policy(token_and_metrics)
         acknowledge(
-            role.node.find_child("DefaultPolicy").node.default_child,
+            cfn(role.node.find_child("DefaultPolicy")),
             "AwsSolutions-IAM5[Resource::*]",
             "ecr:GetAuthorizationToken and cloudwatch:PutMetricData have no resource-level "
             "permissions (IAM's service authorization reference); every other statement names its "

@@ -76,7 +76,7 @@ class MonitoringStack(InfraStack):
         panels["Chatbot ALB"] = [elb_5xx, target_5xx]
         panels["Chatbot p99 response time (s)"] = [response_time]
 
-        throttles = []
+        throttles: list[cloudwatch.IMetric] = []
         for name, table in data.tables.items():
             ident = name.replace("-", "_")  # ids are unique within a graph: one pair per table
             metric = cloudwatch.MathExpression(
@@ -96,17 +96,19 @@ class MonitoringStack(InfraStack):
         self._alarm("burst-errors", "the burst Lambda's errors", burst_errors, ERRORS_PER_MINUTE)
         panels["Burst Lambda errors"] = [burst_errors]
 
-        model_errors = []
+        model_errors: list[cloudwatch.IMetric] = []
         for name, endpoint in ml.endpoints.items():
-            metric = cloudwatch.Metric(
+            invocation_5xx = cloudwatch.Metric(
                 namespace="AWS/SageMaker",
                 metric_name="Invocation5XXErrors",
                 dimensions_map={"EndpointName": endpoint.attr_endpoint_name, "VariantName": VARIANT},
                 period=MINUTE,
                 statistic="Sum",
             )
-            self._alarm(f"{name}-endpoint-5xx", f"the {name} endpoint's 5xx", metric, ERRORS_PER_MINUTE)
-            model_errors.append(metric)
+            self._alarm(
+                f"{name}-endpoint-5xx", f"the {name} endpoint's 5xx", invocation_5xx, ERRORS_PER_MINUTE
+            )
+            model_errors.append(invocation_5xx)
         panels["SageMaker 5xx invocation errors"] = model_errors
 
         graphs: list[cloudwatch.IWidget] = [

@@ -10,11 +10,14 @@ ledger of them (``InfraApp.acknowledged``) for its summary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, WriteNagSuppressionsToCloudFormationAspect
 from constructs import IConstruct
+
+if TYPE_CHECKING:
+    from mangaassist_infra.stage import EnvironmentStage
 
 MIN_REASON = 40
 """A reason is a sentence about this resource, not a shrug."""
@@ -33,6 +36,7 @@ class InfraApp(cdk.App):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.acknowledged: list[Acknowledged] = []
+        self.stages: dict[str, EnvironmentStage] = {}
         cdk.Validations.of(self).add_plugins(AwsSolutionsChecks(self))
 
 
@@ -41,14 +45,22 @@ def write_acknowledgments_to_templates(stage: cdk.Stage) -> None:
     cdk.Aspects.of(stage).add(WriteNagSuppressionsToCloudFormationAspect())
 
 
-def acknowledge(scope: IConstruct, rule: str, reason: str) -> None:
-    """Acknowledge one AwsSolutions finding (``AwsSolutions-IAM5[Resource::*]``) on ``scope`` and
-    everything under it. Keep ``scope`` as narrow as the finding."""
+def cfn(construct: IConstruct) -> cdk.CfnResource:
+    """The CloudFormation resource behind a higher-level construct (its default child)."""
+    child = construct.node.default_child
+    if not isinstance(child, cdk.CfnResource):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource of its own")
+    return child
+
+
+def acknowledge(resource: cdk.CfnResource, rule: str, reason: str) -> None:
+    """Acknowledge one AwsSolutions finding (``AwsSolutions-IAM5[Resource::*]``) on one
+    CloudFormation resource (``cfn(construct)``): never a stack, never a rule family at large."""
     if not rule.startswith("AwsSolutions-"):
         raise ValueError(f"{rule!r}: acknowledge AwsSolutions findings by their rule id")
     if len(reason) < MIN_REASON:
-        raise ValueError(f"{rule} on {scope.node.path}: say why, in a sentence ({reason!r})")
-    cdk.Validations.of(scope).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
-    root = scope.node.root
+        raise ValueError(f"{rule} on {resource.node.path}: say why, in a sentence ({reason!r})")
+    cdk.Validations.of(resource).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+    root = resource.node.root
     if isinstance(root, InfraApp):
-        root.acknowledged.append(Acknowledged(scope.node.path, rule, reason))
+        root.acknowledged.append(Acknowledged(resource.node.path, rule, reason))

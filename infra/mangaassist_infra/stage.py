@@ -16,7 +16,7 @@ from mangaassist_infra.data import DataStack
 from mangaassist_infra.edge import EdgeStack
 from mangaassist_infra.ml import MlStack
 from mangaassist_infra.monitoring import MonitoringStack
-from mangaassist_infra.nag import acknowledge, write_acknowledgments_to_templates
+from mangaassist_infra.nag import write_acknowledgments_to_templates
 from mangaassist_infra.network import NetworkStack
 
 STACKS = ("network", "data", "compute", "ml", "edge", "config", "monitoring")

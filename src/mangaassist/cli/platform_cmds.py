@@ -134,6 +134,17 @@ def status(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) 
         f"control API {data['control_url']}, state {data['home']}",
         highlight=False,
     )
+    monitoring = data.get("monitoring")
+    if monitoring:
+        running = ", ".join(f"{k} {'up' if v else 'down'}" for k, v in monitoring["running"].items())
+        console.print(
+            f"monitoring: Prometheus {monitoring['prometheus'] or '-'}, Alertmanager "
+            f"{monitoring['alertmanager'] or '-'} ({running or 'not started'}), "
+            f"{monitoring['firing']} alert(s) firing",
+            highlight=False,
+        )
+        for problem in monitoring["problems"]:
+            console.print(f"  [yellow]{problem}[/]", highlight=False)
     for name, svc in data["services"].items():
         shadow = svc["shadow"]
         table = Table(

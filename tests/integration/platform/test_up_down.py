@@ -46,10 +46,16 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
 ) -> None:
     env = {**os.environ, "MANGAASSIST_ROOT": str(ROOT)}
     env.pop("MANGAASSIST_URL", None)
-    default_ports = _free(8080) and _free(8079) and _free(8081)
+    default_ports = _free(8080) and _free(8079) and _free(8081) and _free(9090) and _free(9093)
     if not default_ports:  # someone runs the dev platform here: same config, free ports
         config = (ROOT / "mangaassist.toml").read_text()
-        for port in ("control_port = 8079", "router_port = 8080", "router_port = 8081"):
+        for port in (
+            "control_port = 8079",
+            "router_port = 8080",
+            "router_port = 8081",
+            "prometheus_port = 9090",
+            "alertmanager_port = 9093",
+        ):
             config = config.replace(port, port.split("=")[0] + "= 0")
         # the config file's folder is the project root (sources and data resolve against it)
         for name in ("src", "data", "knowledge", "ml", "config"):
@@ -64,6 +70,11 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert again.returncode == 0 and "already running" in again.stdout
 
         status = json.loads(_cli("status", "--json", *home, env=env).stdout)
+        monitoring = status["monitoring"]  # CD-08: Prometheus and Alertmanager run with the platform
+        assert monitoring["problems"] == []
+        assert monitoring["running"] == {"alertmanager": True, "prometheus": True}
+        if default_ports:
+            assert monitoring["prometheus"] == "http://127.0.0.1:9090"
         chatbot = status["services"]["chatbot"]
         assert chatbot["weights"] == {"r1": 100.0}
         (r1,) = chatbot["revisions"]

@@ -369,6 +369,8 @@ class ControlPlane:
             for svc in self.services.values()
             for name, rt in svc.revisions.items()
         }
+        if self.monitoring is not None:  # Prometheus and Alertmanager: `down` verifies them too
+            pids["monitoring"] = self.monitoring.pids()
         path = self.settings.run_dir / WORKERS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"control_plane": os.getpid(), "workers": pids}, indent=1))
@@ -404,6 +406,7 @@ class ControlPlane:
             self.monitoring = LocalMonitoring(s.monitoring, s.home, s.run_dir, self.control_url)
             await asyncio.to_thread(self.monitoring.start)
             self.update_targets()
+            self.write_pids()
         runtime = {
             "pid": os.getpid(),
             "environment": s.environment,

@@ -1,6 +1,7 @@
 """compute: the chatbot on ECS Fargate behind an ALB with two target groups (blue/green, the
 listener forwards weighted 100/0 so a deploy shifts traffic by weights), its autoscaling, and the
-Lambda burst path with its ``live`` alias."""
+Lambda burst path with its ``live`` alias. The tasks' role names what it may call by physical name
+(tables and their indexes, the search domain, the model endpoint): no cross-stack reference."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from mangaassist_infra.common import InfraStack, StageSettings
-from mangaassist_infra.data import DataStack
+from mangaassist_infra.data import SEARCH_DOMAIN, DataStack
 from mangaassist_infra.nag import acknowledge, cfn
 from mangaassist_infra.network import NetworkStack
 
@@ -75,7 +76,15 @@ class ComputeStack(InfraStack):
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
             ),
         )
-        task.add_to_task_role_policy(self._table_access())
+        for statement in self._task_access():
+            task.add_to_task_role_policy(statement)
+        if settings.declaration.vector_indexes:
+            acknowledge(
+                cfn(task.task_role.node.find_child("DefaultPolicy")),
+                f"AwsSolutions-IAM5[Resource::{self.resolve(self._search_paths())}]",
+                "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
+                "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
+            )
         task.add_container(
             SERVICE,
             image=ecs.ContainerImage.from_registry(IMAGE),
@@ -87,7 +96,6 @@ class ComputeStack(InfraStack):
                 "MANGAASSIST_ENV": settings.name,
                 "MANGAASSIST_PORT": str(declared.port),
             },
-            readonly_root_filesystem=False,
         )
         acknowledge(
             cfn(task),
@@ -224,12 +232,35 @@ class ComputeStack(InfraStack):
             self, "BurstLive", alias_name="live", version=self.burst.current_version
         )
 
-    def _table_access(self) -> iam.PolicyStatement:
-        """Item access to the declared tables and their indexes, by name: no wildcard."""
-        arns: list[str] = []
-        for name, declared in self.settings.declaration.tables.items():
+    def _task_access(self) -> list[iam.PolicyStatement]:
+        """What the chatbot's tasks call, by physical name (no cross-stack reference): items of
+        the declared tables and their indexes, the search domain's indexes, the model endpoints."""
+        settings = self.settings
+        tables: list[str] = []
+        for name, declared in settings.declaration.tables.items():
             table = self.format_arn(
-                service="dynamodb", resource="table", resource_name=self.settings.physical_name(name)
+                service="dynamodb", resource="table", resource_name=settings.physical_name(name)
             )
-            arns += [table, *(f"{table}/index/{index.name}" for index in declared.indexes)]
-        return iam.PolicyStatement(actions=TABLE_ACTIONS, resources=arns)
+            tables += [table, *(f"{table}/index/{index.name}" for index in declared.indexes)]
+        statements = [iam.PolicyStatement(actions=TABLE_ACTIONS, resources=tables)]
+        if settings.declaration.vector_indexes:
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"],
+                    resources=[self._search_paths()],
+                )
+            )
+        if settings.declaration.model_endpoints:
+            endpoints = [
+                self.format_arn(
+                    service="sagemaker", resource="endpoint", resource_name=settings.physical_name(name)
+                )
+                for name in settings.declaration.model_endpoints
+            ]
+            statements.append(iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=endpoints))
+        return statements
+
+    def _search_paths(self) -> str:
+        """Every path (index, alias) under the stage's search domain."""
+        domain = self.settings.physical_name(SEARCH_DOMAIN)
+        return self.format_arn(service="es", resource="domain", resource_name=f"{domain}/*")

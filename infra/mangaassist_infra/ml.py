@@ -47,12 +47,14 @@ class MlStack(InfraStack):
         settings = self.settings
         physical = settings.physical_name(name)
         prefix = name.title()
-        sagemaker.CfnModelPackageGroup(
+        group = sagemaker.CfnModelPackageGroup(
             self,
             f"{prefix}PackageGroup",
             model_package_group_name=physical,
             model_package_group_description=description,
         )
+        # the registry's model versions: kept when the stack or the group goes (a stateful resource)
+        group.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
         repository = ecr.Repository(
             self,
             f"{prefix}Repository",

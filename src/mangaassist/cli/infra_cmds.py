@@ -96,7 +96,7 @@ def _aws_changes(env: str, against: Path | None) -> tuple[str, list[TemplateChan
     summary = cd02.synthesize(params, [env], out)
     new = cd02.load_templates(summary["stages"][env])
     if against is not None:
-        return str(against), classify(cd02.templates_in(against), new)
+        return str(against), classify(cd02.templates_in(against, env), new)
     store = StateStore()
     try:
         with store.transaction() as conn:

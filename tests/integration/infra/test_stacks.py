@@ -28,6 +28,8 @@ from mangaassist.core.resources import (
 )
 
 pytestmark = pytest.mark.slow
+if importlib.util.find_spec("aws_cdk") is None or importlib.util.find_spec("cdk_nag") is None:
+    pytest.skip("the infra extra (aws-cdk-lib, cdk-nag) is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).parents[3]
 INFRA = ROOT / "infra"

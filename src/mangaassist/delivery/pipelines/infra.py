@@ -211,12 +211,28 @@ def load_templates(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {stack: json.loads(Path(path).read_text()) for stack, path in sorted(paths.items())}
 
 
-def templates_in(directory: Path) -> dict[str, dict[str, Any]]:
-    """Every ``*.template.json`` under ``directory`` (a synth's output), by stack name."""
-    found = sorted(directory.rglob("*.template.json"))
-    if not found:
-        raise ConfigError(f"{directory}: no *.template.json files to diff against")
-    return {p.name.removesuffix(".template.json"): json.loads(p.read_text()) for p in found}
+def templates_in(directory: Path, environment: str | None = None) -> dict[str, dict[str, Any]]:
+    """The stack templates of a synth's output (a cloud assembly) by stack name, from its
+    ``manifest.json`` files (of one stage when ``environment`` is given)."""
+    stacks: dict[str, dict[str, Any]] = {}
+    for manifest in sorted(directory.rglob("manifest.json")):
+        try:
+            artifacts = json.loads(manifest.read_text()).get("artifacts", {})
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{manifest}: not a cloud assembly manifest ({exc})") from exc
+        for artifact_id, artifact in artifacts.items():
+            if artifact.get("type") != "aws:cloudformation:stack":
+                continue
+            props = artifact.get("properties", {})
+            name = str(props.get("stackName") or artifact_id)
+            if environment and not str(artifact.get("displayName", "")).startswith(f"{environment}/"):
+                continue
+            stacks[name] = json.loads((manifest.parent / props["templateFile"]).read_text())
+    if not stacks:
+        raise ConfigError(
+            f"{directory}: no stack templates (a cdk synth output with manifest.json) to diff against"
+        )
+    return stacks
 
 
 def _synth(scope: RunScope, ctx: StepContext) -> Outcome:
@@ -235,13 +251,23 @@ def _synth(scope: RunScope, ctx: StepContext) -> Outcome:
 
 
 def lint(paths: list[str]) -> list[dict[str, Any]]:
-    """cfn-lint's matches (errors and warnings) on the templates, as its JSON."""
-    command = [sys.executable, "-m", "cfnlint", "--format", "json", *paths]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if done.returncode & 1:  # cfn-lint itself failed (not a finding)
-        raise ConfigError(f"cfn-lint failed: {done.stderr.strip()[-2000:]}")
-    matches: list[dict[str, Any]] = json.loads(done.stdout or "[]")
-    return matches
+    """cfn-lint's findings on the templates (its Python API; every rule, errors and warnings)."""
+    try:
+        from cfnlint.api import lint_file
+    except ImportError as exc:
+        raise ConfigError("the infrastructure gates need cfn-lint: pip install -e '.[infra]'") from exc
+    out = []
+    for path in paths:
+        for match in lint_file(Path(path)):
+            out.append(
+                {
+                    "Filename": path,
+                    "Level": str(match.rule.severity).capitalize(),
+                    "Rule": {"Id": match.rule.id},
+                    "Message": match.message,
+                }
+            )
+    return out
 
 
 def acknowledged_wildcards(templates: dict[str, dict[str, Any]]) -> frozenset[str]:
@@ -303,7 +329,7 @@ def _gates(scope: RunScope, ctx: StepContext) -> Outcome:
 def baseline(ctx: StepContext) -> tuple[str, dict[str, dict[str, Any]]]:
     against = ctx.params.get("against")
     if against:
-        return str(against), templates_in(Path(str(against)))
+        return str(against), templates_in(Path(str(against)), ctx.run.environment)
     last = ctx.last_output("apply")
     if last is None:
         return "nothing applied yet", {}

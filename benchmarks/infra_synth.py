@@ -53,7 +53,11 @@ def main() -> int:
     errors = [m for m in lint if m.get("Level") == "Error"]
     templates = {s: json.loads(Path(p).read_text()) for stacks in stages.values() for s, p in stacks.items()}
     findings = cd02.template_findings(templates, cd02.acknowledged_wildcards(templates))
-    acknowledgments = sum(json.dumps(t).count('"rule_id"') for t in templates.values())
+    acknowledgments = sum(
+        len(((res.get("Metadata") or {}).get("cdk_nag") or {}).get("rules_to_suppress") or [])
+        for t in templates.values()
+        for res in t.get("Resources", {}).values()
+    )
     result = {
         "benchmark": "infra_synth",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -67,7 +71,7 @@ def main() -> int:
             "all": [round(s, 2) for s in seconds],
         },
         "cdk_nag_unacknowledged": 0,  # the synth fails on any: every run above succeeded
-        "cdk_nag_acknowledgments_in_metadata": acknowledgments,
+        "cdk_nag_acknowledged_resource_rules": acknowledgments,
         "cfn_lint_errors": len(errors),
         "cfn_lint_warnings": len(lint) - len(errors),
         "template_findings": [f.line() for f in findings],

@@ -31,7 +31,9 @@ from mangaassist.delivery.pipelines import infra as cd02  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3, help="synths to time (default 3)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
@@ -86,7 +88,8 @@ def main() -> int:
         print(
             f"synth of {len(stages)} stages ({result['resources']} resources): median "
             f"{result['synth_seconds']['median']} s, max {result['synth_seconds']['max']} s; "
-            f"cfn-lint errors {len(errors)}, warnings {len(lint) - len(errors)}; template findings {len(findings)}"
+            f"cfn-lint errors {len(errors)}, warnings {len(lint) - len(errors)}; "
+            f"template findings {len(findings)}"
         )
         print(f"written to {out_file.relative_to(ROOT)}")
     return 0 if result["met"] else 1

@@ -28,8 +28,11 @@ from mangaassist.core.resources import (
 )
 
 pytestmark = pytest.mark.slow
-if importlib.util.find_spec("aws_cdk") is None or importlib.util.find_spec("cdk_nag") is None:
-    pytest.skip("the infra extra (aws-cdk-lib, cdk-nag) is not installed", allow_module_level=True)
+# no silent skip: without the infra extra these tests fail and say what to install
+MISSING = [m for m in ("aws_cdk", "cdk_nag", "cfnlint") if importlib.util.find_spec(m) is None]
+assert not MISSING, (
+    f"the infra extra is not installed ({', '.join(MISSING)}): make setup, or pip install -e '.[infra]'"
+)
 
 ROOT = Path(__file__).parents[3]
 INFRA = ROOT / "infra"

@@ -33,6 +33,7 @@ from rich.console import Console
 from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.demo.config import run_config_demo
 from mangaassist.demo.engine import DEMO_ENVIRONMENT
+from mangaassist.demo.infra import run_infra_demo
 from mangaassist.demo.kb import run_kb_demo
 from mangaassist.demo.model import run_model_demo
 from mangaassist.demo.release import local_platform, run_release_demo
@@ -61,6 +62,8 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         log_path=home / "demo-chatbot.log",
     )
     console.rule("[bold]MangaAssist demo")
+    infra_failures = run_infra_demo(console, home)
+    console.print()
     console.print(
         f"Starting the chatbot on {server.url} (log: {server.log_path}); the first start trains "
         "the intent model and embeds the catalog and knowledge base, later starts reuse the cache ..."
@@ -89,6 +92,7 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
     for line in (
         f"Chatbot tour stopped cleanly: {server.exit_status == 0}",
         f"Intents right: {len(QUESTIONS) - failures}/{len(QUESTIONS)}",
+        f"Infrastructure (CD-02): {'ok' if infra_failures == 0 else 'FAILED'}",
         f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}",
         f"Config and prompt releases: {'ok' if config_failures == 0 else 'FAILED'}",
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
@@ -96,4 +100,5 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)
-    return 0 if failures == kb_failures == config_failures == release_failures == model_failures == 0 else 1
+    failed = (failures, infra_failures, kb_failures, config_failures, release_failures, model_failures)
+    return 0 if not any(failed) else 1

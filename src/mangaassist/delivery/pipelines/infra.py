@@ -362,7 +362,9 @@ def destructive_refusal(
     rule = f"{environment}.destructive"
     if not destructive or rule in overrides:
         return None
-    listed = "; ".join(c.line().strip() for c in destructive[:5])
+    listed = "; ".join(
+        f"{c.kind.value} of {c.stack}/{c.logical_id} ({c.resource_type})" for c in destructive[:5]
+    )
     return (
         f"{len(destructive)} destructive change(s) refused ({listed}): a stateful resource would be "
         f"replaced or deleted; start the run with --override {rule} --reason TEXT to accept the loss"

@@ -81,6 +81,8 @@ def create_app() -> Any:
         headers = dict(scope["headers"])
         if path == "/echo":
             await reply(send, 200, {"revision": revision})
+        elif path == "/fail":  # a server error, for SLO and alert drills (CD-08)
+            await reply(send, 500, {"error": "failing on purpose", "revision": revision})
         elif path == "/metrics":  # what Prometheus scrapes from a worker (CD-08)
             text = f'mangaassist_test_chats_total{{revision="{revision}"}} {chats[0]}\n'.encode()
             await send(

@@ -186,6 +186,12 @@ deploy_cmds.register(app)
 from mangaassist.cli import infra_cmds  # noqa: E402 - CD-02: infra synth, plan, diff; deploy infra
 
 infra_cmds.register(app)
+from mangaassist.cli import monitoring_cmds  # noqa: E402 - CD-08: deploy monitoring, rollback monitoring
+
+monitoring_cmds.register(app)
+from mangaassist.cli import monitor_cmds  # noqa: E402 - CD-08: monitor build, monitor test
+
+monitor_cmds.register(app)
 from mangaassist.cli import config_cmds  # noqa: E402 - CD-06: config validate, deploy, rollback, history
 
 config_cmds.register(app)

@@ -44,6 +44,7 @@ from mangaassist.platform.config_store import ConfigStore
 from mangaassist.platform.infra import Provisioner
 from mangaassist.platform.metrics import Metrics
 from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
+from mangaassist.platform.monitoring import RuleHost
 from mangaassist.platform.settings import PlatformSettings, find_config, load_settings
 from mangaassist.platform.tables import Tables
 from mangaassist.platform.vector import VectorIndex
@@ -205,6 +206,14 @@ class Platform:
         raise self._missing(
             "Provisioner", "aws resources are provisioned from the CDK app's templates: use stacks()"
         )
+
+    def rule_host(self) -> RuleHost:
+        """Where CD-08's rules go and the Prometheus evaluating them (``platform.monitoring``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.monitoring import LocalRuleHost
+
+            return self._once("rules", lambda: LocalRuleHost(self.home, self.settings.run_dir))  # type: ignore[no-any-return]
+        raise self._missing("RuleHost", "on AWS the SLO alarms ship with CD-02's monitoring stack")
 
     def stacks(self) -> Any:
         """CloudFormation change sets and drift detection (``platform.aws.cloudformation``)."""

@@ -24,14 +24,16 @@ from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import app as cd01
 from mangaassist.delivery.pipelines import kb, registry
 from mangaassist.delivery.pipelines import model as cd03
+from mangaassist.delivery.pipelines import monitoring as cd08
 from mangaassist.views.progress import ProgressDisplay, say
 
 DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {cd01.NAME: cd01.describe, cd03.NAME: cd03.describe}
 """The pipelines whose run is announced with a description of what it deploys."""
 
-RUNS_AS: dict[str, str] = {kb.PROMOTE: kb.NAME}
+RUNS_AS: dict[str, str] = {kb.PROMOTE: kb.NAME, cd08.ROLLBACK: cd08.NAME}
 """Pipelines that run under another one's lock and policy: moving ``kb-live`` by hand (``kb promote``,
-``kb rollback``) waits for a knowledge-base build, and a build for it."""
+``kb rollback``) waits for a knowledge-base build, and a build for it; so does a monitoring rollback
+for a monitoring deploy."""
 
 
 def resolve_actor(name: str | None = None) -> str:

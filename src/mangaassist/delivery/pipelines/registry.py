@@ -14,7 +14,7 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, config, demo, infra, kb, model
+from mangaassist.delivery.pipelines import app, config, demo, infra, kb, model, monitoring
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
@@ -27,6 +27,8 @@ PIPELINES: dict[str, PipelineFactory] = {
     config.NAME: config.build,  # CD-06, configuration and prompts
     config.ROLLBACK: config.build_rollback,
     model.NAME: model.build,  # CD-03, the intent model: gate, shadow, canary, approval, promote
+    monitoring.NAME: monitoring.build,  # CD-08, SLO rules, dashboards, alarms
+    monitoring.ROLLBACK: monitoring.build_rollback,
 }
 
 

@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from mangaassist.core.configspec import version_of
 from mangaassist.platform.config_store import ConfigStoreError, ConfigVersion, Observations, Rollout
@@ -246,6 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        self.server.requests.labels(code=str(status)).inc()
         data = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         for k, v in (headers or {}).items():
@@ -267,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts == ["healthz"]:
                 return self._send(200, {"ok": True, "pid": os.getpid()})
+            if parts == ["metrics"] and method == "GET":  # Prometheus (CD-08's config availability SLO)
+                return self._metrics()
             if parts == ["v1", "observations"] and method == "POST":
                 db.observe(self._body())
                 return self._send(200, {"ok": True})
@@ -314,6 +318,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (KeyError, ValueError, TypeError) as exc:
             return self._send(400, {"error": f"bad request: {exc}"})
 
+    def _metrics(self) -> None:
+        data = generate_latest(self.server.registry)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _served(self, profile: str, query: dict[str, list[str]]) -> None:
         db = self.server.db
         wait = min(float(query.get("wait", ["0"])[0]), 30.0)
@@ -347,6 +359,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], db: ConfigDatabase) -> None:
         super().__init__(address, _Handler)
         self.db = db
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mangaassist_config_requests",
+            "Config server requests by status",
+            ["code"],
+            registry=self.registry,
+        )
 
 
 def serve(home: Path, port: int = 0, host: str = "127.0.0.1") -> None:

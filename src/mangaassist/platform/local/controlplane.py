@@ -47,6 +47,7 @@ from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
+from mangaassist.platform.local.config_server import STATE_FILE as CONFIG_STATE_FILE
 from mangaassist.platform.local.monitoring import LocalMonitoring
 from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
 from mangaassist.platform.local.supervisor import RevisionSupervisor
@@ -358,10 +359,25 @@ class ControlPlane:
         if self.monitoring is None:
             return
         groups = [g for svc in self.services.values() for g in svc.scrape_targets()]
+        config_server = self._config_server_address()
+        if config_server:
+            labels = {"component": "config-server", "mangaassist_service": "config-server"}
+            groups.append({"targets": [config_server], "labels": labels})
         try:
             self.monitoring.write_targets(groups)
         except OSError:
             log.exception("cannot write the scrape targets")
+
+    def _config_server_address(self) -> str | None:
+        """host:port of the environment's config server as its state file announces it (no request:
+        this runs on the event loop; Prometheus reports it down if it does not answer)."""
+        if not self.settings.config_server:
+            return None
+        try:
+            url = str(json.loads((self.settings.home / CONFIG_STATE_FILE).read_text())["url"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return url.removeprefix("http://").rstrip("/")
 
     def write_pids(self) -> None:
         pids = {

@@ -263,3 +263,41 @@ class LocalMonitoring:
             "problems": list(self.problems),
             "firing": len(self.alerts.firing()),
         }
+
+
+class LocalRuleHost:
+    """Where CD-08 installs rule files on the local platform, and the Prometheus that loads them
+    (``platform.monitoring.RuleHost``). The Prometheus URL is read from the control plane's runtime
+    file; None when the platform (or its monitoring) is not running."""
+
+    def __init__(self, home: Path, run_dir: Path) -> None:
+        self.rules_dir = home / "monitoring" / "rules"
+        self.dashboards_dir = home / "monitoring" / "dashboards"
+        self._runtime = run_dir / "controlplane.json"
+
+    def url(self) -> str | None:
+        try:
+            runtime = json.loads(self._runtime.read_text())
+        except (OSError, ValueError):
+            return None
+        url = runtime.get("prometheus")
+        if not url:
+            return None
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2.0).status_code != 200:
+                return None
+        except httpx.HTTPError:
+            return None
+        return str(url)
+
+    def reload(self) -> None:
+        url = self.url()
+        if url:
+            httpx.post(f"{url}/-/reload", timeout=30.0).raise_for_status()
+
+    def groups(self) -> list[dict[str, Any]]:
+        url = self.url()
+        if not url:
+            return []
+        data = httpx.get(f"{url}/api/v1/rules", timeout=10.0).json()
+        return list(data.get("data", {}).get("groups", []))

@@ -264,8 +264,13 @@ class RouterCollector(Collector):
         svc = s.service
         requests = CounterMetricFamily(
             "mangaassist_router_requests",
-            "Requests by revision and status",
+            "Requests by revision and the status the client got (a transport error as the router's 502/504)",
             labels=["service", "revision", "status"],
+        )
+        answers = CounterMetricFamily(
+            "mangaassist_router_answers",
+            "2xx answers by revision; fallback=true when the answer carried X-MangaAssist-Fallback",
+            labels=["service", "revision", "fallback"],
         )
         errors = CounterMetricFamily(
             "mangaassist_router_transport_errors",
@@ -304,8 +309,14 @@ class RouterCollector(Collector):
             labels=["service", "revision", "result"],
         )
         for rev, c in s.revisions.items():
-            for status, n in c.statuses.items():
-                requests.add_metric([svc, rev, str(status)], n)
+            seen = collections.Counter({str(status): n for status, n in c.statuses.items()})
+            for kind, n in c.transport_errors.items():  # what the client got instead (router.py)
+                seen["504" if kind == "timeout" else "502"] += n
+            for code, n in sorted(seen.items()):
+                requests.add_metric([svc, rev, code], n)
+            ok = sum(n for status, n in c.statuses.items() if 200 <= status < 300)
+            answers.add_metric([svc, rev, "true"], c.fallback)
+            answers.add_metric([svc, rev, "false"], max(0, ok - c.fallback))
             for kind, n in c.transport_errors.items():
                 errors.add_metric([svc, rev, kind], n)
             flags.add_metric([svc, rev, "fallback"], c.fallback)
@@ -322,7 +333,7 @@ class RouterCollector(Collector):
                 shadow.add_metric([svc, rev, kind], n)
             agreement.add_metric([svc, rev, "agreed"], sc.intent_agreed)
             agreement.add_metric([svc, rev, "disagreed"], sc.intent_compared - sc.intent_agreed)
-        yield from (requests, errors, flags, feedback, moved, in_flight, latency, shadow, agreement)
+        yield from (requests, answers, errors, flags, feedback, moved, in_flight, latency, shadow, agreement)
 
 
 def _buckets(h: Histogram) -> list[tuple[str, float]]:

@@ -1,6 +1,7 @@
 """monitoring: the stage's alarm topic (KMS-encrypted, TLS only), alarms on what the other stacks
 run (ALB 5xx and response time, DynamoDB throttles per table, burst Lambda errors, SageMaker 5xx
-invocation errors) and one dashboard of the same metrics."""
+invocation errors), CD-08's SLO burn-rate alarms compiled from ``monitoring/slos`` (composite
+alarms notify the topic) and one dashboard of the same metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from mangaassist.delivery.monitoring.build import resolve
+from mangaassist.delivery.monitoring.cloudwatch import alarms_document
 from mangaassist_infra.common import InfraStack, StageSettings
 from mangaassist_infra.compute import ComputeStack
 from mangaassist_infra.data import DataStack
@@ -110,6 +113,7 @@ class MonitoringStack(InfraStack):
             )
             model_errors.append(invocation_5xx)
         panels["SageMaker 5xx invocation errors"] = model_errors
+        self.slo_alarms = self._slo_alarms()
 
         graphs: list[cloudwatch.IWidget] = [
             cloudwatch.GraphWidget(title=title, left=metrics, width=12)
@@ -125,6 +129,33 @@ class MonitoringStack(InfraStack):
                 *(graphs[i : i + 2] for i in range(0, len(graphs), 2)),
             ],
         )
+
+    def _slo_alarms(self) -> int:
+        """CD-08's SLO burn-rate alarms for this environment, from ``monitoring/slos`` (the same
+        specs, objectives and windows as the Prometheus rules): one metric-math alarm per window, a
+        composite alarm per condition (both windows in ALARM) that notifies the topic. Returns how
+        many alarms it added."""
+        slos, ws, _ = resolve([self.settings.root / "monitoring" / "slos"], self.settings.name)
+        document = alarms_document(slos, ws, self.settings.name)
+        children: dict[str, cdk.CfnResource] = {}
+        for i, alarm in enumerate(document["alarms"]):
+            children[alarm["AlarmName"]] = cdk.CfnResource(
+                self, f"SloAlarm{i}", type="AWS::CloudWatch::Alarm", properties=alarm
+            )
+        for i, composite in enumerate(document["composite_alarms"]):
+            properties = {
+                **composite,
+                "ActionsEnabled": True,
+                "AlarmActions": [self.topic.topic_arn],
+                "OKActions": [self.topic.topic_arn],
+            }
+            resource = cdk.CfnResource(
+                self, f"SloCondition{i}", type="AWS::CloudWatch::CompositeAlarm", properties=properties
+            )
+            for name, child in children.items():  # created after the alarms its rule names
+                if f'"{name}"' in composite["AlarmRule"]:
+                    resource.add_resource_dependency(child)
+        return len(children) + len(document["composite_alarms"])
 
     def _alarm(self, name: str, what: str, metric: cloudwatch.IMetric, threshold: float) -> None:
         alarm = cloudwatch.Alarm(

@@ -221,7 +221,15 @@ class Platform:
             raise self._missing("CloudFormation", "the local provider provisions with provisioner()")
         from mangaassist.platform.aws.cloudformation import ChangeSetApplier
 
-        return self._once("stacks", lambda: ChangeSetApplier(self._client("cloudformation")))
+        bucket = self.settings.aws.get("artifact_bucket")
+        return self._once(
+            "stacks",
+            lambda: ChangeSetApplier(
+                self._client("cloudformation"),
+                s3=self._client("s3") if bucket else None,
+                template_bucket=str(bucket) if bucket else None,
+            ),
+        )
 
     def static_site(self) -> Any:
         """Releases of the widget behind a CDN (CD-05 adds the ``StaticSite`` protocol)."""

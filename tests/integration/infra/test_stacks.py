@@ -468,7 +468,10 @@ def test_alarms_on_the_topic_and_a_dashboard(synthesized: Synthesized, env: str)
     template.has_resource_properties(
         "AWS::SNS::Topic", {"TopicName": physical_name(env, "alarms"), "KmsMasterKeyId": Match.any_value()}
     )
-    alarms = synthesized.resources(env, "monitoring", "AWS::CloudWatch::Alarm")
+    every = synthesized.resources(env, "monitoring", "AWS::CloudWatch::Alarm")
+    # CD-08's SLO window alarms (their composites notify) beside the resource alarms
+    slo_prefix = physical_name(env, "slo-")
+    alarms = {k: a for k, a in every.items() if not _props(a)["AlarmName"].startswith(slo_prefix)}
     names = {_props(a)["AlarmName"] for a in alarms.values()}
     expected = {physical_name(env, n) for n in ("alb-5xx", "target-5xx", "response-time", "burst-errors")}
     expected |= {physical_name(env, f"{t}-throttles") for t in declaration.tables}
@@ -477,6 +480,16 @@ def test_alarms_on_the_topic_and_a_dashboard(synthesized: Synthesized, env: str)
     topic = next(iter(synthesized.resources(env, "monitoring", "AWS::SNS::Topic")))
     for alarm in alarms.values():
         assert _props(alarm)["AlarmActions"] == [{"Ref": topic}]
+    slo_windows = [a for a in every.values() if _props(a)["AlarmName"].startswith(slo_prefix)]
+    composites = synthesized.resources(env, "monitoring", "AWS::CloudWatch::CompositeAlarm")
+    assert len(slo_windows) >= 20 and len(composites) >= 10
+    page = physical_name(env, "slo-chatbot-chat-availability-page-quick")
+    (quick,) = [c for c in composites.values() if _props(c)["AlarmName"] == page]
+    assert _props(quick)["AlarmActions"] == [{"Ref": topic}] and "AND" in _props(quick)["AlarmRule"]
+    assert all(
+        any(f'"{_props(w)["AlarmName"]}"' in _props(c)["AlarmRule"] for c in composites.values())
+        for w in slo_windows
+    )
     sagemaker = [a for a in alarms.values() if "endpoint-5xx" in _props(a)["AlarmName"]]
     assert _props(sagemaker[0])["MetricName"] == "Invocation5XXErrors"
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)

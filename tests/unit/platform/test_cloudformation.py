@@ -450,7 +450,7 @@ def test_an_empty_template_fails_before_any_call(aws: Aws, template: str) -> Non
         aws.applier.create(STACK, template, tags=TAGS)
 
 
-def test_a_template_too_big_for_template_body_fails_before_any_call(aws: Aws) -> None:
+def test_a_template_too_big_without_a_template_bucket_fails_before_any_call(aws: Aws) -> None:
     with pytest.raises(ConfigError, match="over the 51200"):
         aws.applier.create(STACK, "{" + " " * 51_200 + "}", tags=TAGS)
 
@@ -733,3 +733,67 @@ def test_a_failed_detection_is_unknown_with_whatever_drift_was_found(aws: Aws) -
     assert got.status == "UNKNOWN"
     assert got.reason == "Failed to detect drift on resource Search"
     assert [(d.logical_id, d.status, d.differences) for d in got.drifted] == [("Logs", "DELETED", [])]
+
+
+def test_a_template_too_big_for_template_body_is_uploaded_and_read_by_url() -> None:
+    """Over 51,200 bytes (CD-02's monitoring stack with CD-08's SLO alarms is ~67 KB) the template
+    goes to the template bucket and the change set reads it by ``TemplateURL``."""
+    from mangaassist.platform.aws.cloudformation import change_set_name
+
+    cf, fake = _client(), Fake()
+    s3: Any = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    big = '{"Resources": {"X": {"Type": "AWS::SNS::Topic", "Metadata": "' + "x" * 60_000 + '"}}}'
+    name = change_set_name(big, None, TAGS)
+    key = f"cloudformation/{STACK}/{name}.json"
+    applier = ChangeSetApplier(
+        cf, sleep=fake.sleep, clock=fake.clock, poll_s=5.0, timeout_s=60.0, s3=s3, template_bucket="artifacts"
+    )
+    with Stubber(cf) as cf_stub, Stubber(s3) as s3_stub:
+        cf_stub.add_client_error(
+            "describe_stacks",
+            service_error_code="ValidationError",
+            service_message=f"Stack with id {STACK} does not exist",
+            http_status_code=400,
+            expected_params={"StackName": STACK},
+        )
+        s3_stub.add_response(
+            "put_object",
+            {},
+            {
+                "Bucket": "artifacts",
+                "Key": key,
+                "Body": big.encode(),
+                "ContentType": "application/json",
+                "ServerSideEncryption": "aws:kms",
+            },
+        )
+        cf_stub.add_response(
+            "create_change_set",
+            {"Id": CS_ID, "StackId": STACK_ID},
+            {
+                "StackName": STACK,
+                "ChangeSetName": name,
+                "ChangeSetType": "CREATE",
+                "TemplateURL": f"https://artifacts.s3.amazonaws.com/{key}",
+                "Parameters": [],
+                "Capabilities": CAPABILITIES,
+                "Tags": [{"Key": k, "Value": v} for k, v in sorted(TAGS.items())],
+            },
+        )
+        cf_stub.add_response(
+            "describe_change_set",
+            {
+                "ChangeSetName": name,
+                "ChangeSetId": CS_ID,
+                "StackId": STACK_ID,
+                "StackName": STACK,
+                "Status": "CREATE_COMPLETE",
+                "ExecutionStatus": "AVAILABLE",
+                "Changes": [],
+            },
+            {"ChangeSetName": name, "StackName": STACK},
+        )
+        got = applier.create(STACK, big, tags=TAGS)
+        cf_stub.assert_no_pending_responses()
+        s3_stub.assert_no_pending_responses()
+    assert got.name == name and got.type == "CREATE"

@@ -280,10 +280,16 @@ class ChangeSetApplier:
         poll_s: float = 10.0,
         timeout_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        s3: Any = None,
+        template_bucket: str | None = None,
     ) -> None:
         if poll_s <= 0 or timeout_s <= 0:
             raise ConfigError(f"poll_s ({poll_s:g}) and timeout_s ({timeout_s:g}) must be positive")
         self.cf = cloudformation
+        self.s3 = s3
+        self.template_bucket = template_bucket
+        """Where a template over ``TEMPLATE_BODY_LIMIT`` is uploaded (``cloudformation/STACK/NAME.json``)
+        for the change set to read by ``TemplateURL``; None: such a template is refused."""
         self.poll_s = poll_s
         self.timeout_s = timeout_s
         self._sleep = sleep
@@ -303,6 +309,24 @@ class ChangeSetApplier:
 
     # -- change sets -------------------------------------------------------------------------------
 
+    def _upload(self, stack_name: str, name: str, template_body: str) -> str:
+        """Put a large template in the template bucket; the URL a change set reads it from."""
+        key = f"cloudformation/{stack_name}/{name}.json"
+        try:
+            self.s3.put_object(
+                Bucket=self.template_bucket,
+                Key=key,
+                Body=template_body.encode(),
+                ContentType="application/json",
+                ServerSideEncryption="aws:kms",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise CloudFormationError(
+                f"stack {stack_name}: cannot upload its template to s3://{self.template_bucket}/{key}: {exc}",
+                operation="put_object",
+            ) from exc
+        return f"https://{self.template_bucket}.s3.amazonaws.com/{key}"
+
     def create(
         self,
         stack_name: str,
@@ -321,10 +345,11 @@ class ChangeSetApplier:
         if not template_body or not template_body.strip():
             raise ConfigError(f"stack {stack_name}: the template is empty")
         size = len(template_body.encode())
-        if size > TEMPLATE_BODY_LIMIT:
+        if size > TEMPLATE_BODY_LIMIT and (self.s3 is None or not self.template_bucket):
             raise ConfigError(
                 f"stack {stack_name}: the template is {size} bytes, over the {TEMPLATE_BODY_LIMIT} "
-                "CloudFormation takes inline (split the stack or upload it and use TemplateURL)"
+                "CloudFormation takes inline, and no template bucket is set to upload it to "
+                "([environments.ENV.aws] artifact_bucket)"
             )
         stack = self._stack(stack_name)
         kind: ChangeSetType = "UPDATE"
@@ -342,12 +367,15 @@ class ChangeSetApplier:
             self.delete_change_set(stack_name, name)
             found = None
         if found is None:
+            template: dict[str, str] = {"TemplateBody": template_body}
+            if size > TEMPLATE_BODY_LIMIT:
+                template = {"TemplateURL": self._upload(stack_name, name, template_body)}
             self._call(
                 "create_change_set",
                 StackName=stack_name,
                 ChangeSetName=name,
                 ChangeSetType=kind,
-                TemplateBody=template_body,
+                **template,
                 Parameters=[
                     {"ParameterKey": k, "ParameterValue": v} for k, v in sorted((parameters or {}).items())
                 ],

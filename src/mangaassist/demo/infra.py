@@ -47,7 +47,9 @@ def _check(console: Console, ok: bool, what: str) -> int:
     return 0 if ok else 1
 
 
-def _rekeyed(declaration: Path, into: Path) -> Path:
+def rekeyed(declaration: Path, into: Path) -> Path:
+    """A copy of ``declaration`` in ``into`` whose orders table has another partition key (a change
+    CD-02 must refuse: it replaces a table)."""
     text = declaration.read_text()
     at = text.index("[tables.orders]")
     head, tail = text[:at], text[at:]
@@ -94,7 +96,7 @@ def run_infra_demo(console: Console, home: Path) -> int:
                 f"synthesizing {GUARDED} (CDK, cdk-nag inside) as it is, then with orders re-keyed ..."
             )
             cd02.synthesize({}, [GUARDED], before)
-            resources = _rekeyed(cd02.declaration_paths({})[0], Path(tmp))
+            resources = rekeyed(cd02.declaration_paths({})[0], Path(tmp))
             guarded = {"environment": GUARDED, "resources": str(resources), "against": str(before)}
             run, steps = _run(console, guarded, GUARDED, store)
             for line in steps["diff"].detail.get("diff", []):

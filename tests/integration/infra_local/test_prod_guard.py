@@ -18,6 +18,7 @@ from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.engine.runs import Executor
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import infra as cd02
+from mangaassist.demo.infra import rekeyed
 
 ROOT = Path(__file__).parents[3]
 RESOURCES = ROOT / "infra" / "resources.toml"
@@ -33,19 +34,6 @@ def first_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def rekeyed(tmp_path: Path) -> Path:
-    text = RESOURCES.read_text()
-    orders = text.index("[tables.orders]")
-    head, tail = text[:orders], text[orders:]
-    tail = tail.replace(
-        'attributes = { pk = "S", sk = "S" }', 'attributes = { pk = "S", sk = "S", customer = "S" }', 1
-    )
-    tail = tail.replace('partition_key = "pk"', 'partition_key = "customer"', 1)
-    path = tmp_path / "resources.toml"
-    path.write_text(head + tail)
-    return path
-
-
 def test_a_partition_key_change_is_refused_in_prod_before_any_aws_call(
     first_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -54,7 +42,7 @@ def test_a_partition_key_change_is_refused_in_prod_before_any_aws_call(
     params = {
         "environment": "prod",
         "root": str(ROOT),
-        "resources": str(rekeyed(tmp_path)),
+        "resources": str(rekeyed(RESOURCES, tmp_path)),
         "against": str(first_synth),
     }
     pipeline = cd02.build(params)

@@ -519,7 +519,7 @@ def release(
 
             def run_one(item: planner.PlannedPipeline) -> tuple[bool, str | None, str]:
                 try:
-                    built = registry.build(item.id, {})
+                    built = registry.build(item.id, {"environment": env})
                     record = executor.run(
                         built,
                         environment=env,

@@ -48,6 +48,7 @@ from mangaassist.delivery.monitoring.rules import (
     alert_annotations,
     format_float,
     sli_error_metric,
+    slo_groups,
     slo_labels,
     slo_selector,
 )
@@ -433,7 +434,15 @@ def slo_test_file(
         if expr_tests:
             case["promql_expr_test"] = expr_tests
         tests.append(case)
-    return {"rule_files": [rule_file], "evaluation_interval": format_duration(step), "tests": tests}
+    # promtool evaluates groups in a random order unless told: recordings first, then the alerts that
+    # read them, as a running Prometheus settles to (otherwise an alert may fire one step late)
+    order = [g.name for g in slo_groups(slo, ws, options)]
+    return {
+        "rule_files": [rule_file],
+        "evaluation_interval": format_duration(step),
+        "group_eval_order": order,
+        "tests": tests,
+    }
 
 
 def expectations(slo: SLO, ws: WindowSet) -> dict[str, list[tuple[str, list[Severity]]]]:

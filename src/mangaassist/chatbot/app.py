@@ -4,12 +4,24 @@ Endpoints: ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz`` (the proce
 ``GET /readyz`` (model, index and config are loaded), ``GET /metrics`` (Prometheus).
 The heavy loading runs in a background thread after start-up, so ``/healthz`` answers at once
 and ``/readyz`` tells a supervisor when the worker may get traffic.
+
+Traces (``platform.tracing``): ``create_app`` sets up the process's tracing (service
+``mangaassist-chatbot``, version = the revision) and ``TraceMiddleware`` makes every API request a
+server span, a child of the ``traceparent`` the router sent, answered with ``X-MangaAssist-Trace-Id``
+and logged with its trace id (one access line per request; every log record carries ``trace_id``).
+A chat's span carries the intent, the flags and each stage's time (``mangaassist.stage.<stage>_ms``,
+the numbers of ``mangaassist_chat_stage_seconds``); the call to the model endpoint is a client span
+under it (``intent_remote``), so the model server's span joins the same trace. FastAPI's own
+OpenTelemetry instrumentation (newer FastAPI versions, on by default once a tracer provider is set)
+is turned off (``NO_NATIVE_TELEMETRY``): it would add a second server span and three operation spans
+to every request, and older FastAPI versions, which ``pyproject.toml`` allows, have none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import random
@@ -22,6 +34,7 @@ from typing import Annotated, Any, Literal, Protocol
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,6 +51,7 @@ from mangaassist.chatbot.intent_remote import FallbackReason, HttpIntentClient
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.warmup import warm_up
+from mangaassist.platform.tracing import TraceMiddleware, setup_tracing, trace_logging
 
 log = logging.getLogger("mangaassist.chatbot")
 
@@ -227,9 +241,19 @@ def _count_intent_fallbacks(runtime: Runtime, metrics: Metrics) -> None:
     client.on_fallback = lambda reason: metrics.intent_fallbacks.labels(reason.value).inc()
 
 
+SERVICE_NAME = "mangaassist-chatbot"
+"""The chatbot's ``service.name`` in traces."""
+NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False}} if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
+"""``FastAPI(**NO_NATIVE_TELEMETRY)``: no FastAPI spans (``TraceMiddleware`` makes the one per request)."""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     fault = FaultPlan.parse(settings.fault)  # a bad spec stops start-up with a clear error
+    setup_tracing(SERVICE_NAME, settings.revision)
+    trace_logging()
     metrics = Metrics()
     rng = random.Random()
     state: dict[str, Any] = {"service": None, "error": None, "loaded_at": None}
@@ -259,11 +283,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if service is not None:
             await service.aclose()
 
-    app = FastAPI(title="MangaAssist chatbot", version="1", lifespan=lifespan)
+    app = FastAPI(title="MangaAssist chatbot", version="1", lifespan=lifespan, **NO_NATIVE_TELEMETRY)
     app.state.metrics = metrics
     app.state.runtime_state = state
 
     app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics)
+    # outermost: its span covers RevisionHeader's 500s too
+    app.add_middleware(TraceMiddleware, scope_name="mangaassist.chatbot", known_paths=KNOWN_PATHS)
 
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
@@ -328,6 +354,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.intents.labels(result.intent).inc()
         for stage in STAGES:
             metrics.stages.labels(stage).observe(result.timings_ms.get(stage, 0.0) / 1000)
+        span = trace.get_current_span()  # TraceMiddleware's server span of this request
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "mangaassist.intent": result.intent,
+                    "mangaassist.model": result.model or service.rt.intents.version,
+                    "mangaassist.fallback": result.fallback,
+                    "mangaassist.guardrail": result.guardrail,
+                    "mangaassist.shadow": _is_shadow(request),
+                    **{f"mangaassist.stage.{k}_ms": v for k, v in result.timings_ms.items()},
+                }
+            )
         response.headers["X-MangaAssist-Intent"] = result.intent
         response.headers["Server-Timing"] = ", ".join(
             f"{k};dur={v:.3f}" for k, v in result.timings_ms.items()

@@ -6,7 +6,10 @@ model gets weights, header pins and shadow traffic like any service. Each call p
 embedding the chatbot already computed to ``POST /v1/intent`` (``chatbot.model_server``), over one
 keep-alive connection pool, with a short deadline (``MANGAASSIST_INTENT_TIMEOUT_MS``, 300 ms by
 default). The conversation's session id goes in ``X-Session-Id``, the router's sticky key, so a
-conversation stays on the model revision it started on.
+conversation stays on the model revision it started on. Each call is a client span
+(``intent-model POST /v1/intent``, ``platform.tracing``) under the chat's server span, sent as the
+request's ``traceparent`` so the model's router and server join the chat's trace; a fallback marks
+the span as an error with its reason.
 
 When the endpoint does not give a usable answer the client answers with the **champion loaded in
 process at start** (a ``LocalIntentClient``): a customer never sees an error because the model
@@ -33,11 +36,13 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from mangaassist.chatbot.embeddings import Vector
 from mangaassist.chatbot.intent import IntentPrediction, LocalIntentClient
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
+from mangaassist.platform.tracing import get_tracer, inject
 
 log = logging.getLogger("mangaassist.chatbot")
 
@@ -144,6 +149,7 @@ class HttpIntentClient:
         self._aclient: httpx.AsyncClient | None = None  # made on first use, on the serving loop
         self._client = httpx.Client(base_url=self.url, timeout=timeout_s, transport=sync_transport)
         self._logged: dict[str, float] = {}
+        self._tracer: Tracer | None = None  # on first use: after the app set up tracing
 
     @property
     def version(self) -> str:
@@ -157,7 +163,10 @@ class HttpIntentClient:
 
     @staticmethod
     def _headers(session_id: str | None) -> dict[str, str]:
-        return {SESSION_HEADER: session_id} if session_id else {}
+        """The session (the router's sticky key) and the current span as ``traceparent``."""
+        headers = {SESSION_HEADER: session_id} if session_id else {}
+        inject(headers)
+        return headers
 
     def classify(self, text: str, embedding: Vector | None = None) -> IntentPrediction:
         """Blocking variant (warm-up, tools); same decisions as ``aclassify``."""
@@ -165,7 +174,9 @@ class HttpIntentClient:
         if not self.breaker.allows(now):
             return self._fall_back(FallbackReason.CIRCUIT_OPEN, text, embedding)
         try:
-            r = self._client.post("/v1/intent", json=self._payload(text, embedding))
+            r = self._client.post(
+                "/v1/intent", json=self._payload(text, embedding), headers=self._headers(None)
+            )
             outcome = judge_response(r.status_code, _json(r))
         except httpx.HTTPError as exc:
             outcome = reason_for(exc)
@@ -184,14 +195,29 @@ class HttpIntentClient:
                 transport=self._transport,
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             )
-        try:
-            async with asyncio.timeout(self.timeout_s):  # a deadline for the whole call, not per read
-                r = await self._aclient.post(
-                    "/v1/intent", json=self._payload(text, embedding), headers=self._headers(session_id)
-                )
-            outcome = judge_response(r.status_code, _json(r))
-        except (httpx.HTTPError, TimeoutError) as exc:
-            outcome = reason_for(exc)
+        if self._tracer is None:
+            self._tracer = get_tracer("mangaassist.chatbot.intent_remote")
+        with self._tracer.start_as_current_span(
+            "intent-model POST /v1/intent",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "POST", "url.full": f"{self.url}/v1/intent"},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                async with asyncio.timeout(self.timeout_s):  # a deadline for the whole call, not per read
+                    r = await self._aclient.post(
+                        "/v1/intent", json=self._payload(text, embedding), headers=self._headers(session_id)
+                    )
+                span.set_attribute("http.response.status_code", r.status_code)
+                outcome = judge_response(r.status_code, _json(r))
+            except (httpx.HTTPError, TimeoutError) as exc:
+                outcome = reason_for(exc)
+            if isinstance(outcome, FallbackReason):
+                span.set_status(Status(StatusCode.ERROR, f"fallback: {outcome.value}"))
+                span.set_attribute("mangaassist.fallback", outcome.value)
+            else:
+                span.set_attribute("mangaassist.model", outcome.model)
         return self._settle(outcome, text, embedding)
 
     def _settle(

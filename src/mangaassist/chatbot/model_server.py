@@ -29,6 +29,11 @@ middleware), ``X-MangaAssist-Intent`` (the router compares a shadow's intent wit
 ``X-MangaAssist-Fallback: 1`` on a low-confidence answer: that is the answer on which the chatbot
 falls back to "not sure", so the router's per-revision ``fallback`` count *is* the model's
 low-confidence rate that a model canary is judged on.
+
+Traces: like the chatbot (``chatbot.app``), service ``mangaassist-intent-model``: a server span per
+request under the caller's ``traceparent`` (the chatbot's client span, through the router), with the
+model version, the intent and the low-confidence flag; ``X-MangaAssist-Trace-Id`` on the answer;
+``trace_id`` in every log record.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import numpy as np
 from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -61,7 +67,13 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mangaassist.chatbot.app import MAX_MESSAGE, RevisionHeader, invalid_request, not_ready_response
+from mangaassist.chatbot.app import (
+    MAX_MESSAGE,
+    NO_NATIVE_TELEMETRY,
+    RevisionHeader,
+    invalid_request,
+    not_ready_response,
+)
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import load_config
 from mangaassist.chatbot.embeddings import BatchingEmbedder, make_embedder
@@ -69,10 +81,13 @@ from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.intent import LocalIntentClient, load_or_train, load_package
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.warmup import MESSAGES
+from mangaassist.platform.tracing import TraceMiddleware, setup_tracing, trace_logging
 
 log = logging.getLogger("mangaassist.model_server")
 
 PACKAGE_ENV = "MANGAASSIST_MODEL_PACKAGE"
+SERVICE_NAME = "mangaassist-intent-model"
+"""The endpoint's ``service.name`` in traces."""
 KNOWN_PATHS: frozenset[str] = frozenset({"/v1/intent", "/healthz", "/readyz", "/metrics"})
 MAX_DIM = 4096
 
@@ -186,6 +201,8 @@ def _field_error(field: str, message: str, version: str) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     fault = FaultPlan.parse(settings.fault)  # a bad spec stops start-up with a clear error
+    setup_tracing(SERVICE_NAME, settings.revision)
+    trace_logging()
     metrics = ModelMetrics()
     rng = random.Random()
     state: dict[str, Any] = {"model": None, "error": None, "batcher": None}
@@ -219,9 +236,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if batcher is not None:
             await batcher.aclose()
 
-    app = FastAPI(title="MangaAssist intent model", version="1", lifespan=lifespan)
+    app = FastAPI(title="MangaAssist intent model", version="1", lifespan=lifespan, **NO_NATIVE_TELEMETRY)
     app.state.metrics = metrics
     app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics, known_paths=KNOWN_PATHS)
+    app.add_middleware(TraceMiddleware, scope_name="mangaassist.model_server", known_paths=KNOWN_PATHS)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
     def not_ready() -> JSONResponse:
@@ -305,6 +323,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.predictions.labels(version, "200").inc()
         metrics.intents.labels(version, prediction.intent).inc()
         headers = {"X-Model-Version": version, "X-MangaAssist-Intent": prediction.intent}
+        span = trace.get_current_span()  # TraceMiddleware's server span of this request
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "mangaassist.model": version,
+                    "mangaassist.intent": prediction.intent,
+                    "mangaassist.low_confidence": low,
+                    "mangaassist.embedded_by_endpoint": body.embedding is None,
+                }
+            )
         if low:
             metrics.low_confidence.labels(version).inc()
             headers["X-MangaAssist-Fallback"] = "1"

@@ -644,6 +644,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: environment {settings.environment} uses provider {settings.provider}", file=sys.stderr)
         raise SystemExit(2)
     _claim_pid_file(settings.run_dir)
+    # the routers' trace spans (platform.tracing) name the environment they run in
+    os.environ["MANGAASSIST_ENV"] = settings.environment
     try:
         import uvloop
 

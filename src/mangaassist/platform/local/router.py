@@ -11,6 +11,15 @@ The control plane owns one ``Router`` per service and changes it only by ``publi
 immutable ``RoutingTable``: each request reads the table once, so a weight change is atomic and
 never drops a request in flight. ``GET /_router/stats`` (JSON, ``?cursor=N``) and
 ``GET /_router/metrics`` (Prometheus) are read-only; changes go through the control API only.
+
+Traces (``platform.tracing``): every proxied request gets a span ``router <service>`` (SERVER;
+method, path, the revision chosen, status, pinned, mirrored), a child of the client's ``traceparent``
+or the root of a new trace. The worker gets that span as its ``traceparent`` (any incoming one is
+replaced; ``tracestate`` passes only with a valid parent), a mirrored request a child span of it
+(``router <service> shadow``, CLIENT: same trace, its own span id), and the client the trace id in
+``X-MangaAssist-Trace-Id`` (also on the router's own error answers). Spans are recorded with
+``FastTracer`` (ids and headers by hand; an SDK span only when sampled and exported), which keeps
+the cost to a few microseconds a request.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Message, Receive, Scope, Send
 
+from mangaassist.platform import tracing
 from mangaassist.platform.local.stats import RouterCollector, RouterStats, ShadowCounters
 from mangaassist.platform.local.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
@@ -46,6 +57,12 @@ _HOP_BY_HOP = frozenset(
         b"host",
     }
 )
+# not forwarded to a worker either: the router sends its own span as the traceparent, and the
+# tracestate of a request whose traceparent was invalid belongs to no trace
+_NOT_FORWARDED = _HOP_BY_HOP | {b"traceparent"}
+_NOT_FORWARDED_NEW_TRACE = _NOT_FORWARDED | {b"tracestate"}
+_TRACE_ID = tracing.TRACE_ID_HEADER_BYTES
+ROUTER_SERVICE_NAME = "mangaassist-router"
 _SHADOW_MAX_IN_FLIGHT = 64
 _MAX_BODY = 8 << 20
 
@@ -152,7 +169,15 @@ class StickySessions:
 
 
 def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """Session id and pinned revision of a request."""
+    session, pin, _ = _request_keys(headers)
+    return session, pin
+
+
+def _request_keys(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, bytes | None]:
+    """Session id, pinned revision and ``traceparent`` (``b""`` when sent more than once: invalid)."""
     session = cookie = pin = None
+    traceparent: bytes | None = None
     for name, value in headers:
         if name == b"x-session-id":
             session = value.decode("latin-1")
@@ -160,6 +185,8 @@ def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | N
             pin = value.decode("latin-1")
         elif name == b"cookie":
             cookie = value.decode("latin-1")
+        elif name == b"traceparent":
+            traceparent = value if traceparent is None else b""
     if session is None and cookie is not None and "ma_session" in cookie:
         try:
             morsel = SimpleCookie(cookie).get("ma_session")
@@ -167,22 +194,19 @@ def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | N
             morsel = None
         if morsel is not None and morsel.value:
             session = morsel.value
-    return session, pin
+    return session, pin, traceparent
 
 
-async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _reply(send: Send, status: int, body: dict[str, Any], trace_id: bytes | None = None) -> None:
     data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                (b"x-mangaassist-router-error", b"1"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"x-mangaassist-router-error", b"1"),
+    ]
+    if trace_id is not None:
+        headers.append((_TRACE_ID, trace_id))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -231,6 +255,10 @@ class Router:
         self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(self.stats))
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        tracing.setup_tracing(ROUTER_SERVICE_NAME, None)  # once per process (the control plane)
+        self.tracer = tracing.FastTracer(tracing.current_tracing(), "mangaassist.platform.local.router")
+        self._span_name = f"router {service}"
+        self._shadow_span_name = f"router {service} shadow"
 
     def publish(self, table: RoutingTable) -> None:
         """Swap in a new routing table (a single reference assignment: atomic for every request)."""
@@ -257,7 +285,9 @@ class Router:
             return
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        session, pin = _session_of(headers)
+        session, pin, traceparent = _request_keys(headers)
+        span, continued = self.tracer.start(traceparent, self._span_name)
+        trace_id = span.trace_hex
 
         body = b""
         more = True
@@ -269,7 +299,8 @@ class Router:
             if chunk:
                 body = body + chunk if body else chunk
                 if len(body) > _MAX_BODY:
-                    await _reply(send, 413, {"error": f"request body over {_MAX_BODY} bytes"})
+                    await _reply(send, 413, {"error": f"request body over {_MAX_BODY} bytes"}, trace_id)
+                    self._end_span(span, scope, None, 413, "too_large", pin is not None, False)
                     return
             more = message.get("more_body", False)
 
@@ -279,7 +310,8 @@ class Router:
             target = table.targets.get(pin)
             if target is None:
                 self.stats.unrouted["unknown_revision"] += 1
-                await _reply(send, 404, {"error": f"no live revision {pin!r} of {self.service}"})
+                await _reply(send, 404, {"error": f"no live revision {pin!r} of {self.service}"}, trace_id)
+                self._end_span(span, scope, pin, 404, "unknown_revision", True, False)
                 return
         elif session is not None:
             name = self.sticky.get(session)
@@ -295,7 +327,8 @@ class Router:
             target = table.draw(self.rng)
         if target is None:
             self.stats.unrouted["no_revision"] += 1
-            await _reply(send, 503, {"error": f"no revision of {self.service} is ready"})
+            await _reply(send, 503, {"error": f"no revision of {self.service} is ready"}, trace_id)
+            self._end_span(span, scope, None, 503, "no_revision", False, False)
             return
 
         method: str = scope["method"]
@@ -303,7 +336,8 @@ class Router:
         raw_path: bytes = scope.get("raw_path") or path.encode()
         target_bytes = raw_path + b"?" + query if query else raw_path
         client = scope.get("client")
-        forwarded = [(k, v) for k, v in headers if k not in _HOP_BY_HOP]
+        dropped = _NOT_FORWARDED if continued else _NOT_FORWARDED_NEW_TRACE
+        forwarded = [(k, v) for k, v in headers if k not in dropped]
         if client:
             forwarded.append((b"x-forwarded-for", str(client[0]).encode()))
 
@@ -315,19 +349,54 @@ class Router:
             and path != "/v1/feedback"
             and self.rng.random() < table.shadow_share
         ):
-            intent_future = self._mirror(table, method, target_bytes, forwarded, body)
+            intent_future = self._mirror(table, method, target_bytes, forwarded, body, span)
+        forwarded.append((b"traceparent", span.traceparent()))
 
         counters = self.stats.revision(target.name)
         counters.in_flight += 1
+        status: int = 0
+        error: str | None = "client_gone"  # unless _forward returns
         try:
-            await self._forward(
+            status, error = await self._forward(
                 target, method, target_bytes, forwarded, body, send, started, session, pin is not None,
-                path, intent_future,
+                path, intent_future, trace_id,
             )  # fmt: skip
+        except UpstreamError as exc:
+            error = f"{exc.kind}_midstream"
+            raise
         finally:
             counters.in_flight -= 1
             if intent_future is not None and not intent_future.done():
                 intent_future.set_result(None)
+            self._end_span(
+                span, scope, target.name, status, error, pin is not None, intent_future is not None
+            )
+
+    def _end_span(
+        self,
+        span: tracing.FastSpan,
+        scope: Scope,
+        revision: str | None,
+        status: int,
+        error: str | None,
+        pinned: bool,
+        mirrored: bool,
+    ) -> None:
+        if not span.sampled or not self.tracer.exporting:
+            return  # nothing to record: skip building the attributes
+        attributes: dict[str, str | bool | int] = {
+            "http.request.method": scope["method"],
+            "url.path": scope["path"],
+            "http.response.status_code": status,
+            "mangaassist.service": self.service,
+            "mangaassist.pinned": pinned,
+            "mangaassist.shadow": mirrored,
+        }
+        if revision is not None:
+            attributes["mangaassist.revision"] = revision
+        if error is not None:
+            attributes["error.type"] = error
+        self.tracer.end(span, self._span_name, SpanKind.SERVER, attributes, error=status >= 500 or not status)
 
     async def _forward(
         self,
@@ -342,7 +411,9 @@ class Router:
         pinned: bool,
         path: str,
         intent_future: asyncio.Future[str | None] | None,
-    ) -> None:
+        trace_id: bytes,
+    ) -> tuple[int, str | None]:
+        """Send the request to a worker of ``target`` and its answer to the client: (status, error)."""
         stats = self.stats
         pool = target.pick()
         if pool is None:
@@ -356,8 +427,8 @@ class Router:
                 pinned,
                 session,
             )
-            await _reply(send, 503, {"error": f"revision {target.name} has no ready worker"})
-            return
+            await _reply(send, 503, {"error": f"revision {target.name} has no ready worker"}, trace_id)
+            return 503, "unavailable"
         try:
             response = await pool.request(method, target_bytes, headers, body, self.upstream_timeout_s)
         except UpstreamError as exc:
@@ -372,8 +443,8 @@ class Router:
                 session,
             )
             status = 504 if exc.kind == "timeout" else 502
-            await _reply(send, status, {"error": f"revision {target.name}: {exc}"})
-            return
+            await _reply(send, status, {"error": f"revision {target.name}: {exc}"}, trace_id)
+            return status, exc.kind
         fallback = guardrail = False
         out_headers: list[tuple[bytes, bytes]] = []
         for name, value in response.headers:
@@ -383,7 +454,10 @@ class Router:
                 fallback = value == b"1"
             elif name == b"x-mangaassist-guardrail":
                 guardrail = value == b"1"
+            elif name == _TRACE_ID:
+                continue  # the worker's (the same trace, normally); the client gets the router's
             out_headers.append((name, value))
+        out_headers.append((_TRACE_ID, trace_id))
         keep_body = intent_future is not None or (path == "/v1/feedback" and response.status == 200)
         kept: list[bytes] = []
         error: str | None = None
@@ -410,6 +484,7 @@ class Router:
             intent_future.set_result(_intent_of(response, b"".join(kept)))
         if path == "/v1/feedback" and response.status == 200:
             self._note_feedback(target.name, session, b"".join(kept), body)
+        return response.status, error
 
     def _note_feedback(self, served_by: str, session: str | None, response: bytes, request: bytes) -> None:
         try:
@@ -431,6 +506,7 @@ class Router:
         target_bytes: bytes,
         headers: list[tuple[bytes, bytes]],
         body: bytes,
+        span: tracing.FastSpan,
     ) -> asyncio.Future[str | None] | None:
         assert table.shadow is not None
         counters = self.stats.shadow(table.shadow)
@@ -443,8 +519,12 @@ class Router:
             counters.skipped += 1
             return None
         primary_intent: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        child = self.tracer.child(span)  # the same trace, a span of its own
+        mirrored = [*headers, (b"traceparent", child.traceparent()), (b"x-mangaassist-shadow", b"1")]
         task = asyncio.create_task(
-            self._shadow_request(counters, pool, method, target_bytes, headers, body, primary_intent)
+            self._shadow_request(
+                counters, pool, method, target_bytes, mirrored, body, primary_intent, child, table.shadow
+            )
         )
         self._shadow_tasks.add(task)
         task.add_done_callback(self._shadow_tasks.discard)
@@ -459,20 +539,18 @@ class Router:
         headers: list[tuple[bytes, bytes]],
         body: bytes,
         primary_intent: asyncio.Future[str | None],
+        span: tracing.FastSpan,
+        revision: str,
     ) -> None:
+        """Send a mirror (``headers`` carry its traceparent and the shadow mark) and compare intents."""
         counters.in_flight += 1
         counters.requests += 1
         started = time.perf_counter()
         response: UpstreamResponse | None = None
+        error: str | None = None
         try:
             async with asyncio.timeout(self.shadow_timeout_s):
-                response = await pool.request(
-                    method,
-                    target_bytes,
-                    [*headers, (b"x-mangaassist-shadow", b"1")],
-                    body,
-                    self.shadow_timeout_s,
-                )
+                response = await pool.request(method, target_bytes, headers, body, self.shadow_timeout_s)
                 data = await response.read(1 << 20)
             counters.statuses[response.status] += 1
             counters.latency.observe((time.perf_counter() - started) * 1000)
@@ -484,12 +562,33 @@ class Router:
                     counters.compared(mine, shadow_intent, _text_of(body) if mine != shadow_intent else None)
         except TimeoutError:
             counters.errors["timeout"] += 1
+            error = "timeout"
             if response is not None:
                 response.abandon()
         except UpstreamError as exc:
             counters.errors[exc.kind] += 1
+            error = exc.kind
         finally:
             counters.in_flight -= 1
+            if span.sampled and self.tracer.exporting:
+                status = response.status if response is not None else 0
+                attributes: dict[str, str | bool | int] = {
+                    "http.request.method": method,
+                    "url.path": target_bytes.partition(b"?")[0].decode("latin-1"),
+                    "http.response.status_code": status,
+                    "mangaassist.service": self.service,
+                    "mangaassist.revision": revision,
+                    "mangaassist.shadow": True,
+                }
+                if error is not None:
+                    attributes["error.type"] = error
+                self.tracer.end(
+                    span,
+                    self._shadow_span_name,
+                    SpanKind.CLIENT,
+                    attributes,
+                    error=error is not None or status >= 500,
+                )
 
     async def _introspect(self, scope: Scope, send: Send) -> None:
         path = scope["path"]

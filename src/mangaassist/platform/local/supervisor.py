@@ -38,7 +38,11 @@ inherited one), and from the control plane's environment only this allow-list
   ``TOKENIZERS_PARALLELISM``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``;
 * the ``MANGAASSIST_*`` variables workers read (``WORKER_MANGAASSIST_VARS``: the chatbot's and
   the model server's settings, the config client, the knowledge refresh, the embedder's threads,
-  the workload's provider and environment).
+  the workload's provider and environment);
+* traces (``platform.tracing``, ``WORKER_OTEL_VARS``): the OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), the sampler (``OTEL_TRACES_SAMPLER``,
+  ``OTEL_TRACES_SAMPLER_ARG``) and the batch delay (``OTEL_BSP_SCHEDULE_DELAY``). Not
+  ``OTEL_EXPORTER_OTLP_HEADERS``: headers can carry credentials (``pass_env`` it by name).
 
 Anything else (credentials, ``MLFLOW_TRACKING_URI``, ``MANGAASSIST_STATE_URL``, proxies, a
 generator's API key) reaches a worker only when the service or revision sets it explicitly.
@@ -89,6 +93,12 @@ WORKER_MANGAASSIST_VARS: frozenset[str] = frozenset(
         "MANGAASSIST_PROVIDER", "MANGAASSIST_ENV",  # platform.factory.workload_platform
     }
 )  # fmt: skip
+WORKER_OTEL_VARS: frozenset[str] = frozenset(
+    {
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_BSP_SCHEDULE_DELAY",
+    }
+)  # fmt: skip
 
 
 def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -97,7 +107,10 @@ def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return {
         key: value
         for key, value in environ.items()
-        if key in WORKER_ENV_NAMES or key in WORKER_MANGAASSIST_VARS or key.startswith(WORKER_ENV_PREFIXES)
+        if key in WORKER_ENV_NAMES
+        or key in WORKER_MANGAASSIST_VARS
+        or key in WORKER_OTEL_VARS
+        or key.startswith(WORKER_ENV_PREFIXES)
     }
 
 

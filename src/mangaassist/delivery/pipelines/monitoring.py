@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
 from mangaassist.delivery.monitoring.build import build as build_monitoring
 from mangaassist.delivery.monitoring.build import resolve
+from mangaassist.delivery.monitoring.promtests import run_promtool
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.platform.factory import settings_for
 from mangaassist.platform.monitoring import RuleHost
@@ -114,30 +114,13 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
     )
 
 
-def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        raise ConfigError(
-            "promtool is not installed (apt-get install -y prometheus; make setup does it as root)"
-        )
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
-
-
 def _check(scope: RunScope, ctx: StepContext) -> Outcome:
     built = ctx.outputs["build"]
-    rules = built["rule_files"]
-    checked = promtool("check", "rules", *rules)
-    if checked.returncode != 0:
-        return Outcome.failed(
-            f"promtool check rules failed: {(checked.stdout + checked.stderr).strip()[-2000:]}"
-        )
-    tests = built["test_files"]
-    if tests:
-        tested = promtool("test", "rules", *tests, cwd=Path(built["out"]))
-        if tested.returncode != 0:
-            return Outcome.failed(
-                f"promtool test rules failed: {(tested.stdout + tested.stderr).strip()[-3000:]}"
-            )
+    # the same runs as `mangaassist monitor test`: check rules, then (if it passed) the rule tests
+    for run in run_promtool(Path(built["out"])):
+        if not run.ok:
+            return Outcome.failed(f"promtool {run.command[1]} rules failed: {run.output[-3000:]}")
+    rules, tests = built["rule_files"], built["test_files"]
     return Outcome.done(
         {"rule_files": len(rules), "test_files": len(tests)},
         numbers={"rule_files": float(len(rules)), "test_files": float(len(tests))},

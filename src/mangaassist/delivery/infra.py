@@ -128,6 +128,18 @@ class TemplateChange:
             "destructive": self.destructive,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemplateChange:
+        """The change back from ``as_dict`` (a step's recorded output)."""
+        return cls(
+            data["stack"],
+            data["logical_id"],
+            data["type"],
+            ChangeKind(data["change"]),
+            tuple(data["properties"]),
+            bool(data["stateful"]),
+        )
+
     def line(self) -> str:
         props = f" ({', '.join(self.properties)})" if self.properties else ""
         flag = "  DESTRUCTIVE" if self.destructive else ""

@@ -372,19 +372,7 @@ def destructive_refusal(
 
 
 def _guard(scope: RunScope, ctx: StepContext) -> Outcome:
-    from mangaassist.delivery.infra import ChangeKind
-
-    changes = [
-        TemplateChange(
-            c["stack"],
-            c["logical_id"],
-            c["type"],
-            ChangeKind(c["change"]),
-            tuple(c["properties"]),
-            c["stateful"],
-        )
-        for c in ctx.outputs["diff"]["changes"]
-    ]
+    changes = [TemplateChange.from_dict(c) for c in ctx.outputs["diff"]["changes"]]
     refusal = destructive_refusal(changes, ctx.run.environment, ctx.run.overrides)
     if refusal:
         return Outcome.failed(refusal, detail={"refused": [c.as_dict() for c in changes if c.destructive]})

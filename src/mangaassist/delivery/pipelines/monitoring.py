@@ -209,10 +209,10 @@ def _apply(scope: RunScope, ctx: StepContext) -> Outcome:
     host = scope.platform.rule_host()
     files = [Path(p) for p in ctx.outputs["build"]["rule_files"]]
     installed = ctx.effect("install", lambda _k: install(host, files))
-    running = host.url() is not None
+    url = host.url()  # one readiness request, not one per use
     return Outcome.done(
-        {"installed": installed, "rules_dir": str(host.rules_dir), "reloaded": running},
-        detail={"prometheus": host.url() or "not running: the rules load when `mangaassist up` starts it"},
+        {"installed": installed, "rules_dir": str(host.rules_dir), "reloaded": url is not None},
+        detail={"prometheus": url or "not running: the rules load when `mangaassist up` starts it"},
     )
 
 

@@ -205,6 +205,7 @@ class Bench:
             "drained_after_s": promoted.get("drained_after_s"),
             "shadow": {k: doc["shadow"].get(k) for k in ("verdict", "compared", "agreement", "p99_ms")},
             "canary": {n: c.get("verdict") for n, c in doc["canary"].items()},
+            "canary_numbers": {n: c.get("numbers") for n, c in doc["canary"].items()},
             "champion_after": doc["champion_after"],
             "users": len(answers),
             "users_failed": sum(1 for s, *_ in answers if s != 200),

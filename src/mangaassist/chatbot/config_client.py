@@ -38,6 +38,7 @@ import yaml
 from mangaassist.chatbot.config import ChatbotConfig
 from mangaassist.core.configspec import PROFILES, STORE_NAME, cites, render_template, version_of
 from mangaassist.core.flags import FlagSet, on_new_version
+from mangaassist.core.migrations import SCHEMA_PROFILE, Rules
 
 log = logging.getLogger("mangaassist.chatbot.config")
 
@@ -119,6 +120,11 @@ class ActiveConfig:
         return answer, fallback
 
 
+FOLLOWED = (*PROFILES, SCHEMA_PROFILE)
+"""What a worker follows on the config server: the profiles under ``config/`` and the migration
+rules CD-07 publishes (``schema``, no file)."""
+
+
 def _file_profiles(config_dir: Path) -> dict[str, Any]:
     out = {}
     for name in PROFILES:
@@ -170,6 +176,7 @@ class ConfigClient:
         self._served: dict[str, _Served] = {}
         self._runtime_cache: dict[str, ChatbotConfig] = {}
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        self._rules_cache: tuple[Any, Rules] | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.errors = 0
@@ -177,7 +184,7 @@ class ConfigClient:
             version = version_of(name, content)
             doc = {"profile": name, "stable": {"version": version, "content": content}, "candidate": None}
             self._served[name] = _Served({**doc, "percentage": 0.0}, "files")
-        for name in PROFILES if self.url else ():
+        for name in FOLLOWED if self.url else ():
             cached = self._read_cache(name)
             if cached is not None:
                 self._served[name] = _Served(cached, "disk")
@@ -188,9 +195,9 @@ class ConfigClient:
         if self.url is None:
             return self
         with httpx.Client(timeout=2.0) as http:
-            for name in PROFILES:  # one quick round first, so a worker starts on the current versions
+            for name in FOLLOWED:  # one quick round first, so a worker starts on the current versions
                 self._poll(http, name, wait=0.0)
-        for name in PROFILES:
+        for name in FOLLOWED:
             thread = threading.Thread(target=self._follow, args=(name,), name=f"config-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -272,6 +279,21 @@ class ConfigClient:
             chosen.get("guardrails", ("", None))[1],
             chosen.get("flags", ("", None))[1],
         )
+
+    def schema_rules(self) -> Rules:
+        """The migration rules every write follows now (CD-07's ``schema`` profile, its stable
+        version for every session: a dual write must not depend on the session)."""
+        with self._lock:
+            served = self._served.get(SCHEMA_PROFILE)
+        if served is None:
+            return Rules()
+        content = (served.doc.get("stable") or {}).get("content")
+        cached = self._rules_cache
+        if cached is not None and cached[0] is content:
+            return cached[1]
+        rules = Rules.from_content(content)
+        self._rules_cache = (content, rules)
+        return rules
 
     def status(self) -> dict[str, Any]:
         with self._lock:

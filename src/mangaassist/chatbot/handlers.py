@@ -350,6 +350,26 @@ def _order_facts(order: dict[str, object]) -> list[str]:
     return facts
 
 
+ORDER_STATUSES = {
+    "shipped": "shipped",
+    "delivered": "delivered",
+    "processing": "processing",
+    "preorder": "preorder",
+    "pre-order": "preorder",
+    "preordered": "preorder",
+}
+_STATUS_WORD = re.compile(r"\b(" + "|".join(re.escape(w) for w in ORDER_STATUSES) + r")\b", re.IGNORECASE)
+
+
+def find_order_status(message: str) -> str | None:
+    """The order status a message asks about for several orders ("my shipped orders", "which orders
+    are delivered"), or None: "has my order shipped?" asks about one order, not a list."""
+    if not re.search(r"\borders\b", message, re.IGNORECASE):
+        return None
+    found = _STATUS_WORD.search(message)
+    return ORDER_STATUSES[found.group(1).lower()] if found else None
+
+
 def order_status(ctx: Context) -> Draft:
     if not ctx.customer_id:
         return Draft(
@@ -358,6 +378,13 @@ def order_status(ctx: Context) -> Draft:
             "I can only show orders on your own account.",
         )
     order_id = find_order_id(ctx.message)
+    status = find_order_status(ctx.message) if order_id is None else None
+    if status is not None:
+        found, _how = ctx.store.orders_with_status(ctx.customer_id, status, limit=5)
+        if not found:
+            return Draft(Intent.ORDER_STATUS, f"You have no {status} orders on your account.", fallback=True)
+        facts = [f"{o['order_id']} ({str(o.get('placed_at', ''))[:10]}): {o.get('status')}." for o in found]
+        return Draft(Intent.ORDER_STATUS, f"Your {status} orders:", facts)
     if order_id is None:
         recent = ctx.store.orders_of(ctx.customer_id, limit=3)
         if not recent:

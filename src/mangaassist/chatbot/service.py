@@ -36,8 +36,10 @@ from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import ChatStore
 from mangaassist.core.intents import Intent
 from mangaassist.core.kb import chunk_all, series_document
+from mangaassist.core.migrations import Rules
 from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
 from mangaassist.platform.factory import Platform, workload_platform
+from mangaassist.platform.tables import ShapedTables
 from mangaassist.platform.vector import LIVE_ALIAS
 
 log = logging.getLogger("mangaassist.chatbot")
@@ -100,7 +102,9 @@ class Runtime:
         intents: IntentClient = champion
         if settings.intent_url:
             intents = HttpIntentClient(settings.intent_url, champion, timeout_s=settings.intent_timeout_s)
-        store = ChatStore(platform.tables(settings.tables_path))
+        configs = _config_client(settings, config)
+        rules = configs.schema_rules if configs is not None else Rules
+        store = ChatStore(ShapedTables(platform.tables(settings.tables_path), rules), rules)
         store.seed_orders(settings.orders_path)
         log.info(
             "runtime loaded in %.1fs: %d series, model %s%s, index %s, %s",
@@ -111,7 +115,6 @@ class Runtime:
             knowledge.version,
             config.version,
         )
-        configs = _config_client(settings, config)
         return cls(
             settings,
             config,

@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.core.migrations import Rules
 from mangaassist.platform.tables import Condition, ConditionFailed, Item, Tables
 
 SESSIONS = "sessions"
 ORDERS = "orders"
 TICKETS = "tickets"
 META = "meta"
+ORDERS_BY_STATUS = "by-customer-status"
+"""The orders index by customer and status (``infra/resources.toml``), filled by migration 0002."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,12 @@ class SessionState:
 
 
 class ChatStore:
-    def __init__(self, tables: Tables) -> None:
+    """``rules``: the live migration rules (CD-07), which say when a read may use a new shape; the
+    writes follow them through ``tables`` (a ``platform.tables.ShapedTables``)."""
+
+    def __init__(self, tables: Tables, rules: Callable[[], Rules] = Rules) -> None:
         self.tables = tables
+        self.rules = rules
 
     # sessions -----------------------------------------------------------------
     def open_session(self, session_id: str, customer_id: str | None) -> SessionState:
@@ -124,6 +132,21 @@ class ChatStore:
 
     def orders_of(self, customer_id: str, limit: int = 5) -> list[Item]:
         return self.tables.query(ORDERS, customer_id, sk_prefix="MA-", limit=limit, descending=True)
+
+    def orders_with_status(self, customer_id: str, status: str, limit: int = 5) -> tuple[list[Item], str]:
+        """The customer's orders in ``status``, newest status change first, and how they were read:
+        through the index by customer and status once its migration is cut over (``index``), else
+        by reading the customer's partition and filtering (``partition``)."""
+        if self.rules().index_readable(ORDERS, ORDERS_BY_STATUS):
+            found = self.tables.query_index(
+                ORDERS, ORDERS_BY_STATUS, f"{customer_id}#{status}", limit=limit, descending=True
+            )
+            return [o for o in found if o.get("pk") == customer_id], "index"
+        mine = [
+            o for o in self.tables.query(ORDERS, customer_id, sk_prefix="MA-") if o.get("status") == status
+        ]
+        mine.sort(key=lambda o: str(o.get("placed_at", "")), reverse=True)
+        return mine[:limit], "partition"
 
     def seed_orders(self, path: Path) -> int:
         """Load ``data/orders.jsonl`` (idempotent: existing orders are left as they are)."""

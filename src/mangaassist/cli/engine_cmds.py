@@ -518,22 +518,31 @@ def release(
             executor = engine_executor(store, display)
 
             def run_one(item: planner.PlannedPipeline) -> tuple[bool, str | None, str]:
+                record = None
                 try:
-                    built = registry.build(item.id, {"environment": env})
-                    record = executor.run(
-                        built,
-                        environment=env,
-                        target=item.id,
-                        requester=requester,
-                        policy=policy.for_run(env, item.id),
-                        overrides=overrides,
-                    )
+                    runs = registry.release_runs(item.id, env)
+                    if not runs:
+                        return True, None, "nothing to run"
+                    for params in runs:  # several for CD-07 (one per pending migration), in order
+                        record = executor.run(
+                            registry.build(item.id, params),
+                            environment=env,
+                            target=item.id,
+                            requester=requester,
+                            policy=policy.for_run(env, item.id),
+                            overrides=overrides,
+                            also_lock=registry.ALSO_LOCK.get(item.id, ()),
+                        )
+                        if record.state is not RunState.SUCCEEDED:
+                            break
                 except MangaAssistError as exc:
-                    return False, None, str(exc)
+                    return False, record.id if record else None, str(exc)
+                assert record is not None
                 return (
                     record.state is RunState.SUCCEEDED,
                     record.id,
-                    f"{record.state.value} {record.reason or ''}",
+                    f"{record.state.value} {record.reason or ''}"
+                    + (f" ({len(runs)} runs)" if len(runs) > 1 else ""),
                 )
 
             summary = planner.execute(plan, run_one, store=store, actor=requester)

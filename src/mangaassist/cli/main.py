@@ -192,6 +192,9 @@ monitoring_cmds.register(app)
 from mangaassist.cli import monitor_cmds  # noqa: E402 - CD-08: monitor build, monitor test
 
 monitor_cmds.register(app)
+from mangaassist.cli import migrate_cmds  # noqa: E402 - CD-07: migrate list, plan, apply, status, resume...
+
+migrate_cmds.register(app)
 from mangaassist.cli import config_cmds  # noqa: E402 - CD-06: config validate, deploy, rollback, history
 
 config_cmds.register(app)

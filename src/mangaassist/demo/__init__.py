@@ -35,6 +35,7 @@ from mangaassist.demo.config import run_config_demo
 from mangaassist.demo.engine import DEMO_ENVIRONMENT
 from mangaassist.demo.infra import run_infra_demo
 from mangaassist.demo.kb import run_kb_demo
+from mangaassist.demo.migration import run_migration_demo
 from mangaassist.demo.model import run_model_demo
 from mangaassist.demo.release import local_platform, run_release_demo
 from mangaassist.demo.tour import QUESTIONS, run_tour
@@ -69,6 +70,7 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         "the intent model and embeds the catalog and knowledge base, later starts reuse the cache ..."
     )
     started = time.monotonic()
+    migration_failures = 0
     with server:
         console.print(f"Ready in {time.monotonic() - started:.1f}s; versions {server.readiness['versions']}")
         failures = run_tour(console, server.url)
@@ -77,6 +79,8 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         try:
             store = config_platform.config_store(config_url)
             config_failures = run_config_demo(console, server.url, store, config_url, home)
+            console.print()
+            migration_failures = run_migration_demo(console, server.url, config_url, home)
         finally:
             config_platform.close()
             config_platform.stop_config_server()
@@ -95,10 +99,19 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Infrastructure (CD-02): {'ok' if infra_failures == 0 else 'FAILED'}",
         f"Knowledge-base release: {'ok' if kb_failures == 0 else 'FAILED'}",
         f"Config and prompt releases: {'ok' if config_failures == 0 else 'FAILED'}",
+        f"Database migrations (CD-07): {'ok' if migration_failures == 0 else 'FAILED'}",
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Model releases: {('ok' if model_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)
-    failed = (failures, infra_failures, kb_failures, config_failures, release_failures, model_failures)
+    failed = (
+        failures,
+        infra_failures,
+        kb_failures,
+        config_failures,
+        migration_failures,
+        release_failures,
+        model_failures,
+    )
     return 0 if not any(failed) else 1

@@ -54,7 +54,7 @@ def rekeyed(declaration: Path, into: Path) -> Path:
     at = text.index("[tables.orders]")
     head, tail = text[:at], text[at:]
     tail = tail.replace(
-        'attributes = { pk = "S", sk = "S" }', 'attributes = { pk = "S", sk = "S", customer = "S" }', 1
+        'attributes = { pk = "S", sk = "S"', 'attributes = { pk = "S", sk = "S", customer = "S"', 1
     )
     tail = tail.replace('partition_key = "pk"', 'partition_key = "customer"', 1)
     path = into / "resources.toml"

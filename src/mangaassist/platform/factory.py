@@ -13,7 +13,7 @@ kind               local                                   aws
                                                            endpoints (``compute = "sagemaker"``);
                                                            ECS/Lambda: not yet
 ``Metrics``        ``RouterMetrics`` (the routers' records) not yet (CloudWatch)
-``Tables``         ``SqliteTables``                        not yet (DynamoDB)
+``Tables``         ``SqliteTables``                        ``DynamoTables`` (``mangaassist-ENV-NAME``)
 ``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
 ``ModelRegistry``  ``MlflowModelRegistry``                 ``SageMakerModelRegistry``
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.core.resources import physical_name
 from mangaassist.platform.compute import Compute
 from mangaassist.platform.config_store import ConfigStore
 from mangaassist.platform.infra import Provisioner
@@ -139,13 +140,19 @@ class Platform:
         raise self._missing("Metrics", "CloudWatch and Managed Prometheus come with the production path")
 
     def tables(self, path: Path | None = None) -> Tables:
-        """Items by partition and sort key (``platform.tables``); ``path``: another local database."""
-        if self.provider == "local":
+        """Items by partition and sort key (``platform.tables``); ``path``: another local database.
+        The environment may take its tables from another provider (``providers.tables``)."""
+        if self.settings.provider_of("tables") == "local":
             from mangaassist.platform.local.tables import SqliteTables
 
             where = path or self.home / "tables.sqlite3"
             return self._once(f"tables:{where}", lambda: SqliteTables(where))  # type: ignore[no-any-return]
-        raise self._missing("Tables", "DynamoDB comes with the production path")
+        from mangaassist.platform.aws.tables_dynamodb import DynamoTables  # (``path`` is a local file)
+
+        prefix = physical_name(self.environment, "")
+        return self._once(  # type: ignore[no-any-return]
+            "tables", lambda: DynamoTables(self._client("dynamodb"), table_prefix=prefix)
+        )
 
     def vector_index(self) -> VectorIndex:
         """Versioned knowledge-base indexes behind an alias (``platform.vector``)."""
@@ -322,7 +329,11 @@ class Platform:
         import boto3
 
         make: Any = boto3.client  # typed per service name by boto3-stubs; the name is a variable here
-        return self._once(f"boto3:{name}", lambda: make(name, region_name=self._aws("region")))
+        # endpoint_url: another endpoint than AWS's (a moto server in tests and drills)
+        endpoint = self.settings.aws.get("endpoint_url") or None
+        return self._once(
+            f"boto3:{name}", lambda: make(name, region_name=self._aws("region"), endpoint_url=endpoint)
+        )
 
     def _aws_compute(self) -> Compute:
         from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute

@@ -123,6 +123,13 @@ class PlatformSettings:
     aws: Mapping[str, Any] = field(default_factory=dict)
     """The aws provider's settings (``[environments.NAME.aws]``: region, role, buckets...), read by
     ``platform.factory``."""
+    providers: Mapping[str, str] = field(default_factory=dict)
+    """``[environments.NAME.providers]``: a provider for one resource kind other than the
+    environment's (``tables = "aws"``: a local environment on DynamoDB tables, as CD-07's drill
+    runs against moto's server). Kinds: ``KINDS``."""
+
+    def provider_of(self, kind: str) -> str:
+        return self.providers.get(kind, self.provider)
 
     @property
     def run_dir(self) -> Path:
@@ -237,7 +244,29 @@ def load_settings(
         config_server=_bool(table, "config_server", where, False),
         monitoring=_monitoring(table, where),
         aws=dict(_table(table, "aws", where)),
+        providers=_providers(table, where),
     )
+
+
+PROVIDERS = ("local", "aws")
+KINDS = ("tables",)
+"""The resource kinds whose provider an environment may choose apart from its own."""
+
+
+def _providers(table: Mapping[str, Any], where: str) -> dict[str, str]:
+    chosen = _table(table, "providers", where)
+    out: dict[str, str] = {}
+    for kind, provider in chosen.items():
+        if kind not in KINDS:
+            raise ConfigError(
+                f"{where}.providers.{kind}: not a kind with a provider of its own (kinds: {', '.join(KINDS)})"
+            )
+        if provider not in PROVIDERS:
+            raise ConfigError(
+                f"{where}.providers.{kind}: provider {provider!r} is unknown (known: {', '.join(PROVIDERS)})"
+            )
+        out[str(kind)] = str(provider)
+    return out
 
 
 def _monitoring(table: Mapping[str, Any], where: str) -> MonitoringSettings | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mangaassist.delivery.engine.errors import BadRequest
@@ -23,6 +23,7 @@ from mangaassist.delivery.engine.runs import Executor, Reporter
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import app as cd01
 from mangaassist.delivery.pipelines import kb, registry
+from mangaassist.delivery.pipelines import migration as cd07
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import monitoring as cd08
 from mangaassist.views.progress import ProgressDisplay, say
@@ -30,10 +31,15 @@ from mangaassist.views.progress import ProgressDisplay, say
 DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {cd01.NAME: cd01.describe, cd03.NAME: cd03.describe}
 """The pipelines whose run is announced with a description of what it deploys."""
 
-RUNS_AS: dict[str, str] = {kb.PROMOTE: kb.NAME, cd08.ROLLBACK: cd08.NAME}
+RUNS_AS: dict[str, str] = {
+    kb.PROMOTE: kb.NAME,
+    cd08.ROLLBACK: cd08.NAME,
+    cd07.CONTRACT: cd07.NAME,
+    cd07.ROLLBACK: cd07.NAME,
+}
 """Pipelines that run under another one's lock and policy: moving ``kb-live`` by hand (``kb promote``,
 ``kb rollback``) waits for a knowledge-base build, and a build for it; so does a monitoring rollback
-for a monitoring deploy."""
+for a monitoring deploy, and a migration's contract or rollback for a migration."""
 
 
 def resolve_actor(name: str | None = None) -> str:
@@ -86,6 +92,7 @@ def run_pipeline(
     store: StateStore | None = None,
     poll_seconds: float | None = None,
     announce: bool = False,
+    also_lock: Sequence[str] = (),
 ) -> tuple[RunRecord, dict[str, StepRecord]]:
     """Start a run of ``pipeline`` built from ``params`` and drive it to its end: (run, steps by name).
 
@@ -94,7 +101,7 @@ def run_pipeline(
     the lock of (environment, ``target``) (default: the pipeline's name) under the rules that
     ``policy.yaml`` sets for the pipeline; a pipeline of ``RUNS_AS`` runs under the lock and rules
     of the one it names. Defaults: ``resolve_actor()`` as the requester, no overrides, the default
-    state store, the environment's executor settings.
+    state store, the environment's executor settings. ``also_lock``: more targets the run holds.
     """
     built = registry.build(pipeline, params)
     runs_as = RUNS_AS.get(pipeline, pipeline)
@@ -110,6 +117,7 @@ def run_pipeline(
             requester=requester or resolve_actor(),
             policy=policy,
             overrides=dict(overrides or {}),
+            also_lock=also_lock,
         )
         if announce:
             describe = DESCRIBE.get(pipeline)

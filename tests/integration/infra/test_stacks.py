@@ -580,7 +580,7 @@ def test_a_missing_key_attribute_is_a_config_error_and_synthesizes_nothing(tmp_p
     text = (INFRA / "resources.toml").read_text()
     orders = text.index("[tables.orders]")
     # the orders table keeps sort_key = "sk" but no longer declares the attribute
-    broken = text[:orders] + text[orders:].replace('{ pk = "S", sk = "S" }', '{ pk = "S" }', 1)
+    broken = text[:orders] + text[orders:].replace('{ pk = "S", sk = "S"', '{ pk = "S"', 1)
     assert broken != text
     resources = tmp_path / "resources.toml"
     resources.write_text(broken)

@@ -10,6 +10,7 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
 from mangaassist.platform.aws.config_appconfig import AppConfigStore
 from mangaassist.platform.aws.model_registry_sagemaker import SageMakerModelRegistry
+from mangaassist.platform.aws.tables_dynamodb import DynamoTables
 from mangaassist.platform.aws.vector_opensearch import OpenSearchVectorIndex
 from mangaassist.platform.compute import NotRunning
 from mangaassist.platform.factory import Platform, platform_for, workload_platform
@@ -100,11 +101,13 @@ def test_aws_environments_get_the_aws_providers(config: Path) -> None:
     compute = platform.compute()
     assert isinstance(compute, SageMakerEndpointCompute)
     assert compute.endpoint_name("intent-model").startswith("prod-")
+    tables = platform.tables()
+    assert isinstance(tables, DynamoTables) and tables.physical("orders") == "mangaassist-prod-orders"
 
 
 def test_a_kind_the_provider_lacks_is_an_error_naming_it_never_a_local_fallback(config: Path) -> None:
     platform = platform_for("prod", config=config)
-    kinds = ((platform.tables, "Tables"), (platform.metrics, "Metrics"), (platform.static_site, "StaticSite"))
+    kinds = ((platform.metrics, "Metrics"), (platform.static_site, "StaticSite"))
     for make, kind in kinds:
         with pytest.raises(ConfigError, match=f"environment prod \\(provider aws\\): no {kind} provider"):
             make()
@@ -137,7 +140,7 @@ def test_a_workload_reads_its_provider_from_the_environment(
     assert isinstance(platform, Platform) and platform.provider == "local"
     assert isinstance(platform.tables(tmp_path / "t.sqlite3"), SqliteTables)
     monkeypatch.setenv("MANGAASSIST_PROVIDER", "aws")
-    with pytest.raises(ConfigError, match="no Tables provider"):
+    with pytest.raises(ConfigError, match=r"aws\] region is required"):
         workload_platform(tmp_path / "home", tmp_path).tables()
 
 

@@ -143,11 +143,8 @@ def _supersede(store: StateStore, conn: Connection, old: LockHolder, new_run: st
 
 
 def release(conn: Connection, environment: str, target: str, run_id: str) -> None:
-    conn.execute(
-        locks.delete().where(
-            locks.c.environment == environment, locks.c.target == target, locks.c.run_id == run_id
-        )
-    )
+    """Release every lock ``run_id`` holds in ``environment`` (its target and any ``also_lock``)."""
+    conn.execute(locks.delete().where(locks.c.environment == environment, locks.c.run_id == run_id))
 
 
 def new_token() -> str:

@@ -25,7 +25,7 @@ tests, and the crash tests which kill it with SIGKILL at every boundary that ``o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -53,7 +53,16 @@ from mangaassist.delivery.engine.model import (
     WaitFor,
 )
 from mangaassist.delivery.engine.policy import Block, EnvironmentPolicy
-from mangaassist.delivery.engine.state import StateStore, dumps, effects, loads, owner_gone, runs, steps
+from mangaassist.delivery.engine.state import (
+    StateStore,
+    checkpoints,
+    dumps,
+    effects,
+    loads,
+    owner_gone,
+    runs,
+    steps,
+)
 
 ROLLBACK = "rollback"
 """The name effects and audit entries of a pipeline's rollback are recorded under."""
@@ -229,6 +238,16 @@ class StepContext:
         """Report a boundary inside the step (for observers and crash tests)."""
         self._executor._observe(f"step:{self.step}:{label}")
 
+    def saved_checkpoint(self, name: str) -> Any:
+        """The value last saved under ``name`` by this step of this run (any attempt), or None."""
+        return self._executor._checkpoint(self, name)
+
+    def save_checkpoint(self, name: str, value: Any) -> None:
+        """Record where this step is inside its work (JSON), fenced like an effect: a process whose
+        lease was taken over raises ``LeaseLost`` here and records nothing. A step that runs again
+        after a crash starts from what ``saved_checkpoint`` returns."""
+        self._executor._save_checkpoint(self, name, value)
+
     def progress(self, message: str, fraction: float | None = None) -> None:
         self._executor._report(ProgressEvent("step.progress", self.run.id, self.step, message, fraction))
 
@@ -338,8 +357,12 @@ class Executor:
         requester: str,
         policy: EnvironmentPolicy,
         overrides: dict[str, str] | None = None,
+        also_lock: Sequence[str] = (),
     ) -> RunRecord:
-        """Check policy, take the (environment, target) lock and record the run, all or nothing."""
+        """Check policy, take the (environment, target) lock and record the run, all or nothing.
+
+        ``also_lock``: more targets the run holds until it ends (CD-07 holds the app's, so that no
+        app deploy runs during a migration and no migration during an app deploy)."""
         overrides = dict(overrides or {})
         policy.check_overrides(overrides)
         now = self.clock.now()
@@ -403,15 +426,16 @@ class Executor:
                     for i, s in enumerate(pipeline.steps)
                 ],
             )
-            locks.acquire(
-                self.store,
-                conn,
-                environment=environment,
-                target=target,
-                run_id=run_id,
-                requester=requester,
-                now=now,
-            )
+            for held in dict.fromkeys((target, *also_lock)):
+                locks.acquire(
+                    self.store,
+                    conn,
+                    environment=environment,
+                    target=held,
+                    run_id=run_id,
+                    requester=requester,
+                    now=now,
+                )
             audit.append(
                 self.store,
                 conn,
@@ -903,6 +927,35 @@ class Executor:
                 detail={"step": ctx.step, "effect": name, "key": key},
             )
         return result
+
+    def _checkpoint(self, ctx: StepContext, name: str) -> Any:
+        where = (
+            (checkpoints.c.run_id == ctx.run.id)
+            & (checkpoints.c.step == ctx.step)
+            & (checkpoints.c.name == name)
+        )
+        with self.store.transaction() as conn:
+            value = conn.execute(sa.select(checkpoints.c.value).where(where)).scalar_one_or_none()
+        return None if value is None else loads(value)
+
+    def _save_checkpoint(self, ctx: StepContext, name: str, value: Any) -> None:
+        now = self.clock.now()
+        where = (
+            (checkpoints.c.run_id == ctx.run.id)
+            & (checkpoints.c.step == ctx.step)
+            & (checkpoints.c.name == name)
+        )
+        with self.store.transaction() as conn:
+            self._renew(conn, ctx.run.id, now)
+            changed = conn.execute(
+                checkpoints.update().where(where).values(value=dumps(value), saved_at=iso(now))
+            )
+            if changed.rowcount == 0:
+                conn.execute(
+                    checkpoints.insert().values(
+                        run_id=ctx.run.id, step=ctx.step, name=name, value=dumps(value), saved_at=iso(now)
+                    )
+                )
 
     # -- endings ---------------------------------------------------------------------------------
 

@@ -86,6 +86,18 @@ effects = sa.Table(
     sa.Column("applied_at", sa.String(40), nullable=False),
 )
 
+checkpoints = sa.Table(
+    "engine_checkpoints",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("step", sa.String(80), primary_key=True),
+    sa.Column("name", sa.String(120), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("saved_at", sa.String(40), nullable=False),
+)
+"""Where a long step is inside its work (``StepContext.save_checkpoint``): a backfill's scan key per
+segment. Overwritten as the step goes on; read back when the step runs again after a crash."""
+
 locks = sa.Table(
     "engine_locks",
     metadata,

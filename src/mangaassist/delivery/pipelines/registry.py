@@ -14,7 +14,7 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, config, demo, infra, kb, model, monitoring
+from mangaassist.delivery.pipelines import app, config, demo, infra, kb, migration, model, monitoring
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
@@ -27,13 +27,30 @@ PIPELINES: dict[str, PipelineFactory] = {
     config.NAME: config.build,  # CD-06, configuration and prompts
     config.ROLLBACK: config.build_rollback,
     model.NAME: model.build,  # CD-03, the intent model: gate, shadow, canary, approval, promote
+    migration.NAME: migration.build,  # CD-07, database migrations: expand, backfill, verify, cutover
+    migration.CONTRACT: migration.build_contract,
+    migration.ROLLBACK: migration.build_rollback,
     monitoring.NAME: monitoring.build,  # CD-08, SLO rules, dashboards, alarms
     monitoring.ROLLBACK: monitoring.build_rollback,
 }
 
 
+RELEASE_RUNS: dict[str, Callable[[str], list[dict[str, Any]]]] = {migration.NAME: migration.release_runs}
+"""Pipelines a release runs other than once with ``{"environment": ENV}``: CD-07 runs once per
+pending migration, in order (none: nothing to apply)."""
+
+ALSO_LOCK: dict[str, tuple[str, ...]] = {migration.NAME: migration.LOCKS}
+"""More locks a pipeline's runs hold (``Executor.start(also_lock=...)``)."""
+
+
 def is_built(name: str) -> bool:
     return name in PIPELINES
+
+
+def release_runs(name: str, environment: str) -> list[dict[str, Any]]:
+    """The params of each run a release makes of pipeline ``name`` in ``environment``."""
+    plan = RELEASE_RUNS.get(name)
+    return plan(environment) if plan is not None else [{"environment": environment}]
 
 
 def build(name: str, params: dict[str, Any] | None = None) -> Pipeline:

@@ -204,7 +204,12 @@ def run_phase(
     shifted = ctx.effect("shift", lambda _k: split.shift(phase.weight))
     if split.not_judged:
         return Outcome.done(
-            {"start_cursor": shifted["cursor"], "cursor": shifted["cursor"], "at": time.time()},
+            {
+                "start_cursor": shifted["cursor"],
+                "cursor": shifted["cursor"],
+                "shifted_at": shifted["at"],
+                "at": time.time(),
+            },
             detail={"not_judged": split.not_judged},
         )
     window = memory.windows.get(ctx.step)
@@ -278,6 +283,7 @@ def _passed(
         {
             "start_cursor": shifted["cursor"],
             "cursor": window.cursor,
+            "shifted_at": shifted["at"],
             "at": time.time(),
             "verdict": verdict or c.verdict.value,
             "numbers": numbers,
@@ -329,17 +335,24 @@ def retire_after_drain(
     ctx: StepContext, canary: Canary, last: dict[str, Any], drain_idle_s: float, drain_max_s: float
 ) -> tuple[Outcome | None, float]:
     """After the last phase (its output ``last``): wait (the Outcome) until the stable revision has
-    drained, then retire it (an effect); returns (None, seconds it took to drain) once retired."""
+    drained, then retire it (an effect); returns (None, seconds the drain added after the last
+    phase ended) once retired."""
     compute, metrics, service, stable = canary.compute, canary.metrics, canary.service, canary.stable
-    since = float(last.get("at") or time.time())
-    idle, waited = idle_for(metrics, service, stable, int(last.get("cursor") or 0))
+    # watched from the last phase's shift (its weight change: from then on the old revision takes
+    # no new conversations): nothing seen after that cursor does not mean idle, the revision may have
+    # served a conversation just before it, so it has been idle at most since the shift (retiring it
+    # earlier moved live conversations to the new revision: one conversation, two revisions). Runs
+    # recorded before "shifted_at" existed fall back to the phase's end (later, so as safe).
+    shifted_at = last.get("shifted_at")
+    since = float(shifted_at if shifted_at is not None else last.get("at") or time.time())
+    cursor = int((last.get("start_cursor") if shifted_at is not None else last.get("cursor")) or 0)
+    idle = idle_for(metrics, service, stable, cursor)
     if canary.baseline:  # its conversations drain like the stable revision's
-        idle = min(idle, idle_for(metrics, service, canary.baseline, int(last.get("cursor") or 0))[0])
-    # nothing seen after the cursor does not mean idle: the revision may have served a conversation
-    # just before it, so it has been idle at most since the last phase ended (retiring it earlier
-    # moved live conversations to the new revision: a conversation answered by two revisions)
-    idle = min(idle, time.time() - since)
-    drained = idle >= drain_idle_s or time.time() - since >= drain_max_s
+        idle = min(idle, idle_for(metrics, service, canary.baseline, cursor))
+    now = time.time()
+    idle = min(idle, now - since)
+    waited = max(0.0, now - float(last.get("at") or now))  # what the drain added after the last phase
+    drained = idle >= drain_idle_s or waited >= drain_max_s
     if not drained:
         ctx.progress(f"draining {stable}: idle for {idle:.1f}s (need {drain_idle_s:g}s)")
         return Outcome.wait(f"draining {stable}", for_=WaitFor.TIME), waited
@@ -393,18 +406,13 @@ def stable_between(
     return window.stable_sample
 
 
-def idle_for(metrics: Metrics, service: str, revision: str, cursor: int) -> tuple[float, float]:
-    """Seconds since ``revision`` last served an unpinned request after ``cursor``, and since the cursor."""
+def idle_for(metrics: Metrics, service: str, revision: str, cursor: int) -> float:
+    """Seconds since ``revision`` last served an unpinned request after ``cursor`` (inf: none)."""
     last = None
-    first = None
     for outcome in metrics.outcomes(service, cursor).outcomes:
-        first = first if first is not None else outcome.time
         if outcome.revision == revision and outcome.kind is OutcomeKind.REQUEST and not outcome.pinned:
             last = outcome.time
-    now = time.time()
-    if last is None:
-        return float("inf"), now - (first or now)
-    return now - last, now - (first or now)
+    return float("inf") if last is None else time.time() - last
 
 
 def retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:

@@ -25,19 +25,17 @@ from typing import Any
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.infra import Present, ResourceSpec
+from mangaassist.platform.local.tables import CATALOG as _CATALOG
 from mangaassist.platform.local.tables import SCHEMA as ITEMS_SCHEMA
+from mangaassist.platform.local.tables import index_name as _index_name
+from mangaassist.platform.local.tables import json_path as _json_path
+from mangaassist.platform.local.tables import sql_literal
 
 DECLARED = ".declared.json"
-_CATALOG = "CREATE TABLE IF NOT EXISTS declared_tables (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
 
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-
-
-def _json_path(attribute: str) -> str:
-    # attribute names are validated by core.resources (letters, digits, underscores)
-    return f"json_extract(body, '$.{attribute}')"
 
 
 class LocalProvisioner:
@@ -184,10 +182,9 @@ class LocalProvisioner:
                 columns = [_json_path(index["partition_key"])]
                 if index.get("sort_key"):
                     columns.append(_json_path(index["sort_key"]))
-                table = spec.name.replace("'", "''")
                 conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {_quote(name)} ON items (tbl, {', '.join(columns)}) "
-                    f"WHERE tbl = '{table}'"
+                    f"WHERE tbl = {sql_literal(spec.name)}"
                 )
             conn.execute(
                 "INSERT INTO declared_tables (name, spec) VALUES (?, ?) "
@@ -201,7 +198,3 @@ class LocalProvisioner:
         finally:
             conn.close()
         return f"{'updated' if existed else 'created'} table {spec.name} ({len(wanted)} index(es))"
-
-
-def _index_name(table: str, index: str) -> str:
-    return f"gsi__{table}__{index}"

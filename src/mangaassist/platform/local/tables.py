@@ -2,6 +2,14 @@
 
 Conditional writes run inside ``BEGIN IMMEDIATE`` so the check and the write are atomic even when
 several worker processes share the file.
+
+Global secondary indexes are what CD-02's ``LocalProvisioner`` made of ``infra/resources.toml``:
+the table's row in ``declared_tables`` (its spec) and a partial SQLite index on the key attributes'
+JSON values (``gsi__TABLE__INDEX``); ``query_index`` reads through it.
+
+A segment's scan pages through the primary key (``(pk, sk) > start``), so a page costs about
+``limit * total_segments`` rows read whatever its position: resuming from a checkpoint does not
+re-read what came before.
 """
 
 from __future__ import annotations
@@ -10,11 +18,12 @@ import json
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.platform.tables import Condition, Item
+from mangaassist.platform.tables import Condition, IndexInfo, Item, Key, Page
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -28,7 +37,27 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_seg ON items (tbl, seg);
 """
 
+CATALOG = "CREATE TABLE IF NOT EXISTS declared_tables (name TEXT PRIMARY KEY, spec TEXT NOT NULL)"
+"""What CD-02 provisioned: one row per declared table, its spec (keys, indexes) as JSON."""
+
 _SEGMENT_SPACE = 1 << 16
+
+
+def index_name(table: str, index: str) -> str:
+    """The SQLite index that stands for global secondary index ``index`` of ``table``."""
+    return f"gsi__{table}__{index}"
+
+
+def json_path(attribute: str) -> str:
+    """The SQL expression of an item's attribute (names are letters, digits and underscores,
+    checked by ``core.resources`` and ``delivery.migrations``)."""
+    if not attribute.replace("_", "").isalnum():
+        raise ValueError(f"attribute {attribute!r}: letters, digits and underscores only")
+    return f"json_extract(body, '$.{attribute}')"
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _segment_of(pk: str) -> int:
@@ -95,6 +124,38 @@ class SqliteTables:
         with self._lock:
             return self._current(table, pk, sk)
 
+    def update(
+        self,
+        table: str,
+        pk: str,
+        sk: str,
+        *,
+        set: Mapping[str, Any] | None = None,
+        remove: Sequence[str] = (),
+        condition: Condition | None = None,
+    ) -> None:
+        changes = dict(set or {})
+        if {"pk", "sk"} & (changes.keys() | frozenset(remove)):
+            raise ValueError("update cannot set or remove the keys 'pk' and 'sk'")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self._current(table, pk, sk)
+                if condition is not None:
+                    condition.check(current)
+                item = dict(current or {"pk": pk, "sk": sk})
+                item.update(changes)
+                for name in remove:
+                    item.pop(name, None)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
+                    (table, pk, sk, _segment_of(pk), json.dumps(item, separators=(",", ":"), sort_keys=True)),
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
     def delete(self, table: str, pk: str, sk: str, *, condition: Condition | None = None) -> None:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -130,8 +191,7 @@ class SqliteTables:
         return [dict(json.loads(r[0])) for r in rows]
 
     def scan(self, table: str, *, segment: int = 0, total_segments: int = 1) -> Iterator[Item]:
-        if total_segments < 1 or not 0 <= segment < total_segments:
-            raise ValueError(f"segment {segment} is not within 0..{total_segments - 1}")
+        _check_segment(segment, total_segments)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT body FROM items WHERE tbl=? AND seg % ? = ? ORDER BY pk, sk",
@@ -139,3 +199,73 @@ class SqliteTables:
             ).fetchall()
         for (body,) in rows:
             yield dict(json.loads(body))
+
+    def scan_page(
+        self,
+        table: str,
+        *,
+        segment: int = 0,
+        total_segments: int = 1,
+        start: Key | None = None,
+        limit: int = 100,
+    ) -> Page:
+        _check_segment(segment, total_segments)
+        if limit < 1:
+            raise ValueError(f"limit {limit}: a page holds at least one item")
+        sql = "SELECT body FROM items WHERE tbl=? AND seg % ? = ?"
+        args: list[object] = [table, total_segments, segment]
+        if start is not None:
+            sql += " AND (pk, sk) > (?, ?)"
+            args += [str(start["pk"]), str(start["sk"])]
+        sql += " ORDER BY pk, sk LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        items = [dict(json.loads(body)) for (body,) in rows]
+        last = items[-1] if len(items) == limit else None
+        return Page(items, {"pk": last["pk"], "sk": last["sk"]} if last else None)
+
+    def indexes(self, table: str) -> list[IndexInfo]:
+        with self._lock:
+            self._conn.execute(CATALOG)
+            row = self._conn.execute("SELECT spec FROM declared_tables WHERE name = ?", (table,)).fetchone()
+            present = {
+                r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            }
+        if row is None:
+            return []
+        spec = json.loads(row[0])
+        return [
+            IndexInfo(str(i["name"]), str(i["partition_key"]), i.get("sort_key"))
+            for i in spec.get("indexes", [])
+            if index_name(table, str(i["name"])) in present
+        ]
+
+    def query_index(
+        self, table: str, index: str, value: Any, *, limit: int | None = None, descending: bool = False
+    ) -> list[Item]:
+        found = {i.name: i for i in self.indexes(table)}.get(index)
+        if found is None:
+            raise ConfigError(
+                f"table {table!r} has no index {index!r} (provisioned: "
+                f"{', '.join(sorted(i.name for i in self.indexes(table))) or 'none'}; "
+                "indexes come from infra/resources.toml through 'mangaassist deploy infra')"
+            )
+        # the table's name is a literal so that SQLite can use the partial index (WHERE tbl = 'T')
+        # (attribute names are checked by json_path, the table's name is quoted by sql_literal)
+        key = json_path(found.partition_key)
+        sql = f"SELECT body FROM items WHERE tbl = {sql_literal(table)} AND {key} = ?"  # noqa: S608
+        if found.sort_key:
+            sql += f" ORDER BY {json_path(found.sort_key)} " + ("DESC" if descending else "ASC")
+        args: list[object] = [value]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [dict(json.loads(r[0])) for r in rows]
+
+
+def _check_segment(segment: int, total_segments: int) -> None:
+    if total_segments < 1 or not 0 <= segment < total_segments:
+        raise ValueError(f"segment {segment} is not within 0..{total_segments - 1}")

@@ -38,7 +38,8 @@ def test_an_undeclared_table_and_index_are_named_with_their_lines(tmp_path: Path
     path = _file(
         tmp_path,
         "0001_x.yaml",
-        "description: d\ntable: invoices\nkind: add_attribute\nadd:\n  a: {fn: copy, from: b}\nbackfill: {rate: 10}\n",
+        "description: d\ntable: invoices\nkind: add_attribute\nadd:\n  a: {fn: copy, from: b}\n"
+        "backfill: {rate: 10}\n",
     )
     assert _problems(path) == [
         f"{path}:2: table: table 'invoices' is not declared in infra/resources.toml "
@@ -104,8 +105,11 @@ def test_bad_names_fields_durations_and_kinds(tmp_path: Path) -> None:
 
 
 def test_two_files_with_one_number_are_refused(tmp_path: Path) -> None:
-    body = "description: d\ntable: orders\nkind: add_attribute\nadd:\n  a: {fn: copy, from: b}\nbackfill: {rate: 10}\n"
+    body = (
+        "description: d\ntable: orders\nkind: add_attribute\nadd:\n  a: {fn: copy, from: b}\n"
+        "backfill: {rate: 10}\n"
+    )
     _file(tmp_path, "0001_a.yaml", body)
     _file(tmp_path, "0001_b.yaml", body)
-    with pytest.raises(MigrationError, match="number 0001 is also used by 0001_a.yaml"):
+    with pytest.raises(MigrationError, match=r"number 0001 is also used by 0001_a\.yaml"):
         load_all(tmp_path, DECLARATION)

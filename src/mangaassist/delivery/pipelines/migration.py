@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,18 +201,43 @@ def _check(scope: RunScope, ctx: StepContext) -> Outcome:
 
 def _expand(scope: RunScope, ctx: StepContext) -> Outcome:
     migration = migration_of(ctx.params)
-    store = _store(scope, ctx)
-    published = ctx.effect(
-        "publish",
+    rule = migration.rule("expand")
+    published = _publish(
+        ctx, _store(scope, ctx), lambda rules: rules.with_rule(rule), f"{migration.id} expand"
+    )
+    return Outcome.done(published, detail={"schema_version": published["version"]})
+
+
+def _publish(
+    ctx: StepContext, store: ConfigStore, change: Callable[[Rules], Rules], what: str, effect: str = "publish"
+) -> dict[str, Any]:
+    """Change the live rules (an effect: applied once per run), then wait for the workers."""
+    published: dict[str, Any] = ctx.effect(
+        effect,
         lambda key: publish(
-            store,
-            live_rules(store).with_rule(migration.rule("expand")),
-            actor=ctx.run.requester,
-            reason=f"{NAME} {migration.id} expand ({key})",
+            store, change(live_rules(store)), actor=ctx.run.requester, reason=f"{NAME} {what} ({key})"
         ),
     )
     _settle(ctx, published)
-    return Outcome.done(published, detail={"schema_version": published["version"]})
+    return published
+
+
+def _strip(
+    scope: RunScope, ctx: StepContext, migration: Migration, phase: str, attributes: tuple[str, ...]
+) -> int:
+    """Remove ``attributes`` from every item of the migration's table (an effect), throttled."""
+    removed: int = ctx.effect(
+        "strip",
+        lambda _key: strip(
+            scope.platform.tables(),
+            migration.rule(phase),
+            attributes,
+            rate=_rate(ctx, migration),
+            segments=_segments(ctx, migration),
+            page=_page(ctx, migration),
+        ),
+    )
+    return removed
 
 
 def _settle(ctx: StepContext, published: dict[str, Any]) -> None:
@@ -294,17 +320,12 @@ def _verify(scope: RunScope, ctx: StepContext) -> Outcome:
 
 def _cutover(scope: RunScope, ctx: StepContext) -> Outcome:
     migration = migration_of(ctx.params)
-    store = _store(scope, ctx)
-    published = ctx.effect(
-        "publish",
-        lambda key: publish(
-            store,
-            live_rules(store).with_rule(migration.rule("cutover", cut_over_at=time.time())),
-            actor=ctx.run.requester,
-            reason=f"{NAME} {migration.id} cutover ({key})",
-        ),
+    published = _publish(
+        ctx,
+        _store(scope, ctx),
+        lambda rules: rules.with_rule(migration.rule("cutover", cut_over_at=time.time())),
+        f"{migration.id} cutover",
     )
-    _settle(ctx, published)
     return Outcome.done(
         {**published, "cut_over_at": published["at"]}, detail={"schema_version": published["version"]}
     )
@@ -343,27 +364,10 @@ def _withdraw(scope: RunScope, ctx: StepContext, migration: Migration) -> Outcom
             f"{migration.id} is contracted: there is no old shape to go back to", abort=True
         )
     if live is not None:
-        published = ctx.effect(
-            "withdraw",
-            lambda key: publish(
-                store,
-                live_rules(store).without(migration.id),
-                actor=ctx.run.requester,
-                reason=f"{NAME} {migration.id} withdrawn ({key})",
-            ),
+        _publish(
+            ctx, store, lambda rules: rules.without(migration.id), f"{migration.id} withdrawn", "withdraw"
         )
-        _settle(ctx, published)
-    removed = ctx.effect(
-        "strip",
-        lambda _key: strip(
-            scope.platform.tables(),
-            migration.rule("expand"),
-            migration.added,
-            rate=_rate(ctx, migration),
-            segments=_segments(ctx, migration),
-            page=_page(ctx, migration),
-        ),
-    )
+    removed = _strip(scope, ctx, migration, "expand", migration.added)
     return Outcome.done(
         {"withdrawn": live is not None, "items_stripped": removed}, numbers={"items_stripped": float(removed)}
     )
@@ -455,37 +459,14 @@ def _approval(scope: RunScope, ctx: StepContext) -> Outcome:
     )
 
 
-def _live_cut(store: ConfigStore, migration: Migration) -> float | None:
-    live = live_rules(store).get(migration.id)
-    return live.cut_over_at if live is not None else None
-
-
 def _contract(scope: RunScope, ctx: StepContext) -> Outcome:
     migration = migration_of(ctx.params)
-    store = _store(scope, ctx)
-    published = ctx.effect(
-        "publish",
-        lambda key: publish(
-            store,
-            live_rules(store).with_rule(
-                migration.rule("contracted", cut_over_at=_live_cut(store, migration))
-            ),
-            actor=ctx.run.requester,
-            reason=f"{NAME} {migration.id} contract ({key})",
-        ),
-    )
-    _settle(ctx, published)
-    removed = 0
-    if migration.removes:
-        removed = ctx.effect(
-            "strip",
-            lambda _key: strip(
-                scope.platform.tables(),
-                migration.rule("contracted"),
-                migration.removes,
-                rate=_rate(ctx, migration),
-                segments=_segments(ctx, migration),
-                page=_page(ctx, migration),
-            ),
-        )
+
+    def contracted(rules: Rules) -> Rules:
+        live = rules.get(migration.id)
+        cut = live.cut_over_at if live is not None else None
+        return rules.with_rule(migration.rule("contracted", cut_over_at=cut))
+
+    published = _publish(ctx, _store(scope, ctx), contracted, f"{migration.id} contract")
+    removed = _strip(scope, ctx, migration, "contracted", migration.removes) if migration.removes else 0
     return Outcome.done({"schema_version": published["version"], "items_stripped": removed})

@@ -169,6 +169,36 @@ class Derive:
 
 
 @dataclass(frozen=True)
+class Move:
+    """``change_key``: each item of the rule's table has a copy in ``table`` under keys derived from
+    it, with ``moved_from`` holding its original keys (so a copy can be traced to its item)."""
+
+    table: str
+    pk: Derive
+    sk: Derive
+
+    def key(self, item: Mapping[str, Any]) -> tuple[str, str] | None:
+        pk, sk = self.pk.value(item), self.sk.value(item)
+        if pk is MISSING or sk is MISSING or pk == "":
+            return None
+        return str(pk), str(sk)
+
+    def moved(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The copy of ``item`` in the new table, or None when its new keys cannot be derived."""
+        key = self.key(item)
+        if key is None:
+            return None
+        return {**item, "pk": key[0], "sk": key[1], "moved_from": [item["pk"], item["sk"]]}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "pk": self.pk.as_dict(), "sk": self.sk.as_dict()}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Move:
+        return cls(str(raw["table"]), Derive.from_dict(raw["pk"]), Derive.from_dict(raw["sk"]))
+
+
+@dataclass(frozen=True)
 class Rule:
     """What writers of ``table`` do for one migration while it is live (see the module docstring)."""
 
@@ -181,10 +211,14 @@ class Rule:
     """The global secondary index the migration fills (readable once cut over)."""
     cut_over_at: float | None = None
     """When reads switched to the new shape (epoch seconds): the rollback window starts there."""
+    move: Move | None = None
+    """``change_key``: the table every item is copied to under its new keys (writers write both
+    until the contract, then only the new table)."""
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(s for _, d in self.adds for s in d.sources))
+        derives = [d for _, d in self.adds] + ([self.move.pk, self.move.sk] if self.move else [])
+        return tuple(dict.fromkeys(s for d in derives for s in d.sources))
 
     def derived(self, item: Mapping[str, Any]) -> dict[str, Any]:
         """The added attributes of ``item`` as this migration defines them (``MISSING`` where a
@@ -212,6 +246,7 @@ class Rule:
             "removes": list(self.removes),
             "index": self.index,
             "cut_over_at": self.cut_over_at,
+            "move": self.move.as_dict() if self.move else None,
         }
 
     @classmethod
@@ -229,6 +264,7 @@ class Rule:
             tuple(str(r) for r in raw.get("removes") or ()),
             raw.get("index"),
             float(raw["cut_over_at"]) if raw.get("cut_over_at") is not None else None,
+            Move.from_dict(raw["move"]) if raw.get("move") else None,
         )
 
 
@@ -260,6 +296,16 @@ class Rules:
     def reads_new(self, table: str, attribute: str) -> bool:
         """True when a migration adding ``attribute`` to ``table`` is cut over (reads may use it)."""
         return any(r.phase in ("cutover", "contracted") and attribute in dict(r.adds) for r in self.of(table))
+
+    def moves(self, table: str) -> list[Rule]:
+        """The ``change_key`` rules of ``table`` (its items are copied to another table)."""
+        return [r for r in self.of(table) if r.move is not None]
+
+    def moved_to(self, table: str) -> str | None:
+        """The table readers of ``table`` use now: its ``change_key`` target once cut over."""
+        return next(
+            (r.move.table for r in self.moves(table) if r.move and r.phase in ("cutover", "contracted")), None
+        )
 
     def index_readable(self, table: str, index: str) -> bool:
         return any(r.index == index and r.phase in ("cutover", "contracted") for r in self.of(table))

@@ -99,6 +99,49 @@ class IndexInfo:
     sort_key: str | None = None
 
 
+@dataclass(frozen=True)
+class Write:
+    """One write of a transaction (``Tables.transact``): ``put`` an item, ``delete`` or ``check``
+    the item at (pk, sk), each with an optional condition on the stored item."""
+
+    kind: str
+    table: str
+    pk: str
+    sk: str
+    item: Item | None = None
+    condition: Condition | None = None
+
+    @classmethod
+    def put(cls, table: str, item: Item, condition: Condition | None = None) -> Write:
+        return cls("put", table, str(item["pk"]), str(item["sk"]), dict(item), condition)
+
+    @classmethod
+    def delete(cls, table: str, pk: str, sk: str, condition: Condition | None = None) -> Write:
+        return cls("delete", table, pk, sk, None, condition)
+
+    @classmethod
+    def check(cls, table: str, pk: str, sk: str, condition: Condition) -> Write:
+        return cls("check", table, pk, sk, None, condition)
+
+    def label(self) -> str:
+        return f"{self.kind} {self.table} {self.pk!r}/{self.sk!r}"
+
+
+def check_transaction(writes: Sequence[Write]) -> None:
+    """The rules DynamoDB sets on a transaction, for every provider: 1 to 100 writes, one per item,
+    each a put, delete or check (a check with a condition)."""
+    if not 1 <= len(writes) <= 100:
+        raise ValueError(f"a transaction holds 1 to 100 writes, got {len(writes)}")
+    seen: set[tuple[str, str, str]] = set()
+    for w in writes:
+        if w.kind not in ("put", "delete", "check") or (w.kind == "check" and w.condition is None):
+            raise ValueError(f"{w.label()}: a write is a put, a delete, or a check with a condition")
+        key = (w.table, w.pk, w.sk)
+        if key in seen:
+            raise ValueError(f"{w.label()}: a transaction writes each item once")
+        seen.add(key)
+
+
 class ThrottledError(MangaAssistError):
     """The provider refused a request for capacity (DynamoDB's throughput or request-rate limits):
     back off and try again."""
@@ -167,6 +210,11 @@ class Tables(Protocol):
     def indexes(self, table: str) -> list[IndexInfo]:
         """The global secondary indexes ``table`` has now (provisioned by CD-02)."""
 
+    def transact(self, writes: Sequence[Write]) -> None:
+        """All of ``writes`` or none (DynamoDB's ``TransactWriteItems``, at most 100, one per item):
+        every condition is checked against the items as they were before; ``ConditionFailed``
+        names the write whose condition failed, and nothing is written."""
+
 
 class ShapedTables:
     """``Tables`` whose writes follow the live migration rules (``core.migrations.Rules``): every
@@ -176,14 +224,27 @@ class ShapedTables:
 
     ``update`` of an item some rule shapes reads the item, applies the change, shapes it and writes
     it back on the condition that what it read is unchanged (retried on a conflict): a derived
-    value can only be computed from the whole item."""
+    value can only be computed from the whole item.
+
+    A table with a ``change_key`` rule (``Rule.move``) is written with its copy in one transaction:
+    the item (on the condition that it is as read), the copy under its new keys, and the delete of
+    the copy under its old new keys when a write moves it. Once contracted, only the copy is
+    written (the application then reads and writes the new table itself: ``Rules.moved_to``)."""
+
+    ATTEMPTS = 20
 
     def __init__(self, inner: Tables, rules: Callable[[], Rules]) -> None:
         self.inner = inner
         self.rules = rules
 
     def put(self, table: str, item: Item, *, condition: Condition | None = None) -> None:
-        self.inner.put(table, self.rules().shape(table, dict(item)), condition=condition)
+        rules = self.rules()
+        if rules.moves(table):
+            self._write_moved(
+                rules, table, str(item["pk"]), str(item["sk"]), lambda _current: dict(item), condition
+            )
+            return
+        self.inner.put(table, rules.shape(table, dict(item)), condition=condition)
 
     def update(
         self,
@@ -199,27 +260,80 @@ class ShapedTables:
         if not rules.of(table):
             self.inner.update(table, pk, sk, set=set, remove=remove, condition=condition)
             return
-        for _ in range(20):
-            current = self.inner.get(table, pk, sk)
-            if condition is not None:
-                condition.check(current)
+
+        def change(current: Item | None) -> Item:
             item = dict(current or {"pk": pk, "sk": sk})
             item.update(set or {})
             for name in remove:
                 item.pop(name, None)
+            return item
+
+        if rules.moves(table):
+            self._write_moved(rules, table, pk, sk, change, condition)
+            return
+        for _ in range(self.ATTEMPTS):
+            current = self.inner.get(table, pk, sk)
+            if condition is not None:
+                condition.check(current)
             guard = Condition.not_exists() if current is None else Condition.unchanged(current, list(current))
             try:
-                self.inner.put(table, rules.shape(table, item), condition=guard)
+                self.inner.put(table, rules.shape(table, change(current)), condition=guard)
                 return
             except ConditionFailed:
                 continue  # someone wrote it meanwhile: read again
-        raise ConditionFailed(f"{table} {pk!r}/{sk!r}: still changing after 20 attempts")
+        raise ConditionFailed(f"{table} {pk!r}/{sk!r}: still changing after {self.ATTEMPTS} attempts")
+
+    def delete(self, table: str, pk: str, sk: str, *, condition: Condition | None = None) -> None:
+        rules = self.rules()
+        if rules.moves(table):
+            self._write_moved(rules, table, pk, sk, lambda _current: None, condition)
+            return
+        self.inner.delete(table, pk, sk, condition=condition)
+
+    def _write_moved(
+        self,
+        rules: Rules,
+        table: str,
+        pk: str,
+        sk: str,
+        change: Callable[[Item | None], Item | None],
+        condition: Condition | None,
+    ) -> None:
+        """Write (``change`` gives the new item; None deletes it) the item and its copies at once."""
+        moves = rules.moves(table)
+        contracted = any(r.phase == "contracted" for r in moves)
+        for _ in range(self.ATTEMPTS):
+            current = self.inner.get(table, pk, sk)
+            if condition is not None:
+                condition.check(current)
+            new = change(current)
+            shaped = rules.shape(table, new) if new is not None else None
+            guard = Condition.not_exists() if current is None else Condition.unchanged(current, list(current))
+            writes: list[Write] = []
+            if not contracted:
+                if shaped is not None:
+                    writes.append(Write.put(table, shaped, guard))
+                elif current is not None:
+                    writes.append(Write.delete(table, pk, sk, guard))
+            for rule in moves:
+                assert rule.move is not None
+                before = rule.move.key(current) if current is not None else None
+                after = rule.move.moved(shaped) if shaped is not None else None
+                if before is not None and (after is None or (after["pk"], after["sk"]) != before):
+                    writes.append(Write.delete(rule.move.table, *before))
+                if after is not None:
+                    writes.append(Write.put(rule.move.table, after))
+            if not writes:
+                return
+            try:
+                self.inner.transact(writes)
+                return
+            except ConditionFailed:
+                continue  # the item changed since it was read: read it again
+        raise ConditionFailed(f"{table} {pk!r}/{sk!r}: still changing after {self.ATTEMPTS} attempts")
 
     def get(self, table: str, pk: str, sk: str) -> Item | None:
         return self.inner.get(table, pk, sk)
-
-    def delete(self, table: str, pk: str, sk: str, *, condition: Condition | None = None) -> None:
-        self.inner.delete(table, pk, sk, condition=condition)
 
     def query(
         self,
@@ -255,3 +369,7 @@ class ShapedTables:
 
     def indexes(self, table: str) -> list[IndexInfo]:
         return self.inner.indexes(table)
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        """Passed through as they are: a transaction's writes are the caller's exact items."""
+        self.inner.transact(writes)

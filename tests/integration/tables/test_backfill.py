@@ -12,15 +12,17 @@ import threading
 import time
 from typing import Any
 
-from mangaassist.core.migrations import Derive, Rule, Rules
+from mangaassist.core.migrations import Derive, Move, Rule, Rules
 from mangaassist.delivery.migrations.backfill import (
     SegmentProgress,
     TokenBucket,
     backfill,
+    clear,
     has_shape,
     strip,
     verify,
 )
+from mangaassist.platform.aws.tables_dynamodb import DynamoTables
 from mangaassist.platform.tables import ShapedTables, Tables
 
 RULE = Rule(
@@ -182,3 +184,98 @@ def test_the_token_bucket_holds_the_rate_and_a_throttle_holds_it_back() -> None:
     before = now[0]
     assert bucket.take(1.0, stop=Clockwork())
     assert abs(now[0] - before - 0.51) < 1e-6  # half a second held, then one token's time
+
+
+MOVE = Rule(
+    "0002_t_by_group",
+    "t",
+    "expand",
+    (),
+    move=Move("ix", Derive("join", ("group", "pk"), (("sep", "#"),)), Derive("copy", ("sk",))),
+)
+
+
+def test_change_key_copies_every_item_once_under_writers_that_move_them(tables: Tables) -> None:
+    """Items are copied to the new table under keys derived from an attribute the writers keep
+    changing (so copies move); a backfill stopped and resumed; at the end every item has exactly its
+    copy, no copy is an orphan, and a rollback's clear empties the new table.
+
+    On DynamoDB the writers write between the backfill's pages instead of in threads of their own:
+    moto's server backs up whole tables for each transaction without a lock, so concurrent
+    transactions fail (500) and its restore loses other requests' writes (a moto limitation; AWS
+    isolates transactions). The concurrent version runs on SQLite."""
+    keys = [(f"p{i:04d}", "s") for i in range(300)]
+    for i, (pk, sk) in enumerate(keys):
+        tables.put("t", {"pk": pk, "sk": sk, "group": "abc"[i % 3], "v": i})
+    shaped = ShapedTables(tables, lambda: Rules((MOVE,)))
+    truth: dict[tuple[str, str], dict[str, Any] | None] = {}
+    stop = threading.Event()
+    concurrent = not isinstance(tables, DynamoTables)
+
+    def write_once(rng: random.Random, mine: list[tuple[str, str]]) -> None:
+        pk, sk = rng.choice(mine)
+        op = rng.random()
+        if op < 0.5:
+            item = {"pk": pk, "sk": sk, "group": rng.choice("abc"), "v": rng.randrange(100)}
+            shaped.put("t", item)
+            truth[(pk, sk)] = item
+        elif op < 0.8 and truth.get((pk, sk), {}) is not None:
+            group = rng.choice("abc")
+            shaped.update("t", pk, sk, set={"group": group})
+            truth[(pk, sk)] = {**(truth.get((pk, sk)) or tables.get("t", pk, sk) or {}), "group": group}
+        else:
+            shaped.delete("t", pk, sk)
+            truth[(pk, sk)] = None
+
+    def write(seed: int) -> None:
+        rng, mine = random.Random(seed), keys[seed::3]
+        while not stop.is_set():
+            write_once(rng, mine)
+            time.sleep(0.003)
+
+    between = random.Random(99)
+    saved: dict[int, dict[str, Any]] = {}
+
+    def save(p: SegmentProgress) -> None:
+        saved[p.segment] = copy.deepcopy(p.as_dict())
+        if not concurrent:
+            for _ in range(5):
+                write_once(between, keys)
+
+    writers = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(3)] if concurrent else []
+    for w in writers:
+        w.start()
+    progress = [SegmentProgress(i) for i in range(2)]
+    halt = threading.Event()
+    first = threading.Thread(
+        target=backfill,
+        args=(tables, MOVE, progress),
+        kwargs={"rate": 300, "page": 20, "save": save, "stop": halt},
+    )
+    first.start()
+    time.sleep(0.4)
+    halt.set()
+    first.join()
+    resumed = [SegmentProgress.from_dict(saved[i]) if i in saved else SegmentProgress(i) for i in range(2)]
+    report = backfill(tables, MOVE, resumed, rate=5000, page=20, save=save)
+    time.sleep(0.2)
+    stop.set()
+    for w in writers:
+        w.join()
+    assert report.done and report.totals()["unmovable"] == 0
+    assert len(truth) > 20
+
+    checked = verify(tables, MOVE, segments=2, page=50)
+    assert checked.differences == 0, checked.sample
+    for (pk, sk), want in truth.items():
+        got = tables.get("t", pk, sk)
+        if want is None:
+            assert got is None
+            continue
+        assert got is not None and got["group"] == want["group"]
+        expected = {**got, "pk": f"{want['group']}#{pk}", "moved_from": [pk, sk]}
+        assert tables.get("ix", f"{want['group']}#{pk}", sk) == expected
+    copies = sum(1 for _ in tables.scan("ix"))
+    assert copies == sum(1 for _ in tables.scan("t"))
+    assert clear(tables, "ix", rate=10_000, segments=2, page=50) == copies
+    assert not list(tables.scan("ix"))

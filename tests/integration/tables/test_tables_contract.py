@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mangaassist.platform.tables import Condition, ConditionFailed, Tables
+from mangaassist.platform.tables import Condition, ConditionFailed, Tables, Write
 
 
 def test_update_sets_and_removes_attributes_and_keeps_the_rest(tables: Tables) -> None:
@@ -105,3 +105,28 @@ def test_query_index_is_sparse_and_ordered_by_its_sort_key(tables: Tables) -> No
     assert [i["pk"] for i in tables.query_index("ix", "by-owner", "bob")] == ["c", "d"]
     with pytest.raises(Exception, match="no index"):
         tables.query_index("ix", "by-nothing", "x")
+
+
+def test_a_transaction_writes_all_or_nothing_and_names_the_failed_write(tables: Tables) -> None:
+    tables.put("t", {"pk": "old", "sk": "1", "v": 1})
+    tables.put("ix", {"pk": "gone", "sk": "1"})
+    moved = Write.put(
+        "ix", {"pk": "new", "sk": "1", "v": 1, "owner": "ann", "rank": 1}, Condition.not_exists()
+    )
+    tables.transact(
+        [Write.check("t", "old", "1", Condition.attr_equals(v=1)), moved, Write.delete("ix", "gone", "1")]
+    )
+    assert tables.get("ix", "new", "1") == {"pk": "new", "sk": "1", "v": 1, "owner": "ann", "rank": 1}
+    assert tables.get("ix", "gone", "1") is None
+    with pytest.raises(ConditionFailed, match=r"transaction write 1 \(put ix 'new'/'1'\)"):
+        tables.transact([Write.put("t", {"pk": "old", "sk": "1", "v": 2}), moved])
+    assert tables.get("t", "old", "1") == {"pk": "old", "sk": "1", "v": 1}  # the first write did not happen
+    with pytest.raises(ConditionFailed, match="transaction write 0"):
+        tables.transact(
+            [Write.check("t", "old", "1", Condition.attr_equals(v=5)), Write.delete("ix", "new", "1")]
+        )
+    assert tables.get("ix", "new", "1") is not None
+    with pytest.raises(ValueError, match="each item once"):
+        tables.transact([Write.delete("t", "old", "1"), Write.put("t", {"pk": "old", "sk": "1"})])
+    with pytest.raises(ValueError, match="1 to 100 writes"):
+        tables.transact([])

@@ -93,10 +93,8 @@ def test_bad_names_fields_durations_and_kinds(tmp_path: Path) -> None:
     )
     problems = _problems(path)
     assert any("a migration file is named NNNN_name.yaml" in p for p in problems)
-    assert any(
-        p.startswith(f"{path}:3: kind: copying a table to a new key schema (change_key) is not built yet")
-        for p in problems
-    )
+    assert any(p.startswith(f"{path}:1: to: to None: the new table") for p in problems)  # change_key
+    assert any(p.startswith(f"{path}:1: key: expected key:") for p in problems)
     assert any(p.startswith(f"{path}:4: backfill.rate: rate 0") for p in problems)
     assert any(p.startswith(f"{path}:4: backfill.segments: segments 100") for p in problems)
     assert any(p.startswith(f"{path}:5: rollback_window.prod: 'soon' is not a duration") for p in problems)
@@ -113,3 +111,22 @@ def test_two_files_with_one_number_are_refused(tmp_path: Path) -> None:
     _file(tmp_path, "0001_b.yaml", body)
     with pytest.raises(MigrationError, match=r"number 0001 is also used by 0001_a\.yaml"):
         load_all(tmp_path, DECLARATION)
+
+
+def test_change_key_names_a_declared_table_and_how_the_keys_derive(tmp_path: Path) -> None:
+    body = (
+        "description: d\ntable: tickets\nkind: change_key\nto: orders\n"
+        "key:\n  pk: {fn: join, from: [status, pk]}\n  sk: {fn: copy, from: sk}\nbackfill: {rate: 10}\n"
+    )
+    (problem,) = _problems(_file(tmp_path, "0006_rekey.yaml", body))
+    assert "the contract deletes the items of tickets for good" in problem
+    ok = load_migration(
+        _file(tmp_path, "0007_rekey.yaml", body + "contract: {irreversible: true}\n"), DECLARATION
+    )
+    assert ok.move is not None and ok.move.table == "orders"
+    assert ok.move.key({"pk": "HT-1", "sk": "meta", "status": "open"}) == ("open#HT-1", "meta")
+    assert ok.rule("expand").move == ok.move
+    bad = body.replace("to: orders", "to: tickets").replace("sk: {fn: copy, from: sk}", "sk: {fn: nope}")
+    problems = _problems(_file(tmp_path, "0008_rekey.yaml", bad + "contract: {irreversible: true}\n"))
+    assert any(":4: to: to 'tickets': the new table" in p for p in problems)
+    assert any(":7: key.sk.fn: unknown transform 'nope'" in p for p in problems)

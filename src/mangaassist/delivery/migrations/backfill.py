@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mangaassist.core.migrations import MISSING, Rule
-from mangaassist.platform.tables import Condition, ConditionFailed, Item, Key, Tables, ThrottledError
+from mangaassist.platform.tables import Condition, ConditionFailed, Item, Key, Tables, ThrottledError, Write
 
 
 class TokenBucket:
@@ -90,6 +90,8 @@ class SegmentProgress:
     earlier attempt of this backfill)."""
     conflicts: int = 0
     """Conditional writes refused: the item changed or went since the scan read it."""
+    unmovable: int = 0
+    """``change_key``: items whose new keys cannot be derived (verify reports them)."""
     throttled: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class BackfillReport:
         return all(s.done for s in self.segments)
 
     def totals(self) -> dict[str, int]:
-        keys = ("pages", "scanned", "written", "already", "conflicts", "throttled")
+        keys = ("pages", "scanned", "written", "already", "conflicts", "unmovable", "throttled")
         return {k: sum(int(getattr(s, k)) for s in self.segments) for k in keys}
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,8 +140,33 @@ def has_shape(rule: Rule, item: Item) -> bool:
     return True
 
 
+def move_one(tables: Tables, rule: Rule, item: Item) -> str:
+    """``change_key``: copy one scanned item to the new table under its new keys, in a transaction
+    with a check that the item is still as read (a deleted or changed item is never copied: the
+    application's dual write has its newer copy)."""
+    assert rule.move is not None
+    copy = rule.move.moved(item)
+    if copy is None:
+        return "unmovable"
+    if tables.get(rule.move.table, copy["pk"], copy["sk"]) == copy:
+        return "already"
+    try:
+        tables.transact(
+            [
+                Write.check(rule.table, item["pk"], item["sk"], Condition.unchanged(item, list(item))),
+                Write.put(rule.move.table, copy),
+            ]
+        )
+    except ConditionFailed:
+        return "conflict"
+    return "written"
+
+
 def shape_one(tables: Tables, rule: Rule, item: Item) -> str:
-    """Bring one scanned item to the new shape: ``written``, ``already`` or ``conflict``."""
+    """Bring one scanned item to the new shape: ``written``, ``already``, ``conflict`` (or, moving
+    keys, ``unmovable``: its new keys cannot be derived)."""
+    if rule.move is not None:
+        return move_one(tables, rule, item)
     if has_shape(rule, item):
         return "already"
     derived = rule.derived(item)
@@ -205,6 +232,8 @@ def backfill(
                     p.written += 1
                 elif outcome == "already":
                     p.already += 1
+                elif outcome == "unmovable":
+                    p.unmovable += 1
                 else:
                     p.conflicts += 1
                 p.scanned += 1
@@ -255,6 +284,8 @@ def verify(
 ) -> VerifyReport:
     """Every item of the table against the new shape (not throttled: a read-only pass; run it when
     the table's read capacity allows)."""
+    if rule.move is not None:
+        return _verify_moved(tables, rule, segments=segments, page=page, sample=sample)
     out = VerifyReport()
     for item in scan_all(tables, rule.table, segments, page):
         out.checked += 1
@@ -271,6 +302,57 @@ def verify(
                     }
                 )
     return out
+
+
+def _verify_moved(tables: Tables, rule: Rule, *, segments: int, page: int, sample: int) -> VerifyReport:
+    """``change_key``: every item has its copy, equal to it under its new keys, and every copy an
+    item it is the copy of (no orphan: a copy of a deleted or re-keyed item)."""
+    assert rule.move is not None
+    move = rule.move
+    out = VerifyReport()
+
+    def differ(pk: str, sk: str, expected: Any, found: Any) -> None:
+        out.differences += 1
+        if len(out.sample) < sample:
+            out.sample.append({"pk": pk, "sk": sk, "expected": expected, "found": found})
+
+    for item in scan_all(tables, rule.table, segments, page):
+        out.checked += 1
+        copy = move.moved(item)
+        if copy is None:
+            differ(item["pk"], item["sk"], "new keys", "none derivable")
+            continue
+        found = tables.get(move.table, copy["pk"], copy["sk"])
+        if found != copy:
+            differ(
+                item["pk"],
+                item["sk"],
+                {"copy": [copy["pk"], copy["sk"]]},
+                {"copy": found and [found["pk"], found["sk"]]},
+            )
+    for moved in scan_all(tables, move.table, segments, page):
+        out.checked += 1
+        origin = moved.get("moved_from")
+        source = (
+            tables.get(rule.table, str(origin[0]), str(origin[1]))
+            if isinstance(origin, list) and len(origin) == 2
+            else None
+        )
+        if source is None or move.moved(source) != moved:
+            differ(moved["pk"], moved["sk"], {"copy of": origin}, "an orphan (its item is gone or moved)")
+    return out
+
+
+def clear(tables: Tables, table: str, *, rate: float, segments: int, page: int) -> int:
+    """Delete every item of ``table``, throttled (a ``change_key`` rollback clears the new table,
+    its contract the old one). Returns how many items went."""
+    bucket = TokenBucket(rate)
+    removed = 0
+    for item in scan_all(tables, table, segments, page):
+        bucket.take()
+        tables.delete(table, item["pk"], item["sk"])
+        removed += 1
+    return removed
 
 
 def strip(

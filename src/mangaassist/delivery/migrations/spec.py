@@ -22,6 +22,10 @@ Kinds:
 * ``rename_attribute``: ``rename: {from: OLD, to: NEW}``; the contract removes ``OLD``.
 * ``split_attribute``: ``split: {from: OLD, into: {NEW: {fn: ...}, ...}}`` (each transform reads
   ``OLD``); the contract removes ``OLD``.
+* ``change_key``: ``to: NEW_TABLE`` (declared, keyed by pk and sk) and ``key: {pk: {fn: ...}, sk:
+  {fn: ...}}``: every item is copied to the new table under keys derived from it (writers write
+  both, in one transaction); readers switch to the new table at cutover (``Rules.moved_to``); the
+  old table keeps its items for the rollback window, and the contract deletes them.
 
 A contract that removes attributes is irreversible: the file must say ``contract: {irreversible:
 true}``, and that contract then waits for at least one recorded approval in every environment.
@@ -39,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.core.migrations import TRANSFORMS, Derive, Rule
+from mangaassist.core.migrations import TRANSFORMS, Derive, Move, Rule
 from mangaassist.core.resources import Declaration, Table
 from mangaassist.delivery.config_profiles import Document, Problem, load_document
 from mangaassist.delivery.monitoring.slo import parse_duration
 
-KINDS = ("add_attribute", "add_index", "add_ttl", "rename_attribute", "split_attribute")
-NOT_BUILT = {"change_key": "copying a table to a new key schema (change_key) is not built yet"}
+KINDS = ("add_attribute", "add_index", "add_ttl", "rename_attribute", "split_attribute", "change_key")
+NOT_BUILT: dict[str, str] = {}
 FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.yaml$")
 ATTRIBUTE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENVIRONMENTS = ("dev", "staging", "prod")
@@ -63,6 +67,8 @@ TOP = {
     "rollback_window",
     "bake",
     "contract",
+    "to",
+    "key",
 }
 
 
@@ -102,9 +108,11 @@ class Migration:
     rollback_window_s: dict[str, float] = field(default_factory=dict)
     bake_s: dict[str, float] = field(default_factory=dict)
     irreversible: bool = False
+    move: Move | None = None
+    """``change_key``: the new table and how each item's new keys derive from it."""
 
     def rule(self, phase: str, cut_over_at: float | None = None) -> Rule:
-        return Rule(self.id, self.table, phase, self.adds, self.removes, self.index, cut_over_at)
+        return Rule(self.id, self.table, phase, self.adds, self.removes, self.index, cut_over_at, self.move)
 
     @property
     def added(self) -> tuple[str, ...]:
@@ -131,6 +139,7 @@ class Migration:
             "rollback_window_s": self.rollback_window_s,
             "bake_s": self.bake_s,
             "irreversible": self.irreversible,
+            "move": self.move.as_dict() if self.move else None,
             "digest": self.digest,
         }
 
@@ -308,6 +317,38 @@ def load_migration(path: Path, declaration: Declaration) -> Migration:
                 doc.problem((str(kind).split("_")[0],), f"{name!r} is a key attribute: it cannot be removed")
             )
 
+    move: Move | None = None
+    if kind == "change_key":
+        target = data.get("to")
+        declared_to = declaration.tables.get(str(target)) if target is not None else None
+        if declared_to is None or target == table_name:
+            problems.append(
+                doc.problem(
+                    ("to",),
+                    f"to {target!r}: the new table, declared in infra/resources.toml and not {table_name!r} "
+                    f"(declared: {', '.join(sorted(declaration.tables)) or 'none'})",
+                )
+            )
+        elif (declared_to.partition_key, declared_to.sort_key) != ("pk", "sk"):
+            problems.append(
+                doc.problem(("to",), f"table {target!r} must be keyed by pk and sk, as every table here")
+            )
+        raw_key = data.get("key")
+        if not isinstance(raw_key, Mapping) or set(raw_key) != {"pk", "sk"}:
+            problems.append(
+                doc.problem(("key",), "expected key: {pk: {fn: ..., from: ...}, sk: {fn: ..., from: ...}}")
+            )
+        else:
+            pk = _derive(doc, ("key", "pk"), raw_key["pk"], problems)
+            sk = _derive(doc, ("key", "sk"), raw_key["sk"], problems)
+            if pk is not None and sk is not None and declared_to is not None:
+                move = Move(str(target), pk, sk)
+    else:
+        for field_name in ("to", "key"):
+            if field_name in data:
+                problems.append(
+                    doc.problem((field_name,), f"{field_name!r} is a field of kind change_key, not {kind}")
+                )
     index = data.get("index")
     if kind == "add_index":
         declared = {i.name: i for i in table.indexes} if table is not None else {}
@@ -375,6 +416,14 @@ def load_migration(path: Path, declaration: Declaration) -> Migration:
     bake = _per_env(doc, "bake", {k: float(v) for k, v in DEFAULT_BAKE.items()}, problems)
     contract = data.get("contract") or {}
     irreversible = bool(isinstance(contract, Mapping) and contract.get("irreversible") is True)
+    if kind == "change_key" and not irreversible:
+        problems.append(
+            doc.problem(
+                ("contract",) if "contract" in data else ("kind",),
+                f"the contract deletes the items of {table_name} for good (their copies stay): "
+                "declare contract: {irreversible: true}",
+            )
+        )
     if removes and not irreversible:
         problems.append(
             doc.problem(
@@ -402,6 +451,7 @@ def load_migration(path: Path, declaration: Declaration) -> Migration:
         rollback_window_s=window,
         bake_s=bake,
         irreversible=irreversible,
+        move=move,
     )
 
 

@@ -53,7 +53,7 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.core.migrations import SCHEMA_PROFILE, Rules
 from mangaassist.core.resources import Declaration, load_declaration
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
-from mangaassist.delivery.migrations.backfill import SegmentProgress, backfill, strip, verify
+from mangaassist.delivery.migrations.backfill import SegmentProgress, backfill, clear, strip, verify
 from mangaassist.delivery.migrations.spec import Migration, find, load_all
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.phases import page_alerts
@@ -240,6 +240,21 @@ def _strip(
     return removed
 
 
+def _clear(scope: RunScope, ctx: StepContext, migration: Migration, table: str) -> int:
+    """Delete every item of ``table`` (an effect), throttled: a ``change_key`` rollback or contract."""
+    removed: int = ctx.effect(
+        f"clear-{table}",
+        lambda _key: clear(
+            scope.platform.tables(),
+            table,
+            rate=_rate(ctx, migration),
+            segments=_segments(ctx, migration),
+            page=_page(ctx, migration),
+        ),
+    )
+    return removed
+
+
 def _settle(ctx: StepContext, published: dict[str, Any]) -> None:
     """Wait until the workers' next poll has brought them the published rules."""
     left = float(published["at"]) + _propagation(ctx.params) - time.time()
@@ -367,7 +382,10 @@ def _withdraw(scope: RunScope, ctx: StepContext, migration: Migration) -> Outcom
         _publish(
             ctx, store, lambda rules: rules.without(migration.id), f"{migration.id} withdrawn", "withdraw"
         )
-    removed = _strip(scope, ctx, migration, "expand", migration.added)
+    if migration.move is not None:  # the copies go, the items stay
+        removed = _clear(scope, ctx, migration, migration.move.table)
+    else:
+        removed = _strip(scope, ctx, migration, "expand", migration.added)
     return Outcome.done(
         {"withdrawn": live is not None, "items_stripped": removed}, numbers={"items_stripped": float(removed)}
     )
@@ -468,5 +486,9 @@ def _contract(scope: RunScope, ctx: StepContext) -> Outcome:
         return rules.with_rule(migration.rule("contracted", cut_over_at=cut))
 
     published = _publish(ctx, _store(scope, ctx), contracted, f"{migration.id} contract")
-    removed = _strip(scope, ctx, migration, "contracted", migration.removes) if migration.removes else 0
+    removed = 0
+    if migration.move is not None:  # the items go, their copies in the new table stay
+        removed = _clear(scope, ctx, migration, migration.table)
+    elif migration.removes:
+        removed = _strip(scope, ctx, migration, "contracted", migration.removes)
     return Outcome.done({"schema_version": published["version"], "items_stripped": removed})

@@ -77,6 +77,8 @@ from mangaassist.platform.tables import (
     Key,
     Page,
     ThrottledError,
+    Write,
+    check_transaction,
 )
 
 THROTTLING_CODES = frozenset(
@@ -422,6 +424,47 @@ class DynamoTables:
         page = self._call("Scan", table, **params)
         items = [deserialize_item(raw) for raw in page.get("Items", [])]
         return Page(items, _plain_key(page.get("LastEvaluatedKey")))
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        check_transaction(writes)
+        items: list[dict[str, Any]] = []
+        for w in writes:
+            expr = _Expression()
+            body: dict[str, Any] = {"TableName": self.physical(w.table)}
+            if w.kind == "put" and w.item is not None:
+                body["Item"] = serialize_item(w.item)
+            else:
+                body["Key"] = _key(w.pk, w.sk)
+            body.update(expr.params(ConditionExpression=expr.condition(w.condition)))
+            items.append({{"put": "Put", "delete": "Delete", "check": "ConditionCheck"}[w.kind]: body})
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            if code == "TransactionCanceledException":
+                reasons = exc.response.get("CancellationReasons") or []
+                for i, reason in enumerate(reasons):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        raise ConditionFailed(
+                            f"transaction write {i} ({writes[i].label()}): the stored item does not "
+                            "satisfy the condition"
+                        ) from exc
+                if any(
+                    r.get("Code") in THROTTLING_CODES or r.get("Code") == "TransactionConflict"
+                    for r in reasons
+                ):
+                    raise ThrottledError(
+                        f"DynamoDB transaction cancelled ({reasons}): back off and try again"
+                    ) from exc
+            if code in THROTTLING_CODES or code == "TransactionInProgressException":
+                raise ThrottledError(f"DynamoDB TransactWriteItems was throttled ({code})") from exc
+            tables = ", ".join(sorted({self.physical(w.table) for w in writes}))
+            raise DynamoCallError(
+                "TransactWriteItems", tables, code, str(error.get("Message", "")), exc.response
+            ) from exc
+        except BotoCoreError as exc:
+            raise DynamoCallError("TransactWriteItems", "", type(exc).__name__, str(exc)) from exc
 
     def indexes(self, table: str) -> list[IndexInfo]:
         described = self._call("DescribeTable", table).get("Table", {})

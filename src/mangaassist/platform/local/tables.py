@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.platform.tables import Condition, IndexInfo, Item, Key, Page
+from mangaassist.platform.tables import (
+    Condition,
+    ConditionFailed,
+    IndexInfo,
+    Item,
+    Key,
+    Page,
+    Write,
+    check_transaction,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -224,6 +233,38 @@ class SqliteTables:
         items = [dict(json.loads(body)) for (body,) in rows]
         last = items[-1] if len(items) == limit else None
         return Page(items, {"pk": last["pk"], "sk": last["sk"]} if last else None)
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        check_transaction(writes)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for i, w in enumerate(writes):
+                    if w.condition is not None:
+                        try:
+                            w.condition.check(self._current(w.table, w.pk, w.sk))
+                        except ConditionFailed as failed:
+                            raise ConditionFailed(f"transaction write {i} ({w.label()}): {failed}") from None
+                for w in writes:
+                    if w.kind == "put" and w.item is not None:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
+                            (
+                                w.table,
+                                w.pk,
+                                w.sk,
+                                _segment_of(w.pk),
+                                json.dumps(w.item, separators=(",", ":"), sort_keys=True),
+                            ),
+                        )
+                    elif w.kind == "delete":
+                        self._conn.execute(
+                            "DELETE FROM items WHERE tbl=? AND pk=? AND sk=?", (w.table, w.pk, w.sk)
+                        )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def indexes(self, table: str) -> list[IndexInfo]:
         with self._lock:

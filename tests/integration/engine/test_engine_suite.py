@@ -351,6 +351,34 @@ def test_only_listed_approvers_may_approve_and_each_counts_once(store: StateStor
     assert "already approved" in denied[1]
 
 
+def test_a_name_written_differently_is_the_same_person(store: StateStore) -> None:
+    """Identities are compared normalised (case, whitespace, Unicode): the requester cannot approve
+    their own prod run as "Ann ", and "BOB" after "bob" is not a second approver."""
+    text = "environments:\n  prod:\n    approvals: 2\n    approvers: [Bob, cid]\n    self_approval: false\n"
+    policy = parse_policy(text, "p.yaml").for_run("prod", "demo")
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=policy)
+    denied: list[str] = []
+
+    def round_one() -> None:
+        for actor in ("Ann ", "\uff21nn", "bob", " BOB", "b  o b"):
+            try:
+                decide(store, clock, run.id, actor, approvals.Decision.APPROVED)
+            except ApprovalDenied as exc:
+                denied.append(str(exc))
+
+    clock.on_sleep += [round_one, lambda: decide(store, clock, run.id, "CID", approvals.Decision.APPROVED)]
+    final = ex.drive(run.id, pipeline)
+    assert final.state is RunState.SUCCEEDED
+    assert "may not approve" in denied[0] and "may not approve" in denied[1]  # "Ann ", fullwidth "Ａnn"
+    assert "already approved" in denied[2]  # " BOB" after "bob"
+    assert denied[3].startswith("b  o b may not approve prod runs")
+    with store.transaction() as conn:
+        assert store.steps(conn, run.id)[1].output == {"approved_by": ["bob", "CID"]}
+
+
 def test_rejection_aborts_the_run_and_rolls_it_back(store: StateStore) -> None:
     clock = PollingClock()
     pipeline = demo.build({"approval": True})

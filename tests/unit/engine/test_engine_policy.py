@@ -228,3 +228,11 @@ def test_the_policy_file_is_the_projects_not_whatever_the_current_directory_hold
     monkeypatch.chdir(stray)
     monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(project / "mangaassist.toml"))
     assert default_policy_path() == (project / "policy.yaml").resolve()
+
+
+def test_more_approvals_than_distinct_approvers_is_refused_with_its_line() -> None:
+    text = "version: 1\nenvironments:\n  prod:\n    approvals: 2\n    approvers: [alice, ' Alice']\n"
+    with pytest.raises(
+        PolicyError, match=r"p\.yaml:4: environments\.prod\.approvals: 2 approvals required but only 1"
+    ):
+        parse_policy(text, "p.yaml")

@@ -16,6 +16,7 @@ Every decision is audited with who, when and the comment, in the same transactio
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -81,6 +82,13 @@ def records(conn: Connection, run_id: str) -> list[ApprovalRecord]:
     ]
 
 
+def identity(name: str) -> str:
+    """Who a name means, for every comparison of people (requester, approvers, the allowed list):
+    Unicode NFKC, case-folded, inner whitespace collapsed, trimmed. "Alice ", "ALICE" and "alice" are
+    one person; the name is recorded as it was given."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
 def status(
     conn: Connection, run: RunRecord, step: str, waiting_since: datetime, now: datetime
 ) -> ApprovalStatus:
@@ -88,7 +96,11 @@ def status(
     timeout = float(run.policy.get("approval_timeout_s", 86400.0))
     mine = [r for r in records(conn, run.id) if r.step == step]
     rejected = next((r for r in mine if r.decision is Decision.REJECTED), None)
-    approvers = tuple(dict.fromkeys(r.actor for r in mine if r.decision is Decision.APPROVED))
+    people: dict[str, str] = {}
+    for r in mine:
+        if r.decision is Decision.APPROVED:
+            people.setdefault(identity(r.actor), r.actor)
+    approvers = tuple(people.values())
     deadline = waiting_since + timedelta(seconds=timeout)
     return ApprovalStatus(
         needed=needed,
@@ -137,17 +149,18 @@ def decide(
         )
     allowed = tuple(run.policy.get("approvers") or ())
     env = run.environment
-    if allowed and actor not in allowed:
+    who = identity(actor)
+    if allowed and who not in {identity(a) for a in allowed}:
         raise ApprovalDenied(
             f"{actor} may not {_verb(decision)} {env} runs (approvers: {', '.join(allowed)})"
         )
     if decision is Decision.APPROVED:
-        if actor == run.requester and not run.policy.get("self_approval", True):
+        if who == identity(run.requester) and not run.policy.get("self_approval", True):
             raise ApprovalDenied(
                 f"{actor} started run {run.id} and may not approve it in {env} "
                 f"(policy: self_approval is false); ask someone else"
             )
-        previous = [r for r in records(conn, run.id) if r.step == step and r.actor == actor]
+        previous = [r for r in records(conn, run.id) if r.step == step and identity(r.actor) == who]
         if any(r.decision is Decision.APPROVED for r in previous):
             raise ApprovalDenied(
                 f"{actor} already approved run {run.id}; approvals must come from different people"

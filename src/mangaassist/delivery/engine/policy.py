@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.engine.approvals import identity
 from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
 from mangaassist.platform.settings import find_config
 
@@ -535,6 +536,15 @@ class _Parser:
                     self.freeze(item, env, name, f"{at}[{i}]")
                     for i, item in enumerate(self.seq(value, env, name, at))
                 )
+        people = {identity(a) for a in out.get("approvers", ())}
+        if people and out.get("approvals", 0) > len(people):
+            raise self.fail(
+                env,
+                "approvals",
+                f"{where}.approvals",
+                f"{out['approvals']} approvals required but only {len(people)} distinct approver(s) listed "
+                f"({', '.join(out['approvers'])}): no run could ever be approved",
+            )
         return out
 
     def seq(self, value: Any, parent: _Map, key: str, where: str) -> list[Any]:

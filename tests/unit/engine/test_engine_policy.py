@@ -83,7 +83,6 @@ environments:
     # 2025-12-30 15:30 UTC is already 2025-12-31 00:30 in Tokyo
     assert "prod.freeze.tokyo-new-year" in [b.rule for b in prod.blocks(at("2025-12-30T15:30+00:00"))]
     assert prod.rules() == [
-        "prod.approvals",
         "prod.destructive",
         "prod.alerts",
         "prod.windows",
@@ -236,3 +235,14 @@ def test_more_approvals_than_distinct_approvers_is_refused_with_its_line() -> No
         PolicyError, match=r"p\.yaml:4: environments\.prod\.approvals: 2 approvals required but only 1"
     ):
         parse_policy(text, "p.yaml")
+
+
+def test_approvals_can_be_overridden_only_where_the_policy_says_so() -> None:
+    strict = parse_policy("environments:\n  prod:\n    approvals: 1\n", "p.yaml").for_run("prod", "CD-01")
+    with pytest.raises(UnknownRule, match="--override prod.approvals: no such rule for this run"):
+        strict.check_overrides({"prod.approvals": "in a hurry"})
+    text = "environments:\n  prod:\n    approvals: 1\n    approval_overrides: true\n"
+    lenient = parse_policy(text, "p.yaml").for_run("prod", "CD-01")
+    lenient.check_overrides({"prod.approvals": "the approver is on leave; audited"})
+    assert lenient.rules()[0] == "prod.approvals"
+    assert default_policy().for_run("prod", "CD-01").approval_overrides is False

@@ -12,6 +12,8 @@ Per environment, optionally refined per pipeline (``pipelines: {CD-03: {prod: {.
 - ``rollback``: ``automatic`` (a failed run runs its rollback) or ``manual`` (left to an operator);
 - ``max_canary_weight_before_approval``: the highest canary weight (%) a pipeline may shift to
   before it must pass an approval step;
+- ``approval_overrides``: whether a run may skip its approvals with ``--override ENV.approvals
+  --reason TEXT`` (false unless set: four-eyes is not something the requester alone can waive);
 - ``gate_overrides``: whether a run may pass a failed quality gate of its pipeline (CD-03's offline
   model gate) with ``--override ENV.gates --reason TEXT``; without it there is no such rule to name;
 - ``windows``: if any, deploys only inside one of them (``days``, ``from``, ``to``, ``timezone``);
@@ -19,7 +21,8 @@ Per environment, optionally refined per pipeline (``pipelines: {CD-03: {prod: {.
   (``from: "2025-12-24 00:00"``); every time is read in its ``timezone`` (IANA name) or the file's.
 
 Each window set and freeze is a rule with an id (``prod.windows``, ``prod.freeze.weekend``,
-``prod.approvals``, and ``dev.gates`` where ``gate_overrides`` is true) that a blocked run names and
+``prod.approvals`` where ``approval_overrides`` is true, and ``dev.gates`` where ``gate_overrides``
+is true) that a blocked run names and
 that ``--override RULE --reason TEXT`` lets pass.
 Deciding only: this module returns data (``Block``, ``EnvironmentPolicy``); ``runs`` acts on it.
 """
@@ -83,6 +86,7 @@ _ENV_FIELDS = {
     "rollback",
     "max_canary_weight_before_approval",
     "gate_overrides",
+    "approval_overrides",
     "windows",
     "freezes",
 }
@@ -223,6 +227,9 @@ class EnvironmentPolicy:
     max_canary_weight_before_approval: int = 100
     gate_overrides: bool = False
     """Whether ``ENV.gates`` is a rule ``--override`` may name (a failed pipeline gate let through)."""
+    approval_overrides: bool = False
+    """Whether ``ENV.approvals`` is a rule ``--override`` may name (a run that skips its approvals):
+    never unless the policy says so for the environment."""
     windows: tuple[Window, ...] = ()
     freezes: tuple[Freeze, ...] = ()
     source: str = DEFAULT_POLICY_NAME
@@ -247,7 +254,9 @@ class EnvironmentPolicy:
 
     def rules(self) -> list[str]:
         """Every rule id that ``--override`` may name for this run."""
-        names = [self.approvals_rule, self.destructive_rule, self.alerts_rule]
+        names = [self.destructive_rule, self.alerts_rule]
+        if self.approval_overrides:
+            names.insert(0, self.approvals_rule)
         if self.gate_overrides:
             names.append(self.gates_rule)
         if self.windows:
@@ -319,6 +328,7 @@ class EnvironmentPolicy:
             "rollback": self.rollback,
             "max_canary_weight_before_approval": self.max_canary_weight_before_approval,
             "gate_overrides": self.gate_overrides,
+            "approval_overrides": self.approval_overrides,
             "windows": [w.describe() for w in self.windows],
             "freezes": [f"{f.name}: {f.describe()}" for f in self.freezes],
             "window_specs": [w.as_spec() for w in self.windows],
@@ -342,6 +352,7 @@ class EnvironmentPolicy:
             rollback="manual" if snapshot.get("rollback") == "manual" else "automatic",
             max_canary_weight_before_approval=int(snapshot.get("max_canary_weight_before_approval", 100)),
             gate_overrides=bool(snapshot.get("gate_overrides", False)),
+            approval_overrides=bool(snapshot.get("approval_overrides", False)),
             windows=tuple(Window.from_spec(w) for w in snapshot.get("window_specs") or ()),
             freezes=tuple(Freeze.from_spec(f) for f in snapshot.get("freeze_specs") or ()),
             source=str(snapshot.get("source", DEFAULT_POLICY_NAME)),
@@ -516,7 +527,7 @@ class _Parser:
                 if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                     raise self.fail(env, name, at, "expected a list of names (empty: anyone may approve)")
                 out[name] = tuple(value)
-            elif name in ("self_approval", "gate_overrides"):
+            elif name in ("self_approval", "gate_overrides", "approval_overrides"):
                 if not isinstance(value, bool):
                     raise self.fail(env, name, at, f"expected true or false, got {value!r}")
                 out[name] = value

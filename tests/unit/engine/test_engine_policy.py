@@ -246,3 +246,16 @@ def test_approvals_can_be_overridden_only_where_the_policy_says_so() -> None:
     lenient.check_overrides({"prod.approvals": "the approver is on leave; audited"})
     assert lenient.rules()[0] == "prod.approvals"
     assert default_policy().for_run("prod", "CD-01").approval_overrides is False
+
+
+def test_a_new_state_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from mangaassist.delivery.engine.state import StateStore
+
+    path = tmp_path / "deep" / "state.sqlite3"
+    store = StateStore(f"sqlite:///{path}")
+    with store.transaction() as conn:
+        assert store.runs(conn, datetime.now(UTC)) == []
+    store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_mode & 0o077 == 0

@@ -221,6 +221,9 @@ class StateStore:
         if database and database != ":memory:":
             try:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                # runs, approvals and the audit log: readable by their owner only (0600), made so
+                # before SQLite opens it (its -wal and -shm files take the same mode)
+                Path(database).touch(mode=0o600, exist_ok=True)
             except OSError as exc:
                 raise StateStoreError(f"cannot open the state database {self.display_url}: {exc}") from None
         engine = sa.create_engine(self.url, connect_args={"timeout": 30.0})

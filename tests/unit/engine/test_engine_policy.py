@@ -239,7 +239,7 @@ def test_more_approvals_than_distinct_approvers_is_refused_with_its_line() -> No
 
 def test_approvals_can_be_overridden_only_where_the_policy_says_so() -> None:
     strict = parse_policy("environments:\n  prod:\n    approvals: 1\n", "p.yaml").for_run("prod", "CD-01")
-    with pytest.raises(UnknownRule, match="--override prod.approvals: no such rule for this run"):
+    with pytest.raises(UnknownRule, match=r"--override prod\.approvals: no such rule for this run"):
         strict.check_overrides({"prod.approvals": "in a hurry"})
     text = "environments:\n  prod:\n    approvals: 1\n    approval_overrides: true\n"
     lenient = parse_policy(text, "p.yaml").for_run("prod", "CD-01")

@@ -195,7 +195,10 @@ def backfill(
     """Run every unfinished segment of ``progress`` to its end (or until ``stop``), in parallel;
     ``save`` is called with a segment's progress after each page (from that segment's thread)."""
     stop = stop or threading.Event()
-    bucket = TokenBucket(rate)
+    # a burst of a page: the tokens that accrue while a segment waits for its next page are spent on
+    # that page, so slow scan calls do not drag the rate below what was asked (the average still
+    # cannot exceed ``rate``)
+    bucket = TokenBucket(rate, burst=max(1.0, rate / 10, float(page)))
     total = len(progress)
     started = time.monotonic()
     scanned = [0]

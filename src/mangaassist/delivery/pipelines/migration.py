@@ -26,7 +26,9 @@ for a migration that is live but not contracted.
 
 Params: ``environment``, ``migration`` (id), ``digest`` (the file's, at the start), ``rate``,
 ``segments``, ``page`` (override the file's backfill settings), ``bake_s``, ``propagation_s``
-(default: two of the workers' config polls and a second), ``config_url``, ``service`` (whose page
+(default: two config polls and a second, the poll read from ``MANGAASSIST_CONFIG_POLL`` in the
+process running the migration: give it the workers' value, or pass ``propagation_s``; the wait is for
+liveness only, verify catches a worker that wrote without the rule), ``config_url``, ``service`` (whose page
 alerts the bake watches: ``chatbot``), ``root``, ``dir`` (another migrations directory).
 
 ``CD-07-contract`` (``migrate contract ID``): once the environment's rollback window has passed

@@ -65,6 +65,11 @@ class ServiceSettings:
     ``router_port``: the router's fixed loopback port (0 picks a free one, for tests).
     ``source``: the tree ``up`` packs into the first revision (None: deploy revisions by hand).
     ``shadow_timeout_s``: how long a mirrored request may take before it counts as timed out.
+    The router's limits (docs/platform.md, "The router"): ``connect_timeout_s`` (a connection to a
+    worker), ``response_timeout_s`` (from the request sent to the response headers; also bounds
+    the supervisor's ``/healthz`` probe, at least 1 s and at most 5 s), ``idle_read_timeout_s``
+    (silence between two chunks of a response body once its headers went out) and
+    ``max_body_bytes`` (a request body; more is answered 413 without contacting a worker).
     ``links``: environment variable -> name of another service of the environment; its workers get
     the variable set to that service's router URL (a revision's own env may override it).
     """
@@ -78,6 +83,10 @@ class ServiceSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 180.0
     shadow_timeout_s: float = 10.0
+    connect_timeout_s: float = 2.0
+    response_timeout_s: float = 60.0
+    idle_read_timeout_s: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
     links: Mapping[str, str] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
     """Variables of the control plane's own environment its workers also get, by name (a
@@ -185,6 +194,34 @@ def _int(table: Mapping[str, Any], key: str, where: str, default: int | None = N
     return value
 
 
+MAX_TIMEOUT_S = 3600.0
+MAX_BODY_LIMIT = 1 << 30
+"""The largest ``max_body_bytes`` accepted: the router holds a request body in memory."""
+
+
+def _seconds(table: Mapping[str, Any], key: str, where: str, default: float) -> float:
+    value = table.get(key, default)
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= MAX_TIMEOUT_S  # also refuses nan
+    ):
+        raise ConfigError(
+            f"{where}.{key}: expected seconds, more than 0 and at most {MAX_TIMEOUT_S:g}, got {value!r}"
+        )
+    return float(value)
+
+
+def _body_limit(table: Mapping[str, Any], key: str, where: str, default: int) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_BODY_LIMIT:
+        raise ConfigError(
+            f"{where}.{key}: expected a number of bytes from 1 to {MAX_BODY_LIMIT} "
+            f"(the router holds a request body in memory), got {value!r}"
+        )
+    return value
+
+
 def load_settings(
     environment: str | None = None, path: Path | None = None, home: Path | None = None
 ) -> PlatformSettings:
@@ -222,6 +259,10 @@ def load_settings(
             env={str(k): str(v) for k, v in svc.get("env", {}).items()},
             ready_timeout_s=float(svc.get("ready_timeout_s", 180.0)),
             shadow_timeout_s=float(svc.get("shadow_timeout_s", 10.0)),
+            connect_timeout_s=_seconds(svc, "connect_timeout_s", w, ServiceSettings.connect_timeout_s),
+            response_timeout_s=_seconds(svc, "response_timeout_s", w, ServiceSettings.response_timeout_s),
+            idle_read_timeout_s=_seconds(svc, "idle_read_timeout_s", w, ServiceSettings.idle_read_timeout_s),
+            max_body_bytes=_body_limit(svc, "max_body_bytes", w, ServiceSettings.max_body_bytes),
             links={str(k): str(v) for k, v in svc.get("links", {}).items()},
             compute=str(svc["compute"]) if "compute" in svc else None,
             pass_env=_names(svc, "pass_env", w),

@@ -50,7 +50,7 @@ from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
 from mangaassist.platform.local.config_server import STATE_FILE as CONFIG_STATE_FILE
 from mangaassist.platform.local.monitoring import LocalMonitoring
 from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
-from mangaassist.platform.local.supervisor import RevisionSupervisor
+from mangaassist.platform.local.supervisor import RevisionSupervisor, health_timeout
 from mangaassist.platform.local.upstream import UpstreamPool
 from mangaassist.platform.settings import PlatformSettings, ServiceSettings, load_settings
 
@@ -144,7 +144,14 @@ class ServiceRuntime:
         self.settings = settings
         self.plane = plane
         self.name = settings.name
-        self.router = Router(settings.name, shadow_timeout_s=settings.shadow_timeout_s)
+        self.router = Router(
+            settings.name,
+            shadow_timeout_s=settings.shadow_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            response_timeout_s=settings.response_timeout_s,
+            idle_read_timeout_s=settings.idle_read_timeout_s,
+            max_body_bytes=settings.max_body_bytes,
+        )
         self.revisions: dict[str, RevisionRuntime] = {}
         self.weights: dict[str, float] = {}
         self.shadow: Shadow | None = None
@@ -284,6 +291,8 @@ class ServiceRuntime:
             on_pids=self.plane.write_pids,
             ready_timeout_s=min(timeout_s, self.settings.ready_timeout_s),
             revision=revision.name,
+            health_timeout_s=health_timeout(self.settings.response_timeout_s),
+            health_interval_s=health_timeout(self.settings.response_timeout_s),
         )
         self.revisions[revision.name] = RevisionRuntime(revision, sup)
         if not self.weights:
@@ -599,9 +608,7 @@ class ControlApi:
                     key, _, value = item.partition("=")
                     if key == "cursor" and value.isdigit():
                         cursor = int(value)
-                snapshot = svc.router.stats.snapshot(cursor)
-                snapshot["routing"] = svc.router.describe()
-                return snapshot
+                return svc.router.snapshot(cursor)
             if method == "GET" and op == ["status"]:
                 return svc.status()
         raise NotFoundError(f"no control endpoint {method} {path}")

@@ -12,6 +12,18 @@ immutable ``RoutingTable``: each request reads the table once, so a weight chang
 never drops a request in flight. ``GET /_router/stats`` (JSON, ``?cursor=N``) and
 ``GET /_router/metrics`` (Prometheus) are read-only; changes go through the control API only.
 
+Limits (per service in ``mangaassist.toml``, docs/platform.md): a request body is read into a list
+of chunks joined once, and one over ``max_body_bytes`` (or announcing more in ``Content-Length``)
+is answered 413 before any worker is contacted. A worker that takes longer than
+``connect_timeout_s`` to accept a connection or ``response_timeout_s`` to send its response
+headers is answered 504 (a refused or reset connection 502); once the headers went out, a body
+that goes silent for ``idle_read_timeout_s`` cannot change the status any more: the client's
+connection is closed. Each of those is counted by revision (``limits``: ``connect_timeout``,
+``response_timeout``, ``idle_timeout``, ``body_too_large``), a timeout also as a failed request
+(``error`` ``timeout``, or ``timeout_midstream`` after the headers). A refused connection is tried
+once on another worker of the revision (nothing was sent); what ``upstream`` retries is in its
+docstring.
+
 Traces (``platform.tracing``): every proxied request gets a span ``router <service>`` (SERVER;
 method, path, the revision chosen, status, pinned, mirrored), a child of the client's ``traceparent``
 or the root of a new trace. The worker gets that span as its ``traceparent`` (any incoming one is
@@ -29,6 +41,7 @@ import bisect
 import collections
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -38,10 +51,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import Message, Receive, Scope, Send
 
 from mangaassist.platform import tracing
-from mangaassist.platform.local.stats import RouterCollector, RouterStats, ShadowCounters
+from mangaassist.platform.local.stats import RevisionCounters, RouterCollector, RouterStats, ShadowCounters
 from mangaassist.platform.local.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 _HOP_BY_HOP = frozenset(
@@ -64,7 +79,11 @@ _NOT_FORWARDED_NEW_TRACE = _NOT_FORWARDED | {b"tracestate"}
 _TRACE_ID = tracing.TRACE_ID_HEADER_BYTES
 ROUTER_SERVICE_NAME = "mangaassist-router"
 _SHADOW_MAX_IN_FLIGHT = 64
-_MAX_BODY = 8 << 20
+_REVISION = b"x-mangaassist-revision"
+_CONTENT_LENGTH = b"content-length"
+LIMITS = ("connect_timeout", "response_timeout", "idle_timeout", "body_too_large")
+"""What the router counts by revision when a limit cut a request short (``Router.limits``)."""
+log = logging.getLogger("mangaassist.platform")
 
 
 @dataclass(frozen=True)
@@ -170,23 +189,29 @@ class StickySessions:
 
 def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """Session id and pinned revision of a request."""
-    session, pin, _ = _request_keys(headers)
+    session, pin, _, _ = _request_keys(headers)
     return session, pin
 
 
-def _request_keys(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, bytes | None]:
-    """Session id, pinned revision and ``traceparent`` (``b""`` when sent more than once: invalid)."""
+def _request_keys(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, bytes | None, bytes | None]:
+    """Session id, pinned revision, ``traceparent`` (``b""`` when sent more than once: invalid)
+    and ``Content-Length`` (as sent)."""
     session = cookie = pin = None
     traceparent: bytes | None = None
+    length: bytes | None = None
     for name, value in headers:
         if name == b"x-session-id":
             session = value.decode("latin-1")
-        elif name == b"x-mangaassist-revision":
+        elif name == _REVISION:
             pin = value.decode("latin-1")
         elif name == b"cookie":
             cookie = value.decode("latin-1")
         elif name == b"traceparent":
             traceparent = value if traceparent is None else b""
+        elif name == _CONTENT_LENGTH:
+            length = value
     if session is None and cookie is not None and "ma_session" in cookie:
         try:
             morsel = SimpleCookie(cookie).get("ma_session")
@@ -194,10 +219,18 @@ def _request_keys(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str |
             morsel = None
         if morsel is not None and morsel.value:
             session = morsel.value
-    return session, pin, traceparent
+    return session, pin, traceparent, length
 
 
-async def _reply(send: Send, status: int, body: dict[str, Any], trace_id: bytes | None = None) -> None:
+async def _reply(
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    trace_id: bytes | None = None,
+    revision: str | None = None,
+) -> None:
+    """An answer of the router's own (``X-MangaAssist-Router-Error: 1``); ``revision``: the one the
+    request was for (header ``X-MangaAssist-Revision``, as a worker's answer carries it)."""
     data = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -206,6 +239,8 @@ async def _reply(send: Send, status: int, body: dict[str, Any], trace_id: bytes 
     ]
     if trace_id is not None:
         headers.append((_TRACE_ID, trace_id))
+    if revision is not None:
+        headers.append((_REVISION, revision.encode("latin-1", "replace")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 
@@ -239,21 +274,54 @@ def _text_of(body: bytes) -> str | None:
     return text if isinstance(text, str) else None
 
 
+class LimitsCollector(Collector):
+    """Prometheus view of ``Router.limits``: ``mangaassist_router_limits_total``."""
+
+    def __init__(self, service: str, limits: Mapping[str, collections.Counter[str]]) -> None:
+        self.service = service
+        self.limits = limits
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily(
+            "mangaassist_router_limits",
+            "Requests a router limit cut short, by revision: connect_timeout and response_timeout "
+            "(answered 504), idle_timeout (connection closed mid-body), body_too_large (answered 413)",
+            labels=["service", "revision", "limit"],
+        )
+        for revision, counts in self.limits.items():
+            for limit in LIMITS:
+                family.add_metric([self.service, revision, limit], counts[limit])
+        yield family
+
+
 class Router:
     """The ASGI app of one service's router. See the module docstring."""
 
     def __init__(
-        self, service: str, *, shadow_timeout_s: float = 10.0, upstream_timeout_s: float = 60.0
+        self,
+        service: str,
+        *,
+        shadow_timeout_s: float = 10.0,
+        connect_timeout_s: float = 2.0,
+        response_timeout_s: float = 60.0,
+        idle_read_timeout_s: float = 30.0,
+        max_body_bytes: int = 10 * 1024 * 1024,
     ) -> None:
         self.service = service
         self.table = RoutingTable.build(0, {}, {})
         self.sticky = StickySessions()
         self.stats = RouterStats(service)
         self.shadow_timeout_s = shadow_timeout_s
-        self.upstream_timeout_s = upstream_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.response_timeout_s = response_timeout_s
+        self.idle_read_timeout_s = idle_read_timeout_s
+        self.max_body_bytes = max_body_bytes
+        self.limits: dict[str, collections.Counter[str]] = {}
+        """Revision -> how often each of ``LIMITS`` cut one of its requests short."""
         self.rng = random.Random()
         self.registry = CollectorRegistry()
         self.registry.register(RouterCollector(self.stats))
+        self.registry.register(LimitsCollector(service, self.limits))
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         tracing.setup_tracing(ROUTER_SERVICE_NAME, None)  # once per process (the control plane)
         self.tracer = tracing.FastTracer(tracing.current_tracing(), "mangaassist.platform.local.router")
@@ -267,6 +335,68 @@ class Router:
     def in_flight(self, revision: str) -> int:
         c = self.stats.revisions.get(revision)
         return c.in_flight if c else 0
+
+    def count_limit(self, revision: str, limit: str) -> None:
+        counts = self.limits.get(revision)
+        if counts is None:
+            counts = self.limits[revision] = collections.Counter()
+        counts[limit] += 1
+
+    def snapshot(self, cursor: int | None = None) -> dict[str, Any]:
+        """``RouterStats.snapshot`` with each revision's ``limits`` and the current ``routing``."""
+        snapshot = self.stats.snapshot(cursor)
+        revisions: dict[str, Any] = snapshot["revisions"]
+        for name in revisions.keys() | self.limits.keys():
+            counts = self.limits.get(name, collections.Counter())
+            entry = revisions.setdefault(name, RevisionCounters().as_dict())
+            entry["limits"] = {limit: counts[limit] for limit in LIMITS}
+        snapshot["routing"] = self.describe()
+        return snapshot
+
+    def _target(
+        self, table: RoutingTable, session: str | None, pin: str | None, assign: bool
+    ) -> RouteTarget | None:
+        """The revision for a request: the pinned one (None if it does not live), the session's, or a
+        draw by weight. ``assign``: a drawn revision becomes the session's (and is counted)."""
+        if pin is not None:
+            return table.targets.get(pin)
+        if session is None:
+            return table.draw(self.rng)
+        name = self.sticky.get(session)
+        target = table.targets.get(name) if name is not None else None
+        if target is None:
+            target = table.draw(self.rng)
+            if target is not None and assign:
+                if name is not None:
+                    self.stats.revision(name).sessions_moved_out += 1
+                self.stats.revision(target.name).sessions_started += 1
+                self.sticky.set(session, target.name)
+        return target
+
+    async def _too_large(
+        self,
+        send: Send,
+        scope: Scope,
+        span: tracing.FastSpan,
+        session: str | None,
+        pin: str | None,
+        announced: int | None,
+    ) -> None:
+        """Answer 413 (no worker contacted), counted against the revision it would have gone to."""
+        target = self._target(self.table, session, pin, assign=False)
+        if target is not None:
+            self.count_limit(target.name, "body_too_large")
+        else:
+            self.stats.unrouted["body_too_large"] += 1
+        size = f" of {announced} bytes (Content-Length)" if announced is not None else ""
+        await _reply(
+            send,
+            413,
+            {"error": f"request body{size} over max_body_bytes ({self.max_body_bytes})"},
+            span.trace_hex,
+            target.name if target is not None else None,
+        )
+        self._end_span(span, scope, None, 413, "too_large", pin is not None, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -285,11 +415,16 @@ class Router:
             return
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        session, pin, traceparent = _request_keys(headers)
+        session, pin, traceparent, length = _request_keys(headers)
         span, continued = self.tracer.start(traceparent, self._span_name)
         trace_id = span.trace_hex
 
-        body = b""
+        limit = self.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:  # before reading any
+            await self._too_large(send, scope, span, session, pin, int(length))
+            return
+        parts: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
@@ -297,34 +432,21 @@ class Router:
                 return
             chunk = message.get("body", b"")
             if chunk:
-                body = body + chunk if body else chunk
-                if len(body) > _MAX_BODY:
-                    await _reply(send, 413, {"error": f"request body over {_MAX_BODY} bytes"}, trace_id)
-                    self._end_span(span, scope, None, 413, "too_large", pin is not None, False)
+                size += len(chunk)
+                if size > limit:
+                    await self._too_large(send, scope, span, session, pin, None)
                     return
+                parts.append(chunk)
             more = message.get("more_body", False)
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
 
         table = self.table  # one snapshot per request: this is what makes changes atomic
-        target: RouteTarget | None
-        if pin is not None:
-            target = table.targets.get(pin)
-            if target is None:
-                self.stats.unrouted["unknown_revision"] += 1
-                await _reply(send, 404, {"error": f"no live revision {pin!r} of {self.service}"}, trace_id)
-                self._end_span(span, scope, pin, 404, "unknown_revision", True, False)
-                return
-        elif session is not None:
-            name = self.sticky.get(session)
-            target = table.targets.get(name) if name is not None else None
-            if target is None:
-                target = table.draw(self.rng)
-                if target is not None:
-                    if name is not None:
-                        self.stats.revision(name).sessions_moved_out += 1
-                    self.stats.revision(target.name).sessions_started += 1
-                    self.sticky.set(session, target.name)
-        else:
-            target = table.draw(self.rng)
+        target = self._target(table, session, pin, assign=True)
+        if pin is not None and target is None:
+            self.stats.unrouted["unknown_revision"] += 1
+            await _reply(send, 404, {"error": f"no live revision {pin!r} of {self.service}"}, trace_id)
+            self._end_span(span, scope, pin, 404, "unknown_revision", True, False)
+            return
         if target is None:
             self.stats.unrouted["no_revision"] += 1
             await _reply(send, 503, {"error": f"no revision of {self.service} is ready"}, trace_id)
@@ -361,9 +483,6 @@ class Router:
                 target, method, target_bytes, forwarded, body, send, started, session, pin is not None,
                 path, intent_future, trace_id,
             )  # fmt: skip
-        except UpstreamError as exc:
-            error = f"{exc.kind}_midstream"
-            raise
         finally:
             counters.in_flight -= 1
             if intent_future is not None and not intent_future.done():
@@ -413,7 +532,11 @@ class Router:
         intent_future: asyncio.Future[str | None] | None,
         trace_id: bytes,
     ) -> tuple[int, str | None]:
-        """Send the request to a worker of ``target`` and its answer to the client: (status, error)."""
+        """Send the request to a worker of ``target`` and its answer to the client: (status, error).
+
+        A worker that refuses the connection (nothing sent) is replaced by the revision's next one,
+        once. After the response headers went out, a worker error (reset, idle timeout) closes the
+        client's connection: it is recorded as ``<kind>_midstream`` and returned, not raised."""
         stats = self.stats
         pool = target.pick()
         if pool is None:
@@ -427,10 +550,25 @@ class Router:
                 pinned,
                 session,
             )
-            await _reply(send, 503, {"error": f"revision {target.name} has no ready worker"}, trace_id)
+            await _reply(
+                send, 503, {"error": f"revision {target.name} has no ready worker"}, trace_id, target.name
+            )
             return 503, "unavailable"
         try:
-            response = await pool.request(method, target_bytes, headers, body, self.upstream_timeout_s)
+            try:
+                response = await pool.request(
+                    method, target_bytes, headers, body, self.response_timeout_s,
+                    connect_timeout_s=self.connect_timeout_s, idle_timeout_s=self.idle_read_timeout_s,
+                )  # fmt: skip
+            except UpstreamError as exc:
+                pools = target.pools
+                if exc.kind != "connect" or len(pools) < 2 or pool not in pools:
+                    raise
+                other = pools[(pools.index(pool) + 1) % len(pools)]
+                response = await other.request(
+                    method, target_bytes, headers, body, self.response_timeout_s,
+                    connect_timeout_s=self.connect_timeout_s, idle_timeout_s=self.idle_read_timeout_s,
+                )  # fmt: skip
         except UpstreamError as exc:
             stats.record(
                 target.name,
@@ -442,8 +580,15 @@ class Router:
                 pinned,
                 session,
             )
-            status = 504 if exc.kind == "timeout" else 502
-            await _reply(send, status, {"error": f"revision {target.name}: {exc}"}, trace_id)
+            answer: dict[str, Any] = {"error": f"revision {target.name}: {exc}", "revision": target.name}
+            if exc.kind == "timeout":
+                status = 504
+                phase = exc.phase or "response"
+                answer["timeout"] = f"{phase}_timeout_s"  # which limit: the setting's name
+                self.count_limit(target.name, f"{phase}_timeout")
+            else:
+                status = 502
+            await _reply(send, status, answer, trace_id, target.name)
             return status, exc.kind
         fallback = guardrail = False
         out_headers: list[tuple[bytes, bytes]] = []
@@ -469,8 +614,16 @@ class Router:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UpstreamError as exc:
+            # the status went out already: all that is left is to close the client's connection,
+            # which the server does when the app returns before the response is complete
             error = f"{exc.kind}_midstream"
-            raise
+            if exc.kind == "timeout":
+                self.count_limit(target.name, "idle_timeout")
+            log.warning(
+                "router %s: revision %s broke its answer after the headers (%s): client connection closed",
+                self.service, target.name, exc,
+            )  # fmt: skip
+            return response.status, error
         except BaseException:
             error = "client_gone"
             response.abandon()
@@ -550,7 +703,10 @@ class Router:
         error: str | None = None
         try:
             async with asyncio.timeout(self.shadow_timeout_s):
-                response = await pool.request(method, target_bytes, headers, body, self.shadow_timeout_s)
+                response = await pool.request(
+                    method, target_bytes, headers, body, self.shadow_timeout_s,
+                    connect_timeout_s=self.connect_timeout_s,
+                )  # fmt: skip
                 data = await response.read(1 << 20)
             counters.statuses[response.status] += 1
             counters.latency.observe((time.perf_counter() - started) * 1000)
@@ -601,9 +757,7 @@ class Router:
                 key, _, value = part.partition("=")
                 if key == "cursor" and value.lstrip("-").isdigit():
                     cursor = int(value)
-            snapshot = self.stats.snapshot(cursor)
-            snapshot["routing"] = self.describe()
-            data = json.dumps(snapshot).encode()
+            data = json.dumps(self.snapshot(cursor)).encode()
             content_type = b"application/json"
         else:
             await _reply(send, 404, {"error": f"no such router endpoint {path}"})

@@ -10,6 +10,13 @@ a reason other than loading, or answering as another revision or process) is FAI
 reason. Every state change calls ``on_change`` so the control
 plane can publish a new routing table (a worker that is not READY gets no traffic).
 
+Liveness: a READY worker's ``/healthz`` is asked every ``health_interval_s``. Any HTTP answer will
+do; a worker that gives none within ``health_timeout_s`` ``health_failures`` (3) times in a row
+(asked again at once after a miss) while its process runs is hung (it may still accept
+connections: the kernel does that): it is logged, killed (SIGTERM, SIGKILL after 1 s) and
+restarted like a crashed one, its reason saying so. The control plane sets timeout and interval to
+the service's ``response_timeout_s`` within [1, 5] s (``health_timeout``).
+
 Ports: the supervisor binds each worker's listening socket itself (``127.0.0.1``, a port the
 kernel picks), passes it to the child (``pass_fds``) and closes its own copy once the child runs;
 a restart gets a new socket. No other process can take the port between choosing it and serving
@@ -52,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -66,6 +74,8 @@ import httpx
 from mangaassist.platform.compute import RevisionHealth, WorkerState, WorkerStatus
 from mangaassist.platform.ports import listening_socket
 
+log = logging.getLogger("mangaassist.platform")
+
 BACKOFF_START_S = 0.25
 BACKOFF_MAX_S = 5.0
 STABLE_AFTER_S = 30.0  # a worker ready this long before it crashes starts a new crash streak
@@ -73,6 +83,18 @@ STABLE_AFTER_S = 30.0  # a worker ready this long before it crashes starts a new
 REVISION_HEADER = "x-mangaassist-revision"  # stamped on every response by a worker
 PID_HEADER = "x-mangaassist-pid"  # stamped on /readyz answers by workers of this version on
 NO_ANSWER = "no answer on /readyz yet"
+HEALTH_FAILURES = 3
+"""Probes of ``/healthz`` in a row without an answer after which a ready worker counts as hung."""
+HEALTH_TIMEOUT_MIN_S = 1.0
+HEALTH_TIMEOUT_MAX_S = 5.0
+
+
+def health_timeout(response_timeout_s: float) -> float:
+    """The liveness probe's timeout (and interval) for a service whose router waits
+    ``response_timeout_s`` for response headers: a worker that cannot answer ``/healthz`` within
+    that cannot answer a request either; kept within [1, 5] s."""
+    return min(HEALTH_TIMEOUT_MAX_S, max(HEALTH_TIMEOUT_MIN_S, response_timeout_s))
+
 
 WORKER_ENV_NAMES: frozenset[str] = frozenset(
     {
@@ -279,8 +301,10 @@ class Worker:
                 self._set(WorkerState.FAILED, problem)
                 return
             ready_at = time.monotonic()
+            hung: str | None = None
             if problem is None:
                 self._set(WorkerState.READY)
+                hung = await self._watch(proc)
                 code = await proc.wait()
             else:
                 code = proc.returncode if proc.returncode is not None else await proc.wait()
@@ -292,15 +316,51 @@ class Worker:
             self.crash_streak += 1
             self.restarts += 1
             if self.crash_streak >= self.sup.max_crashes:
-                self._set(
-                    WorkerState.FAILED,
-                    f"crashed {self.crash_streak} times in a row (last exit status {code})",
-                )
+                last = f"last: {hung}" if hung else f"last exit status {code}"
+                self._set(WorkerState.FAILED, f"crashed {self.crash_streak} times in a row ({last})")
                 return
-            self._set(WorkerState.RESTARTING, f"exited with status {code}; restarting in {backoff:g}s")
+            why = hung or f"exited with status {code}"
+            self._set(WorkerState.RESTARTING, f"{why}; restarting in {backoff:g}s")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         self._set(WorkerState.STOPPED)
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> str | None:
+        """Until the READY process exits, ask its ``/healthz`` (module docstring: liveness).
+
+        None when the process exited (or the worker is stopping); why, when it was hung and was
+        killed for it."""
+        sup = self.sup
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        misses = 0
+        async with httpx.AsyncClient(timeout=sup.health_timeout_s) as client:
+            while True:
+                if not misses:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.wait(), sup.health_interval_s)
+                if proc.returncode is not None or self.stopping:
+                    return None
+                try:
+                    await client.get(url)  # any answer: the process serves
+                    misses = 0
+                    continue
+                except httpx.HTTPError as exc:
+                    failure = type(exc).__name__
+                if proc.returncode is not None or self.stopping:
+                    return None
+                misses += 1
+                if misses < sup.health_failures:
+                    continue
+                reason = (
+                    f"hung: /healthz gave no answer within {sup.health_timeout_s:g}s "
+                    f"{misses} times in a row ({failure})"
+                )
+                log.warning(
+                    "worker %s-w%d (pid %s, port %d) is %s: killing it to restart it",
+                    sup.name, self.index, proc.pid, self.port, reason,
+                )  # fmt: skip
+                await self._terminate(timeout_s=1.0)
+                return reason
 
     async def _terminate(self, timeout_s: float = 10.0) -> None:
         proc = self.proc
@@ -342,6 +402,9 @@ class RevisionSupervisor:
         ready_timeout_s: float = 180.0,
         max_crashes: int = 5,
         revision: str | None = None,
+        health_timeout_s: float = HEALTH_TIMEOUT_MAX_S,
+        health_interval_s: float = HEALTH_TIMEOUT_MAX_S,
+        health_failures: int = HEALTH_FAILURES,
     ) -> None:
         self.name = name
         self.app = app
@@ -355,6 +418,9 @@ class RevisionSupervisor:
         self.on_pids = on_pids
         self.ready_timeout_s = ready_timeout_s
         self.max_crashes = max_crashes
+        self.health_timeout_s = health_timeout_s
+        self.health_interval_s = health_interval_s
+        self.health_failures = health_failures
         self.workers = [Worker(self, i) for i in range(replicas)]
         self.draining = False
         self.retired = False

@@ -23,6 +23,14 @@ Behaviour comes from environment variables (one value per revision):
 Other endpoints: ``GET /echo`` (tiny, for benchmarks), ``GET /stream?n=N&ms=M`` (chunked, N chunks
 M ms apart), ``GET /sse?n=N&ms=M`` (server-sent events), ``GET /sleep?ms=M``, ``POST /crash``.
 Request header ``X-Test-Flags: fallback,guardrail`` sets the quality headers on a chat answer.
+
+Misbehaviour for the router's drills (tests/integration/platform/test_router_drills.py):
+``GET /stall-body?s=S`` sends its headers and part of a chunked body, then nothing for S seconds
+(default 60) before it ends; ``GET /never?s=S`` answers nothing for S seconds (default 60; the
+process serves everything else); ``POST /hang?s=S`` blocks the whole process for S seconds (default
+3600): it still accepts connections (the kernel does) but answers nothing, ``/healthz`` included;
+with ``&backlog=0`` it first shrinks its listening socket's queue (the descriptor the supervisor's
+launcher got, ``argv[1]``) so that new connections are not even accepted.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import sys
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -152,6 +162,27 @@ def create_app() -> Any:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         elif path == "/crash":
             os._exit(9)
+        elif path == "/stall-body":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), rev_header],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"the first part, then ", "more_body": True})
+            await asyncio.sleep(float(query.get("s", "60")))
+            await send({"type": "http.response.body", "body": b"too late\n", "more_body": False})
+        elif path == "/never":
+            await asyncio.sleep(float(query.get("s", "60")))
+            await reply(send, 200, {"revision": revision, "late": True})
+        elif path == "/hang":
+            if "backlog" in query:  # the launcher's listening socket: argv[1] is its descriptor
+                listener = socket.socket(fileno=int(sys.argv[1]))
+                listener.listen(int(query["backlog"]))
+                listener.detach()  # the server keeps using the descriptor
+            time.sleep(float(query.get("s", "3600")))  # blocks the event loop: nothing is answered
+            await reply(send, 200, {"revision": revision, "hung_for_s": float(query.get("s", "3600"))})
         else:
             await reply(send, 404, {"error": f"no {path}"})
 

@@ -4,6 +4,17 @@ The router forwards every request through an ``UpstreamPool`` (one per worker en
 responses with ``httptools`` straight off the socket and hands the body on chunk by chunk as it
 arrives, so chunked responses and server-sent events pass through without buffering. (httpx's
 pure-Python stack costs several times more per request; the router's latency budget is 2 ms p99.)
+
+Limits (``UpstreamError`` kind ``timeout``, its ``phase`` saying which): a connection must be made
+within ``connect_timeout_s`` (``connect``), the response headers must arrive within ``timeout_s``
+of the request being written (``response``), and once they did, the body may not go silent for
+longer than ``idle_timeout_s`` between two chunks (``idle``: the connection is closed).
+
+Retries: only where the worker cannot have acted on the request. A request written on a reused
+keep-alive connection that the worker had just closed (reset, nothing received) is sent again once
+on a fresh connection, and only for an idempotent method (``GET``, ``HEAD``, ``OPTIONS``, ``PUT``,
+``DELETE``, ``TRACE``): a ``POST`` that was written may have been read and acted on. A refused
+connection sent nothing; the router may try it on another worker (``router.py``).
 """
 
 from __future__ import annotations
@@ -20,27 +31,39 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 _MAX_BUFFER = 1 << 20  # pause reading from the worker when the client lags this far behind
 _IDLE_S = 30.0  # workers keep idle connections 75 s; drop ours well before
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods a request of which may be sent twice (RFC 9110, 9.2.2): the only ones retried."""
 
 
 class UpstreamError(Exception):
-    """The worker could not be reached or broke the exchange; ``kind`` says how."""
+    """The worker could not be reached or broke the exchange; ``kind`` says how.
 
-    def __init__(self, kind: str, detail: str = "") -> None:
+    Kinds: ``connect`` (refused or unreachable), ``timeout`` (``phase``: ``connect``, ``response``
+    or ``idle``), ``reset``, ``bad_response``, ``too_large``."""
+
+    def __init__(self, kind: str, detail: str = "", *, phase: str | None = None) -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.phase = phase
 
 
 class UpstreamResponse:
     """Status and headers of a worker's answer; the body is read with ``chunks()``."""
 
-    def __init__(self, conn: _Connection) -> None:
+    def __init__(self, conn: _Connection, idle_timeout_s: float | None = None) -> None:
         self._conn = conn
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
+        self.idle_timeout_s = idle_timeout_s
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; the connection goes back to the pool once it is complete."""
+        """The body as it arrives; the connection goes back to the pool once it is complete.
+
+        Raises ``UpstreamError`` (``timeout``, phase ``idle``) when the worker sends nothing for
+        ``idle_timeout_s`` while more is expected; the connection is closed then."""
         conn = self._conn
+        idle = self.idle_timeout_s
+        loop = asyncio.get_running_loop()
         while True:
             if conn.body:
                 data = b"".join(conn.body)
@@ -57,8 +80,15 @@ class UpstreamResponse:
                 return
             if conn.error is not None:
                 raise conn.error
-            conn.waiter = asyncio.get_running_loop().create_future()
-            await conn.waiter
+            conn.waiter = loop.create_future()
+            if idle is None:
+                await conn.waiter
+                continue
+            timer = loop.call_later(idle, conn.idle_out, idle)
+            try:
+                await conn.waiter
+            finally:
+                timer.cancel()
 
     async def read(self, limit: int = 1 << 24) -> bytes:
         parts: list[bytes] = []
@@ -109,7 +139,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.response is not None and not self.complete:
+        if self.response is not None and not self.complete and self.error is None:
             self._fail(UpstreamError("reset", str(exc or "connection closed by the worker")))
 
     # httptools callbacks
@@ -143,7 +173,10 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_result(None)
 
     def _fail(self, error: UpstreamError) -> None:
-        self.error = error
+        if self.error is None:  # the first failure is the cause (a timeout, then our own close)
+            self.error = error
+        else:
+            error = self.error
         fut = self.headers_future
         if fut is not None and not fut.done():
             fut.set_exception(error)
@@ -151,10 +184,19 @@ class _Connection(asyncio.Protocol):
 
     def time_out(self, timeout_s: float) -> None:
         if self.headers_future is not None and not self.headers_future.done():
-            self._fail(UpstreamError("timeout", f"no response headers within {timeout_s:g}s"))
+            self._fail(
+                UpstreamError("timeout", f"no response headers within {timeout_s:g}s", phase="response")
+            )
 
-    def start(self, request: bytes) -> asyncio.Future[UpstreamResponse]:
-        self.response = UpstreamResponse(self)
+    def idle_out(self, timeout_s: float) -> None:
+        if self.response is not None and not self.complete:
+            self._fail(
+                UpstreamError("timeout", f"no body data for {timeout_s:g}s after the headers", phase="idle")
+            )
+            self.close()
+
+    def start(self, request: bytes, idle_timeout_s: float | None = None) -> asyncio.Future[UpstreamResponse]:
+        self.response = UpstreamResponse(self, idle_timeout_s)
         self.headers_future = asyncio.get_running_loop().create_future()
         self.body.clear()
         self.buffered = 0
@@ -191,10 +233,18 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
         self._host_header = f"{host}:{port}".encode()
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, timeout_s: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            transport, conn = await loop.create_connection(lambda: _Connection(self), self.host, self.port)
+            async with asyncio.timeout(timeout_s):
+                transport, conn = await loop.create_connection(
+                    lambda: _Connection(self), self.host, self.port
+                )
+        except TimeoutError:  # ours, or the system's (ETIMEDOUT) without one
+            within = f" within {timeout_s:g}s" if timeout_s is not None else ""
+            raise UpstreamError(
+                "timeout", f"no connection to {self.host}:{self.port}{within}", phase="connect"
+            ) from None
         except OSError as exc:
             raise UpstreamError("connect", str(exc)) from None
         conn.transport = transport  # uvloop may call connection_made after create_connection returns
@@ -221,11 +271,16 @@ class UpstreamPool:
         headers: Headers,
         body: bytes,
         timeout_s: float,
+        *,
+        connect_timeout_s: float | None = None,
+        idle_timeout_s: float | None = None,
     ) -> UpstreamResponse:
         """Send one request; return once the response headers arrived (body via ``chunks()``).
 
-        A request sent on a reused connection that the worker had just closed (nothing received)
-        is retried once on a fresh connection.
+        ``timeout_s``: from the request written to the response headers; ``connect_timeout_s``: for
+        a new connection (None: the system's); ``idle_timeout_s``: the longest silence within the
+        body (None: none). An idempotent request sent on a reused connection that the worker had
+        just closed (nothing received) is retried once on a fresh connection (module docstring).
         """
         lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", self._host_header, b"\r\n"]
         for name, value in headers:
@@ -244,8 +299,8 @@ class UpstreamPool:
                 break
             reused = conn is not None
             if conn is None:
-                conn = await self._connect()
-            fut = conn.start(request)
+                conn = await self._connect(connect_timeout_s)
+            fut = conn.start(request, idle_timeout_s)
             if method == "HEAD":
                 conn.keep_alive = False
             timer = asyncio.get_running_loop().call_later(timeout_s, conn.time_out, timeout_s)
@@ -253,7 +308,13 @@ class UpstreamPool:
                 response = await fut
             except UpstreamError as exc:
                 conn.close()
-                if reused and attempt == 0 and not conn.received and exc.kind == "reset":
+                if (
+                    reused
+                    and attempt == 0
+                    and not conn.received
+                    and exc.kind == "reset"
+                    and method in IDEMPOTENT
+                ):
                     continue
                 raise
             finally:

@@ -142,6 +142,12 @@ def check_transaction(writes: Sequence[Write]) -> None:
         seen.add(key)
 
 
+def check_segment(segment: int, total_segments: int) -> None:
+    """A segment of a parallel scan, checked the same way by every provider."""
+    if total_segments < 1 or not 0 <= segment < total_segments:
+        raise ValueError(f"segment {segment} is not within 0..{total_segments - 1}")
+
+
 class ThrottledError(MangaAssistError):
     """The provider refused a request for capacity (DynamoDB's throughput or request-rate limits):
     back off and try again."""

@@ -78,6 +78,7 @@ from mangaassist.platform.tables import (
     Page,
     ThrottledError,
     Write,
+    check_segment,
     check_transaction,
 )
 
@@ -168,11 +169,6 @@ def _plain_key(raw: Mapping[str, Any] | None) -> Key | None:
     if not raw:
         return None
     return {name: str(_deserializer.deserialize(raw[name])) for name in ("pk", "sk") if name in raw}
-
-
-def _check_segment(segment: int, total_segments: int) -> None:
-    if total_segments < 1 or not 0 <= segment < total_segments:
-        raise ValueError(f"segment {segment} is not within 0..{total_segments - 1}")
 
 
 class _Expression:
@@ -388,7 +384,7 @@ class DynamoTables:
         )
 
     def scan(self, table: str, *, segment: int = 0, total_segments: int = 1) -> Iterator[Item]:
-        _check_segment(segment, total_segments)
+        check_segment(segment, total_segments)
         start: Key | None = None
         while True:
             page = self._scan(table, segment, total_segments, start, None)
@@ -406,7 +402,7 @@ class DynamoTables:
         start: Key | None = None,
         limit: int = 100,
     ) -> Page:
-        _check_segment(segment, total_segments)
+        check_segment(segment, total_segments)
         if limit < 1:
             raise ValueError(f"limit {limit}: a page holds at least one item")
         return self._scan(table, segment, total_segments, start, limit)

@@ -31,6 +31,7 @@ from mangaassist.platform.tables import (
     Key,
     Page,
     Write,
+    check_segment,
     check_transaction,
 )
 
@@ -200,7 +201,7 @@ class SqliteTables:
         return [dict(json.loads(r[0])) for r in rows]
 
     def scan(self, table: str, *, segment: int = 0, total_segments: int = 1) -> Iterator[Item]:
-        _check_segment(segment, total_segments)
+        check_segment(segment, total_segments)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT body FROM items WHERE tbl=? AND seg % ? = ? ORDER BY pk, sk",
@@ -218,7 +219,7 @@ class SqliteTables:
         start: Key | None = None,
         limit: int = 100,
     ) -> Page:
-        _check_segment(segment, total_segments)
+        check_segment(segment, total_segments)
         if limit < 1:
             raise ValueError(f"limit {limit}: a page holds at least one item")
         sql = "SELECT body FROM items WHERE tbl=? AND seg % ? = ?"
@@ -305,8 +306,3 @@ class SqliteTables:
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
         return [dict(json.loads(r[0])) for r in rows]
-
-
-def _check_segment(segment: int, total_segments: int) -> None:
-    if total_segments < 1 or not 0 <= segment < total_segments:
-        raise ValueError(f"segment {segment} is not within 0..{total_segments - 1}")

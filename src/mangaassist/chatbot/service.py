@@ -15,10 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from opentelemetry.trace import Tracer
 
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import ChatbotConfig, load_config
@@ -40,6 +43,7 @@ from mangaassist.core.migrations import Rules
 from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
 from mangaassist.platform.factory import Platform, workload_platform
 from mangaassist.platform.tables import ShapedTables
+from mangaassist.platform.tracing import get_tracer
 from mangaassist.platform.vector import LIVE_ALIAS
 
 log = logging.getLogger("mangaassist.chatbot")
@@ -206,6 +210,21 @@ class ChatService:
         self.rt = runtime
         self.batcher = BatchingEmbedder(runtime.embedder)
         self.composer = LocalComposer()
+        self._tracer: Tracer | None = None  # on first use: after the app set up tracing
+
+    @contextmanager
+    def _stage(self, name: str, timings: dict[str, float]) -> Iterator[None]:
+        """One stage of an answer: its time in ``timings`` (milliseconds) and a child span
+        ``chat NAME`` of the request's span, so a trace shows where an answer's time went (the
+        intent stage's call to the model endpoint nests under ``chat intent``)."""
+        if self._tracer is None:
+            self._tracer = get_tracer("mangaassist.chatbot")
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(f"chat {name}", attributes={"mangaassist.stage": name}):
+            try:
+                yield
+            finally:
+                timings[name] = (time.perf_counter() - started) * 1000
 
     async def chat(
         self,
@@ -221,13 +240,12 @@ class ChatService:
         active = active or rt.active_config(session_id)
         config = active.runtime
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        screened, blocked_topic = active.screen(message)
-        checked = check_input(screened)
-        reasons = checked.reasons
-        if blocked_topic:
-            reasons.append(f"blocked_topic:{blocked_topic}")
-        timings["guardrails"] = (time.perf_counter() - t0) * 1000
+        with self._stage("guardrails", timings):
+            screened, blocked_topic = active.screen(message)
+            checked = check_input(screened)
+            reasons = checked.reasons
+            if blocked_topic:
+                reasons.append(f"blocked_topic:{blocked_topic}")
 
         session = (
             rt.store.peek_session(session_id) if shadow else rt.store.open_session(session_id, customer_id)
@@ -235,62 +253,59 @@ class ChatService:
         # orders are looked up with the customer id of this request only, never one remembered
         # on the session: knowing someone's session id must not reveal their orders
         customer = customer_id
-        t1 = time.perf_counter()
-        # a follow-up ("is volume 2 in stock?") is read in the light of the conversation; the
-        # resulting query is the one embedded, once, and used by every stage below
-        query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
-        vector = await self.batcher.embed_one(query)
-        prediction = await rt.intents.aclassify(query, vector, session_id=session_id)
-        unsure = prediction.confidence < config.intent.min_confidence
-        if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
-            # a follow-up about the conversation's series is about that series, whatever its wording
-            prediction = prediction.instead(Intent.PRODUCT_SEARCH)
-        timings["intent"] = (time.perf_counter() - t1) * 1000
+        with self._stage("intent", timings):
+            # a follow-up ("is volume 2 in stock?") is read in the light of the conversation; the
+            # resulting query is the one embedded, once, and used by every stage below
+            query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
+            vector = await self.batcher.embed_one(query)
+            prediction = await rt.intents.aclassify(query, vector, session_id=session_id)
+            unsure = prediction.confidence < config.intent.min_confidence
+            if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
+                # a follow-up about the conversation's series is about that series, whatever its wording
+                prediction = prediction.instead(Intent.PRODUCT_SEARCH)
 
-        t2 = time.perf_counter()
-        if blocked_topic:
-            draft = Draft(prediction.intent, active.blocked_reply)
-        elif checked.injection and config.guardrails.block_prompt_injection:
-            draft = Draft(prediction.intent, _INJECTION_REPLY)
-        elif unsure:
-            draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
-        else:
-            ctx = Context(
-                query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, config, shadow
-            )
-            draft = HANDLERS[prediction.intent](ctx)
-        timings["retrieval"] = (time.perf_counter() - t2) * 1000
-
-        t3 = time.perf_counter()
-        request = GenerationRequest(
-            intent=draft.intent,
-            message=checked.masked,
-            lead=draft.lead,
-            facts=draft.facts,
-            system_prompt=(active.prompts or {}).get("system") or config.system_prompt,
-        )
-        answer = await self._generate(request)
-        if config.guardrails.check_output_claims:
-            verdict = check_output(answer, [draft.lead, *draft.facts])
-            if not verdict.ok:
-                reasons.append("unsupported_claim")
-                log.warning(
-                    "output guardrail: unsupported prices %s stock %s",
-                    verdict.unsupported_prices,
-                    verdict.unsupported_stock,
+        with self._stage("retrieval", timings):
+            if blocked_topic:
+                draft = Draft(prediction.intent, active.blocked_reply)
+            elif checked.injection and config.guardrails.block_prompt_injection:
+                draft = Draft(prediction.intent, _INJECTION_REPLY)
+            elif unsure:
+                draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
+            else:
+                ctx = Context(
+                    query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, config, shadow
                 )
-                answer = self.composer.compose(request)
-        answer, fallback = active.finish(
-            intent=draft.intent,
-            answer=answer,
-            sources=[s.title for s in draft.sources],
-            lead=draft.lead,
-            facts=draft.facts,
-            message=checked.masked,
-            fallback=draft.fallback,
-            handoff=active.flags is not None and active.flag("handoff-offer", session_id, customer_id),
-        )
-        timings["generation"] = (time.perf_counter() - t3) * 1000
+                draft = HANDLERS[prediction.intent](ctx)
+
+        with self._stage("generation", timings):
+            request = GenerationRequest(
+                intent=draft.intent,
+                message=checked.masked,
+                lead=draft.lead,
+                facts=draft.facts,
+                system_prompt=(active.prompts or {}).get("system") or config.system_prompt,
+            )
+            answer = await self._generate(request)
+            if config.guardrails.check_output_claims:
+                verdict = check_output(answer, [draft.lead, *draft.facts])
+                if not verdict.ok:
+                    reasons.append("unsupported_claim")
+                    log.warning(
+                        "output guardrail: unsupported prices %s stock %s",
+                        verdict.unsupported_prices,
+                        verdict.unsupported_stock,
+                    )
+                    answer = self.composer.compose(request)
+            answer, fallback = active.finish(
+                intent=draft.intent,
+                answer=answer,
+                sources=[s.title for s in draft.sources],
+                lead=draft.lead,
+                facts=draft.facts,
+                message=checked.masked,
+                fallback=draft.fallback,
+                handoff=active.flags is not None and active.flag("handoff-offer", session_id, customer_id),
+            )
 
         if not shadow:
             rt.store.record_turn(session, customer, checked.masked, draft.intent, answer, draft.last_series)

@@ -13,6 +13,8 @@ kind               local                                   aws
                                                            endpoints (``compute = "sagemaker"``);
                                                            ECS/Lambda: not yet
 ``Metrics``        ``RouterMetrics`` (the routers' records) not yet (CloudWatch)
+                   or ``PrometheusMetrics`` (their series
+                   in Prometheus, ``judge_source``)
 ``Tables``         ``SqliteTables``                        ``DynamoTables`` (``mangaassist-ENV-NAME``)
 ``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
@@ -136,7 +138,14 @@ class Platform:
 
             compute = self.compute()
             assert isinstance(compute, LocalCompute)
-            return self._once("metrics", lambda: RouterMetrics(compute))  # type: ignore[no-any-return]
+            router = self._once("metrics:router", lambda: RouterMetrics(compute))
+            monitoring = self.settings.monitoring
+            if monitoring is None or monitoring.judge_source == "router":
+                return router  # type: ignore[no-any-return]
+            from mangaassist.platform.local.metrics_prometheus import PrometheusMetrics
+
+            rules = self.rule_host()
+            return self._once("metrics", lambda: PrometheusMetrics(rules.url, router))  # type: ignore[no-any-return]
         raise self._missing("Metrics", "CloudWatch and Managed Prometheus come with the production path")
 
     def tables(self, path: Path | None = None) -> Tables:

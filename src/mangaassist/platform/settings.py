@@ -110,6 +110,10 @@ class MonitoringSettings:
     """The Prometheus binary (Debian's package: ``/usr/bin/prometheus``)."""
     alertmanager: str = "prometheus-alertmanager"
     """The Alertmanager binary (Debian's package names it ``prometheus-alertmanager``)."""
+    judge_source: str = "router"
+    """What the canary judges read (``Platform.metrics``): ``router``, the routers' per-request
+    records (exact), or ``prometheus``, the per-revision series Prometheus scraped from them
+    (aggregates, latency at histogram-bucket resolution, as judges read them in production)."""
 
 
 @dataclass(frozen=True)
@@ -291,6 +295,7 @@ def load_settings(
 
 PROVIDERS = ("local", "aws")
 KINDS = ("tables",)
+JUDGE_SOURCES = ("router", "prometheus")
 """The resource kinds whose provider an environment may choose apart from its own."""
 
 
@@ -315,15 +320,26 @@ def _monitoring(table: Mapping[str, Any], where: str) -> MonitoringSettings | No
         return None
     m = _table(table, "monitoring", where)
     w = f"{where}.monitoring"
-    known = {"prometheus_port", "alertmanager_port", "scrape_interval_s", "prometheus", "alertmanager"}
+    known = {
+        "prometheus_port",
+        "alertmanager_port",
+        "scrape_interval_s",
+        "prometheus",
+        "alertmanager",
+        "judge_source",
+    }
     unknown = sorted(set(m) - known)
     if unknown:
         raise ConfigError(f"{w}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     interval = m.get("scrape_interval_s", 5.0)
     if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0.5 <= interval <= 300:
         raise ConfigError(f"{w}.scrape_interval_s: expected seconds within [0.5, 300], got {interval!r}")
+    source = m.get("judge_source", "router")
+    if source not in JUDGE_SOURCES:
+        raise ConfigError(f"{w}.judge_source: expected one of {', '.join(JUDGE_SOURCES)}, got {source!r}")
     defaults = MonitoringSettings()
     return MonitoringSettings(
+        judge_source=str(source),
         prometheus_port=_int(m, "prometheus_port", w, defaults.prometheus_port),
         alertmanager_port=_int(m, "alertmanager_port", w, defaults.alertmanager_port),
         scrape_interval_s=float(interval),

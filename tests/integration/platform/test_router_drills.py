@@ -36,7 +36,7 @@ CONNECT_TIMEOUT_S = 0.5
 RESPONSE_TIMEOUT_S = 1.0
 IDLE_READ_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 1 << 20
-SERVICES = ("stall", "never", "hung", "die", "body", "other")
+SERVICES = ("stall", "never", "hung", "die", "body", "other", "fault")
 QUICK_S = 0.5
 """What a healthy request may take while another one is held by a misbehaving worker."""
 T = TypeVar("T")
@@ -474,3 +474,53 @@ async def test_connect_and_idle_timeouts_of_the_upstream_client() -> None:
     finally:
         pool.close()
         server.close()
+
+
+def test_an_injected_fault_fails_every_revision_alike_and_counts_against_them(drill: Plane) -> None:
+    """A drill's fault (the control API's ``PUT /v1/services/NAME/fault``): the router answers the
+    fault's status for its share of the requests to its paths, counted against the revision chosen,
+    other paths untouched; bad settings are refused and change nothing; clearing it ends it."""
+    c = drill.compute
+    c.deploy("fault", drill.revision("r1"))
+    c.deploy("fault", drill.revision("r2"))
+    c.set_weights("fault", {"r1": 50.0, "r2": 50.0})
+    url = drill.url("fault")
+    before = {rev: dict(n.get("statuses", {})) for rev, n in c.stats("fault")["revisions"].items()}
+    for bad, named in (
+        ({"share": 0}, "share 0.0"),
+        ({"status": 200}, "status 200"),
+        ({"paths": ["v1"]}, "paths"),
+    ):
+        with pytest.raises(Exception, match=named):
+            c.set_fault("fault", **{"status": 503, "share": 1.0, "paths": ("/v1/chat",)} | {
+                k: (tuple(v) if k == "paths" else v) for k, v in bad.items()
+            })  # fmt: skip
+    assert httpx.post(f"{url}/v1/chat", json={"message": "hi"}, timeout=5).status_code == 200  # unchanged
+    assert c.set_fault("fault", status=503, share=1.0) == {"status": 503, "share": 1.0, "paths": ["/v1/chat"]}
+    try:
+        with httpx.Client(timeout=5) as client:
+            answers = [
+                client.post(f"{url}/v1/chat", json={"message": "hi"}, headers={"X-Session-Id": f"f{i}"})
+                for i in range(20)
+            ]
+            echo = client.get(f"{url}/echo")
+    finally:
+        c.clear_fault("fault")
+    assert {r.status_code for r in answers} == {503}
+    assert {r.headers["x-mangaassist-revision"] for r in answers} == {"r1", "r2"}
+    assert "injected fault" in answers[0].json()["error"]
+    assert echo.status_code == 200  # another path is not part of the fault
+    after = c.stats("fault")["revisions"]
+    injected = sum(
+        after[rev]["statuses"].get("503", 0) - before.get(rev, {}).get("503", 0) for rev in ("r1", "r2")
+    )
+    assert injected == 20
+    assert (
+        sum(
+            _metric(drill, "fault", "mangaassist_router_requests", status="503", revision=r)
+            for r in ("r1", "r2")
+        )
+        == 20
+    )
+    r = httpx.post(f"{url}/v1/chat", json={"message": "hi"}, timeout=5)
+    assert r.status_code == 200

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from mangaassist.chatbot.service import STAGES
 from mangaassist.core.artifact import Artifact
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
@@ -267,6 +268,7 @@ def _complete(spans: list[Span]) -> bool:
         (CHATBOT, "intent-model POST /v1/intent"),
         (ROUTER, "router intent-model"),
         (MODEL, "POST /v1/intent"),
+        *((CHATBOT, f"chat {stage}") for stage in STAGES),
     }
 
 
@@ -283,9 +285,13 @@ def test_a_chat_is_one_trace_from_the_router_to_the_model_server(traced: Plane, 
     model_router = _one(spans, ROUTER, "router intent-model")
     model = _one(spans, MODEL, "POST /v1/intent")
 
+    stages = {name: _one(spans, CHATBOT, f"chat {name}") for name in STAGES}
+
     assert router.parent_id == client_span  # the client's span is the router's parent
     assert server.parent_id == router.span_id  # the router's span is the chatbot's parent
-    assert client.parent_id == server.span_id
+    # one child span per stage of the answer; the model endpoint's call nests under the intent stage
+    assert all(stage.parent_id == server.span_id for stage in stages.values())
+    assert client.parent_id == stages["intent"].span_id
     assert model_router.parent_id == client.span_id
     assert model.parent_id == model_router.span_id
     assert server in _ancestors(model, spans) and router in _ancestors(model, spans)

@@ -107,10 +107,10 @@ def test_aws_environments_get_the_aws_providers(config: Path) -> None:
 
 def test_a_kind_the_provider_lacks_is_an_error_naming_it_never_a_local_fallback(config: Path) -> None:
     platform = platform_for("prod", config=config)
-    kinds = ((platform.metrics, "Metrics"), (platform.static_site, "StaticSite"))
-    for make, kind in kinds:
-        with pytest.raises(ConfigError, match=f"environment prod \\(provider aws\\): no {kind} provider"):
-            make()
+    with pytest.raises(ConfigError, match="environment prod \\(provider aws\\): no Metrics provider"):
+        platform.metrics()
+    with pytest.raises(ConfigError, match=r"\[environments.prod.aws\] site_bucket is required"):
+        platform.static_site()  # CD-05: S3 behind CloudFront, its bucket named in the settings
     with pytest.raises(ConfigError, match="runs on provider 'aws'"):
         platform.up()
     with pytest.raises(ConfigError, match="services without one: chatbot"):
@@ -156,3 +156,25 @@ def test_settings_read_the_aws_table_and_service_compute(config: Path) -> None:
 
 def test_router_metrics_is_the_local_metrics_provider() -> None:
     assert RouterMetrics.per_request is True
+
+
+def test_judges_read_the_routers_records_unless_the_environment_names_prometheus(config: Path) -> None:
+    assert load_settings("dev", config).monitoring is None
+    chosen = config.parent / "prom.toml"
+    chosen.write_text(
+        '[environments.x]\nprovider = "local"\n[environments.x.monitoring]\njudge_source = "prometheus"\n'
+    )
+    monitoring = load_settings("x", chosen).monitoring
+    assert monitoring is not None and monitoring.judge_source == "prometheus"
+    chosen.write_text(
+        '[environments.x]\nprovider = "local"\n[environments.x.monitoring]\nscrape_interval_s = 1\n'
+    )
+    monitoring = load_settings("x", chosen).monitoring
+    assert monitoring is not None and monitoring.judge_source == "router"
+    chosen.write_text(
+        '[environments.x]\nprovider = "local"\n[environments.x.monitoring]\njudge_source = "grafana"\n'
+    )
+    with pytest.raises(
+        ConfigError, match=r"environments\.x\.monitoring\.judge_source: expected one of router, prometheus"
+    ):
+        load_settings("x", chosen)

@@ -111,6 +111,17 @@ class LocalCompute:
     def clear_shadow(self, service: str) -> None:
         self._call("DELETE", f"/v1/services/{service}/shadow")
 
+    def set_fault(
+        self, service: str, *, status: int = 503, share: float = 1.0, paths: tuple[str, ...] = ("/v1/chat",)
+    ) -> dict[str, Any]:
+        """A drill: the service's router answers ``status`` to ``share`` of the requests to ``paths``
+        (every revision alike) until ``clear_fault``. Local platform only."""
+        body = {"status": status, "share": share, "paths": list(paths)}
+        return dict(self._call("PUT", f"/v1/services/{service}/fault", body)["fault"])
+
+    def clear_fault(self, service: str) -> None:
+        self._call("DELETE", f"/v1/services/{service}/fault")
+
     def pin_headers(self, service: str, revision: str) -> dict[str, str]:
         names = {r.name for r in self.status(service).revisions if r.health is not RevisionHealth.RETIRED}
         if revision not in names:

@@ -14,6 +14,7 @@ worker processes, rewritten on every change, so ``down`` can verify them one by 
 
 Control API (JSON): ``GET /v1/status``; ``POST /v1/services/{s}/deploy``;
 ``PUT /v1/services/{s}/weights``; ``PUT|DELETE /v1/services/{s}/shadow``;
+``PUT|DELETE /v1/services/{s}/fault`` (a drill's injected failure, ``router.Fault``);
 ``POST /v1/services/{s}/revisions/{r}/retire``; ``GET /v1/services/{s}/stats?cursor=N``;
 ``POST /v1/shutdown``.
 
@@ -49,7 +50,7 @@ from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
 from mangaassist.platform.local.config_server import STATE_FILE as CONFIG_STATE_FILE
 from mangaassist.platform.local.monitoring import LocalMonitoring
-from mangaassist.platform.local.router import Router, RouteTarget, RoutingTable
+from mangaassist.platform.local.router import Fault, Router, RouteTarget, RoutingTable
 from mangaassist.platform.local.supervisor import RevisionSupervisor, health_timeout
 from mangaassist.platform.local.upstream import UpstreamPool
 from mangaassist.platform.settings import PlatformSettings, ServiceSettings, load_settings
@@ -155,6 +156,7 @@ class ServiceRuntime:
         self.revisions: dict[str, RevisionRuntime] = {}
         self.weights: dict[str, float] = {}
         self.shadow: Shadow | None = None
+        self.fault: Fault | None = None
         self.pools: dict[int, UpstreamPool] = {}
         self.version = 0
         self.url = ""
@@ -184,6 +186,7 @@ class ServiceRuntime:
                 self.weights,
                 shadow.revision if shadow else None,
                 shadow.share if shadow else 0.0,
+                self.fault,
             )
         )
         for port in [p for p in self.pools if p not in live_ports]:
@@ -246,6 +249,7 @@ class ServiceRuntime:
             "url": self.url,
             "weights": dict(self.weights),
             "shadow": {"revision": self.shadow.revision, "share": self.shadow.share} if self.shadow else None,
+            "fault": self.fault.as_dict() if self.fault else None,
             "revisions": [self.revision_status(n) for n in self.revisions],
             "links": {var: self.plane.services[target].url for var, target in self.settings.links.items()},
             "routing_version": self.version,
@@ -321,6 +325,27 @@ class ServiceRuntime:
             if not 0 <= share <= 1:
                 raise ConfigError(f"shadow share {share} is not between 0 and 1")
             self.shadow = Shadow(revision, share)
+        self.publish()
+
+    def set_fault(self, body: Mapping[str, Any] | None) -> None:
+        """Inject a failure into the service's router (``body``: ``status``, ``share``, ``paths``),
+        or end it (None)."""
+        if body is None:
+            self.fault = None
+        else:
+            unknown = sorted(set(body) - {"status", "share", "paths"})
+            if unknown:
+                raise ConfigError(
+                    f"fault: unknown field(s) {', '.join(unknown)} (known: paths, share, status)"
+                )
+            paths = body.get("paths", ["/v1/chat"])
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ConfigError(f"fault.paths: expected a list of paths, got {paths!r}")
+            try:
+                self.fault = Fault(int(body.get("status", 503)), float(body.get("share", 1.0)), tuple(paths))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(str(exc)) from None
+            log.warning("service %s: fault injected: %s", self.name, self.fault.as_dict())
         self.publish()
 
     async def retire(self, revision: str, drain_timeout_s: float) -> dict[str, Any]:
@@ -600,6 +625,9 @@ class ControlApi:
                 else:
                     svc.set_shadow(str(body.get("revision")), float(body.get("share", 0.0)))
                 return {"shadow": svc.status()["shadow"]}
+            if op == ["fault"] and method in ("PUT", "DELETE"):
+                svc.set_fault(None if method == "DELETE" else body)
+                return {"fault": svc.status()["fault"]}
             if method == "POST" and len(op) == 3 and op[0] == "revisions" and op[2] == "retire":
                 return await svc.retire(op[1], float(body.get("drain_timeout_s", 30.0)))
             if method == "GET" and op == ["stats"]:

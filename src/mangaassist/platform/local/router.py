@@ -24,6 +24,13 @@ connection is closed. Each of those is counted by revision (``limits``: ``connec
 once on another worker of the revision (nothing was sent); what ``upstream`` retries is in its
 docstring.
 
+Fault injection (drills, like Istio's ``fault.abort``): a routing table may carry a ``Fault``, set
+through the control API (``PUT /v1/services/NAME/fault``). A request to one of its paths is then
+answered by the router itself with the fault's status, for ``share`` of the requests, after the
+revision was chosen, and recorded against that revision as if its worker had answered so: an outage
+of the whole service, every revision alike, which the SLO alerts see and a canary judge cannot tell
+apart from the stable revision's.
+
 Traces (``platform.tracing``): every proxied request gets a span ``router <service>`` (SERVER;
 method, path, the revision chosen, status, pinned, mirrored), a child of the client's ``traceparent``
 or the root of a new trace. The worker gets that span as its ``traceparent`` (any incoming one is
@@ -103,6 +110,27 @@ class RouteTarget:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """An injected failure of a service (module docstring): ``status`` for ``share`` of the
+    requests to ``paths`` (exact paths)."""
+
+    status: int = 503
+    share: float = 1.0
+    paths: tuple[str, ...] = ("/v1/chat",)
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"fault status {self.status} is not an HTTP error status (400-599)")
+        if not 0 < self.share <= 1:
+            raise ValueError(f"fault share {self.share} is not within (0, 1]")
+        if not self.paths or any(not p.startswith("/") for p in self.paths):
+            raise ValueError(f"fault paths {list(self.paths)} must be absolute paths")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "share": self.share, "paths": list(self.paths)}
+
+
+@dataclass(frozen=True)
 class RoutingTable:
     """One immutable routing decision: who lives, who gets new conversations, who shadows.
 
@@ -117,6 +145,7 @@ class RoutingTable:
     weights: Mapping[str, float]
     shadow: str | None = None
     shadow_share: float = 0.0
+    fault: Fault | None = None
     _names: tuple[str, ...] = ()
     _cumulative: tuple[float, ...] = ()
 
@@ -128,6 +157,7 @@ class RoutingTable:
         weights: Mapping[str, float],
         shadow: str | None = None,
         shadow_share: float = 0.0,
+        fault: Fault | None = None,
     ) -> RoutingTable:
         names: list[str] = []
         cumulative: list[float] = []
@@ -147,7 +177,14 @@ class RoutingTable:
                     names.append(name)
                     cumulative.append(total)
         return cls(
-            version, dict(targets), dict(weights), shadow, shadow_share, tuple(names), tuple(cumulative)
+            version,
+            dict(targets),
+            dict(weights),
+            shadow,
+            shadow_share,
+            fault,
+            tuple(names),
+            tuple(cumulative),
         )
 
     def draw(self, rng: random.Random) -> RouteTarget | None:
@@ -451,6 +488,20 @@ class Router:
             self.stats.unrouted["no_revision"] += 1
             await _reply(send, 503, {"error": f"no revision of {self.service} is ready"}, trace_id)
             self._end_span(span, scope, None, 503, "no_revision", False, False)
+            return
+
+        fault = table.fault
+        if fault is not None and path in fault.paths and self.rng.random() < fault.share:
+            self.stats.record(
+                target.name, fault.status, (time.perf_counter() - started) * 1000, None,
+                False, False, pin is not None, session,
+            )  # fmt: skip
+            answer = {
+                "error": f"injected fault: {self.service} answers {fault.status}",
+                "revision": target.name,
+            }
+            await _reply(send, fault.status, answer, trace_id, target.name)
+            self._end_span(span, scope, target.name, fault.status, "injected_fault", pin is not None, False)
             return
 
         method: str = scope["method"]

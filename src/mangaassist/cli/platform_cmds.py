@@ -82,7 +82,12 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
         raise _fail(str(exc)) from None
     report, config_url = started.report, started.config_url
     if as_json:
-        doc = {"already_running": report.already_running, **report.status, "config_server": config_url}
+        doc = {
+            "already_running": report.already_running,
+            **report.status,
+            "config_server": config_url,
+            "edge": started.edge_url,
+        }
         print(json.dumps(doc, indent=2))
         return
     verb = "already running" if report.already_running else "started"
@@ -93,6 +98,8 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  {name}: {url}", highlight=False)
     if config_url:
         console.print(f"  config server: {config_url}", highlight=False)
+    if started.edge_url:
+        console.print(f"  edge (widget and /v1): {started.edge_url}", highlight=False)
 
 
 def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
@@ -101,7 +108,12 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
     stopped = platform.down()
     report, config_stopped = stopped.report, stopped.config_server_stopped
     if as_json:
-        print(json.dumps({**report.__dict__, "config_server_stopped": config_stopped}, indent=2))
+        doc = {
+            **report.__dict__,
+            "config_server_stopped": config_stopped,
+            "edge_stopped": stopped.edge_stopped,
+        }
+        print(json.dumps(doc, indent=2))
     elif not report.was_running:
         console.print(f"nothing runs for {platform.home}")
     else:
@@ -112,6 +124,8 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
         )
     if config_stopped and not as_json:
         console.print(f"stopped the config server of {platform.home}")
+    if stopped.edge_stopped and not as_json:
+        console.print(f"stopped the edge of {platform.home}")
     if report.left:
         raise _fail(f"still running: {report.left}")
 
@@ -134,6 +148,13 @@ def status(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) 
         f"control API {data['control_url']}, state {data['home']}",
         highlight=False,
     )
+    edge = data.get("edge")
+    if edge:
+        console.print(
+            f"edge: {edge['url']} (PID {edge['pid']}), serves {edge['environment']} and /previews/, "
+            f"/v1 to {edge['api']}",
+            highlight=False,
+        )
     monitoring = data.get("monitoring")
     if monitoring:
         running = ", ".join(f"{k} {'up' if v else 'down'}" for k, v in monitoring["running"].items())

@@ -19,7 +19,9 @@ kind               local                                   aws
 ``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
 ``ModelRegistry``  ``MlflowModelRegistry``                 ``SageMakerModelRegistry``
-``StaticSite``     not yet (CD-05)                         not yet
+``StaticSite``     ``LocalStaticSite`` (files and SQLite    ``S3StaticSite`` (S3 ``site_bucket``,
+                   under ``HOME/sites/widget``, served by  CloudFront ``site_distribution_id``)
+                   the edge ``up`` starts)
 ``Provisioner``    ``LocalProvisioner`` (CD-02's local     CloudFormation change sets (``stacks()``,
                    resources)                              the CDK app's templates)
 =================  ======================================  =========================================
@@ -27,8 +29,8 @@ kind               local                                   aws
 A kind a provider does not have yet raises ``ConfigError`` naming the environment and the kind, so
 nothing silently falls back to another provider. The aws provider's settings are the
 ``[environments.NAME.aws]`` table (``region``, ``sagemaker_role_arn``, ``model_image``,
-``artifact_bucket``, ``opensearch_url``, ``appconfig_application``); a missing one is named in
-the error.
+``artifact_bucket``, ``opensearch_url``, ``appconfig_application``, ``site_bucket``,
+``site_distribution_id``); a missing one is named in the error.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from mangaassist.platform.metrics import Metrics
 from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
 from mangaassist.platform.monitoring import RuleHost
 from mangaassist.platform.settings import PlatformSettings, find_config, load_settings
+from mangaassist.platform.static_site import StaticSite
 from mangaassist.platform.tables import Tables
 from mangaassist.platform.vector import VectorIndex
 
@@ -64,12 +67,15 @@ class UpResult:
 
     report: UpReport
     config_url: str | None
+    edge_url: str | None = None
+    """The edge's URL (CD-05: the widget and ``/v1``) when the environment has an ``edge_port``."""
 
 
 @dataclass(frozen=True)
 class DownResult:
     report: DownReport
     config_server_stopped: bool
+    edge_stopped: bool = False
 
 
 class Platform:
@@ -247,14 +253,50 @@ class Platform:
             ),
         )
 
-    def static_site(self) -> Any:
-        """Releases of the widget behind a CDN (CD-05 adds the ``StaticSite`` protocol)."""
-        raise self._missing("StaticSite", "the frontend pipeline CD-05 adds it")
+    def static_site(self) -> StaticSite:
+        """Releases of the widget behind a CDN (CD-05, ``platform.static_site``).
+
+        Local: the site ``widget`` under the state directory, served by the edge (its URL: the
+        running edge's, else ``edge_port``'s). Aws: the ``site_bucket`` behind the CloudFront
+        distribution ``site_distribution_id`` (``[environments.NAME.aws]``)."""
+        if self.provider == "local":
+            from mangaassist.platform.local.edge import DEFAULT_PORT, running_url
+            from mangaassist.platform.local.static_site import LocalStaticSite
+
+            port = self.settings.edge_port or DEFAULT_PORT
+            fallback = f"http://{self.settings.host}:{port}"
+            return self._once(  # type: ignore[no-any-return]
+                "static_site",
+                lambda: LocalStaticSite(
+                    self._site_root(),
+                    environment=self.environment,
+                    base_url=lambda: running_url(self.home) or fallback,
+                ),
+            )
+        from mangaassist.platform.aws.static_site_s3 import S3StaticSite
+
+        return self._once(  # type: ignore[no-any-return]
+            "static_site",
+            lambda: S3StaticSite(
+                self._client("s3"),
+                self._client("cloudfront"),
+                bucket=self._aws("site_bucket"),
+                distribution_id=self._aws("site_distribution_id"),
+                environment=self.environment,
+            ),
+        )
+
+    def _site_root(self) -> Path:
+        """The local site's directory: the one CD-02 provisions for ``[sites.widget]``."""
+        return self.home / "sites" / "widget"
 
     # -- the local platform's own life (``mangaassist up`` / ``down``) --------------------------------
 
     def up(self, *, wait_s: float = 240.0) -> UpResult:
-        """Start the environment's control plane (and config server) unless they run."""
+        """Start the environment's control plane (and config server, and edge) unless they run.
+
+        The edge (``edge_port``) serves the widget's releases and proxies ``/v1`` to the chatbot
+        service's router."""
         self._require_local("up")
         from mangaassist.platform.local.client import start_control_plane
         from mangaassist.platform.local.config_server import ensure_server
@@ -264,17 +306,31 @@ class Platform:
         if config_url:  # every worker follows the environment's config server (CD-06)
             extra["MANGAASSIST_CONFIG_URL"] = config_url
         report = start_control_plane(self.settings, self._config_path(), wait_s=wait_s, extra_env=extra)
-        return UpResult(report, config_url)
+        edge_url = None
+        if self.settings.edge_port is not None:
+            from mangaassist.platform.local.edge import DEFAULT_API, ensure_edge
+
+            edge_url = ensure_edge(
+                self.home,
+                site_root=self._site_root(),
+                environment=self.environment,
+                api=report.services.get("chatbot", DEFAULT_API),
+                port=self.settings.edge_port,
+                host=self.settings.host,
+            )
+        return UpResult(report, config_url, edge_url)
 
     def down(self) -> DownResult:
-        """Stop the control plane, every worker (checked by PID) and the config server."""
+        """Stop the control plane, every worker (checked by PID), the config server and the edge."""
         self._require_local("down")
         from mangaassist.platform.local.client import stop_control_plane
         from mangaassist.platform.local.config_server import stop_server
+        from mangaassist.platform.local.edge import stop_edge
 
         self.close()
         report = stop_control_plane(self.settings)
-        return DownResult(report, bool(self.settings.config_server and stop_server(self.home)))
+        config_stopped = bool(self.settings.config_server and stop_server(self.home))
+        return DownResult(report, config_stopped, stop_edge(self.home))
 
     def running(self) -> bool:
         """Whether the environment's local control plane runs."""
@@ -284,13 +340,15 @@ class Platform:
         return read_pid(self.settings.run_dir) is not None
 
     def describe(self) -> dict[str, Any]:
-        """The whole platform as JSON (``mangaassist status``): services, revisions, workers."""
+        """The whole platform as JSON (``mangaassist status``): services, revisions, workers, and
+        ``edge`` (``url``, ``pid``, ``api``, ``environment``; None when it does not run)."""
         self._require_local("status")
         from mangaassist.platform.local.client import LocalCompute
+        from mangaassist.platform.local.edge import running as running_edge
 
         compute = self.compute()
         assert isinstance(compute, LocalCompute)
-        return compute.raw_status()
+        return {**compute.raw_status(), "edge": running_edge(self.home)}
 
     def config_server_url(self) -> str:
         """The environment's config server, started if it does not run (local)."""

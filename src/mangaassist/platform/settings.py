@@ -130,6 +130,10 @@ class PlatformSettings:
     config_server: bool = False
     """``up`` starts the environment's config server (CD-06) and gives every worker its URL
     (``MANGAASSIST_CONFIG_URL``); ``down`` stops it."""
+    edge_port: int | None = None
+    """``edge_port``: ``up`` starts the edge (CD-05: the widget's releases and ``/v1`` proxied to
+    the chatbot's router) on this loopback port (0 picks a free one); ``down`` stops it. None: no
+    edge."""
     monitoring: MonitoringSettings | None = None
     """``[environments.NAME.monitoring]``: the control plane runs Prometheus and Alertmanager for the
     environment (CD-08); None: it does not."""
@@ -287,6 +291,7 @@ def load_settings(
         control_port=_int(table, "control_port", where, 0),
         services=services,
         config_server=_bool(table, "config_server", where, False),
+        edge_port=_int(table, "edge_port", where) if "edge_port" in table else None,
         monitoring=_monitoring(table, where),
         aws=dict(_table(table, "aws", where)),
         providers=_providers(table, where),

@@ -46,7 +46,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
 ) -> None:
     env = {**os.environ, "MANGAASSIST_ROOT": str(ROOT)}
     env.pop("MANGAASSIST_URL", None)
-    default_ports = _free(8080) and _free(8079) and _free(8081) and _free(9090) and _free(9093)
+    default_ports = all(_free(port) for port in (8079, 8080, 8081, 8082, 9090, 9093))
     if not default_ports:  # someone runs the dev platform here: same config, free ports
         config = (ROOT / "mangaassist.toml").read_text()
         for port in (
@@ -55,6 +55,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
             "router_port = 8081",
             "prometheus_port = 9090",
             "alertmanager_port = 9093",
+            "edge_port = 8082",
         ):
             config = config.replace(port, port.split("=")[0] + "= 0")
         # the config file's folder is the project root (sources and data resolve against it)
@@ -70,6 +71,10 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert again.returncode == 0 and "already running" in again.stdout
 
         status = json.loads(_cli("status", "--json", *home, env=env).stdout)
+        edge = status["edge"]  # CD-05: the edge runs with the platform, /v1 to the chatbot's router
+        assert edge is not None and edge["environment"] == "dev" and _alive(edge["pid"])
+        if default_ports:
+            assert edge["url"] == "http://127.0.0.1:8082"
         monitoring = status["monitoring"]  # CD-08: Prometheus and Alertmanager run with the platform
         assert monitoring["problems"] == []
         assert monitoring["running"] == {"alertmanager": True, "prometheus": True}
@@ -87,6 +92,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert m1["health"] == "healthy" and m1["app"] == "mangaassist.chatbot.model_server:create_app"
         assert chatbot["links"] == {"MANGAASSIST_INTENT_URL": model["url"]}
         pids = [status["pid"], *(w["pid"] for w in r1["workers"]), *(w["pid"] for w in m1["workers"])]
+        pids.append(edge["pid"])
         assert all(_alive(p) for p in pids)
 
         url_args = [] if default_ports else ["--url", chatbot["url"]]

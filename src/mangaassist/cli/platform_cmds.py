@@ -87,6 +87,7 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
             **report.status,
             "config_server": config_url,
             "edge": started.edge_url,
+            "dashboard": started.dashboard_url,
         }
         print(json.dumps(doc, indent=2))
         return
@@ -100,6 +101,10 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  config server: {config_url}", highlight=False)
     if started.edge_url:
         console.print(f"  edge (widget and /v1): {started.edge_url}", highlight=False)
+    if started.dashboard_url:
+        console.print(
+            f"  dashboard (runs, engine metrics at /metrics): {started.dashboard_url}", highlight=False
+        )
 
 
 def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> None:
@@ -112,6 +117,7 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
             **report.__dict__,
             "config_server_stopped": config_stopped,
             "edge_stopped": stopped.edge_stopped,
+            "dashboard_stopped": stopped.dashboard_stopped,
         }
         print(json.dumps(doc, indent=2))
     elif not report.was_running:
@@ -126,6 +132,8 @@ def down(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) ->
         console.print(f"stopped the config server of {platform.home}")
     if stopped.edge_stopped and not as_json:
         console.print(f"stopped the edge of {platform.home}")
+    if stopped.dashboard_stopped and not as_json:
+        console.print(f"stopped the dashboard of {platform.home}")
     if report.left:
         raise _fail(f"still running: {report.left}")
 
@@ -153,6 +161,12 @@ def status(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) 
         console.print(
             f"edge: {edge['url']} (PID {edge['pid']}), serves {edge['environment']} and /previews/, "
             f"/v1 to {edge['api']}",
+            highlight=False,
+        )
+    dashboard = data.get("dashboard")
+    if dashboard:
+        console.print(
+            f"dashboard: {dashboard['url']} (PID {dashboard['pid']}), engine metrics at /metrics",
             highlight=False,
         )
     monitoring = data.get("monitoring")

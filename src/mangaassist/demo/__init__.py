@@ -12,10 +12,14 @@
 5. On that same platform, before it stops, delivers the intent model (CD-03): a first champion on
    70% of the data, retrained with all of it (gate, shadow, canary, promoted), and a model trained
    on shuffled labels blocked by the evaluation gate.
+6. On that same platform, last, monitoring (CD-08): the SLO rules installed in its Prometheus, the
+   dashboards written; an outage injected while a release's canary runs fires the page alert, which
+   rolls the canary back.
 
-``--no-releases`` skips 4 and 5 (both need the platform).
+``--no-releases`` skips 4, 5 and 6 (they need the platform).
 
-One module per segment: ``tour`` (1), ``kb`` (2), ``config`` (3), ``release`` (4), ``model`` (5);
+One module per segment: ``tour`` (1), ``kb`` (2), ``config`` (3), ``release`` (4), ``model`` (5),
+``alerts`` (6);
 ``run_demo`` here is what ``mangaassist demo`` runs. Every platform resource (the config server, the
 control plane, compute, the config store, the registry, the index) comes from ``platform.factory``.
 The demo is a layer between the CLI and the delivery layer: it never imports ``mangaassist.cli``.
@@ -31,6 +35,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mangaassist.chatbot.launcher import ChatbotProcess
+from mangaassist.demo.alerts import run_alert_demo
 from mangaassist.demo.config import run_config_demo
 from mangaassist.demo.engine import DEMO_ENVIRONMENT
 from mangaassist.demo.infra import run_infra_demo
@@ -86,12 +91,14 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
             config_platform.stop_config_server()
     console.print(f"Chatbot stopped (exit status {server.exit_status}).")
     console.print()
-    release_failures = model_failures = 0
+    release_failures = model_failures = alert_failures = 0
     if releases:
         with local_platform(console) as platform:
             release_failures = run_release_demo(console, platform)
             console.print()
             model_failures = run_model_demo(console, platform)
+            console.print()
+            alert_failures = run_alert_demo(console, platform)
     console.rule("[bold]Summary")
     for line in (
         f"Chatbot tour stopped cleanly: {server.exit_status == 0}",
@@ -102,6 +109,7 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Database migrations (CD-07): {'ok' if migration_failures == 0 else 'FAILED'}",
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Model releases: {('ok' if model_failures == 0 else 'FAILED') if releases else 'skipped'}",
+        f"Alerts (CD-08): {('ok' if alert_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)
@@ -113,5 +121,6 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         migration_failures,
         release_failures,
         model_failures,
+        alert_failures,
     )
     return 0 if not any(failed) else 1

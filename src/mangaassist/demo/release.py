@@ -52,11 +52,30 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
-def _release(console: Console, params: dict[str, Any]) -> tuple[RunRecord, dict[str, StepRecord]]:
+def release(console: Console, params: dict[str, Any]) -> tuple[RunRecord, dict[str, StepRecord]]:
     """One CD-01 run in the demo's environment, as ``mangaassist deploy app`` runs it."""
     return run_pipeline(
         ProgressDisplay(console), cd01.NAME, params, environment=DEMO_ENVIRONMENT, announce=True
     )
+
+
+def changed_project(root: Path, scratch: Path) -> Path:
+    """A copy of the project's source tree under ``scratch`` with one line changed (a new build, a
+    new digest), and what the CD-01 test gate of the demo runs."""
+    project = scratch / "project"
+    project.mkdir()
+    shutil.copy2(root / "pyproject.toml", project / "pyproject.toml")
+    shutil.copytree(root / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("tests/__init__.py", "tests/unit/__init__.py", "tests/unit/rollout"):  # the test gate's
+        target = project / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (root / part).is_dir():
+            shutil.copytree(root / part, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(root / part, target)
+    with (project / "src" / "mangaassist" / "__init__.py").open("a") as fh:
+        fh.write(f"\n# demo release {time.time():.0f}\n")
+    return project
 
 
 def _judge_table(title: str, steps: dict[str, StepRecord]) -> Table:
@@ -122,25 +141,13 @@ def _releases(console: Console, platform: Platform) -> int:
     load = BackgroundLoad(url, rps=12, sessions=8, seed=7).start()
     code = 0
     try:
-        project = scratch / "project"
-        project.mkdir()
-        shutil.copy2(settings.root / "pyproject.toml", project / "pyproject.toml")
-        shutil.copytree(settings.root / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
-        for part in ("tests/__init__.py", "tests/unit/__init__.py", "tests/unit/rollout"):  # the test gate's
-            target = project / part
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if (settings.root / part).is_dir():
-                shutil.copytree(settings.root / part, target, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(settings.root / part, target)
-        with (project / "src" / "mangaassist" / "__init__.py").open("a") as fh:
-            fh.write(f"\n# demo release {time.time():.0f}\n")
+        project = changed_project(settings.root, scratch)
         console.print(
             f"Traffic: 12 chats/s through {url}. [bold]1. A good release[/] (a changed source tree):"
         )
         base = {"environment": DEMO_ENVIRONMENT, **DEMO_SETTINGS}
         began = time.monotonic()
-        run, steps = _release(console, {**base, "source": str(project)})
+        run, steps = release(console, {**base, "source": str(project)})
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
             f"live: {dict(compute.status('chatbot').weights)}"
@@ -150,7 +157,7 @@ def _releases(console: Console, platform: Platform) -> int:
             code = 1
         console.print("[bold]2. A bad release[/]: the same code with MANGAASSIST_FAULT=error_rate=0.2")
         began = time.monotonic()
-        run, steps = _release(
+        run, steps = release(
             console, {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}}
         )
         console.print(

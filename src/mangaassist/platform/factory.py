@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.resources import physical_name
+from mangaassist.platform import daemons
 from mangaassist.platform.compute import Compute
 from mangaassist.platform.config_store import ConfigStore
 from mangaassist.platform.infra import Provisioner
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from mangaassist.platform.local.client import DownReport, UpReport
 
 PROVIDERS = ("local", "aws")
+DASHBOARD = ("dashboard", "mangaassist.dashboard")
+"""The delivery dashboard's process (``platform.daemons``: name, module), started by ``up``."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class UpResult:
     config_url: str | None
     edge_url: str | None = None
     """The edge's URL (CD-05: the widget and ``/v1``) when the environment has an ``edge_port``."""
+    dashboard_url: str | None = None
+    """The delivery dashboard's URL (engine metrics) when the environment has a ``dashboard_port``."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class DownResult:
     report: DownReport
     config_server_stopped: bool
     edge_stopped: bool = False
+    dashboard_stopped: bool = False
 
 
 class Platform:
@@ -318,7 +324,17 @@ class Platform:
                 port=self.settings.edge_port,
                 host=self.settings.host,
             )
-        return UpResult(report, config_url, edge_url)
+        dashboard_url = None
+        if self.settings.dashboard_port is not None:  # a process of a higher layer: named, not imported
+            args = ["--home", str(self.home), "--port", str(self.settings.dashboard_port)]
+            args += ["--host", self.settings.host]
+            if os.environ.get("MANGAASSIST_STATE_URL"):
+                args += ["--state-url", os.environ["MANGAASSIST_STATE_URL"]]
+            dashboard = daemons.ensure(
+                self.home, *DASHBOARD, args, detail=f" (port {self.settings.dashboard_port})"
+            )
+            dashboard_url = str(dashboard["url"])
+        return UpResult(report, config_url, edge_url, dashboard_url)
 
     def down(self) -> DownResult:
         """Stop the control plane, every worker (checked by PID), the config server and the edge."""
@@ -330,7 +346,7 @@ class Platform:
         self.close()
         report = stop_control_plane(self.settings)
         config_stopped = bool(self.settings.config_server and stop_server(self.home))
-        return DownResult(report, config_stopped, stop_edge(self.home))
+        return DownResult(report, config_stopped, stop_edge(self.home), daemons.stop(self.home, *DASHBOARD))
 
     def running(self) -> bool:
         """Whether the environment's local control plane runs."""
@@ -348,7 +364,8 @@ class Platform:
 
         compute = self.compute()
         assert isinstance(compute, LocalCompute)
-        return {**compute.raw_status(), "edge": running_edge(self.home)}
+        dashboard = daemons.running(self.home, DASHBOARD[0])
+        return {**compute.raw_status(), "edge": running_edge(self.home), "dashboard": dashboard}
 
     def config_server_url(self) -> str:
         """The environment's config server, started if it does not run (local)."""

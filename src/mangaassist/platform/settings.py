@@ -134,6 +134,10 @@ class PlatformSettings:
     """``edge_port``: ``up`` starts the edge (CD-05: the widget's releases and ``/v1`` proxied to
     the chatbot's router) on this loopback port (0 picks a free one); ``down`` stops it. None: no
     edge."""
+    dashboard_port: int | None = None
+    """``dashboard_port``: ``up`` starts the delivery dashboard (``/metrics``: the engine's metrics,
+    scraped by the environment's Prometheus) on this loopback port (0 picks a free one); ``down``
+    stops it. None: no dashboard."""
     monitoring: MonitoringSettings | None = None
     """``[environments.NAME.monitoring]``: the control plane runs Prometheus and Alertmanager for the
     environment (CD-08); None: it does not."""
@@ -292,6 +296,7 @@ def load_settings(
         services=services,
         config_server=_bool(table, "config_server", where, False),
         edge_port=_int(table, "edge_port", where) if "edge_port" in table else None,
+        dashboard_port=_int(table, "dashboard_port", where) if "dashboard_port" in table else None,
         monitoring=_monitoring(table, where),
         aws=dict(_table(table, "aws", where)),
         providers=_providers(table, where),

@@ -21,7 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
+from mangaassist.delivery.engine.policy import default_policy
+from mangaassist.delivery.engine.runs import Executor
+from mangaassist.delivery.engine.state import StateStore
+from mangaassist.delivery.pipelines import demo
 from mangaassist.delivery.rollout.phases import Canary, page_alerts
+from mangaassist.platform import daemons
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
 from mangaassist.platform.local.client import (
@@ -198,3 +203,44 @@ def test_judges_can_read_the_per_revision_series_from_prometheus(
     assert sum(o.fallback for o in got) == 10
     # windows telescope: reading on from the cursor gives nothing until there is new traffic
     assert scraped.outcomes(SERVICE, batch.cursor).outcomes == ()
+
+
+def test_prometheus_scrapes_the_engines_metrics_from_the_dashboard(
+    monitored: tuple[PlatformSettings, LocalCompute],
+) -> None:
+    """The dashboard (``python -m mangaassist.dashboard``) serves the engine's metrics from the
+    state database and drops a target file that the platform's Prometheus discovers."""
+    settings, compute = monitored
+    home = settings.home
+    store = StateStore(f"sqlite:///{home / 'state.sqlite3'}")
+    try:
+        Executor(store, heartbeat=False).run(
+            demo.build({"fail_at": "verify"}),
+            environment="dev",
+            target="demo",
+            requester="ann",
+            policy=default_policy().for_run("dev", "demo"),
+        )
+    finally:
+        store.close()
+    args = ["--home", str(home), "--port", "0"]
+    dashboard = daemons.ensure(home, "dashboard", "mangaassist.dashboard", args)
+    try:
+        assert (
+            "mangaassist_engine_rollbacks_total" in httpx.get(f"{dashboard['url']}/metrics", timeout=5).text
+        )
+        prometheus = _status(compute)["prometheus"]
+
+        def rolled_back() -> float:
+            query = 'sum(mangaassist_engine_rollbacks_total{pipeline="demo",environment="dev"})'
+            result = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5).json()
+            return float(result["data"]["result"][0]["value"][1]) if result["data"]["result"] else 0.0
+
+        assert eventually(rolled_back, what="the engine's rollback count in Prometheus") == 1
+        runs = httpx.get(f"{dashboard['url']}/api/runs", timeout=5).json()
+        assert [(r["pipeline"], r["state"]) for r in runs] == [("demo", "rolled_back")]
+        assert "rolled_back" in httpx.get(dashboard["url"], timeout=5).text
+    finally:
+        assert daemons.stop(home, "dashboard", "mangaassist.dashboard") is True
+    assert not (home / "monitoring" / "targets" / "dashboard.json").exists()
+    assert daemons.running(home, "dashboard") is None

@@ -46,7 +46,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
 ) -> None:
     env = {**os.environ, "MANGAASSIST_ROOT": str(ROOT)}
     env.pop("MANGAASSIST_URL", None)
-    default_ports = all(_free(port) for port in (8079, 8080, 8081, 8082, 9090, 9093))
+    default_ports = all(_free(port) for port in (8079, 8080, 8081, 8082, 8090, 9090, 9093))
     if not default_ports:  # someone runs the dev platform here: same config, free ports
         config = (ROOT / "mangaassist.toml").read_text()
         for port in (
@@ -56,6 +56,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
             "prometheus_port = 9090",
             "alertmanager_port = 9093",
             "edge_port = 8082",
+            "dashboard_port = 8090",
         ):
             config = config.replace(port, port.split("=")[0] + "= 0")
         # the config file's folder is the project root (sources and data resolve against it)
@@ -75,6 +76,14 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert edge is not None and edge["environment"] == "dev" and _alive(edge["pid"])
         if default_ports:
             assert edge["url"] == "http://127.0.0.1:8082"
+        dashboard = status["dashboard"]  # the engine's metrics, scraped by the platform's Prometheus
+        assert dashboard is not None and _alive(dashboard["pid"])
+        if default_ports:
+            assert dashboard["url"] == "http://127.0.0.1:8090"
+        engine = httpx.get(f"{dashboard['url']}/metrics", timeout=10).text
+        assert "mangaassist_engine_scrape_errors_total 0.0" in engine
+        target = json.loads((state_home / "monitoring" / "targets" / "dashboard.json").read_text())
+        assert target[0]["targets"] == [dashboard["url"].removeprefix("http://")]
         monitoring = status["monitoring"]  # CD-08: Prometheus and Alertmanager run with the platform
         assert monitoring["problems"] == []
         assert monitoring["running"] == {"alertmanager": True, "prometheus": True}
@@ -92,7 +101,7 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert m1["health"] == "healthy" and m1["app"] == "mangaassist.chatbot.model_server:create_app"
         assert chatbot["links"] == {"MANGAASSIST_INTENT_URL": model["url"]}
         pids = [status["pid"], *(w["pid"] for w in r1["workers"]), *(w["pid"] for w in m1["workers"])]
-        pids.append(edge["pid"])
+        pids += [edge["pid"], dashboard["pid"]]
         assert all(_alive(p) for p in pids)
 
         url_args = [] if default_ports else ["--url", chatbot["url"]]
@@ -151,6 +160,8 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         time.sleep(0.05)
     assert [p for p in pids if _alive(p)] == []
     assert running_url(state_home) is None  # `down` stopped the config server too
+    assert "stopped the dashboard" in down.stdout
+    assert not (state_home / "monitoring" / "targets" / "dashboard.json").exists()  # no stale target
     nothing = _cli("down", *home, env=env, timeout=60)
     assert nothing.returncode == 0 and "nothing runs" in nothing.stdout
     assert _cli("status", *home, env=env, timeout=60).returncode == 1

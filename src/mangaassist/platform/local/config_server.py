@@ -28,13 +28,9 @@ API (JSON):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,9 +45,12 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from mangaassist.core.configspec import version_of
+from mangaassist.platform import daemons
 from mangaassist.platform.config_store import ConfigStoreError, ConfigVersion, Observations, Rollout
 
-STATE_FILE = "config-server.json"
+NAME = "config-server"
+"""Its state file and log under the home: ``config-server.json``, ``config-server.log``."""
+MODULE = "mangaassist.platform.local.config_server"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
   profile TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL,
@@ -371,69 +370,25 @@ class _Server(ThreadingHTTPServer):
 def serve(home: Path, port: int = 0, host: str = "127.0.0.1") -> None:
     """Listen until killed; announce the URL in ``HOME/config-server.json``."""
     server = _Server((host, port), ConfigDatabase(home / "config.sqlite3"))
-    url = f"http://{host}:{server.server_address[1]}"
-    tmp = home / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    tmp.replace(home / STATE_FILE)
+    daemons.announce(home, NAME, f"http://{host}:{server.server_address[1]}")
     server.serve_forever(poll_interval=0.2)
 
 
 def running_url(home: Path) -> str | None:
     """The URL of the server announced under ``home`` if it answers."""
-    try:
-        url = str(json.loads((home / STATE_FILE).read_text())["url"])
-        httpx.get(f"{url}/healthz", timeout=1.0).raise_for_status()
-        return url
-    except (OSError, ValueError, KeyError, httpx.HTTPError):
-        return None
+    state = daemons.running(home, NAME)
+    return None if state is None else str(state["url"])
 
 
 def ensure_server(home: Path, timeout: float = 15.0) -> str:
     """The URL of the config server of ``home``, started in the background if none answers."""
-    url = running_url(home)
-    if url:
-        return url
-    home.mkdir(parents=True, exist_ok=True)
-    (home / STATE_FILE).unlink(missing_ok=True)
-    log = (home / "config-server.log").open("ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "mangaassist.platform.local.config_server", "--home", str(home)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        url = running_url(home)
-        if url:
-            return url
-        time.sleep(0.05)
-    raise ConfigStoreError(
-        f"the config server did not start within {timeout:.0f}s (see {home}/config-server.log)"
-    )
+    state = daemons.ensure(home, NAME, MODULE, ["--home", str(home)], timeout=timeout, error=ConfigStoreError)
+    return str(state["url"])
 
 
 def stop_server(home: Path, timeout: float = 10.0) -> bool:
-    """Stop the server announced under ``home`` (SIGTERM); False if none was running."""
-    try:
-        pid = int(json.loads((home / STATE_FILE).read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return False
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):  # reap it if it is our child (ensure_server)
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    (home / STATE_FILE).unlink(missing_ok=True)
-    return True
+    """Stop the server announced under ``home`` (SIGTERM, then SIGKILL); False if none was running."""
+    return daemons.stop(home, NAME, MODULE, timeout)
 
 
 class HttpConfigStore:

@@ -46,9 +46,10 @@ from starlette.types import Receive, Scope, Send
 
 from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform import daemons
 from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
-from mangaassist.platform.local.config_server import STATE_FILE as CONFIG_STATE_FILE
+from mangaassist.platform.local.config_server import NAME as CONFIG_SERVER
 from mangaassist.platform.local.monitoring import LocalMonitoring
 from mangaassist.platform.local.router import Fault, Router, RouteTarget, RoutingTable
 from mangaassist.platform.local.supervisor import RevisionSupervisor, health_timeout
@@ -407,11 +408,8 @@ class ControlPlane:
         this runs on the event loop; Prometheus reports it down if it does not answer)."""
         if not self.settings.config_server:
             return None
-        try:
-            url = str(json.loads((self.settings.home / CONFIG_STATE_FILE).read_text())["url"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return url.removeprefix("http://").rstrip("/")
+        state = daemons.announced(self.settings.home, CONFIG_SERVER)
+        return None if state is None else str(state["url"]).removeprefix("http://").rstrip("/")
 
     def write_pids(self) -> None:
         pids = {

@@ -33,10 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,6 +41,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.platform import daemons
 from mangaassist.platform.local.static_site import LocalStaticSite
 from mangaassist.platform.static_site import (
     ASSET_CACHE_CONTROL,
@@ -58,8 +55,9 @@ from mangaassist.platform.static_site import (
     preview_channel,
 )
 
-STATE_FILE = "edge.json"
-LOG_FILE = "edge.log"
+NAME = "edge"
+"""Its state file and log under the home: ``edge.json``, ``edge.log`` (``platform.daemons``)."""
+MODULE = "mangaassist.platform.local.edge"
 DEFAULT_PORT = 8082
 DEFAULT_API = "http://127.0.0.1:8080"
 FORWARDED_REQUEST_HEADERS = (
@@ -213,10 +211,10 @@ class EdgeServer(ThreadingHTTPServer):
     def __init__(
         self, address: tuple[str, int], site: LocalStaticSite, api: str, timeout_s: float = 60.0
     ) -> None:
-        super().__init__(address, _Handler)
         self.site = site
         self.api = api.rstrip("/")
         self.http = httpx.Client(timeout=timeout_s, follow_redirects=False)
+        super().__init__(address, _Handler)  # binds: a taken port raises here, with the rest set
 
     @property
     def url(self) -> str:
@@ -240,52 +238,23 @@ def serve(
 ) -> None:
     """Listen until killed; announce the URL in ``HOME/edge.json``."""
     server = EdgeServer((host, port), LocalStaticSite(site_root, environment=environment), api)
-    state = {"url": server.url, "pid": os.getpid(), "api": server.api, "environment": environment}
-    tmp = home / f"{STATE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state))
-    tmp.replace(home / STATE_FILE)
+    daemons.announce(home, NAME, server.url, api=server.api, environment=environment)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
 
 
-def _state(home: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((home / STATE_FILE).read_text())
-        int(data["pid"]), str(data["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return data
-
-
 def running(home: Path) -> dict[str, Any] | None:
     """The edge announced under ``home`` (``url``, ``pid``, ``api``, ``environment``) if it answers
     as that process."""
-    state = _state(home)
-    if state is None:
-        return None
-    try:
-        answer = httpx.get(f"{state['url']}/healthz", timeout=1.0)
-        answer.raise_for_status()
-        if int(answer.json()["pid"]) != int(state["pid"]):
-            return None
-    except (httpx.HTTPError, ValueError, KeyError):
-        return None
-    return state
+    return daemons.running(home, NAME)
 
 
 def running_url(home: Path) -> str | None:
     """The URL of the edge announced under ``home`` if it answers."""
     state = running(home)
     return None if state is None else str(state["url"])
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) or "empty log"
-    except OSError:
-        return "no log"
 
 
 def ensure_edge(
@@ -299,66 +268,20 @@ def ensure_edge(
     timeout: float = 15.0,
 ) -> str:
     """The URL of the edge of ``home``, started in the background if none answers."""
-    url = running_url(home)
-    if url:
-        return url
-    home.mkdir(parents=True, exist_ok=True)
     site_root.mkdir(parents=True, exist_ok=True)
-    (home / STATE_FILE).unlink(missing_ok=True)
-    argv = [
-        sys.executable, "-m", "mangaassist.platform.local.edge", "--home", str(home),
-        "--site", str(site_root), "--env", environment, "--api", api, "--port", str(port), "--host", host,
+    args = [
+        "--home", str(home), "--site", str(site_root), "--env", environment, "--api", api,
+        "--port", str(port), "--host", host,
     ]  # fmt: skip
-    with (home / LOG_FILE).open("ab") as log:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        url = running_url(home)
-        if url:
-            return url
-        if proc.poll() is not None:
-            raise StaticSiteError(
-                f"the edge exited with status {proc.returncode} (port {port}): {_tail(home / LOG_FILE)}"
-            )
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise StaticSiteError(f"the edge did not start within {timeout:.0f}s: {_tail(home / LOG_FILE)}")
-
-
-def _is_edge(pid: int) -> bool:
-    """Whether ``pid`` runs this module (a stale state file may name a PID reused by another)."""
-    try:
-        return b"mangaassist.platform.local.edge" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    state = daemons.ensure(
+        home, NAME, MODULE, args, timeout=timeout, error=StaticSiteError, detail=f" (port {port})"
+    )
+    return str(state["url"])
 
 
 def stop_edge(home: Path, timeout: float = 10.0) -> bool:
     """Stop the edge announced under ``home`` (SIGTERM, then SIGKILL); False if none was running."""
-    state = _state(home)
-    if state is None:
-        return False
-    pid = int(state["pid"])
-    stopped = False
-    if _is_edge(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            stopped = True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):  # reap it if it is our child (ensure_edge)
-                os.waitpid(pid, os.WNOHANG)
-            if not _is_edge(pid):
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    (home / STATE_FILE).unlink(missing_ok=True)
-    return stopped
+    return daemons.stop(home, NAME, MODULE, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,8 @@ When an environment has a ``[environments.NAME.monitoring]`` table, the control 
 * **Prometheus** (Debian's ``prometheus``), scraping every router (``/_router/metrics``, per-revision
   series) and every ready worker (``/metrics``, labelled with its service and revision) through a
   file-based service discovery file the control plane rewrites whenever a routing table changes
-  (``HOME/monitoring/targets/platform.json``), and evaluating the rule files under
+  (``HOME/monitoring/targets/platform.json``; another process serving metrics, the delivery
+  dashboard, drops its own file there), and evaluating the rule files under
   ``HOME/monitoring/rules/`` (what ``mangaassist monitor build`` generates; the CD-08 pipeline
   writes them there and reloads with ``POST /-/reload``);
 * **Alertmanager** (Debian's ``prometheus-alertmanager``), routing every alert to the control
@@ -136,7 +137,10 @@ class LocalMonitoring:
                 {
                     "job_name": "mangaassist",
                     "honor_labels": True,  # the routers' own service and revision labels win
-                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": interval}],
+                    # the control plane's file, and any other process's (the dashboard's engine metrics)
+                    "file_sd_configs": [
+                        {"files": [str(self.targets_file.parent / "*.json")], "refresh_interval": interval}
+                    ],
                 },
             ],
         }

@@ -1,0 +1,3 @@
+from mangaassist.dashboard.server import main
+
+main()

@@ -387,6 +387,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             versions=Versions(
                 **{
                     **service.rt.versions,
+                    "index": result.index or service.rt.knowledge.version,
                     "model": result.model or service.rt.intents.version,
                     "config": result.configs.get("runtime", service.rt.config.version),
                 },

@@ -118,6 +118,34 @@ class KnowledgeIndex:
     def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
         return [_hit(h) for h in self._scorer.search(vector, query, k, kind)]
 
+    def pinned(self) -> Retriever:
+        """Itself: a build in memory has one version."""
+        return self
+
+
+class _PinnedVersion:
+    """One version of the index as a ``Retriever`` (``LiveKnowledge.pinned``)."""
+
+    def __init__(self, index: VectorIndex, version: str) -> None:
+        self.index = index
+        self._version = version
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        return [_hit(h) for h in self.index.search(self._version, vector, query, k, kind)]
+
+
+class _NoKnowledge:
+    """No version live and no build of our own: nothing to find."""
+
+    version = "none"
+
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        return []
+
 
 class LiveKnowledge:
     """The version ``alias`` points at, followed without a restart."""
@@ -152,6 +180,14 @@ class LiveKnowledge:
         if live is None:
             return self.fallback.search(vector, query, k, kind) if self.fallback is not None else []
         return [_hit(h) for h in self.index.search(live, vector, query, k, kind)]
+
+    def pinned(self) -> Retriever:
+        """The version live now, for one request: its search and its ``version`` stay that version
+        whatever the alias does meanwhile, so an answer never names a version it did not read."""
+        live = self._live
+        if live is None:
+            return self.fallback if self.fallback is not None else _NoKnowledge()
+        return _PinnedVersion(self.index, live)
 
     def refresh(self) -> bool:
         """Resolve the alias; switch if it moved to a version we can use. True if switched."""

@@ -62,6 +62,8 @@ class ChatResult:
     guardrail_reasons: list[str]
     timings_ms: dict[str, float] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
+    index: str = ""
+    """The knowledge-base version this answer searched (pinned when the request started)."""
     """The config profile versions this answer was made with (CD-06)."""
     model: str = ""
     """The intent model version that classified this message (the endpoint's, or the fallback's)."""
@@ -239,6 +241,7 @@ class ChatService:
         rt = self.rt
         active = active or rt.active_config(session_id)
         config = active.runtime
+        knowledge = rt.knowledge.pinned()  # one version for the whole answer, and the one it reports
         timings: dict[str, float] = {}
         with self._stage("guardrails", timings):
             screened, blocked_topic = active.screen(message)
@@ -273,7 +276,7 @@ class ChatService:
                 draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
             else:
                 ctx = Context(
-                    query, vector, customer, session, rt.catalog, rt.knowledge, rt.store, config, shadow
+                    query, vector, customer, session, rt.catalog, knowledge, rt.store, config, shadow
                 )
                 draft = HANDLERS[prediction.intent](ctx)
 
@@ -319,6 +322,7 @@ class ChatService:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
             configs=dict(active.versions),
             model=prediction.model or rt.intents.version,
+            index=knowledge.version,
         )
 
     async def _generate(self, request: GenerationRequest) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,10 +73,20 @@ def test_model_eval_json(state_home: Path) -> None:
 def test_demo_runs_start_to_finish(state_home: Path) -> None:
     # the application and model releases need the local platform: covered by
     # tests/integration/app_pipeline and model_pipeline (see test_deploy_cli.py), run by `make demo`
-    result = run("demo", "--no-releases", env=server_env(state_home))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Intents right: 7/7" in result.stdout
-    assert "Chatbot stopped (exit status 0)" in result.stdout
-    assert "Knowledge-base release: ok" in result.stdout
-    assert "Application releases: skipped" in result.stdout
-    assert "Model releases: skipped" in result.stdout
+    result = run("demo", "--no-releases", env={**server_env(state_home), "COLUMNS": "240"})
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Intents right: 7/7" in out
+    assert "Chatbot stopped (exit status 0)" in out
+    assert "Knowledge-base release: ok" in out
+    assert "Application releases: skipped" in out
+    assert "Model releases: skipped" in out
+    # the CD-07 segment, with the real chatbot following the config server's schema profile: an
+    # apply SIGKILLed in its backfill resumed from its checkpoints, the order lookup reads the new
+    # index, and session items the chatbot wrote under 0003's rule were in the new shape already
+    assert "Database migrations (CD-07): ok" in out
+    assert "resumed from their checkpoints" in out and "read through index" in out
+    already = re.search(
+        r"migrate apply 3 \(sessions gain their TTL\): succeeded; \d+ written, (\d+) already", out
+    )
+    assert already and int(already.group(1)) > 0, out

@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import yaml
 
-from mangaassist.core import configspec
+from mangaassist.core import configspec, safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.flags import OPERATORS, compile_re2
 
@@ -104,14 +104,10 @@ def load_document(path: Path) -> Document:
     """Parse a YAML file; a syntax error is a ConfigError naming file and line."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    # hostile input refused before parsing: too large, binary, aliases (core.safeyaml)
+    text = safeyaml.text_of(path.read_bytes(), str(path))
+    node = safeyaml.compose(text, str(path))
+    data = safeyaml.load(text, str(path))
     lines: dict[Path_, int] = {}
     if node is not None:
         _walk(node, (), lines)

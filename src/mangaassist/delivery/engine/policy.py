@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine.approvals import identity
 from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
@@ -386,8 +387,8 @@ class _Map(dict[str, Any]):
     lines: dict[str, int]
 
 
-class _LineLoader(yaml.SafeLoader):
-    pass
+class _LineLoader(safeyaml.SafeLoader):
+    """The hostile-input guards of ``core.safeyaml`` (no aliases, bounded depth), with line numbers."""
 
 
 def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> Any:
@@ -422,9 +423,13 @@ def load_policy(path: Path | str | None = None) -> Policy:
     if chosen is None:
         return parse_policy(DEFAULT_POLICY_YAML, DEFAULT_POLICY_NAME)
     try:
-        text = chosen.read_text(encoding="utf-8")
+        data = chosen.read_bytes()
     except OSError as exc:
         raise PolicyError(str(chosen), None, "(file)", f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = safeyaml.text_of(data, str(chosen))
+    except ConfigError as exc:  # too large, or not a text file
+        raise PolicyError(str(chosen), None, "(file)", str(exc).removeprefix(f"{chosen}: ")) from None
     return parse_policy(text, str(chosen))
 
 

@@ -49,6 +49,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
 
 PROMETHEUS_V1 = "prometheus/v1"
@@ -872,12 +873,15 @@ def spec_files(paths: Iterable[Path]) -> list[Path]:
 
 def _documents(file: Path, problems: list[Problem]) -> Iterator[_At]:
     try:
-        text = file.read_text(encoding="utf-8")
+        text = safeyaml.text_of(file.read_bytes(), str(file))
     except OSError as exc:
         problems.append(Problem(file, 0, "(file)", f"cannot read: {exc.strerror or exc}"))
         return
+    except ConfigError as exc:  # too large, or not a text file
+        problems.append(Problem(file, 0, "(file)", str(exc).removeprefix(f"{file}: ")))
+        return
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=safeyaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problems.append(Problem(file, mark.line + 1 if mark else 0, "(yaml)", str(exc.problem or exc)))

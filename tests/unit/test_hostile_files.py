@@ -18,6 +18,7 @@ import pytest
 
 from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
+from mangaassist.core.flags import FlagSet
 from mangaassist.core.resources import load_declaration
 from mangaassist.delivery.config_profiles import load_document
 from mangaassist.delivery.engine.policy import load_policy
@@ -114,3 +115,28 @@ def test_config_validate_names_a_hostile_profile_and_json_stays_json(tmp_path: P
     error = json.loads(as_json.stdout)
     assert as_json.returncode == 2 and "anchors (&a0) are not accepted" in json.dumps(error)
     assert {p: p.read_bytes() for p in config.rglob("*") if p.is_file()} == before
+
+
+def test_a_flag_constraint_with_a_catastrophic_regex_is_evaluated_in_linear_time() -> None:
+    flags = FlagSet(
+        {
+            "features": [
+                {
+                    "name": "beta",
+                    "enabled": True,
+                    "strategies": [
+                        {
+                            "name": "default",
+                            "constraints": [
+                                {"contextName": "userId", "operator": "REGEX", "value": "(a+)+$"}
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+    started = time.perf_counter()
+    assert flags.is_enabled("beta", {"userId": "a" * 50_000 + "!"}) is False
+    assert time.perf_counter() - started < 0.5
+    assert flags.is_enabled("beta", {"userId": "aaaa"}) is True

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ from mangaassist.chatbot.config import ChatbotConfig
 from mangaassist.core.configspec import PROFILES, STORE_NAME, cites, render_template, version_of
 from mangaassist.core.flags import FlagSet, on_new_version
 from mangaassist.core.migrations import SCHEMA_PROFILE, Rules
+from mangaassist.core.saferegex import Pattern, compile_linear
 
 log = logging.getLogger("mangaassist.chatbot.config")
 
@@ -60,13 +60,14 @@ class ActiveConfig:
         return FlagSet(self.flags or {"features": []})
 
     @cached_property
-    def _pii(self) -> list[re.Pattern[str]]:
-        return [re.compile(p["regex"]) for p in (self.guardrails or {}).get("pii_patterns") or []]
+    def _pii(self) -> list[Pattern]:
+        return [compile_linear(p["regex"]) for p in (self.guardrails or {}).get("pii_patterns") or []]
 
     @cached_property
-    def _blocked(self) -> list[tuple[str, re.Pattern[str]]]:
+    def _blocked(self) -> list[tuple[str, Pattern]]:
         return [
-            (t["name"], re.compile(t["regex"])) for t in (self.guardrails or {}).get("blocked_topics") or []
+            (t["name"], compile_linear(t["regex"]))
+            for t in (self.guardrails or {}).get("blocked_topics") or []
         ]
 
     def flag(self, name: str, session_id: str, customer_id: str | None) -> bool:

@@ -27,6 +27,7 @@ version when its bucket is below ``percentage * 100``, so raising the percentage
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import re
@@ -34,6 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from mangaassist.core import saferegex
+from mangaassist.core.errors import ConfigError
 
 VARIANT_SEED = 86028157
 BUCKETS = 10_000
@@ -417,37 +421,15 @@ def _semver_cmp(a: tuple[tuple[int, int, int], list[str]], b: tuple[tuple[int, i
     return (len(pa) > len(pb)) - (len(pa) < len(pb))
 
 
-_POSIX = {
-    "alpha": "A-Za-z",
-    "digit": "0-9",
-    "alnum": "0-9A-Za-z",
-    "upper": "A-Z",
-    "lower": "a-z",
-    "space": r"\t\n\v\f\r ",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-    "punct": r"!-/:-@\[-`{-~",
-}
-_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]|\(\?P=|\\k<")
-_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+@functools.lru_cache(maxsize=1024)
+def compile_re2(pattern: str, case_insensitive: bool = False) -> saferegex.Pattern | None:
+    """Compile a pattern with RE2 itself (what Unleash servers accept), or None if RE2 refuses it.
 
-
-def compile_re2(pattern: str, case_insensitive: bool = False) -> re.Pattern[str] | None:
-    """Compile a pattern with RE2's semantics (what Unleash servers accept), or None if invalid.
-
-    RE2 has no lookaround or backreferences (rejected here), allows inline flags anywhere
-    (applied to the whole pattern here), and knows POSIX classes such as ``[[:alpha:]]``.
-    Classes like ``\\d`` and ``\\b`` are ASCII-only in RE2.
+    RE2 has no lookaround or backreferences, allows inline flags anywhere and knows POSIX classes
+    such as ``[[:alpha:]]``; its ``\\d`` and ``\\b`` are ASCII-only. Matching is linear in the input
+    whatever the pattern (``core.saferegex``). Compiled once per (pattern, case) and kept.
     """
-    if _UNSUPPORTED.search(pattern):
-        return None
-    flags = re.ASCII | (re.IGNORECASE if case_insensitive else 0)
-    for group in _INLINE_FLAGS.findall(pattern):
-        flags |= (re.IGNORECASE if "i" in group else 0) | (re.MULTILINE if "m" in group else 0)
-        flags |= re.DOTALL if "s" in group else 0
-    body = _INLINE_FLAGS.sub("", pattern)
-    body = re.sub(r"\[:(\w+):\]", lambda m: _POSIX.get(m.group(1), m.group(0)), body)
     try:
-        return re.compile(body, flags)
-    except re.error:
+        return saferegex.compile_linear(pattern, case_insensitive=case_insensitive)
+    except ConfigError:
         return None

@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import yaml
 
-from mangaassist.core import configspec, safeyaml
+from mangaassist.core import configspec, saferegex, safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.flags import OPERATORS, compile_re2
 
@@ -201,10 +201,10 @@ def _prompts(doc: Document) -> Iterator[Problem]:
 def _guardrails(doc: Document) -> Iterator[Problem]:
     for section in ("pii_patterns", "blocked_topics"):
         for i, item in enumerate(doc.data.get(section) or []):
-            try:
-                re.compile(item["regex"])
-            except re.error as exc:
-                yield doc.problem((section, i, "regex"), f"regular expression does not compile: {exc}")
+            try:  # linear-time RE2: these run on every customer message (core.saferegex)
+                saferegex.compile_linear(item["regex"])
+            except ConfigError as exc:
+                yield doc.problem((section, i, "regex"), str(exc).removeprefix("pattern: "))
 
 
 def _flags(doc: Document) -> Iterator[Problem]:

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mangaassist.chatbot.config import load_config
+from mangaassist.chatbot.config_client import ActiveConfig
 from mangaassist.core.flags import on_new_version
 from mangaassist.delivery.config_profiles import Problem, load_eval_suites, validate_all, validate_profile
 from mangaassist.delivery.pipelines.config import plan_percentages
@@ -100,6 +104,27 @@ def test_regular_expression_that_does_not_compile(cfg: Path) -> None:
     p = _only(validate_profile(cfg, "guardrails"))
     assert p.field == "pii_patterns[0].regex"
     assert p.line == _line_of(cfg / "guardrails.yaml", "(unclosed")
+
+
+def test_a_pattern_that_needs_backtracking_is_refused_with_the_reason(cfg: Path) -> None:
+    _edit(cfg / "guardrails.yaml", "regex: '\\+?\\d[\\d ()-]{8,}\\d'", "regex: '(?<=call me )\\d+'")
+    p = _only(validate_profile(cfg, "guardrails"))
+    assert p.field == "pii_patterns[0].regex"
+    assert "lookaround and backreferences are not accepted" in p.message
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time_on_every_message(cfg: Path) -> None:
+    """``(a+)+$`` takes Python's ``re`` minutes on 40 characters; compiled with RE2 it answers at once."""
+    _edit(cfg / "guardrails.yaml", "regex: '\\+?\\d[\\d ()-]{8,}\\d'", "regex: '(a+)+$'")
+    assert validate_profile(cfg, "guardrails") == []
+    active = ActiveConfig(load_config(ROOT / "config" / "runtime.yaml"), {}, guardrails=yaml.safe_load(
+        (cfg / "guardrails.yaml").read_text()
+    ))  # fmt: skip
+    started = time.perf_counter()
+    screened, blocked = active.screen("a" * 50_000 + "!")
+    assert time.perf_counter() - started < 0.5
+    assert blocked is None and screened.endswith("!")
+    assert active.screen("aaaa")[0] == "[redacted]"
 
 
 def test_flag_the_code_reads_must_exist_and_operators_must_be_known(cfg: Path) -> None:

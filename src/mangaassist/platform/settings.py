@@ -206,6 +206,37 @@ def _int(table: Mapping[str, Any], key: str, where: str, default: int | None = N
     return value
 
 
+def _port(table: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ConfigError(
+            f"{where}.{key}: expected a TCP port from 0 to 65535 (0 picks a free one), got {value!r}"
+        )
+    return value
+
+
+def _distinct_ports(settings: PlatformSettings, where: str) -> None:
+    """Two listeners of one environment on one fixed port: refused, naming both."""
+    ports: list[tuple[str, int | None]] = [
+        ("control_port", settings.control_port),
+        ("edge_port", settings.edge_port),
+        ("dashboard_port", settings.dashboard_port),
+        *((f"services.{s.name}.router_port", s.router_port) for s in settings.services.values()),
+    ]
+    if settings.monitoring is not None:
+        ports += [
+            ("monitoring.prometheus_port", settings.monitoring.prometheus_port),
+            ("monitoring.alertmanager_port", settings.monitoring.alertmanager_port),
+        ]
+    seen: dict[int, str] = {}
+    for field_name, port in ports:
+        if not port:  # None (not run) or 0 (a free one, picked at start)
+            continue
+        if port in seen:
+            raise ConfigError(f"{where}: {seen[port]} and {field_name} are both port {port}")
+        seen[port] = field_name
+
+
 MAX_TIMEOUT_S = 3600.0
 MAX_BODY_LIMIT = 1 << 30
 """The largest ``max_body_bytes`` accepted: the router holds a request body in memory."""
@@ -244,17 +275,21 @@ def load_settings(
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    envs = data.get("environments", {})
+    envs = _table(data, "environments", path.name)
     if environment not in envs:
         raise ConfigError(f"{path}: no [environments.{environment}] (have: {', '.join(sorted(envs))})")
     table = envs[environment]
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{path.name}: environments.{environment}: expected a table, got {table!r}")
     where = f"{path.name}: environments.{environment}"
     root = path.parent
     env_home = os.environ.get("MANGAASSIST_HOME")
     resolved_home = home or (Path(env_home) if env_home else root / str(table.get("home", ".mangaassist")))
     services: dict[str, ServiceSettings] = {}
-    for name, svc in table.get("services", {}).items():
+    for name, svc in _table(table, "services", where).items():
         w = f"{where}.services.{name}"
+        if not isinstance(svc, dict):
+            raise ConfigError(f"{w}: expected a table, got {svc!r}")
         if "app" not in svc and "compute" not in svc:
             raise ConfigError(f"{w}: 'app' (module:factory) is required")
         replicas = _int(svc, "replicas", w, 1)
@@ -264,18 +299,18 @@ def load_settings(
         services[name] = ServiceSettings(
             name=name,
             app=str(svc.get("app", "")),
-            router_port=_int(svc, "router_port", w, 0 if "compute" in svc else None),
+            router_port=_port(svc, "router_port", w, 0 if "compute" in svc else None),
             replicas=replicas,
             source=(root / source).resolve() if source else None,
             first_revision=str(svc.get("first_revision", "r1")),
-            env={str(k): str(v) for k, v in svc.get("env", {}).items()},
-            ready_timeout_s=float(svc.get("ready_timeout_s", 180.0)),
-            shadow_timeout_s=float(svc.get("shadow_timeout_s", 10.0)),
+            env={str(k): str(v) for k, v in _table(svc, "env", w).items()},
+            ready_timeout_s=_seconds(svc, "ready_timeout_s", w, ServiceSettings.ready_timeout_s),
+            shadow_timeout_s=_seconds(svc, "shadow_timeout_s", w, ServiceSettings.shadow_timeout_s),
             connect_timeout_s=_seconds(svc, "connect_timeout_s", w, ServiceSettings.connect_timeout_s),
             response_timeout_s=_seconds(svc, "response_timeout_s", w, ServiceSettings.response_timeout_s),
             idle_read_timeout_s=_seconds(svc, "idle_read_timeout_s", w, ServiceSettings.idle_read_timeout_s),
             max_body_bytes=_body_limit(svc, "max_body_bytes", w, ServiceSettings.max_body_bytes),
-            links={str(k): str(v) for k, v in svc.get("links", {}).items()},
+            links={str(k): str(v) for k, v in _table(svc, "links", w).items()},
             compute=str(svc["compute"]) if "compute" in svc else None,
             pass_env=_names(svc, "pass_env", w),
         )
@@ -287,26 +322,28 @@ def load_settings(
                     f"{where}.services.{name}.links.{variable}: {target!r} is not another service of "
                     f"this environment (have: {others})"
                 )
-    return PlatformSettings(
+    settings = PlatformSettings(
         environment=environment,
         provider=str(table.get("provider", "local")),
         root=root,
         home=resolved_home.resolve(),
-        control_port=_int(table, "control_port", where, 0),
+        control_port=_port(table, "control_port", where, 0),
         services=services,
         config_server=_bool(table, "config_server", where, False),
-        edge_port=_int(table, "edge_port", where) if "edge_port" in table else None,
-        dashboard_port=_int(table, "dashboard_port", where) if "dashboard_port" in table else None,
+        edge_port=_port(table, "edge_port", where) if "edge_port" in table else None,
+        dashboard_port=_port(table, "dashboard_port", where) if "dashboard_port" in table else None,
         monitoring=_monitoring(table, where),
         aws=dict(_table(table, "aws", where)),
         providers=_providers(table, where),
     )
+    _distinct_ports(settings, where)
+    return settings
 
 
 PROVIDERS = ("local", "aws")
 KINDS = ("tables",)
-JUDGE_SOURCES = ("router", "prometheus")
 """The resource kinds whose provider an environment may choose apart from its own."""
+JUDGE_SOURCES = ("router", "prometheus")
 
 
 def _providers(table: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -350,8 +387,8 @@ def _monitoring(table: Mapping[str, Any], where: str) -> MonitoringSettings | No
     defaults = MonitoringSettings()
     return MonitoringSettings(
         judge_source=str(source),
-        prometheus_port=_int(m, "prometheus_port", w, defaults.prometheus_port),
-        alertmanager_port=_int(m, "alertmanager_port", w, defaults.alertmanager_port),
+        prometheus_port=_port(m, "prometheus_port", w, defaults.prometheus_port),
+        alertmanager_port=_port(m, "alertmanager_port", w, defaults.alertmanager_port),
         scrape_interval_s=float(interval),
         prometheus=str(m.get("prometheus", defaults.prometheus)),
         alertmanager=str(m.get("alertmanager", defaults.alertmanager)),

@@ -115,6 +115,15 @@ def test_unknown_environment_and_override_rules_are_refused() -> None:
         ("environments:\n  prod:\n    aprovals: 1\n", 3, "environments.prod.aprovals"),
         ("environments:\n  prod:\n    rollback: sometimes\n", 3, "environments.prod.rollback"),
         ("environments:\n  prod:\n    approval_timeout: soon\n", 3, "environments.prod.approval_timeout"),
+        # a deadline that would overflow a datetime later, mid-run; and no timeout at all
+        (
+            "environments:\n  prod:\n    approval_timeout: 99999999999h\n",
+            3,
+            "environments.prod.approval_timeout",
+        ),
+        ("environments:\n  prod:\n    approval_timeout: 0\n", 3, "environments.prod.approval_timeout"),
+        ("environments:\n  prod:\n    approval_timeout: .nan\n", 3, "environments.prod.approval_timeout"),
+        ("environments:\n  prod:\n    approvals: &n 1\n  dev:\n    approvals: *n\n", 3, "(syntax)"),
         (
             "environments:\n  prod:\n    freezes:\n      - name: x\n"
             '        from: "fri 25:00"\n        to: "mon 09:00"\n',

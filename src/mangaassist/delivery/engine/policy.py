@@ -91,6 +91,8 @@ _ENV_FIELDS = {
     "windows",
     "freezes",
 }
+MAX_DURATION_S = 365 * 86400.0
+"""The longest duration a policy may name (an approval may wait up to a year)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -579,14 +581,21 @@ class _Parser:
             ) from None
 
     def duration(self, value: Any, parent: _Map, key: str, where: str) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return float(value)
-        match = _DURATION.match(str(value))
-        if not match or float(match.group(1)) <= 0:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            match = _DURATION.match(str(value))
+            if not match:
+                raise self.fail(
+                    parent, key, where, f"expected a duration like 90s, 30m, 24h or 2d, got {value!r}"
+                )
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        # a deadline is a datetime: beyond MAX_DURATION_S it overflows (and means "never" anyway)
+        if not 0 < seconds <= MAX_DURATION_S:  # also refuses nan
             raise self.fail(
-                parent, key, where, f"expected a duration like 90s, 30m, 24h or 2d, got {value!r}"
+                parent, key, where, f"expected a duration above 0 and at most 365d, got {value!r}"
             )
-        return float(match.group(1)) * _UNITS[match.group(2)]
+        return seconds
 
     def named(
         self, item: Any, parent: _Map, key: str, where: str, allowed: set[str]

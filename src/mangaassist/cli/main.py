@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mangaassist.core.errors import MangaAssistError
@@ -44,7 +45,7 @@ DEFAULT_URL = os.environ.get("MANGAASSIST_URL", "http://127.0.0.1:8080")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

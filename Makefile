@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,aws,infra]'
 	@# promtool, Prometheus and Alertmanager for CD-08 (Debian's packages; as root only)
 	scripts/install-monitoring.sh
+	@# Chromium (the widget's browser check) and node/npm (its build) for CD-05 (as root only)
+	scripts/install-browser.sh
 	@touch $(STAMP)
 
 demo: setup
@@ -40,7 +42,7 @@ test: setup
 	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/infra_synth.py && $(PY) benchmarks/slo_alerts.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py && $(PY) benchmarks/migration_drill.py --out benchmarks/results/migration_drill_bench.json
+	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/infra_synth.py && $(PY) benchmarks/slo_alerts.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py && $(PY) benchmarks/migration_drill.py --out benchmarks/results/migration_drill_bench.json && $(PY) benchmarks/frontend_drill.py --out benchmarks/results/frontend_drill_bench.json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks infra

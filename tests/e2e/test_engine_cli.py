@@ -223,7 +223,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_release_plans_from_git_and_stops_at_an_unbuilt_pipeline(env: dict[str, str], tmp_path: Path) -> None:
+def test_release_plans_from_git_and_stops_at_the_first_failure(env: dict[str, str], tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -249,15 +249,15 @@ def test_release_plans_from_git_and_stops_at_an_unbuilt_pipeline(env: dict[str, 
         "CD-07: the schema must be expanded before the code that uses it ships"
     ]
 
-    # a release of a frontend change only: it stops at its pipeline, not built yet (CD-07 and CD-01
-    # are built, and running them here would migrate and deploy for real)
+    # a release of a frontend change only runs CD-05 (CD-07 and CD-01 would migrate and deploy for
+    # real), which stops before publishing anything: this environment runs no edge to publish to
     change = git(repo, "rev-parse", "HEAD")
     (repo / "frontend" / "widget.js").write_text("x")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "widget")
     done = cli(env, "release", "--env", "dev", "--since", change, "--repo", str(repo))
-    assert done.returncode == 1
-    assert "CD-05: not built yet" in done.stdout
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "CD-05" in done.stdout and "nothing was uploaded or published" in done.stdout
     assert "release rel-" in done.stdout and "stopped" in done.stdout
     bad = cli(env, "release", "--plan", "--since", "no-such-ref", "--repo", str(repo))
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown git ref 'no-such-ref' in ")

@@ -202,6 +202,9 @@ config_cmds.register(app)
 from mangaassist.cli import model_cmds  # noqa: E402 - CD-03: model train, gate, promote, rollback, list
 
 model_cmds.register(model_app)
+from mangaassist.cli import frontend_cmds  # noqa: E402 - CD-05: deploy frontend, rollback frontend, previews
+
+frontend_cmds.register(app)
 
 
 def main() -> None:

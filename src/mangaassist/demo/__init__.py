@@ -12,14 +12,17 @@
 5. On that same platform, before it stops, delivers the intent model (CD-03): a first champion on
    70% of the data, retrained with all of it (gate, shadow, canary, promoted), and a model trained
    on shuffled labels blocked by the evaluation gate.
-6. On that same platform, last, monitoring (CD-08): the SLO rules installed in its Prometheus, the
+6. On that same platform, the chat widget (CD-05): two releases built, gated and checked in headless
+   Chromium against the real chatbot behind the edge (a screenshot of it answering is saved), a
+   broken bundle stopped by the browser check before publish, a rollback.
+7. On that same platform, last, monitoring (CD-08): the SLO rules installed in its Prometheus, the
    dashboards written; an outage injected while a release's canary runs fires the page alert, which
    rolls the canary back.
 
-``--no-releases`` skips 4, 5 and 6 (they need the platform).
+``--no-releases`` skips 4 to 7 (they need the platform).
 
 One module per segment: ``tour`` (1), ``kb`` (2), ``config`` (3), ``release`` (4), ``model`` (5),
-``alerts`` (6);
+``frontend`` (6), ``alerts`` (7);
 ``run_demo`` here is what ``mangaassist demo`` runs. Every platform resource (the config server, the
 control plane, compute, the config store, the registry, the index) comes from ``platform.factory``.
 The demo is a layer between the CLI and the delivery layer: it never imports ``mangaassist.cli``.
@@ -38,6 +41,7 @@ from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.demo.alerts import run_alert_demo
 from mangaassist.demo.config import run_config_demo
 from mangaassist.demo.engine import DEMO_ENVIRONMENT
+from mangaassist.demo.frontend import run_frontend_demo
 from mangaassist.demo.infra import run_infra_demo
 from mangaassist.demo.kb import run_kb_demo
 from mangaassist.demo.migration import run_migration_demo
@@ -91,13 +95,15 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
             config_platform.stop_config_server()
     console.print(f"Chatbot stopped (exit status {server.exit_status}).")
     console.print()
-    release_failures = model_failures = alert_failures = 0
+    release_failures = model_failures = alert_failures = frontend_failures = 0
     if releases:
         with local_platform(console) as platform:
             release_failures = run_release_demo(console, platform)
             console.print()
             model_failures = run_model_demo(console, platform)
             console.print()
+            frontend_failures = run_frontend_demo(console, platform)
+            console.print()  # last: its outage leaves a page alert firing for a minute or two
             alert_failures = run_alert_demo(console, platform)
     console.rule("[bold]Summary")
     for line in (
@@ -110,6 +116,7 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Model releases: {('ok' if model_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Alerts (CD-08): {('ok' if alert_failures == 0 else 'FAILED') if releases else 'skipped'}",
+        f"Widget (CD-05): {('ok' if frontend_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)
@@ -122,5 +129,6 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         release_failures,
         model_failures,
         alert_failures,
+        frontend_failures,
     )
     return 0 if not any(failed) else 1

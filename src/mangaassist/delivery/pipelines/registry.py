@@ -14,7 +14,17 @@ from typing import Any
 
 from mangaassist.delivery.engine.errors import UnknownPipeline
 from mangaassist.delivery.engine.runs import Pipeline
-from mangaassist.delivery.pipelines import app, config, demo, infra, kb, migration, model, monitoring
+from mangaassist.delivery.pipelines import (
+    app,
+    config,
+    demo,
+    frontend,
+    infra,
+    kb,
+    migration,
+    model,
+    monitoring,
+)
 
 PipelineFactory = Callable[[dict[str, Any]], Pipeline]
 
@@ -32,6 +42,9 @@ PIPELINES: dict[str, PipelineFactory] = {
     migration.ROLLBACK: migration.build_rollback,
     monitoring.NAME: monitoring.build,  # CD-08, SLO rules, dashboards, alarms
     monitoring.ROLLBACK: monitoring.build_rollback,
+    frontend.NAME: frontend.build,  # CD-05, the widget: build, gates, browser check, upload, publish
+    frontend.ROLLBACK: frontend.build_rollback,
+    frontend.PREVIEW_DELETE: frontend.build_preview_delete,
 }
 
 

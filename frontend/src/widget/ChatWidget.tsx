@@ -278,12 +278,24 @@ function AnswerView({ id, answer, feedback, onRate }: AnswerViewProps) {
             disabled={chosen !== null}
             onClick={() => onRate(id, rating)}
           >
-            <span aria-hidden="true">{rating === 'up' ? '👍' : '👎'}</span>
+            <Thumb down={rating === 'down'} />
           </button>
         ))}
         {feedback.state === 'sent' && <span className="ma-note">Thanks for your feedback.</span>}
         {feedback.state === 'failed' && <span className="ma-note">Feedback not sent; try again.</span>}
       </div>
     </article>
+  );
+}
+
+/** A thumb drawn inline (no emoji font needed, no request): up, or turned down. */
+function Thumb({ down }: { down: boolean }) {
+  return (
+    <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false" style={down ? { transform: 'rotate(180deg)' } : undefined}>
+      <path
+        fill="currentColor"
+        d="M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3a1.5 1.5 0 0 0-.4-1L13.2 1 6.6 7.6A2 2 0 0 0 6 9v10a2 2 0 0 0 2 2h9a2 2 0 0 0 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z"
+      />
+    </svg>
   );
 }

@@ -216,7 +216,7 @@ def test_audit_verify_fails_on_a_tampered_log(env: dict[str, str], tmp_path: Pat
         db.execute('UPDATE engine_audit SET detail = \'{"step":"verify","verdict":"PASS"}\' WHERE seq = 9')
     done = cli(env, "audit", "verify")
     assert done.returncode == 1
-    assert "entry 9: content does not match its hash (edited)" in done.stderr
+    assert "entry 9: content does not match its keyed hash (edited or re-chained)" in done.stderr
 
 
 def git(repo: Path, *args: str) -> str:

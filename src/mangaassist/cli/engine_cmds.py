@@ -451,11 +451,12 @@ def audit_list(
 
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
-    """Check the hash chain: any edited, deleted or reordered entry fails (exit 1)."""
+    """Check the keyed chain and its anchor: an edited, deleted, reordered or re-chained entry, a log
+    rolled back to an older copy, or an approval written behind the engine's back fails (exit 1)."""
     with handled(as_json):
         store = _store()
         with store.transaction() as conn:
-            count, problems = audit.verify(conn)
+            count, problems = audit.verify(conn, store)
             head = audit.head(conn)
     if as_json:
         _print_json(

@@ -25,12 +25,16 @@ PG_SKIP = (
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_URL, reason=PG_SKIP))]
 )
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def state_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.sqlite3'}"
         return
     import psycopg
 
+    # the audit key and anchor of a PostgreSQL store live under MANGAASSIST_HOME: the test's own
+    monkeypatch.setenv("MANGAASSIST_HOME", str(tmp_path / "home"))
     schema = f"t_{uuid.uuid4().hex[:12]}"
     plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain, autocommit=True) as conn:

@@ -89,7 +89,7 @@ def test_killed_run_resumes_without_repeating_steps_or_effects(
     assert final.state is RunState.SUCCEEDED
     with store.transaction() as conn:
         after = {s.name: s for s in store.steps(conn, run_id)}
-        count, problems = audit.verify(conn)
+        count, problems = audit.verify(conn, store)
         kinds = [e.kind for e in audit.entries(conn, run_id)]
     assert all(s.status is StepStatus.DONE for s in after.values())
     for name in done_before:  # completed steps are not repeated

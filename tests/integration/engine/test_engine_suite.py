@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -31,7 +32,8 @@ from mangaassist.delivery.engine.locks import Owner
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus, WaitFor
 from mangaassist.delivery.engine.policy import EnvironmentPolicy, default_policy, parse_policy
 from mangaassist.delivery.engine.runs import Executor, Outcome, Pipeline, Step, StepContext, approval_step
-from mangaassist.delivery.engine.state import StateStore, audit_log, effects
+from mangaassist.delivery.engine.state import StateStore, audit_head, audit_log, effects
+from mangaassist.delivery.engine.state import approvals as approvals_table
 from mangaassist.delivery.pipelines import demo
 
 WEDNESDAY = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
@@ -474,13 +476,13 @@ def audited_store(store: StateStore) -> None:
 
 def problems(store: StateStore) -> list[str]:
     with store.transaction() as conn:
-        return [p.message for p in audit.verify(conn)[1]]
+        return [p.message for p in audit.verify(conn, store)[1]]
 
 
 def test_an_untouched_audit_log_verifies(store: StateStore) -> None:
     audited_store(store)
     with store.transaction() as conn:
-        count, found = audit.verify(conn)
+        count, found = audit.verify(conn, store)
     assert count == 10 and found == []
 
 
@@ -488,7 +490,7 @@ def test_an_edited_entry_is_found(store: StateStore) -> None:
     audited_store(store)
     with store.transaction() as conn:
         conn.execute(audit_log.update().where(audit_log.c.seq == 4).values(actor="mallory"))
-    assert problems(store) == ["content does not match its hash (edited)"]
+    assert problems(store) == ["content does not match its keyed hash (edited or re-chained)"]
 
 
 def test_a_deleted_entry_is_found(store: StateStore) -> None:
@@ -504,9 +506,91 @@ def test_deleting_the_newest_entries_is_found(store: StateStore) -> None:
     audited_store(store)
     with store.transaction() as conn:
         conn.execute(audit_log.delete().where(audit_log.c.seq >= 9))
-    assert problems(store) == [
+    found = problems(store)
+    assert found[0] == (
         "the log ends at entry 8 but 10 were appended (newest entries deleted, or the head was edited)"
-    ]
+    )
+    # and the anchor, outside the database, saw entry 10
+    assert found[1].startswith("the anchor saw entry 10 (at ") and found[1].endswith(
+        "but the log ends at entry 8: the database was rolled back to an older copy"
+    )
+    assert len(found) == 2
+
+
+def test_a_log_rechained_without_the_key_is_found(store: StateStore) -> None:
+    """Whoever can write the database edits entry 4 and recomputes every hash after it (the unkeyed
+    sha256 they can compute) and the head: the chain is consistent again, but not keyed."""
+    audited_store(store)
+    with store.transaction() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()]
+        prev = rows[2]["hash"]
+        for row in rows[3:]:
+            actor = "mallory" if row["seq"] == 4 else row["actor"]
+            digest = audit.entry_hash(
+                prev, row["seq"], row["at"], row["run_id"], actor, row["kind"], row["detail"]
+            )
+            conn.execute(
+                audit_log.update()
+                .where(audit_log.c.seq == row["seq"])
+                .values(actor=actor, prev_hash=prev, hash=digest)
+            )
+            prev = digest
+        conn.execute(audit_head.update().values(hash=prev))
+    found = problems(store)
+    assert "an unkeyed entry after keyed ones (re-chained without the key)" in found
+    assert any(p.startswith("differs from the hash anchored at ") for p in found)
+
+
+def test_a_database_restored_from_an_older_copy_is_found(store: StateStore, tmp_path: Path) -> None:
+    """The log as it was after the first run, restored after a second run: consistent, keyed, and
+    behind the anchor."""
+    audited_store(store)
+    with store.transaction() as conn:
+        kept = [dict(r) for r in conn.execute(sa.select(audit_log)).mappings()]
+        head = dict(conn.execute(sa.select(audit_head)).mappings().one())
+    audited_store(store)
+    with store.transaction() as conn:
+        conn.execute(audit_log.delete())
+        conn.execute(audit_log.insert(), kept)
+        conn.execute(audit_head.update().values(seq=head["seq"], hash=head["hash"]))
+    found = problems(store)
+    assert len(found) == 1 and "but the log ends at entry 10: the database was rolled back" in found[0]
+
+
+def test_an_approval_written_behind_the_engines_back_is_found(store: StateStore) -> None:
+    audited_store(store)
+    with store.transaction() as conn:
+        run_id = conn.execute(sa.select(audit_log.c.run_id).where(audit_log.c.run_id.is_not(None))).scalar()
+        conn.execute(
+            approvals_table.insert().values(
+                run_id=run_id, step="approval", decision="approved", actor="mallory", comment="", at="x"
+            )
+        )
+    found = problems(store)
+    assert len(found) == 1 and "(approved by mallory on run " in found[0]
+    assert found[0].endswith("has no entry in the log (written behind the engine's back)")
+
+
+def test_secret_looking_params_are_redacted_in_the_log_but_kept_for_the_run(store: StateStore) -> None:
+    params = {
+        "token": "s3cr3t",
+        "note": "key AKIAABCDEFGHIJKLMNOP here",
+        "nested": {"db_password": "x"},
+        "n": 3,
+    }
+    run = executor(store, FakeClock()).run(
+        demo.build(params), environment="dev", target="demo", requester="ann", policy=dev()
+    )
+    with store.transaction() as conn:
+        started = next(e for e in audit.entries(conn, run.id) if e.kind == "run.started")
+        kept = store.run(conn, run.id, FakeClock().now()).params
+    assert started.detail["params"] == {
+        "token": "[redacted]",
+        "note": "key [redacted] here",
+        "nested": {"db_password": "[redacted]"},
+        "n": 3,
+    }
+    assert kept["token"] == "s3cr3t"  # the run needs it to resume
 
 
 def test_reordered_entries_are_found(store: StateStore) -> None:

@@ -1,26 +1,59 @@
-"""The audit log: append-only and hash-chained, so any edited, deleted or reordered entry shows.
+"""The audit log: append-only, chained with a keyed MAC, and anchored outside its database.
 
-Each entry stores the hash of the one before it (``prev_hash``) and its own hash, the sha256 of its
-sequence number, time, run, actor, kind and detail chained to ``prev_hash``. A one-row head table
-holds the last sequence number and hash, so deleting the newest entries shows too.
+Each entry stores the hash of the one before it (``prev_hash``) and its own: an HMAC-SHA256, keyed
+with a secret that is not in the database, of its sequence number, time, run, actor, kind and detail
+chained to ``prev_hash`` (stored as ``k:`` and 62 hex digits). Whoever can write the database but not read the
+key cannot edit an entry and re-chain the rest: the MACs would not match. A one-row head table holds
+the last sequence number and hash, so deleting the newest entries shows too.
+
+**The key** is 32 random bytes in ``secrets/audit.key`` beside the SQLite database (for PostgreSQL,
+in a directory of its own per database under ``MANGAASSIST_HOME/secrets``), created 0600 on first
+use, or the file ``MANGAASSIST_AUDIT_KEY_FILE`` names (in AWS: fetched from Secrets Manager or KMS
+into that file by the runner). **The anchor**: after every transaction that appended entries
+commits, the new head (seq, hash, time) is appended to ``secrets/audit-anchor.jsonl`` (or
+``MANGAASSIST_AUDIT_ANCHOR``; in AWS an S3 bucket with Object Lock or a CloudWatch Logs stream would
+take its place). Restoring an older copy of the database (a truncated log) or re-chaining it leaves
+the anchor ahead of, or different from, the log: ``verify`` reports it by entry.
+
+Entries written before the log was keyed (plain sha256, ``<hex>``) still verify; an unkeyed entry
+*after* a keyed one is reported (a log re-chained without the key). Approvals, rejections and
+overrides are entries of the chain; ``verify`` also checks that every approval record of the
+approvals table has its entry (one inserted behind the engine's back has none).
 
 Entries are appended inside the same transaction as the change they describe (a step result, a
 verdict with its numbers, an approval, an override, a rollback), by ``runs``, ``locks`` and
 ``approvals``. ``mangaassist audit`` lists them; ``mangaassist audit verify`` calls ``verify``.
+Parameters that look like secrets (by name or by shape) are redacted in the entries
+(``redact_params``); the run keeps them, the log does not.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mangaassist.delivery.engine.clock import iso
-from mangaassist.delivery.engine.state import StateStore, audit_head, audit_log, dumps, loads
+from mangaassist.delivery.engine.errors import StateStoreError
+from mangaassist.delivery.engine.state import (
+    AUDIT_HEAD_INFO,
+    StateStore,
+    approvals,
+    audit_head,
+    audit_log,
+    dumps,
+    loads,
+)
 
 GENESIS = "0" * 64
 
@@ -58,11 +91,85 @@ class Problem:
     message: str
 
 
+KEYED = "k:"
+"""The prefix of a keyed entry hash: ``k:`` and the first 62 hex digits (248 bits) of the
+HMAC-SHA256, so that it fits the 64 characters of the hash columns like the unkeyed sha256."""
+KEY_BYTES = 32
+
+
 def entry_hash(
-    prev_hash: str, seq: int, at: str, run_id: str | None, actor: str, kind: str, detail: str
+    prev_hash: str,
+    seq: int,
+    at: str,
+    run_id: str | None,
+    actor: str,
+    kind: str,
+    detail: str,
+    key: bytes | None = None,
 ) -> str:
+    """The entry's hash chained to ``prev_hash``: ``k:<hex>`` with ``key``, else the unkeyed sha256
+    of entries written before the log was keyed."""
     body = dumps({"seq": seq, "at": at, "run": run_id, "actor": actor, "kind": kind, "detail": detail})
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+    message = f"{prev_hash}\n{body}".encode()
+    if key is None:
+        return hashlib.sha256(message).hexdigest()
+    return KEYED + hmac.new(key, message, hashlib.sha256).hexdigest()[: 64 - len(KEYED)]
+
+
+def key_file(store: StateStore) -> Path:
+    env = os.environ.get("MANGAASSIST_AUDIT_KEY_FILE")
+    return Path(env) if env else store.secrets_dir / "audit.key"
+
+
+def audit_key(store: StateStore, *, create: bool = True) -> bytes | None:
+    """The audit key (module docstring), created 0600 on first use if ``create``; kept on the store."""
+    cached: bytes | None = getattr(store, "_audit_key", None)
+    if cached is not None:
+        return cached
+    path = key_file(store)
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        if not create:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            key = path.read_bytes()
+        else:
+            key = secrets.token_bytes(KEY_BYTES)
+            try:
+                os.write(fd, key)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise StateStoreError(f"cannot read the audit key {path}: {exc.strerror or exc}") from None
+    if len(key) < 16:
+        raise StateStoreError(f"the audit key {path} is {len(key)} bytes; expected at least 16")
+    store._audit_key = key  # type: ignore[attr-defined]
+    return key
+
+
+_SECRET_NAME = re.compile(r"pass(word|wd)?|secret|token|credential|api[_-]?key|private[_-]?key|auth", re.I)
+_SECRET_VALUE = re.compile(
+    r"AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|xox[baprs]-[A-Za-z0-9-]{10,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
+)
+REDACTED = "[redacted]"
+
+
+def redact_params(value: Any, name: str = "") -> Any:
+    """``value`` with every entry whose name or text looks like a secret replaced by ``[redacted]``."""
+    if isinstance(value, dict):
+        return {k: redact_params(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_params(v, name) for v in value]
+    if name and _SECRET_NAME.search(name) and value not in (None, "", False):
+        return REDACTED
+    if isinstance(value, str) and _SECRET_VALUE.search(value):
+        return _SECRET_VALUE.sub(REDACTED, value)
+    return value
 
 
 def append(
@@ -83,7 +190,7 @@ def append(
     seq = int(head.seq) + 1
     when = iso(at)
     body = dumps(detail or {})
-    digest = entry_hash(head.hash, seq, when, run_id, actor, kind, body)
+    digest = entry_hash(head.hash, seq, when, run_id, actor, kind, body, audit_key(store))
     conn.execute(
         audit_log.insert().values(
             seq=seq,
@@ -97,6 +204,7 @@ def append(
         )
     )
     conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
+    conn.info[AUDIT_HEAD_INFO] = (seq, digest, when)  # anchored once the transaction commits
     return AuditEntry(seq, when, run_id, actor, kind, detail or {}, head.hash, digest)
 
 
@@ -132,24 +240,63 @@ def entries(conn: Connection, run_id: str | None = None) -> list[AuditEntry]:
     ]
 
 
-def verify(conn: Connection) -> tuple[int, list[Problem]]:
-    """Walk the whole chain; return how many entries were checked and every problem found."""
+def read_anchor(path: Path) -> tuple[dict[int, tuple[str, str]], int]:
+    """The anchored heads by sequence number ((hash, time)), and how many lines were unreadable."""
+    anchored: dict[int, tuple[str, str]] = {}
+    bad = 0
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return {}, 0
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+            anchored[int(item["seq"])] = (str(item["hash"]), str(item.get("at", "")))
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    return anchored, bad
+
+
+def verify(conn: Connection, store: StateStore | None = None) -> tuple[int, list[Problem]]:
+    """Walk the whole chain; return how many entries were checked and every problem found.
+
+    With ``store``: keyed entries are checked with the audit key, the log against its anchor, and
+    every approval record against its entry (module docstring)."""
+    key = audit_key(store, create=False) if store is not None else None
     problems: list[Problem] = []
     prev_hash, expected_seq, count = GENESIS, 1, 0
+    hashes: dict[int, str] = {}
+    keyed_seen = False
+    approval_entries: set[tuple[str | None, str, str, str]] = set()
     for row in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings():
         count += 1
         seq = int(row["seq"])
+        hashes[seq] = str(row["hash"])
         if seq != expected_seq:
             problems.append(Problem(seq, f"entries {expected_seq}..{seq - 1} are missing (deleted)"))
         if row["prev_hash"] != prev_hash:
             problems.append(
                 Problem(seq, "does not chain to the entry before it (deleted or reordered entries)")
             )
-        recomputed = entry_hash(
-            row["prev_hash"], seq, row["at"], row["run_id"], row["actor"], row["kind"], row["detail"]
-        )
-        if recomputed != row["hash"]:
-            problems.append(Problem(seq, "content does not match its hash (edited)"))
+        fields = (row["prev_hash"], seq, row["at"], row["run_id"], row["actor"], row["kind"], row["detail"])
+        if str(row["hash"]).startswith(KEYED):
+            keyed_seen = True
+            if key is None and store is not None:
+                problems.append(Problem(seq, f"keyed, but the audit key {key_file(store)} is missing"))
+            elif key is not None and not hmac.compare_digest(entry_hash(*fields, key=key), row["hash"]):
+                problems.append(Problem(seq, "content does not match its keyed hash (edited or re-chained)"))
+        else:
+            if keyed_seen:
+                problems.append(
+                    Problem(seq, "an unkeyed entry after keyed ones (re-chained without the key)")
+                )
+            if entry_hash(*fields) != row["hash"]:
+                problems.append(Problem(seq, "content does not match its hash (edited)"))
+        if str(row["kind"]).startswith("approval."):
+            step = str((loads(row["detail"]) or {}).get("step", ""))
+            approval_entries.add(
+                (row["run_id"], str(row["actor"]), step, str(row["kind"])[len("approval.") :])
+            )
         prev_hash, expected_seq = row["hash"], seq + 1
     head = conn.execute(sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
     if int(head.seq) != expected_seq - 1 or head.hash != prev_hash:
@@ -160,4 +307,48 @@ def verify(conn: Connection) -> tuple[int, list[Problem]]:
                 "(newest entries deleted, or the head was edited)",
             )
         )
+    for record in conn.execute(sa.select(approvals)).mappings():
+        if (
+            record["run_id"],
+            str(record["actor"]),
+            str(record["step"]),
+            str(record["decision"]),
+        ) not in approval_entries:
+            problems.append(
+                Problem(
+                    None,
+                    f"approval record {record['id']} ({record['decision']} by {record['actor']} on run "
+                    f"{record['run_id']}) has no entry in the log (written behind the engine's back)",
+                )
+            )
+    if store is not None:
+        problems += _against_anchor(store, hashes, expected_seq - 1, keyed_seen)
     return count, problems
+
+
+def _against_anchor(store: StateStore, hashes: dict[int, str], last: int, keyed: bool) -> list[Problem]:
+    path = store.anchor_file
+    anchored, bad = read_anchor(path)
+    problems: list[Problem] = []
+    if not anchored:
+        if keyed:
+            problems.append(Problem(None, f"the anchor {path} is missing or empty, but the log is keyed"))
+        return problems
+    if bad:
+        problems.append(Problem(None, f"the anchor {path} has {bad} unreadable line(s)"))
+    newest = max(anchored)
+    if newest > last:
+        _, at = anchored[newest]
+        problems.append(
+            Problem(
+                None,
+                f"the anchor saw entry {newest} (at {at}) but the log ends at entry {last}: "
+                "the database was rolled back to an older copy",
+            )
+        )
+    for seq, (digest, at) in sorted(anchored.items()):
+        if seq in hashes and hashes[seq] != digest:
+            problems.append(
+                Problem(seq, f"differs from the hash anchored at {at} (rewritten and re-chained)")
+            )
+    return problems

@@ -448,7 +448,7 @@ class Executor:
                     "environment": environment,
                     "target": target,
                     "steps": pipeline.step_names,
-                    "params": pipeline.params,
+                    "params": audit.redact_params(pipeline.params),
                     "owner": self.owner.label,
                     "policy": policy.source,
                 },

@@ -11,6 +11,7 @@ Called by every other engine module; nothing outside ``delivery`` touches these 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -192,6 +193,23 @@ def _driver_url(url: str) -> sa.URL:
     )
 
 
+AUDIT_HEAD_INFO = "mangaassist.audit_head"
+"""Key of ``Connection.info`` under which ``audit.append`` leaves the head it wrote (seq, hash, at)."""
+
+
+def write_anchor(path: Path, head: tuple[int, str, str]) -> None:
+    """Append one committed head to the anchor file (created 0600; one JSON line per commit, written
+    with ``O_APPEND`` so concurrent processes never overwrite each other's lines)."""
+    seq, digest, at = head
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    line = json.dumps({"seq": seq, "hash": digest, "at": at}, separators=(",", ":")) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 class StateStore:
     """One connection pool to the state database, with the schema created on first use."""
 
@@ -247,12 +265,41 @@ class StateStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """All or nothing: commits when the block ends, rolls back if it raises."""
+        """All or nothing: commits when the block ends, rolls back if it raises.
+
+        When the block appended to the audit log (``audit.append`` notes the new head on the
+        connection), the head is written to the anchor file once the commit succeeded: never a
+        head that was rolled back."""
+        appended: Any = None
         try:
             with self.engine.begin() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    appended = conn.info.pop(AUDIT_HEAD_INFO, None)
         except SQLAlchemyError as exc:
             raise StateStoreError(f"state database {self.display_url}: {_cause(exc)}") from exc
+        if appended is not None:
+            write_anchor(self.anchor_file, appended)
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Where the engine's keys live, outside the database: beside a SQLite file, else under
+        ``MANGAASSIST_HOME`` (``MANGAASSIST_AUDIT_KEY_FILE`` names the audit key's file itself)."""
+        database = self.url.database
+        if self.is_sqlite and database and database != ":memory:":
+            return Path(database).resolve().parent / "secrets"
+        # one directory per database (a URL names its schema too): two databases never share a key
+        # or an anchor
+        which = hashlib.sha256(self.display_url.encode()).hexdigest()[:12]
+        home = Path(os.environ.get("MANGAASSIST_HOME") or ".mangaassist").resolve()
+        return home / "secrets" / f"{self.url.get_backend_name()}-{which}"
+
+    @property
+    def anchor_file(self) -> Path:
+        """The audit log's anchor: every committed head, appended (``MANGAASSIST_AUDIT_ANCHOR``)."""
+        env = os.environ.get("MANGAASSIST_AUDIT_ANCHOR")
+        return Path(env) if env else self.secrets_dir / "audit-anchor.jsonl"
 
     def close(self) -> None:
         self.engine.dispose()

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mangaassist.chatbot.identity import issue_dev_token  # noqa: E402
 from mangaassist.chatbot.launcher import ChatbotProcess  # noqa: E402
 
 TITLES = [
@@ -91,12 +92,15 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def post(
+        self, path: str, body: bytes, token: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -117,7 +121,9 @@ class Connection:
             await self.writer.wait_closed()
 
 
-async def run_load(url: str, clients: int, total: int, seed: int) -> dict[str, object]:
+async def run_load(
+    url: str, clients: int, total: int, seed: int, tokens: dict[str, str]
+) -> dict[str, object]:
     rng = random.Random(seed)
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
@@ -133,14 +139,10 @@ async def run_load(url: str, clients: int, total: int, seed: int) -> dict[str, o
                 remaining -= 1
                 text, customer = message(rng)
                 body = json.dumps(
-                    {
-                        "session_id": f"bench-{cid}-{rng.randint(0, 50)}",
-                        "message": text,
-                        "customer_id": customer,
-                    }
+                    {"session_id": f"bench-{cid}-{rng.randint(0, 50)}", "message": text}
                 ).encode()
-                t0 = time.perf_counter()
-                status, headers, _ = await conn.post("/v1/chat", body)
+                t0 = time.perf_counter()  # a signed-in customer's token is verified on every request
+                status, headers, _ = await conn.post("/v1/chat", body, tokens[customer] if customer else None)
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if status != 200:
                     errors += 1
@@ -192,8 +194,10 @@ def main() -> int:
         "MANGAASSIST_TABLES": str(home / "bench-tables.sqlite3"),
     }
     with ChatbotProcess(env=env, log_path=home / "bench-chatbot.log") as server:
-        asyncio.run(run_load(server.url, args.clients, 200, seed=1))  # warm-up
-        result = asyncio.run(run_load(server.url, args.clients, args.requests, seed=2))
+        # order questions are asked by signed-in customers: development tokens from the server's key
+        tokens = {f"cust-{n:04d}": issue_dev_token(f"cust-{n:04d}", home).token for n in range(1, 13)}
+        asyncio.run(run_load(server.url, args.clients, 200, seed=1, tokens=tokens))  # warm-up
+        result = asyncio.run(run_load(server.url, args.clients, args.requests, seed=2, tokens=tokens))
     p99 = result["latency_ms"]["p99"]  # type: ignore[index]
     report = {
         "benchmark": "chat_latency",

@@ -29,6 +29,7 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
         "MANGAASSIST_HOME": str(home),
         "MANGAASSIST_REVISION": "r-test",
         "MANGAASSIST_FAULT": "",
+        "MANGAASSIST_DEV_SIGNIN": "0",  # as in production; tests that sign in turn it on
     }
     env.update(extra)
     return env

@@ -32,7 +32,8 @@ def run(
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["chat"], ["model"], ["model", "eval"], ["model", "train"], ["demo"]]
+    "command",
+    [[], ["serve"], ["chat"], ["model"], ["model", "eval"], ["model", "train"], ["demo"], ["token", "issue"]],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
@@ -77,6 +78,7 @@ def test_demo_runs_start_to_finish(state_home: Path) -> None:
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "Intents right: 7/7" in out
+    assert "Order MA-100001 was placed" in out  # the tour's customer signed in (POST /v1/signin)
     assert "Chatbot stopped (exit status 0)" in out
     assert "Knowledge-base release: ok" in out
     assert "Application releases: skipped" in out

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mangaassist.chatbot.identity import issue_dev_token
 from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.core.intents import INTENTS
 
@@ -27,17 +28,23 @@ CASES = [
 ]
 
 
+def signed_in(server: ChatbotProcess, customer: str | None) -> dict[str, str]:
+    """The ``Authorization`` header of ``customer`` (a development token signed with the server's
+    key), or none for an anonymous request."""
+    if customer is None:
+        return {}
+    token = issue_dev_token(customer, Path(server.env["MANGAASSIST_HOME"])).token
+    return {"Authorization": f"Bearer {token}"}
+
+
 def ask(
     server: ChatbotProcess, message: str, customer: str | None = None, session: str | None = None
 ) -> httpx.Response:
     return httpx.post(
         f"{server.url}/v1/chat",
         timeout=30.0,
-        json={
-            "session_id": session or f"t-{uuid.uuid4().hex[:10]}",
-            "message": message,
-            "customer_id": customer,
-        },
+        json={"session_id": session or f"t-{uuid.uuid4().hex[:10]}", "message": message},
+        headers=signed_in(server, customer),
     )
 
 
@@ -178,7 +185,6 @@ def test_follow_up_uses_the_conversation(chatbot: ChatbotProcess) -> None:
         ({"session_id": 5, "message": "hi"}, "session_id"),
         ({"message": "hi"}, "session_id"),
         ({"session_id": "s", "message": ["hi"]}, "message"),
-        ({"session_id": "s", "message": "hi", "customer_id": 7}, "customer_id"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(
@@ -249,7 +255,9 @@ async def test_concurrent_requests_each_get_their_own_answer(chatbot: ChatbotPro
     async with httpx.AsyncClient(base_url=chatbot.url, timeout=60.0) as client:
         responses = await asyncio.gather(
             *[
-                client.post("/v1/chat", json={"session_id": f"c-{i}", "message": m, "customer_id": c})
+                client.post(
+                    "/v1/chat", json={"session_id": f"c-{i}", "message": m}, headers=signed_in(chatbot, c)
+                )
                 for i, (_, m, c) in enumerate(cases)
             ]
         )

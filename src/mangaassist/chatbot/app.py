@@ -1,7 +1,13 @@
 """The chatbot's HTTP API (FastAPI). ``create_app`` is the uvicorn factory.
 
 Endpoints: ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz`` (the process is up),
-``GET /readyz`` (model, index and config are loaded), ``GET /metrics`` (Prometheus).
+``GET /readyz`` (model, index and config are loaded), ``GET /metrics`` (Prometheus), and
+``POST /v1/signin`` (development tokens) only when ``MANGAASSIST_DEV_SIGNIN=1``.
+
+The customer of a chat is the verified token of ``Authorization: Bearer`` (``chatbot.identity``):
+a ``customer_id`` in the body is refused (400), an invalid token answers 401 (``WWW-Authenticate:
+Bearer error="invalid_token"``), and no token is an anonymous request. Tokens are never logged.
+
 The heavy loading runs in a background thread after start-up, so ``/healthz`` answers at once
 and ``/readyz`` tells a supervisor when the worker may get traffic.
 
@@ -29,6 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Request, Response
@@ -43,10 +50,19 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mangaassist.chatbot.faults import FaultPlan
+from mangaassist.chatbot.identity import (
+    Customer,
+    InvalidToken,
+    KeysUnavailable,
+    Reason,
+    TokenVerifier,
+    bearer_token,
+    issue_token,
+)
 from mangaassist.chatbot.intent_remote import FallbackReason, HttpIntentClient
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime
 from mangaassist.chatbot.settings import Settings
@@ -64,7 +80,20 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     session_id: Identifier
     message: MessageText
-    customer_id: Identifier | None = None
+    customer_id: Any = Field(default=None, exclude=True)
+    """Refused (400) whenever present: the customer comes from the signed token only. Declared so
+    that its presence is seen (``model_fields_set``) rather than silently ignored."""
+
+
+class SignInRequest(BaseModel):
+    customer_id: Identifier
+
+
+SIGNIN_TTL_S = 3600
+CUSTOMER_IN_BODY = (
+    "customer_id is not accepted in the request body: send the customer's signed token as "
+    "'Authorization: Bearer <token>' instead (docs/chatbot.md, Customer identity)"
+)
 
 
 class SourceOut(BaseModel):
@@ -130,6 +159,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.token_rejections = Counter(
+            "mangaassist_customer_token_rejected_total",
+            "Chat requests refused for their customer token, by reason",
+            ["reason"],
+            registry=r,
+        )
 
 
 class CountsRequests(Protocol):
@@ -138,7 +173,9 @@ class CountsRequests(Protocol):
     requests: Counter
 
 
-KNOWN_PATHS: frozenset[str] = frozenset({"/v1/chat", "/v1/feedback", "/healthz", "/readyz", "/metrics"})
+KNOWN_PATHS: frozenset[str] = frozenset(
+    {"/v1/chat", "/v1/feedback", "/v1/signin", "/healthz", "/readyz", "/metrics"}
+)
 _INTERNAL_ERROR = b'{"error":"internal error"}'
 
 
@@ -213,6 +250,15 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         out.append({"field": ".".join(loc) or "body", "message": str(err.get("msg", "invalid"))})
     return out
+
+
+def invalid_token_response(exc: InvalidToken) -> JSONResponse:
+    """401 naming why the token proves nothing; RFC 6750's challenge in ``WWW-Authenticate``."""
+    return JSONResponse(
+        {"error": f"invalid customer token: {exc}", "reason": exc.reason.value},
+        status_code=401,
+        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason.value}"'},
+    )
 
 
 def not_ready_response(reason: str) -> JSONResponse:
@@ -293,6 +339,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 
+    # the customer's identity: the development key (made on first use) or the JWKS; a bad setting
+    # stops start-up with a clear error, like a bad fault spec
+    verifier = TokenVerifier.from_settings(settings.identity)
+
+    async def customer_of(request: Request) -> Customer | None:
+        """The verified customer of the request's ``Authorization: Bearer`` token; None without
+        one (anonymous). Raises ``InvalidToken`` or ``KeysUnavailable``."""
+        sent = request.headers.getlist("authorization")
+        if len(sent) > 1:
+            raise InvalidToken(Reason.NOT_BEARER, "one Authorization header only")
+        token = bearer_token(sent[0] if sent else None)
+        if token is None:
+            return None
+        if verifier.uses_network:  # a JWKS fetch blocks: keep it off the event loop
+            return await asyncio.to_thread(verifier.verify, token)
+        return verifier.verify(token)
+
     def not_ready() -> JSONResponse:
         return not_ready_response(state["error"] or "loading model, index and config")
 
@@ -324,6 +387,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/chat", response_model=ChatResponse, response_model_exclude_none=True)
     async def chat(body: ChatRequest, request: Request, response: Response) -> Any:
+        if "customer_id" in body.model_fields_set:  # refused, so no caller silently loses its identity
+            return JSONResponse({"error": CUSTOMER_IN_BODY, "field": "customer_id"}, status_code=400)
+        try:
+            customer = await customer_of(request)
+        except InvalidToken as exc:
+            metrics.token_rejections.labels(exc.reason.value).inc()
+            return invalid_token_response(exc)
+        except KeysUnavailable as exc:
+            log.warning("customer tokens cannot be verified: %s", exc)
+            return JSONResponse(
+                {"error": "customer tokens cannot be verified right now; try again shortly"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         service: ChatService | None = state["service"]
         if service is None:
             return not_ready()
@@ -337,7 +414,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 configs.observe(versions, status=500, latency_ms=(time.perf_counter() - started) * 1000)
             return JSONResponse({"error": "injected fault (MANGAASSIST_FAULT)"}, status_code=500)
         result = await service.chat(
-            body.session_id, body.message, body.customer_id, shadow=_is_shadow(request)
+            body.session_id,
+            body.message,
+            customer.customer_id if customer is not None else None,
+            shadow=_is_shadow(request),
         )
         metrics.latency.observe(time.perf_counter() - started)
         if configs is not None and not _is_shadow(request):
@@ -411,5 +491,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         metrics.feedback.labels(body.rating).inc()
         return {"ok": True, "session_id": body.session_id, "rating": body.rating}
+
+    if settings.identity.dev_signin:  # development only: production never sets it (404 otherwise)
+        dev_key = verifier.key
+        assert dev_key is not None  # settings refuse the dev sign-in together with a JWKS
+
+        @app.post("/v1/signin")
+        async def signin(body: SignInRequest) -> Any:
+            """A development token (1 h) for a customer the store knows."""
+            service: ChatService | None = state["service"]
+            if service is None:
+                return not_ready()
+            if not service.rt.store.customer_exists(body.customer_id):
+                return JSONResponse({"error": "unknown customer"}, status_code=404)
+            issued = issue_token(
+                body.customer_id,
+                dev_key,
+                SIGNIN_TTL_S,
+                audience=settings.identity.audience,
+                issuer=settings.identity.issuer,
+            )
+            return {
+                "token": issued.token,
+                "token_type": "Bearer",
+                "expires_at": datetime.fromtimestamp(issued.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "expires_in": SIGNIN_TTL_S,
+            }
 
     return app

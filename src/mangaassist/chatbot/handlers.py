@@ -61,6 +61,8 @@ class Context:
     config: ChatbotConfig
     shadow: bool = False
     """A mirrored request (``X-MangaAssist-Shadow: 1``): answer, but change nothing."""
+    signin: str = ""
+    """Where a customer signs in (``sign_in_hint``): appended to the "please sign in" answer."""
 
 
 RATING_NAMES = {"A": "All Ages", "T": "Teen", "OT": "Older Teen", "M": "Mature"}
@@ -370,13 +372,28 @@ def find_order_status(message: str) -> str | None:
     return ORDER_STATUSES[found.group(1).lower()] if found else None
 
 
-def order_status(ctx: Context) -> Draft:
-    if not ctx.customer_id:
-        return Draft(
-            Intent.ORDER_STATUS,
-            "Please sign in so I can look up your orders; for your privacy "
-            "I can only show orders on your own account.",
+SIGN_IN_FIRST = (
+    "Please sign in so I can look up your orders; for your privacy "
+    "I can only show orders on your own account."
+)
+
+
+def sign_in_hint(signin_url: str | None, dev_signin: bool) -> str:
+    """How to sign in, for the "please sign in" answer: the deployment's sign-in page
+    (``MANGAASSIST_SIGNIN_URL``), else the development sign-in when it is on, else nothing."""
+    if signin_url:
+        return f"You can sign in at {signin_url}."
+    if dev_signin:
+        return (
+            "You can sign in with the development sign-in: POST /v1/signin with your customer id "
+            "(or mangaassist chat --customer ID), then send the token as Authorization: Bearer."
         )
+    return ""
+
+
+def order_status(ctx: Context) -> Draft:
+    if not ctx.customer_id:  # the request carried no verified token: anonymous
+        return Draft(Intent.ORDER_STATUS, f"{SIGN_IN_FIRST} {ctx.signin}".strip())
     order_id = find_order_id(ctx.message)
     status = find_order_status(ctx.message) if order_id is None else None
     if status is not None:

@@ -31,7 +31,7 @@ from mangaassist.chatbot.entities import resolve_follow_up
 from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
 from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
-from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source
+from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source, sign_in_hint
 from mangaassist.chatbot.intent import IntentClient, load_or_train, load_package
 from mangaassist.chatbot.intent_remote import HttpIntentClient
 from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
@@ -213,6 +213,8 @@ class ChatService:
         self.batcher = BatchingEmbedder(runtime.embedder)
         self.composer = LocalComposer()
         self._tracer: Tracer | None = None  # on first use: after the app set up tracing
+        identity = runtime.settings.identity
+        self.signin = sign_in_hint(identity.signin_url, identity.dev_signin)
 
     @contextmanager
     def _stage(self, name: str, timings: dict[str, float]) -> Iterator[None]:
@@ -236,8 +238,10 @@ class ChatService:
         shadow: bool = False,
         active: ActiveConfig | None = None,
     ) -> ChatResult:
-        """Answer one message. ``shadow``: a mirrored request; answer the same, store nothing.
-        ``active``: the config to answer with (default: what the session's rollout bucket gets)."""
+        """Answer one message. ``customer_id``: the customer of the request's verified token (None:
+        anonymous), never a value the caller merely claimed. ``shadow``: a mirrored request; answer
+        the same, store nothing. ``active``: the config to answer with (default: what the session's
+        rollout bucket gets)."""
         rt = self.rt
         active = active or rt.active_config(session_id)
         config = active.runtime
@@ -276,7 +280,16 @@ class ChatService:
                 draft = Draft(prediction.intent, _UNSURE_REPLY, fallback=True)
             else:
                 ctx = Context(
-                    query, vector, customer, session, rt.catalog, knowledge, rt.store, config, shadow
+                    query,
+                    vector,
+                    customer,
+                    session,
+                    rt.catalog,
+                    knowledge,
+                    rt.store,
+                    config,
+                    shadow,
+                    self.signin,
                 )
                 draft = HANDLERS[prediction.intent](ctx)
 

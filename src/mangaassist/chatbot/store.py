@@ -127,6 +127,10 @@ class ChatStore:
         )
 
     # orders -------------------------------------------------------------------
+    def customer_exists(self, customer_id: str) -> bool:
+        """A customer the store knows: one with an order (the development sign-in asks)."""
+        return bool(self.tables.query(ORDERS, customer_id, sk_prefix="MA-", limit=1))
+
     def order(self, customer_id: str, order_id: str) -> Item | None:
         return self.tables.get(ORDERS, customer_id, order_id)
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
@@ -72,7 +73,22 @@ def chat(
     session: Annotated[
         str | None, typer.Option("--session", "-s", help="Conversation id; new if omitted.")
     ] = None,
-    customer: Annotated[str | None, typer.Option("--customer", "-c", help="Signed-in customer id.")] = None,
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            "-c",
+            help="Ask as this customer: signs a development token (`mangaassist token issue`) and sends it.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Ask with this customer token (env MANGAASSIST_CUSTOMER_TOKEN)."),
+    ] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="State directory whose development key signs --customer's token."),
+    ] = None,
     url: Annotated[str, typer.Option(help="Chatbot or router URL (env MANGAASSIST_URL).")] = DEFAULT_URL,
     as_json: Annotated[
         bool,
@@ -82,14 +98,32 @@ def chat(
         ),
     ] = False,
 ) -> None:
-    """Ask the chatbot one question and print the answer, intent and sources."""
+    """Ask the chatbot one question and print the answer, intent and sources.
+
+    Without --customer or --token the question is anonymous (order questions get "please sign in").
+    """
+    from mangaassist.cli.token_cmds import resolve_home
+
     session_id = session or f"cli-{uuid.uuid4().hex[:12]}"
+    token = token or os.environ.get("MANGAASSIST_CUSTOMER_TOKEN") or None
+    if customer is not None and token is not None:
+        raise fail("give --customer or --token, not both", 2)
+    headers = {"X-Session-Id": session_id}
+    if customer is not None:
+        from mangaassist.chatbot.identity import issue_dev_token
+
+        try:
+            token = issue_dev_token(customer, resolve_home(home), ttl_s=300).token
+        except MangaAssistError as exc:
+            raise fail(str(exc), 2) from None
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     try:
         response = httpx.post(
             f"{url.rstrip('/')}/v1/chat",
             timeout=30.0,
-            json={"session_id": session_id, "message": message, "customer_id": customer},
-            headers={"X-Session-Id": session_id},
+            json={"session_id": session_id, "message": message},
+            headers=headers,
         )
     except httpx.HTTPError as exc:
         raise fail(
@@ -205,6 +239,10 @@ model_cmds.register(model_app)
 from mangaassist.cli import frontend_cmds  # noqa: E402 - CD-05: deploy frontend, rollback frontend, previews
 
 frontend_cmds.register(app)
+
+from mangaassist.cli import token_cmds  # noqa: E402 - customer identity: token issue (development tokens)
+
+token_cmds.register(app)
 
 
 def main() -> None:

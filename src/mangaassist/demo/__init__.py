@@ -67,6 +67,7 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
             "MANGAASSIST_REVISION": os.environ.get("MANGAASSIST_REVISION", "demo"),
             "MANGAASSIST_CONFIG_URL": config_url,
             "MANGAASSIST_CONFIG_POLL": "1",
+            "MANGAASSIST_DEV_SIGNIN": "1",  # the tour signs customers in (POST /v1/signin)
         },
         port=port,
         log_path=home / "demo-chatbot.log",

@@ -42,6 +42,7 @@ from rich.markup import escape
 from mangaassist.chatbot.store import ORDERS, ORDERS_BY_STATUS, ChatStore
 from mangaassist.delivery.pipelines import migration as cd07
 from mangaassist.demo.engine import DEMO_ENVIRONMENT
+from mangaassist.demo.tour import sign_in
 from mangaassist.platform.factory import platform_for
 
 CLI = Path(sys.executable).with_name("mangaassist")
@@ -67,17 +68,19 @@ class ChatTraffic:
     def _run(self) -> None:
         i = 0
         with httpx.Client(base_url=self.url, timeout=30.0) as client:
+            try:  # each user signs in once (the development sign-in of the demo's chatbot)
+                tokens = {c: sign_in(client, c) for c in {c for _, c in MESSAGES}}
+            except httpx.HTTPError as exc:
+                self.failed.append(f"{type(exc).__name__} signing in")
+                return
             while not self._stop.wait(1.0 / self.rate):
                 message, customer = MESSAGES[i % len(MESSAGES)]
                 i += 1
                 try:
                     r = client.post(
                         "/v1/chat",
-                        json={
-                            "session_id": f"mig-{uuid.uuid4().hex[:8]}",
-                            "message": message,
-                            "customer_id": customer,
-                        },
+                        json={"session_id": f"mig-{uuid.uuid4().hex[:8]}", "message": message},
+                        headers=tokens[customer],
                     )
                     if r.status_code >= 500:
                         self.failed.append(f"{r.status_code} for {message!r}")
@@ -222,11 +225,8 @@ def run_migration_demo(console: Console, url: str, config_url: str, home: Path) 
         with httpx.Client(base_url=url, timeout=30.0) as client:
             body = client.post(
                 "/v1/chat",
-                json={
-                    "session_id": "mig-final",
-                    "message": "show my shipped orders",
-                    "customer_id": "cust-0002",
-                },
+                json={"session_id": "mig-final", "message": "show my shipped orders"},
+                headers=sign_in(client, "cust-0002"),
             ).json()
         console.print(
             f"  [bold cyan]you>[/] show my shipped orders\n  [bold green]bot>[/] {escape(body['answer'])}"

@@ -3,7 +3,8 @@
 ``run_tour(console, url)`` asks the chatbot at ``url`` one question per intent (plus a prompt
 injection carrying personal data), prints each answer as ``mangaassist chat`` does (intent,
 confidence, sources, flags), records a thumbs-up, then a table of expected against detected
-intents with the latencies. Returns the number of intents the chatbot got wrong.
+intents with the latencies. Returns the number of intents the chatbot got wrong. The order question
+is asked as a signed-in customer: a token from the chatbot's development sign-in, in ``Authorization``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ def ask(console: Console, client: httpx.Client, question: str, session: str) -> 
     return body
 
 
+def sign_in(client: httpx.Client, customer: str | None) -> dict[str, str]:
+    """``customer``'s ``Authorization`` header from the chatbot's development sign-in
+    (``POST /v1/signin``; the demo's chatbot runs with ``MANGAASSIST_DEV_SIGNIN=1``); none for a guest."""
+    if customer is None:
+        return {}
+    r = client.post("/v1/signin", json={"customer_id": customer})
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
 def run_tour(console: Console, url: str) -> int:
     """Ask one question per intent and the guardrail case; return the number of wrong intents."""
     failures = 0
@@ -50,14 +61,12 @@ def run_tour(console: Console, url: str) -> int:
         table.add_column(col)
     with httpx.Client(base_url=url, timeout=30.0) as client:
         for expected, question, customer in QUESTIONS:
+            headers = sign_in(client, customer)  # the customer is who the signed token says
             t0 = time.perf_counter()
             r = client.post(
                 "/v1/chat",
-                json={
-                    "session_id": f"demo-{uuid.uuid4().hex[:8]}",
-                    "message": question,
-                    "customer_id": customer,
-                },
+                json={"session_id": f"demo-{uuid.uuid4().hex[:8]}", "message": question},
+                headers=headers,
             )
             ms = (time.perf_counter() - t0) * 1000
             r.raise_for_status()

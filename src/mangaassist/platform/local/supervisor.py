@@ -44,8 +44,8 @@ inherited one), and from the control plane's environment only this allow-list
 * offline model loading and threads: ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``,
   ``TOKENIZERS_PARALLELISM``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``;
 * the ``MANGAASSIST_*`` variables workers read (``WORKER_MANGAASSIST_VARS``: the chatbot's and
-  the model server's settings, the config client, the knowledge refresh, the embedder's threads,
-  the workload's provider and environment);
+  the model server's settings, its customer-token settings, the config client, the knowledge
+  refresh, the embedder's threads, the workload's provider and environment);
 * traces (``platform.tracing``, ``WORKER_OTEL_VARS``): the OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), the sampler (``OTEL_TRACES_SAMPLER``,
   ``OTEL_TRACES_SAMPLER_ARG``) and the batch delay (``OTEL_BSP_SCHEDULE_DELAY``). Not
@@ -113,6 +113,10 @@ WORKER_MANGAASSIST_VARS: frozenset[str] = frozenset(
         "MANGAASSIST_CONFIG_URL", "MANGAASSIST_CONFIG_DIR", "MANGAASSIST_CONFIG_POLL",
         "MANGAASSIST_KB_REFRESH_SECONDS", "MANGAASSIST_TORCH_THREADS",
         "MANGAASSIST_PROVIDER", "MANGAASSIST_ENV",  # platform.factory.workload_platform
+        # the customer's identity (chatbot.settings.IdentitySettings): no key material, only where
+        # the keys are and what a token must say
+        "MANGAASSIST_CUSTOMER_JWKS_URL", "MANGAASSIST_CUSTOMER_TOKEN_AUDIENCE",
+        "MANGAASSIST_CUSTOMER_TOKEN_ISSUER", "MANGAASSIST_DEV_SIGNIN", "MANGAASSIST_SIGNIN_URL",
     }
 )  # fmt: skip
 WORKER_OTEL_VARS: frozenset[str] = frozenset(

@@ -18,7 +18,7 @@ Environment: ``MANGAASSIST_STATE_URL`` / ``MANGAASSIST_HOME`` (state store), ``M
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -175,6 +175,42 @@ def _state_text(state: RunState) -> str:
         RunState.ABORTED: "red",
     }.get(state, "cyan")
     return f"[{colour}]{state.value}[/]"
+
+
+def finish_run(
+    run: RunRecord,
+    steps: dict[str, StepRecord],
+    as_json: bool,
+    details: Callable[[dict[str, StepRecord]], None] | None = None,
+) -> None:
+    """How a deploy, rollback or migration command ends: the run and its steps as one JSON document,
+    or a line per step with its numbers (then ``details``, the pipeline's own lines), the final state
+    and the reason; exit 1 unless the run succeeded."""
+    if as_json:
+        _print_json(
+            {
+                "run": run.id,
+                "pipeline": run.pipeline,
+                "state": run.effective_state.value,
+                "reason": run.reason,
+                "steps": {
+                    n: {"status": s.status.value, "reason": s.reason, "detail": s.detail, "output": s.output}
+                    for n, s in steps.items()
+                },
+            }
+        )
+    else:
+        width = max((len(n) for n in steps), default=0)
+        for name, s in steps.items():
+            numbers = " ".join(f"{k}={v:g}" for k, v in (s.detail.get("numbers") or {}).items())
+            say(f"  {name:<{width}} {s.status.value:<9} {numbers}".rstrip())
+        if details is not None:
+            details(steps)
+        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
+        if run.reason:
+            say(f"reason: {run.reason}")
+    if run.effective_state is not RunState.SUCCEEDED:
+        raise typer.Exit(1)
 
 
 def _state_cell(state: RunState) -> Text:

@@ -20,14 +20,13 @@ from mangaassist.cli.engine_cmds import (
     JsonOpt,
     ProgressDisplay,
     _print_json,
-    _state_text,
     _table,
-    console,
+    finish_run,
     handled,
     say,
 )
 from mangaassist.core.errors import ConfigError
-from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.pipelines import frontend as cd05
 from mangaassist.platform.factory import opened
 from mangaassist.views.runs import run_pipeline
@@ -42,50 +41,33 @@ PreviewOpt = Annotated[
 SHOWN = ("release_id", "url", "screenshot", "chat_api", "done", "deleted")
 
 
-def _finish(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            {
-                "run": run.id,
-                "state": run.effective_state.value,
-                "reason": run.reason,
-                "steps": {
-                    n: {"status": s.status.value, "detail": s.detail, "output": s.output}
-                    for n, s in steps.items()
-                },
-            }
+def _details(steps: dict[str, StepRecord]) -> None:
+    upload = steps.get("upload")
+    if upload is not None and upload.output:
+        say(
+            f"  uploaded: {', '.join(upload.output['uploaded']) or 'nothing'}; "
+            f"skipped (already stored): {len(upload.output['skipped'])} file(s)"
         )
-    else:
-        for name, s in steps.items():
-            numbers = " ".join(f"{k}={v:g}" for k, v in (s.detail.get("numbers") or {}).items())
-            say(f"  {name:<13} {s.status.value:<8} {numbers}".rstrip())
-        upload = steps.get("upload")
-        if upload is not None and upload.output:
-            say(
-                f"  uploaded: {', '.join(upload.output['uploaded']) or 'nothing'}; "
-                f"skipped (already stored): {len(upload.output['skipped'])} file(s)"
-            )
-        budget = (steps["gates"].output.get("budget") if "gates" in steps else None) or None
-        if budget:
-            loader, total = budget["loader_gzip_bytes"], budget["total_gzip_bytes"]
-            say(
-                f"  sizes (gzip): loader.js {loader:,} B of {budget['loader_budget_bytes']:,}; "
-                f"all JS+CSS {total:,} B of {budget['total_budget_bytes']:,}"
-            )
-        shown: set[tuple[str, str]] = set()
-        for step in steps.values():
-            for key in SHOWN:
-                value = step.output.get(key) if key in step.output else step.detail.get(key)
-                if value and (key, str(value)) not in shown:
-                    shown.add((key, str(value)))
-                    say(f"  {step.name} {key}: {value}")
-            for problem in step.detail.get("problems") or []:
-                say(f"  {step.name} problem: {problem}")
-        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
-        if run.reason:
-            say(f"reason: {run.reason}")
-    if run.effective_state is not RunState.SUCCEEDED:
-        raise typer.Exit(1)
+    budget = (steps["gates"].output.get("budget") if "gates" in steps else None) or None
+    if budget:
+        loader, total = budget["loader_gzip_bytes"], budget["total_gzip_bytes"]
+        say(
+            f"  sizes (gzip): loader.js {loader:,} B of {budget['loader_budget_bytes']:,}; "
+            f"all JS+CSS {total:,} B of {budget['total_budget_bytes']:,}"
+        )
+    shown: set[tuple[str, str]] = set()
+    for step in steps.values():
+        for key in SHOWN:
+            value = step.output.get(key) if key in step.output else step.detail.get(key)
+            if value and (key, str(value)) not in shown:
+                shown.add((key, str(value)))
+                say(f"  {step.name} {key}: {value}")
+        for problem in step.detail.get("problems") or []:
+            say(f"  {step.name} problem: {problem}")
+
+
+def _finish(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
+    finish_run(run, steps, as_json, _details)
 
 
 @deploy_app.command("frontend")

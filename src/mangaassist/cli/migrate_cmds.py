@@ -24,16 +24,15 @@ from mangaassist.cli.engine_cmds import (
     JsonOpt,
     ProgressDisplay,
     _print_json,
-    _state_text,
     _store,
-    console,
+    finish_run,
     handled,
     runs_resume,
     say,
 )
 from mangaassist.delivery.engine.clock import SystemClock
 from mangaassist.delivery.engine.errors import BadRequest
-from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.migrations.backfill import verify
 from mangaassist.delivery.migrations.spec import Migration, find, load_all
 from mangaassist.delivery.pipelines import migration as cd07
@@ -179,28 +178,7 @@ def migrate_plan(
 
 
 def _finish(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            {
-                "run": run.id,
-                "pipeline": run.pipeline,
-                "state": run.effective_state.value,
-                "reason": run.reason,
-                "steps": {
-                    n: {"status": s.status.value, "reason": s.reason, "detail": s.detail, "output": s.output}
-                    for n, s in steps.items()
-                },
-            }
-        )
-    else:
-        for name, s in steps.items():
-            numbers = " ".join(f"{k}={v:g}" for k, v in (s.detail.get("numbers") or {}).items())
-            say(f"  {name:<9} {s.status.value:<9} {numbers}".rstrip())
-        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
-        if run.reason:
-            say(f"reason: {run.reason}")
-    if run.effective_state is not RunState.SUCCEEDED:
-        raise typer.Exit(1)
+    finish_run(run, steps, as_json)
 
 
 def _run(

@@ -18,44 +18,25 @@ from mangaassist.cli.deploy_cmds import EnvOpt, deploy_app, rollback_app
 from mangaassist.cli.engine_cmds import (
     JsonOpt,
     ProgressDisplay,
-    _print_json,
-    _state_text,
-    console,
+    finish_run,
     handled,
     say,
 )
 from mangaassist.core.errors import ConfigError
-from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.pipelines import monitoring as cd08
 from mangaassist.views.runs import run_pipeline
 
 
+def _details(steps: dict[str, StepRecord]) -> None:
+    for key in ("prometheus", "dashboards_dir", "where", "why"):
+        for s in steps.values():
+            if key in s.detail:
+                say(f"  {key}: {s.detail[key]}")
+
+
 def _finish(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            {
-                "run": run.id,
-                "state": run.effective_state.value,
-                "reason": run.reason,
-                "steps": {
-                    n: {"status": s.status.value, "detail": s.detail, "output": s.output}
-                    for n, s in steps.items()
-                },
-            }
-        )
-    else:
-        for name, s in steps.items():
-            numbers = " ".join(f"{k}={v:g}" for k, v in (s.detail.get("numbers") or {}).items())
-            say(f"  {name:<8} {s.status.value:<8} {numbers}".rstrip())
-        for key in ("prometheus", "dashboards_dir", "where", "why"):
-            for s in steps.values():
-                if key in s.detail:
-                    say(f"  {key}: {s.detail[key]}")
-        console.print(f"run {run.id} {_state_text(run.effective_state)}", highlight=False)
-        if run.reason:
-            say(f"reason: {run.reason}")
-    if run.effective_state is not RunState.SUCCEEDED:
-        raise typer.Exit(1)
+    finish_run(run, steps, as_json, _details)
 
 
 @deploy_app.command("monitoring")

@@ -33,8 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from mangaassist.core.configspec import version_of
 from mangaassist.platform import daemons
 from mangaassist.platform.config_store import ConfigStoreError, ConfigVersion, Observations, Rollout
+from mangaassist.platform.local.sqlite_tx import immediate
 
 NAME = "config-server"
 """Its state file and log under the home: ``config-server.json``, ``config-server.log``."""
@@ -80,16 +80,8 @@ class ConfigDatabase:
         self.changed = threading.Condition()
         self.observed: dict[str, dict[str, Observations]] = {}
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn, self._lock)
 
     def _notify(self) -> None:
         with self.changed:

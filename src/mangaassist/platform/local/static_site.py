@@ -33,11 +33,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.platform.local.sqlite_tx import immediate
 from mangaassist.platform.static_site import (
     PREVIEW_PREFIX,
     RETAINED_RELEASES,
@@ -119,16 +120,8 @@ class LocalStaticSite:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return immediate(self._conn, self._lock)
 
     @contextmanager
     def _site_lock(self, exclusive: bool) -> Iterator[None]:

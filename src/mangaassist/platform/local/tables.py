@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.platform.local.sqlite_tx import immediate
 from mangaassist.platform.tables import (
     Condition,
     ConditionFailed,
@@ -116,19 +117,13 @@ class SqliteTables:
     def put(self, table: str, item: Item, *, condition: Condition | None = None) -> None:
         pk, sk = self._key(item)
         body = json.dumps(item, separators=(",", ":"), sort_keys=True)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if condition is not None:
-                    condition.check(self._current(table, pk, sk))
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
-                    (table, pk, sk, _segment_of(pk), body),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with immediate(self._conn, self._lock):
+            if condition is not None:
+                condition.check(self._current(table, pk, sk))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
+                (table, pk, sk, _segment_of(pk), body),
+            )
 
     def get(self, table: str, pk: str, sk: str) -> Item | None:
         with self._lock:
@@ -147,36 +142,24 @@ class SqliteTables:
         changes = dict(set or {})
         if {"pk", "sk"} & (changes.keys() | frozenset(remove)):
             raise ValueError("update cannot set or remove the keys 'pk' and 'sk'")
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = self._current(table, pk, sk)
-                if condition is not None:
-                    condition.check(current)
-                item = dict(current or {"pk": pk, "sk": sk})
-                item.update(changes)
-                for name in remove:
-                    item.pop(name, None)
-                self._conn.execute(
-                    "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
-                    (table, pk, sk, _segment_of(pk), json.dumps(item, separators=(",", ":"), sort_keys=True)),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with immediate(self._conn, self._lock):
+            current = self._current(table, pk, sk)
+            if condition is not None:
+                condition.check(current)
+            item = dict(current or {"pk": pk, "sk": sk})
+            item.update(changes)
+            for name in remove:
+                item.pop(name, None)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
+                (table, pk, sk, _segment_of(pk), json.dumps(item, separators=(",", ":"), sort_keys=True)),
+            )
 
     def delete(self, table: str, pk: str, sk: str, *, condition: Condition | None = None) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                if condition is not None:
-                    condition.check(self._current(table, pk, sk))
-                self._conn.execute("DELETE FROM items WHERE tbl=? AND pk=? AND sk=?", (table, pk, sk))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with immediate(self._conn, self._lock):
+            if condition is not None:
+                condition.check(self._current(table, pk, sk))
+            self._conn.execute("DELETE FROM items WHERE tbl=? AND pk=? AND sk=?", (table, pk, sk))
 
     def query(
         self,
@@ -237,35 +220,29 @@ class SqliteTables:
 
     def transact(self, writes: Sequence[Write]) -> None:
         check_transaction(writes)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for i, w in enumerate(writes):
-                    if w.condition is not None:
-                        try:
-                            w.condition.check(self._current(w.table, w.pk, w.sk))
-                        except ConditionFailed as failed:
-                            raise ConditionFailed(f"transaction write {i} ({w.label()}): {failed}") from None
-                for w in writes:
-                    if w.kind == "put" and w.item is not None:
-                        self._conn.execute(
-                            "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
-                            (
-                                w.table,
-                                w.pk,
-                                w.sk,
-                                _segment_of(w.pk),
-                                json.dumps(w.item, separators=(",", ":"), sort_keys=True),
-                            ),
-                        )
-                    elif w.kind == "delete":
-                        self._conn.execute(
-                            "DELETE FROM items WHERE tbl=? AND pk=? AND sk=?", (w.table, w.pk, w.sk)
-                        )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with immediate(self._conn, self._lock):
+            for i, w in enumerate(writes):
+                if w.condition is not None:
+                    try:
+                        w.condition.check(self._current(w.table, w.pk, w.sk))
+                    except ConditionFailed as failed:
+                        raise ConditionFailed(f"transaction write {i} ({w.label()}): {failed}") from None
+            for w in writes:
+                if w.kind == "put" and w.item is not None:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO items (tbl, pk, sk, seg, body) VALUES (?, ?, ?, ?, ?)",
+                        (
+                            w.table,
+                            w.pk,
+                            w.sk,
+                            _segment_of(w.pk),
+                            json.dumps(w.item, separators=(",", ":"), sort_keys=True),
+                        ),
+                    )
+                elif w.kind == "delete":
+                    self._conn.execute(
+                        "DELETE FROM items WHERE tbl=? AND pk=? AND sk=?", (w.table, w.pk, w.sk)
+                    )
 
     def indexes(self, table: str) -> list[IndexInfo]:
         with self._lock:

@@ -119,6 +119,21 @@ def ensure(
     raise error(f"the {name} did not start within {timeout:.0f}s{detail}: {tail(log_file(home, name))}")
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists, and is not a zombie (a child that exited, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
 def runs_module(pid: int, module: str) -> bool:
     """Whether ``pid`` runs ``module`` (a stale state file may name a PID reused by another)."""
     try:

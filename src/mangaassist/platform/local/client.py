@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform import daemons
 from mangaassist.platform.compute import (
     PIN_HEADER,
     NotRunning,
@@ -36,12 +37,8 @@ from mangaassist.platform.settings import PlatformSettings
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    """``platform.daemons.alive``: running, and not a zombie."""
+    return daemons.alive(pid)
     # a zombie child of ours is not running any more
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -194,6 +191,8 @@ def start_control_plane(
     run_dir.mkdir(parents=True, exist_ok=True)
     already = read_pid(run_dir) is not None
     if not already:
+        # a control plane that crashed left its runtime file: never mistake it for the new one's
+        (run_dir / RUNTIME_FILE).unlink(missing_ok=True)
         log_path = run_dir / "controlplane.log"
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
@@ -225,7 +224,9 @@ def start_control_plane(
     try:
         while True:
             status = compute.raw_status()
-            pending = {k: v for k, v in status["bootstrap"].items() if v in ("deploying", "starting")}
+            pending = {
+                k: v for k, v in status["bootstrap"].items() if v in ("deploying", "starting", "restoring")
+            }
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -233,7 +234,11 @@ def start_control_plane(
             time.sleep(0.2)
     finally:
         compute.close()
-    failed = {k: v for k, v in status["bootstrap"].items() if v != RevisionHealth.HEALTHY.value}
+    failed = {  # after a crash, "restored r1, r2" (control plane docstring) is a success too
+        k: v
+        for k, v in status["bootstrap"].items()
+        if v != RevisionHealth.HEALTHY.value and not (v.startswith("restored ") and "failed" not in v)
+    }
     if failed:
         reasons = []
         for name in failed:

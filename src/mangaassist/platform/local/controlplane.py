@@ -9,8 +9,18 @@ session; it then holds, on one event loop:
 
 Files under ``$MANGAASSIST_HOME/platform/``: ``controlplane.pid``, ``controlplane.json`` (PID,
 control URL and router URLs, written once everything listens), ``workers.json`` (PIDs of the
-worker processes, rewritten on every change, so ``down`` can verify them one by one), and logs
-(``controlplane.log``, ``workers/<service>-<revision>-w<N>.log``).
+worker processes, rewritten on every change, so ``down`` can verify them one by one),
+``state.json`` (what it runs: every live revision of every service, the weights, the shadow and any
+drill fault, rewritten on every change), and logs (``controlplane.log``,
+``workers/<service>-<revision>-w<N>.log``).
+
+**Surviving its own crash.** A clean stop (``down``) removes ``state.json``; after a crash it stays.
+The next start first stops what the crashed process left running (its workers, Prometheus and
+Alertmanager, named in ``workers.json`` and checked to belong to this state directory before they
+are signalled), then deploys the recorded revisions again, from their stored artifacts, and puts
+back the weights, the shadow and the fault, instead of bootstrapping ``first_revision``. What is
+not restored: conversations' stickiness (a conversation may move revision once) and the routers'
+in-memory records (a judge's cursor from before the crash finds nothing after it).
 
 Control API (JSON): ``GET /v1/status``; ``POST /v1/services/{s}/deploy``;
 ``PUT /v1/services/{s}/weights``; ``PUT|DELETE /v1/services/{s}/shadow``;
@@ -61,6 +71,7 @@ log = logging.getLogger("mangaassist.platform")
 PID_FILE = "controlplane.pid"
 RUNTIME_FILE = "controlplane.json"
 WORKERS_FILE = "workers.json"
+STATE_FILE = "state.json"
 
 
 class Conflict(MangaAssistError):
@@ -193,6 +204,17 @@ class ServiceRuntime:
         for port in [p for p in self.pools if p not in live_ports]:
             self.pools.pop(port).close()  # idle connections only; in-flight ones finish
         self.plane.update_targets()
+        self.plane.save_state()
+
+    def recorded(self) -> dict[str, Any]:
+        """What ``state.json`` keeps of this service (module docstring)."""
+        live = [rt.revision.as_dict() for rt in self.revisions.values() if not rt.supervisor.retired]
+        return {
+            "revisions": live,
+            "weights": dict(self.weights),
+            "shadow": {"revision": self.shadow.revision, "share": self.shadow.share} if self.shadow else None,
+            "fault": self.fault.as_dict() if self.fault else None,
+        }
 
     def scrape_targets(self) -> list[dict[str, Any]]:
         """Prometheus targets of this service: its router and every ready worker, by revision."""
@@ -381,7 +403,12 @@ class ControlPlane:
         self.control_url = ""
         self.monitoring: LocalMonitoring | None = None
         self.bootstrap: dict[str, str] = {}
+        self.recorded: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.restoring = 0
+        """Services whose recorded state is being deployed again: ``state.json`` is not rewritten
+        meanwhile (a crash during the restore must not lose what is still to be restored)."""
+        self.state_file = settings.run_dir / STATE_FILE
 
     def service(self, name: str) -> ServiceRuntime:
         svc = self.services.get(name)
@@ -411,6 +438,30 @@ class ControlPlane:
         state = daemons.announced(self.settings.home, CONFIG_SERVER)
         return None if state is None else str(state["url"]).removeprefix("http://").rstrip("/")
 
+    def save_state(self) -> None:
+        """Rewrite ``state.json`` (atomically) with every service's live revisions and routing."""
+        if self.restoring or self.stopping.is_set():
+            return
+        state = {"services": {name: svc.recorded() for name, svc in self.services.items()}}
+        tmp = self.state_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, self.state_file)
+        except OSError:
+            log.exception("cannot write %s", self.state_file)
+
+    def _recorded_state(self) -> dict[str, Any]:
+        """``state.json`` of a control plane that did not stop cleanly; {} if there is none."""
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            log.exception("%s is unreadable: starting from first_revision", self.state_file)
+            return {}
+        services = data.get("services") if isinstance(data, dict) else None
+        return services if isinstance(services, dict) else {}
+
     def write_pids(self) -> None:
         pids = {
             f"{svc.name}/{name}": rt.supervisor.pids()
@@ -437,6 +488,14 @@ class ControlPlane:
 
     async def start(self) -> None:
         s = self.settings
+        self.recorded = self._recorded_state()
+        if self.recorded:
+            stopped = await asyncio.to_thread(reap_orphans, s.run_dir, s.home)
+            log.warning(
+                "restoring after a crash: %s (stopped %d process(es) it left)",
+                ", ".join(sorted(self.recorded)),
+                len(stopped),
+            )
         control_sock = _listen(s.host, s.control_port)
         router_socks = {
             name: _listen(s.host, svc.settings.router_port) for name, svc in self.services.items()
@@ -470,7 +529,12 @@ class ControlPlane:
         os.replace(tmp, path)
         log.warning("control plane %s listening on %s", os.getpid(), self.control_url)
         for svc in self.services.values():
-            if svc.settings.source is not None:
+            recorded = self.recorded.get(svc.name)
+            if isinstance(recorded, dict) and recorded.get("revisions"):
+                self.bootstrap[svc.name] = "restoring"
+                self.restoring += 1
+                self._tasks.add(asyncio.create_task(self._restore(svc, recorded)))
+            elif svc.settings.source is not None:
                 self.bootstrap[svc.name] = "deploying"
                 self._tasks.add(asyncio.create_task(self._bootstrap(svc)))
 
@@ -490,6 +554,40 @@ class ControlPlane:
             log.exception("bootstrap of %s failed", svc.name)
             self.bootstrap[svc.name] = f"failed: {exc}"
 
+    async def _restore(self, svc: ServiceRuntime, recorded: Mapping[str, Any]) -> None:
+        """The recorded revisions of ``svc`` deployed again, then its weights, shadow and fault."""
+        restored: list[str] = []
+        problems: list[str] = []
+        try:
+            for data in recorded.get("revisions") or []:
+                try:
+                    revision = revision_from_dict(data)
+                    await svc.deploy(revision, svc.settings.ready_timeout_s)
+                    restored.append(revision.name)
+                except Exception as exc:  # one revision that cannot come back must not stop the rest
+                    log.exception("restoring a revision of %s failed", svc.name)
+                    problems.append(f"{data.get('name', '?') if isinstance(data, dict) else '?'}: {exc}")
+            weights = {
+                str(k): float(v) for k, v in dict(recorded.get("weights") or {}).items() if k in restored
+            }
+            if weights and sum(weights.values()) > 0:
+                svc.weights = weights
+            shadow = recorded.get("shadow")
+            if isinstance(shadow, dict) and shadow.get("revision") in restored:
+                svc.shadow = Shadow(str(shadow["revision"]), float(shadow.get("share", 0.0)))
+            fault = recorded.get("fault")
+            if isinstance(fault, dict):
+                svc.fault = Fault(int(fault["status"]), float(fault["share"]), tuple(fault["paths"]))
+        except Exception as exc:
+            log.exception("restoring %s failed", svc.name)
+            problems.append(str(exc))
+        finally:
+            self.restoring -= 1
+            svc.publish()
+        self.bootstrap[svc.name] = f"restored {', '.join(restored) or 'nothing'}" + (
+            f"; failed: {'; '.join(problems)}" if problems else ""
+        )
+
     async def shutdown(self) -> None:
         for svc in self.services.values():
             await asyncio.gather(*(rt.supervisor.stop() for rt in svc.revisions.values()))
@@ -500,6 +598,7 @@ class ControlPlane:
             server.should_exit = True
         await asyncio.gather(*(task for _, task in self.servers), return_exceptions=True)
         self.write_pids()
+        self.state_file.unlink(missing_ok=True)  # a clean stop: the next start begins afresh
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -640,6 +739,44 @@ class ControlApi:
         raise NotFoundError(f"no control endpoint {method} {path}")
 
 
+def _belongs_to(pid: int, home: Path) -> bool:
+    """Whether ``pid`` is a process of the platform whose state directory is ``home``: a worker (its
+    environment names the home) or Prometheus/Alertmanager (their command line does)."""
+    marker = str(home).encode()
+    for part in ("cmdline", "environ"):
+        try:
+            if marker in Path(f"/proc/{pid}/{part}").read_bytes():
+                return True
+        except OSError:
+            return False
+    return False
+
+
+def reap_orphans(run_dir: Path, home: Path, timeout_s: float = 10.0) -> list[int]:
+    """Stop the processes a crashed control plane left (``workers.json``), when they belong to this
+    state directory: SIGTERM, then SIGKILL after ``timeout_s``. The PIDs signalled."""
+    try:
+        recorded = json.loads((run_dir / WORKERS_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    owner = int(recorded.get("control_plane") or 0)
+    if owner and owner != os.getpid() and daemons.alive(owner):
+        return []  # it still runs: these are its processes, not orphans
+    pids = [int(p) for group in dict(recorded.get("workers") or {}).values() for p in group or []]
+    mine = [p for p in pids if p != os.getpid() and _belongs_to(p, home)]
+    for pid in mine:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_belongs_to(p, home) for p in mine):
+        time.sleep(0.05)
+    for pid in mine:
+        if _belongs_to(pid, home):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return mine
+
+
 def _claim_pid_file(run_dir: Path) -> None:
     """Write our PID, unless a live control plane holds the file (then exit 3)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -648,14 +785,9 @@ def _claim_pid_file(run_dir: Path) -> None:
         other = int(path.read_text().strip())
     except (OSError, ValueError):
         other = 0
-    if other and other != os.getpid():
-        try:
-            os.kill(other, 0)
-        except ProcessLookupError:
-            pass
-        else:
-            print(f"a control plane already runs as PID {other}", file=sys.stderr)
-            raise SystemExit(3)
+    if other and other != os.getpid() and daemons.alive(other):  # a zombie is not running
+        print(f"a control plane already runs as PID {other}", file=sys.stderr)
+        raise SystemExit(3)
     path.write_text(f"{os.getpid()}\n")
 
 

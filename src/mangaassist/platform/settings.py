@@ -69,7 +69,8 @@ class ServiceSettings:
     worker), ``response_timeout_s`` (from the request sent to the response headers; also bounds
     the supervisor's ``/healthz`` probe, at least 1 s and at most 5 s), ``idle_read_timeout_s``
     (silence between two chunks of a response body once its headers went out) and
-    ``max_body_bytes`` (a request body; more is answered 413 without contacting a worker).
+    ``max_body_bytes`` (a request body; more is answered 413 without contacting a worker) and
+    ``client_body_timeout_s`` (how long a client may take to send each part of its body; 408).
     ``links``: environment variable -> name of another service of the environment; its workers get
     the variable set to that service's router URL (a revision's own env may override it).
     """
@@ -87,6 +88,7 @@ class ServiceSettings:
     response_timeout_s: float = 60.0
     idle_read_timeout_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
+    client_body_timeout_s: float = 30.0
     links: Mapping[str, str] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()
     """Variables of the control plane's own environment its workers also get, by name (a
@@ -310,6 +312,9 @@ def load_settings(
             response_timeout_s=_seconds(svc, "response_timeout_s", w, ServiceSettings.response_timeout_s),
             idle_read_timeout_s=_seconds(svc, "idle_read_timeout_s", w, ServiceSettings.idle_read_timeout_s),
             max_body_bytes=_body_limit(svc, "max_body_bytes", w, ServiceSettings.max_body_bytes),
+            client_body_timeout_s=_seconds(
+                svc, "client_body_timeout_s", w, ServiceSettings.client_body_timeout_s
+            ),
             links={str(k): str(v) for k, v in _table(svc, "links", w).items()},
             compute=str(svc["compute"]) if "compute" in svc else None,
             pass_env=_names(svc, "pass_env", w),

@@ -36,7 +36,8 @@ CONNECT_TIMEOUT_S = 0.5
 RESPONSE_TIMEOUT_S = 1.0
 IDLE_READ_TIMEOUT_S = 1.0
 MAX_BODY_BYTES = 1 << 20
-SERVICES = ("stall", "never", "hung", "die", "body", "other", "fault")
+SERVICES = ("stall", "never", "hung", "die", "body", "other", "fault", "slow")
+CLIENT_BODY_TIMEOUT_S = 1.0
 QUICK_S = 0.5
 """What a healthy request may take while another one is held by a misbehaving worker."""
 T = TypeVar("T")
@@ -54,6 +55,7 @@ def _write_config(directory: Path) -> Path:
             f"response_timeout_s = {RESPONSE_TIMEOUT_S}",
             f"idle_read_timeout_s = {IDLE_READ_TIMEOUT_S}",
             f"max_body_bytes = {MAX_BODY_BYTES}",
+            *([f"client_body_timeout_s = {CLIENT_BODY_TIMEOUT_S}"] if name == "slow" else []),
         ]
     path = directory / "mangaassist.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -524,3 +526,33 @@ def test_an_injected_fault_fails_every_revision_alike_and_counts_against_them(dr
     )
     r = httpx.post(f"{url}/v1/chat", json={"message": "hi"}, timeout=5)
     assert r.status_code == 200
+
+
+def test_a_client_that_stalls_its_body_gets_a_408_and_holds_nothing(drill: Plane) -> None:
+    """A client sends its headers and part of the body, then nothing: the router answers 408 after
+    ``client_body_timeout_s``, counted against the revision, while other clients are served."""
+    c = drill.compute
+    c.deploy("slow", drill.revision("r1"))
+    host, port = drill.url("slow").removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + b'{"message": '
+        )
+        t0 = time.perf_counter()
+        healthy = httpx.post(f"{drill.url('slow')}/v1/chat", json={"message": "hi"}, timeout=5)
+        assert healthy.status_code == 200  # served while the slow one waits
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        took = time.perf_counter() - t0
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"client_body_timeout_s (1)" in answer or b"client_body_timeout_s" in answer
+    assert CLIENT_BODY_TIMEOUT_S * 0.8 <= took < CLIENT_BODY_TIMEOUT_S + 2.0, took
+    assert _limits(drill, "slow", "r1")["client_body_timeout"] == 1
+    assert (
+        _metric(drill, "slow", "mangaassist_router_limits", revision="r1", limit="client_body_timeout") == 1
+    )

@@ -164,6 +164,7 @@ class ServiceRuntime:
             response_timeout_s=settings.response_timeout_s,
             idle_read_timeout_s=settings.idle_read_timeout_s,
             max_body_bytes=settings.max_body_bytes,
+            client_body_timeout_s=settings.client_body_timeout_s,
         )
         self.revisions: dict[str, RevisionRuntime] = {}
         self.weights: dict[str, float] = {}

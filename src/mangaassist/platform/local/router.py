@@ -14,7 +14,8 @@ never drops a request in flight. ``GET /_router/stats`` (JSON, ``?cursor=N``) an
 
 Limits (per service in ``mangaassist.toml``, docs/platform.md): a request body is read into a list
 of chunks joined once, and one over ``max_body_bytes`` (or announcing more in ``Content-Length``)
-is answered 413 before any worker is contacted. A worker that takes longer than
+is answered 413 before any worker is contacted, and one whose body does not arrive within
+``client_body_timeout_s`` (a client that stalls or trickles) is answered 408. A worker that takes longer than
 ``connect_timeout_s`` to accept a connection or ``response_timeout_s`` to send its response
 headers is answered 504 (a refused or reset connection 502); once the headers went out, a body
 that goes silent for ``idle_read_timeout_s`` cannot change the status any more: the client's
@@ -88,7 +89,7 @@ ROUTER_SERVICE_NAME = "mangaassist-router"
 _SHADOW_MAX_IN_FLIGHT = 64
 _REVISION = b"x-mangaassist-revision"
 _CONTENT_LENGTH = b"content-length"
-LIMITS = ("connect_timeout", "response_timeout", "idle_timeout", "body_too_large")
+LIMITS = ("connect_timeout", "response_timeout", "idle_timeout", "body_too_large", "client_body_timeout")
 """What the router counts by revision when a limit cut a request short (``Router.limits``)."""
 log = logging.getLogger("mangaassist.platform")
 
@@ -343,6 +344,7 @@ class Router:
         response_timeout_s: float = 60.0,
         idle_read_timeout_s: float = 30.0,
         max_body_bytes: int = 10 * 1024 * 1024,
+        client_body_timeout_s: float = 30.0,
     ) -> None:
         self.service = service
         self.table = RoutingTable.build(0, {}, {})
@@ -353,6 +355,7 @@ class Router:
         self.response_timeout_s = response_timeout_s
         self.idle_read_timeout_s = idle_read_timeout_s
         self.max_body_bytes = max_body_bytes
+        self.client_body_timeout_s = client_body_timeout_s
         self.limits: dict[str, collections.Counter[str]] = {}
         """Revision -> how often each of ``LIMITS`` cut one of its requests short."""
         self.rng = random.Random()
@@ -420,20 +423,32 @@ class Router:
         announced: int | None,
     ) -> None:
         """Answer 413 (no worker contacted), counted against the revision it would have gone to."""
+        size = f" of {announced} bytes (Content-Length)" if announced is not None else ""
+        message = f"request body{size} over max_body_bytes ({self.max_body_bytes})"
+        await self._refuse(send, scope, span, session, pin, 413, "body_too_large", message)
+
+    async def _refuse(
+        self,
+        send: Send,
+        scope: Scope,
+        span: tracing.FastSpan,
+        session: str | None,
+        pin: str | None,
+        status: int,
+        limit: str,
+        message: str,
+    ) -> None:
+        """Answer ``status`` for a request a limit stopped before any worker was contacted, counted
+        (``limit``) against the revision it would have gone to."""
         target = self._target(self.table, session, pin, assign=False)
         if target is not None:
-            self.count_limit(target.name, "body_too_large")
+            self.count_limit(target.name, limit)
         else:
-            self.stats.unrouted["body_too_large"] += 1
-        size = f" of {announced} bytes (Content-Length)" if announced is not None else ""
+            self.stats.unrouted[limit] += 1
         await _reply(
-            send,
-            413,
-            {"error": f"request body{size} over max_body_bytes ({self.max_body_bytes})"},
-            span.trace_hex,
-            target.name if target is not None else None,
+            send, status, {"error": message}, span.trace_hex, target.name if target is not None else None
         )
-        self._end_span(span, scope, None, 413, "too_large", pin is not None, False)
+        self._end_span(span, scope, None, status, limit, pin is not None, False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -463,18 +478,29 @@ class Router:
         parts: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    await self._too_large(send, scope, span, session, pin, None)
-                    return
-                parts.append(chunk)
-            more = message.get("more_body", False)
+        too_large = False
+        try:  # a client that stalls or trickles its body holds nothing for long (408); one timer
+            async with asyncio.timeout(self.client_body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            too_large = True
+                            break
+                        parts.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            waited = self.client_body_timeout_s
+            late = f"the request body did not arrive within client_body_timeout_s ({waited:g})"
+            await self._refuse(send, scope, span, session, pin, 408, "client_body_timeout", late)
+            return
+        if too_large:
+            await self._too_large(send, scope, span, session, pin, None)
+            return
         body = parts[0] if len(parts) == 1 else b"".join(parts)
 
         table = self.table  # one snapshot per request: this is what makes changes atomic

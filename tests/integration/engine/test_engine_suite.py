@@ -212,16 +212,31 @@ def test_effects_recorded_by_an_earlier_attempt_are_not_applied_again(store: Sta
 # -- resume and leases ---------------------------------------------------------------------------
 
 
-def start_and_abandon(store: StateStore, clock: FakeClock, pipeline: Pipeline, **kw: object) -> RunRecord:
+def start_and_abandon(
+    store: StateStore,
+    clock: FakeClock,
+    pipeline: Pipeline,
+    policy: EnvironmentPolicy | None = None,
+    **kw: object,
+) -> RunRecord:
     """Start a run from a process that then vanishes (another host: only lease expiry tells)."""
     ghost = executor(store, clock, owner=Owner(pid=1, host="ci-runner-7"))
-    return ghost.start(pipeline, environment="prod", target="web", requester="ann", policy=prod(), **kw)  # type: ignore[arg-type]
+    return ghost.start(  # type: ignore[arg-type]
+        pipeline, environment="prod", target="web", requester="ann", policy=policy or prod(), **kw
+    )
+
+
+def prod_freezes() -> EnvironmentPolicy:
+    """Prod's windows and freezes without its approvals (the freeze tests; approvals are tested apart)."""
+    return dataclasses.replace(prod(), approvals=0)
 
 
 def test_a_run_whose_lease_expired_shows_as_interrupted_and_resumes(store: StateStore) -> None:
-    clock = FakeClock(WEDNESDAY)
+    clock = PollingClock(WEDNESDAY)
     pipeline = demo.build({})
     run = start_and_abandon(store, clock, pipeline)
+    # prod: the engine put an approval before the first change; carl gives it while bob's resume waits
+    clock.on_sleep.append(lambda: decide(store, clock, run.id, "carl", approvals.Decision.APPROVED))
     with store.transaction() as conn:
         assert store.run(conn, run.id, clock.now()).effective_state is RunState.RUNNING
     with pytest.raises(RunIsLive, match="ci-runner-7"):
@@ -681,7 +696,7 @@ def test_a_step_reached_during_a_freeze_waits_for_time_naming_the_rule(store: St
             seen["deploy"] = store.steps(conn, run.id)[1]
 
     clock.on_sleep += [lambda: None, look]  # prepare's own sleep, then the first poll of the hold
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod_freezes())
     final = ex.drive(run.id, pipeline)
     assert final.state is RunState.SUCCEEDED
     assert applied == [MONDAY_0900]
@@ -704,7 +719,7 @@ def test_an_effect_is_not_applied_when_the_freeze_begins_inside_its_step(store: 
     applied: list[datetime] = []
     pipeline = deploying(applied, prepare_s=120.0)  # prepare's effect would land at 15:01
     final = executor(store, clock, poll_seconds=3600.0).run(
-        pipeline, environment="prod", target="web", requester="ann", policy=prod()
+        pipeline, environment="prod", target="web", requester="ann", policy=prod_freezes()
     )
     assert final.state is RunState.SUCCEEDED
     assert_never_during_the_freeze(applied)
@@ -718,7 +733,9 @@ def test_resuming_during_a_freeze_waits_for_it_to_end(store: StateStore) -> None
     clock = FakeClock(FRIDAY_1459)
     applied: list[datetime] = []
     pipeline = deploying(applied)
-    run = start_and_abandon(store, clock, pipeline)  # started before the freeze, then the host died
+    run = start_and_abandon(
+        store, clock, pipeline, prod_freezes()
+    )  # started before the freeze, then the host died
     clock.advance(20 * 3600)  # Saturday 10:59
     final = executor(store, clock, poll_seconds=3600.0).resume(run.id, pipeline, actor="bob")
     assert final.state is RunState.SUCCEEDED
@@ -737,7 +754,7 @@ def test_an_override_given_at_start_holds_for_every_step(store: StateStore) -> N
         environment="prod",
         target="web",
         requester="ann",
-        policy=prod(),
+        policy=prod_freezes(),
         overrides={"prod.freeze.weekend": "hotfix for INC-42"},
     )
     assert final.state is RunState.SUCCEEDED and len(applied) == 2
@@ -906,3 +923,76 @@ def test_the_pipelines_resources_are_released_when_the_executor_stops_driving_it
         pipeline, environment="dev", target="demo", requester="ann", policy=dev()
     )
     assert final.state is RunState.SUCCEEDED and closed == ["closed"]
+
+
+# -- four-eyes the engine enforces ------------------------------------------------------------------
+
+
+def _checked_then_deployed(applied: list[str]) -> Pipeline:
+    """A pipeline with no approval step of its own: a read-only check, then a change."""
+
+    def check(ctx: StepContext) -> Outcome:
+        return Outcome.done()
+
+    def deploy(ctx: StepContext) -> Outcome:
+        ctx.effect("deploy", lambda _key: applied.append("deployed"))
+        return Outcome.done()
+
+    return Pipeline("checked", (Step("check", check, changes=False), Step("deploy", deploy)))
+
+
+def test_prod_puts_an_approval_before_the_first_change_of_a_pipeline_without_one(store: StateStore) -> None:
+    clock = PollingClock()
+    applied: list[str] = []
+    pipeline = _checked_then_deployed(applied)
+    ex = executor(store, clock)
+    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    assert run.step_names == ["check", "approval", "deploy"]  # after the read-only step, before the change
+    seen: dict[str, object] = {}
+    errors: list[Exception] = []
+
+    def approve() -> None:
+        seen["applied_while_waiting"] = list(applied)
+        try:
+            decide(store, clock, run.id, "ann", approvals.Decision.APPROVED)  # the requester: refused
+        except ApprovalDenied as exc:
+            errors.append(exc)
+        decide(store, clock, run.id, "bob", approvals.Decision.APPROVED)
+
+    clock.on_sleep.append(approve)
+    final = ex.drive(run.id, pipeline)  # the pipeline object without the step: the engine adds it again
+    assert final.state is RunState.SUCCEEDED and applied == ["deployed"]
+    assert seen["applied_while_waiting"] == []  # nothing changed before the approval
+    assert len(errors) == 1 and "may not approve it in prod" in str(errors[0])
+
+
+def test_no_approval_is_added_in_dev_for_a_restore_or_where_the_pipeline_asks_itself(
+    store: StateStore,
+) -> None:
+    applied: list[str] = []
+    pipeline = _checked_then_deployed(applied)
+    dev_run = executor(store, FakeClock()).run(
+        pipeline, environment="dev", target="a", requester="ann", policy=dev()
+    )
+    assert dev_run.step_names == ["check", "deploy"] and dev_run.state is RunState.SUCCEEDED
+    for variant in (
+        dataclasses.replace(pipeline, restores=True),
+        dataclasses.replace(pipeline, inline_approval=True),
+    ):
+        run = executor(store, FakeClock()).start(
+            variant, environment="prod", target="b", requester="ann", policy=prod()
+        )
+        assert run.step_names == ["check", "deploy"]
+        executor(store, FakeClock()).abort(run.id, None, actor="ann", reason="test")
+
+
+def test_a_prod_run_with_the_added_approval_resumes_with_the_same_steps(store: StateStore) -> None:
+    clock = PollingClock(WEDNESDAY)
+    applied: list[str] = []
+    pipeline = _checked_then_deployed(applied)
+    run = start_and_abandon(store, clock, pipeline)
+    assert run.step_names == ["check", "approval", "deploy"]
+    clock.advance(60)
+    clock.on_sleep.append(lambda: decide(store, clock, run.id, "bob", approvals.Decision.APPROVED))
+    final = executor(store, clock).resume(run.id, pipeline, actor="carl")
+    assert final.state is RunState.SUCCEEDED and applied == ["deployed"]

@@ -24,6 +24,7 @@ tests, and the crash tests which kill it with SIGKILL at every boundary that ``o
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -144,6 +145,12 @@ class Step:
     name: str
     run: StepFn
     description: str = ""
+    changes: bool = True
+    """Whether the step changes what users get or what the environment runs. The engine puts the
+    approvals an environment requires before the first step that does (``required_approval``):
+    building, testing, gating, diffing are ``changes=False``."""
+    approves: bool = False
+    """An approval step (``approval_step``)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,12 @@ class Pipeline:
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     """What the pipeline was built from; stored with each run so ``resume`` can build it again."""
+    inline_approval: bool = False
+    """The pipeline asks for the approvals itself, inside a step (CD-01's rollout phases, before
+    the traffic passes the policy's ``max_canary_weight_before_approval``)."""
+    restores: bool = False
+    """A rollback pipeline: it puts back a release that was approved when it shipped; no approval is
+    added (an incident must not wait for a second person)."""
     close: Callable[[], None] | None = None
     """Releases what the pipeline object holds in memory (its run's platform clients); the executor
     calls it when it stops driving the run. What it closes is made again if the run is driven later."""
@@ -289,7 +302,31 @@ def approval_step(
             f"mangaassist approve {ctx.run.id} --as NAME"
         )
 
-    return Step(name, gate, description)
+    return Step(name, gate, description, changes=False, approves=True)
+
+
+REQUIRED_APPROVAL = "approval"
+"""The name of the approval step the engine adds (``required_approval``)."""
+
+
+def required_approval(pipeline: Pipeline, approvals: int) -> Pipeline:
+    """``pipeline`` as the engine runs it where the policy requires ``approvals``: with an approval
+    step before its first step that changes anything, unless it has one of its own, asks for the
+    approvals inline, or restores a previous release. Deterministic: a resumed run gets the same
+    steps (the run records the step names and the policy it started with)."""
+    if (
+        approvals <= 0
+        or pipeline.inline_approval
+        or pipeline.restores
+        or any(s.approves for s in pipeline.steps)
+    ):
+        return pipeline
+    first = next((i for i, s in enumerate(pipeline.steps) if s.changes), None)
+    if first is None:
+        return pipeline
+    gate = approval_step(REQUIRED_APPROVAL, "approval the policy requires before the first change")
+    steps = (*pipeline.steps[:first], gate, *pipeline.steps[first:])
+    return dataclasses.replace(pipeline, steps=steps)
 
 
 def approval_stop(status: approvals.ApprovalStatus) -> Outcome | None:
@@ -365,6 +402,7 @@ class Executor:
         app deploy runs during a migration and no migration during an app deploy)."""
         overrides = dict(overrides or {})
         policy.check_overrides(overrides)
+        pipeline = required_approval(pipeline, policy.approvals)
         now = self.clock.now()
         blocking = [b for b in policy.blocks(now) if b.rule not in overrides]
         if blocking:
@@ -489,6 +527,7 @@ class Executor:
                     f"(lease until {run.lease_expires_at}); "
                     "resume it after that process stops, or `mangaassist runs abort` it"
                 )
+            pipeline = required_approval(pipeline, int(run.policy.get("approvals", 0)))
             if run.step_names != pipeline.step_names:
                 raise PipelineChanged(
                     f"run {run_id} was started with steps {run.step_names}; pipeline {pipeline.name} now has "
@@ -553,6 +592,9 @@ class Executor:
         Before each step (and each poll of a waiting step) the run's deploy windows and freezes are
         evaluated again; while one blocks, the step waits for it to end (``_gate``).
         """
+        with self.store.transaction() as conn:  # the steps it started with (``required_approval``)
+            started = self.store.run(conn, run_id, self.clock.now())
+        pipeline = required_approval(pipeline, int(started.policy.get("approvals", 0)))
         if run_id not in self._tokens:
             # Driving a run this executor did not start or take: adopt the lease if this process
             # holds it (same pid@host); otherwise the first renew raises LeaseLost.

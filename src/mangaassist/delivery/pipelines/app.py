@@ -112,8 +112,8 @@ def build(params: dict[str, Any]) -> Pipeline:
     plan = _plan(params, settings)
     scope = RunScope(settings.environment)
     steps = [
-        Step("build", scope.bind(_build), "build the wheel and store it by digest"),
-        Step("test", scope.bind(_test), "run the test gate"),
+        Step("build", scope.bind(_build), "build the wheel and store it by digest", changes=False),
+        Step("test", scope.bind(_test), "run the test gate", changes=False),
         Step("candidate", scope.bind(_candidate), "start the candidate at 0% and smoke-test it"),
         Step("latency-gate", scope.bind(_latency_gate), "pinned load test: latency budget and error rate"),
         *(
@@ -137,6 +137,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         description=f"deploy the app ({plan.describe()})",
         params=params,
         close=scope.close,
+        inline_approval=True,  # the rollout phases ask before the traffic passes the policy's limit
     )
 
 

@@ -112,9 +112,9 @@ def build(params: dict[str, Any]) -> Pipeline:
     return Pipeline(
         NAME,
         (
-            Step("validate", _validate, f"schema and semantic checks of {profile}"),
-            Step("evaluate", _evaluate, "prompt regression suites: candidate against live"),
-            Step("version", _version, "store an immutable, content-hashed version"),
+            Step("validate", _validate, f"schema and semantic checks of {profile}", changes=False),
+            Step("evaluate", _evaluate, "prompt regression suites: candidate against live", changes=False),
+            Step("version", _version, "store an immutable, content-hashed version", changes=False),
             *phase_steps(plan, lambda phase: scope.bind(_rollout_phase, phase, plan)),
             Step("promote", _promote, "the new version becomes stable for every session"),
         ),
@@ -140,6 +140,7 @@ def build_rollback(params: dict[str, Any]) -> Pipeline:
         (Step("move-pointer", _move_pointer, f"point {params['profile']} at {to}"),),
         description="configuration and prompts: point a profile back at an earlier version",
         params=params,
+        restores=True,
     )
 
 

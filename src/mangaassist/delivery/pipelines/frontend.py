@@ -134,14 +134,31 @@ def build(params: dict[str, Any]) -> Pipeline:
     source_of(params)
     scope = RunScope(str(params["environment"]))
     steps = (
-        Step("build", scope.bind(_build), "copy the source, npm ci (cached by package-lock), npm run build"),
-        Step("gates", scope.bind(_gates), "npm run typecheck, npm test (vitest), the size budget"),
+        Step(
+            "build",
+            scope.bind(_build),
+            "copy the source, npm ci (cached by package-lock), npm run build",
+            changes=False,
+        ),
+        Step(
+            "gates",
+            scope.bind(_gates),
+            "npm run typecheck, npm test (vitest), the size budget",
+            changes=False,
+        ),
         Step(
             "browser-check",
             scope.bind(_browser_check),
             "the candidate in headless Chromium: the widget answers with sources, no error",
+            changes=False,
         ),
-        Step("upload", scope.bind(_upload), "gc (keep the last 20 releases), then only new files"),
+        # new files under their content hashes: nothing points at them until publish
+        Step(
+            "upload",
+            scope.bind(_upload),
+            "gc (keep the last 20 releases), then only new files",
+            changes=False,
+        ),
         Step("publish", scope.bind(_publish), "point the channel at the release, invalidate 2 entry paths"),
         Step("verify", scope.bind(_verify), "the release header and the Chromium check through the edge"),
     )
@@ -167,6 +184,7 @@ def build_rollback(params: dict[str, Any]) -> Pipeline:
         description=f"the widget on {channel} back to the previous release",
         params=params,
         close=scope.close,
+        restores=True,
     )
 
 
@@ -179,7 +197,8 @@ def build_preview_delete(params: dict[str, Any]) -> Pipeline:
     scope = RunScope(str(params["environment"]))
     return Pipeline(
         PREVIEW_DELETE,
-        (Step("delete", scope.bind(_delete_preview), f"remove the channel {channel}"),),
+        # a preview is never what customers get
+        (Step("delete", scope.bind(_delete_preview), f"remove the channel {channel}", changes=False),),
         description=f"delete the preview {channel}",
         params=params,
         close=scope.close,

@@ -82,10 +82,10 @@ def build(params: dict[str, Any]) -> Pipeline:
     return Pipeline(
         NAME,
         (
-            Step("plan", _plan, "diff the sources against the live index version"),
-            Step("embed", _embed, "embed the new and changed chunks"),
-            Step("build", _build, "write and seal the new index version"),
-            Step("gate", _gate, "chunk count, dimension, retrieval quality, latency"),
+            Step("plan", _plan, "diff the sources against the live index version", changes=False),
+            Step("embed", _embed, "embed the new and changed chunks", changes=False),
+            Step("build", _build, "write and seal the new index version", changes=False),
+            Step("gate", _gate, "chunk count, dimension, retrieval quality, latency", changes=False),
             Step("promote", _promote, "move the alias to the new version; garbage-collect"),
         ),
         rollback=_rollback,

@@ -152,7 +152,9 @@ def build(params: dict[str, Any]) -> Pipeline:
     migration = migration_of(params)  # a bad file fails before the run starts
     scope = RunScope(environment)
     steps = (
-        Step("check", scope.bind(_check), "the file, the earlier migrations, the index it fills"),
+        Step(
+            "check", scope.bind(_check), "the file, the earlier migrations, the index it fills", changes=False
+        ),
         Step("expand", scope.bind(_expand), "publish the dual-write rule; writers add the new shape"),
         Step("backfill", scope.bind(_backfill), "bring every existing item to the new shape, throttled"),
         Step("verify", scope.bind(_verify), "every item against the new shape: 0 differences"),
@@ -412,6 +414,7 @@ def build_rollback(params: dict[str, Any]) -> Pipeline:
         description=f"roll back migration {migration.id}",
         params=params,
         close=scope.close,
+        restores=True,
     )
 
 
@@ -425,11 +428,18 @@ def build_contract(params: dict[str, Any]) -> Pipeline:
     return Pipeline(
         CONTRACT,
         (
-            Step("window", scope.bind(_window), "the rollback window since the cutover has passed"),
+            Step(
+                "window",
+                scope.bind(_window),
+                "the rollback window since the cutover has passed",
+                changes=False,
+            ),
             Step(
                 "approval",
                 scope.bind(_approval),
                 "the approvals the policy (and an irreversible contract) need",
+                changes=False,
+                approves=True,
             ),
             Step(
                 "contract", scope.bind(_contract), "writers drop the retired attributes; the items lose them"

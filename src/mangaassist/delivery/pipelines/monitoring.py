@@ -70,9 +70,9 @@ def build(params: dict[str, Any]) -> Pipeline:
     provider = settings_for(str(environment)).provider
     scope = RunScope(str(environment))
     steps: tuple[Step, ...] = (
-        Step("build", scope.bind(_build), "validate the SLO specs and compile them"),
-        Step("check", scope.bind(_check), "promtool check rules and the generated rule tests"),
-        Step("diff", scope.bind(_diff), "the new rule groups against the installed ones"),
+        Step("build", scope.bind(_build), "validate the SLO specs and compile them", changes=False),
+        Step("check", scope.bind(_check), "promtool check rules and the generated rule tests", changes=False),
+        Step("diff", scope.bind(_diff), "the new rule groups against the installed ones", changes=False),
     )
     if provider == "local":
         steps += (
@@ -81,7 +81,9 @@ def build(params: dict[str, Any]) -> Pipeline:
             Step("publish", scope.bind(_publish), "the dashboards to the state directory (and Grafana)"),
         )
     else:
-        steps += (Step("ship", scope.bind(_ship), "the alarms ship with CD-02's monitoring stack"),)
+        steps += (  # it says where the alarms go; CD-02 applies them
+            Step("ship", scope.bind(_ship), "the alarms ship with CD-02's monitoring stack", changes=False),
+        )
     return Pipeline(NAME, steps, description=f"monitoring of {environment}", params=params, close=scope.close)
 
 
@@ -98,6 +100,7 @@ def build_rollback(params: dict[str, Any]) -> Pipeline:
         description="put the previous monitoring rules back",
         params=params,
         close=scope.close,
+        restores=True,
     )
 
 

@@ -29,7 +29,7 @@ through ``Compute``. Both come from ``platform.factory``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -192,12 +192,25 @@ class PhaseMemory:
     pre_switch: dict[str, ArmSample] = field(default_factory=dict)
 
 
+def approval_phase(plan: RolloutPlan, policy: Mapping[str, Any]) -> Phase | None:
+    """The phase that asks for the approvals the run's policy requires (None: none does): a canary's
+    first phase above ``max_canary_weight_before_approval`` (the 100% switch included, so steps that
+    stay under the limit until 100% cannot skip it); blue/green's and all-at-once's first phase, when
+    the policy requires approvals (they move every conversation at once). The engine adds no approval
+    step to these pipelines (``Pipeline.inline_approval``)."""
+    if plan.strategy is Strategy.CANARY:
+        limit = float(policy.get("max_canary_weight_before_approval", 100))
+    else:
+        limit = 0.0 if int(policy.get("approvals", 0)) > 0 else 100.0
+    return next((p for p in plan.phases if p.weight > limit), None)
+
+
 def run_phase(
     ctx: StepContext, phase: Phase, plan: RolloutPlan, split: TrafficSplit, memory: PhaseMemory
 ) -> Outcome:
     """Shift to ``phase.weight`` and judge until PASS (done), FAIL (restored, failed) or not yet (wait)."""
-    limit = float(ctx.run.policy.get("max_canary_weight_before_approval", 100))
-    if plan.strategy is Strategy.CANARY and phase.weight > limit and phase.weight < 100:
+    asks = approval_phase(plan, ctx.run.policy)
+    if asks is not None and asks.name == phase.name:
         gate = approval_step(phase.name).run(ctx)
         if gate.kind.value != "done":
             return gate

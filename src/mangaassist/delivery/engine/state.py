@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from mangaassist.delivery.engine.clock import parse_iso
 from mangaassist.delivery.engine.errors import RunNotFound, StateStoreError
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus
+from mangaassist.platform.daemons import alive as pid_alive
 
 metadata = sa.MetaData()
 
@@ -368,16 +369,6 @@ def _upgrade(conn: Connection) -> None:
             if column.name not in present:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def owner_gone(row: Any, now: datetime) -> bool:

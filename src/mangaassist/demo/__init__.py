@@ -116,8 +116,8 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         f"Database migrations (CD-07): {'ok' if migration_failures == 0 else 'FAILED'}",
         f"Application releases: {('ok' if release_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Model releases: {('ok' if model_failures == 0 else 'FAILED') if releases else 'skipped'}",
-        f"Alerts (CD-08): {('ok' if alert_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Widget (CD-05): {('ok' if frontend_failures == 0 else 'FAILED') if releases else 'skipped'}",
+        f"Alerts (CD-08): {('ok' if alert_failures == 0 else 'FAILED') if releases else 'skipped'}",
         f"Total {time.monotonic() - started:.1f}s",
     ):
         console.print(line, highlight=False)

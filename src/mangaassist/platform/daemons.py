@@ -14,6 +14,7 @@ and stops processes; what they serve is their module's business.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -95,6 +96,25 @@ def ensure(
     if state is not None:
         return state
     home.mkdir(parents=True, exist_ok=True)
+    # one starter at a time: two processes that both found none would otherwise both start one,
+    # and the first, its announcement replaced by the second's, would run on unannounced, never stopped
+    with (home / f".{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = running(home, name)  # started by the one that held the lock before us
+        if state is not None:
+            return state
+        return _start(home, name, module, args, timeout, error, detail)
+
+
+def _start(
+    home: Path,
+    name: str,
+    module: str,
+    args: Sequence[str],
+    timeout: float,
+    error: type[Exception],
+    detail: str,
+) -> dict[str, Any]:
     state_file(home, name).unlink(missing_ok=True)
     with log_file(home, name).open("ab") as log:
         proc = subprocess.Popen(

@@ -12,7 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.artifacts import pack_source, unpack
-from mangaassist.platform.local.router import RouteTarget, RoutingTable, StickySessions, _session_of
+from mangaassist.platform.local.router import (
+    RouteTarget,
+    RoutingTable,
+    StickySessions,
+    WeightedDeck,
+    _session_of,
+)
 from mangaassist.platform.local.stats import (
     DISAGREEMENT_TEXT_MAX,
     DISAGREEMENTS_KEPT,
@@ -30,11 +36,36 @@ def _target(name: str, ready: int = 1) -> RouteTarget:
     return RouteTarget(name, tuple(UpstreamPool("127.0.0.1", 1000 + i) for i in range(ready)))
 
 
-def test_draw_follows_weights() -> None:
+def test_draw_follows_weights_exactly_in_every_block_of_100() -> None:
     table = RoutingTable.build(1, {"a": _target("a"), "b": _target("b")}, {"a": 95, "b": 5})
     rng = random.Random(7)
-    counts = collections.Counter(table.draw(rng).name for _ in range(20_000))  # type: ignore[union-attr]
-    assert abs(counts["b"] / 20_000 - 0.05) < 0.01
+    drawn = [table.draw(rng).name for _ in range(2_000)]  # type: ignore[union-attr]
+    for block in range(0, 2_000, 100):
+        assert collections.Counter(drawn[block : block + 100]) == {"a": 95, "b": 5}
+
+
+def test_draw_order_is_random_so_a_periodic_client_sees_the_split() -> None:
+    """A client cycling through 20 questions must not have one question always on the canary."""
+    table = RoutingTable.build(1, {"a": _target("a"), "b": _target("b")}, {"a": 95, "b": 5})
+    rng = random.Random(3)
+    drawn = [table.draw(rng).name for _ in range(20_000)]  # type: ignore[union-attr]
+    per_phase = [sum(1 for d in drawn[phase::20] if d == "b") for phase in range(20)]
+    assert all(20 <= n <= 80 for n in per_phase), per_phase  # 50 expected per phase
+    first_blocks = [tuple(drawn[i : i + 100]) for i in (0, 100, 200)]
+    assert len(set(first_blocks)) == 3
+
+
+@pytest.mark.parametrize(
+    ("weights", "size"),
+    [({"a": 70, "b": 30}, 100), ({"a": 99.5, "b": 0.5}, 1_000), ({"a": 2, "b": 1}, 10_000)],
+)
+def test_deck_size_holds_each_share(weights: dict[str, float], size: int) -> None:
+    deck = WeightedDeck(tuple(weights), tuple(weights.values()))
+    assert deck.size == size
+    drawn = collections.Counter(deck.draw(random.Random(1)) for _ in range(size))
+    assert sum(drawn.values()) == size
+    for name, w in weights.items():
+        assert abs(drawn[name] - w * size / sum(weights.values())) <= 1
 
 
 def test_revisions_without_ready_workers_get_no_new_conversations() -> None:

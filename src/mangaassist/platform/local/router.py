@@ -45,7 +45,6 @@ the cost to a few microseconds a request.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import itertools
 import json
@@ -148,7 +147,7 @@ class RoutingTable:
     shadow_share: float = 0.0
     fault: Fault | None = None
     _names: tuple[str, ...] = ()
-    _cumulative: tuple[float, ...] = ()
+    _deck: WeightedDeck | None = field(default=None, compare=False)
 
     @classmethod
     def build(
@@ -161,22 +160,19 @@ class RoutingTable:
         fault: Fault | None = None,
     ) -> RoutingTable:
         names: list[str] = []
-        cumulative: list[float] = []
-        total = 0.0
+        shares: list[float] = []
         for name, weight in sorted(weights.items()):
             target = targets.get(name)
             if weight > 0 and target is not None and target.pools:
-                total += weight
                 names.append(name)
-                cumulative.append(total)
+                shares.append(weight)
         # nobody weighted is ready (a crash gap): draw among the weighted live revisions anyway,
         # so the failure is answered 503 and counted against the revision that should have served
         if not names:
             for name, weight in sorted(weights.items()):
                 if weight > 0 and name in targets:
-                    total += weight
                     names.append(name)
-                    cumulative.append(total)
+                    shares.append(weight)
         return cls(
             version,
             dict(targets),
@@ -185,21 +181,57 @@ class RoutingTable:
             shadow_share,
             fault,
             tuple(names),
-            tuple(cumulative),
+            WeightedDeck(tuple(names), tuple(shares)) if len(names) > 1 else None,
         )
 
     def draw(self, rng: random.Random) -> RouteTarget | None:
         """A revision for a new conversation, by weight among the ready ones.
 
-        If no weighted revision is ready, one of them anyway (its request fails and is counted);
-        None only when no live revision has weight.
+        Draws come from a shuffled deck (``WeightedDeck``): every block of draws holds each
+        revision's exact share, in random order. If no weighted revision is ready, one of them
+        anyway (its request fails and is counted); None only when no live revision has weight.
         """
         if not self._names:
             return None
         if len(self._names) == 1:
             return self.targets[self._names[0]]
-        i = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
-        return self.targets[self._names[min(i, len(self._names) - 1)]]
+        assert self._deck is not None
+        return self.targets[self._deck.draw(rng)]
+
+
+class WeightedDeck:
+    """Block randomisation of a weighted split: a deck of ``size`` cards holding each name's share
+    (largest remainder), shuffled; drawn card by card and reshuffled when empty.
+
+    Independent draws (a weighted coin per conversation) miss the split by the binomial error:
+    2,000 conversations at 70/30 land outside 3 points about 1 time in 300. A deck keeps every
+    completed block exact and is still random in order, so no client pattern lines up with it
+    (a round robin would send every 20th request of a periodic client to a 5% canary). ``size``
+    is the smallest of 100, 1,000 and 10,000 that holds every share exactly (percentages: 100).
+    """
+
+    SIZES = (100, 1_000, 10_000)
+
+    def __init__(self, names: tuple[str, ...], weights: tuple[float, ...]) -> None:
+        total = sum(weights)
+        self.size = self.SIZES[-1]
+        for size in self.SIZES:
+            if all(abs(w * size / total - round(w * size / total)) < 1e-9 for w in weights):
+                self.size = size
+                break
+        exact = [w * self.size / total for w in weights]
+        counts = [int(x) for x in exact]
+        by_remainder = sorted(range(len(names)), key=lambda i: exact[i] - counts[i], reverse=True)
+        for i in by_remainder[: self.size - sum(counts)]:
+            counts[i] += 1
+        self._cards = [name for name, n in zip(names, counts, strict=True) for _ in range(n)]
+        self._left: list[str] = []
+
+    def draw(self, rng: random.Random) -> str:
+        if not self._left:
+            self._left = list(self._cards)
+            rng.shuffle(self._left)
+        return self._left.pop()
 
 
 class StickySessions:

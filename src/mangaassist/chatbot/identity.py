@@ -167,11 +167,12 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 # the development key ---------------------------------------------------------------------------
-def load_or_create_key(path: Path) -> bytes:
+def load_or_create_key(path: Path, what: str = "the customer token key") -> bytes:
     """The development HMAC key at ``path``; made on first use (32 random bytes, mode 0600, its
-    folder 0700). Processes racing to make it agree on one key (the first link wins)."""
+    folder 0700). Processes racing to make it agree on one key (the first link wins). ``what``
+    names the key in errors (the delivery dashboard keeps its session key the same way)."""
     try:
-        return _read_key(path)
+        return _read_key(path, what)
     except FileNotFoundError:
         pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,14 +187,14 @@ def load_or_create_key(path: Path) -> bytes:
             os.link(tmp, path)  # atomic, and never replaces an existing key
     finally:
         tmp.unlink(missing_ok=True)
-    return _read_key(path)
+    return _read_key(path, what)
 
 
-def _read_key(path: Path) -> bytes:
+def _read_key(path: Path, what: str) -> bytes:
     mode = path.stat().st_mode
     if mode & 0o077:
         raise ConfigError(
-            f"{path}: the customer token key is readable by others (mode {mode & 0o777:o}); chmod 600 it"
+            f"{path}: {what} is readable by others (mode {mode & 0o777:o}); chmod 600 it"
         )
     key = path.read_bytes()
     if len(key) != KEY_BYTES:

@@ -39,7 +39,7 @@ from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.engine.runs import Pipeline
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import registry
-from mangaassist.views import progress
+from mangaassist.views import history, progress
 from mangaassist.views.runs import engine_executor, resolve_actor
 
 console = Console()
@@ -121,15 +121,16 @@ class ProgressDisplay(progress.ProgressDisplay):
 # -- runs ----------------------------------------------------------------------------------------
 
 
-def _current_step(steps: list[StepRecord]) -> str:
-    done = sum(1 for s in steps if s.status.value == "done")
-    current = next((s.name for s in steps if s.status.value not in ("done", "skipped")), "")
-    return f"{done}/{len(steps)} {current}".strip()
-
-
 @runs_app.command("list")
 def runs_list(
     env: Annotated[str | None, typer.Option("--env", help="Only runs of this environment.")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only runs of this pipeline.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state", help="Only runs in this state (running, waiting, interrupted, succeeded, ...)."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest runs.")] = 30,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,11 +138,9 @@ def runs_list(
     with handled(as_json):
         store = _store()
         now = engine_executor(store).clock.now()
-        with store.transaction() as conn:
-            records = store.runs(conn, now, limit=limit, environment=env)
-            step_map = {r.id: store.steps(conn, r.id) for r in records}
+        records = history.list_runs(store, now, limit=limit, environment=env, pipeline=pipeline, state=state)
     if as_json:
-        _print_json([{**r.as_dict(), "progress": _current_step(step_map[r.id])} for r in records])
+        _print_json(records)
         return
     if not records:
         say("no runs yet (start one with `mangaassist release` or `mangaassist runs start demo`)")
@@ -151,14 +150,14 @@ def runs_list(
         ["id", "pipeline", "env/target", "state", "steps", "requester", "started", "owner"],
         [
             [
-                r.id,
-                r.pipeline,
-                f"{r.environment}/{r.target}",
-                _state_cell(r.effective_state),
-                _current_step(step_map[r.id]),
-                r.requester,
-                r.created_at[:19].replace("T", " "),
-                r.owner or "",
+                r["id"],
+                r["pipeline"],
+                f"{r['environment']}/{r['target']}",
+                _state_cell(RunState(r["state"])),
+                r["progress"],
+                r["requester"],
+                r["created_at"][:19].replace("T", " "),
+                r["owner"] or "",
             ]
             for r in records
         ],
@@ -226,20 +225,13 @@ def runs_show(
     with handled(as_json):
         store = _store()
         now = engine_executor(store).clock.now()
+        shown = history.show_run(store, run_id, now)
         with store.transaction() as conn:
             run = store.run(conn, run_id, now)
             steps = store.steps(conn, run_id)
             decisions = approvals.records(conn, run_id)
-            entries = audit.entries(conn, run_id)
     if as_json:
-        _print_json(
-            {
-                **run.as_dict(),
-                "timeline": [s.as_dict() for s in steps],
-                "approvals": [d.as_dict() for d in decisions],
-                "audit_entries": len(entries),
-            }
-        )
+        _print_json(shown)
         return
     console.print(
         f"[bold]{escape(run.id)}[/] {escape(run.pipeline)} -> "
@@ -472,7 +464,7 @@ def audit_list(
         with store.transaction() as conn:
             entries = audit.entries(conn, run_id)
     if as_json:
-        _print_json([e.as_dict() for e in entries])
+        _print_json(history.audit_log(store, run_id))
         return
     for e in entries:
         detail = json.dumps(e.detail, default=str, ensure_ascii=False)
@@ -491,24 +483,22 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     rolled back to an older copy, or an approval written behind the engine's back fails (exit 1)."""
     with handled(as_json):
         store = _store()
-        with store.transaction() as conn:
-            count, problems = audit.verify(conn, store)
-            head = audit.head(conn)
+        checked = history.audit_check(store)
+    problems = checked["problems"]
     if as_json:
-        _print_json(
-            {
-                "entries": count,
-                "intact": not problems,
-                "head": {"seq": head.seq, "hash": head.hash},
-                "problems": [{"seq": p.seq, "problem": p.message} for p in problems],
-            }
-        )
+        _print_json(checked)
     elif problems:
         for p in problems:
-            where = f"entry {p.seq}" if p.seq is not None else "log"
-            err.print(f"[bold red]tampered:[/] {where}: {escape(p.message)}", highlight=False, soft_wrap=True)
+            where = f"entry {p['seq']}" if p["seq"] is not None else "log"
+            err.print(
+                f"[bold red]tampered:[/] {where}: {escape(p['problem'])}", highlight=False, soft_wrap=True
+            )
     else:
-        say(f"audit log intact: {count} entries, chain verified (head: entry {head.seq}, hash {head.hash})")
+        head = checked["head"]
+        say(
+            f"audit log intact: {checked['entries']} entries, chain verified "
+            f"(head: entry {head['seq']}, hash {head['hash']})"
+        )
     if problems:
         raise typer.Exit(1)
 

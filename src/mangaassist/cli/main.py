@@ -244,6 +244,10 @@ from mangaassist.cli import token_cmds  # noqa: E402 - customer identity: token 
 
 token_cmds.register(app)
 
+from mangaassist.cli import dashboard_cmds  # noqa: E402 - the delivery dashboard: dashboard link
+
+dashboard_cmds.register(app)
+
 
 def main() -> None:
     app()

@@ -317,11 +317,19 @@ class StateStore:
         return run_record(row, now)
 
     def runs(
-        self, conn: Connection, now: datetime, *, limit: int = 50, environment: str | None = None
+        self,
+        conn: Connection,
+        now: datetime,
+        *,
+        limit: int = 50,
+        environment: str | None = None,
+        pipeline: str | None = None,
     ) -> list[RunRecord]:
         query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
         if environment:
             query = query.where(runs.c.environment == environment)
+        if pipeline:
+            query = query.where(runs.c.pipeline == pipeline)
         return [run_record(row, now) for row in conn.execute(query).mappings()]
 
     def last_output(

@@ -244,6 +244,10 @@ from mangaassist.cli import token_cmds  # noqa: E402 - customer identity: token 
 
 token_cmds.register(app)
 
+from mangaassist.cli import report_cmds  # noqa: E402 - report delivery: the DORA measures from the run history
+
+report_cmds.register(app)
+
 from mangaassist.cli import dashboard_cmds  # noqa: E402 - the delivery dashboard: dashboard link
 
 dashboard_cmds.register(app)

@@ -198,6 +198,10 @@ def test_the_run_list_shows_a_new_run_live_and_a_rollback_with_its_verdict(dash:
     page.goto(f"{dash.url}/runs?state=succeeded")
     assert "no runs match" in page.locator("tbody").inner_text()
     assert [r["id"] for r in dash.runs()] == [run_id]
+    # delivery performance: the bad release counts as a change failure, stopped at its gate
+    page.goto(f"{dash.url}/delivery?since=1d")
+    row = page.locator("#delivery tbody tr", has_text="demo").inner_text()
+    assert "100%" in row and "(1/1)" in row and "verify ×1" in row, row
     assert _problems(watch) == []
 
 
@@ -206,7 +210,7 @@ def test_pages_fit_a_phone_screen(dash: Dash, browser: Any) -> None:
     runner.wait(60)
     run = dash.runs()[0]
     page, watch = _page(browser, width=375)
-    for path in ("/runs", f"/runs/{run['id']}", "/approvals", "/audit"):
+    for path in ("/runs", f"/runs/{run['id']}", "/approvals", "/delivery", "/audit"):
         page.goto(f"{dash.url}{path}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} is {overflow} px wider than a 375 px screen"

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mangaassist.core.errors import MangaAssistError, NotFoundError
 from mangaassist.dashboard import auth
+from mangaassist.delivery import report
 from mangaassist.delivery.engine import approvals
 from mangaassist.delivery.engine.metrics import EngineCollector
 from mangaassist.delivery.engine.model import RunState
@@ -51,6 +52,7 @@ HERE = Path(__file__).parent
 NAV = (
     ("/runs", "Runs"),
     ("/approvals", "Approvals"),
+    ("/delivery", "Delivery"),
     ("/audit", "Audit"),
 )
 
@@ -95,6 +97,19 @@ def step_detail(step: dict[str, Any]) -> str:
     if step.get("reason"):
         parts.append(str(step["reason"]))
     return " ".join(parts)
+
+
+def duration(seconds: float | None) -> str:
+    """``42 s``, ``3.5 min``, ``2.1 h``, ``1.5 d``; an en dash for no data."""
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 129_600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def _number(value: Any) -> str:
@@ -381,6 +396,37 @@ def create_app(store: StateStore, key: bytes, *, open_reads: bool = True) -> Fas
         except MangaAssistError as exc:
             return _back(run_id, str(exc), error=True)
         return _back(run_id, f"{chosen.value} by {actor}")
+
+    # -- delivery performance --------------------------------------------------------------------
+
+    def delivery(since: str, environment: str) -> dict[str, Any]:
+        now = dash.now()
+        with store.transaction() as conn:
+            known = sorted({r.environment for r in store.runs(conn, now, limit=history.SCAN_FOR_STATE)})
+        start = report.parse_since(since, now)
+        found = report.delivery_report(store, now, start, environment or None, environments=known)
+        return {"report": found.as_dict(), "environments": known}
+
+    @app.get("/api/delivery")
+    def api_delivery(request: Request, since: str = "30d", environment: str = "") -> dict[str, Any]:
+        reader(request)
+        return delivery(since, environment)["report"]
+
+    @app.get("/delivery", response_class=HTMLResponse)
+    def delivery_page(request: Request, since: str = "30d", environment: str = "") -> Response:
+        session = reader(request)
+        found = delivery(since, environment)
+        return page(
+            request,
+            "delivery.html",
+            "/delivery",
+            title="Delivery performance",
+            session=session,
+            since=since,
+            environment=environment,
+            duration=duration,
+            **found,
+        )
 
     # -- audit -----------------------------------------------------------------------------------
 

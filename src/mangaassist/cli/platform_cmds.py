@@ -104,7 +104,9 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  edge (widget and /v1): {started.edge_url}", highlight=False)
     if started.dashboard_url:
         console.print(
-            f"  dashboard (runs, engine metrics at /metrics): {started.dashboard_url}", highlight=False
+            f"  dashboard (runs, approvals, delivery; engine metrics at /metrics): {started.dashboard_url}"
+            " (to approve from it: `mangaassist dashboard link`)",
+            highlight=False,
         )
 
 

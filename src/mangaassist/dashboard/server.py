@@ -410,7 +410,8 @@ def create_app(store: StateStore, key: bytes, *, open_reads: bool = True) -> Fas
     @app.get("/api/delivery")
     def api_delivery(request: Request, since: str = "30d", environment: str = "") -> dict[str, Any]:
         reader(request)
-        return delivery(since, environment)["report"]
+        found: dict[str, Any] = delivery(since, environment)["report"]
+        return found
 
     @app.get("/delivery", response_class=HTMLResponse)
     def delivery_page(request: Request, since: str = "30d", environment: str = "") -> Response:

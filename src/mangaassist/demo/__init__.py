@@ -48,7 +48,7 @@ from mangaassist.demo.migration import run_migration_demo
 from mangaassist.demo.model import run_model_demo
 from mangaassist.demo.release import local_platform, run_release_demo
 from mangaassist.demo.tour import QUESTIONS, run_tour
-from mangaassist.platform.factory import platform_for
+from mangaassist.platform.factory import platform_for, settings_for
 
 __all__ = ["run_demo"]
 
@@ -73,6 +73,15 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
         log_path=home / "demo-chatbot.log",
     )
     console.rule("[bold]MangaAssist demo")
+    watch = platform_for(settings_for(DEMO_ENVIRONMENT))
+    watched_before = watch.dashboard_running()
+    dashboard_url = watch.ensure_dashboard()
+    if dashboard_url:
+        console.print(
+            f"Watch every release of this demo live on the delivery dashboard: {dashboard_url}/runs "
+            "(approving from it needs a link from `mangaassist dashboard link`)",
+            highlight=False,
+        )
     infra_failures = run_infra_demo(console, home)
     console.print()
     console.print(
@@ -106,6 +115,9 @@ def run_demo(console: Console, port: int = 0, releases: bool = True) -> int:
             frontend_failures = run_frontend_demo(console, platform)
             console.print()  # last: its outage leaves a page alert firing for a minute or two
             alert_failures = run_alert_demo(console, platform)
+    if not watched_before and not releases:
+        watch.stop_dashboard()  # with releases, the platform's `down` stops it with the rest
+    watch.close()
     console.rule("[bold]Summary")
     for line in (
         f"Chatbot tour stopped cleanly: {server.exit_status == 0}",

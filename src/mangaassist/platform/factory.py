@@ -324,17 +324,29 @@ class Platform:
                 port=self.settings.edge_port,
                 host=self.settings.host,
             )
-        dashboard_url = None
-        if self.settings.dashboard_port is not None:  # a process of a higher layer: named, not imported
-            args = ["--home", str(self.home), "--port", str(self.settings.dashboard_port)]
-            args += ["--host", self.settings.host]
-            if os.environ.get("MANGAASSIST_STATE_URL"):
-                args += ["--state-url", os.environ["MANGAASSIST_STATE_URL"]]
-            dashboard = daemons.ensure(
-                self.home, *DASHBOARD, args, detail=f" (port {self.settings.dashboard_port})"
-            )
-            dashboard_url = str(dashboard["url"])
-        return UpResult(report, config_url, edge_url, dashboard_url)
+        return UpResult(report, config_url, edge_url, self.ensure_dashboard())
+
+    def ensure_dashboard(self) -> str | None:
+        """The delivery dashboard's URL, started if it does not run; None when the environment has
+        no ``dashboard_port``. ``up`` calls it; the demo calls it first, so every release shows."""
+        if self.settings.dashboard_port is None:
+            return None
+        # a process of a higher layer: named, not imported
+        args = ["--home", str(self.home), "--port", str(self.settings.dashboard_port)]
+        args += ["--host", self.settings.host]
+        if os.environ.get("MANGAASSIST_STATE_URL"):
+            args += ["--state-url", os.environ["MANGAASSIST_STATE_URL"]]
+        dashboard = daemons.ensure(
+            self.home, *DASHBOARD, args, detail=f" (port {self.settings.dashboard_port})"
+        )
+        return str(dashboard["url"])
+
+    def dashboard_running(self) -> bool:
+        return daemons.running(self.home, DASHBOARD[0]) is not None
+
+    def stop_dashboard(self) -> bool:
+        """Stop the dashboard (False if none ran); ``down`` does it too."""
+        return daemons.stop(self.home, *DASHBOARD)
 
     def down(self) -> DownResult:
         """Stop the control plane, every worker (checked by PID), the config server and the edge."""
@@ -346,7 +358,7 @@ class Platform:
         self.close()
         report = stop_control_plane(self.settings)
         config_stopped = bool(self.settings.config_server and stop_server(self.home))
-        return DownResult(report, config_stopped, stop_edge(self.home), daemons.stop(self.home, *DASHBOARD))
+        return DownResult(report, config_stopped, stop_edge(self.home), self.stop_dashboard())
 
     def running(self) -> bool:
         """Whether the environment's local control plane runs."""

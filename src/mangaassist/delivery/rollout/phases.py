@@ -11,7 +11,9 @@ starts) and calls:
   engine (``Outcome.wait``, polled again). PASS at the minimum sample ends the phase, FAIL (or a
   candidate that stops being healthy) puts all traffic back on the stable revision at once and fails
   the step with the verdict's numbers; an INCONCLUSIVE phase past its limit asks for an approval or
-  rolls back (``strategies.decide``).
+  rolls back (``strategies.decide``). Every consultation's statistics go into a bounded trail
+  (``analysis.evidence.EvidenceTrail``, at most 120 points), written into the step's detail as
+  ``"evidence"`` when the phase ends: what the dashboard draws over time.
 * ``retire_after_drain``: the promotion's drain: the old revision is retired once it served nothing
   unpinned for ``drain_idle_s`` (at the latest after ``drain_max_s``).
 * ``restore_and_retire``: a rollback: all traffic to the stable revision (if it still lives), the
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 from mangaassist.core.errors import NotFoundError
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis import ArmSample, JudgeSettings, SequentialJudge
+from mangaassist.delivery.analysis.evidence import EvidenceTrail
 from mangaassist.delivery.engine.model import WaitFor
 from mangaassist.delivery.engine.runs import Outcome, Step, StepContext, approval_step
 from mangaassist.delivery.rollout.executor import (
@@ -190,6 +193,9 @@ class PhaseMemory:
 
     windows: dict[str, JudgedWindow] = field(default_factory=dict)
     pre_switch: dict[str, ArmSample] = field(default_factory=dict)
+    evidence: dict[str, EvidenceTrail] = field(default_factory=dict)
+    """Each phase's consultations of its judge over time, bounded (``analysis.evidence``); written
+    into the step's detail (``"evidence"``) when the phase ends."""
 
 
 def approval_phase(plan: RolloutPlan, policy: Mapping[str, Any]) -> Phase | None:
@@ -236,6 +242,9 @@ def run_phase(
             start = _previous_cursor(ctx, phase, plan, split.first_cursor)
             pre_switch = memory.pre_switch[ctx.step] = split.pre_switch(start, shifted["cursor"])
     judge = SequentialJudge(split.judge)
+    trail = memory.evidence.get(ctx.step)
+    if trail is None:
+        trail = memory.evidence[ctx.step] = EvidenceTrail(shifted_at=float(shifted["at"]))
     deadline = time.monotonic() + SLICE_S
     next_health = 0.0
     consultation: Consultation | None = None
@@ -250,14 +259,21 @@ def run_phase(
                     f"{problem}; all traffic back on {split.stable}",
                     verdict=Verdict.FAIL,
                     numbers={"restore_ms": round(float(restored.get("took_ms", 0.0)), 3)},
+                    detail=_evidence(trail),
                 )
         window.read()
         elapsed = time.time() - float(shifted["at"])
         consultation = consult(judge, phase, window, elapsed, pre_switch)
+        trail.record(
+            consultation.elapsed_s,
+            consultation.judgement,
+            consultation.candidate.requests,
+            consultation.baseline.requests,
+        )
         if consultation.action is Action.ROLLBACK:
-            return _roll_back_now(ctx, consultation, window, split)
+            return _roll_back_now(ctx, consultation, window, split, trail)
         if consultation.action is Action.PROCEED:
-            return _passed(consultation, shifted, window)
+            return _passed(consultation, shifted, window, trail=trail)
         if consultation.action is Action.ASK_APPROVAL:
             status = ctx.approval()
             if status.rejected_by is not None:
@@ -266,7 +282,7 @@ def run_phase(
                     f"rejected by {status.rejected_by.actor} after an inconclusive {phase.name}",
                     verdict=Verdict.INCONCLUSIVE,
                     numbers=consultation.numbers(),
-                    detail=consultation.detail(),
+                    detail={**consultation.detail(), **_evidence(trail)},
                 )
             if status.approvers and len(status.approvers) >= status.needed:
                 passed = _passed(consultation, shifted, window, verdict="INCONCLUSIVE")
@@ -274,7 +290,11 @@ def run_phase(
                     passed.output,
                     verdict=consultation.verdict,
                     numbers=consultation.numbers(),
-                    detail={**consultation.detail(), "approved_by": list(status.approvers)},
+                    detail={
+                        **consultation.detail(),
+                        "approved_by": list(status.approvers),
+                        **_evidence(trail),
+                    },
                 )
             return Outcome.wait_for_approval(
                 f"{phase.name} still inconclusive after {phase.max_duration_s:g}s: "
@@ -288,8 +308,18 @@ def run_phase(
     return Outcome.wait(f"{phase.name}: {summary}", for_=WaitFor.DATA)
 
 
+def _evidence(trail: EvidenceTrail | None) -> dict[str, Any]:
+    """The detail entry of a phase's evidence over time (none before the judge was consulted)."""
+    return {"evidence": trail.as_dict()} if trail is not None and trail.consultations else {}
+
+
 def _passed(
-    c: Consultation, shifted: dict[str, Any], window: JudgedWindow, verdict: str | None = None
+    c: Consultation,
+    shifted: dict[str, Any],
+    window: JudgedWindow,
+    verdict: str | None = None,
+    *,
+    trail: EvidenceTrail | None = None,
 ) -> Outcome:
     numbers = c.numbers()
     return Outcome.done(
@@ -303,11 +333,17 @@ def _passed(
         },
         verdict=c.verdict,
         numbers=numbers,
-        detail=c.detail(),
+        detail={**c.detail(), **_evidence(trail)},
     )
 
 
-def _roll_back_now(ctx: StepContext, c: Consultation, window: JudgedWindow, split: TrafficSplit) -> Outcome:
+def _roll_back_now(
+    ctx: StepContext,
+    c: Consultation,
+    window: JudgedWindow,
+    split: TrafficSplit,
+    trail: EvidenceTrail | None = None,
+) -> Outcome:
     """FAIL (or inconclusive past the limit): everything back on the stable side now."""
     restored = ctx.effect("restore", lambda _k: split.restore())
     numbers = {**c.numbers(), "restore_ms": round(float(restored.get("took_ms", 0.0)), 3)}
@@ -318,7 +354,10 @@ def _roll_back_now(ctx: StepContext, c: Consultation, window: JudgedWindow, spli
     failing = ", ".join(f"{m.metric} (e={m.statistic:.3g} >= {m.threshold:.3g})" for m in c.judgement.failing)
     why = f"judge: FAIL on {failing}" if failing else f"{c.phase} inconclusive after {c.elapsed_s:.0f}s"
     return Outcome.failed(
-        f"{why}; all traffic back on {split.stable}", verdict=c.verdict, numbers=numbers, detail=c.detail()
+        f"{why}; all traffic back on {split.stable}",
+        verdict=c.verdict,
+        numbers=numbers,
+        detail={**c.detail(), **_evidence(trail)},
     )
 
 

@@ -29,6 +29,7 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.pipelines import frontend as cd05
 from mangaassist.platform.factory import opened
+from mangaassist.views import inventory
 from mangaassist.views.runs import run_pipeline
 
 previews_app = typer.Typer(help="Branch previews of the widget (CD-05): list, delete.", no_args_is_help=True)
@@ -132,20 +133,7 @@ def rollback_frontend(
 def previews_list(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
     """The branches with a preview of the widget: live release, URL, last move."""
     with handled(as_json), opened(env) as platform:
-        site = platform.static_site()
-        rows = []
-        for branch in site.previews():
-            channel = cd05.channel_for(env, branch)
-            history = site.history(channel)
-            rows.append(
-                {
-                    "branch": branch,
-                    "release": site.current(channel),
-                    "url": site.url(channel),
-                    "moved_at": history[-1].at if history else None,
-                    "moves": len(history),
-                }
-            )
+        rows = inventory.preview_rows(platform.static_site())
     if as_json:
         _print_json(rows)
         return

@@ -2,7 +2,8 @@
 
 ``kb build`` runs the pipeline on the delivery engine (locked per environment, audited, resumable
 with ``runs resume``) and prints the gate report, new version against live. ``kb promote`` and
-``kb rollback`` move the ``kb-live`` alias through the engine too. ``kb list`` shows the versions.
+``kb rollback`` move the ``kb-live`` alias through the engine too. ``kb list`` shows the versions
+(``--json``: ``views.inventory.kb_listing``, what the dashboard shows too).
 Registered on the main app by ``register(app)``.
 """
 
@@ -27,6 +28,7 @@ from mangaassist.cli.engine_cmds import (
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.pipelines import kb
 from mangaassist.platform.vector import LIVE_ALIAS
+from mangaassist.views import inventory
 from mangaassist.views.runs import run_pipeline
 from mangaassist.views.tables import kb_gate_table
 
@@ -152,12 +154,11 @@ def kb_list(as_json: JsonOpt = False) -> None:
     """Index versions: model, rows, size, gate metrics, and which one is live."""
     with handled():
         root = kb.find_root()
-        index = kb.open_index(kb.state_home({}, root))
-        live = index.resolve(LIVE_ALIAS)
-        versions = index.versions()
+        listing = inventory.kb_listing(kb.open_index(kb.state_home({}, root)))
     if as_json:
-        _print_json({"live": live, "versions": [{**v.as_dict(), "live": v.name == live} for v in versions]})
+        _print_json(listing)
         return
+    live, versions = listing["live"], listing["versions"]
     if not versions:
         console.print("no index versions yet (build one with `mangaassist kb build`)")
         return
@@ -165,16 +166,16 @@ def kb_list(as_json: JsonOpt = False) -> None:
     for column in ("", "version", "state", "model", "rows", "size", "recall@5", "MRR", "nDCG@10", "created"):
         table.add_column(column)
     for v in reversed(versions):
-        m = v.meta.get("metrics") or {}
+        m = v["meta"].get("metrics") or {}
         table.add_row(
-            "[green]live[/]" if v.name == live else "",
-            v.name,
-            v.state.value,
-            v.model,
-            str(v.rows),
-            f"{v.size_bytes / 1e6:.1f} MB",
+            "[green]live[/]" if v["live"] else "",
+            v["name"],
+            v["state"],
+            v["model"],
+            str(v["rows"]),
+            f"{v['size_bytes'] / 1e6:.1f} MB",
             *(f"{m[k]:.3f}" if k in m else "-" for k in ("recall_at_5", "mrr", "ndcg_at_10")),
-            v.created_at[:19].replace("T", " "),
+            v["created_at"][:19].replace("T", " "),
         )
     console.print(table)
 

@@ -4,7 +4,8 @@
 points ``candidate`` at it. ``model gate`` compares a version (default: ``candidate``) with the
 ``champion`` under the config's gate and exits 1 on FAIL. ``model promote`` gates first (refused
 on FAIL unless ``--force --reason``), then moves ``champion`` (and ``previous``); ``model
-rollback`` moves ``champion`` back. ``model list`` and ``model history`` show the registry.
+rollback`` moves ``champion`` back. ``model list`` and ``model history`` show the registry
+(``model list --json``: ``views.inventory.model_listing``, what the dashboard shows too).
 
 The registry is MLflow's: SQLite under ``MANGAASSIST_HOME/mlflow`` unless ``MLFLOW_TRACKING_URI``
 is set. ``MANGAASSIST_EMBEDDER`` chooses the embedder (``minilm``, or ``hashing`` for tests).
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from mangaassist.cli.engine_cmds import AsOpt, JsonOpt, _print_json, _table, console, fail, handled
 from mangaassist.core.errors import ConfigError
+from mangaassist.views import inventory
 from mangaassist.views.runs import resolve_actor
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from mangaassist.chatbot.settings import Settings
     from mangaassist.delivery.analysis.gates import GateResult
     from mangaassist.delivery.model_gate import GateConfig
-    from mangaassist.platform.model_registry import ModelVersion, TrackingRegistry
+    from mangaassist.platform.model_registry import TrackingRegistry
 
 ConfigOpt = Annotated[
     Path | None,
@@ -225,10 +227,11 @@ def model_list(config_path: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     with handled(as_json):
         settings, config, _ = _configs(config_path)
         registry = _registry(settings)
-        versions = registry.versions(config.model_name)
+        listing = inventory.model_listing(registry, config.model_name)
     if as_json:
-        _print_json({"model": config.model_name, "versions": [v.as_dict() for v in versions]})
+        _print_json(listing)
         return
+    versions = listing["versions"]
     if not versions:
         console.print(
             f"no versions of {escape(config.model_name)} yet: mangaassist model train", highlight=False
@@ -314,14 +317,15 @@ def _print_gate(result: GateResult) -> None:
         console.print(Text(f"  - {reason}"))
 
 
-def _version_row(v: ModelVersion) -> list[str | Text]:
+def _version_row(v: dict[str, Any]) -> list[str | Text]:
+    """One row of ``model list``: a version as ``inventory.model_listing`` gives it."""
     return [
-        v.version,
-        ", ".join(v.aliases) or "-",
-        v.created_at,
-        v.tags.get("package_version", "-"),
-        *(_fmt(v.metrics.get(k)) for k in SUMMARY),
-        _train_note(v.params),
+        v["version"],
+        ", ".join(v["aliases"]) or "-",
+        v["created_at"],
+        v["tags"].get("package_version", "-"),
+        *(_fmt(v["metrics"].get(k)) for k in SUMMARY),
+        _train_note(v["params"]),
     ]
 
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from mangaassist.delivery.frontend.browser import PageWatch, launch, sync_playwright
+from tests.integration.app_pipeline.test_dashboard_canary import screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +160,7 @@ def test_a_waiting_prod_run_is_approved_from_the_page_and_finishes_live(dash: Da
         page.goto(dash.link("bob"))
         page.goto(f"{dash.url}/runs/{run['id']}")
         page.fill("textarea[name=comment]", "looks good <b>to me</b>")
+        screenshot(page, "approval")
         page.get_by_role("button", name="approve as bob").click()
         page.wait_for_load_state()
         assert "approved by bob" in page.get_by_role("status").inner_text()
@@ -202,6 +204,8 @@ def test_the_run_list_shows_a_new_run_live_and_a_rollback_with_its_verdict(dash:
     page.goto(f"{dash.url}/delivery?since=1d")
     row = page.locator("#delivery tbody tr", has_text="demo").inner_text()
     assert "100%" in row and "(1/1)" in row and "verify ×1" in row, row
+    page.goto(f"{dash.url}/runs")
+    screenshot(page, "runs")
     assert _problems(watch) == []
 
 
@@ -213,6 +217,8 @@ def test_pages_fit_a_phone_screen(dash: Dash, browser: Any) -> None:
     for path in ("/runs", f"/runs/{run['id']}", "/approvals", "/delivery", "/audit"):
         page.goto(f"{dash.url}{path}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        if path == "/runs":
+            screenshot(page, "phone")
         assert overflow <= 0, f"{path} is {overflow} px wider than a 375 px screen"
     assert _problems(watch) == []
 

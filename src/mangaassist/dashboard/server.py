@@ -28,13 +28,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mangaassist.core.errors import MangaAssistError, NotFoundError
 from mangaassist.dashboard import auth
+from mangaassist.dashboard.charts import evidence_svg as charts_svg
 from mangaassist.delivery import report
 from mangaassist.delivery.engine import approvals
 from mangaassist.delivery.engine.metrics import EngineCollector
 from mangaassist.delivery.engine.model import RunState
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.platform import daemons
-from mangaassist.views import history
+from mangaassist.platform.factory import Platform, platform_for
+from mangaassist.views import history, inventory
 
 NAME = "dashboard"
 """Its state file and log under the home: ``dashboard.json``, ``dashboard.log``."""
@@ -49,9 +51,14 @@ MAX_COMMENT = 2000
 MAX_FORM_BYTES = 16_384
 HERE = Path(__file__).parent
 
+SECTIONS = ("config_profiles", "knowledge_bases", "models", "frontend", "monitoring")
+"""The Versions page's sections (``views.inventory.versions``)."""
+
 NAV = (
     ("/runs", "Runs"),
     ("/approvals", "Approvals"),
+    ("/services", "Services"),
+    ("/versions", "Versions"),
     ("/delivery", "Delivery"),
     ("/audit", "Audit"),
 )
@@ -112,12 +119,27 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def _maybe_number(value: Any) -> str:
+    """A measurement for a table cell: 4 significant digits, an en dash for none."""
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def create_app(store: StateStore, key: bytes, *, open_reads: bool = True) -> FastAPI:
-    """The dashboard's routes over one state store; ``key`` signs sessions and CSRF tokens."""
+def create_app(
+    store: StateStore,
+    key: bytes,
+    *,
+    open_reads: bool = True,
+    platform: Callable[[], Platform] | None = None,
+) -> FastAPI:
+    """The dashboard's routes over one state store; ``key`` signs sessions and CSRF tokens;
+    ``platform`` opens the environment's platform for the Services and Versions pages (None: those
+    pages say the dashboard was started without an environment)."""
     app = FastAPI(title="MangaAssist delivery dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     dash = Dashboard(store, key, open_reads)
     templates = _templates()
@@ -282,7 +304,11 @@ def create_app(store: StateStore, key: bytes, *, open_reads: bool = True) -> Fas
         return history.show_run(store, run_id, dash.now())
 
     def run_context(run: dict[str, Any]) -> dict[str, Any]:
-        return {"run": run, "evidence": []}
+        charts = [
+            {"svg": charts_svg(series), "caption": f"{series.step} · {series.metric}: {series.label()}"}
+            for series in history.run_evidence(store, run["id"])
+        ]
+        return {"run": run, "evidence": charts}
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str, message: str = "", kind: str = "notice") -> Response:
@@ -396,6 +422,74 @@ def create_app(store: StateStore, key: bytes, *, open_reads: bool = True) -> Fas
         except MangaAssistError as exc:
             return _back(run_id, str(exc), error=True)
         return _back(run_id, f"{chosen.value} by {actor}")
+
+    # -- services and versions -------------------------------------------------------------------
+
+    def with_platform(read: Callable[[Platform], dict[str, Any]]) -> dict[str, Any]:
+        if platform is None:
+            return inventory.unavailable(
+                "the dashboard was started without --environment: it knows no platform to read"
+            )
+        opened = platform()
+        try:
+            return read(opened)
+        finally:
+            opened.close()
+
+    def environment_name() -> str:
+        return str(with_platform(lambda p: {"environment": p.environment}).get("environment", "?"))
+
+    @app.get("/api/services")
+    def api_services(request: Request) -> dict[str, Any]:
+        reader(request)
+        return with_platform(inventory.services)
+
+    @app.get("/services", response_class=HTMLResponse)
+    def services_page(request: Request) -> Response:
+        session = reader(request)
+        data = with_platform(inventory.services)
+        return page(
+            request,
+            "services.html",
+            "/services",
+            title="Services",
+            session=session,
+            data=data,
+            environment=data.get("environment") or environment_name(),
+            num=_maybe_number,
+            live="/events/services",
+        )
+
+    @app.get("/events/services")
+    async def services_events(request: Request) -> StreamingResponse:
+        reader(request)
+
+        def slots() -> tuple[dict[str, str], bool]:
+            data = with_platform(inventory.services)
+            return {"services": fragment("_services.html", data=data, num=_maybe_number)}, False
+
+        return _stream(request, slots)
+
+    @app.get("/api/versions")
+    def api_versions(request: Request) -> dict[str, Any]:
+        reader(request)
+        return with_platform(inventory.versions)
+
+    @app.get("/versions", response_class=HTMLResponse)
+    def versions_page(request: Request) -> Response:
+        session = reader(request)
+        data = with_platform(inventory.versions)
+        if "environment" not in data:  # no platform: every section says why
+            data = {"environment": "?", **{k: data for k in SECTIONS}}
+        return page(
+            request,
+            "versions.html",
+            "/versions",
+            title="Versions",
+            session=session,
+            data=data,
+            num=_maybe_number,
+        )
 
     # -- delivery performance --------------------------------------------------------------------
 
@@ -541,6 +635,8 @@ def serve(
     host: str = "127.0.0.1",
     *,
     allow_remote: bool = False,
+    environment: str | None = None,
+    config: Path | None = None,
 ) -> None:
     """Listen until killed: bind, announce ``HOME/dashboard.json`` and the scrape target, serve.
     Anything but loopback needs ``allow_remote``, and then every page needs a session."""
@@ -556,10 +652,17 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
-    app = create_app(store, key, open_reads=loopback)
+    opener = None
+    if environment is not None:
+        name = environment
+
+        def opener() -> Platform:
+            return platform_for(name, home=home, config=config)
+
+    app = create_app(store, key, open_reads=loopback, platform=opener)
     # live pages hold connections open: shut down without waiting for browsers to leave
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
+    settings = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(settings)
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found:
     # this one, so the process exits through the ``finally`` blocks (the scrape target goes away)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -585,8 +688,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="listen on a non-loopback --host; every page then needs a session",
     )
+    parser.add_argument(
+        "--environment", default=None, help="the platform whose services and versions to show (e.g. dev)"
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="its mangaassist.toml (default: found as usual)"
+    )
     args = parser.parse_args(argv)
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     state_url = args.state_url or f"sqlite:///{home / 'state.sqlite3'}"
-    serve(home, state_url, args.port, args.host, allow_remote=args.allow_remote)
+    serve(
+        home,
+        state_url,
+        args.port,
+        args.host,
+        allow_remote=args.allow_remote,
+        environment=args.environment,
+        config=args.config,
+    )

@@ -333,7 +333,9 @@ class Platform:
             return None
         # a process of a higher layer: named, not imported
         args = ["--home", str(self.home), "--port", str(self.settings.dashboard_port)]
-        args += ["--host", self.settings.host]
+        args += ["--host", self.settings.host, "--environment", self.environment]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
         if os.environ.get("MANGAASSIST_STATE_URL"):
             args += ["--state-url", os.environ["MANGAASSIST_STATE_URL"]]
         dashboard = daemons.ensure(

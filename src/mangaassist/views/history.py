@@ -4,7 +4,8 @@ dashboard's pages and ``/api`` all read, so a terminal and a browser never disag
 - ``list_runs``: the newest runs, filtered by pipeline, environment and (effective) state, each with
   its progress (``done/total current-step``) and, while it waits for people, ``awaiting_approval``;
 - ``show_run``: one run with its timeline (steps, durations, verdicts, outputs), approvals, what it
-  waits for and the number of its audit entries;
+  waits for, the number of its audit entries and its canary evidence over time (``run_evidence``:
+  the same as series, for drawing);
 - ``audit_log`` and ``audit_check``: the audit entries and the chain's verification.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mangaassist.delivery.analysis.evidence import EvidenceSeries, canary_evidence
 from mangaassist.delivery.engine import approvals, audit
 from mangaassist.delivery.engine.errors import BadRequest
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus, WaitFor
@@ -103,7 +105,14 @@ def show_run(store: StateStore, run_id: str, now: datetime) -> dict[str, Any]:
         "approvals": [d.as_dict() for d in decisions],
         "awaiting_approval": awaiting,
         "audit_entries": len(entries),
+        "evidence": [e.as_dict() for e in canary_evidence(steps)],
     }
+
+
+def run_evidence(store: StateStore, run_id: str) -> list[EvidenceSeries]:
+    """The canary evidence of a run's judged phases over time (``analysis.evidence``)."""
+    with store.transaction() as conn:
+        return canary_evidence(store.steps(conn, run_id))
 
 
 def audit_log(store: StateStore, run_id: str | None = None) -> list[dict[str, Any]]:

@@ -196,6 +196,9 @@ def test_the_run_list_shows_a_new_run_live_and_a_rollback_with_its_verdict(dash:
     verify = page.locator("tr[data-step=verify]").inner_text()
     assert "fail" in verify and "error_rate=0.31" in verify and "error rate above the limit" in verify
     assert page.locator("#run-state").inner_text() == "rolled_back"
+    prepare = page.locator("tr[data-step=prepare]")
+    prepare.locator("summary", has_text="output").click()  # a step's output, on demand
+    assert '"staged"' in prepare.locator("pre").inner_text()
     # the filters narrow the list, and the JSON behind it says the same
     page.goto(f"{dash.url}/runs?state=succeeded")
     assert "no runs match" in page.locator("tbody").inner_text()

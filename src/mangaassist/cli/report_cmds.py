@@ -21,7 +21,7 @@ from rich.text import Text
 from mangaassist.cli.engine_cmds import JsonOpt, _print_json, _table, handled, say
 from mangaassist.delivery.engine.clock import SystemClock
 from mangaassist.delivery.engine.state import StateStore
-from mangaassist.delivery.report import DeliveryReport, Measures, delivery_report, parse_since
+from mangaassist.delivery.report import DeliveryReport, Measures, delivery_report, human_duration, parse_since
 
 report_app = typer.Typer(help="Reports from the engine's run history: delivery.", no_args_is_help=True)
 
@@ -63,15 +63,7 @@ def report_delivery(
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7_200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172_800:
-        return f"{seconds / 3_600:.1f}h"
-    return f"{seconds / 86_400:.1f}d"
+    return human_duration(seconds, none="-")
 
 
 def _row(pipeline: str, environment: str, m: Measures) -> list[str | Text]:

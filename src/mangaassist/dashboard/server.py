@@ -106,19 +106,6 @@ def step_detail(step: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def duration(seconds: float | None) -> str:
-    """``42 s``, ``3.5 min``, ``2.1 h``, ``1.5 d``; an en dash for no data."""
-    if seconds is None:
-        return "–"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 129_600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
 def _maybe_number(value: Any) -> str:
     """A measurement for a table cell: 4 significant digits, an en dash for none."""
     if value is None:
@@ -519,7 +506,7 @@ def create_app(
             session=session,
             since=since,
             environment=environment,
-            duration=duration,
+            duration=report.human_duration,
             **found,
         )
 

@@ -586,3 +586,17 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     low, high = math.floor(position), math.ceil(position)
     value = ordered[low] + (ordered[high] - ordered[low]) * (position - low)
     return round(value, 3)
+
+
+def human_duration(seconds: float | None, *, none: str = "–") -> str:
+    """A duration for people: ``42 s``, ``3.5 min``, ``2.1 h``, ``1.5 d``; ``none`` for no data.
+    ``report delivery`` and the dashboard's delivery page print durations this way."""
+    if seconds is None:
+        return none
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5_400:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 129_600:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"

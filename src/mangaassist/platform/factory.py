@@ -9,12 +9,14 @@ contract forbids importing ``platform.local`` or ``platform.aws`` anywhere else.
 =================  ======================================  =========================================
 kind               local                                   aws
 =================  ======================================  =========================================
-``Compute``        ``LocalCompute`` (control plane)        ``SageMakerEndpointCompute`` for model
-                                                           endpoints (``compute = "sagemaker"``);
-                                                           ECS/Lambda: not yet
-``Metrics``        ``RouterMetrics`` (the routers' records) not yet (CloudWatch)
-                   or ``PrometheusMetrics`` (their series
-                   in Prometheus, ``judge_source``)
+``Compute``        ``LocalCompute`` (control plane)        ``EcsServiceCompute`` (ECS Fargate behind
+                                                           an ALB, ``compute = "ecs"``) and
+                                                           ``SageMakerEndpointCompute`` (model
+                                                           endpoints, ``compute = "sagemaker"``);
+                                                           both kinds: ``ServiceRoutedCompute``
+``Metrics``        ``RouterMetrics`` (the routers' records) ``CloudWatchMetrics`` (ALB / SageMaker
+                   or ``PrometheusMetrics`` (their series  per-revision metrics and the workload's
+                   in Prometheus, ``judge_source``)        EMF quality flags; aggregates)
 ``Tables``         ``SqliteTables``                        ``DynamoTables`` (``mangaassist-ENV-NAME``)
 ``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
@@ -30,7 +32,10 @@ A kind a provider does not have yet raises ``ConfigError`` naming the environmen
 nothing silently falls back to another provider. The aws provider's settings are the
 ``[environments.NAME.aws]`` table (``region``, ``sagemaker_role_arn``, ``model_image``,
 ``artifact_bucket``, ``opensearch_url``, ``appconfig_application``, ``site_bucket``,
-``site_distribution_id``); a missing one is named in the error.
+``site_distribution_id``; for ECS ``cluster``, ``listener_arn``, ``vpc_id``, ``subnets``,
+``security_groups``, ``task_execution_role_arn`` and optionally ``task_role_arn``, ``app_image``,
+``container_port``, ``log_group``, ``app_url``, ``metrics_namespace``); a missing one is named in
+the error (docs/aws.md).
 """
 
 from __future__ import annotations
@@ -158,7 +163,14 @@ class Platform:
 
             rules = self.rule_host()
             return self._once("metrics", lambda: PrometheusMetrics(rules.url, router))  # type: ignore[no-any-return]
-        raise self._missing("Metrics", "CloudWatch and Managed Prometheus come with the production path")
+        from mangaassist.platform.aws.metrics_cloudwatch import NAMESPACE, CloudWatchMetrics, sources_of
+
+        compute = self.compute()
+        namespace = str(self.settings.aws.get("metrics_namespace") or NAMESPACE)
+        return self._once(  # type: ignore[no-any-return]
+            "metrics",
+            lambda: CloudWatchMetrics(self._client("cloudwatch"), sources_of(compute), namespace=namespace),
+        )
 
     def tables(self, path: Path | None = None) -> Tables:
         """Items by partition and sort key (``platform.tables``); ``path``: another local database.
@@ -433,17 +445,58 @@ class Platform:
             f"boto3:{name}", lambda: make(name, region_name=self._aws("region"), endpoint_url=endpoint)
         )
 
-    def _aws_compute(self) -> Compute:
-        from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
+    def _aws_list(self, key: str) -> list[str]:
+        """A list setting (``subnets = ["subnet-1", ...]`` or ``"subnet-1,subnet-2"``), named when missing."""
+        value = self.settings.aws.get(key)
+        items = value if isinstance(value, list) else str(value or "").split(",")
+        found = [str(v).strip() for v in items if str(v).strip()]
+        if not found:
+            self._aws(key)  # raises the error naming the key
+        return found
 
+    def _aws_compute(self) -> Compute:
+        """ECS Fargate behind an ALB for services with ``compute = "ecs"``, SageMaker endpoints for
+        ``compute = "sagemaker"``; an environment with both gets one ``Compute`` routing by service."""
         kinds = {name: str(s.compute or "") for name, s in self.settings.services.items()}
-        if not kinds or any(kind != "sagemaker" for kind in kinds.values()):
-            others = sorted(n for n, k in kinds.items() if k != "sagemaker")
+        others = sorted(n for n, k in kinds.items() if k not in ("ecs", "sagemaker"))
+        if not kinds or others:
             raise self._missing(
                 "Compute",
-                f'only SageMaker model endpoints (compute = "sagemaker") run on aws so far; '
-                f"services without one: {', '.join(others) or 'none declared'}",
+                'services run on aws with compute = "ecs" (ECS Fargate behind an ALB) or "sagemaker" '
+                f"(model endpoints); services without one: {', '.join(others) or 'none declared'}",
             )
+        made = {kind: self._aws_compute_of(kind) for kind in sorted(set(kinds.values()))}
+        if len(made) == 1:
+            return next(iter(made.values()))
+        from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
+
+        return ServiceRoutedCompute({name: made[kind] for name, kind in kinds.items()})
+
+    def _aws_compute_of(self, kind: str) -> Compute:
+        if kind == "ecs":
+            from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+
+            aws: Mapping[str, Any] = self.settings.aws
+            return EcsServiceCompute(
+                self._client("ecs"),
+                self._client("elbv2"),
+                cluster=self._aws("cluster"),
+                listener_arn=self._aws("listener_arn"),
+                vpc_id=self._aws("vpc_id"),
+                subnets=self._aws_list("subnets"),
+                security_groups=self._aws_list("security_groups"),
+                execution_role_arn=self._aws("task_execution_role_arn"),
+                task_role_arn=str(aws["task_role_arn"]) if aws.get("task_role_arn") else None,
+                image=str(aws["app_image"]) if aws.get("app_image") else None,
+                environment=self.environment,
+                name_prefix=f"{self.environment}-",
+                container_port=int(aws.get("container_port") or 8000),
+                log_group=str(aws["log_group"]) if aws.get("log_group") else None,
+                region=self._aws("region"),
+                base_url=str(aws["app_url"]) if aws.get("app_url") else None,
+            )
+        from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
+
         return SageMakerEndpointCompute(
             self._client("sagemaker"),
             execution_role_arn=self._aws("sagemaker_role_arn"),

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from mangaassist.core.errors import ConfigError
+from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
 from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
 from mangaassist.platform.aws.config_appconfig import AppConfigStore
+from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics
 from mangaassist.platform.aws.model_registry_sagemaker import SageMakerModelRegistry
 from mangaassist.platform.aws.tables_dynamodb import DynamoTables
 from mangaassist.platform.aws.vector_opensearch import OpenSearchVectorIndex
@@ -107,14 +110,16 @@ def test_aws_environments_get_the_aws_providers(config: Path) -> None:
 
 def test_a_kind_the_provider_lacks_is_an_error_naming_it_never_a_local_fallback(config: Path) -> None:
     platform = platform_for("prod", config=config)
-    with pytest.raises(ConfigError, match="environment prod \\(provider aws\\): no Metrics provider"):
-        platform.metrics()
+    with pytest.raises(
+        ConfigError, match="environment prod \\(provider aws\\): no TrackingRegistry provider"
+    ):
+        platform.tracking_registry()
     with pytest.raises(ConfigError, match=r"\[environments.prod.aws\] site_bucket is required"):
         platform.static_site()  # CD-05: S3 behind CloudFront, its bucket named in the settings
     with pytest.raises(ConfigError, match="runs on provider 'aws'"):
         platform.up()
-    with pytest.raises(ConfigError, match="services without one: chatbot"):
-        platform_for("staging", config=config).compute()
+    with pytest.raises(ConfigError, match=r"\[environments.staging.aws\] region is required"):
+        platform_for("staging", config=config).compute()  # compute = "ecs": its settings are named
 
 
 def test_missing_aws_settings_are_named(config: Path) -> None:
@@ -178,3 +183,60 @@ def test_judges_read_the_routers_records_unless_the_environment_names_prometheus
         ConfigError, match=r"environments\.x\.monitoring\.judge_source: expected one of router, prometheus"
     ):
         load_settings("x", chosen)
+
+
+def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_cloudwatch(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mangaassist.toml"
+    ecs = (
+        'cluster = "mangaassist-prod"\n'
+        'listener_arn = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/lb/1/2"\n'
+        'vpc_id = "vpc-1"\nsubnets = ["subnet-1", "subnet-2"]\nsecurity_groups = "sg-1"\n'
+        'task_execution_role_arn = "arn:aws:iam::123456789012:role/exec"\n'
+    )
+    path.write_text(
+        CONFIG
+        + '[environments.prod.services.chatbot]\ncompute = "ecs"\n'
+        + '[environments.mixed]\nprovider = "aws"\n[environments.mixed.aws]\nregion = "eu-west-1"\n'
+        + ecs
+        + '[environments.mixed.services.chatbot]\ncompute = "ecs"\n'
+        + '[environments.partial]\nprovider = "aws"\n[environments.partial.aws]\nregion = "eu-west-1"\n'
+        + '[environments.partial.services.chatbot]\ncompute = "ecs"\n'
+        + '[environments.odd-compute]\nprovider = "aws"\n[environments.odd-compute.services.chatbot]\n'
+        + 'compute = "lambda"\n'
+    )
+    mixed = platform_for("mixed", config=path).compute()
+    assert isinstance(mixed, EcsServiceCompute) and mixed.family("chatbot") == "mixed-chatbot"
+    assert mixed.subnets == ["subnet-1", "subnet-2"] and mixed.security_groups == ["sg-1"]
+    with pytest.raises(ConfigError, match=r"\[environments.prod.aws\] cluster is required"):
+        platform_for("prod", config=path).compute()  # chatbot on ECS, intent-model on SageMaker
+    with pytest.raises(ConfigError, match=r"\[environments.partial.aws\] cluster is required"):
+        platform_for("partial", config=path).compute()
+    with pytest.raises(ConfigError, match="services without one: chatbot"):
+        platform_for("odd-compute", config=path).compute()
+    metrics = platform_for("mixed", config=path).metrics()
+    assert isinstance(metrics, CloudWatchMetrics) and metrics.per_request is False
+
+
+def test_an_environment_with_both_kinds_gets_one_compute_routing_by_service(tmp_path: Path) -> None:
+    path = tmp_path / "mangaassist.toml"
+    path.write_text(
+        CONFIG.replace(
+            "[environments.prod.services.intent-model]",
+            "[environments.prod.services.chatbot]\n"
+            'compute = "ecs"\n[environments.prod.services.intent-model]',
+        ).replace(
+            'appconfig_application = "mangaassist"',
+            'appconfig_application = "mangaassist"\ncluster = "c"\nvpc_id = "vpc-1"\nsubnets = ["s-1"]\n'
+            'security_groups = ["sg-1"]\ntask_execution_role_arn = "arn:aws:iam::1:role/x"\n'
+            'listener_arn = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/lb/1/2"',
+        )
+    )
+    compute = platform_for("prod", config=path).compute()
+    assert isinstance(compute, ServiceRoutedCompute)
+    assert isinstance(compute.for_service("chatbot"), EcsServiceCompute)
+    assert isinstance(compute.for_service("intent-model"), SageMakerEndpointCompute)
+    assert compute.services() == ["chatbot", "intent-model"]
+    with pytest.raises(NotFoundError, match="have: chatbot, intent-model"):
+        compute.status("nope")

@@ -1,0 +1,387 @@
+"""The two sides the ``Compute`` and ``Metrics`` contract suites run against.
+
+``local``: a real control plane (a background process, one for the session) running the platform's
+test workload (``platform.local.testing_app``); ``LocalCompute`` and ``RouterMetrics`` over its
+control API; traffic is real HTTP through the service's router.
+
+``aws``: ``EcsServiceCompute`` and ``CloudWatchMetrics`` on moto's server process (one for the
+session: a VPC, two subnets, a security group, an ALB and its listener, an ECS cluster); each test
+gets its own name prefix. moto runs no tasks, so ``FakeEcsAgent`` does what ECS would do on each
+poll of the provider: register a target (an IP) in the revision's target group for every desired
+task, none for a revision whose workload never gets ready (``TESTAPP_NEVER_READY``), and
+deregister the targets of a service scaled to 0. Traffic is what the ALB would publish for it
+(``AWS/ApplicationELB`` per target group) plus the workload's EMF quality flags, written with
+``PutMetricData`` at a fake clock's time; ``settle`` moves that clock past the provider's settle
+delay. ``routed_to`` evaluates the listener's rules as the ALB does (priority order, path and
+header conditions, the forward action) on what moto stored.
+
+Each test uses services of its own (declared in the local side's ``mangaassist.toml``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from mangaassist.core.artifact import Artifact
+from mangaassist.platform.artifacts import pack_source
+from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, sources_of
+from mangaassist.platform.compute import PIN_HEADER, Compute, Revision
+from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
+from mangaassist.platform.local.metrics import RouterMetrics
+from mangaassist.platform.metrics import Metrics
+from mangaassist.platform.settings import load_settings
+from tests.moto_server import client, moto_server
+
+ROOT = Path(__file__).parents[2]
+TEST_APP = "mangaassist.platform.local.testing_app:create_app"
+SERVICES = ("first", "weights", "pin", "retire", "unready", "counts")
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mangaassist-chatbot:test"
+EXECUTION_ROLE = "arn:aws:iam::123456789012:role/mangaassist-task-execution"
+SETTLE_S = 180.0
+PERIOD_S = 60
+
+
+class Side(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def compute(self) -> Compute: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def revision(self, name: str, **env: str) -> Revision: ...
+
+    def traffic(self, service: str, revision: str, n: int, *, failed: int = 0, fallback: int = 0) -> None:
+        """``n`` unpinned chat requests served by ``revision`` (all new conversations go to it),
+        ``failed`` of them answered 5xx (the revision's own doing), ``fallback`` with the flag."""
+
+    def settle(self) -> None:
+        """Let the metrics provider see everything sent so far."""
+
+    def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
+        """The revision a request with ``headers`` reaches (None: no revision serves it)."""
+
+
+# -- local ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalSide:
+    compute: LocalCompute
+    metrics: RouterMetrics
+    artifact: Artifact
+    name: str = "local"
+
+    def revision(self, name: str, **env: str) -> Revision:
+        return Revision(name, self.artifact, TEST_APP, env)
+
+    def traffic(self, service: str, revision: str, n: int, *, failed: int = 0, fallback: int = 0) -> None:
+        url = self.compute.url(service).rstrip("/") + "/v1/chat"
+        with httpx.Client(timeout=10) as http:
+            for i in range(n):
+                headers = {"X-Test-Flags": "fallback"} if i < fallback else {}
+                answer = http.post(url, json={"message": "Frieren 5?"}, headers=headers)
+                assert answer.headers.get(PIN_HEADER) == revision, answer.headers
+
+    def settle(self) -> None:
+        """The routers record each request before answering it: nothing to wait for."""
+
+    def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
+        answer = httpx.post(
+            self.compute.url(service).rstrip("/") + "/v1/chat", json={"message": "hi"}, headers=dict(headers)
+        )
+        if answer.status_code == 404:
+            return None
+        served = answer.headers.get(PIN_HEADER)
+        return str(served) if served else None
+
+
+def _write_config(directory: Path) -> Path:
+    lines = ["[environments.contract]", 'provider = "local"', 'home = "home"', "control_port = 0"]
+    for name in SERVICES:
+        lines += [
+            f"[environments.contract.services.{name}]",
+            f'app = "{TEST_APP}"',
+            "router_port = 0",
+            "ready_timeout_s = 20",
+        ]
+    path = directory / "mangaassist.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSide]:
+    directory = tmp_path_factory.mktemp("contract-local")
+    config = _write_config(directory)
+    settings = load_settings("contract", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=30)
+    compute = LocalCompute(settings.run_dir)
+    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    try:
+        yield LocalSide(compute, RouterMetrics(compute), artifact)
+    finally:
+        compute.close()
+        report = stop_control_plane(settings)
+        assert report.left == [], f"processes left after stop: {report.left}"
+        assert read_pid(settings.run_dir) is None
+
+
+# -- aws on moto ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    """Time for the providers (deploy timeouts, CloudWatch periods) that tests move on."""
+
+    now: float = field(default_factory=lambda: float(int(time.time()) - 7200))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class FakeEcsAgent:
+    """What ECS does with the tasks moto never runs (module docstring)."""
+
+    ecs: Any
+    elb: Any
+    cluster: str
+    clock: FakeClock
+    _ips: Iterator[int] = field(default_factory=lambda: itertools.count(10))
+
+    def tick(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        arns = self.ecs.list_services(cluster=self.cluster, maxResults=100)["serviceArns"]
+        for i in range(0, len(arns), 10):
+            for svc in self.ecs.describe_services(cluster=self.cluster, services=arns[i : i + 10])[
+                "services"
+            ]:
+                groups = [lb["targetGroupArn"] for lb in svc.get("loadBalancers", [])]
+                if svc["status"] == "INACTIVE" or not groups:
+                    continue
+                targets = self.elb.describe_target_health(TargetGroupArn=groups[0])[
+                    "TargetHealthDescriptions"
+                ]
+                if svc["desiredCount"] == 0 and targets:
+                    self.elb.deregister_targets(
+                        TargetGroupArn=groups[0], Targets=[t["Target"] for t in targets]
+                    )
+                elif len(targets) < svc["desiredCount"] and self._ready(svc["taskDefinition"]):
+                    missing = svc["desiredCount"] - len(targets)
+                    self.elb.register_targets(
+                        TargetGroupArn=groups[0],
+                        Targets=[{"Id": f"10.0.1.{next(self._ips)}", "Port": 8000} for _ in range(missing)],
+                    )
+
+    def _ready(self, task_definition: str) -> bool:
+        found = self.ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+        env = {e["name"] for c in found["containerDefinitions"] for e in c.get("environment", [])}
+        return "TESTAPP_NEVER_READY" not in env
+
+
+@dataclass
+class AwsNetwork:
+    endpoint: str
+    vpc_id: str
+    subnets: list[str]
+    security_group: str
+    listener_arn: str
+    cluster: str
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def aws_network(moto_endpoint: str) -> AwsNetwork:
+    ec2, elb, ecs = (client(moto_endpoint, s) for s in ("ec2", "elbv2", "ecs"))
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    group = ec2.create_security_group(GroupName="chatbot", Description="chatbot tasks", VpcId=vpc)["GroupId"]
+    balancer = elb.create_load_balancer(Name="mangaassist", Subnets=subnets, SecurityGroups=[group])[
+        "LoadBalancers"
+    ][0]
+    listener = elb.create_listener(
+        LoadBalancerArn=balancer["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}],
+    )["Listeners"][0]["ListenerArn"]
+    ecs.create_cluster(clusterName="mangaassist")
+    return AwsNetwork(moto_endpoint, vpc, subnets, group, listener, "mangaassist")
+
+
+@dataclass
+class AwsSide:
+    compute: EcsServiceCompute
+    metrics: CloudWatchMetrics
+    artifact: Artifact
+    clock: FakeClock
+    cloudwatch: Any
+    name: str = "aws"
+
+    def revision(self, name: str, **env: str) -> Revision:
+        return Revision(name, self.artifact, TEST_APP, env)
+
+    def traffic(self, service: str, revision: str, n: int, *, failed: int = 0, fallback: int = 0) -> None:
+        dims = self.compute.alb_dimensions(service)[revision]
+        alb = [{"Name": k, "Value": v} for k, v in dims.items()]
+        at = datetime.fromtimestamp(self.clock.now, UTC)
+
+        def datum(
+            metric: str, value: float, dimensions: list[dict[str, str]], unit: str = "Count"
+        ) -> dict[str, Any]:
+            return {
+                "MetricName": metric,
+                "Dimensions": dimensions,
+                "Timestamp": at,
+                "Value": value,
+                "Unit": unit,
+            }
+
+        self.cloudwatch.put_metric_data(
+            Namespace="AWS/ApplicationELB",
+            MetricData=[
+                datum("RequestCount", n, alb),
+                datum("HTTPCode_Target_2XX_Count", n - failed, alb),
+                datum("HTTPCode_Target_5XX_Count", failed, alb),
+                datum("TargetResponseTime", 0.05, alb, "Seconds"),
+            ],
+        )
+        if fallback:
+            own = [{"Name": "Service", "Value": service}, {"Name": "Revision", "Value": revision}]
+            self.cloudwatch.put_metric_data(
+                Namespace=self.metrics.namespace,
+                MetricData=[
+                    datum("RouterQualityFlags", fallback, [*own, {"Name": "Flag", "Value": "fallback"}])
+                ],
+            )
+
+    def settle(self) -> None:
+        self.clock.advance(SETTLE_S + PERIOD_S)
+
+    def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
+        return alb_route(self.compute, service, headers)
+
+
+def alb_route(
+    compute: EcsServiceCompute, service: str, headers: Mapping[str, str], path: str = "/v1/chat"
+) -> str | None:
+    """The revision the ALB sends a request to, from the listener's rules as stored: the first rule
+    (by priority) whose conditions all match; a weighted forward picks its heaviest target group."""
+    elb = compute.elb
+    rules = elb.describe_rules(ListenerArn=compute.listener_arn)["Rules"]
+    sent = {k.lower(): v for k, v in headers.items()}
+
+    def matches(condition: Mapping[str, Any]) -> bool:
+        if condition["Field"] == "path-pattern":
+            return any(_glob(p, path) for p in condition["PathPatternConfig"]["Values"])
+        if condition["Field"] == "http-header":
+            config = condition["HttpHeaderConfig"]
+            return sent.get(config["HttpHeaderName"].lower()) in config["Values"]
+        return False
+
+    by_group = {
+        lb["targetGroupArn"]: svc["serviceName"].rsplit("--", 1)[-1]
+        for arns in [compute.ecs.list_services(cluster=compute.cluster)["serviceArns"]]
+        for svc in (
+            compute.ecs.describe_services(cluster=compute.cluster, services=arns)["services"] if arns else []
+        )
+        if svc["status"] != "INACTIVE" and svc["serviceName"].startswith(compute.family(service) + "--")
+        for lb in svc.get("loadBalancers", [])
+    }
+    ordered = sorted(
+        rules, key=lambda r: (r["IsDefault"], int(r["Priority"]) if str(r["Priority"]).isdigit() else 0)
+    )
+    for rule in ordered:
+        if not rule["IsDefault"] and not all(matches(c) for c in rule["Conditions"]):
+            continue
+        action = rule["Actions"][0]
+        if action["Type"] != "forward":
+            return None
+        groups = action.get("ForwardConfig", {}).get("TargetGroups") or [
+            {"TargetGroupArn": action["TargetGroupArn"], "Weight": 1}
+        ]
+        heaviest = max(groups, key=lambda g: g.get("Weight", 1))
+        if heaviest["TargetGroupArn"] in by_group:
+            return str(by_group[heaviest["TargetGroupArn"]])
+    return None
+
+
+def _glob(pattern: str, path: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(path, pattern)
+
+
+def make_aws_side(network: AwsNetwork, artifact: Artifact, **options: Any) -> tuple[AwsSide, FakeEcsAgent]:
+    ecs, elb, cw = (client(network.endpoint, s) for s in ("ecs", "elbv2", "cloudwatch"))
+    clock = FakeClock()
+    agent = FakeEcsAgent(ecs, elb, network.cluster, clock)
+    compute = EcsServiceCompute(
+        ecs,
+        elb,
+        cluster=network.cluster,
+        listener_arn=network.listener_arn,
+        vpc_id=network.vpc_id,
+        subnets=network.subnets,
+        security_groups=[network.security_group],
+        execution_role_arn=EXECUTION_ROLE,
+        image=IMAGE,
+        environment="contract",
+        name_prefix=f"t{uuid4().hex[:6]}-",
+        poll_s=1.0,
+        sleep=agent.tick,
+        clock=clock,
+        **options,
+    )
+    metrics = CloudWatchMetrics(
+        cw, sources_of(compute), settle_s=SETTLE_S, period_s=PERIOD_S, latency_percentiles=(), clock=clock
+    )
+    return AwsSide(compute, metrics, artifact, clock, cw), agent
+
+
+@pytest.fixture(scope="session")
+def contract_artifact(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
+    return pack_source(ROOT / "src", tmp_path_factory.mktemp("contract-artifacts"))
+
+
+@pytest.fixture
+def aws_side(aws_network: AwsNetwork, contract_artifact: Artifact) -> AwsSide:
+    return make_aws_side(aws_network, contract_artifact)[0]
+
+
+@pytest.fixture(params=["local", "aws"])
+def side(request: pytest.FixtureRequest) -> Side:
+    if request.param == "local":
+        plane: LocalSide = request.getfixturevalue("local_plane")
+        return plane
+    aws: AwsSide = request.getfixturevalue("aws_side")
+    return aws

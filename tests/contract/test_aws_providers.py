@@ -1,0 +1,251 @@
+"""What the aws providers of the two contracts do beyond them: the ALB rules ``EcsServiceCompute``
+writes (on moto's server), what it refuses, its dry run, and ``CloudWatchMetrics``' exact
+``GetMetricData`` request and latency expansion (botocore's ``Stubber``: moto's server has no
+percentile statistics)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import ConfigError
+from mangaassist.platform.aws.compute_ecs import (
+    EcsStateError,
+    NotSupportedError,
+    alb_weights,
+    target_group_name,
+)
+from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, RevisionSource
+from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
+from mangaassist.platform.metrics import OutcomeKind
+from tests.contract.conftest import AwsNetwork, make_aws_side
+from tests.moto_server import CREDENTIALS
+
+
+def _rules(side: Any, service: str) -> dict[str, dict[str, Any]]:
+    compute = side.compute
+    rules = compute.elb.describe_rules(ListenerArn=compute.listener_arn)["Rules"]
+    tags = {
+        d["ResourceArn"]: {t["Key"]: t["Value"] for t in d["Tags"]}
+        for d in compute.elb.describe_tags(ResourceArns=[r["RuleArn"] for r in rules if not r["IsDefault"]])[
+            "TagDescriptions"
+        ]
+    }
+    return {
+        tags[r["RuleArn"]]["mangaassist:rule"]: r
+        for r in rules
+        if not r["IsDefault"] and tags[r["RuleArn"]].get("mangaassist:service") == compute.family(service)
+    }
+
+
+def test_the_weighted_rule_is_sticky_and_pins_come_first(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    side, _ = make_aws_side(aws_network, contract_artifact, stickiness_s=1800)
+    c = side.compute
+    c.deploy("chat", side.revision("r1"), timeout_s=30)
+    c.deploy("chat", side.revision("r2"), timeout_s=30)
+    c.set_weights("chat", {"r1": 97.5, "r2": 2.5})
+    rules = _rules(side, "chat")
+    forward = rules["weights"]["Actions"][0]["ForwardConfig"]
+    assert sorted(g["Weight"] for g in forward["TargetGroups"]) == [25, 975]  # 0.1% resolution
+    assert forward["TargetGroupStickinessConfig"] == {"Enabled": True, "DurationSeconds": 1800}
+    pin = rules["pin:r2"]
+    assert {"Field": "http-header", "HttpHeaderConfig": {"HttpHeaderName": PIN_HEADER, "Values": ["r2"]}} in [
+        {k: v for k, v in cond.items() if k in {"Field", "HttpHeaderConfig"}} for cond in pin["Conditions"]
+    ]
+    assert int(pin["Priority"]) < int(rules["weights"]["Priority"])
+    dims = c.alb_dimensions("chat")
+    assert dims["r1"]["LoadBalancer"].startswith("app/mangaassist/")
+    assert dims["r1"]["TargetGroup"].startswith("targetgroup/")
+    with pytest.raises(NotSupportedError, match="cannot mirror"):
+        c.set_shadow("chat", "r2", 0.1)
+    c.clear_shadow("chat")  # nothing to clear
+    assert c.status("chat").shadow is None
+    with pytest.raises(ConfigError, match="add up to 100"):
+        c.set_weights("chat", {"r1": 50.0})
+    with pytest.raises(ConfigError, match=r"finer than 0\.1%"):
+        c.set_weights("chat", {"r1": 99.95, "r2": 0.05})
+    c.set_weights("chat", {"r2": 100.0})
+    assert c.retire("chat", "r1").health is RevisionHealth.RETIRED
+    with pytest.raises(EcsStateError, match="move it to 0 first"):
+        c.retire("chat", "r2")
+    assert (
+        "r1"
+        not in _rules(side, "chat")["weights"]["Actions"][0]["ForwardConfig"]["TargetGroups"][0][
+            "TargetGroupArn"
+        ]
+    )
+    assert set(_rules(side, "chat")) == {"weights", "pin:r2"}
+
+
+def test_a_retire_that_outlasts_its_drain_is_draining_and_finished_by_the_next(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    side, agent = make_aws_side(aws_network, contract_artifact)
+    c = side.compute
+    c.deploy("drain", side.revision("r1"), timeout_s=30)
+    c.deploy("drain", side.revision("r2"), timeout_s=30)
+    c.set_weights("drain", {"r2": 100.0})
+    agent.tick = lambda s: side.clock.advance(s)  # type: ignore[method-assign,assignment]  # ECS stalls
+    real = c.ecs.describe_services
+
+    def still_running(**kw: Any) -> Any:
+        found = real(**kw)
+        for svc in found["services"]:
+            svc["runningCount"] = 1
+        return found
+
+    c.ecs.describe_services = still_running
+    drained = c.retire("drain", "r1", drain_timeout_s=3)
+    assert drained.health is RevisionHealth.DRAINING and "retire again" in (drained.reason or "")
+    assert {r.name: r.health for r in c.status("drain").revisions}["r1"] is RevisionHealth.DRAINING
+    c.ecs.describe_services = real
+    assert c.retire("drain", "r1").health is RevisionHealth.RETIRED
+    assert [r.name for r in c.status("drain").revisions] == ["r2"]
+
+
+def test_a_dry_run_records_the_changes_and_makes_none(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    side, _ = make_aws_side(aws_network, contract_artifact, dry_run=True)
+    status = side.compute.deploy("dry", side.revision("r1"))
+    assert status.health is RevisionHealth.STARTING and status.reason == "dry run: nothing was changed"
+    assert [op for _, op, _ in side.compute.planned] == [
+        "register_task_definition",
+        "create_target_group",
+        "create_rule",
+        "create_rule",
+        "create_service",
+    ]
+    assert side.compute.services() == [] or "dry" not in side.compute.services()
+    assert _rules(side, "dry") == {}
+
+
+def test_alb_weights_and_target_group_names() -> None:
+    assert alb_weights({"a": 100.0, "b": 0.0}) == {"a": 100, "b": 0}
+    assert alb_weights({"a": 99.5, "b": 0.5}) == {"a": 995, "b": 5}
+    with pytest.raises(ConfigError):
+        alb_weights({"a": 33.33, "b": 66.67})
+    assert target_group_name("prod-chatbot-r1") == "prod-chatbot-r1"
+    long = target_group_name("prod-chatbot-rel-0123456789abcdef")
+    assert len(long) <= 32 and long != target_group_name("prod-chatbot-rel-0123456789abcdeg")
+
+
+# -- CloudWatchMetrics with Stubber ------------------------------------------------------------------
+
+T0 = 1_700_000_040  # a period start (multiple of 60)
+
+
+def _metric_query(qid: str, namespace: str, metric: str, dims: dict[str, str], stat: str) -> dict[str, Any]:
+    return {
+        "Id": qid,
+        "MetricStat": {
+            "Metric": {
+                "Namespace": namespace,
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
+            },
+            "Period": 60,
+            "Stat": stat,
+        },
+        "ReturnData": True,
+    }
+
+
+def test_percentiles_become_latencies_and_unanswered_requests_failures() -> None:
+    cw = boto3.client("cloudwatch", **CREDENTIALS)  # type: ignore[call-overload]
+    dims = {"LoadBalancer": "app/lb/1", "TargetGroup": "targetgroup/chat-r2/9"}
+    metrics = CloudWatchMetrics(
+        cw,
+        lambda _s: {"r2": RevisionSource("alb", dims)},
+        latency_percentiles=(50, 90),
+        settle_s=120,
+        clock=lambda: T0 + 60 + 120 + 5,  # the period [T0, T0 + 60) has settled
+    )
+    own = {"Service": "chatbot", "Revision": "r2"}
+    counts = [
+        ("RequestCount", 10),
+        ("HTTPCode_Target_2XX_Count", 6),
+        ("HTTPCode_Target_3XX_Count", 0),
+        ("HTTPCode_Target_4XX_Count", 1),
+        ("HTTPCode_Target_5XX_Count", 1),
+        ("TargetConnectionErrorCount", 1),
+    ]
+    queries = [
+        _metric_query(f"q{i}", "AWS/ApplicationELB", m, dims, "Sum") for i, (m, _) in enumerate(counts)
+    ]
+    latency = [("p50", 0.02), ("p90", 0.2), ("Maximum", 1.5)]
+    queries += [
+        _metric_query(f"q{6 + i}", "AWS/ApplicationELB", "TargetResponseTime", dims, s)
+        for i, (s, _) in enumerate(latency)
+    ]
+    custom = [
+        ("RouterQualityFlags", {"Flag": "fallback"}, 2),
+        ("RouterQualityFlags", {"Flag": "guardrail"}, 1),
+        ("RouterFeedback", {"Rating": "up"}, 0),
+        ("RouterFeedback", {"Rating": "down"}, 1),
+    ]
+    queries += [
+        _metric_query(f"q{9 + i}", "MangaAssist", m, {**own, **d}, "Sum")
+        for i, (m, d, _) in enumerate(custom)
+    ]
+    values = [n for _, n in counts] + [v for _, v in latency] + [n for _, _, n in custom]
+    at = datetime.fromtimestamp(T0, UTC)
+    with Stubber(cw) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {
+                "MetricDataResults": [
+                    {"Id": f"q{i}", "Timestamps": [at], "Values": [float(v)], "StatusCode": "Complete"}
+                    for i, v in enumerate(values)
+                ]
+            },
+            {
+                "MetricDataQueries": queries,
+                "StartTime": datetime.fromtimestamp(T0, UTC),
+                "EndTime": datetime.fromtimestamp(T0 + 60, UTC),
+                "ScanBy": "TimestampAscending",
+            },
+        )
+        batch = metrics.outcomes("chatbot", T0 * 1_000_000)
+        stub.assert_no_pending_responses()
+    assert batch.cursor == (T0 + 60) * 1_000_000
+    requests = [o for o in batch.outcomes if o.kind is OutcomeKind.REQUEST]
+    assert Counter(o.status for o in requests) == {200: 6, 400: 1, 500: 1, 0: 2}
+    assert Counter(o.error for o in requests if o.status == 0) == {"connect": 1, "unavailable": 1}
+    answered = sorted(o.latency_ms for o in requests if o.status)
+    # 8 answers: ranks 6.25%..93.75% -> p50 for the first four, p90 for the next three, Maximum above
+    assert answered == pytest.approx([20.0] * 4 + [200.0] * 3 + [1500.0])
+    assert sum(o.fallback for o in requests) == 2 and sum(o.guardrail for o in requests) == 1
+    assert all(o.status == 200 for o in requests if o.fallback)
+    assert [o.rating for o in batch.outcomes if o.kind is OutcomeKind.FEEDBACK] == ["down"]
+    assert all(T0 <= o.time < T0 + 60 and o.revision == "r2" for o in batch.outcomes)
+    # nothing settled since: an empty window, no call made (the Stubber has nothing queued)
+    assert metrics.outcomes("chatbot", batch.cursor).outcomes == ()
+
+
+def test_sagemaker_variants_have_no_2xx_metric_and_latency_in_microseconds() -> None:
+    cw = boto3.client("cloudwatch", **CREDENTIALS)  # type: ignore[call-overload]
+    source = RevisionSource("sagemaker", {"EndpointName": "prod-intent-model", "VariantName": "v2"})
+    metrics = CloudWatchMetrics(
+        cw, lambda _s: {"v2": source}, latency_percentiles=(), settle_s=0, clock=lambda: T0 + 60
+    )
+    values = {"q0": 5.0, "q1": 1.0, "q2": 1.0, "q3": 2500.0}  # Invocations, 4XX, 5XX, Average (us)
+    at = datetime.fromtimestamp(T0, UTC)
+    with Stubber(cw) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {"MetricDataResults": [{"Id": k, "Timestamps": [at], "Values": [v]} for k, v in values.items()]},
+            {"MetricDataQueries": ANY, "StartTime": ANY, "EndTime": ANY, "ScanBy": "TimestampAscending"},
+        )
+        batch = metrics.outcomes("intent-model", T0 * 1_000_000)
+    assert Counter(o.status for o in batch.outcomes) == {200: 3, 400: 1, 500: 1}
+    assert {o.latency_ms for o in batch.outcomes} == {2.5}
+    assert metrics.shadow("intent-model", "v2").requests == 0 and metrics.alerts("intent-model") == []

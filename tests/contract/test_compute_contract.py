@@ -1,0 +1,113 @@
+"""The ``Compute`` contract: what CD-01's steps and rollout phases rely on, the same assertions on
+the local platform (a real control plane) and on ECS behind an ALB (moto's server; conftest.py).
+
+Relied on: a first revision takes all traffic, a new one none until weights move it; weights are
+percentages adding up to 100, read back as set; a pin header reaches a revision at 0%; a revision
+that never gets ready is UNHEALTHY with a reason and no traffic; a weighted revision cannot be
+retired, a retired one is gone from routing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mangaassist.core.errors import MangaAssistError, NotFoundError
+from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
+from tests.contract.conftest import Side
+
+pytestmark = pytest.mark.slow  # the local side starts a control plane and workers
+
+
+def _live(side: Side, service: str) -> dict[str, RevisionHealth]:
+    return {
+        r.name: r.health
+        for r in side.compute.status(service).revisions
+        if r.health is not RevisionHealth.RETIRED
+    }
+
+
+def test_a_first_revision_takes_all_traffic_and_a_new_one_none(side: Side) -> None:
+    c = side.compute
+    first = c.deploy("first", side.revision("r1"), timeout_s=60)
+    assert first.health is RevisionHealth.HEALTHY, first.reason
+    assert first.weight == pytest.approx(100.0)
+    assert first.digest == side.revision("r1").artifact.digest
+    second = c.deploy("first", side.revision("r2"), timeout_s=60)
+    assert second.health is RevisionHealth.HEALTHY, second.reason
+    assert second.weight == 0.0
+    status = c.status("first")
+    assert dict(status.weights) == pytest.approx({"r1": 100.0})
+    assert _live(side, "first") == {"r1": RevisionHealth.HEALTHY, "r2": RevisionHealth.HEALTHY}
+    assert all(r.replicas == 1 for r in status.revisions)
+    assert status.shadow is None
+    assert "first" in c.services()
+    assert c.url("first").startswith("http")
+    assert side.routed_to("first", {}) == "r1"
+    # deploying the same revision again is that revision (a resumed step repeats its deploy)
+    again = c.deploy("first", side.revision("r2"), timeout_s=60)
+    assert again.name == "r2" and again.health is RevisionHealth.HEALTHY
+    with pytest.raises(MangaAssistError):  # the same name with other contents is refused
+        c.deploy("first", side.revision("r2", OTHER="1"), timeout_s=60)
+
+
+def test_weights_adding_up_to_100_are_read_back(side: Side) -> None:
+    c = side.compute
+    c.deploy("weights", side.revision("r1"), timeout_s=60)
+    c.deploy("weights", side.revision("r2"), timeout_s=60)
+    applied = c.set_weights("weights", {"r1": 90.0, "r2": 10.0})
+    assert dict(applied) == pytest.approx({"r1": 90.0, "r2": 10.0})
+    assert dict(c.status("weights").weights) == pytest.approx({"r1": 90.0, "r2": 10.0})
+    assert {r.name: r.weight for r in c.status("weights").revisions} == pytest.approx(
+        {"r1": 90.0, "r2": 10.0}
+    )
+    c.set_weights("weights", {"r1": 2.5, "r2": 97.5})
+    assert dict(c.status("weights").weights) == pytest.approx({"r1": 2.5, "r2": 97.5})
+    c.set_weights("weights", {"r2": 100.0})  # left out: 0
+    assert dict(c.status("weights").weights) == pytest.approx({"r2": 100.0})
+    assert side.routed_to("weights", {}) == "r2"
+    with pytest.raises(NotFoundError):
+        c.set_weights("weights", {"r1": 50.0, "nope": 50.0})
+    with pytest.raises(MangaAssistError):
+        c.set_weights("weights", {"r1": -1.0, "r2": 101.0})
+    assert dict(c.status("weights").weights) == pytest.approx({"r2": 100.0})  # refused: unchanged
+
+
+def test_a_pin_header_reaches_a_revision_at_zero_percent(side: Side) -> None:
+    c = side.compute
+    c.deploy("pin", side.revision("r1"), timeout_s=60)
+    c.deploy("pin", side.revision("r2"), timeout_s=60)
+    headers = c.pin_headers("pin", "r2")
+    assert headers == {PIN_HEADER: "r2"}
+    assert side.routed_to("pin", headers) == "r2"
+    assert side.routed_to("pin", c.pin_headers("pin", "r1")) == "r1"
+    assert side.routed_to("pin", {}) == "r1"  # unpinned requests follow the weights
+    with pytest.raises(NotFoundError):
+        c.pin_headers("pin", "r9")
+
+
+def test_a_weighted_revision_is_not_retired_and_a_retired_one_is_gone(side: Side) -> None:
+    c = side.compute
+    c.deploy("retire", side.revision("r1"), timeout_s=60)
+    c.deploy("retire", side.revision("r2"), timeout_s=60)
+    with pytest.raises(MangaAssistError):
+        c.retire("retire", "r1")  # still at 100%
+    c.set_weights("retire", {"r2": 100.0})
+    retired = c.retire("retire", "r1", drain_timeout_s=5)
+    assert retired.health is RevisionHealth.RETIRED
+    assert _live(side, "retire") == {"r2": RevisionHealth.HEALTHY}
+    assert dict(c.status("retire").weights) == pytest.approx({"r2": 100.0})
+    with pytest.raises(NotFoundError):
+        c.pin_headers("retire", "r1")
+    assert side.routed_to("retire", {PIN_HEADER: "r1"}) != "r1"
+    assert side.routed_to("retire", {}) == "r2"
+
+
+def test_a_revision_that_never_gets_ready_is_unhealthy_and_gets_no_traffic(side: Side) -> None:
+    c = side.compute
+    c.deploy("unready", side.revision("r1"), timeout_s=60)
+    bad = c.deploy("unready", side.revision("bad", TESTAPP_NEVER_READY="no model loaded"), timeout_s=20)
+    assert bad.health is RevisionHealth.UNHEALTHY
+    assert bad.reason
+    assert bad.weight == 0.0
+    assert dict(c.status("unready").weights) == pytest.approx({"r1": 100.0})
+    assert side.routed_to("unready", {}) == "r1"

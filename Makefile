@@ -3,7 +3,8 @@
 #   make demo    set up if needed, then the main job (a narrated tour of MangaAssist)
 #   make test    set up if needed, then the whole suite (unit, integration, end-to-end)
 #   make bench   benchmarks; results under benchmarks/results/
-#   make lint    ruff, mypy (strict on src/), import-linter (the layers and provider rule of docs/architecture.md)
+#   make lint    ruff, mypy (strict on src/), import-linter (the layers and provider rule of docs/architecture.md),
+#                the generated deploy workflows, actionlint (with shellcheck), zizmor --offline, hadolint
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -45,9 +46,13 @@ bench: setup
 	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/infra_synth.py && $(PY) benchmarks/slo_alerts.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py && $(PY) benchmarks/migration_drill.py --out benchmarks/results/migration_drill_bench.json && $(PY) benchmarks/frontend_drill.py --out benchmarks/results/frontend_drill_bench.json
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks infra
+	$(VENV)/bin/ruff check src tests benchmarks infra scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/gen-workflows.py --check
+	$(VENV)/bin/actionlint -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --strict-collection --no-progress .github/workflows
+	$(VENV)/bin/hadolint Dockerfile
 
 clean:
 	rm -rf .mangaassist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Generate the per-pipeline deploy workflows (``.github/workflows/deploy-cd-NN.yml``) from the planner.
+
+Each pipeline's ``on.push.paths`` filter is made from the release planner's path map
+(``mangaassist.delivery.planner.CATALOG``: a folder ``F/`` becomes ``F/**``, a root file pattern
+stays as it is, which GitHub matches at the root only, as the planner does), so a workflow cannot
+trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. The command each
+job runs is the one the README documents for the pipeline (``DEPLOYS`` below);
+``tests/unit/delivery/test_workflows.py`` checks that the committed files equal this output, that
+the filters match the planner path for path, and that each command and option exists in the CLI.
+
+    python scripts/gen-workflows.py           # write the files
+    python scripts/gen-workflows.py --check   # exit 1 and name the files that differ (make lint)
+
+Run it with the project's venv (``.venv/bin/python``): it imports ``mangaassist``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mangaassist.core.configspec import PROFILES
+from mangaassist.delivery.planner import CATALOG, PipelineSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = Path(".github") / "workflows"
+ENVIRONMENTS = ("staging", "prod")
+"""In order: a job for each, the next one ``needs`` the one before."""
+BRANCH = "main"
+
+# Pinned by commit (zizmor's unpinned-uses audit; a tag can be moved, a commit cannot). Keep the same
+# pins in pull-request.yml (the test checks every `uses:` is pinned by a 40-hex commit).
+CHECKOUT = "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1"
+SETUP_NODE = "actions/setup-node@820762786026740c76f36085b0efc47a31fe5020 # v7.0.0"
+AWS_CREDENTIALS = "aws-actions/configure-aws-credentials@e6de054238d6b7531b4efff3b6587d9aade6a06c # v6.2.3"
+RUNNER = "ubuntu-24.04"
+CONTAINER = "python:3.11.13-bookworm"
+"""Debian 12 with Python 3.11, what `make setup` and the scripts/ installers expect (Debian's packages)."""
+NODE = "20"
+_ENVIRONMENT_NOTES = {
+    "staging": "    # The `staging` environment holds this job's secrets and variables.\n",
+    "prod": (
+        "    # The `prod` environment holds this job's secrets and variables and its required reviewers:\n"
+        "    # the job, and so the prod role, waits for one of them (docs/production.md).\n"
+    ),
+}
+TIMEOUT_MINUTES = {"staging": 120, "prod": 360}
+"""prod waits for the engine's approvals inside the job; 360 minutes is GitHub's limit for a job. The
+AWS session lasts as long (the role's MaxSessionDuration must allow it: docs/production.md)."""
+
+
+@dataclass(frozen=True)
+class Deploy:
+    commands: tuple[str, ...]
+    """``mangaassist`` invocations (``{env}`` is replaced), run in order; the first failure stops the job."""
+    script: str = ""
+    """A shell script instead of one line per command (``{env}`` is replaced), for CD-07's loop."""
+    why: str = ""
+
+
+DEPLOYS: dict[str, Deploy] = {
+    "CD-01": Deploy(("deploy app --env {env} --yes --json",)),
+    "CD-02": Deploy(("deploy infra --env {env} --yes --json",)),
+    "CD-03": Deploy(
+        ("deploy model intent --env {env} --yes --json",),
+        why="deploys the registry's `candidate` of the intent model (gate, shadow, canary, promote)",
+    ),
+    "CD-04": Deploy(("kb build --env {env} --json",)),
+    "CD-05": Deploy(("deploy frontend --env {env} --json",)),
+    "CD-06": Deploy(
+        tuple(f"config deploy {profile} --env {{env}} --json" for profile in PROFILES),
+        why="every profile in turn; an unchanged profile ends its run at once: nothing to deploy",
+    ),
+    "CD-07": Deploy(
+        ("migrate list --env {env} --json", "migrate apply ID --env {env} --json"),
+        script=(
+            'pending="$(.venv/bin/mangaassist migrate list --env {env} --json | .venv/bin/python -c '
+            '\'import json, sys; print(" ".join(m["id"] for m in json.load(sys.stdin) '
+            'if m["state"] == "pending"))\')"\n'
+            'echo "pending migrations: ${{pending:-none}}"\n'
+            "for id in $pending; do\n"
+            '  .venv/bin/mangaassist migrate apply "$id" --env {env} --json'
+            ' | tee -a "$RUNNER_TEMP/deploy.json"\n'
+            "done\n"
+        ),
+        why="one apply per pending migration, in order, as `mangaassist release` does",
+    ),
+    "CD-08": Deploy(("deploy monitoring --env {env} --json",)),
+}
+
+
+def path_filters(spec: PipelineSpec) -> list[str]:
+    """GitHub ``paths`` patterns equal to the planner's map of ``spec``: ``F/**`` per folder, then the
+    root files (GitHub's ``*`` does not match ``/``, so ``requirements*.txt`` matches at the root only)."""
+    odd = [p for p in spec.files if any(c in p for c in "?+[]!/")]
+    if odd:  # GitHub reads these characters otherwise than fnmatch, the planner's matcher, does
+        raise ValueError(f"{spec.id}: root file patterns {odd} mean other things to GitHub's filters")
+    return [f"{folder.rstrip('/')}/**" for folder in spec.folders] + list(spec.files)
+
+
+def file_name(pipeline: str) -> str:
+    return f"deploy-{pipeline.lower()}.yml"
+
+
+def _script(deploy: Deploy, env: str) -> str:
+    if deploy.script:
+        return deploy.script.format(env=env)
+    return "".join(
+        f'.venv/bin/mangaassist {command.format(env=env)} | tee -a "$RUNNER_TEMP/deploy.json"\n'
+        for command in deploy.commands
+    )
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
+    deploy = DEPLOYS[spec.id]
+    needs = f"    needs: {previous}\n" if previous else ""
+    return f"""\
+  {env}:
+    name: {env}
+{needs}    if: github.ref == 'refs/heads/{BRANCH}'
+    runs-on: {RUNNER}
+    container: {CONTAINER}
+{_ENVIRONMENT_NOTES[env]}    environment: {env}
+    permissions:
+      contents: read # check out the code
+      id-token: write # the OIDC token configure-aws-credentials exchanges for the environment's role
+    # One run per (environment, pipeline) at a time: a deploy in flight is never cancelled; a newer
+    # push waits (GitHub keeps the newest waiting run only, and it deploys the newest commit). The
+    # engine's (environment, target) lock in the shared state database is what keeps every other
+    # writer out (docs/decisions/0010-github-actions-and-release-flow.md).
+    concurrency:
+      group: deploy-{env}-{spec.id}
+      cancel-in-progress: false
+    timeout-minutes: {TIMEOUT_MINUTES[env]}
+    env:
+      CI: "true"
+      HF_HUB_OFFLINE: "1"
+      TRANSFORMERS_OFFLINE: "1"
+      MANGAASSIST_ACTOR: ${{{{ github.actor }}}}
+    steps:
+      - name: check out
+        uses: {CHECKOUT}
+        with:
+          persist-credentials: false
+      - name: trust the workspace (the container's user is not the checkout's owner)
+        run: git config --global --add safe.directory "$GITHUB_WORKSPACE"
+      - name: node {NODE} (jsii for the CDK app, the widget's build)
+        uses: {SETUP_NODE}
+        with:
+          node-version: "{NODE}"
+      - name: set up (make setup, as .ci/run does)
+        run: make setup
+      - name: audit key (the same key on every runner, so the audit chain verifies)
+        env:
+          AUDIT_KEY: ${{{{ secrets.MANGAASSIST_AUDIT_KEY }}}}
+        run: |
+          if [ -z "$AUDIT_KEY" ]; then
+            echo "::error::secret MANGAASSIST_AUDIT_KEY is not set in environment {env}: docs/production.md"
+            exit 1
+          fi
+          umask 077
+          printf '%s' "$AUDIT_KEY" | base64 -d > "$RUNNER_TEMP/audit.key"
+      - name: AWS credentials (OIDC; no stored keys)
+        uses: {AWS_CREDENTIALS}
+        with:
+          role-to-assume: ${{{{ vars.AWS_ROLE_ARN }}}}
+          aws-region: ${{{{ vars.AWS_REGION }}}}
+          allowed-account-ids: ${{{{ vars.AWS_ACCOUNT_ID }}}}
+          role-session-name: mangaassist-{spec.id}-{env}-${{{{ github.run_id }}}}
+          # as long as the job may last: a prod run can wait hours for its approvals, then apply
+          role-duration-seconds: {TIMEOUT_MINUTES[env] * 60}
+      - name: deploy {spec.id} to {env}
+        env:
+          MANGAASSIST_STATE_URL: ${{{{ secrets.MANGAASSIST_STATE_URL }}}}
+        run: |
+          # without it the engine would keep runs and locks in SQLite on this runner, shared with no one
+          if [ -z "$MANGAASSIST_STATE_URL" ]; then
+            echo "::error::secret MANGAASSIST_STATE_URL is not set in environment {env}: docs/production.md"
+            exit 1
+          fi
+          # $RUNNER_TEMP, not runner.temp: in a container job only the variable holds the container's path
+          export MANGAASSIST_AUDIT_KEY_FILE="$RUNNER_TEMP/audit.key"
+{_indent(_script(deploy, env), 10)}\
+      - name: summary
+        if: always()
+        run: |
+          {{
+            echo "### {spec.id} ({spec.title}) in {env}"
+            echo '```json'
+            cat "$RUNNER_TEMP/deploy.json" 2>/dev/null || echo "no result (the job stopped before the deploy)"
+            echo '```'
+          }} >> "$GITHUB_STEP_SUMMARY"
+"""
+
+
+def render(spec: PipelineSpec) -> str:
+    """The deploy workflow of one pipeline, as committed."""
+    deploy = DEPLOYS[spec.id]
+    paths = "".join(f'      - "{pattern}"\n' for pattern in path_filters(spec))
+    commands = "".join(f"#   mangaassist {c.format(env='ENV')}\n" for c in deploy.commands)
+    why = f"# ({deploy.why})\n" if deploy.why else ""
+    jobs = []
+    previous = None
+    for env in ENVIRONMENTS:
+        jobs.append(_job(spec, env, previous))
+        previous = env
+    return f"""\
+# GENERATED by scripts/gen-workflows.py from the release planner's path map
+# (src/mangaassist/delivery/planner.py, CATALOG). Do not edit: change the planner or the generator,
+# run `.venv/bin/python scripts/gen-workflows.py` and commit both; `make lint` and
+# tests/unit/delivery/test_workflows.py fail while this file differs from the generator's output.
+#
+# {spec.id} ({spec.title}): on a push to {BRANCH} that changes what the planner maps to {spec.id},
+# staging first, then prod behind the `prod` environment's required reviewers. Each job runs
+{commands}{why}# on the delivery engine, its state in the PostgreSQL database MANGAASSIST_STATE_URL names,
+# so every runner and every laptop share runs, locks, approvals and the audit log.
+# Set-up: docs/production.md; why: docs/decisions/0010-github-actions-and-release-flow.md.
+name: "deploy {spec.id}: {spec.title}"
+
+on:
+  push:
+    branches: [{BRANCH}]
+    paths:
+{paths}  workflow_dispatch:
+
+permissions: {{}}
+
+defaults:
+  run:
+    shell: bash
+
+jobs:
+{"".join(jobs)}"""
+
+
+def outputs() -> dict[Path, str]:
+    """Every generated file (relative to the repository root) and its content."""
+    return {WORKFLOWS / file_name(spec.id): render(spec) for spec in CATALOG}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="Compare only; exit 1 if a file differs.")
+    parser.add_argument("--root", type=Path, default=ROOT, help="The repository (default: this one).")
+    args = parser.parse_args(argv)
+    missing = sorted(set(DEPLOYS) ^ {spec.id for spec in CATALOG})
+    if missing:
+        print(
+            f"gen-workflows: DEPLOYS and the planner's CATALOG differ on {', '.join(missing)}",
+            file=sys.stderr,
+        )
+        return 2
+    stale = []
+    for relative, text in outputs().items():
+        path = args.root / relative
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(str(relative))
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if args.check and stale:
+        print(
+            f"gen-workflows: {', '.join(stale)} differ from the planner's map; "
+            "run .venv/bin/python scripts/gen-workflows.py and commit the result",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.check:
+        print(f"gen-workflows: {len(stale)} file(s) written, {len(CATALOG) - len(stale)} unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -120,24 +120,37 @@ def _checkpointed_pages(home: Path, run_id: str) -> int:
     return sum(int(json.loads(v)["pages"]) for (v,) in rows)
 
 
+def _backfilling(home: Path) -> str | None:
+    """The run whose ``backfill`` step is running, read from the state database (None: none)."""
+    database = home / "state.sqlite3"
+    if not database.exists():
+        return None
+    with sqlite3.connect(database, timeout=5) as conn:
+        row = conn.execute(
+            "SELECT s.run_id FROM engine_steps s JOIN engine_runs r ON r.id = s.run_id "
+            "WHERE s.name = 'backfill' AND s.status IN ('running', 'waiting') "
+            "AND r.state IN ('running', 'waiting') "
+            "ORDER BY r.created_at DESC LIMIT 1"
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
 def _kill_during_backfill(console: Console, env: dict[str, str], home: Path) -> str | None:
-    """``migrate apply 0001`` throttled, SIGKILLed once a page is checkpointed; the run's id."""
+    """``migrate apply 0001`` throttled, SIGKILLed once two pages are checkpointed; the run's id
+    (None if that never happened within a minute)."""
     apply = subprocess.Popen(
         [str(CLI), "migrate", "apply", "1", "--rate", "8", "--segments", "2", "--page", "4", "--bake", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    run_id = None
     deadline = time.monotonic() + 60
     try:
+        # read the state database itself, not `migrate status`: a CLI process per look takes
+        # seconds on a loaded machine, long enough for the throttled backfill to finish unseen
         while time.monotonic() < deadline and apply.poll() is None:
-            status = _cli(env, "migrate", "status")
-            running = [
-                r for r in status.get("runs", []) if r["state"] == "running" and r["step"] == "backfill"
-            ]
-            if running:
-                run_id = str(running[0]["run"])
+            run_id = _backfilling(home)
+            if run_id is not None:
                 pages = _checkpointed_pages(home, run_id)
                 if pages >= 2:
                     apply.send_signal(signal.SIGKILL)
@@ -152,7 +165,7 @@ def _kill_during_backfill(console: Console, env: dict[str, str], home: Path) -> 
         if apply.poll() is None:
             apply.kill()
             apply.wait()
-    return run_id
+    return None  # the backfill was never seen with two pages checkpointed: nothing was killed
 
 
 def run_migration_demo(console: Console, url: str, config_url: str, home: Path) -> int:

@@ -50,8 +50,19 @@ class Dash:
             check=False,
         )
 
+    def token(self, actor: str) -> str:
+        """A signed identity token for ``actor`` (prod refuses typed names)."""
+        done = self.cli("identity", "token", "--as", actor, "--home", str(self.home), "--json")
+        assert done.returncode == 0, done.stderr
+        token: str = json.loads(done.stdout)["token"]
+        return token
+
     def start_run(self, *args: str) -> subprocess.Popen[str]:
-        """``runs start demo ...`` in the background (it drives the run to its end)."""
+        """``runs start demo ...`` in the background (it drives the run to its end), as the person
+        ``--as`` names with their identity token."""
+        env = self.env
+        if "--as" in args:
+            env = env | {"MANGAASSIST_IDENTITY_TOKEN": self.token(args[args.index("--as") + 1])}
         return subprocess.Popen(
             [
                 sys.executable,
@@ -64,7 +75,7 @@ class Dash:
                 str(self.policy),
                 *args,
             ],
-            env=self.env,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,34 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as the person ``--as`` names, with their identity token (prod refuses typed names;
+    that refusal is tested in tests/integration/engine/test_people.py)."""
     return subprocess.run(
-        [str(MANGAASSIST), *args], env=env, capture_output=True, text=True, timeout=60, cwd=cwd, check=False
+        [str(MANGAASSIST), *args],
+        env=signed_in(env, args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
     )
+
+
+def signed_in(env: dict[str, str], args: Sequence[str]) -> dict[str, str]:
+    """``env`` with the identity token of the person ``--as`` names in ``args`` (if any)."""
+    if "--as" not in args:
+        return env
+    name = args[list(args).index("--as") + 1]
+    issued = subprocess.run(
+        [str(MANGAASSIST), "identity", "token", "--as", name, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token: str = json.loads(issued.stdout)["token"]
+    return env | {"MANGAASSIST_IDENTITY_TOKEN": token}
 
 
 def data(env: dict[str, str], *args: str) -> Any:
@@ -122,7 +148,7 @@ def test_prod_approval_lock_kill_and_resume(env: dict[str, str]) -> None:
             "--param",
             "approval=true",
         ],
-        env=env,
+        env=signed_in(env, ["--as", "ann"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -170,7 +196,7 @@ def test_reject_needs_a_comment_and_stops_the_run(env: dict[str, str]) -> None:
             "--param",
             "approval=true",
         ],
-        env=env,
+        env=signed_in(env, ["--as", "ann"]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -24,7 +24,7 @@ from mangaassist.core.configspec import PROFILES
 from mangaassist.delivery.config_profiles import validate_all
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.pipelines import config as pipeline
-from mangaassist.views.runs import resolve_actor, run_pipeline
+from mangaassist.views.runs import run_pipeline
 from mangaassist.views.tables import eval_table, rollout_table
 
 config_app = typer.Typer(
@@ -98,7 +98,7 @@ def run_deploy(
         params,
         environment=env,
         target=pipeline.target(params["profile"]),
-        requester=resolve_actor(actor),
+        requester=actor,
     )
 
 

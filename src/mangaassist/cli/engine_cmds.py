@@ -40,7 +40,7 @@ from mangaassist.delivery.engine.runs import Pipeline
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import registry
 from mangaassist.views import history, progress
-from mangaassist.views.runs import engine_executor, resolve_actor
+from mangaassist.views.runs import engine_executor, resolve_actor, resolve_identity
 
 console = Console()
 err = Console(stderr=True)
@@ -352,7 +352,7 @@ def runs_start(
                 built,
                 environment=env,
                 target=target or pipeline,
-                requester=resolve_actor(actor),
+                requester=resolve_identity(actor, store),
                 policy=policy,
                 overrides=overrides,
             )
@@ -412,14 +412,17 @@ def runs_abort(
 # -- approvals -----------------------------------------------------------------------------------
 
 
-def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision, as_json: bool) -> None:
+def _decide(
+    run_id: str, actor: str | None, comment: str, decision: approvals.Decision, as_json: bool
+) -> None:
     with handled(as_json):
         store = _store()
+        deciding = resolve_identity(actor, store)
         now = engine_executor(store).clock.now()
         with store.transaction() as conn:
             run = store.run(conn, run_id, now, for_update=True)
             record = approvals.decide(
-                store, conn, run, decision=decision, actor=actor, comment=comment, now=now
+                store, conn, run, decision=decision, actor=deciding, comment=comment, now=now
             )
     if as_json:
         _print_json({"run_id": run_id, **record.as_dict()})
@@ -429,7 +432,14 @@ def _decide(run_id: str, actor: str, comment: str, decision: approvals.Decision,
 
 def approve(
     run_id: Annotated[str, typer.Argument(help="A run waiting for approval.")],
-    actor: Annotated[str, typer.Option("--as", help="Who approves (checked against policy).")],
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Who approves (checked against policy); with MANGAASSIST_IDENTITY_TOKEN (or another "
+            "verified identity) it may be left out and must agree.",
+        ),
+    ] = None,
     comment: Annotated[str, typer.Option(help="Why (audited).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -439,8 +449,8 @@ def approve(
 
 def reject(
     run_id: Annotated[str, typer.Argument(help="A run waiting for approval.")],
-    actor: Annotated[str, typer.Option("--as", help="Who rejects.")],
     comment: Annotated[str, typer.Option(help="Why (required, audited).")],
+    actor: Annotated[str | None, typer.Option("--as", help="Who rejects (as for approve).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject a waiting run: it stops and rolls back."""
@@ -540,7 +550,7 @@ def release(
         if plan_only:
             _show_plan(plan, as_json)
             return
-        requester = resolve_actor(actor)
+        requester = resolve_identity(actor, store)
         with ProgressDisplay(as_json) as display:
             executor = engine_executor(store, display)
 
@@ -572,7 +582,7 @@ def release(
                     + (f" ({len(runs)} runs)" if len(runs) > 1 else ""),
                 )
 
-            summary = planner.execute(plan, run_one, store=store, actor=requester)
+            summary = planner.execute(plan, run_one, store=store, actor=requester.name)
     if as_json:
         _print_json(summary.as_dict())
     else:

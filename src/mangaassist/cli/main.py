@@ -248,7 +248,7 @@ from mangaassist.cli import report_cmds  # noqa: E402 - report delivery: the DOR
 
 report_cmds.register(app)
 
-from mangaassist.cli import dashboard_cmds  # noqa: E402 - the delivery dashboard: dashboard link
+from mangaassist.cli import dashboard_cmds  # noqa: E402 - dashboard link, identity token
 
 dashboard_cmds.register(app)
 

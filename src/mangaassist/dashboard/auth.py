@@ -1,9 +1,11 @@
 """Who is at the dashboard, and proof that a form was posted from the dashboard's own page.
 
-A person signs in with a link that ``mangaassist up`` (for whoever ran it) or ``mangaassist
-dashboard link --as NAME`` prints: ``/signin?token=...``, a JWT (HS256) signed with the dashboard's
-key, ``HOME/secrets/dashboard.key`` (32 random bytes, mode 0600, made on first use), naming the
-person (``sub``) for the audience ``mangaassist-dashboard``, valid for ``TOKEN_TTL_S`` by default.
+A person signs in with the link ``mangaassist dashboard link --as NAME`` prints:
+``/signin?token=...``, an identity token (``delivery.engine.people``: a JWT, HS256, signed with the
+state store's identity key, ``HOME/secrets/identity.key``, 32 random bytes, mode 0600, made on
+first use) naming the person for the audience ``mangaassist-people``, valid 12 hours by default:
+the same token ``MANGAASSIST_IDENTITY_TOKEN`` carries for the CLI, so a person is the same person
+(source ``token``) on both.
 ``/signin`` checks it and moves it into a cookie (``HttpOnly``, ``SameSite=Strict``), so the token
 leaves the address bar and no other site's page can send it.
 
@@ -24,23 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import jwt
-from jwt.exceptions import InvalidTokenError
+from mangaassist.delivery.engine import people
+from mangaassist.delivery.engine.errors import BadRequest
+from mangaassist.delivery.engine.state import StateStore
 
-from mangaassist.chatbot.identity import load_or_create_key
-
-AUDIENCE = "mangaassist-dashboard"
-ISSUER = "mangaassist-dashboard"
 COOKIE = "ma_dashboard"
-TOKEN_TTL_S = 12 * 3600.0
-MAX_TTL_S = 7 * 24 * 3600.0
-ALGORITHM = "HS256"
+TOKEN_TTL_S = people.TOKEN_TTL_S
 
 
 class NotSignedIn(Exception):
@@ -53,55 +47,37 @@ class ForgedRequest(Exception):
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in person: ``actor`` from the token's ``sub``; ``token`` is what the cookie holds."""
+    """A signed-in person: ``who`` (identified by ``token``), ``token`` is what the cookie holds."""
 
-    actor: str
+    who: people.Actor
     token: str
     expires_at: float
 
+    @property
+    def actor(self) -> str:
+        return self.who.name
 
-def key_path(home: Path) -> Path:
-    return home / "secrets" / "dashboard.key"
 
-
-def load_key(home: Path) -> bytes:
-    return load_or_create_key(key_path(home), "the dashboard's session key")
+def load_key(store: StateStore) -> bytes:
+    """The identity key of the state store the dashboard shows (``people.load_key``)."""
+    return people.load_key(store.secrets_dir)
 
 
 def issue(key: bytes, actor: str, ttl_s: float = TOKEN_TTL_S, now: float | None = None) -> str:
-    """A sign-in token for ``actor``, valid ``ttl_s`` seconds (at most ``MAX_TTL_S``)."""
-    actor = actor.strip()
-    if not actor or len(actor) > 128 or not actor.isprintable():
-        raise ValueError(f"{actor!r}: a person's name is 1 to 128 printable characters")
-    if not 0 < ttl_s <= MAX_TTL_S:
-        raise ValueError(f"ttl {ttl_s:g} s: expected more than 0 and at most {MAX_TTL_S:g} s (7 days)")
-    issued = time.time() if now is None else now
-    claims = {
-        "sub": actor,
-        "aud": AUDIENCE,
-        "iss": ISSUER,
-        "iat": int(issued),
-        "exp": int(issued + ttl_s),
-        "jti": uuid.uuid4().hex,
-    }
-    return jwt.encode(claims, key, algorithm=ALGORITHM)
+    """A sign-in token for ``actor`` (an identity token, ``people.issue_token``)."""
+    try:
+        return people.issue_token(key, actor, ttl_s, now)
+    except BadRequest as exc:
+        raise ValueError(str(exc)) from None
 
 
 def verify(key: bytes, token: str) -> Session:
     """The session a token proves, or ``NotSignedIn`` naming why not."""
     try:
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            options={"require": ["exp", "sub", "aud", "iss"]},
-            leeway=30,
-        )
-    except InvalidTokenError as exc:
-        raise NotSignedIn(f"the sign-in token is not valid: {exc}") from None
-    return Session(str(claims["sub"]), token, float(claims["exp"]))
+        verified = people.verify_token(key, token)
+    except BadRequest as exc:
+        raise NotSignedIn(str(exc).replace("identity token", "sign-in token")) from None
+    return Session(verified.actor, token, verified.expires_at)
 
 
 def csrf_token(key: bytes, session: Session) -> str:

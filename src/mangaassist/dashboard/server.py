@@ -392,7 +392,7 @@ def create_app(
             return JSONResponse({"error": f"decision {decision!r}: expected approved or rejected"}, 400)
         if chosen is approvals.Decision.REJECTED and not comment.strip():
             return _back(run_id, "a rejection needs a comment saying why", error=True)
-        actor = session.actor
+        actor = session.who
 
         def record() -> None:
             now = dash.now()
@@ -408,7 +408,7 @@ def create_app(
             raise
         except MangaAssistError as exc:
             return _back(run_id, str(exc), error=True)
-        return _back(run_id, f"{chosen.value} by {actor}")
+        return _back(run_id, f"{chosen.value} by {actor.name}")
 
     # -- services and versions -------------------------------------------------------------------
 
@@ -634,7 +634,7 @@ def serve(
             "(every page then needs a sign-in link from `mangaassist dashboard link`)"
         )
     store = StateStore(state_url)
-    key = auth.load_key(home)
+    key = auth.load_key(store)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -5,8 +5,12 @@ of it (policy checks, the (environment, target) lock, the audit log) and drives 
 a ``ProgressDisplay``: what ``mangaassist deploy``, ``rollback app``, ``kb`` and ``config`` do, and
 what the demo does for each of its releases. Returns the final run and its steps by name.
 
-Environment: ``MANGAASSIST_ACTOR`` (who asks; default: the OS user), ``MANGAASSIST_LEASE_SECONDS``
-(default 30) and ``MANGAASSIST_POLL_SECONDS`` (default 1).
+Who asks (``resolve_identity``), first that applies: ``MANGAASSIST_IDENTITY_TOKEN`` (a signed
+identity token, ``mangaassist identity token --as NAME``), a GitHub Actions job's OIDC token
+(``ACTIONS_ID_TOKEN_REQUEST_URL``), ``MANGAASSIST_IDENTITY=aws`` (the AWS caller identity), else the
+free-text name (``--as``, ``MANGAASSIST_ACTOR``, the OS user), which an environment that requires
+approvals refuses (``delivery.engine.people``). Also ``MANGAASSIST_LEASE_SECONDS`` (default 30)
+and ``MANGAASSIST_POLL_SECONDS`` (default 1).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mangaassist.delivery.engine import approvals, people
 from mangaassist.delivery.engine.errors import BadRequest
 from mangaassist.delivery.engine.model import RunRecord, StepRecord
 from mangaassist.delivery.engine.policy import load_policy
@@ -51,6 +56,54 @@ def resolve_actor(name: str | None = None) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def resolve_identity(name: str | None = None, store: StateStore | None = None) -> people.Actor:
+    """Who asks, and how that is known (module docstring). ``name`` (``--as``) must agree with a
+    verified identity when one is present: a token for alice cannot act as bob."""
+    token = os.environ.get("MANGAASSIST_IDENTITY_TOKEN", "").strip()
+    found: people.Actor | None = None
+    if token:
+        secrets_dir = (store or StateStore()).secrets_dir
+        found = people.verify_token(people.load_key(secrets_dir), token).actor
+    elif os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL") and os.environ.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
+        found = people.github_actor(
+            _github_oidc_token(),
+            jwks_url=os.environ.get("MANGAASSIST_GITHUB_JWKS_URL") or people.GITHUB_JWKS_URL,
+            issuer=os.environ.get("MANGAASSIST_GITHUB_ISSUER") or people.GITHUB_ISSUER,
+        )
+    elif os.environ.get("MANGAASSIST_IDENTITY", "").strip().lower() == "aws":
+        import boto3
+
+        endpoint = os.environ.get("MANGAASSIST_STS_ENDPOINT") or None
+        found = people.aws_actor(boto3.client("sts", endpoint_url=endpoint))
+    if found is None:
+        return people.Actor(resolve_actor(name), "flag")
+    if name and name.strip() and approvals.identity(name) != approvals.identity(found.name):
+        raise people.IdentityRefused(
+            f"--as {name.strip()} but the {found.source} identity says {found.name}: "
+            "one cannot act as someone else"
+        )
+    return found
+
+
+def _github_oidc_token() -> str:
+    """A GitHub Actions job's OIDC token for the audience ``mangaassist`` (the job needs
+    ``permissions: id-token: write``)."""
+    import httpx
+
+    url = os.environ["ACTIONS_ID_TOKEN_REQUEST_URL"]
+    try:
+        answer = httpx.get(
+            url,
+            params={"audience": people.GITHUB_AUDIENCE},
+            headers={"Authorization": f"bearer {os.environ['ACTIONS_ID_TOKEN_REQUEST_TOKEN']}"},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["value"])
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        raise people.IdentityRefused(f"the GitHub Actions OIDC token could not be requested: {exc}") from None
 
 
 def seconds_env(name: str, default: float) -> float:
@@ -100,7 +153,7 @@ def run_pipeline(
     started`` once the run is recorded (with what it deploys, for CD-01 and CD-03). The run takes
     the lock of (environment, ``target``) (default: the pipeline's name) under the rules that
     ``policy.yaml`` sets for the pipeline; a pipeline of ``RUNS_AS`` runs under the lock and rules
-    of the one it names. Defaults: ``resolve_actor()`` as the requester, no overrides, the default
+    of the one it names. Defaults: ``resolve_identity()`` as the requester, no overrides, the default
     state store, the environment's executor settings. ``also_lock``: more targets the run holds.
     """
     built = registry.build(pipeline, params)
@@ -114,7 +167,7 @@ def run_pipeline(
             built,
             environment=environment,
             target=target or runs_as,
-            requester=requester or resolve_actor(),
+            requester=resolve_identity(requester, store),
             policy=policy,
             overrides=dict(overrides or {}),
             also_lock=also_lock,

@@ -13,7 +13,7 @@ from mangaassist.delivery.engine.metrics import EngineCollector
 from mangaassist.delivery.engine.model import RunState
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import demo
-from tests.integration.engine.test_engine_suite import PollingClock, decide, dev, executor, prod
+from tests.integration.engine.test_engine_suite import PollingClock, decide, dev, executor, prod, signed
 
 
 def _registry(store: StateStore, clock: PollingClock) -> CollectorRegistry:
@@ -32,14 +32,20 @@ def test_engine_metrics_count_runs_rollbacks_steps_and_waiting_approvals(store: 
     )
 
     ex = executor(store, clock)
-    ok = ex.run(demo.build({"work_seconds": 2}), environment="dev", target="a", requester="ann", policy=dev())
+    ok = ex.run(
+        demo.build({"work_seconds": 2}), environment="dev", target="a", requester=signed("ann"), policy=dev()
+    )
     bad = ex.run(
-        demo.build({"fail_at": "verify"}), environment="dev", target="b", requester="ann", policy=dev()
+        demo.build({"fail_at": "verify"}),
+        environment="dev",
+        target="b",
+        requester=signed("ann"),
+        policy=dev(),
     )
     assert ok.state is RunState.SUCCEEDED and bad.state is RunState.ROLLED_BACK
 
     pipeline = demo.build({"approval": True})
-    waiting = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    waiting = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     seen: dict[str, float | None] = {}
 
     def scrape_then_approve() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from mangaassist.delivery.engine import approvals, audit
+from mangaassist.delivery.engine import approvals, audit, people
 from mangaassist.delivery.engine.clock import FakeClock, iso
 from mangaassist.delivery.engine.errors import (
     ApprovalDenied,
@@ -60,6 +60,12 @@ def executor(store: StateStore, clock: FakeClock, **kw: object) -> Executor:
     return Executor(store, clock=clock, heartbeat=False, **kw)  # type: ignore[arg-type]
 
 
+def signed(name: str) -> people.Actor:
+    """A person with a verified identity (prod accepts no free-text names; identity sources are
+    tested in tests/integration/engine/test_people.py)."""
+    return people.Actor(name, "token", "test")
+
+
 def prod() -> EnvironmentPolicy:
     return default_policy().for_run("prod", "demo")
 
@@ -89,7 +95,7 @@ def decide(
     with store.transaction() as conn:
         run = store.run(conn, run_id, clock.now())
         return approvals.decide(
-            store, conn, run, decision=decision, actor=actor, comment=comment, now=clock.now()
+            store, conn, run, decision=decision, actor=signed(actor), comment=comment, now=clock.now()
         )
 
 
@@ -99,7 +105,7 @@ def decide(
 def test_a_run_goes_through_its_steps_and_records_every_transition(store: StateStore) -> None:
     clock = FakeClock(WEDNESDAY)
     final = executor(store, clock).run(
-        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build({}), environment="dev", target="demo", requester=signed("ann"), policy=dev()
     )
     assert final.state is RunState.SUCCEEDED and final.finished_at is not None
     assert steps_of(store, final.id) == dict.fromkeys(["prepare", "apply", "verify"], StepStatus.DONE)
@@ -123,7 +129,11 @@ def test_a_run_goes_through_its_steps_and_records_every_transition(store: StateS
 
 def test_failed_step_rolls_back_automatically_when_policy_says_so(store: StateStore) -> None:
     final = executor(store, FakeClock()).run(
-        demo.build({"fail_at": "apply"}), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build({"fail_at": "apply"}),
+        environment="dev",
+        target="demo",
+        requester=signed("ann"),
+        policy=dev(),
     )
     assert final.state is RunState.ROLLED_BACK
     assert final.reason == "step apply failed: demo failure requested at apply"
@@ -138,7 +148,11 @@ def test_failed_step_rolls_back_automatically_when_policy_says_so(store: StateSt
 def test_manual_rollback_policy_leaves_a_failed_run_for_an_operator(store: StateStore) -> None:
     policy = parse_policy("environments:\n  dev:\n    rollback: manual\n", "p.yaml").for_run("dev", "demo")
     final = executor(store, FakeClock()).run(
-        demo.build({"fail_at": "verify"}), environment="dev", target="demo", requester="ann", policy=policy
+        demo.build({"fail_at": "verify"}),
+        environment="dev",
+        target="demo",
+        requester=signed("ann"),
+        policy=policy,
     )
     assert final.state is RunState.FAILED
     assert "rollback.manual" in kinds(store, final.id) and "rollback.started" not in kinds(store, final.id)
@@ -149,7 +163,7 @@ def test_a_failing_rollback_is_reported_not_hidden(store: StateStore) -> None:
         demo.build({"fail_at": "apply", "rollback_fails": True}),
         environment="dev",
         target="demo",
-        requester="ann",
+        requester=signed("ann"),
         policy=dev(),
     )
     assert final.state is RunState.FAILED
@@ -164,7 +178,7 @@ def test_a_step_that_raises_fails_the_run_with_the_exception(store: StateStore) 
 
     pipeline = Pipeline("boom", (Step("boom", boom),))
     final = executor(store, FakeClock()).run(
-        pipeline, environment="dev", target="x", requester="ann", policy=dev()
+        pipeline, environment="dev", target="x", requester=signed("ann"), policy=dev()
     )
     assert final.state is RunState.FAILED and final.reason == "step boom failed: RuntimeError: disk full"
 
@@ -179,7 +193,9 @@ def test_waiting_for_time_polls_until_then_continues(store: StateStore) -> None:
         return Outcome.done({"baked_at": ctx.now().isoformat()})
 
     pipeline = Pipeline("bake", (Step("bake", bake),))
-    final = executor(store, clock).run(pipeline, environment="dev", target="x", requester="ann", policy=dev())
+    final = executor(store, clock).run(
+        pipeline, environment="dev", target="x", requester=signed("ann"), policy=dev()
+    )
     assert final.state is RunState.SUCCEEDED
     assert clock.now() == until  # slept exactly until, in poll-sized slices
     assert kinds(store, final.id).count("step.waiting") == 1  # one transition, however many polls
@@ -199,7 +215,7 @@ def test_effects_recorded_by_an_earlier_attempt_are_not_applied_again(store: Sta
     pipeline = Pipeline("flaky", (Step("flaky", flaky),))
     clock = FakeClock()
     ex = executor(store, clock)
-    record = ex.start(pipeline, environment="dev", target="x", requester="ann", policy=dev())
+    record = ex.start(pipeline, environment="dev", target="x", requester=signed("ann"), policy=dev())
     with pytest.raises(KeyboardInterrupt):
         ex.drive(record.id, pipeline)
     final = ex.resume(record.id, pipeline, actor="ann")
@@ -222,7 +238,7 @@ def start_and_abandon(
     """Start a run from a process that then vanishes (another host: only lease expiry tells)."""
     ghost = executor(store, clock, owner=Owner(pid=1, host="ci-runner-7"))
     return ghost.start(  # type: ignore[arg-type]
-        pipeline, environment="prod", target="web", requester="ann", policy=policy or prod(), **kw
+        pipeline, environment="prod", target="web", requester=signed("ann"), policy=policy or prod(), **kw
     )
 
 
@@ -263,7 +279,7 @@ def test_a_second_run_fails_at_once_naming_the_holder(store: StateStore) -> None
     first = start_and_abandon(store, clock, demo.build({}))
     with pytest.raises(LockHeld) as caught:
         executor(store, clock).start(
-            demo.build({}), environment="prod", target="web", requester="bob", policy=prod()
+            demo.build({}), environment="prod", target="web", requester=signed("bob"), policy=prod()
         )
     message = str(caught.value)
     assert first.id in message and "started by ann at 2025-01-08T12:00:00" in message
@@ -276,7 +292,7 @@ def test_an_expired_lease_is_taken_over_by_a_new_run(store: StateStore) -> None:
     first = start_and_abandon(store, clock, demo.build({}))
     clock.advance(31)
     second = executor(store, clock).start(
-        demo.build({}), environment="prod", target="web", requester="bob", policy=prod()
+        demo.build({}), environment="prod", target="web", requester=signed("bob"), policy=prod()
     )
     with store.transaction() as conn:
         old = store.run(conn, first.id, clock.now())
@@ -292,14 +308,16 @@ def test_abort_of_an_interrupted_run_rolls_back_and_frees_the_lock(store: StateS
     final = executor(store, clock).abort(run.id, pipeline, actor="ops", reason="bad build")
     assert final.state is RunState.ABORTED and final.reason == "aborted by ops: bad build"
     assert {"run.abort_requested", "run.finished"} <= set(kinds(store, run.id))
-    executor(store, clock).start(pipeline, environment="prod", target="web", requester="bob", policy=prod())
+    executor(store, clock).start(
+        pipeline, environment="prod", target="web", requester=signed("bob"), policy=prod()
+    )
 
 
 def test_abort_of_a_live_run_asks_its_process_to_stop(store: StateStore) -> None:
     clock = PollingClock()
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     other = executor(store, clock, owner=Owner(pid=2, host="laptop"))
     clock.on_sleep.append(lambda: other.abort(run.id, pipeline, actor="ops", reason="stop"))
     final = ex.drive(run.id, pipeline)
@@ -314,7 +332,7 @@ def test_prod_needs_one_approval_from_someone_else(store: StateStore) -> None:
     clock = PollingClock()
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     errors: list[Exception] = []
 
     def try_self_then_other() -> None:
@@ -338,7 +356,11 @@ def test_prod_needs_one_approval_from_someone_else(store: StateStore) -> None:
 
 def test_dev_allows_self_approval_and_no_approval_is_needed(store: StateStore) -> None:
     final = executor(store, FakeClock()).run(
-        demo.build({"approval": True}), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build({"approval": True}),
+        environment="dev",
+        target="demo",
+        requester=signed("ann"),
+        policy=dev(),
     )
     assert final.state is RunState.SUCCEEDED
     with store.transaction() as conn:
@@ -351,7 +373,7 @@ def test_only_listed_approvers_may_approve_and_each_counts_once(store: StateStor
     clock = PollingClock()
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=policy)
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=policy)
     denied: list[str] = []
 
     def round_one() -> None:
@@ -376,7 +398,7 @@ def test_a_name_written_differently_is_the_same_person(store: StateStore) -> Non
     clock = PollingClock()
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=policy)
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=policy)
     denied: list[str] = []
 
     def round_one() -> None:
@@ -400,7 +422,7 @@ def test_rejection_aborts_the_run_and_rolls_it_back(store: StateStore) -> None:
     clock = PollingClock()
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     clock.on_sleep.append(
         lambda: decide(store, clock, run.id, "bob", approvals.Decision.REJECTED, "not today")
     )
@@ -414,7 +436,7 @@ def test_approval_timeout_aborts_the_run_safely(store: StateStore) -> None:
     clock = FakeClock(WEDNESDAY)
     pipeline = demo.build({"approval": True})
     ex = executor(store, clock, poll_seconds=3600.0)  # a poll an hour: 24 polls to the timeout
-    final = ex.run(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    final = ex.run(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     assert final.state is RunState.ABORTED and "approval timed out" in (final.reason or "")
     assert (clock.now() - WEDNESDAY).total_seconds() >= 24 * 3600
     with store.transaction() as conn:
@@ -424,7 +446,7 @@ def test_approval_timeout_aborts_the_run_safely(store: StateStore) -> None:
 def test_bad_approvals_are_refused_and_change_nothing(store: StateStore) -> None:
     clock = FakeClock()
     done = executor(store, clock).run(
-        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build({}), environment="dev", target="demo", requester=signed("ann"), policy=dev()
     )
     with pytest.raises(RunFinished, match="already succeeded"):
         decide(store, clock, done.id, "bob", approvals.Decision.APPROVED)
@@ -445,7 +467,7 @@ def test_a_freeze_blocks_the_run_naming_the_rule_and_an_override_lets_it_pass(st
     pipeline = demo.build({})
     with pytest.raises(PolicyBlocked) as caught:
         executor(store, clock).start(
-            pipeline, environment="prod", target="web", requester="ann", policy=prod()
+            pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod()
         )
     assert caught.value.rule == "prod.freeze.weekend"
     assert "Fri 15:00 to Mon 09:00 UTC" in str(caught.value) and "--override prod.freeze.weekend" in str(
@@ -456,7 +478,7 @@ def test_a_freeze_blocks_the_run_naming_the_rule_and_an_override_lets_it_pass(st
             pipeline,
             environment="prod",
             target="web",
-            requester="ann",
+            requester=signed("ann"),
             policy=prod(),
             overrides={"prod.freeze.typo": "x"},
         )
@@ -464,7 +486,7 @@ def test_a_freeze_blocks_the_run_naming_the_rule_and_an_override_lets_it_pass(st
         pipeline,
         environment="prod",
         target="web",
-        requester="ann",
+        requester=signed("ann"),
         policy=prod(),
         overrides={"prod.freeze.weekend": "hotfix for INC-42"},
     )
@@ -485,7 +507,7 @@ def test_a_freeze_blocks_the_run_naming_the_rule_and_an_override_lets_it_pass(st
 
 def audited_store(store: StateStore) -> None:
     executor(store, FakeClock()).run(
-        demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build({}), environment="dev", target="demo", requester=signed("ann"), policy=dev()
     )
 
 
@@ -594,7 +616,7 @@ def test_secret_looking_params_are_redacted_in_the_log_but_kept_for_the_run(stor
         "n": 3,
     }
     run = executor(store, FakeClock()).run(
-        demo.build(params), environment="dev", target="demo", requester="ann", policy=dev()
+        demo.build(params), environment="dev", target="demo", requester=signed("ann"), policy=dev()
     )
     with store.transaction() as conn:
         started = next(e for e in audit.entries(conn, run.id) if e.kind == "run.started")
@@ -667,7 +689,7 @@ def test_a_freeze_that_begins_while_waiting_for_approval_holds_the_deploy_until_
     applied: list[datetime] = []
     pipeline = deploying(applied, approval=True)
     ex = executor(store, clock, poll_seconds=3600.0)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
 
     def approve_saturday_morning() -> None:
         clock.advance((datetime(2025, 1, 11, 8, 59, tzinfo=UTC) - clock.now()).total_seconds())
@@ -696,7 +718,7 @@ def test_a_step_reached_during_a_freeze_waits_for_time_naming_the_rule(store: St
             seen["deploy"] = store.steps(conn, run.id)[1]
 
     clock.on_sleep += [lambda: None, look]  # prepare's own sleep, then the first poll of the hold
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod_freezes())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod_freezes())
     final = ex.drive(run.id, pipeline)
     assert final.state is RunState.SUCCEEDED
     assert applied == [MONDAY_0900]
@@ -719,7 +741,7 @@ def test_an_effect_is_not_applied_when_the_freeze_begins_inside_its_step(store: 
     applied: list[datetime] = []
     pipeline = deploying(applied, prepare_s=120.0)  # prepare's effect would land at 15:01
     final = executor(store, clock, poll_seconds=3600.0).run(
-        pipeline, environment="prod", target="web", requester="ann", policy=prod_freezes()
+        pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod_freezes()
     )
     assert final.state is RunState.SUCCEEDED
     assert_never_during_the_freeze(applied)
@@ -753,7 +775,7 @@ def test_an_override_given_at_start_holds_for_every_step(store: StateStore) -> N
         deploying(applied, prepare_s=60.0),
         environment="prod",
         target="web",
-        requester="ann",
+        requester=signed("ann"),
         policy=prod_freezes(),
         overrides={"prod.freeze.weekend": "hotfix for INC-42"},
     )
@@ -776,7 +798,7 @@ def test_a_step_reached_after_the_window_closes_waits_for_the_next_window(store:
         deploying(applied, prepare_s=120.0, prepare_effect=False),
         environment="prod",
         target="web",
-        requester="ann",
+        requester=signed("ann"),
         policy=policy,
     )
     assert final.state is RunState.SUCCEEDED
@@ -799,7 +821,11 @@ def test_the_approval_timeout_still_applies_while_a_freeze_holds_the_run(store: 
     clock = FakeClock(FRIDAY_1459)
     applied: list[datetime] = []
     final = executor(store, clock, poll_seconds=600.0).run(
-        deploying(applied, approval=True), environment="prod", target="web", requester="ann", policy=policy
+        deploying(applied, approval=True),
+        environment="prod",
+        target="web",
+        requester=signed("ann"),
+        policy=policy,
     )
     assert final.state is RunState.ABORTED and "approval timed out" in (final.reason or "")
     assert clock.now() < datetime(2025, 1, 10, 17, 30, tzinfo=UTC)  # not held until Monday
@@ -821,7 +847,11 @@ def test_a_process_whose_run_was_taken_over_applies_no_effect(store: StateStore)
     def stalls(ctx: StepContext) -> Outcome:
         clock.advance(120)  # process A stalls past its lease
         b.start(
-            Pipeline("x", (Step("s", noop),)), environment="dev", target="web", requester="bob", policy=dev()
+            Pipeline("x", (Step("s", noop),)),
+            environment="dev",
+            target="web",
+            requester=signed("bob"),
+            policy=dev(),
         )
         ctx.effect("deploy", lambda key: applied.append(key))
         return Outcome.done()
@@ -832,7 +862,7 @@ def test_a_process_whose_run_was_taken_over_applies_no_effect(store: StateStore)
             Pipeline("x", (Step("s", stalls),)),
             environment="dev",
             target="web",
-            requester="ann",
+            requester=signed("ann"),
             policy=dev(),
         )
     assert applied == []
@@ -865,7 +895,7 @@ def test_an_executor_of_the_same_process_is_fenced_by_the_lease_token(store: Sta
             Pipeline("x", (Step("s", taken_over),)),
             environment="dev",
             target="web",
-            requester="ann",
+            requester=signed("ann"),
             policy=dev(),
         )
     assert applied == [] and len(seen) == 1
@@ -881,7 +911,11 @@ def test_an_effect_applied_after_the_lease_was_lost_is_not_recorded(store: State
     def slow_apply(_key: str) -> str:
         clock.advance(120)  # the target took two minutes; meanwhile the lock was taken over
         b.start(
-            Pipeline("x", (Step("s", noop),)), environment="dev", target="web", requester="bob", policy=dev()
+            Pipeline("x", (Step("s", noop),)),
+            environment="dev",
+            target="web",
+            requester=signed("bob"),
+            policy=dev(),
         )
         return "done"
 
@@ -891,7 +925,11 @@ def test_an_effect_applied_after_the_lease_was_lost_is_not_recorded(store: State
 
     with pytest.raises(LeaseLost):
         executor(store, clock).run(
-            Pipeline("x", (Step("s", step),)), environment="dev", target="web", requester="ann", policy=dev()
+            Pipeline("x", (Step("s", step),)),
+            environment="dev",
+            target="web",
+            requester=signed("ann"),
+            policy=dev(),
         )
     with store.transaction() as conn:
         assert conn.execute(sa.select(effects)).all() == []
@@ -907,7 +945,7 @@ def test_a_database_from_before_the_lease_token_gets_the_column(state_url: str) 
         with store.transaction() as conn:
             assert "lease_token" in {c["name"] for c in sa.inspect(conn).get_columns("engine_runs")}
         final = executor(store, FakeClock()).run(
-            demo.build({}), environment="dev", target="demo", requester="ann", policy=dev()
+            demo.build({}), environment="dev", target="demo", requester=signed("ann"), policy=dev()
         )
         assert final.state is RunState.SUCCEEDED
     finally:
@@ -920,7 +958,7 @@ def test_the_pipelines_resources_are_released_when_the_executor_stops_driving_it
     built = demo.build({})
     pipeline = dataclasses.replace(built, close=lambda: closed.append("closed"))
     final = executor(store, clock).run(
-        pipeline, environment="dev", target="demo", requester="ann", policy=dev()
+        pipeline, environment="dev", target="demo", requester=signed("ann"), policy=dev()
     )
     assert final.state is RunState.SUCCEEDED and closed == ["closed"]
 
@@ -946,7 +984,7 @@ def test_prod_puts_an_approval_before_the_first_change_of_a_pipeline_without_one
     applied: list[str] = []
     pipeline = _checked_then_deployed(applied)
     ex = executor(store, clock)
-    run = ex.start(pipeline, environment="prod", target="web", requester="ann", policy=prod())
+    run = ex.start(pipeline, environment="prod", target="web", requester=signed("ann"), policy=prod())
     assert run.step_names == ["check", "approval", "deploy"]  # after the read-only step, before the change
     seen: dict[str, object] = {}
     errors: list[Exception] = []
@@ -972,7 +1010,7 @@ def test_no_approval_is_added_in_dev_for_a_restore_or_where_the_pipeline_asks_it
     applied: list[str] = []
     pipeline = _checked_then_deployed(applied)
     dev_run = executor(store, FakeClock()).run(
-        pipeline, environment="dev", target="a", requester="ann", policy=dev()
+        pipeline, environment="dev", target="a", requester=signed("ann"), policy=dev()
     )
     assert dev_run.step_names == ["check", "deploy"] and dev_run.state is RunState.SUCCEEDED
     for variant in (
@@ -980,7 +1018,7 @@ def test_no_approval_is_added_in_dev_for_a_restore_or_where_the_pipeline_asks_it
         dataclasses.replace(pipeline, inline_approval=True),
     ):
         run = executor(store, FakeClock()).start(
-            variant, environment="prod", target="b", requester="ann", policy=prod()
+            variant, environment="prod", target="b", requester=signed("ann"), policy=prod()
         )
         assert run.step_names == ["check", "deploy"]
         executor(store, FakeClock()).abort(run.id, None, actor="ann", reason="test")

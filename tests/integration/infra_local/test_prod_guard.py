@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mangaassist.delivery.engine import people
 from mangaassist.delivery.engine.model import RunState, StepStatus
 from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.engine.runs import Executor
@@ -50,7 +51,7 @@ def test_a_partition_key_change_is_refused_in_prod_before_any_aws_call(
         pipeline,
         environment="prod",
         target=cd02.NAME,
-        requester="tester",
+        requester=people.Actor("tester", "token", "test"),
         policy=load_policy(None).for_run("prod", cd02.NAME),
         overrides=FREEZE,
     )

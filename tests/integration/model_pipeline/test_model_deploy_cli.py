@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mangaassist.delivery.engine import audit
+from mangaassist.delivery.engine import audit, people
 from mangaassist.delivery.engine.model import StepRecord
 from tests.integration.model_pipeline.conftest import ModelPlane, model_users
 
@@ -43,9 +43,16 @@ MANGAASSIST = Path(sys.executable).parent / "mangaassist"
 
 
 def _env(plane: ModelPlane, actor: str) -> dict[str, str]:
+    """The CLI's environment as ``actor``, signed in with an identity token (prod refuses names)."""
     policy = plane.directory / "policy.yaml"
     policy.write_text(POLICY)
-    return {**plane.env, "MANGAASSIST_ACTOR": actor, "MANGAASSIST_POLICY": str(policy), "COLUMNS": "200"}
+    token = people.issue_token(people.load_key(plane.store.secrets_dir), actor, 3600)
+    return {
+        **plane.env,
+        "MANGAASSIST_IDENTITY_TOKEN": token,
+        "MANGAASSIST_POLICY": str(policy),
+        "COLUMNS": "200",
+    }
 
 
 def _steps(plane: ModelPlane, run_id: str) -> dict[str, StepRecord]:
@@ -116,12 +123,13 @@ def test_killed_mid_canary_resumed_then_approved_by_someone_else(model_plane: Mo
             lambda: _steps(model_plane, run_id)["approve"].status.value == "waiting", 120, "the approval"
         )
         assert model_plane.champion() == models.champion  # nothing moves without the approval
-        own = subprocess.run(
-            [str(MANGAASSIST), "approve", run_id, "--as", "alice"], env=alice, capture_output=True, text=True
-        )
+        own = subprocess.run([str(MANGAASSIST), "approve", run_id], env=alice, capture_output=True, text=True)
         assert own.returncode == 2 and "alice" in own.stderr, own.stderr
         other = subprocess.run(
-            [str(MANGAASSIST), "approve", run_id, "--as", "bob"], env=alice, capture_output=True, text=True
+            [str(MANGAASSIST), "approve", run_id],
+            env=_env(model_plane, "bob"),
+            capture_output=True,
+            text=True,
         )
         assert other.returncode == 0, other.stderr
         out, err = resume.communicate(timeout=120)

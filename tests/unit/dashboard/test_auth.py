@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from mangaassist.dashboard import auth
 from mangaassist.dashboard.server import create_app, is_loopback, serve
+from mangaassist.delivery.engine import people
 from mangaassist.delivery.engine.state import StateStore
 
 KEY = b"k" * 32
@@ -20,17 +21,17 @@ EVERYWHERE = "0.0.0.0"  # noqa: S104 - only ever refused here
 def test_a_token_names_its_person_and_nothing_else_verifies() -> None:
     token = auth.issue(KEY, " bob ", ttl_s=60)
     session = auth.verify(KEY, token)
-    assert session.actor == "bob" and session.token == token
+    assert session.actor == "bob" and session.token == token and session.who.source == "token"
     with pytest.raises(auth.NotSignedIn, match="not valid"):
         auth.verify(b"x" * 32, token)  # another key
     other_audience = jwt.encode(
-        {"sub": "bob", "aud": "mangaassist-chat", "iss": auth.ISSUER, "exp": int(time.time()) + 60},
+        {"sub": "bob", "aud": "mangaassist-chat", "iss": people.ISSUER, "exp": int(time.time()) + 60},
         KEY,
         "HS256",
     )
     with pytest.raises(auth.NotSignedIn):
         auth.verify(KEY, other_audience)
-    unsigned = jwt.encode({"sub": "bob", "aud": auth.AUDIENCE, "iss": auth.ISSUER}, None, "none")
+    unsigned = jwt.encode({"sub": "bob", "aud": people.AUDIENCE, "iss": people.ISSUER}, None, "none")
     with pytest.raises(auth.NotSignedIn):
         auth.verify(KEY, unsigned)
 
@@ -47,7 +48,7 @@ def test_a_person_needs_a_plausible_name(actor: str) -> None:
         auth.issue(KEY, actor)
 
 
-@pytest.mark.parametrize("ttl", [0, -5, auth.MAX_TTL_S + 1])
+@pytest.mark.parametrize("ttl", [0, -5, people.MAX_TTL_S + 1])
 def test_a_token_lives_a_bounded_time(ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl"):
         auth.issue(KEY, "bob", ttl_s=ttl)
@@ -72,13 +73,18 @@ def test_only_the_dashboard_itself_may_post() -> None:
 
 
 def test_the_key_is_made_private_and_refused_when_others_can_read_it(tmp_path: Path) -> None:
-    key = auth.load_key(tmp_path)
-    path = auth.key_path(tmp_path)
-    assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
-    assert auth.load_key(tmp_path) == key
-    path.chmod(0o644)
-    with pytest.raises(Exception, match="dashboard's session key is readable by others"):
-        auth.load_key(tmp_path)
+    store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    try:
+        key = auth.load_key(store)
+        path = people.key_path(store.secrets_dir)
+        assert path == tmp_path / "secrets" / "identity.key"
+        assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
+        assert auth.load_key(store) == key
+        path.chmod(0o644)
+        with pytest.raises(Exception, match="identity token key is readable by others"):
+            auth.load_key(store)
+    finally:
+        store.close()
 
 
 def test_off_loopback_every_page_needs_a_session(tmp_path: Path) -> None:

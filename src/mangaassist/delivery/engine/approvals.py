@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mangaassist.delivery.engine import audit
+from mangaassist.delivery.engine import audit, people
 from mangaassist.delivery.engine.clock import iso
 from mangaassist.delivery.engine.errors import ApprovalDenied, BadRequest, NotWaitingForApproval, RunFinished
 from mangaassist.delivery.engine.model import RunRecord, StepStatus, WaitFor
@@ -130,12 +130,14 @@ def decide(
     run: RunRecord,
     *,
     decision: Decision,
-    actor: str,
+    actor: str | people.Actor,
     comment: str,
     now: datetime,
 ) -> ApprovalRecord:
-    """Check that ``actor`` may decide on ``run`` now, record it and audit it (caller's transaction)."""
-    actor = actor.strip()
+    """Check that ``actor`` may decide on ``run`` now, record it and audit it (caller's transaction).
+    The run's policy must accept how ``actor`` was identified (a plain name is free text)."""
+    deciding = people.as_actor(actor)
+    actor = deciding.name.strip()
     if not actor:
         raise BadRequest("--as NAME is required: say who approves")
     if run.state.final:
@@ -147,6 +149,7 @@ def decide(
         raise NotWaitingForApproval(
             f"run {run.id} is not waiting for an approval (it is {run.effective_state.value})"
         )
+    people.check_source(deciding, run.policy, "approver")
     allowed = tuple(run.policy.get("approvers") or ())
     env = run.environment
     who = identity(actor)
@@ -176,7 +179,13 @@ def decide(
         kind=f"approval.{decision.value}",
         actor=actor,
         run_id=run.id,
-        detail={"step": step, "comment": comment, "requester": run.requester, "environment": env},
+        detail={
+            "step": step,
+            "comment": comment,
+            "requester": run.requester,
+            "environment": env,
+            "identity": {"source": deciding.source, "evidence": deciding.evidence},
+        },
     )
     return record
 

@@ -14,6 +14,10 @@ Per environment, optionally refined per pipeline (``pipelines: {CD-03: {prod: {.
   before it must pass an approval step;
 - ``approval_overrides``: whether a run may skip its approvals with ``--override ENV.approvals
   --reason TEXT`` (false unless set: four-eyes is not something the requester alone can waive);
+- ``identities``: how requesters and approvers must be identified (``engine.people``): any of
+  ``flag`` (free text: ``--as``), ``token`` (a signed identity token), ``aws`` (the AWS caller
+  identity), ``github`` (a GitHub Actions OIDC token); default: all of them where no approval is
+  required, only the verified three where one is, so four-eyes cannot be met by typing names;
 - ``gate_overrides``: whether a run may pass a failed quality gate of its pipeline (CD-03's offline
   model gate) with ``--override ENV.gates --reason TEXT``; without it there is no such rule to name;
 - ``windows``: if any, deploys only inside one of them (``days``, ``from``, ``to``, ``timezone``);
@@ -42,6 +46,7 @@ import yaml
 
 from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.engine import people
 from mangaassist.delivery.engine.approvals import identity
 from mangaassist.delivery.engine.errors import PolicyError, UnknownEnvironment, UnknownRule
 from mangaassist.platform.settings import find_config
@@ -88,6 +93,7 @@ _ENV_FIELDS = {
     "max_canary_weight_before_approval",
     "gate_overrides",
     "approval_overrides",
+    "identities",
     "windows",
     "freezes",
 }
@@ -233,9 +239,18 @@ class EnvironmentPolicy:
     approval_overrides: bool = False
     """Whether ``ENV.approvals`` is a rule ``--override`` may name (a run that skips its approvals):
     never unless the policy says so for the environment."""
+    identities: tuple[str, ...] | None = None
+    """The identity sources the policy names (None: the default, see ``accepted_identities``)."""
     windows: tuple[Window, ...] = ()
     freezes: tuple[Freeze, ...] = ()
     source: str = DEFAULT_POLICY_NAME
+
+    @property
+    def accepted_identities(self) -> tuple[str, ...]:
+        """Every source where no approval is required, the verified ones where one is."""
+        if self.identities is not None:
+            return self.identities
+        return people.SOURCES if self.approvals == 0 else people.VERIFIED
 
     @property
     def approvals_rule(self) -> str:
@@ -332,6 +347,7 @@ class EnvironmentPolicy:
             "max_canary_weight_before_approval": self.max_canary_weight_before_approval,
             "gate_overrides": self.gate_overrides,
             "approval_overrides": self.approval_overrides,
+            "identities": list(self.accepted_identities),
             "windows": [w.describe() for w in self.windows],
             "freezes": [f"{f.name}: {f.describe()}" for f in self.freezes],
             "window_specs": [w.as_spec() for w in self.windows],
@@ -356,6 +372,7 @@ class EnvironmentPolicy:
             max_canary_weight_before_approval=int(snapshot.get("max_canary_weight_before_approval", 100)),
             gate_overrides=bool(snapshot.get("gate_overrides", False)),
             approval_overrides=bool(snapshot.get("approval_overrides", False)),
+            identities=tuple(snapshot["identities"]) if snapshot.get("identities") is not None else None,
             windows=tuple(Window.from_spec(w) for w in snapshot.get("window_specs") or ()),
             freezes=tuple(Freeze.from_spec(f) for f in snapshot.get("freeze_specs") or ()),
             source=str(snapshot.get("source", DEFAULT_POLICY_NAME)),
@@ -538,6 +555,15 @@ class _Parser:
                 if not isinstance(value, bool):
                     raise self.fail(env, name, at, f"expected true or false, got {value!r}")
                 out[name] = value
+            elif name == "identities":
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or not all(isinstance(v, str) and v in people.SOURCES for v in value)
+                ):
+                    known = ", ".join(people.SOURCES)
+                    raise self.fail(env, name, at, f"expected a non-empty list of {known}, got {value!r}")
+                out[name] = tuple(dict.fromkeys(value))
             elif name == "approval_timeout":
                 out["approval_timeout_s"] = self.duration(value, env, name, at)
             elif name == "rollback":
@@ -554,13 +580,13 @@ class _Parser:
                     self.freeze(item, env, name, f"{at}[{i}]")
                     for i, item in enumerate(self.seq(value, env, name, at))
                 )
-        people = {identity(a) for a in out.get("approvers", ())}
-        if people and out.get("approvals", 0) > len(people):
+        distinct = {identity(a) for a in out.get("approvers", ())}
+        if distinct and out.get("approvals", 0) > len(distinct):
             raise self.fail(
                 env,
                 "approvals",
                 f"{where}.approvals",
-                f"{out['approvals']} approvals required but only {len(people)} distinct approver(s) listed "
+                f"{out['approvals']} approvals required but only {len(distinct)} distinct approver(s) listed "
                 f"({', '.join(out['approvers'])}): no run could ever be approved",
             )
         return out

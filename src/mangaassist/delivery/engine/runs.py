@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.engine import approvals, audit, locks
+from mangaassist.delivery.engine import approvals, audit, locks, people
 from mangaassist.delivery.engine.clock import Clock, SystemClock, iso, parse_iso
 from mangaassist.delivery.engine.errors import (
     LeaseLost,
@@ -391,15 +391,20 @@ class Executor:
         *,
         environment: str,
         target: str,
-        requester: str,
+        requester: str | people.Actor,
         policy: EnvironmentPolicy,
         overrides: dict[str, str] | None = None,
         also_lock: Sequence[str] = (),
     ) -> RunRecord:
         """Check policy, take the (environment, target) lock and record the run, all or nothing.
 
+        ``requester``: who asks, with how they were identified (a plain name is free text); the
+        policy's ``identities`` must accept it (``people.check_source``).
         ``also_lock``: more targets the run holds until it ends (CD-07 holds the app's, so that no
         app deploy runs during a migration and no migration during an app deploy)."""
+        asking = people.as_actor(requester)
+        people.check_source(asking, policy.as_dict(), "requester")
+        requester = asking.name
         overrides = dict(overrides or {})
         policy.check_overrides(overrides)
         pipeline = required_approval(pipeline, policy.approvals)
@@ -489,6 +494,7 @@ class Executor:
                     "params": audit.redact_params(pipeline.params),
                     "owner": self.owner.label,
                     "policy": policy.source,
+                    "identity": {"source": asking.source, "evidence": asking.evidence},
                 },
             )
             for rule, reason in overrides.items():

@@ -12,7 +12,7 @@ leaves the address bar and no other site's page can send it.
 Reading is open on loopback; deciding is not. Approving or rejecting a run needs
 
 * a valid session cookie: the approver is its ``sub``, never a form field;
-* the form's ``csrf`` field: an HMAC of the session's token under the dashboard key, which only a
+* the form's ``csrf`` field: an HMAC of the session's token under the identity key, which only a
   page the dashboard rendered for that session carries (a cross-site form cannot know it);
 * an ``Origin`` (or, without one, ``Referer``) naming the dashboard itself when the browser sends
   one.

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mangaassist.dashboard import auth
 from mangaassist.delivery.engine import approvals, audit, people
-from mangaassist.delivery.engine.errors import PolicyError
-from mangaassist.delivery.engine.policy import load_policy
+from mangaassist.delivery.engine.errors import ApprovalDenied, PolicyError
+from mangaassist.delivery.engine.policy import load_policy, parse_policy
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import demo
 from tests.integration.engine.test_engine_suite import WEDNESDAY, PollingClock, executor, prod, signed
@@ -248,3 +248,51 @@ def test_a_token_and_its_dashboard_session_are_the_same_person(tmp_path: Path) -
         "evidence": "",
     }
     assert approvals.identity(" BOB ") == "bob"
+
+
+def test_an_approvals_override_is_itself_an_approval_by_another_person(store: StateStore) -> None:
+    """Where the policy allows overriding prod's two approvals, the override replaces them by one
+    confirmation, and the requester cannot give it."""
+    text = (
+        "environments:\n  prod:\n    approvals: 2\n    self_approval: false\n    approval_overrides: true\n"
+    )
+    policy = parse_policy(text, "p.yaml").for_run("prod", "demo")
+    clock = PollingClock()
+    pipeline = demo.build({"approval": True})
+    ex = executor(store, clock)
+    run = ex.start(
+        pipeline,
+        environment="prod",
+        target="web",
+        requester=signed("ann"),
+        policy=policy,
+        overrides={"prod.approvals": "the second approver is on leave"},
+    )
+    denied: list[str] = []
+
+    def confirm() -> None:
+        for who in ("ann", "bob"):
+            with store.transaction() as conn:
+                waiting = store.run(conn, run.id, clock.now())
+                if waiting.state.final or approvals.waiting_step(conn, run.id) is None:
+                    return
+                try:
+                    approvals.decide(
+                        store,
+                        conn,
+                        waiting,
+                        decision=approvals.Decision.APPROVED,
+                        actor=signed(who),
+                        comment="",
+                        now=clock.now(),
+                    )
+                except ApprovalDenied as exc:
+                    denied.append(str(exc))
+
+    clock.on_sleep.append(confirm)
+    final = ex.drive(run.id, pipeline)
+    assert final.state.value == "succeeded"
+    assert denied and "ann started run" in denied[0]
+    with store.transaction() as conn:
+        gate = next(s for s in store.steps(conn, run.id) if s.name == "approval")
+    assert gate.detail["approved_by"] == ["bob"] and gate.detail["overridden"] == "prod.approvals"

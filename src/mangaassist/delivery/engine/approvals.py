@@ -9,7 +9,11 @@ rules of a run in flight):
 - only the listed ``approvers`` may decide (empty list: anyone);
 - the requester may not approve their own run unless ``self_approval`` is true (false in prod);
 - one person counts once; ``approvals`` distinct approvers are needed;
-- a rejection stops the run (rolled back as policy says); past ``approval_timeout`` it is aborted.
+- a rejection stops the run (rolled back as policy says); past ``approval_timeout`` it is aborted;
+- ``--override ENV.approvals`` (only where the policy's ``approval_overrides`` allows it) does not
+  skip people: it replaces the approvals required by one confirmation, and the requester may not
+  give it where ``self_approval`` is false (an override is itself an approval that needs another
+  person where four-eyes applies).
 
 Every decision is audited with who, when and the comment, in the same transaction.
 """
@@ -93,6 +97,8 @@ def status(
     conn: Connection, run: RunRecord, step: str, waiting_since: datetime, now: datetime
 ) -> ApprovalStatus:
     needed = int(run.policy.get("approvals", 0))
+    if needed > 0 and overridden(run):
+        needed = 1  # the override stands in for the approvals; one other person confirms it
     timeout = float(run.policy.get("approval_timeout_s", 86400.0))
     mine = [r for r in records(conn, run.id) if r.step == step]
     rejected = next((r for r in mine if r.decision is Decision.REJECTED), None)
@@ -110,6 +116,11 @@ def status(
         timed_out=now >= deadline,
         records=mine,
     )
+
+
+def overridden(run: RunRecord) -> bool:
+    """Whether the run started with ``--override ENV.approvals`` (where the policy allows it)."""
+    return f"{run.environment}.approvals" in run.overrides
 
 
 def waiting_step(conn: Connection, run_id: str) -> str | None:

@@ -12,8 +12,10 @@ Per environment, optionally refined per pipeline (``pipelines: {CD-03: {prod: {.
 - ``rollback``: ``automatic`` (a failed run runs its rollback) or ``manual`` (left to an operator);
 - ``max_canary_weight_before_approval``: the highest canary weight (%) a pipeline may shift to
   before it must pass an approval step;
-- ``approval_overrides``: whether a run may skip its approvals with ``--override ENV.approvals
-  --reason TEXT`` (false unless set: four-eyes is not something the requester alone can waive);
+- ``approval_overrides``: whether a run may replace its approvals by one confirmation with
+  ``--override ENV.approvals --reason TEXT`` (false unless set); the confirmation still comes from
+  another person where ``self_approval`` is false: four-eyes is not something the requester alone
+  can waive;
 - ``identities``: how requesters and approvers must be identified (``engine.people``): any of
   ``flag`` (free text: ``--as``), ``token`` (a signed identity token), ``aws`` (the AWS caller
   identity), ``github`` (a GitHub Actions OIDC token); default: all of them where no approval is

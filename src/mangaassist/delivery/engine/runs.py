@@ -284,17 +284,19 @@ def approval_step(
 
     def gate(ctx: StepContext) -> Outcome:
         rule = f"{ctx.run.environment}.approvals"
-        if rule in ctx.run.overrides:
-            return Outcome.done(detail={"overridden": rule, "reason": ctx.run.overrides[rule]})
+        override = (
+            {"overridden": rule, "reason": ctx.run.overrides[rule]} if rule in ctx.run.overrides else {}
+        )
         status = ctx.approval()
         if status.needed == 0:
-            return Outcome.done(detail={"approvals_required": 0})
+            return Outcome.done(detail={"approvals_required": 0, **override})
         stop = approval_stop(status)
         if stop is not None:
             return stop
         if status.granted:
             return Outcome.done(
-                {"approved_by": list(status.approvers)}, detail={"approved_by": list(status.approvers)}
+                {"approved_by": list(status.approvers)},
+                detail={"approved_by": list(status.approvers), **override},
             )
         missing = status.needed - len(status.approvers)
         return Outcome.wait_for_approval(

@@ -47,7 +47,7 @@ HomeOpt = Annotated[
 ]
 
 
-def _issue(actor: str | None, ttl: str, home: Path | None) -> tuple[Path, str, str, str]:
+def issue_for(actor: str | None, ttl: str, home: Path | None) -> tuple[Path, str, str, str]:
     """(state home, who, token, expiry) for ``actor``; errors exit 2 with one line."""
     seconds = parse_ttl(ttl)
     try:
@@ -75,7 +75,7 @@ def token(
     as_json: Annotated[bool, typer.Option("--json", help="Print token, actor and expiry as JSON.")] = False,
 ) -> None:
     """Print an identity token: export it as MANGAASSIST_IDENTITY_TOKEN to act as that person."""
-    _, who, issued, expiry = _issue(actor, ttl, home)
+    _, who, issued, expiry = issue_for(actor, ttl, home)
     if as_json:
         print(json.dumps({"token": issued, "actor": who, "expires_at": expiry}, indent=2))
         return
@@ -104,7 +104,7 @@ def link(
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    _, who, issued, expiry = _issue(actor, ttl, home)
+    _, who, issued, expiry = issue_for(actor, ttl, home)
     url = f"{running['url']}/signin?token={issued}"
     if as_json:
         print(

@@ -104,9 +104,17 @@ def up(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) -> N
         console.print(f"  edge (widget and /v1): {started.edge_url}", highlight=False)
     if started.dashboard_url:
         console.print(
-            f"  dashboard (runs, approvals, delivery; engine metrics at /metrics): {started.dashboard_url}"
-            " (to approve from it: `mangaassist dashboard link`)",
+            f"  dashboard (runs, approvals, delivery; engine metrics at /metrics): {started.dashboard_url}",
             highlight=False,
+        )
+        from mangaassist.cli.dashboard_cmds import issue_for
+
+        _, who, token, expiry = issue_for(None, "12h", platform.home)
+        console.print(
+            f"  sign in as {who} to approve from it (until {expiry}; a credential, keep it private; "
+            f"others: `mangaassist dashboard link --as NAME`): {started.dashboard_url}/signin?token={token}",
+            highlight=False,
+            soft_wrap=True,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
             assert dashboard["url"] == "http://127.0.0.1:8090"
         engine = httpx.get(f"{dashboard['url']}/metrics", timeout=10).text
         assert "mangaassist_engine_scrape_errors_total 0.0" in engine
+        # up printed a sign-in link for whoever ran it: it opens a session on the dashboard
+        link = re.search(r"(http://\S+/signin\?token=\S+)", up.stdout.replace("\n", ""))
+        assert link is not None, up.stdout
+        signed = httpx.get(link.group(1), timeout=10)
+        assert signed.status_code == 303 and "ma_dashboard" in signed.cookies
         target = json.loads((state_home / "monitoring" / "targets" / "dashboard.json").read_text())
         assert target[0]["targets"] == [dashboard["url"].removeprefix("http://")]
         monitoring = status["monitoring"]  # CD-08: Prometheus and Alertmanager run with the platform

@@ -62,9 +62,13 @@ from mangaassist.platform.tables import Tables
 from mangaassist.platform.vector import VectorIndex
 
 if TYPE_CHECKING:
+    from mangaassist.platform.aws.audit import S3AuditAnchor
     from mangaassist.platform.local.client import DownReport, UpReport
 
 PROVIDERS = ("local", "aws")
+AWS_ENDPOINT_ENV = "MANGAASSIST_AWS_ENDPOINT_URL"
+"""Another endpoint than AWS's for the engine's own AWS clients (the audit anchor and key): a moto
+server in tests and drills. Unset: boto3's own resolution (region, credentials, endpoints)."""
 DASHBOARD = ("dashboard", "mangaassist.dashboard")
 """The delivery dashboard's process (``platform.daemons``: name, module), started by ``up``."""
 
@@ -575,3 +579,47 @@ def opened(environment: str | None = None, *, home: Path | None = None) -> Itera
         yield platform
     finally:
         platform.close()
+
+
+# -- the engine's audit log in AWS (``delivery.engine.anchor``, ``delivery.engine.audit``) ------------
+
+
+def _engine_client(service: str, what: str, region: str | None = None) -> Any:
+    """A boto3 client for the engine's own use (not an environment's): ``MANGAASSIST_AWS_ENDPOINT_URL``
+    if set, else boto3's resolution."""
+    try:
+        import boto3
+    except ImportError:
+        raise ConfigError(f"{what} needs boto3: install mangaassist[aws]") from None
+    from botocore.exceptions import BotoCoreError
+
+    make: Any = boto3.client  # typed per service name by boto3-stubs; the name is a variable here
+    endpoint = os.environ.get(AWS_ENDPOINT_ENV, "").strip() or None
+    try:
+        return make(service, endpoint_url=endpoint, region_name=region)
+    except (BotoCoreError, ValueError) as exc:  # no region, a malformed endpoint
+        raise ConfigError(f"{what}: cannot make the {service} client: {exc}") from None
+
+
+def audit_anchor(url: str, *, retention_days: int) -> S3AuditAnchor:
+    """The audit anchor ``s3://BUCKET/PREFIX`` (``platform.aws.audit.S3AuditAnchor``), its bucket
+    checked for Object Lock (refused without it) before it is returned."""
+    from mangaassist.platform.aws.audit import S3AuditAnchor, parse_s3_url
+
+    bucket, prefix = parse_s3_url(url)
+    s3 = _engine_client("s3", f"MANGAASSIST_AUDIT_ANCHOR={url}")
+    anchor = S3AuditAnchor(s3, bucket=bucket, prefix=prefix, retention_days=retention_days)
+    anchor.check()
+    return anchor
+
+
+def audit_key(secret_id: str) -> bytes:
+    """The audit key held by the Secrets Manager secret ``secret_id`` (ARN or name; its region is the
+    ARN's, else boto3's), 32 bytes (``platform.aws.audit.secrets_manager_key``)."""
+    from mangaassist.platform.aws.audit import secret_region, secrets_manager_key
+
+    client = _engine_client("secretsmanager", f"the audit key secret {secret_id}", secret_region(secret_id))
+    try:
+        return secrets_manager_key(client, secret_id)
+    finally:
+        client.close()

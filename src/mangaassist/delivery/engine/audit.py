@@ -8,12 +8,17 @@ the last sequence number and hash, so deleting the newest entries shows too.
 
 **The key** is 32 random bytes in ``secrets/audit.key`` beside the SQLite database (for PostgreSQL,
 in a directory of its own per database under ``MANGAASSIST_HOME/secrets``), created 0600 on first
-use, or the file ``MANGAASSIST_AUDIT_KEY_FILE`` names (in AWS: fetched from Secrets Manager or KMS
-into that file by the runner). **The anchor**: after every transaction that appended entries
-commits, the new head (seq, hash, time) is appended to ``secrets/audit-anchor.jsonl`` (or
-``MANGAASSIST_AUDIT_ANCHOR``; in AWS an S3 bucket with Object Lock or a CloudWatch Logs stream would
-take its place). Restoring an older copy of the database (a truncated log) or re-chaining it leaves
-the anchor ahead of, or different from, the log: ``verify`` reports it by entry.
+use, or the file ``MANGAASSIST_AUDIT_KEY_FILE`` names; or, with
+``MANGAASSIST_AUDIT_KEY=secretsmanager:SECRET_ID`` (an ARN or a name), read from AWS Secrets Manager
+once per process (``SecretBinary``: the 32 raw bytes; ``SecretString``: their base64). A missing
+secret or one of another size is an error naming the secret, raised inside the transaction of the
+first entry: nothing is written. **The anchor** (``anchor``): after every transaction that appended
+entries commits, the new head (seq, hash, time) is appended to ``secrets/audit-anchor.jsonl`` (or
+the file ``MANGAASSIST_AUDIT_ANCHOR`` names), or, with ``MANGAASSIST_AUDIT_ANCHOR=s3://BUCKET/PREFIX``,
+written as an object under S3 Object Lock (COMPLIANCE) that nobody can delete or overwrite; a
+bucket without Object Lock is refused before the first entry. Restoring an older copy of the
+database (a truncated log) or re-chaining it leaves the anchor ahead of, or different from, the
+log: ``verify`` reports it by entry.
 
 Entries written before the log was keyed (plain sha256, ``<hex>``) still verify; an unkeyed entry
 *after* a keyed one is reported (a log re-chained without the key). Approvals, rejections and
@@ -31,10 +36,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from mangaassist.delivery.engine.anchor import read_anchor as read_anchor  # where it was before
 from mangaassist.delivery.engine.clock import iso
 from mangaassist.delivery.engine.errors import StateStoreError
 from mangaassist.delivery.engine.state import (
@@ -116,9 +122,53 @@ def entry_hash(
     return KEYED + hmac.new(key, message, hashlib.sha256).hexdigest()[: 64 - len(KEYED)]
 
 
+KEY_ENV = "MANGAASSIST_AUDIT_KEY"
+SECRETS_MANAGER = "secretsmanager:"
+_fetched: dict[str, bytes] = {}
+_fetching = threading.Lock()
+
+
 def key_file(store: StateStore) -> Path:
     env = os.environ.get("MANGAASSIST_AUDIT_KEY_FILE")
     return Path(env) if env else store.secrets_dir / "audit.key"
+
+
+def key_secret() -> str | None:
+    """The Secrets Manager secret ``MANGAASSIST_AUDIT_KEY=secretsmanager:SECRET_ID`` names; None when
+    unset. Anything else is refused without echoing it (it could be a key pasted by mistake)."""
+    value = os.environ.get(KEY_ENV, "").strip()
+    if not value:
+        return None
+    if not value.startswith(SECRETS_MANAGER) or not value[len(SECRETS_MANAGER) :].strip():
+        raise StateStoreError(
+            f"{KEY_ENV} must be {SECRETS_MANAGER}SECRET_ID (an ARN or a name); "
+            "for a key in a file use MANGAASSIST_AUDIT_KEY_FILE"
+        )
+    if os.environ.get("MANGAASSIST_AUDIT_KEY_FILE", "").strip():
+        raise StateStoreError(f"{KEY_ENV} and MANGAASSIST_AUDIT_KEY_FILE are both set: set one")
+    return value[len(SECRETS_MANAGER) :].strip()
+
+
+def key_source(store: StateStore) -> str:
+    """Where the audit key comes from, for messages: the secret, else the file."""
+    secret = key_secret()
+    return f"secret {secret}" if secret else str(key_file(store))
+
+
+def secret_key(secret_id: str) -> bytes:
+    """The key held by the Secrets Manager secret ``secret_id``, fetched once per process."""
+    with _fetching:
+        if secret_id not in _fetched:
+            from mangaassist.platform import factory  # boto3 only when a secret is configured
+
+            _fetched[secret_id] = factory.audit_key(secret_id)
+        return _fetched[secret_id]
+
+
+def forget_fetched_keys() -> None:
+    """Forget the keys fetched from Secrets Manager (tests; a process that rotates its key)."""
+    with _fetching:
+        _fetched.clear()
 
 
 def audit_key(store: StateStore, *, create: bool = True) -> bytes | None:
@@ -126,6 +176,10 @@ def audit_key(store: StateStore, *, create: bool = True) -> bytes | None:
     cached: bytes | None = getattr(store, "_audit_key", None)
     if cached is not None:
         return cached
+    secret = key_secret()
+    if secret is not None:
+        store._audit_key = secret_key(secret)  # type: ignore[attr-defined]
+        return store._audit_key  # type: ignore[attr-defined, no-any-return]
     path = key_file(store)
     try:
         key = path.read_bytes()
@@ -182,7 +236,12 @@ def append(
     run_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry inside the caller's transaction (it commits with the change it records)."""
+    """Append one entry inside the caller's transaction (it commits with the change it records).
+
+    The key and the anchor are resolved first: a missing secret or a bucket without Object Lock
+    raises here, and the transaction writes nothing."""
+    key = audit_key(store)
+    store.audit_anchor  # noqa: B018 - made (and an S3 bucket checked) before anything is written
     head_q = sa.select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
     if not store.is_sqlite:
         head_q = head_q.with_for_update()  # one appender at a time keeps the chain linear
@@ -190,7 +249,7 @@ def append(
     seq = int(head.seq) + 1
     when = iso(at)
     body = dumps(detail or {})
-    digest = entry_hash(head.hash, seq, when, run_id, actor, kind, body, audit_key(store))
+    digest = entry_hash(head.hash, seq, when, run_id, actor, kind, body, key)
     conn.execute(
         audit_log.insert().values(
             seq=seq,
@@ -240,23 +299,6 @@ def entries(conn: Connection, run_id: str | None = None) -> list[AuditEntry]:
     ]
 
 
-def read_anchor(path: Path) -> tuple[dict[int, tuple[str, str]], int]:
-    """The anchored heads by sequence number ((hash, time)), and how many lines were unreadable."""
-    anchored: dict[int, tuple[str, str]] = {}
-    bad = 0
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return {}, 0
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-            anchored[int(item["seq"])] = (str(item["hash"]), str(item.get("at", "")))
-        except (ValueError, KeyError, TypeError):
-            bad += 1
-    return anchored, bad
-
-
 def verify(conn: Connection, store: StateStore | None = None) -> tuple[int, list[Problem]]:
     """Walk the whole chain; return how many entries were checked and every problem found.
 
@@ -282,7 +324,7 @@ def verify(conn: Connection, store: StateStore | None = None) -> tuple[int, list
         if str(row["hash"]).startswith(KEYED):
             keyed_seen = True
             if key is None and store is not None:
-                problems.append(Problem(seq, f"keyed, but the audit key {key_file(store)} is missing"))
+                problems.append(Problem(seq, f"keyed, but the audit key {key_source(store)} is missing"))
             elif key is not None and not hmac.compare_digest(entry_hash(*fields, key=key), row["hash"]):
                 problems.append(Problem(seq, "content does not match its keyed hash (edited or re-chained)"))
         else:
@@ -327,15 +369,16 @@ def verify(conn: Connection, store: StateStore | None = None) -> tuple[int, list
 
 
 def _against_anchor(store: StateStore, hashes: dict[int, str], last: int, keyed: bool) -> list[Problem]:
-    path = store.anchor_file
-    anchored, bad = read_anchor(path)
+    kept = store.audit_anchor
+    anchored, noted = kept.read()
     problems: list[Problem] = []
     if not anchored:
         if keyed:
-            problems.append(Problem(None, f"the anchor {path} is missing or empty, but the log is keyed"))
+            problems.append(
+                Problem(None, f"the anchor {kept.where} is missing or empty, but the log is keyed")
+            )
         return problems
-    if bad:
-        problems.append(Problem(None, f"the anchor {path} has {bad} unreadable line(s)"))
+    problems += [Problem(seq, message) for seq, message in noted]
     newest = max(anchored)
     if newest > last:
         _, at = anchored[newest]

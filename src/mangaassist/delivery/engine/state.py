@@ -25,6 +25,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from mangaassist.delivery.engine import anchor
+from mangaassist.delivery.engine.anchor import AuditAnchor, FileAnchor
+from mangaassist.delivery.engine.anchor import write_anchor as write_anchor  # where it was before
 from mangaassist.delivery.engine.clock import parse_iso
 from mangaassist.delivery.engine.errors import RunNotFound, StateStoreError
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord, StepStatus
@@ -198,19 +201,6 @@ AUDIT_HEAD_INFO = "mangaassist.audit_head"
 """Key of ``Connection.info`` under which ``audit.append`` leaves the head it wrote (seq, hash, at)."""
 
 
-def write_anchor(path: Path, head: tuple[int, str, str]) -> None:
-    """Append one committed head to the anchor file (created 0600; one JSON line per commit, written
-    with ``O_APPEND`` so concurrent processes never overwrite each other's lines)."""
-    seq, digest, at = head
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    line = json.dumps({"seq": seq, "hash": digest, "at": at}, separators=(",", ":")) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
-
-
 class StateStore:
     """One connection pool to the state database, with the schema created on first use."""
 
@@ -218,6 +208,7 @@ class StateStore:
         self.url = _driver_url(url or default_url())
         self.display_url = self.url.render_as_string(hide_password=True)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self._s3_anchor: tuple[str, AuditAnchor] | None = None
         self.engine = self._create_engine()
         try:
             with self.transaction() as conn:
@@ -269,8 +260,9 @@ class StateStore:
         """All or nothing: commits when the block ends, rolls back if it raises.
 
         When the block appended to the audit log (``audit.append`` notes the new head on the
-        connection), the head is written to the anchor file once the commit succeeded: never a
-        head that was rolled back."""
+        connection), the head is written to the anchor (``audit_anchor``) once the commit
+        succeeded: never a head that was rolled back. A write that fails raises here, after the
+        commit (the anchor misses that head)."""
         appended: Any = None
         try:
             with self.engine.begin() as conn:
@@ -281,7 +273,7 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateStoreError(f"state database {self.display_url}: {_cause(exc)}") from exc
         if appended is not None:
-            write_anchor(self.anchor_file, appended)
+            self.audit_anchor.append(appended)
 
     @property
     def secrets_dir(self) -> Path:
@@ -298,12 +290,40 @@ class StateStore:
 
     @property
     def anchor_file(self) -> Path:
-        """The audit log's anchor: every committed head, appended (``MANGAASSIST_AUDIT_ANCHOR``)."""
-        env = os.environ.get("MANGAASSIST_AUDIT_ANCHOR")
+        """The audit log's anchor file: every committed head, appended (``MANGAASSIST_AUDIT_ANCHOR``
+        when it is a path). An ``s3://`` anchor has no file: ``audit_anchor``."""
+        env = anchor.setting()
+        if anchor.is_s3(env):
+            raise StateStoreError(f"{anchor.ANCHOR_ENV}={env} is an S3 anchor, not a file")
         return Path(env) if env else self.secrets_dir / "audit-anchor.jsonl"
+
+    @property
+    def audit_anchor(self) -> AuditAnchor:
+        """Where committed heads go (``delivery.engine.anchor``): the anchor file, or with
+        ``MANGAASSIST_AUDIT_ANCHOR=s3://BUCKET/PREFIX`` S3 under Object Lock (made by
+        ``platform.factory``, its bucket checked once per store; kept while the setting holds)."""
+        env = anchor.setting()
+        if not anchor.is_s3(env):
+            return FileAnchor(self.anchor_file)
+        if self._s3_anchor is not None and self._s3_anchor[0] == env:
+            return self._s3_anchor[1]
+        try:
+            days = anchor.retention_days()
+        except ValueError as exc:
+            raise StateStoreError(str(exc)) from None
+        from mangaassist.platform import factory  # boto3 only when an S3 anchor is configured
+
+        made = factory.audit_anchor(env, retention_days=days)
+        self._s3_anchor = (env, made)
+        return made
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._s3_anchor is not None:
+            close = getattr(self._s3_anchor[1], "close", None)
+            self._s3_anchor = None
+            if callable(close):
+                close()
 
     # -- reading ---------------------------------------------------------------------------------
 

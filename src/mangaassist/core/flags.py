@@ -23,6 +23,9 @@ Unleash client API state (``{"version", "features", "segments"}``) and a context
 ``config_bucket(profile, session_id)`` is CD-06's published rule for which sessions get a new
 config version: ``murmur3_x86_32("profile:session_id", seed 0) % 10_000``; a session is on the new
 version when its bucket is below ``percentage * 100``, so raising the percentage only adds sessions.
+
+ADR 0011 measured this evaluation against Unleash's own engine (``yggdrasil-engine``) and kept it:
+equal on every specification case and bucket, and faster from Python. Murmur3 is ``mmh3``'s.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import mmh3
+
 from mangaassist.core import saferegex
 from mangaassist.core.errors import ConfigError
 
@@ -43,44 +48,16 @@ VARIANT_SEED = 86028157
 BUCKETS = 10_000
 """Config rollout buckets: a percentage has a resolution of 0.01 point."""
 
-_C1 = 0xCC9E2D51
-_C2 = 0x1B873593
 _MASK = 0xFFFFFFFF
 
 
 def murmur3_32(data: bytes | str, seed: int = 0) -> int:
-    """MurmurHash3 x86_32 (Austin Appleby's reference), of the UTF-8 bytes of a string."""
-    key = data.encode("utf-8") if isinstance(data, str) else data
-    h = seed & _MASK
-    n = len(key)
-    tail = n - n % 4
-    for i in range(0, tail, 4):
-        k = int.from_bytes(key[i : i + 4], "little")
-        k = (k * _C1) & _MASK
-        k = ((k << 15) | (k >> 17)) & _MASK
-        k = (k * _C2) & _MASK
-        h ^= k
-        h = ((h << 13) | (h >> 19)) & _MASK
-        h = (h * 5 + 0xE6546B64) & _MASK
-    k = 0
-    rest = n & 3
-    if rest == 3:
-        k ^= key[tail + 2] << 16
-    if rest >= 2:
-        k ^= key[tail + 1] << 8
-    if rest >= 1:
-        k ^= key[tail]
-        k = (k * _C1) & _MASK
-        k = ((k << 15) | (k >> 17)) & _MASK
-        k = (k * _C2) & _MASK
-        h ^= k
-    h ^= n
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & _MASK
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & _MASK
-    h ^= h >> 16
-    return h
+    """MurmurHash3 x86_32, unsigned, of the UTF-8 bytes of a string (``mmh3``, C; ADR 0011).
+
+    The same function as Austin Appleby's reference, so every id keeps its bucket: the published
+    vectors and buckets pinned from the earlier pure-Python version are in the tests.
+    """
+    return mmh3.hash(data, seed & _MASK, signed=False)
 
 
 def normalized_value(identifier: str, group_id: str, normalizer: int = 100, seed: int = 0) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mangaassist.core.flags import FlagSet, config_bucket, murmur3_32, normalized_value
+from mangaassist.core.flags import VARIANT_SEED, FlagSet, config_bucket, murmur3_32, normalized_value
 
 SPEC_DIR = (
     Path(
@@ -81,3 +81,32 @@ def test_murmur3_reference_vectors() -> None:
 def test_normalized_value_is_in_range_and_config_bucket_follows_the_published_rule() -> None:
     assert all(1 <= normalized_value(str(i), "g") <= 100 for i in range(500))
     assert config_bucket("prompts", "s-1") == murmur3_32("prompts:s-1", 0) % 10_000
+
+
+# Buckets computed with the pure-Python murmur3 core/flags.py carried before ADR 0011: sticky
+# bucketing means no id may ever change bucket (every tail length 0..3, non-ASCII, long ids).
+_PINNED_IDS = [
+    "", "a", "ab", "abc", "abcd", "abcde", "u-1", "s-7f3a9c", "Hellø", "顧客-42", "user@example.com",
+    "123e4567-e89b-12d3-a456-426614174000",
+]
+
+
+def test_buckets_are_the_ones_existing_users_are_on() -> None:
+    assert [murmur3_32(i, 0) for i in _PINNED_IDS] == [
+        0, 1009084850, 2613040991, 3017643002, 1139631978, 3902511862, 2107383395, 3407126935,
+        567617844, 604628317, 1104125020, 439536286,
+    ]
+    assert [normalized_value(i, "handoff-offer") for i in _PINNED_IDS] == [
+        48, 61, 20, 73, 50, 20, 32, 65, 28, 13, 75, 92,
+    ]
+    assert [normalized_value(i, "prompt-style", 1000, VARIANT_SEED) for i in _PINNED_IDS] == [
+        758, 329, 202, 45, 427, 882, 424, 790, 164, 610, 303, 676,
+    ]
+    assert [config_bucket("prompts", i) for i in _PINNED_IDS] == [
+        7590, 9127, 6649, 4665, 8852, 4441, 7031, 2096, 4112, 2921, 4323, 7282,
+    ]
+
+
+def test_murmur3_takes_any_seed_modulo_two_to_the_32() -> None:
+    assert murmur3_32("x", -1) == murmur3_32("x", 0xFFFFFFFF)
+    assert murmur3_32("x", 1 << 32) == murmur3_32("x", 0)

@@ -239,7 +239,7 @@ def test_prometheus_scrapes_the_engines_metrics_from_the_dashboard(
         assert eventually(rolled_back, what="the engine's rollback count in Prometheus") == 1
         runs = httpx.get(f"{dashboard['url']}/api/runs", timeout=5).json()
         assert [(r["pipeline"], r["state"]) for r in runs] == [("demo", "rolled_back")]
-        assert "rolled_back" in httpx.get(dashboard["url"], timeout=5).text
+        assert "rolled_back" in httpx.get(f"{dashboard['url']}/runs", timeout=5).text  # the runs page
     finally:
         assert daemons.stop(home, "dashboard", "mangaassist.dashboard") is True
     assert not (home / "monitoring" / "targets" / "dashboard.json").exists()

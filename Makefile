@@ -2,6 +2,7 @@
 #   make setup   create .venv: torch==2.13.0 (local CPU build) first, then the package and its extras
 #   make demo    set up if needed, then the main job (a narrated tour of MangaAssist)
 #   make test    set up if needed, then the whole suite (unit, integration, end-to-end)
+#   make test-releases  CD-01 releases of the real chatbot (about 6 minutes; CI runs it after make test)
 #   make bench   benchmarks; results under benchmarks/results/
 #   make lint    ruff, mypy (strict on src/), import-linter (the layers and provider rule of docs/architecture.md),
 #                the generated deploy workflows, actionlint (with shellcheck), zizmor --offline, hadolint
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.setup-done
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-releases bench lint clean
 
 setup: $(STAMP)
 
@@ -41,6 +42,11 @@ PYTEST_ARGS ?=
 test: setup
 	@echo "random order: --randomly-seed=$(SEED)"
 	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)
+
+# CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, about 6 minutes): kept out of
+# `make test` for its time budget, run by .ci/run right after it
+test-releases: setup
+	MANGAASSIST_E2E_RELEASES=1 $(PY) -m pytest -q -p no:randomly tests/e2e/test_deploy_cli.py
 
 bench: setup
 	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/infra_synth.py && $(PY) benchmarks/slo_alerts.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py && $(PY) benchmarks/migration_drill.py --out benchmarks/results/migration_drill_bench.json && $(PY) benchmarks/frontend_drill.py --out benchmarks/results/frontend_drill_bench.json

@@ -8,7 +8,7 @@
 from mangaassist.delivery.analysis.baselines import MannWhitneyJudge, ThresholdJudge, Thresholds
 from mangaassist.delivery.analysis.judgement import CanaryJudge, Judgement, MetricVerdict
 from mangaassist.delivery.analysis.samples import ArmSample, Observation
-from mangaassist.delivery.analysis.sequential import JudgeSettings, SequentialJudge, e_value
+from mangaassist.delivery.analysis.sequential import JudgeSettings, Segment, SequentialJudge, e_value
 
 __all__ = [
     "ArmSample",
@@ -18,6 +18,7 @@ __all__ = [
     "MannWhitneyJudge",
     "MetricVerdict",
     "Observation",
+    "Segment",
     "SequentialJudge",
     "ThresholdJudge",
     "Thresholds",

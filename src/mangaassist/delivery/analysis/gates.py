@@ -200,15 +200,17 @@ def check(
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p) (scipy's survival function: exact for small n, stable for
-    the thousands of events a canary judge may count)."""
+    """P(X >= k) for X ~ Binomial(n, p) (scipy's complemented binomial distribution, what
+    ``scipy.stats.binom.sf`` computes: exact for small n, stable for the thousands of events a
+    canary judge may count; called directly, it costs microseconds instead of a fraction of a
+    millisecond, which matters to a judge consulted every 0.2 s)."""
     if k <= 0:
         return 1.0
     if k > n:
         return 0.0
-    from scipy.stats import binom  # imported here: scipy.stats takes ~0.3 s to import
+    from scipy.special import bdtrc  # imported here: keeps scipy out of the import of this module
 
-    return min(1.0, float(binom.sf(k - 1, n, p)))
+    return min(1.0, float(bdtrc(k - 1, n, p)))
 
 
 def _check_test(rate: float, alpha: float) -> None:

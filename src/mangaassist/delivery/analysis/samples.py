@@ -19,6 +19,8 @@ LATENCY_MAX_MS = 60_000.0
 BUCKETS = 400
 _LOG_MIN = math.log(LATENCY_MIN_MS)
 _LOG_STEP = (math.log(LATENCY_MAX_MS) - _LOG_MIN) / BUCKETS
+LOG_STEP = _LOG_STEP
+"""Width of a bucket in log(ms): a latency multiplied by ``s`` moves ``log(s) / LOG_STEP`` buckets up."""
 EDGES_MS: npt.NDArray[np.float64] = np.exp(_LOG_MIN + _LOG_STEP * np.arange(BUCKETS + 1))
 """Bucket ``i`` holds latencies in ``[EDGES_MS[i], EDGES_MS[i + 1])``; the ends are clamped."""
 
@@ -91,6 +93,18 @@ class ArmSample:
             self.feedback + other.feedback,
             self.thumbs_down + other.thumbs_down,
             self.latency + other.latency,
+        )
+
+    def minus(self, other: ArmSample) -> ArmSample:
+        """What this sample holds beyond ``other`` (an earlier state of the same counts)."""
+        return ArmSample(
+            self.requests - other.requests,
+            self.errors - other.errors,
+            self.fallbacks - other.fallbacks,
+            self.guardrails - other.guardrails,
+            self.feedback - other.feedback,
+            self.thumbs_down - other.thumbs_down,
+            self.latency - other.latency,
         )
 
     def quantile_ms(self, q: float) -> float:

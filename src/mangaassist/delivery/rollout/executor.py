@@ -6,6 +6,10 @@ revision, leaving out pinned requests (smoke and load tests) and shadow copies. 
 the judgement, the decision (``strategies.decide``) and the numbers the audit records. ``shift`` and
 ``restore`` are the only functions here that change the world; the pipeline calls them inside
 ``ctx.effect`` so that a resumed run never applies them twice.
+
+A phase whose share grows (``strategies.grow``) splits its window where the share changed
+(``TrafficWindow.split``): the judge weighs each segment with its own share and keeps the evidence of
+all of them (``analysis.Segment``).
 """
 
 from __future__ import annotations
@@ -13,11 +17,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis import ArmSample, Judgement, JudgeSettings, Observation, SequentialJudge
+from mangaassist.delivery.analysis import (
+    ArmSample,
+    Judgement,
+    JudgeSettings,
+    Observation,
+    Segment,
+    SequentialJudge,
+)
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, decide
 from mangaassist.platform.compute import Compute, RevisionHealth
 from mangaassist.platform.metrics import Metrics, OutcomeKind, RequestOutcome
@@ -56,6 +68,27 @@ class JudgedWindow(Protocol):
         ...
 
 
+@runtime_checkable
+class SegmentedWindow(Protocol):
+    """A window that can be split where the candidate's share changed (a phase that grows)."""
+
+    def split(self, cursor: Any) -> None:
+        """From ``cursor`` on (exclusive), observations belong to a new segment."""
+        ...
+
+    def segments(self) -> list[Segment]:
+        """The window's samples per segment, oldest first (one while the share never changed)."""
+        ...
+
+
+def window_segments(window: JudgedWindow) -> list[Segment]:
+    """``window``'s segments; a window that cannot be split is one segment."""
+    if isinstance(window, SegmentedWindow):
+        return window.segments()
+    latency = window.baseline_sample if window.baseline is not None else None
+    return [Segment(window.candidate_sample, window.stable_sample, latency)]
+
+
 @dataclass
 class TrafficWindow:
     """Observations of two revisions after ``cursor``, accumulated as they are read.
@@ -77,6 +110,25 @@ class TrafficWindow:
     """Observations that fell out of the router's buffer before they were read."""
     baseline: str | None = None
     baseline_sample: ArmSample = field(default_factory=ArmSample)
+    boundaries: list[int] = field(default_factory=list)
+    """Cursors where the candidate's share changed inside the window (``split``)."""
+    _marks: list[tuple[ArmSample, ArmSample, ArmSample]] = field(default_factory=list, init=False, repr=False)
+    """The three samples as they were at each boundary that later observations passed."""
+
+    def split(self, cursor: Any) -> None:
+        """Observations after ``cursor`` (a growth's shift) belong to a new segment."""
+        self.boundaries.append(int(cursor))
+
+    def segments(self) -> list[Segment]:
+        now = (self.candidate_sample, self.stable_sample, self.baseline_sample)
+        # a boundary that no observation has passed yet: everything so far is before it
+        marks = [*self._marks, *[now] * (len(self.boundaries) - len(self._marks)), now]
+        out, before = [], (ArmSample(), ArmSample(), ArmSample())
+        for mark in marks:
+            c, s, b = (m.minus(p) for m, p in zip(mark, before, strict=True))
+            out.append(Segment(c, s, b if self.baseline is not None else None))
+            before = mark
+        return out
 
     def read(self, metrics: Metrics) -> int:
         """Add the observations newer than the cursor; return how many were read."""
@@ -88,6 +140,14 @@ class TrafficWindow:
         return len(batch.outcomes)
 
     def add(self, outcome: RequestOutcome) -> None:
+        while len(self._marks) < len(self.boundaries) and outcome.seq > self.boundaries[len(self._marks)]:
+            self._marks.append(
+                (
+                    self.candidate_sample.merged(ArmSample()),
+                    self.stable_sample.merged(ArmSample()),
+                    self.baseline_sample.merged(ArmSample()),
+                )
+            )
         revision = outcome.revision
         if revision == self.candidate:
             samples = [self.candidate_sample]
@@ -121,6 +181,13 @@ class Consultation:
     elapsed_s: float
     candidate: ArmSample
     baseline: ArmSample
+    grown: tuple[dict[str, Any], ...] = ()
+    """The phase's growths so far (``strategies.grow``): each shift's ``weight`` and ``at``."""
+
+    @property
+    def weight(self) -> float | None:
+        """The candidate's share now, if the phase grew it (else the phase's own weight applies)."""
+        return float(self.grown[-1]["weight"]) if self.grown else None
 
     @property
     def verdict(self) -> Verdict:
@@ -144,6 +211,8 @@ class Consultation:
             "stable_fallbacks": float(b.fallbacks),
             "elapsed_s": round(self.elapsed_s, 3),
         }
+        if self.weight is not None:
+            out["candidate_weight"] = self.weight
         for metric in self.judgement.metrics:
             out[f"e_{metric.metric}"] = _finite(metric.statistic)
         worst = self.judgement.failing or [m for m in self.judgement.metrics if m.verdict is self.verdict]
@@ -152,12 +221,15 @@ class Consultation:
         return out
 
     def detail(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "phase": self.phase,
             "action": self.action.value,
             "judgement": self.judgement.as_dict(),
             "summary": self.judgement.summary(),
         }
+        if self.grown:
+            out["grown"] = [{"weight": g.get("weight"), "at": g.get("at")} for g in self.grown]
+        return out
 
 
 def _rate(x: int, n: int) -> float:
@@ -180,17 +252,23 @@ def consult(
     window: JudgedWindow,
     elapsed_s: float,
     pre_switch: ArmSample | None = None,
+    grown: Sequence[dict[str, Any]] = (),
 ) -> Consultation:
-    """Judge the window (against ``pre_switch`` for a PRE_SWITCH phase) and decide."""
+    """Judge the window (against ``pre_switch`` for a PRE_SWITCH phase) and decide. A window split
+    where its share grew is judged segment by segment (``window_segments``)."""
     baseline = window.stable_sample
-    latency_baseline = window.baseline_sample if window.baseline is not None else None
     if phase.baseline is Baseline.PRE_SWITCH and pre_switch is not None:
-        baseline, latency_baseline = pre_switch, None
+        baseline = pre_switch
         # another period: latency is not comparable (the latency-budget gate guards it)
         judge = SequentialJudge(dataclasses.replace(judge.settings, compare_latency=False))
-    judgement = judge.judge(window.candidate_sample, baseline, latency_baseline)
+        judgement = judge.judge(window.candidate_sample, baseline)
+    else:
+        *earlier, now = window_segments(window)
+        judgement = judge.judge(now.candidate, now.baseline, now.latency_baseline, earlier=earlier)
     action = decide(phase, judgement.verdict, window.candidate_sample.requests, elapsed_s)
-    return Consultation(phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline)
+    return Consultation(
+        phase.name, judgement, action, elapsed_s, window.candidate_sample, baseline, tuple(grown)
+    )
 
 
 def shift(

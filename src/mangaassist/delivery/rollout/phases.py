@@ -13,7 +13,11 @@ starts) and calls:
   the step with the verdict's numbers; an INCONCLUSIVE phase past its limit asks for an approval or
   rolls back (``strategies.decide``). Every consultation's statistics go into a bounded trail
   (``analysis.evidence.EvidenceTrail``, at most 120 points), written into the step's detail as
-  ``"evidence"`` when the phase ends: what the dashboard draws over time.
+  ``"evidence"`` when the phase ends: what the dashboard draws over time. A canary step that stays
+  INCONCLUSIVE grows its share instead of only waiting (``strategies.grow``: 5% -> 10% -> 25%
+  before a 25% step, never above the policy's ``max_canary_weight_before_approval``); each growth
+  is a shift (effect ``grow-N``) and splits the window, so the judge weighs each share on its own
+  and keeps the evidence of all of them.
 * ``retire_after_drain``: the promotion's drain: the old revision is retired once it served nothing
   unpinned for ``drain_idle_s`` (at the latest after ``drain_max_s``).
 * ``restore_and_retire``: a rollback: all traffic to the stable revision (if it still lives), the
@@ -44,6 +48,7 @@ from mangaassist.delivery.engine.runs import Outcome, Step, StepContext, approva
 from mangaassist.delivery.rollout.executor import (
     Consultation,
     JudgedWindow,
+    SegmentedWindow,
     TrafficWindow,
     candidate_health,
     consult,
@@ -51,7 +56,7 @@ from mangaassist.delivery.rollout.executor import (
     restore,
     shift,
 )
-from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy
+from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy, grow
 from mangaassist.platform.compute import Compute, Revision, RevisionHealth, RevisionStatus
 from mangaassist.platform.metrics import Alert, Metrics, OutcomeKind
 
@@ -59,6 +64,8 @@ SLICE_S = 10.0
 """How long a phase step judges before handing back to the engine (which then checks aborts and
 polls it again); the judge itself is consulted every ``TICK_S``."""
 TICK_S = 0.2
+GROWTH = "growth"
+"""The checkpoint holding the shares a phase decided to grow to, in order (``_regrow``)."""
 
 
 class TrafficSplit(Protocol):
@@ -196,6 +203,8 @@ class PhaseMemory:
     evidence: dict[str, EvidenceTrail] = field(default_factory=dict)
     """Each phase's consultations of its judge over time, bounded (``analysis.evidence``); written
     into the step's detail (``"evidence"``) when the phase ends."""
+    growth: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Each phase's growths so far: the shifts of ``grow`` (``weight``, ``cursor``, ``at``)."""
 
 
 def approval_phase(plan: RolloutPlan, policy: Mapping[str, Any]) -> Phase | None:
@@ -232,9 +241,16 @@ def run_phase(
             detail={"not_judged": split.not_judged},
         )
     window = memory.windows.get(ctx.step)
-    if window is None:
+    grown = memory.growth.get(ctx.step)
+    if window is None or grown is None:
         concurrent = phase.baseline is Baseline.CONCURRENT and phase.weight < 100
         window = memory.windows[ctx.step] = split.window(shifted["cursor"], concurrent)
+        grown = memory.growth[ctx.step] = _regrow(ctx, split)
+        for done in grown:
+            if isinstance(window, SegmentedWindow):
+                window.split(done["cursor"])
+    can_grow = bool(phase.grow_to) and isinstance(window, SegmentedWindow)
+    cap = growth_cap(plan, ctx.run.policy)
     pre_switch = None
     if phase.baseline is Baseline.PRE_SWITCH:
         pre_switch = memory.pre_switch.get(ctx.step)
@@ -263,13 +279,24 @@ def run_phase(
                 )
         window.read()
         elapsed = time.time() - float(shifted["at"])
-        consultation = consult(judge, phase, window, elapsed, pre_switch)
+        consultation = consult(judge, phase, window, elapsed, pre_switch, grown)
         trail.record(
             consultation.elapsed_s,
             consultation.judgement,
             consultation.candidate.requests,
             consultation.baseline.requests,
         )
+        if can_grow and isinstance(window, SegmentedWindow):
+            weight = float(grown[-1]["weight"]) if grown else phase.weight
+            since = float(grown[-1]["at"]) if grown else float(shifted["at"])
+            held = time.time() - since
+            to = grow(phase, consultation.verdict, consultation.action, weight, held, cap)
+            if to is not None:
+                ctx.save_checkpoint(GROWTH, [*(float(g["weight"]) for g in grown), to])
+                done = _grow_effect(ctx, split, len(grown) + 1, to)
+                grown.append(done)
+                window.split(done["cursor"])
+                ctx.progress(f"{phase.name}: inconclusive after {held:.0f}s at {weight:g}%, {to:g}% now")
         if consultation.action is Action.ROLLBACK:
             return _roll_back_now(ctx, consultation, window, split, trail)
         if consultation.action is Action.PROCEED:
@@ -306,6 +333,31 @@ def run_phase(
     summary = consultation.judgement.summary() if consultation else "no data"
     ctx.progress(f"{phase.weight:g}%: {summary}")
     return Outcome.wait(f"{phase.name}: {summary}", for_=WaitFor.DATA)
+
+
+def growth_cap(plan: RolloutPlan, policy: Mapping[str, Any]) -> float:
+    """The largest share a phase may grow to: a canary's policy limit before an approval
+    (``max_canary_weight_before_approval``; none: 100)."""
+    if plan.strategy is Strategy.CANARY:
+        return float(policy.get("max_canary_weight_before_approval", 100))
+    return 100.0
+
+
+def _regrow(ctx: StepContext, split: TrafficSplit) -> list[dict[str, Any]]:
+    """The growths this phase decided so far, in order, each applied once. A decision is saved
+    (checkpoint ``GROWTH``) before its shift (effect ``grow-N``): a run killed between the two
+    applies the shift when it resumes; one killed after it finds the shift recorded, with the cursor
+    where the new share began."""
+    decided = ctx.saved_checkpoint(GROWTH) or []
+    return [_grow_effect(ctx, split, i, float(w)) for i, w in enumerate(decided, 1)]
+
+
+def _grow_effect(ctx: StepContext, split: TrafficSplit, index: int, weight: float) -> dict[str, Any]:
+    def apply(_key: str) -> dict[str, Any]:
+        return {**split.shift(weight), "weight": weight}
+
+    shifted: dict[str, Any] = ctx.effect(f"grow-{index}", apply)
+    return shifted
 
 
 def _evidence(trail: EvidenceTrail | None) -> dict[str, Any]:

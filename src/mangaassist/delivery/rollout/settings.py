@@ -20,6 +20,10 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``min_requests``               requests each revision must serve in a step before it can PASS (30)
 ``judge_min_requests``         the judge's "too little data" floor per revision (10)
 ``max_step_s``                 how long INCONCLUSIVE may extend a step (default 300)
+``grow_after_s``               a canary step still INCONCLUSIVE after this long at its share grows
+                               it (also while it waits for an approval): twice the step's weight,
+                               then the next step's, never above the policy's
+                               ``max_canary_weight_before_approval`` (default 20; 0: never)
 ``on_inconclusive``            after ``max_step_s``: ``approval`` (default: hold and wait for a
                                person) or ``rollback``
 ``rollback_window_s``          blue-green: how long the old revision stays warm (default 600)
@@ -69,6 +73,7 @@ class DeploySettings:
     min_requests: int = 30
     judge_min_requests: int = 10
     max_step_s: float = 300.0
+    grow_after_s: float = 20.0
     on_inconclusive: OnInconclusive = OnInconclusive.APPROVAL
     rollback_window_s: float = 600.0
     drain_idle_s: float = 2.0
@@ -99,6 +104,7 @@ class DeploySettings:
             max_step_s=self.max_step_s,
             on_inconclusive=self.on_inconclusive,
             rollback_window_s=self.rollback_window_s,
+            grow_after_s=self.grow_after_s,
         )
 
     def test_argv(self, python: str) -> list[str]:

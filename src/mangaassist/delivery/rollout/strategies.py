@@ -9,6 +9,12 @@ against a *baseline* of the stable revision: what it served over the same period
 canary steps below 100%), or what it served before the switch (``PRE_SWITCH``: the 100% step of a
 canary, blue-green's and all-at-once's switch, when the stable revision no longer gets new
 conversations).
+
+A canary step that stays INCONCLUSIVE grows its share instead of only waiting (``grow``): after
+``grow_after_s`` at a share without a decision it moves to the next of ``Phase.grow_to`` (twice
+its weight, then the next step's weight; never above the policy's
+``max_canary_weight_before_approval``), so a doubtful candidate is decided sooner. The judge keeps
+the evidence gathered at each share (``analysis.sequential``, segments).
 """
 
 from __future__ import annotations
@@ -82,6 +88,11 @@ class Phase:
     on_inconclusive: OnInconclusive
     hold_s: float = 0.0
     """The phase lasts at least this long even when the judge passes (blue-green's rollback window)."""
+    grow_to: tuple[float, ...] = ()
+    """Larger shares (%) the phase may give the candidate, in order, while the judge stays
+    INCONCLUSIVE (``grow``); the run's policy caps them. Empty: the share never changes."""
+    grow_after_s: float = 0.0
+    """How long a share is kept while INCONCLUSIVE before the next of ``grow_to`` (0: never)."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,10 @@ def plan_for(
     max_step_s: float = 300.0,
     on_inconclusive: OnInconclusive = OnInconclusive.APPROVAL,
     rollback_window_s: float = 600.0,
+    grow_after_s: float = 0.0,
 ) -> RolloutPlan:
-    """The phases of ``strategy``. Canary steps must increase and end at 100."""
+    """The phases of ``strategy``. Canary steps must increase and end at 100. ``grow_after_s`` > 0:
+    each canary step below 100% grows while INCONCLUSIVE (``growth_ladder``, ``grow``)."""
     if strategy is Strategy.CANARY:
         if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100 or steps[0] <= 0:
             raise ValueError(f"canary steps must increase within (0, 100] and end at 100, got {steps}")
@@ -117,8 +130,10 @@ def plan_for(
                 min_requests,
                 max_step_s,
                 on_inconclusive,
+                grow_to=growth_ladder(w, nxt) if grow_after_s > 0 else (),
+                grow_after_s=grow_after_s,
             )
-            for w in steps
+            for w, nxt in zip(steps, (*steps[1:], 100.0), strict=True)
         )
         return RolloutPlan(strategy, phases, keep_warm=True)
     if strategy is Strategy.BLUE_GREEN:
@@ -134,6 +149,33 @@ def plan_for(
         return RolloutPlan(strategy, (switch,), keep_warm=True)
     switch = Phase("switch", 100.0, Baseline.PRE_SWITCH, min_requests, max_step_s, on_inconclusive)
     return RolloutPlan(strategy, (switch,), keep_warm=False)
+
+
+def growth_ladder(weight: float, next_weight: float) -> tuple[float, ...]:
+    """The shares a canary step at ``weight`` may grow to before the next step (``next_weight``):
+    twice its weight, then the next step's, each only if it lies strictly between the two; never
+    100% (the switch, judged against the stable revision's past). 5% before 25%: (10, 25)."""
+    return tuple(sorted({w for w in (2 * weight, next_weight) if weight < w <= next_weight and w < 100}))
+
+
+def grow(
+    phase: Phase,
+    verdict: Verdict,
+    action: Action,
+    weight: float,
+    held_s: float,
+    cap: float,
+) -> float | None:
+    """The share to give the candidate now, or None. A step grows when the judge leaves it
+    INCONCLUSIVE (``action`` EXTEND, or ASK_APPROVAL: a step waiting for a person keeps gathering
+    evidence) after it has held its current ``weight`` for ``grow_after_s``: to the next rung of
+    ``grow_to`` above ``weight`` that is at most ``cap`` (the policy's
+    ``max_canary_weight_before_approval``)."""
+    if phase.grow_after_s <= 0 or verdict is not Verdict.INCONCLUSIVE or held_s < phase.grow_after_s:
+        return None
+    if action not in (Action.EXTEND, Action.ASK_APPROVAL):
+        return None
+    return next((w for w in phase.grow_to if weight < w <= cap), None)
 
 
 def decide(phase: Phase, verdict: Verdict, candidate_n: int, elapsed_s: float) -> Action:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mangaassist.core.artifact import Artifact
-from mangaassist.core.errors import MangaAssistError
+from mangaassist.core.errors import ConfigError, MangaAssistError
 
 PIN_HEADER = "X-MangaAssist-Revision"
 """Request header that pins one request to a named revision, even one at 0% (smoke tests)."""
@@ -152,6 +152,20 @@ class ServiceStatus:
     revisions: tuple[RevisionStatus, ...]
     weights: Mapping[str, float]
     shadow: Shadow | None
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    """``ConfigError`` unless the weights are percentages, none negative, adding up to 100: what
+    every provider's ``set_weights`` accepts."""
+    for rev, w in weights.items():
+        if w < 0:
+            raise ConfigError(f"weight of {rev} is negative ({w:g})")
+    total = sum(weights.values())
+    if abs(total - 100.0) > 1e-6:
+        raise ConfigError(
+            f"weights must add up to 100 (percent); got {total:g} from "
+            + ", ".join(f"{k}={v:g}" for k, v in weights.items())
+        )
 
 
 class Compute(Protocol):

@@ -97,6 +97,7 @@ from mangaassist.platform.compute import (
     Shadow,
     WorkerState,
     WorkerStatus,
+    check_weights,
 )
 
 IMAGE_ENV = "ECS_IMAGE"
@@ -718,15 +719,7 @@ class EcsServiceCompute:
             self._sleep(self.poll_s)
 
     def set_weights(self, service: str, weights: Mapping[str, float]) -> Mapping[str, float]:
-        for rev, w in weights.items():
-            if w < 0:
-                raise ConfigError(f"weight of {rev} is negative ({w:g})")
-        total = sum(weights.values())
-        if abs(total - 100.0) > 1e-6:
-            raise ConfigError(
-                f"weights must add up to 100 (percent); got {total:g} from "
-                + ", ".join(f"{k}={v:g}" for k, v in weights.items())
-            )
+        check_weights(weights)
         live = self._revisions(service)
         for rev in weights:
             if rev not in live or live[rev].desired == 0:

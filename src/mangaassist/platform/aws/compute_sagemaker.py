@@ -71,6 +71,7 @@ from mangaassist.platform.compute import (
     RevisionStatus,
     ServiceStatus,
     Shadow,
+    check_weights,
 )
 
 TARGET_VARIANT_HEADER = "X-Amzn-SageMaker-Target-Variant"
@@ -404,15 +405,7 @@ class SageMakerEndpointCompute:
         return RevisionStatus(revision.name, revision.artifact.digest, 0, health, reason, 0.0, ())
 
     def set_weights(self, service: str, weights: Mapping[str, float]) -> Mapping[str, float]:
-        for rev, w in weights.items():
-            if w < 0:
-                raise ConfigError(f"weight of {rev} is negative ({w:g})")
-        total = sum(weights.values())
-        if abs(total - 100.0) > 1e-6:
-            raise ConfigError(
-                f"weights must add up to 100 (percent); got {total:g} from "
-                + ", ".join(f"{k}={v:g}" for k, v in weights.items())
-            )
+        check_weights(weights)
         endpoint = self._describe(service)
         for rev in weights:
             self._variant(endpoint, service, rev)

@@ -2,7 +2,7 @@
 #   make setup   create .venv: torch==2.13.0 (local CPU build) first, then the package and its extras
 #   make demo    set up if needed, then the main job (a narrated tour of MangaAssist)
 #   make test    set up if needed, then the whole suite (unit, integration, end-to-end)
-#   make test-releases  CD-01 releases of the real chatbot (about 6 minutes; CI runs it after make test)
+#   make test-releases  CD-01 releases of the real chatbot (4-6 minutes; not in CI yet, see below)
 #   make bench   benchmarks; results under benchmarks/results/
 #   make lint    ruff, mypy (strict on src/), import-linter (the layers and provider rule of docs/architecture.md),
 #                the generated deploy workflows, actionlint (with shellcheck), zizmor --offline, hadolint
@@ -43,8 +43,9 @@ test: setup
 	@echo "random order: --randomly-seed=$(SEED)"
 	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)
 
-# CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, about 6 minutes): kept out of
-# `make test` for its time budget, run by .ci/run right after it
+# CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, 4-6 minutes): kept out of
+# `make test` for its time budget; not in .ci/run yet: its blue-green test failed 1 run in 4 on
+# 2026-12-07 (the deploy did not reach its switch within 120 s), cause not found yet (issue 13)
 test-releases: setup
 	MANGAASSIST_E2E_RELEASES=1 $(PY) -m pytest -q -p no:randomly tests/e2e/test_deploy_cli.py
 

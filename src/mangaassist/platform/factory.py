@@ -613,6 +613,12 @@ def audit_anchor(url: str, *, retention_days: int) -> S3AuditAnchor:
     return anchor
 
 
+def sts_client() -> Any:
+    """The STS client that tells who the AWS caller is (``delivery.engine.people.aws_actor``):
+    ``MANGAASSIST_AWS_ENDPOINT_URL`` if set, else boto3's resolution."""
+    return _engine_client("sts", "the AWS caller identity")
+
+
 def audit_key(secret_id: str) -> bytes:
     """The audit key held by the Secrets Manager secret ``secret_id`` (ARN or name; its region is the
     ARN's, else boto3's), 32 bytes (``platform.aws.audit.secrets_manager_key``)."""

@@ -73,10 +73,9 @@ def resolve_identity(name: str | None = None, store: StateStore | None = None) -
             issuer=os.environ.get("MANGAASSIST_GITHUB_ISSUER") or people.GITHUB_ISSUER,
         )
     elif os.environ.get("MANGAASSIST_IDENTITY", "").strip().lower() == "aws":
-        import boto3
+        from mangaassist.platform.factory import sts_client
 
-        endpoint = os.environ.get("MANGAASSIST_STS_ENDPOINT") or None
-        found = people.aws_actor(boto3.client("sts", endpoint_url=endpoint))
+        found = people.aws_actor(sts_client())
     if found is None:
         return people.Actor(resolve_actor(name), "flag")
     if name and name.strip() and approvals.identity(name) != approvals.identity(found.name):

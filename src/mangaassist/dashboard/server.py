@@ -252,7 +252,9 @@ def create_app(
     def runs_page(request: Request, environment: str = "", pipeline: str = "", state: str = "") -> Response:
         session = reader(request)
         rows = runs_filtered(pipeline, environment, state, RUNS_SHOWN)
-        known = history.list_runs(store, dash.now(), limit=history.MAX_LIMIT)
+        # the filters' choices: the run records alone (list_runs would read every run's steps too)
+        with store.transaction() as conn:
+            known = [r.as_dict() for r in store.runs(conn, dash.now(), limit=history.MAX_LIMIT)]
         filters = {"pipeline": pipeline, "environment": environment, "state": state}
         query = urlencode({k: v for k, v in filters.items() if v})
         return page(

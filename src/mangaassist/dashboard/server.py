@@ -292,17 +292,16 @@ def create_app(
     def run_view(run_id: str) -> dict[str, Any]:
         return history.show_run(store, run_id, dash.now())
 
-    def run_context(run: dict[str, Any]) -> dict[str, Any]:
-        charts = [
-            {"svg": charts_svg(series), "caption": f"{series.step} · {series.metric}: {series.label()}"}
-            for series in history.run_evidence(store, run["id"])
-        ]
+    def run_context(run_id: str) -> dict[str, Any]:
+        """The run page's context from one read of the run: the run and its evidence charts."""
+        run, series = history.run_with_evidence(store, run_id, dash.now())
+        charts = [{"svg": charts_svg(e), "caption": f"{e.step} · {e.metric}: {e.label()}"} for e in series]
         return {"run": run, "evidence": charts}
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_page(request: Request, run_id: str, message: str = "", kind: str = "notice") -> Response:
         session = reader(request)
-        run = run_view(run_id)
+        context = run_context(run_id)
         return page(
             request,
             "run.html",
@@ -312,7 +311,7 @@ def create_app(
             message=message[:300],
             message_class="error" if kind == "error" else "notice",
             live=f"/events/runs/{run_id}",
-            **run_context(run),
+            **context,
         )
 
     @app.get("/events/runs/{run_id}")
@@ -322,7 +321,7 @@ def create_app(
         session = session_of(request)
 
         def slots() -> tuple[dict[str, str], bool]:
-            context = run_context(run_view(run_id))
+            context = run_context(run_id)
             shown = {
                 "timeline": fragment("_timeline.html", **context),
                 "approval": fragment(

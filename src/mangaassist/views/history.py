@@ -4,8 +4,8 @@ dashboard's pages and ``/api`` all read, so a terminal and a browser never disag
 - ``list_runs``: the newest runs, filtered by pipeline, environment and (effective) state, each with
   its progress (``done/total current-step``) and, while it waits for people, ``awaiting_approval``;
 - ``show_run``: one run with its timeline (steps, durations, verdicts, outputs), approvals, what it
-  waits for, the number of its audit entries and its canary evidence over time (``run_evidence``:
-  the same as series, for drawing);
+  waits for, the number of its audit entries and its canary evidence over time
+  (``run_with_evidence``: the same with the evidence as series, for drawing);
 - ``audit_log`` and ``audit_check``: the audit entries and the chain's verification.
 """
 
@@ -81,7 +81,14 @@ def list_runs(
 def show_run(store: StateStore, run_id: str, now: datetime) -> dict[str, Any]:
     """One run (``RunNotFound`` if there is none): the record, ``timeline`` (its steps),
     ``approvals`` (decisions so far), ``awaiting_approval`` (the step waiting for people, with
-    how many approvals it needs and who approved so far) and ``audit_entries``."""
+    how many approvals it needs and who approved so far), ``audit_entries`` and ``evidence``."""
+    return run_with_evidence(store, run_id, now)[0]
+
+
+def run_with_evidence(
+    store: StateStore, run_id: str, now: datetime
+) -> tuple[dict[str, Any], list[EvidenceSeries]]:
+    """``show_run`` and its canary evidence as series (for drawing), from one read of the run."""
     with store.transaction() as conn:
         run = store.run(conn, run_id, now)
         steps = store.steps(conn, run_id)
@@ -98,21 +105,17 @@ def show_run(store: StateStore, run_id: str, now: datetime) -> dict[str, Any]:
             "approvers": list(run.policy.get("approvers") or ()),
             "self_approval": bool(run.policy.get("self_approval", True)),
         }
-    return {
+    series = canary_evidence(steps)
+    shown = {
         **run.as_dict(),
         "progress": progress(steps),
         "timeline": [s.as_dict() for s in steps],
         "approvals": [d.as_dict() for d in decisions],
         "awaiting_approval": awaiting,
         "audit_entries": len(entries),
-        "evidence": [e.as_dict() for e in canary_evidence(steps)],
+        "evidence": [e.as_dict() for e in series],
     }
-
-
-def run_evidence(store: StateStore, run_id: str) -> list[EvidenceSeries]:
-    """The canary evidence of a run's judged phases over time (``analysis.evidence``)."""
-    with store.transaction() as conn:
-        return canary_evidence(store.steps(conn, run_id))
+    return shown, series
 
 
 def audit_log(store: StateStore, run_id: str | None = None) -> list[dict[str, Any]]:

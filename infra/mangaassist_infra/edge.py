@@ -5,6 +5,8 @@ to the ALB; access logs, throttling, a web ACL)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudfront as cloudfront
@@ -23,6 +25,11 @@ CLOUDFRONT_REGION = "us-east-1"
 """A CloudFront web ACL must live in us-east-1."""
 REQUESTS_PER_TASK = 50
 """The API's steady throttle per chatbot task at full scale (requests per second)."""
+FUNCTIONS = Path(__file__).parent / "functions"
+"""The widget distribution's CloudFront Functions (JavaScript, runtime 2.0): ``site_request.js``
+maps a preview's ``/previews/BRANCH/assets/...`` to the shared ``/assets/...`` and a directory URL to
+its ``index.html``; ``site_response.js`` names an entry file's release (its S3 metadata) in
+``X-MangaAssist-Release``."""
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesCommonRuleSet",
     "AWSManagedRulesKnownBadInputsRuleSet",
@@ -126,6 +133,16 @@ class EdgeStack(InfraStack):
                 cache_policy=cloudfront.CachePolicy.CACHING_OPTIMIZED,
                 response_headers_policy=cloudfront.ResponseHeadersPolicy.SECURITY_HEADERS,
                 compress=True,
+                function_associations=[
+                    cloudfront.FunctionAssociation(
+                        event_type=cloudfront.FunctionEventType.VIEWER_REQUEST,
+                        function=self._function("SiteRequest", "site_request.js"),
+                    ),
+                    cloudfront.FunctionAssociation(
+                        event_type=cloudfront.FunctionEventType.VIEWER_RESPONSE,
+                        function=self._function("SiteResponse", "site_response.js"),
+                    ),
+                ],
             ),
             http_version=cloudfront.HttpVersion.HTTP2_AND_3,
             price_class=cloudfront.PriceClass.PRICE_CLASS_100,
@@ -155,6 +172,15 @@ class EdgeStack(InfraStack):
             "default *.cloudfront.net certificate, whose security policy CloudFront fixes itself.",
         )
         cdk.CfnOutput(self, "SiteUrl", value=f"https://{self.distribution.distribution_domain_name}")
+
+    def _function(self, id: str, file: str) -> cloudfront.Function:
+        return cloudfront.Function(
+            self,
+            id,
+            code=cloudfront.FunctionCode.from_file(file_path=str(FUNCTIONS / file)),
+            runtime=cloudfront.FunctionRuntime.JS_2_0,
+            comment=f"{self.settings.physical_name(SITE)}: {file}",
+        )
 
     def _api(self, compute: ComputeStack) -> None:
         settings = self.settings

@@ -410,7 +410,14 @@ def test_edge_cloudfront_and_api(synthesized: Synthesized, env: str) -> None:
             "DistributionConfig": Match.object_like(
                 {
                     "DefaultCacheBehavior": Match.object_like(
-                        {"ViewerProtocolPolicy": "https-only", "ResponseHeadersPolicyId": Match.any_value()}
+                        {
+                            "ViewerProtocolPolicy": "https-only",
+                            "ResponseHeadersPolicyId": Match.any_value(),
+                            "FunctionAssociations": [
+                                {"EventType": "viewer-request", "FunctionARN": Match.any_value()},
+                                {"EventType": "viewer-response", "FunctionARN": Match.any_value()},
+                            ],
+                        }
                     ),
                     "Logging": Match.object_like({"Bucket": Match.any_value()}),
                     "WebACLId": Match.any_value(),
@@ -434,6 +441,12 @@ def test_edge_cloudfront_and_api(synthesized: Synthesized, env: str) -> None:
     assert integrations == {"AWS_PROXY", "HTTP_PROXY"}
     assert "BurstLive" in json.dumps(methods)  # the Lambda integration targets the live alias
     template.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+    # the preview rewrite and the release header (tests/unit/infra/test_cloudfront_functions.py)
+    functions = synthesized.resources(env, "edge", "AWS::CloudFront::Function")
+    codes = sorted(_props(f)["FunctionCode"] for f in functions.values())
+    assert len(codes) == 2
+    assert "x-mangaassist-release" in codes[0] + codes[1] and "/previews/" in codes[0] + codes[1]
+    assert {_props(f)["FunctionConfig"]["Runtime"] for f in functions.values()} == {"cloudfront-js-2.0"}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

@@ -28,9 +28,10 @@ write. ``invalidate`` is one CloudFront ``CreateInvalidation`` with the paths gi
 channel, prefixed with ``/previews/<branch>``). ``gc`` deletes releases retention no longer keeps and
 assets no kept release names, older than ``gc_grace_s`` (an upload in progress has no manifest yet).
 
-Not here: the ``X-MangaAssist-Release`` header and the ``/previews/<b>/assets/`` rewrite to
-``/assets/`` need a CloudFront function or response-headers policy in CD-02's edge stack (the
-entry copies carry the release in their metadata, ``x-amz-meta-release``).
+The distribution's two CloudFront Functions live in CD-02's edge stack
+(``infra/mangaassist_infra/functions``): the viewer request maps ``/previews/<b>/assets/...`` to
+``/assets/...`` and a directory URL to its ``index.html``; the viewer response turns an entry
+copy's ``x-amz-meta-release`` into ``X-MangaAssist-Release``, which ``verify`` polls.
 
 Status: the provider contract suite (``tests/integration/static_site``) runs against moto's server
 process; it has not run against a real account yet.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from mangaassist.chatbot.embeddings import Matrix, Vector
 from mangaassist.core.errors import ConfigError
@@ -36,7 +37,7 @@ from mangaassist.core.kb import (
     keywords,
     parse_document,
 )
-from mangaassist.platform.vector import HybridScorer, IndexRecord, SearchHit, VectorIndex
+from mangaassist.platform.vector import KEYWORD_WEIGHT, IndexRecord, SearchHit, VectorIndex
 
 __all__ = [
     "POLICY",
@@ -44,6 +45,7 @@ __all__ = [
     "STOPWORDS",
     "Chunk",
     "Document",
+    "FusedScorer",
     "Hit",
     "KnowledgeIndex",
     "LiveKnowledge",
@@ -51,6 +53,7 @@ __all__ = [
     "best_sentences",
     "chunk_document",
     "keywords",
+    "lexical_terms",
     "load_documents",
 ]
 
@@ -96,8 +99,121 @@ def _hit(h: SearchHit) -> Hit:
     return Hit(Chunk(h.chunk_id, h.doc_id, h.doc_title, h.heading, h.text, "", h.kind), h.score)
 
 
+_TERM = re.compile(r"[a-z0-9]+")
+RRF_K = 60
+"""Reciprocal rank fusion's constant: a list's item at rank r adds ``1 / (RRF_K + r)``."""
+
+
+def _stem(word: str) -> str:
+    """A light suffix stripper: "returns", "returned", "returning" -> "return"; "copies" -> "copy"."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def lexical_terms(text: str) -> list[str]:
+    """The terms BM25 counts: lower-case words without stop words, lightly stemmed, repeats kept."""
+    return [_stem(w) for w in _TERM.findall(text.lower().replace("'", "")) if w not in STOPWORDS and len(w) > 1]
+
+
+class _BM25:
+    """Okapi BM25 over a fixed list of texts (k1 1.2, b 0.75), built once per index version."""
+
+    def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        docs = [lexical_terms(t) for t in texts]
+        self.n = len(docs)
+        lengths = np.asarray([len(d) for d in docs], dtype=np.float32)
+        self._norm = k1 * (1 - b + b * lengths / max(1.0, float(lengths.mean()) if self.n else 1.0))
+        postings: dict[str, dict[int, int]] = {}
+        for i, d in enumerate(docs):
+            for term in d:
+                row = postings.setdefault(term, {})
+                row[i] = row.get(i, 0) + 1
+        self._postings = {
+            term: (np.asarray(list(rows), dtype=np.int64), np.asarray(list(rows.values()), dtype=np.float32))
+            for term, rows in postings.items()
+        }
+
+    def scores(self, query: str) -> npt.NDArray[np.float32]:
+        out = np.zeros(self.n, dtype=np.float32)
+        for term in set(lexical_terms(query)):
+            found = self._postings.get(term)
+            if found is None:
+                continue
+            rows, tf = found
+            idf = np.log(1 + (self.n - len(rows) + 0.5) / (len(rows) + 0.5))
+            out[rows] += idf * tf * (self.k1 + 1) / (tf + self._norm[rows])
+        return out
+
+
+def _ranks(scores: npt.NDArray[np.float32], usable: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
+    """1-based rank of every row by ``scores`` (best first); unusable rows rank last."""
+    order = np.argsort(-np.where(usable, scores, -np.inf), kind="stable")
+    ranks = np.empty(len(scores), dtype=np.float32)
+    ranks[order] = np.arange(1, len(scores) + 1, dtype=np.float32)
+    return ranks
+
+
+class FusedScorer:
+    """Hybrid retrieval over one immutable version held in memory: a dense ranking (cosine) and a
+    lexical one (BM25 over title, heading and text) fused by reciprocal rank fusion.
+
+    Either list alone misses pages the other finds: the embedding matches "how long does standard
+    shipping take" to every page about delivery times, BM25 finds the page that says "standard
+    shipping" but cannot forgive a typo or a paraphrase. Fused, a chunk near the top of both lists
+    wins. Rows with no shared term get no lexical vote. Hits are one per document (its best chunk),
+    best first; a hit's ``score`` stays ``cosine + KEYWORD_WEIGHT * keyword overlap`` (as
+    ``HybridScorer`` computes it), so ``retrieval.min_score`` keeps its meaning; only the order is
+    the fusion's.
+    """
+
+    def __init__(self, rows: Sequence[IndexRecord], matrix: Matrix) -> None:
+        if len(rows) != matrix.shape[0]:
+            raise ValueError("one embedding row per record is required")
+        self.rows = list(rows)
+        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self._bm25 = _BM25([f"{r.doc_title} {r.heading} {r.text}" for r in self.rows])
+        self._keywords = [keywords(f"{r.doc_title} {r.heading} {r.text}") for r in self.rows]
+        self._kinds = np.asarray([r.kind for r in self.rows])
+
+    def search(self, vector: Vector, text: str, k: int = 10, kind: str | None = None) -> list[SearchHit]:
+        if not self.rows:
+            return []
+        usable = np.ones(len(self.rows), dtype=bool) if kind is None else self._kinds == kind
+        if not usable.any():
+            return []
+        cosine = self.matrix @ np.asarray(vector, dtype=np.float32)
+        lexical = self._bm25.scores(text)
+        fused = 1.0 / (RRF_K + _ranks(cosine, usable))
+        matched = lexical > 0
+        fused = fused + np.where(matched, 1.0 / (RRF_K + _ranks(lexical, usable & matched)), 0.0)
+        fused = np.where(usable, fused, -np.inf)
+        wanted = keywords(text)
+        hits: list[SearchHit] = []
+        seen: set[str] = set()
+        for i in np.argsort(-fused, kind="stable"):
+            if not np.isfinite(fused[i]):
+                break
+            r = self.rows[int(i)]
+            if r.doc_id in seen:
+                continue
+            seen.add(r.doc_id)
+            overlap = len(wanted & self._keywords[int(i)]) / len(wanted) if wanted else 0.0
+            score = float(cosine[i]) + KEYWORD_WEIGHT * overlap
+            hits.append(SearchHit(r.chunk_id, r.doc_id, r.doc_title, r.heading, r.text, r.kind, score, float(cosine[i])))
+            if len(hits) == k:
+                break
+        return hits
+
+
 class KnowledgeIndex:
-    """Chunks and their embedding matrix in memory; hybrid search (cosine plus a keyword boost).
+    """Chunks and their embedding matrix in memory; fused search (``FusedScorer``).
 
     The chatbot's own build, used until a knowledge-base version is live (and by unit tests).
     """
@@ -111,7 +227,7 @@ class KnowledgeIndex:
             IndexRecord(c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind, matrix[i])
             for i, c in enumerate(self.chunks)
         ]
-        self._scorer = HybridScorer(records, matrix)
+        self._scorer = FusedScorer(records, matrix)
         digest = hashlib.sha256("".join(c.content_hash for c in self.chunks).encode()).hexdigest()
         self.version = f"kb-{digest[:12]}"
 
@@ -124,18 +240,36 @@ class KnowledgeIndex:
 
 
 class _PinnedVersion:
-    """One version of the index as a ``Retriever`` (``LiveKnowledge.pinned``)."""
+    """One version of the index as a ``Retriever`` (``LiveKnowledge.pinned``): searched in memory
+    by a ``FusedScorer`` over its rows when they could be read, else by the store's own search."""
 
-    def __init__(self, index: VectorIndex, version: str) -> None:
+    def __init__(self, index: VectorIndex, version: str, scorer: FusedScorer | None = None) -> None:
         self.index = index
         self._version = version
+        self.scorer = scorer
 
     @property
     def version(self) -> str:
         return self._version
 
     def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        if self.scorer is not None:
+            return [_hit(h) for h in self.scorer.search(vector, query, k, kind)]
         return [_hit(h) for h in self.index.search(self._version, vector, query, k, kind)]
+
+
+def load_scorer(index: VectorIndex, version: str) -> FusedScorer | None:
+    """A ``FusedScorer`` over every row of ``version`` (read once: versions are immutable), or None
+    when the store cannot list them (the caller then uses the store's own hybrid search)."""
+    try:
+        records = index.records(version)
+    except Exception:  # a store without row listing, or a hiccup: the store's search still works
+        log.warning("could not read the rows of %s: searching it with the store's own ranking", version)
+        return None
+    if not records:
+        return None
+    matrix = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
+    return FusedScorer(records, matrix)
 
 
 class _NoKnowledge:
@@ -164,10 +298,16 @@ class LiveKnowledge:
         self.refresh_seconds = refresh_seconds
         self.fallback = fallback
         """Serves until the alias points at a version embedded by our model."""
-        self._live: str | None = None
+        self._state: tuple[str, FusedScorer | None] | None = None
+        """The live version and its in-memory scorer, swapped as one reference."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
+
+    @property
+    def _live(self) -> str | None:
+        state = self._state
+        return state[0] if state is not None else None
 
     @property
     def version(self) -> str:
@@ -176,18 +316,15 @@ class LiveKnowledge:
         return self.fallback.version if self.fallback is not None else "none"
 
     def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
-        live = self._live  # one read: a swap during this request does not change its version
-        if live is None:
-            return self.fallback.search(vector, query, k, kind) if self.fallback is not None else []
-        return [_hit(h) for h in self.index.search(live, vector, query, k, kind)]
+        return self.pinned().search(vector, query, k, kind)
 
     def pinned(self) -> Retriever:
         """The version live now, for one request: its search and its ``version`` stay that version
         whatever the alias does meanwhile, so an answer never names a version it did not read."""
-        live = self._live
-        if live is None:
+        state = self._state  # one read: a swap does not change this request's version
+        if state is None:
             return self.fallback if self.fallback is not None else _NoKnowledge()
-        return _PinnedVersion(self.index, live)
+        return _PinnedVersion(self.index, state[0], state[1])
 
     def refresh(self) -> bool:
         """Resolve the alias; switch if it moved to a version we can use. True if switched."""
@@ -208,11 +345,12 @@ class LiveKnowledge:
                 return False
             # load before switching: the first request on the new version must not pay for it
             self.index.search(name, np.zeros(info.dim, dtype=np.float32), "", k=1)
+            scorer = load_scorer(self.index, name)
         except Exception:  # a store hiccup must not take answers down: keep the current version
             log.exception("resolving %s failed; staying on %s", self.alias, self.version)
             return False
         log.info("knowledge base: %s now %s (was %s)", self.alias, name, self.version)
-        self._live = name
+        self._state = (name, scorer)  # one assignment: readers get both or neither
         return True
 
     def start(self) -> LiveKnowledge:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -249,3 +250,66 @@ def test_sagemaker_variants_have_no_2xx_metric_and_latency_in_microseconds() -> 
     assert Counter(o.status for o in batch.outcomes) == {200: 3, 400: 1, 500: 1}
     assert {o.latency_ms for o in batch.outcomes} == {2.5}
     assert metrics.shadow("intent-model", "v2").requests == 0 and metrics.alerts("intent-model") == []
+
+
+def test_alerts_are_the_slo_alarms_of_the_service_in_alarm() -> None:
+    """CD-08's alarms as CD-02's monitoring stack creates them (``alarms_document`` for prod): a
+    severity composite in ALARM is an alert of the service its SLO guards; a condition's composite
+    and another service's alarm are not; one a server returns in OK is not either. Stubber, since
+    moto's server has no composite alarms (PutCompositeAlarm answers 500) and ignores StateValue
+    next to AlarmNamePrefix."""
+    from mangaassist.delivery.monitoring.build import resolve
+    from mangaassist.delivery.monitoring.cloudwatch import alarms_document
+
+    root = Path(__file__).parents[2]
+    slos, ws, _ = resolve([root / "monitoring" / "slos"], "prod")
+    composites = {c["AlarmName"]: c for c in alarms_document(slos, ws, "prod")["composite_alarms"]}
+    page = "mangaassist-prod-slo-chatbot-chat-availability-page"
+    condition = f"{page}-quick"
+    ticket = "mangaassist-prod-slo-chatbot-chat-latency-ticket"
+    other = "mangaassist-prod-slo-intent-model-intent-availability-page"
+    assert {page, condition, ticket, other} <= set(composites), sorted(composites)
+    since = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+
+    def described(name: str, state: str = "ALARM") -> dict[str, Any]:
+        c = composites[name]
+        return {
+            "AlarmName": name,
+            "AlarmArn": f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}",
+            "AlarmDescription": c["AlarmDescription"],
+            "AlarmRule": c["AlarmRule"],
+            "StateValue": state,
+            "StateTransitionedTimestamp": since,
+        }
+
+    cw = boto3.client("cloudwatch", **CREDENTIALS)
+    metrics = CloudWatchMetrics(cw, lambda service: {}, alarm_prefix="mangaassist-prod-slo-")
+    request = {
+        "AlarmNamePrefix": "mangaassist-prod-slo-",
+        "AlarmTypes": ["CompositeAlarm"],
+        "StateValue": "ALARM",
+    }
+    with Stubber(cw) as stub:
+        firing = [described(page), described(condition), described(ticket), described(other)]
+        stub.add_response("describe_alarms", {"CompositeAlarms": firing[:2], "NextToken": "t"}, request)
+        stub.add_response(
+            "describe_alarms",
+            {"CompositeAlarms": [*firing[2:], described(page, "OK")]},
+            request | {"NextToken": "t"},
+        )
+        alerts = metrics.alerts("chatbot")
+        stub.add_response("describe_alarms", {"CompositeAlarms": firing}, request)
+        intent = metrics.alerts("intent-model")
+        stub.add_response("describe_alarms", {"CompositeAlarms": [described(page, "OK")]}, request)
+        recovered = metrics.alerts("chatbot")
+        stub.assert_no_pending_responses()
+    assert [(a.name, a.service, a.severity) for a in alerts] == [
+        (page, "chatbot", "page"),
+        (ticket, "chatbot", "ticket"),
+    ]
+    assert "of service chatbot" in alerts[0].summary and alerts[0].since == since.isoformat()
+    assert [a.name for a in intent] == [other] and recovered == []
+    # without the environment's prefix there is nothing to ask
+    with Stubber(cw) as stub:
+        assert CloudWatchMetrics(cw, lambda service: {}).alerts("chatbot") == []
+        stub.assert_no_pending_responses()

@@ -173,7 +173,12 @@ class Platform:
         namespace = str(self.settings.aws.get("metrics_namespace") or NAMESPACE)
         return self._once(  # type: ignore[no-any-return]
             "metrics",
-            lambda: CloudWatchMetrics(self._client("cloudwatch"), sources_of(compute), namespace=namespace),
+            lambda: CloudWatchMetrics(
+                self._client("cloudwatch"),
+                sources_of(compute),
+                namespace=namespace,
+                alarm_prefix=physical_name(self.environment, "slo-"),
+            ),
         )
 
     def tables(self, path: Path | None = None) -> Tables:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.core.resources import physical_name
 from mangaassist.delivery.monitoring.rules import format_float
 from mangaassist.delivery.monitoring.slo import (
     SLO,
@@ -258,7 +259,7 @@ class SLOAlarms:
 
 def alarm_prefix(environment: str | None) -> str:
     """``mangaassist-ENV-`` (the resource naming of infra/resources.toml), or ``mangaassist-``."""
-    return f"mangaassist-{environment}-" if environment else "mangaassist-"
+    return physical_name(environment, "") if environment else "mangaassist-"
 
 
 def slo_alarms(slo: SLO, ws: WindowSet, environment: str | None = None) -> SLOAlarms:
@@ -314,7 +315,11 @@ def slo_alarms(slo: SLO, ws: WindowSet, environment: str | None = None) -> SLOAl
         composites.append(
             CompositeAlarm(
                 name=f"{prefix}-{severity}",
-                description=f"{slo.id}: the {severity} alert (the error budget burns too fast)",
+                # CloudWatchMetrics.alerts reads the service from " of service NAME: "
+                description=(
+                    f"{slo.id}: the {severity} alert of service {slo.service}: "
+                    "the error budget burns too fast"
+                ),
                 rule=" OR ".join(f'ALARM("{n}")' for n in conditions),
                 children=tuple(conditions),
                 slo_id=slo.id,

@@ -64,8 +64,15 @@ Failed requests without an answer have latency 0.
 always False): the load balancer's metrics do not separate them; judges start their window after
 the smoke test. ALB 5xx errors it answers before choosing a target are per load balancer, not per
 target group, so no revision gets them. Sessions are unknown (``session`` None). An ALB has no
-shadow, so ``shadow`` is all zero. ``alerts`` is empty: CD-08's CloudWatch alarms are synthesized,
-not yet applied, and naming the service each one guards needs the SLO map, which is not read here.
+shadow, so ``shadow`` is all zero.
+
+**Alerts.** ``alerts(service)`` lists CD-08's SLO alarms that CD-02's monitoring stack creates
+(``delivery/monitoring/cloudwatch.py``): the composite alarms named ``alarm_prefix`` + ``SLO-ID`` +
+``-page`` or ``-ticket`` (one per SLO and severity) that are in ``ALARM``
+(``DescribeAlarms``, paginated), whose description names the service they guard (``... of service
+NAME: ...``, ``SERVICE_IN_DESCRIPTION``). The conditions' composites and the window alarms under
+them are not alerts. An alarm in ``ALARM`` without actions enabled still counts: the gate reads the
+state, not who was notified. Without ``alarm_prefix`` there are no alerts.
 
 Chosen by ``platform.factory.Platform.metrics`` for aws environments.
 """
@@ -73,13 +80,14 @@ Chosen by ``platform.factory.Platform.metrics`` for aws environments.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError
 from mangaassist.platform.metrics import Alert, OutcomeBatch, OutcomeKind, RequestOutcome, ShadowCounters
@@ -91,6 +99,9 @@ LATENCY_PERCENTILES: tuple[float, ...] = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 
 FLAGS = ("fallback", "guardrail")
 RATINGS = ("up", "down")
 _MAX_QUERIES = 500
+SEVERITIES = ("page", "ticket")
+SERVICE_IN_DESCRIPTION = re.compile(r" of service ([A-Za-z0-9][A-Za-z0-9_.-]*): ")
+"""How a severity composite's description names the service it guards (CD-08 writes it so)."""
 
 # key -> (metric name, statistic) per kind; the latency metric and its unit (to milliseconds)
 _COUNTS: Mapping[str, Mapping[str, str]] = {
@@ -177,6 +188,7 @@ class CloudWatchMetrics:
         lookback_s: float = 3600.0,
         latency_percentiles: Sequence[float] = LATENCY_PERCENTILES,
         clock: Callable[[], float] = time.time,
+        alarm_prefix: str | None = None,
     ) -> None:
         if period_s <= 0 or (period_s % 60 and period_s not in (1, 5, 10, 20, 30)):
             raise ConfigError(
@@ -190,6 +202,8 @@ class CloudWatchMetrics:
         self.lookback_s = lookback_s
         self.percentiles = tuple(sorted(latency_percentiles))
         self._clock = clock
+        self.alarm_prefix = alarm_prefix
+        """``mangaassist-ENV-slo-``: where the environment's SLO alarms' names start."""
         self._known: dict[str, dict[str, RevisionSource]] = {}
         """Every revision seen per service: a retired revision's last periods are still read."""
 
@@ -239,7 +253,35 @@ class CloudWatchMetrics:
         }
 
     def alerts(self, service: str) -> list[Alert]:
-        return []  # module docstring: CD-08's alarms are not applied on AWS yet
+        if not self.alarm_prefix:
+            return []
+        found: list[Alert] = []
+        try:
+            pages = self.cloudwatch.get_paginator("describe_alarms").paginate(
+                AlarmNamePrefix=self.alarm_prefix, AlarmTypes=["CompositeAlarm"], StateValue="ALARM"
+            )
+            composites = [a for page in pages for a in page.get("CompositeAlarms", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise CloudWatchError(f"CloudWatch DescribeAlarms {self.alarm_prefix}*: {exc}") from exc
+        for alarm in composites:
+            name = str(alarm.get("AlarmName", ""))
+            severity = name.rsplit("-", 1)[-1]
+            guarded = SERVICE_IN_DESCRIPTION.search(str(alarm.get("AlarmDescription") or ""))
+            if alarm.get("StateValue", "ALARM") != "ALARM":
+                continue  # the request asked for ALARM only; a server that ignored it is not believed
+            if severity not in SEVERITIES or guarded is None or guarded.group(1) != service:
+                continue
+            since = alarm.get("StateTransitionedTimestamp") or alarm.get("StateUpdatedTimestamp")
+            found.append(
+                Alert(
+                    name=name,
+                    service=service,
+                    severity=severity,
+                    summary=str(alarm.get("AlarmDescription") or ""),
+                    since=since.isoformat() if isinstance(since, datetime) else None,
+                )
+            )
+        return found
 
     # -- CloudWatch ------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mangaassist.chatbot.emf import EmfWriter
 from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.identity import (
     Customer,
@@ -193,9 +194,16 @@ class RevisionHeader:
     """
 
     def __init__(
-        self, app: ASGIApp, revision: str, metrics: CountsRequests, known_paths: frozenset[str] = KNOWN_PATHS
+        self,
+        app: ASGIApp,
+        revision: str,
+        metrics: CountsRequests,
+        known_paths: frozenset[str] = KNOWN_PATHS,
+        emf: EmfWriter | None = None,
     ) -> None:
         self.app = app
+        self.emf = emf
+        """On AWS: each response on the service's counted path as an EMF line (``chatbot.emf``)."""
         self.header = (b"x-mangaassist-revision", revision.encode())
         self.stamp: tuple[tuple[bytes, bytes], ...] = (self.header,)
         self.metrics = metrics
@@ -211,6 +219,7 @@ class RevisionHeader:
             self.stamp if path != "/readyz" else (self.header, (b"x-mangaassist-pid", b"%d" % os.getpid()))
         )
         started = False
+        began = time.perf_counter()
 
         async def stamped(message: Message) -> None:
             nonlocal started
@@ -218,6 +227,8 @@ class RevisionHeader:
                 started = True
                 message["headers"] = [*message.get("headers", []), *stamp]
                 self.metrics.requests.labels(path, str(message["status"])).inc()
+                if self.emf is not None and (b"x-mangaassist-shadow", b"1") not in scope.get("headers", ()):
+                    self.emf.request(path, int(message["status"]), time.perf_counter() - began)
             await send(message)
 
         try:
@@ -333,7 +344,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.runtime_state = state
 
-    app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics)
+    emf = EmfWriter.from_env("chatbot", settings.revision, ("/v1/chat",))
+    app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics, emf=emf)
     # outermost: its span covers RevisionHeader's 500s too
     app.add_middleware(TraceMiddleware, scope_name="mangaassist.chatbot", known_paths=KNOWN_PATHS)
 
@@ -450,6 +462,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["Server-Timing"] = ", ".join(
             f"{k};dur={v:.3f}" for k, v in result.timings_ms.items()
         )
+        if emf is not None and not _is_shadow(request):
+            emf.answer(fallback=result.fallback, guardrail=result.guardrail)
         if result.fallback:
             metrics.fallbacks.inc()
             response.headers["X-MangaAssist-Fallback"] = "1"
@@ -490,6 +504,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 service.rt.active_config(body.session_id).versions, body.rating
             )
         metrics.feedback.labels(body.rating).inc()
+        if emf is not None:
+            emf.feedback(body.rating)
         return {"ok": True, "session_id": body.session_id, "rating": body.rating}
 
     if settings.identity.dev_signin:  # development only: production never sets it (404 otherwise)

@@ -77,6 +77,7 @@ from mangaassist.chatbot.app import (
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.config import load_config
 from mangaassist.chatbot.embeddings import BatchingEmbedder, make_embedder
+from mangaassist.chatbot.emf import EmfWriter
 from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.intent import LocalIntentClient, load_or_train, load_package
 from mangaassist.chatbot.settings import Settings
@@ -238,7 +239,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="MangaAssist intent model", version="1", lifespan=lifespan, **NO_NATIVE_TELEMETRY)
     app.state.metrics = metrics
-    app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics, known_paths=KNOWN_PATHS)
+    app.add_middleware(
+        RevisionHeader,
+        revision=settings.revision,
+        metrics=metrics,
+        known_paths=KNOWN_PATHS,
+        emf=EmfWriter.from_env("intent-model", settings.revision, ("/v1/intent",)),
+    )
     app.add_middleware(TraceMiddleware, scope_name="mangaassist.model_server", known_paths=KNOWN_PATHS)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
 

@@ -10,6 +10,9 @@ Every variable is optional; defaults suit ``mangaassist serve`` from a checkout.
 ``MANGAASSIST_EMBEDDER``    ``minilm`` (default) or ``hashing`` (fast, for unit tests only)
 ``MANGAASSIST_FAULT``       fault injection for drills, e.g. ``error_rate=0.3,latency_ms=400``
 ``MANGAASSIST_TABLES``      SQLite file of the tables; default ``HOME/tables.sqlite3``
+``MANGAASSIST_EMF``         ``1``: write CloudWatch embedded-metric-format lines to standard
+                            output (``chatbot.emf``; set on AWS); ``MANGAASSIST_SERVICE`` and
+                            ``MANGAASSIST_METRICS_NAMESPACE`` name the service and namespace
 ``MANGAASSIST_INTENT_URL``  the intent model endpoint (``chatbot.model_server``, usually its
                             router); unset or empty: the model runs in process
 ==========================  ===================================================================

@@ -138,6 +138,15 @@ class ShadowCounters:
         }
 
 
+QUALITY_FLAGS_METRIC = "RouterQualityFlags"
+"""The workload's quality flags as a CloudWatch custom metric (dimensions ``Service``, ``Revision``,
+``Flag`` = ``fallback`` | ``guardrail``): written as EMF lines by ``chatbot.emf``, read by the
+CloudWatch provider, alarmed on by CD-08."""
+FEEDBACK_METRIC = "RouterFeedback"
+"""Customer feedback as a CloudWatch custom metric (``Service``, ``Revision``, ``Rating`` = ``up`` |
+``down``), likewise."""
+
+
 @dataclass(frozen=True)
 class Alert:
     """An alert firing for a service (CD-08's SLO alerts: ``severity`` ``page`` or ``ticket``)."""

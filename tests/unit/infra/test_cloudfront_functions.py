@@ -18,8 +18,10 @@ NODE = shutil.which("node")
 def _run(file: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     assert NODE, "node is installed by make setup (the CDK app runs on it)"
     code = (FUNCTIONS / file).read_text()
-    script = code + "\nconst events = JSON.parse(process.argv[1]);\n" + (
-        "console.log(JSON.stringify(events.map(e => handler(e))));\n"
+    script = (
+        code
+        + "\nconst events = JSON.parse(process.argv[1]);\n"
+        + ("console.log(JSON.stringify(events.map(e => handler(e))));\n")
     )
     out = subprocess.run(
         [NODE, "-e", script, json.dumps(events)], capture_output=True, text=True, timeout=30, check=True

@@ -13,7 +13,8 @@ Mapping (each line is one AWS concept):
   its digest is recorded (container env ``MANGAASSIST_ARTIFACT_DIGEST``, service tag
   ``mangaassist:digest``) and ``status`` reads it back. The container's environment is the
   revision's ``env`` (less ``ECS_IMAGE``) plus ``MANGAASSIST_REVISION``, ``MANGAASSIST_SERVICE``,
-  ``MANGAASSIST_APP``, ``MANGAASSIST_ENV`` and the digest. ``replicas`` is the desired task count.
+  ``MANGAASSIST_APP``, ``MANGAASSIST_ENV``, ``MANGAASSIST_EMF=1`` (the workload writes its
+  metrics as CloudWatch EMF lines: ``chatbot.emf``) and the digest. ``replicas`` is the desired task count.
 * *weights* are the forward action of the service's **weighted rule** (priority from
   ``weights_priority_start``, 40000, upwards; conditions ``conditions[service]``, default
   ``path-pattern /*``): one target group per live revision with its weight, and
@@ -593,6 +594,7 @@ class EcsServiceCompute:
             "MANGAASSIST_SERVICE": service,
             "MANGAASSIST_APP": revision.app,
             "MANGAASSIST_PROVIDER": "aws",
+            "MANGAASSIST_EMF": "1",  # the workload's metrics as EMF lines (chatbot.emf)
             DIGEST_ENV: revision.artifact.digest,
         }
         if self.environment:

@@ -28,9 +28,11 @@ quality flags (both)   namespace ``namespace`` (``MangaAssist``), as CD-08's ala
 The EMF line that yields one flag: ``{"_aws": {"Timestamp": MS, "CloudWatchMetrics":
 [{"Namespace": "MangaAssist", "Dimensions": [["Service", "Revision", "Flag"]], "Metrics":
 [{"Name": "RouterQualityFlags", "Unit": "Count"}]}]}, "Service": "chatbot", "Revision": "r2",
-"Flag": "fallback", "RouterQualityFlags": 1}``. The chatbot does not write these lines yet: until
-it does, every observation here has ``fallback`` and ``guardrail`` False and there is no feedback
-(the rates the judge compares on them are then 0 on both sides: no evidence, never a false alarm).
+"Flag": "fallback", "RouterQualityFlags": 1}``. The chatbot writes them to its standard output
+(``chatbot.emf``, on with ``MANGAASSIST_EMF=1``, which ``EcsServiceCompute`` sets): the task's
+``awslogs`` driver sends them to CloudWatch Logs, which extracts the metrics. A workload that
+writes none has ``fallback`` and ``guardrail`` False and no feedback here (the rates the judge
+compares on them are then 0 on both sides: no evidence, never a false alarm).
 
 **Cursor.** Microseconds since the epoch of the end of the newest *settled* period: a period is
 settled ``settle_s`` (180 s) after it ends, since the load balancer's datapoints arrive a minute or
@@ -90,7 +92,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError
-from mangaassist.platform.metrics import Alert, OutcomeBatch, OutcomeKind, RequestOutcome, ShadowCounters
+from mangaassist.platform.metrics import (
+    FEEDBACK_METRIC,
+    QUALITY_FLAGS_METRIC,
+    Alert,
+    OutcomeBatch,
+    OutcomeKind,
+    RequestOutcome,
+    ShadowCounters,
+)
 
 US = 1_000_000
 """Cursor units per second."""
@@ -344,7 +354,7 @@ class CloudWatchMetrics:
                     "count",
                     f"flag:{flag}",
                     self.namespace,
-                    "RouterQualityFlags",
+                    QUALITY_FLAGS_METRIC,
                     {**own, "Flag": flag},
                     "Sum",
                 )
@@ -354,7 +364,7 @@ class CloudWatchMetrics:
                     "count",
                     f"rating:{rating}",
                     self.namespace,
-                    "RouterFeedback",
+                    FEEDBACK_METRIC,
                     {**own, "Rating": rating},
                     "Sum",
                 )

@@ -7,6 +7,11 @@ each is a short scripted exchange (2 to 4 turns from one of the intents' scripts
 starts when it ends, so conversations are sticky and finite the way real ones are. A share of
 conversations posts feedback at the end (mostly thumbs up).
 
+At most ``max_in_flight`` (128) requests are outstanding at once: a tick that finds that many
+unanswered is not sent and counted as ``skipped``. Without the bound a stalled service (or a
+machine too loaded to answer) makes the queue grow without limit, and the HTTP client's pool, whose
+bookkeeping grows with its waiting requests, then spends more time on the queue than on sending.
+
 Used by ``mangaassist traffic``, the pipeline's latency-budget gate, the demo, the tests and
 ``benchmarks/rollout_e2e.py``. It refuses any host that is not loopback.
 """
@@ -89,6 +94,8 @@ class LoadReport:
     feedback: int = 0
     abandoned: int = 0
     """Requests still unanswered when the run stopped (cancelled after a grace period)."""
+    skipped: int = 0
+    """Ticks not sent because ``max_in_flight`` requests were still unanswered."""
     failures: list[tuple[float, str]] = field(default_factory=list)
     """(wall-clock time, revision) of every failed request, for drills that time a rollback."""
 
@@ -117,6 +124,7 @@ class LoadReport:
             "mixed_conversations": self.mixed_conversations,
             "feedback": self.feedback,
             "abandoned": self.abandoned,
+            "skipped": self.skipped,
         }
 
 
@@ -145,8 +153,10 @@ class _Load:
         feedback_share: float,
         seed: int | None,
         stop: threading.Event | None,
+        max_in_flight: int = 128,
     ) -> None:
         self.url = url.rstrip("/")
+        self.max_in_flight = max_in_flight
         self.rps = rps
         self.duration_s = duration_s
         self.headers = dict(headers)
@@ -162,7 +172,7 @@ class _Load:
         return _Conversation(f"load-{uuid.uuid4().hex[:16]}", self.rng.choice(self.scripts))
 
     async def run(self) -> LoadReport:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
             started = time.perf_counter()
             tasks: set[asyncio.Task[None]] = set()
@@ -173,6 +183,9 @@ class _Load:
                 delay = started + i / self.rps - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if len(tasks) >= self.max_in_flight:
+                    self.report.skipped += 1
+                    continue
                 slot = i % len(self.slots)
                 convo = self.slots[slot]
                 if convo.turn >= len(convo.script):
@@ -258,14 +271,20 @@ def run_load(
     feedback_share: float = 0.1,
     seed: int | None = None,
     stop: threading.Event | None = None,
+    max_in_flight: int = 128,
 ) -> LoadReport:
-    """Send the load and wait for every answer (at most ``rps * duration_s`` requests)."""
+    """Send the load and wait for every answer (at most ``rps * duration_s`` requests, at most
+    ``max_in_flight`` unanswered at once)."""
     check_loopback(url)
     if rps <= 0 or duration_s <= 0:
         raise ConfigError(f"load needs rps > 0 and a duration > 0, got rps={rps} duration={duration_s}")
     if rps > 2000:
         raise ConfigError(f"rps {rps} is over the generator's bound of 2000")
-    load = _Load(url, rps, duration_s, sessions, headers or {}, scripts, feedback_share, seed, stop)
+    if not 1 <= max_in_flight <= 1024:
+        raise ConfigError(f"max_in_flight {max_in_flight}: expected 1..1024")
+    load = _Load(
+        url, rps, duration_s, sessions, headers or {}, scripts, feedback_share, seed, stop, max_in_flight
+    )
     return asyncio.run(load.run())
 
 
@@ -295,5 +314,6 @@ class BackgroundLoad:
         self._thread.join(120)
         if self._error is not None:
             raise self._error
-        assert self.report is not None
+        if self.report is None:
+            raise RuntimeError("the load did not stop within 120 s of being asked to")
         return self.report

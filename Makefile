@@ -41,7 +41,7 @@ endif
 PYTEST_ARGS ?=
 test: setup
 	@echo "random order: --randomly-seed=$(SEED)"
-	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=30 $(PYTEST_ARGS)
 
 # CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, 4-6 minutes): kept out of
 # `make test` for its time budget; not in .ci/run yet: its blue-green test failed 1 run in 4 on

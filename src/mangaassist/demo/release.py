@@ -3,10 +3,11 @@
 ``run_release_demo(console, platform)`` runs on ``platform`` (without one: starts the local
 platform, or uses the one running), sends realistic chat traffic through the router, deploys a
 changed copy of the source tree by canary (wheel built and stored by digest, test gate, smoke,
-latency gate, 10/50/100 with the judge's PASS), then the same code with
-``MANGAASSIST_FAULT=error_rate=0.2``, which the judge FAILs at 10%: all traffic back on the stable
-revision at once, the candidate retired. It prints the judge's numbers and stops the platform if it
-started it. About two minutes once the model cache is warm.
+latency gate, 10/50/100 with the judge's PASS), then the same code with a subtle fault,
+``MANGAASSIST_FAULT=error_rate=0.08`` (8% of answers fail: the pinned load's 10 requests let it
+through 96% of the time), which the judge FAILs on live traffic at the first step: all traffic back
+on the stable revision at once, the candidate retired. It prints the judge's numbers and stops the
+platform if it started it. About two minutes once the model cache is warm.
 
 ``local_platform(console)`` is that start and stop as a context manager (``Platform.up`` and
 ``down`` of ``platform.factory``): ``mangaassist demo`` holds it around this segment and the model
@@ -50,6 +51,11 @@ DEMO_SETTINGS: dict[str, Any] = {
     "latency_budget_ms": 2000,
     "drain_idle_s": 1,
 }
+
+
+SUBTLE_FAULT = 0.08
+"""The bad release's error rate: the pinned gate (10 requests, more than 2 failures fail it at 1% and
+alpha 0.001) lets it through 96% of the time; the judge sees it against the baseline's 0%."""
 
 
 def release(console: Console, params: dict[str, Any]) -> tuple[RunRecord, dict[str, StepRecord]]:
@@ -155,17 +161,23 @@ def _releases(console: Console, platform: Platform) -> int:
         console.print(_judge_table("the judge on the good release", steps))
         if run.effective_state is not RunState.SUCCEEDED:
             code = 1
-        console.print("[bold]2. A bad release[/]: the same code with MANGAASSIST_FAULT=error_rate=0.2")
+        console.print(
+            f"[bold]2. A subtly bad release[/]: the same code failing {SUBTLE_FAULT:.0%} of answers "
+            f"(MANGAASSIST_FAULT=error_rate={SUBTLE_FAULT}): too few for the pinned load's "
+            f"{DEMO_SETTINGS['load_rps'] * DEMO_SETTINGS['load_s']} requests to notice, so users meet it "
+            "and the judge must catch it"
+        )
         began = time.monotonic()
         run, steps = release(
-            console, {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": "error_rate=0.2"}}
+            console,
+            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": f"error_rate={SUBTLE_FAULT}"}},
         )
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
             f"live: {dict(compute.status('chatbot').weights)}"
         )
         console.print(f"reason: {run.reason}", markup=False, highlight=False)
-        console.print(_judge_table("the judge on the bad release", steps))
+        console.print(_judge_table("the judge on the subtly bad release", steps))
         failed = next((s for s in steps.values() if s.detail.get("verdict") == "FAIL"), None)
         if failed is not None:
             n = failed.detail.get("numbers") or {}

@@ -63,6 +63,7 @@ from mangaassist.platform.vector import VectorIndex
 
 if TYPE_CHECKING:
     from mangaassist.platform.aws.audit import S3AuditAnchor
+    from mangaassist.platform.embeddings import Embedder
     from mangaassist.platform.local.client import DownReport, UpReport
 
 PROVIDERS = ("local", "aws")
@@ -205,6 +206,40 @@ class Platform:
                 "vector", lambda: LanceVectorIndex(self.home / "kb" / "index")
             )
         return self._once("vector", self._aws_vector_index)  # type: ignore[no-any-return]
+
+    def embedder(self) -> Embedder:
+        """The environment's embedding model (``platform.embeddings``): Amazon Bedrock's Titan Text
+        Embeddings on an aws environment that names ``embedding_model`` (and
+        ``embedding_dimensions``, default 1024), else the in-process model ``MANGAASSIST_EMBEDDER``
+        names (all-MiniLM-L6-v2 by default)."""
+        if self.provider != "local" and self.settings.aws.get("embedding_model"):
+            return self._once("embedder", self._bedrock_embedder)  # type: ignore[no-any-return]
+        from mangaassist.platform.embeddings import make_embedder
+
+        kind = os.environ.get("MANGAASSIST_EMBEDDER", "minilm")
+        return self._once(f"embedder:{kind}", lambda: make_embedder(kind))  # type: ignore[no-any-return]
+
+    def _bedrock_embedder(self) -> Embedder:
+        import boto3
+        from botocore.config import Config
+
+        from mangaassist.platform.aws.embeddings_bedrock import BedrockTitanEmbedder
+
+        raw = self.settings.aws.get("embedding_dimensions", 1024)
+        try:
+            dimensions = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] "
+                f"embedding_dimensions = {raw!r}: expected 256, 512 or 1024"
+            ) from None
+        client = boto3.client(
+            "bedrock-runtime",
+            region_name=self._aws("region"),
+            endpoint_url=self.settings.aws.get("endpoint_url") or None,
+            config=Config(retries={"mode": "adaptive", "max_attempts": 8}),
+        )
+        return BedrockTitanEmbedder(client, self._aws("embedding_model"), dimensions)
 
     def config_store(self, url: str | None = None) -> ConfigStore:
         """Versioned config profiles and their rollouts (``platform.config_store``).

@@ -4,10 +4,10 @@
 platform, or uses the one running), sends realistic chat traffic through the router, deploys a
 changed copy of the source tree by canary (wheel built and stored by digest, test gate, smoke,
 latency gate, 10/50/100 with the judge's PASS), then the same code with a subtle fault,
-``MANGAASSIST_FAULT=error_rate=0.08`` (8% of answers fail: the pinned load's 10 requests let it
-through 96% of the time), which the judge FAILs on live traffic at the first step: all traffic back
-on the stable revision at once, the candidate retired. It prints the judge's numbers and stops the
-platform if it started it. About two minutes once the model cache is warm.
+``MANGAASSIST_FAULT=latency_ms=60`` (every answer 60 ms slower: within the pinned load's latency
+budget, and no answer is wrong, so the golden-set gate lets it through), which the judge FAILs on
+live traffic at the first step: all traffic back on the stable revision at once, the candidate
+retired. It prints the judge's numbers and stops the platform if it started it. About two minutes once the model cache is warm.
 
 ``local_platform(console)`` is that start and stop as a context manager (``Platform.up`` and
 ``down`` of ``platform.factory``): ``mangaassist demo`` holds it around this segment and the model
@@ -53,9 +53,10 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
-SUBTLE_FAULT = 0.08
-"""The bad release's error rate: the pinned gate (10 requests, more than 2 failures fail it at 1% and
-alpha 0.001) lets it through 96% of the time; the judge sees it against the baseline's 0%."""
+SUBTLE_FAULT = "latency_ms=60"
+"""The bad release: every answer 60 ms slower. The pinned load's latency budget (2 s in the demo) and
+the golden-set gate (right answers, no errors) let it through; the judge compares its latency bands
+with the baseline's on live traffic."""
 
 
 def release(console: Console, params: dict[str, Any]) -> tuple[RunRecord, dict[str, StepRecord]]:
@@ -162,15 +163,14 @@ def _releases(console: Console, platform: Platform) -> int:
         if run.effective_state is not RunState.SUCCEEDED:
             code = 1
         console.print(
-            f"[bold]2. A subtly bad release[/]: the same code failing {SUBTLE_FAULT:.0%} of answers "
-            f"(MANGAASSIST_FAULT=error_rate={SUBTLE_FAULT}): too few for the pinned load's "
-            f"{DEMO_SETTINGS['load_rps'] * DEMO_SETTINGS['load_s']} requests to notice, so users meet it "
-            "and the judge must catch it"
+            f"[bold]2. A subtly bad release[/]: the same code, every answer 60 ms slower "
+            f"(MANGAASSIST_FAULT={SUBTLE_FAULT}): within the pinned load's latency budget and "
+            "with every answer right, so users meet it and the judge must catch it"
         )
         began = time.monotonic()
         run, steps = release(
             console,
-            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": f"error_rate={SUBTLE_FAULT}"}},
+            {**base, "source": str(project), "set_env": {"MANGAASSIST_FAULT": SUBTLE_FAULT}},
         )
         console.print(
             f"run {run.id}: [bold]{run.effective_state.value}[/] in {time.monotonic() - began:.0f}s; "
@@ -182,9 +182,10 @@ def _releases(console: Console, platform: Platform) -> int:
         if failed is not None:
             n = failed.detail.get("numbers") or {}
             if "restore_ms" in n:
+                first = n.get("first_error_to_restore_s")
                 console.print(
-                    f"weights flipped back in {n['restore_ms']:.1f} ms; first faulty answer to 100% "
-                    f"stable: {n.get('first_error_to_restore_s', float('nan')):.1f}s"
+                    f"{failed.name}: weights flipped back in {n['restore_ms']:.1f} ms"
+                    + (f"; first failed answer to 100% stable: {first:.1f}s" if first is not None else "")
                 )
             else:  # a gate before the canary: traffic never left the stable release
                 console.print(f"stopped by {failed.name} before any user request reached the candidate")

@@ -7,7 +7,8 @@ latency gate, 10/50/100 with the judge's PASS), then the same code with a subtle
 ``MANGAASSIST_FAULT=latency_ms=60`` (every answer 60 ms slower: within the pinned load's latency
 budget, and no answer is wrong, so the golden-set gate lets it through), which the judge FAILs on
 live traffic at the first step: all traffic back on the stable revision at once, the candidate
-retired. It prints the judge's numbers and stops the platform if it started it. About two minutes once the model cache is warm.
+retired. It prints the judge's numbers and stops the platform if it started it. About two minutes
+once the model cache is warm.
 
 ``local_platform(console)`` is that start and stop as a context manager (``Platform.up`` and
 ``down`` of ``platform.factory``): ``mangaassist demo`` holds it around this segment and the model

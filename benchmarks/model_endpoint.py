@@ -47,6 +47,7 @@ from mangaassist.platform.local.client import (  # noqa: E402
 )
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
 from mangaassist.platform.settings import load_settings  # noqa: E402
+from openloop import open_loop  # noqa: E402
 
 APP = "mangaassist.chatbot.model_server:create_app"
 
@@ -100,16 +101,7 @@ async def fixed_rate(port: int, payloads: list[bytes], rate: float, seconds: flo
     await asyncio.gather(*(one(i) for i in range(50)))  # warm-up: connections, first calls
     latencies.clear()
     errors.clear()
-    tasks = []
-    start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
+    n, elapsed = await open_loop(one, rate, seconds)
     pool.close()
     return {
         "requests": n,

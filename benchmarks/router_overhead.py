@@ -48,6 +48,7 @@ from mangaassist.platform.local.client import (  # noqa: E402
 from mangaassist.platform.local.supervisor import free_port  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
 from mangaassist.platform.settings import load_settings  # noqa: E402
+from openloop import open_loop  # noqa: E402
 
 APP = "mangaassist.platform.local.testing_app:create_app"
 PATH = b"/echo"
@@ -115,7 +116,7 @@ async def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
 
-    async def one() -> None:
+    async def one(_: int = 0) -> None:
         nonlocal errors
         t0 = time.perf_counter()
         try:
@@ -131,15 +132,7 @@ async def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, Any]:
     # warm-up: open connections, let the JITs of the world settle
     await asyncio.gather(*(one() for _ in range(50)))
     latencies.clear()
-    tasks = []
-    start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    n, _ = await open_loop(one, rate, seconds)
     pool.close()
     latencies.sort()
     return {

@@ -46,6 +46,7 @@ import uvloop  # noqa: E402
 
 from mangaassist.platform.local.supervisor import free_port  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
+from openloop import open_loop  # noqa: E402
 
 APP = "mangaassist.platform.local.testing_app:create_app"
 PATH = "/echo"
@@ -155,7 +156,7 @@ async def fixed_rate(client: Client, rate: float, seconds: float) -> dict[str, A
     latencies: list[float] = []
     errors = 0
 
-    async def one() -> None:
+    async def one(_: int) -> None:
         nonlocal errors
         t0 = time.perf_counter()
         try:
@@ -166,15 +167,7 @@ async def fixed_rate(client: Client, rate: float, seconds: float) -> dict[str, A
             return
         latencies.append((time.perf_counter() - t0) * 1000)
 
-    tasks = []
-    start = time.perf_counter()
-    n = int(rate * seconds)
-    for i in range(n):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    n, _ = await open_loop(one, rate, seconds)
     latencies.sort()
     return {
         "requests": n,

@@ -1,0 +1,23 @@
+"""The open-loop schedule the latency benchmarks share: ``rate`` calls a second for ``seconds``,
+each started on time whether or not the earlier ones have finished (a slow server shows up as
+latency, not as less load)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+async def open_loop(one: Callable[[int], Awaitable[None]], rate: float, seconds: float) -> tuple[int, float]:
+    """Start ``one(i)`` for i in 0..n-1 at ``rate`` per second, wait for all; (n, elapsed seconds)."""
+    tasks = []
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return n, time.perf_counter() - start

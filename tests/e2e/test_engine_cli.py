@@ -281,7 +281,10 @@ def test_release_plans_from_git_and_stops_at_the_first_failure(env: dict[str, st
     (repo / "frontend" / "widget.js").write_text("x")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "widget")
-    done = cli(env, "release", "--env", "dev", "--since", change, "--repo", str(repo))
+    unasked = cli(env, "release", "--env", "dev", "--since", change, "--repo", str(repo))
+    assert unasked.returncode == 2 and "pass --yes" in unasked.stderr, unasked.stderr
+    assert "release rel-" not in unasked.stdout  # nothing ran
+    done = cli(env, "release", "--env", "dev", "--since", change, "--repo", str(repo), "--yes")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "CD-05" in done.stdout and "nothing was uploaded or published" in done.stdout
     assert "release rel-" in done.stdout and "stopped" in done.stdout

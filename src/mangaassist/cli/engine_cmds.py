@@ -18,6 +18,7 @@ Environment: ``MANGAASSIST_STATE_URL`` / ``MANGAASSIST_HOME`` (state store), ``M
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -531,6 +532,7 @@ def release(
     policy_path: Annotated[
         Path | None, typer.Option("--policy", help="Policy file (default: policy.yaml).")
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run the plan without asking for confirmation.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan (--plan) or run a release: changed paths -> pipelines, in dependency order."""
@@ -550,6 +552,13 @@ def release(
         if plan_only:
             _show_plan(plan, as_json)
             return
+        if not yes:
+            if as_json or not sys.stdin.isatty():
+                raise fail(
+                    "not a terminal: pass --yes to run the release without confirmation", 2, as_json=as_json
+                )
+            _show_plan(plan, False)
+            typer.confirm(f"run these {len(plan.pipelines)} pipeline(s) in {env}?", abort=True)
         requester = resolve_identity(actor, store)
         with ProgressDisplay(as_json) as display:
             executor = engine_executor(store, display)
@@ -557,7 +566,7 @@ def release(
             def run_one(item: planner.PlannedPipeline) -> tuple[bool, str | None, str]:
                 record = None
                 try:
-                    runs = registry.release_runs(item.id, env)
+                    runs = registry.release_runs(item.id, env, item.paths)
                     if not runs:
                         return True, None, "nothing to run"
                     for params in runs:  # several for CD-07 (one per pending migration), in order

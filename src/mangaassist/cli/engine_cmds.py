@@ -41,7 +41,7 @@ from mangaassist.delivery.engine.runs import Pipeline
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.pipelines import registry
 from mangaassist.views import history, progress
-from mangaassist.views.runs import engine_executor, resolve_actor, resolve_identity
+from mangaassist.views.runs import engine_executor, preflight, resolve_actor, resolve_identity
 
 console = Console()
 err = Console(stderr=True)
@@ -552,6 +552,8 @@ def release(
         if plan_only:
             _show_plan(plan, as_json)
             return
+        if plan.pipelines:
+            preflight(env, store)
         if not yes:
             if as_json or not sys.stdin.isatty():
                 raise fail(

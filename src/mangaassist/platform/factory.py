@@ -586,6 +586,26 @@ def settings_for(environment: str | None = None, home: Path | None = None) -> Pl
     return load_settings(environment, home=home)
 
 
+def aws_preflight(settings: PlatformSettings) -> list[str]:
+    """What an aws environment lacks before a run may start there (empty: nothing). Checked without
+    calling AWS: the region and credentials boto3 would sign with. Local environments need nothing."""
+    if settings.provider != "aws":
+        return []
+    import boto3
+
+    where = f"[environments.{settings.environment}.aws]"
+    problems = []
+    region = settings.aws.get("region")
+    if not region:
+        problems.append(f"{where} region is required: the AWS region the environment's resources are in")
+    if boto3.Session(region_name=str(region or "us-east-1")).get_credentials() is None:
+        problems.append(
+            "no AWS credentials: in GitHub Actions the deploy workflow assumes the environment's OIDC role "
+            "(docs/production.md); elsewhere set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return problems
+
+
 def platform_for(
     environment: str | PlatformSettings | None = None, *, home: Path | None = None, config: Path | None = None
 ) -> Platform:

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine import approvals, people
 from mangaassist.delivery.engine.errors import BadRequest
 from mangaassist.delivery.engine.model import RunRecord, StepRecord
@@ -31,6 +32,7 @@ from mangaassist.delivery.pipelines import kb, registry
 from mangaassist.delivery.pipelines import migration as cd07
 from mangaassist.delivery.pipelines import model as cd03
 from mangaassist.delivery.pipelines import monitoring as cd08
+from mangaassist.platform.factory import aws_preflight, settings_for
 from mangaassist.views.progress import ProgressDisplay, say
 
 DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {cd01.NAME: cd01.describe, cd03.NAME: cd03.describe}
@@ -132,6 +134,29 @@ def engine_executor(
     )
 
 
+def preflight(environment: str, store: StateStore) -> None:
+    """Refuse, before a run is recorded or anything changes, to start in an aws environment that
+    lacks what its runs need: the region and AWS credentials (``platform.factory.aws_preflight``),
+    and the shared state database, since runners that keep runs, locks, approvals and the audit log
+    apart could deploy the same thing twice (docs/production.md). Raises ``ConfigError`` naming
+    every missing piece and how to provide it."""
+    try:
+        settings = settings_for(environment)
+    except ConfigError:
+        return  # an environment without platform settings (a test or demo pipeline): nothing to check
+    problems = aws_preflight(settings)
+    if settings.provider == "aws" and store.is_sqlite:
+        problems.append(
+            f"the engine's state is the local {store.display_url}: runs in {environment} keep their "
+            "state in the shared PostgreSQL database: set MANGAASSIST_STATE_URL=postgresql://... "
+            "(docs/production.md)"
+        )
+    if problems:
+        raise ConfigError(
+            f"environment {environment} (aws) cannot start a run, nothing was changed: " + "; ".join(problems)
+        )
+
+
 def run_pipeline(
     display: ProgressDisplay,
     pipeline: str,
@@ -160,6 +185,7 @@ def run_pipeline(
     policy = load_policy(None).for_run(environment, runs_as)
     if store is None:
         store = StateStore()
+    preflight(environment, store)
     with display:
         executor = engine_executor(store, display, poll_seconds=poll_seconds)
         record = executor.start(

@@ -5,6 +5,7 @@ percentile statistics)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -313,3 +314,46 @@ def test_alerts_are_the_slo_alarms_of_the_service_in_alarm() -> None:
     with Stubber(cw) as stub:
         assert CloudWatchMetrics(cw, lambda service: {}).alerts("chatbot") == []
         stub.assert_no_pending_responses()
+
+
+def test_tasks_get_the_workers_aws_settings_and_a_worker_opens_its_tables_with_them(
+    aws_network: AwsNetwork, contract_artifact: Artifact, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What ``EcsServiceCompute`` puts in a task's environment is what ``workload_platform`` needs to
+    reach the environment's stores: here its DynamoDB tables, on moto's server."""
+    from mangaassist.core.errors import ConfigError as SettingsError
+    from mangaassist.platform.factory import WORKLOAD_AWS_ENV, workload_aws_settings, workload_platform
+    from tests.moto_server import client, create_table
+
+    settings = {"region": "us-east-1", "endpoint_url": aws_network.endpoint, "cluster": "not-for-workers"}
+    side, _ = make_aws_side(aws_network, contract_artifact, workload_env=workload_aws_settings(settings))
+    side.compute.deploy("workers", side.revision("r1"))
+    family = side.compute.family("workers")
+    container = side.compute.ecs.describe_task_definition(taskDefinition=family)["taskDefinition"][
+        "containerDefinitions"
+    ][0]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert json.loads(env[WORKLOAD_AWS_ENV]) == {"region": "us-east-1", "endpoint_url": aws_network.endpoint}
+    assert env["MANGAASSIST_PROVIDER"] == "aws" and env["MANGAASSIST_EMF"] == "1"
+
+    # the worker's side: the same variables, its tables on DynamoDB (moto)
+    create_table(
+        client(aws_network.endpoint, "dynamodb"),
+        "mangaassist-contract-sessions",
+        {"attributes": {"pk": "S", "sk": "S"}, "partition_key": "pk", "sort_key": "sk"},
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for key in ("MANGAASSIST_PROVIDER", "MANGAASSIST_ENV", WORKLOAD_AWS_ENV):
+        monkeypatch.setenv(key, env[key])
+    platform = workload_platform(tmp_path, tmp_path)
+    tables = platform.tables()
+    assert tables.physical("sessions") == "mangaassist-contract-sessions"
+    tables.put("sessions", {"pk": "s1", "sk": "turn#1", "message": "hi"})
+    assert (tables.get("sessions", "s1", "turn#1") or {}).get("message") == "hi"
+    monkeypatch.setenv(WORKLOAD_AWS_ENV, '{"region": "us-east-1", "cluster": "x"}')
+    with pytest.raises(SettingsError, match=r"MANGAASSIST_AWS_SETTINGS: .*unknown: \['cluster'\]"):
+        workload_platform(tmp_path, tmp_path)
+    monkeypatch.setenv(WORKLOAD_AWS_ENV, "{not json")
+    with pytest.raises(SettingsError, match="MANGAASSIST_AWS_SETTINGS: not JSON"):
+        workload_platform(tmp_path, tmp_path)

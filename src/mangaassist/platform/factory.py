@@ -40,6 +40,7 @@ the error (docs/aws.md).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -538,6 +539,7 @@ class Platform:
                 log_group=str(aws["log_group"]) if aws.get("log_group") else None,
                 region=self._aws("region"),
                 base_url=str(aws["app_url"]) if aws.get("app_url") else None,
+                workload_env=workload_aws_settings(aws),
             )
         from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
 
@@ -616,17 +618,61 @@ def platform_for(
     return Platform(load_settings(environment, path, home), path)
 
 
+WORKLOAD_AWS_ENV = "MANGAASSIST_AWS_SETTINGS"
+"""The aws settings a workload's own stores need, as JSON (``workload_aws_settings``): set by the
+``Compute`` that starts it on AWS, read by ``workload_platform``."""
+WORKLOAD_AWS_KEYS = (
+    "region",
+    "endpoint_url",
+    "opensearch_url",
+    "appconfig_application",
+    "metrics_namespace",
+    "embedding_model",
+    "embedding_dimensions",
+)
+"""What a worker's tables (DynamoDB), knowledge index (OpenSearch), config (AppConfig), metrics and
+embedder read of ``[environments.NAME.aws]``: nothing secret, nothing about deploying."""
+
+
+def workload_aws_settings(aws: Mapping[str, Any]) -> dict[str, str]:
+    """``{MANGAASSIST_AWS_SETTINGS: JSON}`` of the ``WORKLOAD_AWS_KEYS`` an environment sets, for a
+    workload's environment variables (empty when it sets none)."""
+    chosen = {k: aws[k] for k in WORKLOAD_AWS_KEYS if aws.get(k) not in (None, "")}
+    return {WORKLOAD_AWS_ENV: json.dumps(chosen, sort_keys=True)} if chosen else {}
+
+
 def workload_platform(home: Path, root: Path) -> Platform:
     """The platform a running workload (a chatbot worker) reads its stores from.
 
-    A worker may run from an unpacked artifact with no ``mangaassist.toml`` above it: its provider
-    comes from ``MANGAASSIST_PROVIDER`` (set by the platform that started it; default ``local``)
-    and its state directory is given."""
+    A worker may run from an unpacked artifact or an image with no ``mangaassist.toml`` above it:
+    its provider comes from ``MANGAASSIST_PROVIDER`` (set by the platform that started it; default
+    ``local``), its state directory is given, and on AWS its settings come from
+    ``MANGAASSIST_AWS_SETTINGS`` (``workload_aws_settings``; a malformed value is a ``ConfigError``
+    naming it)."""
     provider = os.environ.get("MANGAASSIST_PROVIDER") or "local"
     environment = os.environ.get("MANGAASSIST_ENV") or "dev"
+    raw = os.environ.get(WORKLOAD_AWS_ENV, "").strip()
+    aws: dict[str, Any] = {}
+    if raw:
+        try:
+            aws = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{WORKLOAD_AWS_ENV}: not JSON ({exc})") from None
+        if not isinstance(aws, dict) or set(aws) - set(WORKLOAD_AWS_KEYS):
+            unknown = sorted(set(aws) - set(WORKLOAD_AWS_KEYS)) if isinstance(aws, dict) else aws
+            raise ConfigError(
+                f"{WORKLOAD_AWS_ENV}: expected an object of {', '.join(WORKLOAD_AWS_KEYS)}; "
+                f"unknown: {unknown}"
+            )
     return Platform(
         PlatformSettings(
-            environment=environment, provider=provider, root=root, home=home, control_port=0, services={}
+            environment=environment,
+            provider=provider,
+            root=root,
+            home=home,
+            control_port=0,
+            services={},
+            aws=aws,
         )
     )
 

@@ -13,7 +13,8 @@ Mapping (each line is one AWS concept):
   its digest is recorded (container env ``MANGAASSIST_ARTIFACT_DIGEST``, service tag
   ``mangaassist:digest``) and ``status`` reads it back. The container's environment is the
   revision's ``env`` (less ``ECS_IMAGE``) plus ``MANGAASSIST_REVISION``, ``MANGAASSIST_SERVICE``,
-  ``MANGAASSIST_APP``, ``MANGAASSIST_ENV``, ``MANGAASSIST_EMF=1`` (the workload writes its
+  ``MANGAASSIST_APP``, ``MANGAASSIST_ENV``, ``workload_env`` (the workers' own aws settings,
+  ``MANGAASSIST_AWS_SETTINGS``), ``MANGAASSIST_EMF=1`` (the workload writes its
   metrics as CloudWatch EMF lines: ``chatbot.emf``) and the digest. ``replicas`` is the desired task count.
 * *weights* are the forward action of the service's **weighted rule** (priority from
   ``weights_priority_start``, 40000, upwards; conditions ``conditions[service]``, default
@@ -285,6 +286,7 @@ class EcsServiceCompute:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         dry_run: bool = False,
+        workload_env: Mapping[str, str] | None = None,
     ) -> None:
         if not subnets:
             raise ConfigError("EcsServiceCompute needs at least one subnet for the Fargate tasks")
@@ -318,6 +320,8 @@ class EcsServiceCompute:
         self._sleep = sleep
         self._clock = clock
         self.dry_run = dry_run
+        self.workload_env = dict(workload_env or {})
+        """Set in every task's environment (the workers' own aws settings: ``platform.factory``)."""
         self.planned: list[tuple[str, str, dict[str, Any]]] = []
         """Dry run: the mutating calls that were not made, as (client, operation, parameters)."""
         self._url: str | None = None
@@ -589,6 +593,7 @@ class EcsServiceCompute:
 
     def _register(self, service: str, revision: Revision, image: str, env: Mapping[str, str]) -> str:
         environment = {
+            **self.workload_env,
             **env,
             "MANGAASSIST_REVISION": revision.name,
             "MANGAASSIST_SERVICE": service,

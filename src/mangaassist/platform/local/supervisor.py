@@ -45,7 +45,8 @@ inherited one), and from the control plane's environment only this allow-list
   ``TOKENIZERS_PARALLELISM``, ``OMP_*``, ``MKL_*``, ``OPENBLAS_*``;
 * the ``MANGAASSIST_*`` variables workers read (``WORKER_MANGAASSIST_VARS``: the chatbot's and
   the model server's settings, its customer-token settings, the config client, the knowledge
-  refresh, the embedder's threads, the workload's provider and environment);
+  refresh, the embedder's threads and runtime, the workload's provider, environment and aws
+  settings, its EMF metrics switch);
 * traces (``platform.tracing``, ``WORKER_OTEL_VARS``): the OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``,
   ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), the sampler (``OTEL_TRACES_SAMPLER``,
   ``OTEL_TRACES_SAMPLER_ARG``) and the batch delay (``OTEL_BSP_SCHEDULE_DELAY``). Not
@@ -113,6 +114,10 @@ WORKER_MANGAASSIST_VARS: frozenset[str] = frozenset(
         "MANGAASSIST_CONFIG_URL", "MANGAASSIST_CONFIG_DIR", "MANGAASSIST_CONFIG_POLL",
         "MANGAASSIST_KB_REFRESH_SECONDS", "MANGAASSIST_TORCH_THREADS",
         "MANGAASSIST_PROVIDER", "MANGAASSIST_ENV",  # platform.factory.workload_platform
+        "MANGAASSIST_AWS_SETTINGS",  # the same, on aws (platform.factory.workload_aws_settings)
+        "MANGAASSIST_EMBED_RUNTIME", "MANGAASSIST_ONNX_DIR",  # the embedder's runtime (platform.embeddings)
+        # the workload's CloudWatch EMF lines (chatbot.emf; off unless MANGAASSIST_EMF=1)
+        "MANGAASSIST_EMF", "MANGAASSIST_METRICS_NAMESPACE", "MANGAASSIST_SERVICE",
         # the customer's identity (chatbot.settings.IdentitySettings): no key material, only where
         # the keys are and what a token must say
         "MANGAASSIST_CUSTOMER_JWKS_URL", "MANGAASSIST_CUSTOMER_TOKEN_AUDIENCE",

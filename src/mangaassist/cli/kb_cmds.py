@@ -9,11 +9,22 @@ Registered on the main app by ``register(app)``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mangaassist.cli.engine_cmds import (
@@ -26,9 +37,12 @@ from mangaassist.cli.engine_cmds import (
     handled,
 )
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
+from mangaassist.delivery.engine.runs import ProgressEvent
 from mangaassist.delivery.pipelines import kb
+from mangaassist.platform.embeddings import RUNTIMES
 from mangaassist.platform.vector import LIVE_ALIAS
 from mangaassist.views import inventory
+from mangaassist.views.progress import say
 from mangaassist.views.runs import run_pipeline
 from mangaassist.views.tables import kb_gate_table
 
@@ -39,11 +53,65 @@ kb_app = typer.Typer(
 EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")]
 
 
+class BuildProgress(ProgressDisplay):
+    """``kb build``'s progress: in a terminal, a Rich bar per step with the time left (the embed
+    step's line says chunks/s and time left too); elsewhere plain lines, the embed step's at each
+    tenth of the work or every ``every_s`` seconds, whichever comes first."""
+
+    def __init__(self, as_json: bool, every_s: float = 10.0, stream: Console | None = None) -> None:
+        super().__init__(as_json)
+        if stream is not None:
+            self.stream = stream
+            self.rich = not as_json and stream.is_terminal
+        self.every_s = every_s
+        self._last: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def __enter__(self) -> Self:
+        if self.rich:
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=self.stream,
+            )
+            self.progress.start()
+        return self
+
+    def _plain(self, event: ProgressEvent) -> None:
+        if event.kind != "step.progress" or event.fraction is None:
+            super()._plain(event)
+            return
+        key = (event.run_id, event.step or "")
+        tenth, at = self._last.get(key, (-1, 0.0))
+        now = time.monotonic()
+        if int(event.fraction * 10) == tenth and now - at < self.every_s:
+            return
+        self._last[key] = (int(event.fraction * 10), now)
+        say(self.stream, f"{event.run_id} {event.step}: {event.message}")
+
+
 def _run(
     pipeline_name: str, params: dict[str, Any], env: str, as_json: bool
 ) -> tuple[RunRecord, dict[str, StepRecord]]:
     """Start and drive one engine run (CD-04 or CD-04-promote): (run, steps by name)."""
-    return run_pipeline(ProgressDisplay(as_json), pipeline_name, params, environment=env, announce=True)
+    display = BuildProgress(as_json) if pipeline_name == kb.NAME else ProgressDisplay(as_json)
+    return run_pipeline(display, pipeline_name, params, environment=env, announce=True)
+
+
+def stage_times(steps: dict[str, StepRecord]) -> dict[str, Any]:
+    """Seconds per step, and inside them: chunking (plan), cache reads, tokenization, forward
+    passes, cache writes and padding share (embed), writing the version (build)."""
+    plan, embed, built = steps["plan"].output, steps["embed"].output, steps["build"].output
+    return {
+        "steps_s": {name: s.duration_s for name, s in steps.items()},
+        "chunking_s": plan.get("chunking_s"),
+        "embed": embed.get("stages", {}),
+        "write_s": built.get("write_s"),
+    }
 
 
 @kb_app.command("build")
@@ -56,15 +124,28 @@ def kb_build(
     ] = False,
     env: EnvOpt = "dev",
     embedder: Annotated[str, typer.Option(help="minilm (default) or hashing (tests only).")] = "minilm",
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="torch or onnx (same vectors); default MANGAASSIST_EMBED_RUNTIME or torch."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Texts per forward pass (default 32).", min=1)
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="Repository holding knowledge/ and data/.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a new index version from knowledge/ and the catalog, gate it, and move kb-live to it."""
     if full and incremental:
         raise fail("--full and --incremental exclude each other", 2)
+    if runtime is not None and runtime not in RUNTIMES:
+        raise fail(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}", 2)
     params: dict[str, Any] = {"mode": "full" if full else "incremental" if incremental else "auto"}
     if embedder != "minilm":
         params["embedder"] = embedder
+    if runtime is not None:
+        params["runtime"] = runtime
+    if batch_size is not None:
+        params["batch_size"] = batch_size
     if root is not None:
         params["root"] = str(root.resolve())
     with handled():
@@ -82,6 +163,7 @@ def kb_build(
                 "embed": steps["embed"].output,
                 "gate": {k: gate.get(k) for k in ("verdict", "checks", "new", "live", "failures")},
                 "promote": promote,
+                "stages": stage_times(steps),
             }
         )
     else:

@@ -24,16 +24,24 @@ pipelines (``CD-04-promote``) so alias moves are locked and audited like builds.
 Params (all optional): ``mode`` (auto | incremental | full), ``embedder`` (minilm | hashing),
 ``root`` (repository; default: found from the working directory or ``MANGAASSIST_ROOT``),
 ``home`` (state; default ``MANGAASSIST_HOME`` or ``ROOT/.mangaassist``), ``keep`` (3), ``alias``,
-``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``), ``batch_size``.
+``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``),
+``runtime`` (torch | onnx; default ``MANGAASSIST_EMBED_RUNTIME`` or torch: the same vectors, so the
+same model id), ``batch_size`` (texts per forward pass, 32), ``flush_every`` (vectors per cache
+write, 2048; at most 15 s of work apart).
+
+The embed step records where its time went (``stages``: cache reads, tokenization and padding,
+forward passes, padding share, cache writes); the plan step its chunking time, the build step its
+writing time. ``kb build --json`` shows them together.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -54,7 +62,14 @@ from mangaassist.delivery.analysis.gates import (
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
 from mangaassist.delivery.pipelines.gating import gate_outcome
 from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
-from mangaassist.platform.embeddings import Embedder, make_embedder, model_id
+from mangaassist.platform.embeddings import (
+    DEFAULT_BATCH_SIZE,
+    Embedder,
+    EmbedStats,
+    embed_runtime,
+    make_embedder,
+    model_id,
+)
 from mangaassist.platform.factory import platform_for
 from mangaassist.platform.settings import find_root as find_project_root
 from mangaassist.platform.settings import state_home as project_home
@@ -107,7 +122,9 @@ def build_promote(params: dict[str, Any]) -> Pipeline:
 
 def _plan(ctx: StepContext) -> Outcome:
     kb = Workspace.of(ctx.params, ctx.run.environment)
+    started = time.perf_counter()
     chunks = kb.chunks()
+    chunking_s = time.perf_counter() - started
     model = kb.model
     live = kb.index.resolve(kb.alias)
     live_info = kb.index.version(live) if live else None
@@ -121,9 +138,9 @@ def _plan(ctx: StepContext) -> Outcome:
         mode, why = "full", "full rebuild requested"
     else:
         mode, why = "incremental", "same embedding model as the live version"
-    diff = Diff.between(chunks, kb.index.records(live) if live and mode == "incremental" else [])
+    diff = Diff.between(chunks, kb.ready_records(live) if live and mode == "incremental" else [])
     if live and mode == "full":
-        live_rows = {r.chunk_id: r.content_hash for r in kb.index.records(live)}
+        live_rows = {r.chunk_id: r.content_hash for r in kb.ready_records(live)}
         diff = Diff.between(chunks, [], live_rows)
     noop = live == target
     existing = kb.index.version(target)
@@ -138,6 +155,7 @@ def _plan(ctx: StepContext) -> Outcome:
         "noop": noop,
         "reuse": bool(existing and existing.state is VersionState.READY and not noop),
         **diff.counts(),
+        "chunking_s": round(chunking_s, 3),
     }
     summary = (
         f"nothing to do: {live} was built from these sources by {model}"
@@ -156,11 +174,16 @@ def _embed(ctx: StepContext) -> Outcome:
     chunks = kb.chunks(expect=plan["target"])
     reusable = kb.reusable(plan)
     wanted = [c for c in chunks if reusable.get(c.id, (None, ""))[1] != c.content_hash]
-    embedded, hits = kb.embed_missing(wanted, ctx)
-    return Outcome.done(
-        {"embedded": embedded, "cache_hits": hits, "reused_from_live": len(chunks) - len(wanted)},
-        numbers={"embedded": float(embedded), "cache_hits": float(hits)},
-    )
+    embedded, hits, stages = kb.embed_with_stages(wanted, ctx)
+    output = {
+        "embedded": embedded,
+        "cache_hits": hits,
+        "reused_from_live": len(chunks) - len(wanted),
+        "runtime": getattr(kb.embedder, "runtime", None),
+        "batch_size": kb.batch_size,
+        "stages": stages,
+    }
+    return Outcome.done(output, numbers={"embedded": float(embedded), "cache_hits": float(hits)})
 
 
 def _build(ctx: StepContext) -> Outcome:
@@ -179,9 +202,14 @@ def _build(ctx: StepContext) -> Outcome:
         sealed = kb.write_version(plan, chunks, key, ctx)
         return sealed.as_dict()
 
+    started = time.perf_counter()
     sealed = ctx.effect("write-version", write)
     return Outcome.done(
-        {"version": sealed["name"], "rows": sealed["rows"]},
+        {
+            "version": sealed["name"],
+            "rows": sealed["rows"],
+            "write_s": round(time.perf_counter() - started, 3),
+        },
         numbers={"rows": float(sealed["rows"]), "size_bytes": float(sealed["size_bytes"])},
     )
 
@@ -292,8 +320,24 @@ class Diff:
 
 
 @cache
-def _embedder(kind: str) -> Embedder:
-    return make_embedder(kind)
+def _embedder(kind: str, runtime: str | None = None) -> Embedder:
+    return make_embedder(kind, runtime)
+
+
+def _positive(params: dict[str, Any], key: str, default: int) -> int:
+    raw = params.get(key, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={raw!r}: expected a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{key}={raw!r}: expected at least 1")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 SOURCE_MARKERS = ("knowledge", "data/catalog.jsonl")
@@ -323,6 +367,31 @@ def read_documents(knowledge: Path, catalog: Path) -> list[Document]:
     if len(set(ids)) != len(ids):
         raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return docs
+
+
+_CHUNKED: dict[Path, tuple[str, list[Chunk]]] = {}
+_READY_ROWS: dict[tuple[str, str, str], list[IndexRecord]] = {}
+
+
+def _chunked(root: Path) -> list[Chunk]:
+    """The sources' chunks, remembered per root while the sources' bytes stay the same: each step
+    of a run needs them, and reading them (a few milliseconds) is far cheaper than parsing and
+    chunking 20,000 chunks' worth of documents again (about a second)."""
+    config = root / "config" / "chatbot.yaml"
+    knowledge, catalog = root / "knowledge", root / "data" / "catalog.jsonl"
+    digest = hashlib.sha256()
+    for path in (config, catalog, *sorted(knowledge.glob("*.md"))):
+        digest.update(f"\0{path.name}\0".encode())
+        digest.update(path.read_bytes() if path.exists() else b"\0missing")
+    key = digest.hexdigest()
+    remembered = _CHUNKED.get(root)
+    if remembered is not None and remembered[0] == key:
+        return list(remembered[1])
+    words, overlap = chunk_settings(config)
+    chunks = chunk_all(read_documents(knowledge, catalog), words, overlap)
+    _CHUNKED.clear()  # one root at a time is what a process builds
+    _CHUNKED[root] = (key, chunks)
+    return list(chunks)
 
 
 def chunk_settings(config_path: Path) -> tuple[int, int]:
@@ -374,12 +443,14 @@ class Workspace:
         self.home = state_home(params, self.root)
         self.alias = str(params.get("alias", LIVE_ALIAS))
         self.index: VectorIndex = open_index(self.home, params.get("environment"))
-        self.embedder = _embedder(str(params.get("embedder", "minilm")))
+        kind = str(params.get("embedder", "minilm"))
+        self.embedder = _embedder(kind, embed_runtime(params.get("runtime")) if kind == "minilm" else None)
         self.model = model_id(self.embedder)
         self.cache = ChunkEmbeddingCache(self.home / "kb" / "embeddings.sqlite3")
         self.thresholds = RetrievalThresholds.from_params(params.get("thresholds"))
         self.keep = int(params.get("keep", 3))
-        self.batch_size = int(params.get("batch_size", 64))
+        self.batch_size = _positive(params, "batch_size", DEFAULT_BATCH_SIZE)
+        self.flush_every = _positive(params, "flush_every", 2048)
         self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
 
     @classmethod
@@ -388,9 +459,7 @@ class Workspace:
         return cls({**params, "environment": environment} if environment else params)
 
     def chunks(self, expect: str | None = None) -> list[Chunk]:
-        words, overlap = chunk_settings(self.root / "config" / "chatbot.yaml")
-        docs = read_documents(self.root / "knowledge", self.root / "data" / "catalog.jsonl")
-        chunks = chunk_all(docs, words, overlap)
+        chunks = _chunked(self.root)
         if expect is not None and version_name(self.model, chunks) != expect:
             raise ConfigError(f"the sources changed since this run planned {expect}; start a new build")
         return chunks
@@ -399,22 +468,92 @@ class Workspace:
         """Live rows an incremental build copies instead of embedding again."""
         if plan["mode"] != "incremental" or not plan["live"]:
             return {}
-        return {r.chunk_id: (r, r.content_hash) for r in self.index.records(plan["live"])}
+        return {r.chunk_id: (r, r.content_hash) for r in self.ready_records(plan["live"])}
+
+    def ready_records(self, name: str) -> list[IndexRecord]:
+        """A version's rows, remembered while it is ready: a sealed version never changes (and a
+        name is a digest of its model and chunks), so the plan, embed and build steps of an
+        incremental run read the live version once instead of three times."""
+        key = (str(self.home), str(self.params.get("environment")), name)
+        remembered = _READY_ROWS.get(key)
+        if remembered is not None:
+            return remembered
+        info = self.index.version(name)
+        rows = self.index.records(name)
+        if info is not None and info.state is VersionState.READY:
+            _READY_ROWS.clear()  # the live version of one index is what a build reuses
+            _READY_ROWS[key] = rows
+        return rows
 
     def embed_missing(self, chunks: Sequence[Chunk], ctx: StepContext | None = None) -> tuple[int, int]:
-        """Embed what the cache lacks, batch by batch, each batch cached at once."""
+        """Embed what the cache lacks, shortest texts first (little padding), and cache the vectors
+        every ``flush_every`` chunks, so a killed build keeps all but the last few seconds of work."""
+        embedded, hits, _ = self.embed_with_stages(chunks, ctx)
+        return embedded, hits
+
+    def embed_with_stages(
+        self, chunks: Sequence[Chunk], ctx: StepContext | None = None
+    ) -> tuple[int, int, dict[str, float]]:
+        """``embed_missing`` plus where the time went: cache lookup, tokenization (with padding),
+        forward passes, cache writes (seconds), and the share of computed tokens that was padding."""
+        started = time.perf_counter()
         cached = self.cache.get_many(self.model, (c.content_hash for c in chunks))
         todo = list({c.content_hash: c for c in chunks if c.content_hash not in cached}.values())
+        stages: dict[str, float] = {"cache_read_s": time.perf_counter() - started, "cache_write_s": 0.0}
+        stats = getattr(self.embedder, "stats", None)
+        if isinstance(stats, EmbedStats):
+            stats.reset()
+        texts = [c.embed_text for c in todo]
+        pending: dict[str, Any] = {}
         done = 0
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            matrix = self.embedder.embed([c.embed_text for c in batch])
-            self.cache.put_many(self.model, {c.content_hash: matrix[i] for i, c in enumerate(batch)})
-            done += len(batch)
+        began = last_flush = time.perf_counter()
+
+        def flush() -> None:
+            flushed = time.perf_counter()
+            self.cache.put_many(self.model, pending)
+            pending.clear()
+            stages["cache_write_s"] += time.perf_counter() - flushed
+
+        for rows, matrix in self._batches(texts):
+            for r, row in enumerate(rows):
+                pending[todo[row].content_hash] = matrix[r]
+            done += len(rows)
+            now = time.perf_counter()
+            if len(pending) >= self.flush_every or now - last_flush >= 15.0 or done == len(todo):
+                flush()
+                last_flush = time.perf_counter()
+                if ctx is not None:
+                    ctx.checkpoint(f"embedded-{done}")
             if ctx is not None:
-                ctx.progress(f"embedded {done}/{len(todo)} chunks", done / len(todo))
-                ctx.checkpoint(f"embedded-{done}")
-        return done, len(chunks) - len(todo)
+                rate = done / max(now - began, 1e-9)
+                left = (len(todo) - done) / rate if rate else 0.0
+                ctx.progress(
+                    f"embedded {done}/{len(todo)} chunks, {rate:.1f} chunks/s, {_duration(left)} left",
+                    done / len(todo),
+                )
+        if pending:
+            flush()
+        stages["embed_s"] = time.perf_counter() - began
+        if isinstance(stats, EmbedStats):
+            stages.update(
+                tokenize_s=stats.tokenize_s,
+                forward_s=stats.forward_s,
+                padding_waste=stats.padding_waste,
+                tokens=float(stats.tokens),
+                padded_tokens=float(stats.padded_tokens),
+            )
+        return done, len(chunks) - len(todo), {k: round(v, 4) for k, v in stages.items()}
+
+    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Any]]:
+        """(indices, vectors) per forward pass: the embedder's own length-sorted batches when it
+        has them (MiniLM), else slices of ``batch_size`` in order."""
+        by_length = getattr(self.embedder, "embed_batches", None)
+        if callable(by_length):
+            yield from by_length(texts, self.batch_size)
+            return
+        for start in range(0, len(texts), self.batch_size):
+            rows = list(range(start, min(len(texts), start + self.batch_size)))
+            yield rows, self.embedder.embed([texts[i] for i in rows])
 
     def write_version(
         self, plan: dict[str, Any], chunks: Sequence[Chunk], key: str, ctx: StepContext | None = None

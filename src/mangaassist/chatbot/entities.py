@@ -12,7 +12,7 @@ import hashlib
 import random
 import re
 
-from mangaassist.chatbot.catalog import Catalog, find_format, find_volume
+from mangaassist.chatbot.catalog import Catalog, asked_facts, find_format, find_volume
 
 _ORDER_ID = re.compile(
     r"\bMA[-\s]?(\d{6})\b|#\s?(\d{6})\b|\border\s*(?:number|no\.?|id|num)?\s*[:#]?\s*(\d{6})\b|\b(100\d{3})\b",
@@ -20,22 +20,73 @@ _ORDER_ID = re.compile(
 )
 
 
-_FOLLOW_UP = re.compile(r"\b(it|its|that one|this one|that series|this series|the series|them|those)\b", re.I)
+_FOLLOW_UP = re.compile(
+    r"\b(it|its|it'?s|that one|this one|that series|this series|the series|that manga|this manga|"
+    r"the manga|them|those)\b",
+    re.I,
+)
+"""Words that refer back to what the conversation was about."""
+OTHER_NEEDS = re.compile(
+    r"\b(?:ship(?:ping|ped|s)?|deliver(?:y|ed)?|returns?|refunds?|exchange|orders?|ordered|payments?|pay|"
+    r"paypal|gift ?cards?|points|discounts?|coupons?|recommend\w*|suggest\w*|similar|like|should i|worth|"
+    r"good|better|best|favou?rite|human|agent|person|someone|representative|reading order|"
+    r"read (?:next|first)|start with|anime|episodes?|season|stream\w*|watch\w*|movie|film|voices?|cosplay)\b",
+    re.IGNORECASE,
+)
+"""Needs that are not a catalog fact about a series: store policy, orders, recommendations, a person,
+anime. "how much is shipping?" after a talk about One Piece is not a question about One Piece."""
+_ORDER_FOLLOW_UP = re.compile(
+    r"\b(?:arrive|arriving|arrival|get here|ship|shipped|shipping|dispatch\w*|deliver\w*|track\w*|eta|"
+    r"carrier|status|where is|wheres|cancel\w*|add|remove|change|modify|update|swap|refund\w*|return\w*|"
+    r"total|items?|contain\w*|in it|what was in)\b",
+    re.I,
+)
+"""A follow-up about an order the conversation was about: "when will it arrive?", "can I add vol 3 to
+it?"; with no word that refers back only the order's own facts count ("and the tracking number?"),
+so "how much is shipping?" stays a policy question."""
+_ORDER_OWN = re.compile(r"\b(?:arriv\w*|get here|dispatch\w*|track\w*|eta|carrier|status)\b", re.I)
 
 
-def resolve_follow_up(text: str, current_series: str | None, catalog: Catalog) -> str:
-    """``text`` made self-contained using the conversation's current series, when it is a follow-up.
+def resolve_follow_up(
+    text: str, current_series: str | None, catalog: Catalog, last_order: str | None = None
+) -> str:
+    """``text`` made self-contained using what the conversation is about, when it is a follow-up.
 
-    "is volume 2 in stock?" after a question about One Piece becomes "One Piece: is volume 2 in
-    stock?". A message that names a title of its own, or has no follow-up cue (a volume, a format,
-    a pronoun), is returned unchanged.
+    ``last_order``: the order id the previous turn was about (None when it was about something
+    else). "when will it arrive?" then becomes "Order MA-100001: when will it arrive?". Otherwise,
+    with the conversation's series ``current_series``, a follow-up that names no title becomes
+    "One Piece: is volume 2 in stock?"; a follow-up is one with a volume, a format, a word that
+    refers back ("it", "that one") or a question about a catalog fact ("who's the author?", "how
+    many volumes?"). A message that names its own title or order, or none of these, is unchanged.
     """
+    if find_order_id(text) is not None:
+        return text
+    refers_back = _FOLLOW_UP.search(text) is not None
+    if last_order and (
+        (refers_back and _ORDER_FOLLOW_UP.search(text))
+        or (_ORDER_OWN.search(text) and not catalog.title_spans(text))
+    ):
+        return f"Order {last_order}: {text}"
     series = catalog.by_id.get(current_series or "")
     if series is None or catalog.title_spans(text):
         return text
-    if find_volume(text) is None and find_format(text) is None and not _FOLLOW_UP.search(text):
+    fact = bool(asked_facts(text)) and not OTHER_NEEDS.search(text)
+    if find_volume(text) is None and find_format(text) is None and not refers_back and not fact:
         return text
     return f"{series.title}: {text}"
+
+
+def may_follow_up_on_order(text: str) -> bool:
+    """Whether ``text`` could be a follow-up about an order (cheap: decides whether the service
+    reads the previous turn at all)."""
+    return find_order_id(text) is None and bool(
+        (_FOLLOW_UP.search(text) and _ORDER_FOLLOW_UP.search(text)) or _ORDER_OWN.search(text)
+    )
+
+
+def find_order_ids(text: str) -> list[str]:
+    """Every order id in ``text``, canonical (``MA-100001``), in order of appearance."""
+    return ["MA-" + next(g for g in m.groups() if g) for m in _ORDER_ID.finditer(text)]
 
 
 def find_order_id(text: str) -> str | None:
@@ -49,7 +100,8 @@ def find_order_id(text: str) -> str | None:
 class EntitySignals:
     """Indicator features for the intent model: [title named, author named, order id present]."""
 
-    VERSION = "entities-v1"
+    VERSION = "entities-v2"
+    """v2: lower-case titles that are ordinary words count where the context makes them a title."""
 
     def __init__(self, catalog: Catalog, weight: float = 0.5) -> None:
         self.catalog = catalog

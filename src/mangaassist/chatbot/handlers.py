@@ -8,7 +8,7 @@ says so and sets ``fallback`` rather than guessing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,13 +18,16 @@ from mangaassist.chatbot.catalog import (
     DEMOGRAPHICS,
     Catalog,
     Series,
+    asked_facts,
     find_format,
+    find_formats,
     find_volume,
     normalize,
+    people,
 )
 from mangaassist.chatbot.config import ChatbotConfig
 from mangaassist.chatbot.embeddings import Vector
-from mangaassist.chatbot.entities import find_order_id
+from mangaassist.chatbot.entities import OTHER_NEEDS, find_order_id
 from mangaassist.chatbot.knowledge import POLICY, PRODUCT, Retriever, best_sentences
 from mangaassist.chatbot.store import ChatStore, SessionState
 from mangaassist.core.intents import Intent
@@ -192,10 +195,151 @@ def series_facts(s: Series, volume: int | None = None, fmt: str | None = None) -
     return facts
 
 
+def _joined(items: Sequence[str]) -> str:
+    """Items as prose: "a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _volume_fact(s: Series, volume: int) -> str:
+    if volume < 1 or volume > s.volumes:
+        return (
+            f"There is no volume {volume} yet: the series has {s.volumes} volumes so far."
+            if s.status != "completed"
+            else f"There is no volume {volume}: the series is complete in {s.volumes} volumes."
+        )
+    return f"Volume {volume} is in our catalog."
+
+
+def fact_sentences(
+    s: Series,
+    kinds: Sequence[str],
+    *,
+    volume: int | None = None,
+    fmt: str | None = None,
+    max_age: int | None = None,
+    catalog: Catalog | None = None,
+) -> list[str]:
+    """Sentences answering ``kinds`` (``catalog.FACT_KINDS``) about ``s``, the asked fact first, every
+    one taken from the catalog. ``catalog``: also name the authors' other series we carry."""
+    out: list[str] = []
+    done = s.status == "completed"
+    for kind in kinds:
+        if kind == "author":
+            out.append(f"{s.title} is by {_joined(people(s.author))}.")
+            if catalog is not None:
+                for person, works in list(catalog.other_works(s).items())[:2]:
+                    titles = _joined([w.title for w in works[:4]])
+                    out.append(f"We also carry {person}'s {titles}.")
+        elif kind == "volumes" and "status" not in kinds:
+            out.append(
+                f"{s.title} is complete in {s.volumes} volumes."
+                if done
+                else f"{s.title} is ongoing, with {s.volumes} volumes out so far."
+            )
+        elif kind == "status":
+            out.append(
+                f"{s.title} is finished: it's complete in {s.volumes} volumes."
+                if done
+                else f"{s.title} is still ongoing; {s.volumes} volumes are out so far."
+            )
+        elif kind == "formats":
+            offered = [f.replace("_", " ") for f in s.formats]
+            if fmt and fmt not in s.formats:
+                out.append(
+                    f"We don't carry {s.title} as {fmt.replace('_', ' ')}; it comes as {_joined(offered)}."
+                )
+            elif fmt:
+                count = s.formats[fmt]
+                stock = f"{count} in stock" if count > 0 else "out of stock right now"
+                out.append(f"We carry {s.title} as {fmt.replace('_', ' ')}: {stock}.")
+            else:
+                out.append(f"We carry {s.title} as {_joined(offered)} ({s.stock_phrase()}).")
+            if (not fmt or fmt in s.formats) and "price" not in kinds:
+                out.append(f"Each volume costs ${s.price_usd:.2f}.")
+        elif kind == "price":
+            out.append(f"{s.title} costs ${s.price_usd:.2f} per volume.")
+            if "formats" not in kinds and "stock" not in kinds:
+                out.append(f"Stock - {s.stock_phrase(fmt if fmt in s.formats else None)}.")
+        elif kind == "age_rating":
+            out.append(f"{s.title} is rated {RATING_NAMES[s.age_rating]} ({s.age_rating}, {s.min_age}+).")
+            if max_age is not None:
+                out.append(
+                    "That fits the age you mentioned."
+                    if s.min_age <= max_age
+                    else f"It's meant for readers {s.min_age} and older, above the age you mentioned."
+                )
+        elif kind == "publisher":
+            out.append(f"{s.title} is published in English by {s.publisher}.")
+        elif kind == "year":
+            out.append(
+                f"{s.title} began serialization in Japan in {s.year}."
+                if s.year
+                else f"I don't have the year {s.title} began."
+            )
+        elif kind == "genres" and "description" not in kinds:
+            out.append(f"{s.title} is a {s.demographic} manga: {_joined(list(s.genres))}.")
+        elif kind == "description":
+            out.append(f"{s.title} ({s.demographic}; {', '.join(s.genres)}): {s.description}")
+        elif kind == "stock" and "formats" not in kinds:
+            out.append(f"{s.title} stock - {s.stock_phrase(fmt if fmt in s.formats else None)}.")
+    if volume is not None:
+        out.append(_volume_fact(s, volume))
+    return out
+
+
+def fact_question(message: str, catalog: Catalog) -> bool:
+    """Whether ``message`` asks a catalog fact (author, volumes, status, ...) about a series it names
+    ("who wrote fruits basket", "Berserk is by which mangaka?", "is nana finished"), with nothing
+    else in it that another intent handles (shipping, an order, a recommendation, a person)."""
+    kinds = [k for k in asked_facts(message) if k != "stock"]
+    if not kinds or OTHER_NEEDS.search(message):
+        return False
+    return bool(
+        catalog.title_spans(message) or catalog.find_titles(message, limit=1) or catalog.find_authors(message)
+    )
+
+
+_UPCOMING = re.compile(r"\b(?:next|upcoming|new) (?:volume|vol|book)|\brelease date", re.IGNORECASE)
+
+
+def _fact_answer(ctx: Context, found: list[Series], kinds: tuple[str, ...], by_author: bool) -> Draft:
+    volume, named = find_volume(ctx.message), find_formats(ctx.message)
+    # one format named: about that one; several ("omnibus or just paperback?"): every format we carry
+    fmt = named[0] if len(named) == 1 else None
+    max_age = max_age_for(ctx.message) if "age_rating" in kinds else None
+    if len(found) == 1:
+        sentences = fact_sentences(
+            found[0], kinds, volume=volume, fmt=fmt, max_age=max_age, catalog=ctx.catalog
+        )
+        lead, facts = sentences[0], sentences[1:]
+    else:
+        lead = f"We carry {len(found)} series by {found[0].author}:" if by_author else "Here's what I found:"
+        facts = [f for s in found for f in fact_sentences(s, kinds, volume=volume, fmt=fmt, max_age=max_age)]
+    if len(named) > 1 and "formats" in kinds:
+        for s in found:
+            missing = [f.replace("_", " ") for f in named if f not in s.formats]
+            if missing:
+                facts.append(f"We don't carry {s.title} as {_joined(missing)}.")
+    if _UPCOMING.search(ctx.message):
+        facts.append("I don't have release dates for upcoming volumes.")
+    return Draft(
+        Intent.PRODUCT_SEARCH,
+        lead,
+        facts,
+        [Source(s.id, s.title) for s in found],
+        last_series=found[0].id,
+    )
+
+
 def product_search(ctx: Context) -> Draft:
     catalog = ctx.catalog
     volume, fmt = find_volume(ctx.message), find_format(ctx.message)
-    matches = catalog.find_titles(ctx.message, limit=2)
+    matches = catalog.find_titles(ctx.message, limit=3)
+    kinds = asked_facts(ctx.message)
+    focused = tuple(k for k in kinds if k != "stock") and kinds
+    if matches and focused:
+        named = [m.series for m in matches if m.score >= 100] or [matches[0].series]
+        return _fact_answer(ctx, named, focused, by_author=False)
     if matches:
         best = matches[0].series
         draft = Draft(
@@ -211,6 +355,8 @@ def product_search(ctx: Context) -> Draft:
             draft.sources.append(Source(other.id, other.title))
         return draft
     by_author = catalog.find_authors(ctx.message)
+    if by_author and focused:
+        return _fact_answer(ctx, by_author[:5], focused, by_author=len(by_author) > 1)
     if by_author:
         facts = [
             f"{s.title} ({s.volumes} volumes, {s.status}) at ${s.price_usd:.2f} per volume; "
@@ -391,9 +537,38 @@ def sign_in_hint(signin_url: str | None, dev_signin: bool) -> str:
     return ""
 
 
+_ORDER_CHANGE = re.compile(
+    r"\b(?:add|adding|remove|removing|cancel\w*|change|changing|modify|edit|swap|switch|update|"
+    r"include|put)\b",
+    re.IGNORECASE,
+)
+
+
+_CHANGE_GUIDE = re.compile(r"\b(?:chang\w*|cancel\w*|modif\w*)\b.*\border", re.IGNORECASE)
+"""The title of the knowledge base's guide to changing orders ("Changing or cancelling an order")."""
+
+
+def _change_rules(ctx: Context) -> tuple[list[str], list[Source]]:
+    """For a request to change a placed order ("can I add vol 3 to MA-100001?"): what the store's
+    policy says about changing orders (the bot cannot change one itself), with its source."""
+    verbs = [m.group(0).lower() for m in _ORDER_CHANGE.finditer(ctx.message)]
+    if not verbs:
+        return [], []
+    # the guide about changing orders, found by what is asked of the order rather than by the titles
+    # in it ("add Naruto vol 3" is not a question about Naruto's reading order)
+    need = f"{' '.join(verbs)} items to an existing order: change or cancel an order"
+    hits = ctx.knowledge.search(ctx.vector, need, k=8, kind=POLICY)
+    guide = next((h for h in hits if _CHANGE_GUIDE.search(h.chunk.doc_title)), None)
+    if guide is None:
+        return [], []
+    facts = best_sentences(guide.chunk.text, f"{ctx.message} {need}", 2)
+    return facts, [Source(guide.chunk.doc_id, guide.chunk.doc_title)]
+
+
 def order_status(ctx: Context) -> Draft:
+    rules, rule_sources = _change_rules(ctx)
     if not ctx.customer_id:  # the request carried no verified token: anonymous
-        return Draft(Intent.ORDER_STATUS, f"{SIGN_IN_FIRST} {ctx.signin}".strip())
+        return Draft(Intent.ORDER_STATUS, f"{SIGN_IN_FIRST} {ctx.signin}".strip(), rules, rule_sources)
     order_id = find_order_id(ctx.message)
     status = find_order_status(ctx.message) if order_id is None else None
     if status is not None:
@@ -407,7 +582,12 @@ def order_status(ctx: Context) -> Draft:
         if not recent:
             return Draft(Intent.ORDER_STATUS, "I don't see any orders on your account.", fallback=True)
         facts = [f"{o['order_id']} ({str(o.get('placed_at', ''))[:10]}): {o.get('status')}." for o in recent]
-        return Draft(Intent.ORDER_STATUS, "Which order do you mean? Your most recent orders are:", facts)
+        return Draft(
+            Intent.ORDER_STATUS,
+            "Which order do you mean? Your most recent orders are:",
+            facts + rules,
+            rule_sources,
+        )
     order = ctx.store.order(ctx.customer_id, order_id)
     if order is None:
         return Draft(
@@ -419,8 +599,8 @@ def order_status(ctx: Context) -> Draft:
     return Draft(
         Intent.ORDER_STATUS,
         "Here's your order:",
-        _order_facts(order),
-        [Source(order_id, f"Order {order_id}")],
+        _order_facts(order) + rules,
+        [Source(order_id, f"Order {order_id}"), *rule_sources],
     )
 
 
@@ -447,7 +627,7 @@ def policy_question(ctx: Context) -> Draft:
 
 _CHITCHAT = [
     (
-        re.compile(r"\b(thanks?|thank you|thx|ty|cheers|appreciate)", re.I),
+        re.compile(r"\b(thanks?|thank you|thx|ty|cheers|appreciate\w*)\b", re.I),
         "You're welcome! Anything else I can find for you?",
     ),
     (re.compile(r"\b(bye|goodbye|see you|see ya|good night|later)\b", re.I), "Goodbye, and happy reading!"),
@@ -456,8 +636,18 @@ _CHITCHAT = [
         "I'm doing well, thanks for asking! Looking for something to read?",
     ),
     (
-        re.compile(r"\b(who|what) are you|your name|are you (a )?(bot|robot|human|ai)", re.I),
-        "I'm MangaAssist, the store's shopping assistant. I'm an AI, and I'm happy to help.",
+        re.compile(
+            r"\b(who|what) are (you|u)\b|your name|\b(are|r) (you|u) (an? )?(actual |real )?"
+            r"(bot|robot|human|person|ai|program|computer|automated|alive|sentient|chatgpt|gpt)|"
+            r"\b(am i|i am|im) (talking|chatting|speaking) (to|with)|\b(ai|model|llm|gpt|tech)\b.*"
+            r"\b(power|powers|run|running|behind|built|based)|"
+            r"\bwho (made|built|created|programmed) (you|u)\b|"
+            r"\bis (this|a human|someone|anyone) .*\b(bot|automated|typing|program|real)",
+            re.I,
+        ),
+        "I'm MangaAssist, the store's AI shopping assistant, not a person. I can find manga, recommend "
+        "series, check your orders and answer store questions, and I can hand you to our support team "
+        "whenever you like.",
     ),
 ]
 _INTRO = (

@@ -118,7 +118,9 @@ def _stem(word: str) -> str:
 
 def lexical_terms(text: str) -> list[str]:
     """The terms BM25 counts: lower-case words without stop words, lightly stemmed, repeats kept."""
-    return [_stem(w) for w in _TERM.findall(text.lower().replace("'", "")) if w not in STOPWORDS and len(w) > 1]
+    return [
+        _stem(w) for w in _TERM.findall(text.lower().replace("'", "")) if w not in STOPWORDS and len(w) > 1
+    ]
 
 
 class _BM25:
@@ -161,16 +163,18 @@ def _ranks(scores: npt.NDArray[np.float32], usable: npt.NDArray[np.bool_]) -> np
 
 
 class FusedScorer:
-    """Hybrid retrieval over one immutable version held in memory: a dense ranking (cosine) and a
-    lexical one (BM25 over title, heading and text) fused by reciprocal rank fusion.
+    """Hybrid retrieval over one immutable version held in memory: a dense ranking of documents
+    (the cosine of their best chunk) and a lexical one (BM25 over each document's title, headings
+    and text), fused by reciprocal rank fusion (``1 / (RRF_K + rank)`` from each list, equal weight).
 
     Either list alone misses pages the other finds: the embedding matches "how long does standard
     shipping take" to every page about delivery times, BM25 finds the page that says "standard
-    shipping" but cannot forgive a typo or a paraphrase. Fused, a chunk near the top of both lists
-    wins. Rows with no shared term get no lexical vote. Hits are one per document (its best chunk),
-    best first; a hit's ``score`` stays ``cosine + KEYWORD_WEIGHT * keyword overlap`` (as
-    ``HybridScorer`` computes it), so ``retrieval.min_score`` keeps its meaning; only the order is
-    the fusion's.
+    shipping" but cannot forgive a typo or a paraphrase; fused, a page near the top of both wins.
+    BM25 ranks whole documents (a page is the unit a question is answered from; chunks are too short
+    for stable term statistics); documents sharing no term get no lexical vote. Hits are one per
+    document, best first, each with the document's best chunk by ``cosine + KEYWORD_WEIGHT *
+    keyword overlap`` (as ``HybridScorer`` scores), and that is the hit's ``score``, so
+    ``retrieval.min_score`` keeps its meaning: only the order is the fusion's.
     """
 
     def __init__(self, rows: Sequence[IndexRecord], matrix: Matrix) -> None:
@@ -178,37 +182,59 @@ class FusedScorer:
             raise ValueError("one embedding row per record is required")
         self.rows = list(rows)
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        self._bm25 = _BM25([f"{r.doc_title} {r.heading} {r.text}" for r in self.rows])
+        self.docs = list(dict.fromkeys(r.doc_id for r in self.rows))
+        index = {d: i for i, d in enumerate(self.docs)}
+        self._doc_of = np.asarray([index[r.doc_id] for r in self.rows], dtype=np.int64)
+        texts: dict[str, list[str]] = {}
+        titles: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        for r in self.rows:
+            texts.setdefault(r.doc_id, []).append(f"{r.heading} {r.text}")
+            titles[r.doc_id], kinds[r.doc_id] = r.doc_title, r.kind
+        # the title twice: it names what the whole page is about
+        self._bm25 = _BM25([f"{titles[d]} {titles[d]} " + " ".join(texts[d]) for d in self.docs])
+        self._doc_kinds = np.asarray([kinds[d] for d in self.docs])
         self._keywords = [keywords(f"{r.doc_title} {r.heading} {r.text}") for r in self.rows]
-        self._kinds = np.asarray([r.kind for r in self.rows])
 
     def search(self, vector: Vector, text: str, k: int = 10, kind: str | None = None) -> list[SearchHit]:
         if not self.rows:
             return []
-        usable = np.ones(len(self.rows), dtype=bool) if kind is None else self._kinds == kind
+        usable = np.ones(len(self.docs), dtype=bool) if kind is None else self._doc_kinds == kind
         if not usable.any():
             return []
         cosine = self.matrix @ np.asarray(vector, dtype=np.float32)
-        lexical = self._bm25.scores(text)
-        fused = 1.0 / (RRF_K + _ranks(cosine, usable))
-        matched = lexical > 0
-        fused = fused + np.where(matched, 1.0 / (RRF_K + _ranks(lexical, usable & matched)), 0.0)
-        fused = np.where(usable, fused, -np.inf)
         wanted = keywords(text)
+        overlap = np.asarray(
+            [len(wanted & kw) / len(wanted) if wanted else 0.0 for kw in self._keywords], dtype=np.float32
+        )
+        hybrid = cosine + KEYWORD_WEIGHT * overlap
+        dense = np.full(len(self.docs), -np.inf, dtype=np.float32)
+        np.maximum.at(dense, self._doc_of, cosine)
+        best = np.full(len(self.docs), -1, dtype=np.int64)  # each document's best chunk
+        for i in np.argsort(hybrid, kind="stable"):  # ascending: the best chunk is written last
+            best[self._doc_of[i]] = i
+        lexical = self._bm25.scores(text)
+        fused = 1.0 / (RRF_K + _ranks(dense, usable))
+        matched = usable & (lexical > 0)
+        fused = fused + np.where(matched, 1.0 / (RRF_K + _ranks(lexical, matched)), 0.0)
         hits: list[SearchHit] = []
-        seen: set[str] = set()
-        for i in np.argsort(-fused, kind="stable"):
-            if not np.isfinite(fused[i]):
+        for d in np.argsort(-np.where(usable, fused, -np.inf), kind="stable")[:k]:
+            if not usable[d]:
                 break
-            r = self.rows[int(i)]
-            if r.doc_id in seen:
-                continue
-            seen.add(r.doc_id)
-            overlap = len(wanted & self._keywords[int(i)]) / len(wanted) if wanted else 0.0
-            score = float(cosine[i]) + KEYWORD_WEIGHT * overlap
-            hits.append(SearchHit(r.chunk_id, r.doc_id, r.doc_title, r.heading, r.text, r.kind, score, float(cosine[i])))
-            if len(hits) == k:
-                break
+            i = int(best[d])
+            r = self.rows[i]
+            hits.append(
+                SearchHit(
+                    r.chunk_id,
+                    r.doc_id,
+                    r.doc_title,
+                    r.heading,
+                    r.text,
+                    r.kind,
+                    float(hybrid[i]),
+                    float(cosine[i]),
+                )
+            )
         return hits
 
 

@@ -23,20 +23,25 @@ from pathlib import Path
 import numpy as np
 from opentelemetry.trace import Tracer
 
-from mangaassist.chatbot.catalog import Catalog
+from mangaassist.chatbot.catalog import Catalog, find_format, find_volume
 from mangaassist.chatbot.config import ChatbotConfig, load_config
 from mangaassist.chatbot.config_client import ActiveConfig, ConfigClient
 from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder, model_id
-from mangaassist.chatbot.entities import resolve_follow_up
+from mangaassist.chatbot.entities import (
+    find_order_id,
+    find_order_ids,
+    may_follow_up_on_order,
+    resolve_follow_up,
+)
 from mangaassist.chatbot.generators import GenerationRequest, GeneratorError, LocalComposer, make_generator
 from mangaassist.chatbot.generators.base import ResponseGenerator
 from mangaassist.chatbot.guardrails import check_input, check_output
-from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source, sign_in_hint
+from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source, fact_question, sign_in_hint
 from mangaassist.chatbot.intent import IntentClient, load_or_train, load_package
 from mangaassist.chatbot.intent_remote import HttpIntentClient
 from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
 from mangaassist.chatbot.settings import Settings
-from mangaassist.chatbot.store import ChatStore
+from mangaassist.chatbot.store import SESSIONS, ChatStore
 from mangaassist.core.intents import Intent
 from mangaassist.core.kb import chunk_all, series_document
 from mangaassist.core.migrations import Rules
@@ -197,6 +202,44 @@ def _knowledge(
     return live.start()
 
 
+def order_of_last_turn(store: ChatStore, session_id: str) -> str | None:
+    """The order the session's previous turn was about (an order-status turn naming exactly one
+    order, in the message or else the answer), or None. One read: the newest turn."""
+    turns = store.tables.query(SESSIONS, session_id, sk_prefix="turn#", limit=1, descending=True)
+    if not turns or turns[0].get("intent") != Intent.ORDER_STATUS:
+        return None
+    named = find_order_id(str(turns[0].get("message", "")))
+    if named is not None:
+        return named
+    in_answer = set(find_order_ids(str(turns[0].get("answer", ""))))
+    return in_answer.pop() if len(in_answer) == 1 else None
+
+
+def decided_intent(
+    predicted: str, query: str, message: str, last_order: str | None, catalog: Catalog
+) -> str | None:
+    """The intent the conversation or the catalog settles regardless of the model, or None.
+
+    - A follow-up about the conversation's order ("can I add vol 3 to it?") is about that order.
+    - A question about a catalog fact of a named series ("who wrote fruits basket", "Berserk is by
+      which mangaka?") is a product question, whatever the model made of its wording.
+    - A follow-up about the conversation's series with a volume or a format in it ("what about the
+      box set?") is too.
+    """
+    if predicted == Intent.HUMAN_HANDOFF:
+        return None
+    if last_order is not None and query.startswith(f"Order {last_order}:"):
+        return Intent.ORDER_STATUS if predicted != Intent.ORDER_STATUS else None
+    if predicted in (Intent.ORDER_STATUS, Intent.PRODUCT_SEARCH):
+        return None
+    if fact_question(query, catalog):
+        return Intent.PRODUCT_SEARCH
+    volume_or_format = find_volume(query) is not None or find_format(query) is not None
+    if query != message and predicted in _NOT_ABOUT_A_SERIES and volume_or_format:
+        return Intent.PRODUCT_SEARCH
+    return None
+
+
 _INJECTION_REPLY = (
     "I can't follow instructions that change how I work. I'm happy to help you find "
     "manga, check an order or answer a store question."
@@ -263,13 +306,16 @@ class ChatService:
         with self._stage("intent", timings):
             # a follow-up ("is volume 2 in stock?") is read in the light of the conversation; the
             # resulting query is the one embedded, once, and used by every stage below
-            query = resolve_follow_up(checked.masked, session.last_series, rt.catalog)
+            last_order = None
+            if not session.created and may_follow_up_on_order(checked.masked):
+                last_order = order_of_last_turn(rt.store, session_id)
+            query = resolve_follow_up(checked.masked, session.last_series, rt.catalog, last_order)
             vector = await self.batcher.embed_one(query)
             prediction = await rt.intents.aclassify(query, vector, session_id=session_id)
             unsure = prediction.confidence < config.intent.min_confidence
-            if query != checked.masked and prediction.intent in _NOT_ABOUT_A_SERIES:
-                # a follow-up about the conversation's series is about that series, whatever its wording
-                prediction = prediction.instead(Intent.PRODUCT_SEARCH)
+            decided = decided_intent(prediction.intent, query, checked.masked, last_order, rt.catalog)
+            if decided is not None:
+                prediction, unsure = prediction.instead(decided), False
 
         with self._stage("retrieval", timings):
             if blocked_topic:

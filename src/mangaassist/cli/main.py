@@ -252,6 +252,10 @@ from mangaassist.cli import dashboard_cmds  # noqa: E402 - dashboard link, ident
 
 dashboard_cmds.register(app)
 
+from mangaassist.cli import quality_cmds  # noqa: E402 - answer quality: the golden set, retrieval metrics
+
+quality_cmds.register(app)
+
 
 def main() -> None:
     app()

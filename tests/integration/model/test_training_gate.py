@@ -23,6 +23,11 @@ from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
 from mangaassist.platform.model_registry import ModelVersion
 
 
+# A share of the training data small enough that the hashing embedder's model is clearly worse
+# than the full one (at 70% of today's 1,000 lines it scores as well as the full model).
+SUBSET = 0.4
+
+
 @pytest.fixture(scope="module")
 def trained(
     tmp_path_factory: pytest.TempPathFactory,
@@ -30,7 +35,7 @@ def trained(
     embedder: HashingEmbedder,
     catalog: Catalog,
 ) -> tuple[MlflowModelRegistry, dict[str, Candidate]]:
-    """Three versions: 70% of the data (v1), all of it (v2), shuffled labels (v3).
+    """Three versions: 40% of the data (v1), all of it (v2), shuffled labels (v3).
 
     Trained with MLflow's fluent setters made to fail and with what the process-wide tracking
     state was at every registration (inside the run) recorded in ``registry.seen``."""
@@ -39,7 +44,7 @@ def trained(
     registry = _Watched.from_home(tmp_path_factory.mktemp("home"))
     assert isinstance(registry, _Watched)
     variants = {
-        "subset": config.with_overrides(train_fraction=0.7),
+        "subset": config.with_overrides(train_fraction=SUBSET),
         "full": config,
         "shuffled": config.with_overrides(shuffle_labels=True),
     }
@@ -91,7 +96,10 @@ def test_training_never_touches_the_process_wide_tracking_uri(
 
 
 def test_training_registers_a_tracked_candidate(
-    trained: tuple[MlflowModelRegistry, dict[str, Candidate]], tmp_path: Path, catalog: Catalog
+    trained: tuple[MlflowModelRegistry, dict[str, Candidate]],
+    tmp_path: Path,
+    catalog: Catalog,
+    config: TrainingConfig,
 ) -> None:
     registry, results = trained
     full = results["full"]
@@ -112,14 +120,15 @@ def test_training_registers_a_tracked_candidate(
     ):
         assert name in metrics, name
     assert all(f"recall_{intent}" in metrics for intent in INTENTS)
-    assert 0 <= metrics["ece"] <= 1 and 0 < metrics["size_mb"] < 1 and metrics["n_train"] == 783
-    assert results["subset"].metrics["n_train"] == pytest.approx(0.7 * 783, abs=4)
+    n_train = sum(1 for line in config.train_path.read_text().splitlines() if line.strip())
+    assert 0 <= metrics["ece"] <= 1 and 0 < metrics["size_mb"] < 1 and metrics["n_train"] == n_train
+    assert results["subset"].metrics["n_train"] == pytest.approx(SUBSET * n_train, abs=4)
     # the registry holds what training measured, and the params that say how it was trained
     stored = registry.get("intent", "2")
     assert stored.metrics["macro_f1"] == metrics["macro_f1"]
     assert stored.params["shuffle_labels"] == "false" and stored.params["C"] == "8.0"
     assert registry.get("intent", "3").params["shuffle_labels"] == "true"
-    assert registry.get("intent", "1").params["train_fraction"] == "0.7"
+    assert registry.get("intent", "1").params["train_fraction"] == str(SUBSET)
     assert stored.tags["package_version"] == full.package_version and stored.tags["actor"] == "ci"
 
     # one MLflow run per training: params, metrics, the package, the report, the signed model

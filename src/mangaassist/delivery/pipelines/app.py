@@ -11,6 +11,11 @@ The runbook, one engine step each (``build``):
 4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget, and
    its failures few enough for an acceptable error rate (``delivery.analysis.gates``): a grossly
    broken candidate stops here, before any user reaches it.
+   ``answers``: a sample of the golden set (``ml/answers``, ``answers_sample`` questions, default
+   30) over HTTP pinned to the candidate and to the stable revision
+   (``pipelines/answers.py``); intent accuracy or correctness more than ``answers_tolerance``
+   below stable's (and significant by a sign test on the paired turns), or more fabricated
+   prices, stock or dates, stop the run here.
 5. one step per rollout phase (``rollout.strategies``), run by ``rollout.phases`` (shared with
    CD-03's model canary): shift the weight, then let the executor (``rollout.executor``) read
    what both revisions served since the shift and consult the anytime-valid ``SequentialJudge``.
@@ -29,7 +34,8 @@ its params by ``runs resume``.
 Params: ``environment``, ``strategy``, ``source`` (a project with ``pyproject.toml``, or a package
 tree) or ``artifact`` (a ``.whl`` or ``.tar``), ``set_env`` (dict), ``skip_tests`` (a rollback to a
 release that passed them), ``smoke`` (``[[intent, message], ...]``; default one per intent),
-``note``, and any deploy setting (``rollout.settings``) to override the file.
+``note``, the ``answers_*`` params of ``pipelines/answers.py``, and any deploy setting
+(``rollout.settings``) to override the file.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis.gates import pinned_load_gate
 from mangaassist.delivery.engine.outputs import StepOutput
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.pipelines.answers import GateSettings, http_gate
 from mangaassist.delivery.pipelines.gating import gate_outcome
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.build import build_release, import_release
@@ -110,12 +117,14 @@ def build(params: dict[str, Any]) -> Pipeline:
     """The CD-01 pipeline for these params (deterministic: ``runs resume`` rebuilds it)."""
     settings = _settings(params)
     plan = _plan(params, settings)
+    GateSettings.from_params(params)  # bad answers_* params fail before the run starts
     scope = RunScope(settings.environment)
     steps = [
         Step("build", scope.bind(_build), "build the wheel and store it by digest", changes=False),
         Step("test", scope.bind(_test), "run the test gate", changes=False),
         Step("candidate", scope.bind(_candidate), "start the candidate at 0% and smoke-test it"),
         Step("latency-gate", scope.bind(_latency_gate), "pinned load test: latency budget and error rate"),
+        Step("answers", scope.bind(_answers), "golden-set answer quality: candidate against stable"),
         *(
             [
                 Step(
@@ -282,6 +291,35 @@ def _latency_gate(scope: RunScope, ctx: StepContext) -> Outcome:
         result,
         output=result.numbers(),
         failure="; ".join(result.reasons) + f"; no user reached {candidate}",
+    )
+
+
+def _answers(scope: RunScope, ctx: StepContext) -> Outcome:
+    """A sample of the golden set (``ml/answers``) over HTTP, pinned to the candidate and to the
+    stable revision: worse intents or correctness than stable's (beyond ``answers_tolerance``), or
+    more fabricated prices, stock or dates, stop the release before any user reaches it."""
+    if _skip(ctx):
+        return Outcome.done(detail={"skipped": "already live"})
+    answers = GateSettings.from_params(ctx.params)
+    if answers.sample == 0:
+        return Outcome.done(detail={"skipped": "answers_sample=0"})
+    settings = _settings(ctx.params)
+    compute = scope.compute()
+    b = Built.of(ctx, "build")
+    ctx.progress(f"golden-set sample of {answers.sample} on {b.candidate} and {b.stable}")
+    result = http_gate(
+        answers,
+        compute.url(settings.service),
+        compute.pin_headers(settings.service, b.candidate),
+        compute.pin_headers(settings.service, b.stable),
+        scope.settings.home,
+        candidate=b.candidate,
+        live=b.stable,
+    )
+    return gate_outcome(
+        result,
+        output=result.numbers(),
+        failure="answer quality: " + "; ".join(result.reasons) + f"; no user reached {b.candidate}",
     )
 
 

@@ -8,6 +8,11 @@ The runbook (``build``), one engine step each:
    with the candidate profile and with the live one (a separate process:
    ``python -m mangaassist.chatbot.evaluation``, so the deploy never loads the chatbot itself). A
    check that passes on live and fails on the candidate is a regression and aborts the deploy.
+   ``answers``: a stratified sample of the golden set (``ml/answers``, ``answers_sample``
+   questions, default 30) answered the same way, live and candidate
+   (``chatbot.answer_quality.child_gate``); intent accuracy or correctness more than
+   ``answers_tolerance`` below live's (and significant by a sign test), or more fabricated
+   prices, stock or dates, aborts.
 3. ``version``: store the content as an immutable version named by its digest. Content equal to
    the live version ends the run there (nothing to deploy). A profile without any live version
    gets this one as its first stable version.
@@ -32,7 +37,9 @@ Params: ``profile`` (required), ``config_dir`` (default ``ROOT/config``), ``stra
 (linear | exponential | all-at-once), ``step`` (percent, 20), ``step_seconds`` (10),
 ``step_max_seconds`` (60), ``bake_seconds`` (60), ``url`` (config server; default
 ``MANGAASSIST_CONFIG_URL`` or the server of ``home``, started if needed), ``home``, ``evaluate``
-(true), ``embedder`` (for the evaluation), ``actor``, ``judge`` (``JudgeSettings`` fields).
+(true: both evaluation steps), ``embedder`` (for the evaluation), ``answers_sample`` (30; 0
+skips), ``answers_seed``, ``answers_tolerance`` (0.02), ``answers_alpha`` (0.05),
+``answers_golden``, ``answers_baseline`` (false), ``actor``, ``judge`` (``JudgeSettings`` fields).
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from mangaassist.delivery.analysis.gates import EvalScore, GateResult, evaluatio
 from mangaassist.delivery.analysis.samples import BUCKETS, buckets_of
 from mangaassist.delivery.config_profiles import load_eval_suites, read_profile, validate_profile
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
+from mangaassist.delivery.pipelines.answers import GateSettings, child_gate
 from mangaassist.delivery.pipelines.gating import gate_outcome
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.phases import phase_steps, run_phase
@@ -107,6 +115,7 @@ def build(params: dict[str, Any]) -> Pipeline:
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     JudgeSettings(**params.get("judge", {}))
+    GateSettings.from_params(params)  # bad answers_* params fail before the run starts
     plan = rollout_plan(params)
     scope = RunScope(params.get("environment"))
     return Pipeline(
@@ -114,6 +123,7 @@ def build(params: dict[str, Any]) -> Pipeline:
         (
             Step("validate", _validate, f"schema and semantic checks of {profile}", changes=False),
             Step("evaluate", _evaluate, "prompt regression suites: candidate against live", changes=False),
+            Step("answers", _answers, "golden-set answer quality: candidate against live", changes=False),
             Step("version", _version, "store an immutable, content-hashed version", changes=False),
             *phase_steps(plan, lambda phase: scope.bind(_rollout_phase, phase, plan)),
             Step("promote", _promote, "the new version becomes stable for every session"),
@@ -197,6 +207,37 @@ def _evaluate(ctx: StepContext) -> Outcome:
         result,
         output={"checks": len(result.checks)},
         failure="evaluation regression: " + ", ".join(c.name for c in result.failed),
+        abort=True,
+    )
+
+
+def _answers(ctx: StepContext) -> Outcome:
+    """The golden set's sample (``ml/answers``) answered with the live profiles and the candidate
+    ones (a child process); worse intents, correctness or more fabrications abort the deploy."""
+    settings = GateSettings.from_params(ctx.params)
+    if not ctx.params.get("evaluate", True) or settings.sample == 0:
+        why = "evaluate=false" if not ctx.params.get("evaluate", True) else "answers_sample=0"
+        return Outcome.done({"skipped": True}, detail={"summary": f"answer quality skipped ({why})"})
+    folder = config_dir(ctx.params)
+    store = open_store(ctx.params, ctx.run.environment)
+    profile = ctx.params["profile"]
+    live = live_contents(store, folder)
+    candidate = {**live, profile: read_profile(folder, profile)}
+    env = dict(os.environ)
+    if ctx.params.get("embedder"):
+        env["MANGAASSIST_EMBEDDER"] = str(ctx.params["embedder"])
+    ctx.progress(f"golden-set sample of {settings.sample} on live and candidate {profile}")
+    result = child_gate(
+        settings,
+        {"live": live, "candidate": candidate},
+        candidate=f"{profile} (candidate)",
+        live=store.rollout(profile).stable,
+        env=env,
+    )
+    return gate_outcome(
+        result,
+        output=result.numbers(),
+        failure="answer quality regression: " + "; ".join(result.reasons),
         abort=True,
     )
 

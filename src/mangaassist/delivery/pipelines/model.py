@@ -12,6 +12,13 @@ The runbook, one engine step each (``build``):
    the policy sets ``gate_overrides: true`` (``dev`` by default) and that the engine audits as
    ``policy.override``; the step then records FAIL with ``overridden`` and the run goes on, so the
    shadow still stands between that model and the users.
+   ``answers``: a sample of the golden set (``ml/answers``, ``answers_sample`` questions, default
+   30) answered by the chatbot in a child process with the champion's package and with the
+   candidate's (``pipelines/answers.py``); intent accuracy or correctness more than
+   ``answers_tolerance`` below the champion's (and significant by a sign test), or more
+   fabricated prices, stock or dates, stop the run before anything is deployed (the
+   ``--override ENV.gates`` of the offline gate covers this one too: the step then records FAIL
+   with ``overridden``).
 3. ``deploy``: a new revision ``m<N>-<digest8>`` (the version and the package's digest: a repeated
    deploy is the same revision) of the stable revision's code with
    ``MANGAASSIST_MODEL_PACKAGE=<package>`` at weight 0, ready, and its ``/readyz`` (pinned) must
@@ -72,6 +79,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import tomllib
 from dataclasses import asdict, dataclass, fields
@@ -80,6 +88,7 @@ from typing import Any
 
 import httpx
 
+from mangaassist.chatbot.intent import PACKAGE_META
 from mangaassist.chatbot.intent_training import TrainingConfig
 from mangaassist.chatbot.settings import find_root
 from mangaassist.core.artifact import Artifact
@@ -90,6 +99,7 @@ from mangaassist.delivery.engine.outputs import StepOutput
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext, approval_step
 from mangaassist.delivery.model_gate import GateConfig, gate_version
 from mangaassist.delivery.model_promotion import promote
+from mangaassist.delivery.pipelines.answers import GateSettings, child_gate
 from mangaassist.delivery.pipelines.gating import gate_outcome
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.phases import (
@@ -200,11 +210,13 @@ def build(params: dict[str, Any]) -> Pipeline:
     """The CD-03 pipeline for these params (deterministic: ``runs resume`` rebuilds it)."""
     settings = _settings(params)
     ShadowSettings.from_params(params)  # bad params fail before the run starts
+    GateSettings.from_params(params)
     plan = _plan(settings)
     scope = RunScope(settings.environment)
     steps = [
         Step("resolve", scope.bind(_resolve), "the version, the champion, the package, the stable revision"),
         Step("gate", scope.bind(_gate), "offline evaluation gate against the champion"),
+        Step("answers", scope.bind(_answers), "golden-set answer quality: the chatbot with each model"),
         Step("deploy", scope.bind(_deploy), "the candidate revision at 0%, ready and answering"),
         Step("shadow", scope.bind(_shadow), "mirrored live traffic: agreement, errors, latency"),
         *phase_steps(plan, lambda phase: scope.bind(_run_phase, phase, plan)),
@@ -299,6 +311,61 @@ def _gate(scope: RunScope, ctx: StepContext) -> Outcome:
         detail=detail,
         failure=f"version {r.version} failed the offline gate: {why}",
     )
+
+
+def _answers(scope: RunScope, ctx: StepContext) -> Outcome:
+    """A sample of the golden set (``ml/answers``) answered by the chatbot (a child process) once
+    with the champion's package (the built-in model without one) and once with the candidate's:
+    worse intents or correctness (beyond ``answers_tolerance``), or more fabricated prices, stock
+    or dates, stop the run before anything is deployed."""
+    answers = GateSettings.from_params(ctx.params)
+    if answers.sample == 0:
+        return Outcome.done(detail={"skipped": "answers_sample=0"})
+    r = Resolved.of(ctx, "resolve")
+    p = scope.settings
+    live_package = None
+    if r.champion is not None:
+        live_package = str(
+            _registry(scope, ctx).download(r.model, r.champion, p.home / "models" / "packages")
+        )
+    env = {
+        **os.environ,
+        "MANGAASSIST_HOME": str(p.home),
+        "MANGAASSIST_EMBEDDER": _package_embedder(Path(r.package)),
+    }
+    against = f"v{r.champion}" if r.champion else "the built-in model"
+    ctx.progress(f"golden-set sample of {answers.sample}: model v{r.version} against {against}")
+    result = child_gate(
+        answers,
+        {"intent_packages": {"live": live_package, "candidate": r.package}},
+        candidate=f"{r.model} v{r.version}",
+        live=f"{r.model} v{r.champion}" if r.champion else "built-in model",
+        env=env,
+    )
+    rule = f"{ctx.run.environment}.gates"
+    if not result.passed and rule in ctx.run.overrides:  # the offline gate's override covers this gate
+        ctx.progress(f"answer-quality FAIL overridden ({rule}: {ctx.run.overrides[rule]})")
+        return Outcome.done(
+            {"verdict": "FAIL", "overridden": rule},
+            verdict=result.verdict,
+            numbers=result.numbers(),
+            detail={**result.as_dict(), "overridden": rule, "override_reason": ctx.run.overrides[rule]},
+        )
+    return gate_outcome(
+        result,
+        output=result.numbers(),
+        failure=f"version {r.version} failed the answer-quality gate: " + "; ".join(result.reasons),
+    )
+
+
+def _package_embedder(package: Path) -> str:
+    """The ``MANGAASSIST_EMBEDDER`` a chatbot needs to load ``package`` (the embedder it was
+    trained on, from its metadata)."""
+    try:
+        meta = json.loads((package / PACKAGE_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return os.environ.get("MANGAASSIST_EMBEDDER", "minilm")
+    return "hashing" if str(meta.get("embedder", "")).startswith("hashing") else "minilm"
 
 
 def _deploy(scope: RunScope, ctx: StepContext) -> Outcome:

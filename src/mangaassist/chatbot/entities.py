@@ -30,11 +30,13 @@ OTHER_NEEDS = re.compile(
     r"\b(?:ship(?:ping|ped|s)?|deliver(?:y|ed)?|returns?|refunds?|exchange|orders?|ordered|payments?|pay|"
     r"paypal|gift ?cards?|points|discounts?|coupons?|recommend\w*|suggest\w*|similar|like|should i|worth|"
     r"good|better|best|favou?rite|human|agent|person|someone|representative|reading order|"
-    r"read (?:next|first)|start with|anime|episodes?|season|stream\w*|watch\w*|movie|film|voices?|cosplay)\b",
+    r"read (?:next|first)|start with|anime|episodes?|season|stream\w*|watch\w*|movie|film|voices?|cosplay|"
+    r"verif\w*|preorder\w*|pre-order\w*|accounts?|password|membership|cancel\w*)\b",
     re.IGNORECASE,
 )
-"""Needs that are not a catalog fact about a series: store policy, orders, recommendations, a person,
-anime. "how much is shipping?" after a talk about One Piece is not a question about One Piece."""
+"""Needs that are not a catalog fact about a series: store policy (age verification, preorders,
+accounts), orders, recommendations, a person, anime. "how much is shipping?" after a talk about One
+Piece is not a question about One Piece."""
 _ORDER_FOLLOW_UP = re.compile(
     r"\b(?:arrive|arriving|arrival|get here|ship|shipped|shipping|dispatch\w*|deliver\w*|track\w*|eta|"
     r"carrier|status|where is|wheres|cancel\w*|add|remove|change|modify|update|swap|refund\w*|return\w*|"

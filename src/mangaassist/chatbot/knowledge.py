@@ -73,11 +73,26 @@ def load_documents(directory: Path) -> list[Document]:
 
 
 def best_sentences(text: str, query: str, limit: int = 3) -> list[str]:
-    """The sentences of ``text`` sharing most keywords with ``query``, in their original order."""
+    """The sentences of ``text`` sharing most keywords with ``query``, in their original order.
+    Words are compared stemmed ("cancelled" meets "cancel"), and a word with the prefix "un" also
+    counts as its stem ("already read" meets "unread")."""
     sentences = [s.strip(" -*#\n") for s in _SENTENCE.split(text.replace("\n", " ")) if s.strip()]
-    wanted = keywords(query)
-    scored = sorted(range(len(sentences)), key=lambda i: (-len(keywords(sentences[i]) & wanted), i))[:limit]
+    wanted = _sentence_terms(query)
+    scored = sorted(
+        range(len(sentences)), key=lambda i: (-len(_sentence_terms(sentences[i]) & wanted), i)
+    )[:limit]
     return [sentences[i] for i in sorted(scored)]
+
+
+def _sentence_terms(text: str) -> set[str]:
+    terms = {_undouble(_stem(w)) for w in keywords(text)}
+    return terms | {t[2:] for t in terms if t.startswith("un") and len(t) > 5}
+
+
+def _undouble(term: str) -> str:
+    """Drops a doubled last letter: "cancell" (from "cancelling") -> "cancel", "stopp" -> "stop";
+    "class" and "agree" stay."""
+    return term[:-1] if len(term) > 4 and term[-1] == term[-2] and term[-1] not in "se" else term
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from mangaassist.platform.embeddings import HashingEmbedder
 from mangaassist.platform.local.model_registry_mlflow import MlflowModelRegistry
 from mangaassist.platform.model_registry import ModelVersion
 
-
 # A share of the training data small enough that the hashing embedder's model is clearly worse
 # than the full one (at 70% of today's 1,000 lines it scores as well as the full model).
 SUBSET = 0.4

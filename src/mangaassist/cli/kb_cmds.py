@@ -36,6 +36,8 @@ from mangaassist.cli.engine_cmds import (
     fail,
     handled,
 )
+from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.analysis.gates import RetrievalThresholds
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.engine.runs import ProgressEvent
 from mangaassist.delivery.pipelines import kb
@@ -114,6 +116,24 @@ def stage_times(steps: dict[str, StepRecord]) -> dict[str, Any]:
     }
 
 
+def _thresholds(items: list[str]) -> dict[str, float]:
+    """``["mrr=0.8", ...]`` as the gate's thresholds; a malformed or unknown one exits 2 naming it."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise fail(f"--threshold {item}: expected NAME=NUMBER, e.g. mrr=0.8", 2) from None
+    try:
+        RetrievalThresholds.from_params(out)
+    except ConfigError as exc:
+        raise fail(f"--threshold: {exc}", 2) from None
+    return out
+
+
 @kb_app.command("build")
 def kb_build(
     full: Annotated[
@@ -132,6 +152,13 @@ def kb_build(
         int | None, typer.Option("--batch-size", help="Texts per forward pass (default 32).", min=1)
     ] = None,
     root: Annotated[Path | None, typer.Option(help="Repository holding knowledge/ and data/.")] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--threshold",
+            help="Gate threshold NAME=VALUE (recall_at_5, mrr, ndcg_at_10, tolerance, p95_ms); repeatable.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a new index version from knowledge/ and the catalog, gate it, and move kb-live to it."""
@@ -148,6 +175,8 @@ def kb_build(
         params["batch_size"] = batch_size
     if root is not None:
         params["root"] = str(root.resolve())
+    if threshold:
+        params["thresholds"] = _thresholds(threshold)
     with handled():
         run, steps = _run(kb.NAME, params, env, as_json)
     plan = steps["plan"].output or steps["plan"].detail.get("plan", {})

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.kb.conftest import KB
+from tests.integration.kb.conftest import HASHING_FLOORS, KB
 
 
 def cli(env: KB, *args: str) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,8 @@ def as_json(result: subprocess.CompletedProcess[str]) -> Any:
 
 def test_kb_commands_end_to_end(make_kb: Callable[[], KB]) -> None:
     env = make_kb()
-    first = as_json(cli(env, "build", "--embedder", "hashing", "--json"))
+    floors = [f"--threshold={name}={value}" for name, value in HASHING_FLOORS.items()]
+    first = as_json(cli(env, "build", "--embedder", "hashing", *floors, "--json"))
     assert first["state"] == "succeeded" and first["plan"]["mode"] == "full"
     assert first["gate"]["verdict"] == "PASS" and first["promote"]["live"] == first["plan"]["target"]
     assert {c["check"] for c in first["gate"]["checks"]} >= {
@@ -42,7 +43,7 @@ def test_kb_commands_end_to_end(make_kb: Callable[[], KB]) -> None:
 
     path = env.doc("gift-cards")
     path.write_text(path.read_text(encoding="utf-8") + "\nGift cards now come in $15.\n", encoding="utf-8")
-    second = as_json(cli(env, "build", "--incremental", "--embedder", "hashing", "--json"))
+    second = as_json(cli(env, "build", "--incremental", "--embedder", "hashing", *floors, "--json"))
     assert second["plan"]["mode"] == "incremental" and second["plan"]["changed"] == 1
     assert second["gate"]["live"] is not None  # the report compares new with live
 
@@ -58,6 +59,13 @@ def test_kb_commands_end_to_end(make_kb: Callable[[], KB]) -> None:
 
     both = cli(env, "build", "--full", "--incremental")
     assert both.returncode == 2 and "exclude each other" in both.stderr
+    for bad, says in (
+        ("mrr", "expected NAME=NUMBER"),
+        ("mrr=high", "expected NAME=NUMBER"),
+        ("speed=1", "speed"),
+    ):
+        refused = cli(env, "build", "--threshold", bad)
+        assert refused.returncode == 2 and says in refused.stderr, refused.stderr
     wrong_model = cli(env, "promote", first["plan"]["target"])  # hashing version, MiniLM chatbot
     assert wrong_model.returncode == 1
     assert as_json(cli(env, "list", "--json"))["live"] == second["plan"]["target"]

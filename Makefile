@@ -2,7 +2,7 @@
 #   make setup   create .venv: torch==2.13.0 (local CPU build) first, then the package and its extras
 #   make demo    set up if needed, then the main job (a narrated tour of MangaAssist)
 #   make test    set up if needed, then the whole suite (unit, integration, end-to-end)
-#   make test-releases  CD-01 releases of the real chatbot (4-6 minutes; not in CI yet, see below)
+#   make test-releases  CD-01 releases of the real chatbot (6-7 minutes; not in CI yet, see below)
 #   make bench   benchmarks; results under benchmarks/results/
 #   make lint    ruff, mypy (strict on src/), import-linter (the layers and provider rule of docs/architecture.md),
 #                the generated deploy workflows, actionlint (with shellcheck), zizmor --offline, hadolint
@@ -43,9 +43,11 @@ test: setup
 	@echo "random order: --randomly-seed=$(SEED)"
 	$(PY) -m pytest -q -p randomly --randomly-seed=$(SEED) --durations=30 $(PYTEST_ARGS)
 
-# CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, 4-6 minutes): kept out of
-# `make test` for its time budget; not in .ci/run yet: its blue-green test failed 1 run in 4 on
-# 2026-12-07 (the deploy did not reach its switch within 120 s), cause not found yet (issue 13)
+# CD-01 releases of the real chatbot (tests/e2e/test_deploy_cli.py, 6-7 minutes): kept out of
+# `make test` for its time budget; not in .ci/run yet (issue 13): 1 of 3 runs on the second
+# 2026-12-07 session was all green; in another, the good release was rolled back by the latency
+# judge (candidate p50 19.8 ms against stable 15.7 ms, same code), and the rollback test after it
+# found no promoted release to go back to. Cause of the gap between the two processes not found yet.
 test-releases: setup
 	MANGAASSIST_E2E_RELEASES=1 $(PY) -m pytest -q -p no:randomly tests/e2e/test_deploy_cli.py
 

@@ -5,6 +5,7 @@ latency, not as less load)."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,3 +22,15 @@ async def open_loop(one: Callable[[int], Awaitable[None]], rate: float, seconds:
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     return n, time.perf_counter() - start
+
+
+def latency_summary(n: int, errors: int, latencies: list[float]) -> dict[str, float | int]:
+    """One run's figures: requests, errors, p50, p99 and max of ``latencies`` (ms, sorted in place)."""
+    latencies.sort()
+    return {
+        "requests": n,
+        "errors": errors,
+        "p50_ms": round(statistics.median(latencies), 3),
+        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
+        "max_ms": round(latencies[-1], 3),
+    }

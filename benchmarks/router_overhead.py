@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from mangaassist.platform.local.client import (  # noqa: E402
 from mangaassist.platform.local.supervisor import free_port  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
 from mangaassist.platform.settings import load_settings  # noqa: E402
-from openloop import open_loop  # noqa: E402
+from openloop import latency_summary, open_loop  # noqa: E402
 
 APP = "mangaassist.platform.local.testing_app:create_app"
 PATH = b"/echo"
@@ -134,14 +133,7 @@ async def fixed_rate(port: int, rate: float, seconds: float) -> dict[str, Any]:
     latencies.clear()
     n, _ = await open_loop(one, rate, seconds)
     pool.close()
-    latencies.sort()
-    return {
-        "requests": n,
-        "errors": errors,
-        "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "max_ms": round(latencies[-1], 3),
-    }
+    return latency_summary(n, errors, latencies)
 
 
 def wrk(port: int, seconds: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ import uvloop  # noqa: E402
 
 from mangaassist.platform.local.supervisor import free_port  # noqa: E402
 from mangaassist.platform.local.upstream import UpstreamPool  # noqa: E402
-from openloop import open_loop  # noqa: E402
+from openloop import latency_summary, open_loop  # noqa: E402
 
 APP = "mangaassist.platform.local.testing_app:create_app"
 PATH = "/echo"
@@ -168,14 +168,7 @@ async def fixed_rate(client: Client, rate: float, seconds: float) -> dict[str, A
         latencies.append((time.perf_counter() - t0) * 1000)
 
     n, _ = await open_loop(one, rate, seconds)
-    latencies.sort()
-    return {
-        "requests": n,
-        "errors": errors,
-        "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 3),
-        "max_ms": round(latencies[-1], 3),
-    }
+    return latency_summary(n, errors, latencies)
 
 
 async def measure(port: int, seconds: float, rounds: int, rate: float) -> dict[str, list[dict[str, Any]]]:

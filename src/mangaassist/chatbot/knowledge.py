@@ -37,7 +37,7 @@ from mangaassist.core.kb import (
     keywords,
     parse_document,
 )
-from mangaassist.platform.vector import KEYWORD_WEIGHT, IndexRecord, SearchHit, VectorIndex
+from mangaassist.platform.vector import HybridScorer, IndexRecord, SearchHit, VectorIndex
 
 __all__ = [
     "POLICY",
@@ -193,10 +193,8 @@ class FusedScorer:
     """
 
     def __init__(self, rows: Sequence[IndexRecord], matrix: Matrix) -> None:
-        if len(rows) != matrix.shape[0]:
-            raise ValueError("one embedding row per record is required")
-        self.rows = list(rows)
-        self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self._hybrid = HybridScorer(rows, matrix)  # each chunk's score, and the check of the shapes
+        self.rows = self._hybrid.rows
         self.docs = list(dict.fromkeys(r.doc_id for r in self.rows))
         index = {d: i for i, d in enumerate(self.docs)}
         self._doc_of = np.asarray([index[r.doc_id] for r in self.rows], dtype=np.int64)
@@ -209,7 +207,6 @@ class FusedScorer:
         # the title twice: it names what the whole page is about
         self._bm25 = _BM25([f"{titles[d]} {titles[d]} " + " ".join(texts[d]) for d in self.docs])
         self._doc_kinds = np.asarray([kinds[d] for d in self.docs])
-        self._keywords = [keywords(f"{r.doc_title} {r.heading} {r.text}") for r in self.rows]
 
     def search(self, vector: Vector, text: str, k: int = 10, kind: str | None = None) -> list[SearchHit]:
         if not self.rows:
@@ -217,12 +214,7 @@ class FusedScorer:
         usable = np.ones(len(self.docs), dtype=bool) if kind is None else self._doc_kinds == kind
         if not usable.any():
             return []
-        cosine = self.matrix @ np.asarray(vector, dtype=np.float32)
-        wanted = keywords(text)
-        overlap = np.asarray(
-            [len(wanted & kw) / len(wanted) if wanted else 0.0 for kw in self._keywords], dtype=np.float32
-        )
-        hybrid = cosine + KEYWORD_WEIGHT * overlap
+        cosine, hybrid = self._hybrid.row_scores(vector, text)
         dense = np.full(len(self.docs), -np.inf, dtype=np.float32)
         np.maximum.at(dense, self._doc_of, cosine)
         best = np.full(len(self.docs), -1, dtype=np.int64)  # each document's best chunk
@@ -237,19 +229,7 @@ class FusedScorer:
             if not usable[d]:
                 break
             i = int(best[d])
-            r = self.rows[i]
-            hits.append(
-                SearchHit(
-                    r.chunk_id,
-                    r.doc_id,
-                    r.doc_title,
-                    r.heading,
-                    r.text,
-                    r.kind,
-                    float(hybrid[i]),
-                    float(cosine[i]),
-                )
-            )
+            hits.append(SearchHit.of(self.rows[i], float(hybrid[i]), float(cosine[i])))
         return hits
 
 

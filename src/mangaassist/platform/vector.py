@@ -114,6 +114,10 @@ class SearchHit:
     """``cosine + KEYWORD_WEIGHT * keyword overlap``."""
     cosine: float
 
+    @classmethod
+    def of(cls, r: IndexRecord, score: float, cosine: float) -> SearchHit:
+        return cls(r.chunk_id, r.doc_id, r.doc_title, r.heading, r.text, r.kind, score, cosine)
+
 
 class VectorIndex(Protocol):
     """Versioned indexes behind aliases. One implementation per provider."""
@@ -177,9 +181,8 @@ class HybridScorer:
         kinds = sorted({r.kind for r in self.rows})
         self._kind_mask = {k: np.asarray([r.kind == k for r in self.rows]) for k in kinds}
 
-    def search(self, vector: Vector, text: str, k: int = 10, kind: str | None = None) -> list[SearchHit]:
-        if not self.rows:
-            return []
+    def row_scores(self, vector: Vector, text: str) -> tuple[Vector, Vector]:
+        """Per row: the cosine, and ``cosine + KEYWORD_WEIGHT * keyword overlap`` (the hit score)."""
         cosine = self.matrix @ np.asarray(vector, dtype=np.float32)
         scores = cosine.copy()
         wanted = keywords(text)
@@ -190,6 +193,12 @@ class HybridScorer:
                 if rows is not None:
                     overlap[rows] += 1.0
             scores += KEYWORD_WEIGHT * overlap / len(wanted)
+        return cosine, scores
+
+    def search(self, vector: Vector, text: str, k: int = 10, kind: str | None = None) -> list[SearchHit]:
+        if not self.rows:
+            return []
+        cosine, scores = self.row_scores(vector, text)
         if kind is not None:
             mask = self._kind_mask.get(kind)
             if mask is None:
@@ -208,18 +217,7 @@ class HybridScorer:
             if r.doc_id in seen:
                 continue
             seen.add(r.doc_id)
-            hits.append(
-                SearchHit(
-                    r.chunk_id,
-                    r.doc_id,
-                    r.doc_title,
-                    r.heading,
-                    r.text,
-                    r.kind,
-                    float(scores[i]),
-                    float(cosine[i]),
-                )
-            )
+            hits.append(SearchHit.of(r, float(scores[i]), float(cosine[i])))
             if len(hits) == k:
                 break
         return hits

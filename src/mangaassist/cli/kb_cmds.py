@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mangaassist.cli.engine_cmds import (
@@ -68,20 +60,10 @@ class BuildProgress(ProgressDisplay):
         self.every_s = every_s
         self._last: dict[tuple[str, str], tuple[int, float]] = {}
 
-    def __enter__(self) -> Self:
-        if self.rich:
-            self.progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TaskProgressColumn(),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
-                console=self.stream,
-            )
-            self.progress.start()
-        return self
+    def columns(self) -> tuple[ProgressColumn, ...]:
+        spinner, description, bar, elapsed = super().columns()
+        left = TextColumn("left"), TimeRemainingColumn()
+        return spinner, description, bar, TaskProgressColumn(), elapsed, *left
 
     def _plain(self, event: ProgressEvent) -> None:
         if event.kind != "step.progress" or event.fraction is None:

@@ -12,7 +12,15 @@ from typing import Self
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from mangaassist.delivery.engine.runs import ProgressEvent
 
@@ -32,15 +40,13 @@ class ProgressDisplay:
         self.progress: Progress | None = None
         self.tasks: dict[tuple[str, str], TaskID] = {}
 
+    def columns(self) -> tuple[ProgressColumn, ...]:
+        """The Rich bar's columns (a reporter that knows the time left adds it)."""
+        return SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
+
     def __enter__(self) -> Self:
         if self.rich:
-            self.progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=self.stream,
-            )
+            self.progress = Progress(*self.columns(), console=self.stream)
             self.progress.start()
         return self
 

@@ -6,42 +6,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from mangaassist.chatbot.catalog import Catalog, Series, asked_facts, people
-from mangaassist.chatbot.config import ChatbotConfig
-from mangaassist.chatbot.embeddings import HashingEmbedder
+from mangaassist.chatbot.catalog import Series, asked_facts, people
 from mangaassist.chatbot.guardrails import check_output
-from mangaassist.chatbot.handlers import HANDLERS, RATING_NAMES, Context, Draft, fact_question
-from mangaassist.chatbot.knowledge import KnowledgeIndex, chunk_document, load_documents
-from mangaassist.chatbot.store import ChatStore
-from mangaassist.platform.local.tables import SqliteTables
+from mangaassist.chatbot.handlers import RATING_NAMES, Draft, fact_question
+from tests.unit.chatbot.handler_world import CATALOG, World, build_world, handle
 
-ROOT = Path(__file__).parents[3]
-EMB = HashingEmbedder()
-CATALOG = Catalog.load(ROOT / "data" / "catalog.jsonl")
 SAMPLE = CATALOG.series[::6]  # 28 series spread over the catalog, ambiguous titles included
 AMBIGUOUS = [CATALOG.by_id[i] for i in ("monster", "real", "nana", "pluto", "berserk", "bleach", "aria")]
-
-World = tuple[KnowledgeIndex, ChatStore]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    CATALOG.matrix = EMB.embed([s.search_text for s in CATALOG.series])
-    chunks = [c for d in load_documents(ROOT / "knowledge") for c in chunk_document(d)]
-    knowledge = KnowledgeIndex(chunks, EMB.embed([c.embed_text for c in chunks]))
-    store = ChatStore(SqliteTables(tmp_path_factory.mktemp("facts") / "t.sqlite3"))
-    return knowledge, store
+    return build_world(tmp_path_factory.mktemp("facts"))
 
 
 def ask(world: World, message: str) -> Draft:
-    knowledge, store = world
-    session = store.open_session(f"s-{abs(hash(message))}", None)
-    ctx = Context(message, EMB.embed([message])[0], None, session, CATALOG, knowledge, store, ChatbotConfig())
-    return HANDLERS["product_search"](ctx)
+    return handle(world, "product_search", message)
 
 
 def text_of(draft: Draft) -> str:

@@ -3,46 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from mangaassist.chatbot.catalog import Catalog, Series
-from mangaassist.chatbot.config import ChatbotConfig
-from mangaassist.chatbot.embeddings import HashingEmbedder
+from mangaassist.chatbot.catalog import Series
 from mangaassist.chatbot.entities import may_follow_up_on_order, resolve_follow_up
-from mangaassist.chatbot.handlers import HANDLERS, Context, Draft
-from mangaassist.chatbot.knowledge import KnowledgeIndex, chunk_document, load_documents
+from mangaassist.chatbot.handlers import Draft
 from mangaassist.chatbot.service import decided_intent, order_of_last_turn
-from mangaassist.chatbot.store import ChatStore
 from mangaassist.core.intents import Intent
-from mangaassist.platform.local.tables import SqliteTables
+from tests.unit.chatbot.handler_world import CATALOG, World, build_world, handle
 
-ROOT = Path(__file__).parents[3]
-EMB = HashingEmbedder()
-CATALOG = Catalog.load(ROOT / "data" / "catalog.jsonl")
 SAMPLE = CATALOG.series[3::9]
-
-World = tuple[KnowledgeIndex, ChatStore]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    CATALOG.matrix = EMB.embed([s.search_text for s in CATALOG.series])
-    chunks = [c for d in load_documents(ROOT / "knowledge") for c in chunk_document(d)]
-    knowledge = KnowledgeIndex(chunks, EMB.embed([c.embed_text for c in chunks]))
-    store = ChatStore(SqliteTables(tmp_path_factory.mktemp("follow") / "t.sqlite3"))
-    store.seed_orders(ROOT / "data" / "orders.jsonl")
-    return knowledge, store
+    return build_world(tmp_path_factory.mktemp("follow"))
 
 
 def answer(world: World, intent: str, message: str, customer: str | None) -> Draft:
-    knowledge, store = world
-    session = store.open_session(f"f-{abs(hash(message))}", customer)
-    ctx = Context(
-        message, EMB.embed([message])[0], customer, session, CATALOG, knowledge, store, ChatbotConfig()
-    )
-    return HANDLERS[intent](ctx)
+    return handle(world, intent, message, customer)
 
 
 @pytest.mark.parametrize("series", SAMPLE, ids=lambda s: s.id)

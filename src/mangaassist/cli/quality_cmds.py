@@ -19,23 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from mangaassist.cli.engine_cmds import console as out
+from mangaassist.cli.engine_cmds import fail
 from mangaassist.core.errors import MangaAssistError
-
-out = Console()
-err = Console(stderr=True)
 
 quality_app = typer.Typer(
     help="Answer quality on the golden set (ml/answers): run, baseline, retrieval.", no_args_is_help=True
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def _print_report(doc: dict[str, Any], failures: int) -> None:
@@ -115,7 +107,7 @@ def run_cmd(
             aq.HttpTarget(url, home=home.resolve() if home else None) if url else aq.InProcessTarget.load()
         )
     except MangaAssistError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), 2) from None
     try:
         report = aq.run(
             cases, target, grounding, workers=workers if url else 1, golden=aq.golden_digest(directory)
@@ -128,8 +120,9 @@ def run_cmd(
         baseline = aq.Baseline.load(directory / aq.BASELINE_FILE)
         reference = baseline.on(c.id for c in cases) if baseline is not None else None
         if reference is None:
-            raise _fail(
-                f"{directory / aq.BASELINE_FILE}: no baseline for these items (record one: quality baseline)"
+            raise fail(
+                f"{directory / aq.BASELINE_FILE}: no baseline for these items (record one: quality baseline)",
+                2,
             )
         from mangaassist.delivery.pipelines.answers import answer_gate
 
@@ -165,7 +158,7 @@ def baseline_cmd(
         grounding = aq.Grounding.load(root)
         target = aq.InProcessTarget.load()
     except MangaAssistError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), 2) from None
     try:
         report = aq.run(cases, target, grounding, golden=aq.golden_digest(directory))
     finally:
@@ -200,7 +193,7 @@ def retrieval_cmd(
             os.environ.get("MANGAASSIST_EMBEDDER", "minilm"),
         )
     except MangaAssistError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc), 2) from None
     if as_json:
         print(json.dumps(result, indent=2))
         return

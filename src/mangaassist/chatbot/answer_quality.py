@@ -36,6 +36,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import sys
@@ -809,18 +810,22 @@ def load_retrieval_golden(path: Path) -> list[RetrievalQuestion]:
 
 def ranking_metrics(ranked: Sequence[Sequence[str]], golden: Sequence[RetrievalQuestion]) -> dict[str, float]:
     """recall@1 (the first hit is a relevant page), recall@5 (share of relevant pages in the top 5,
-    as CD-04's gate), MRR (1 / rank of the first relevant page)."""
-    r1 = r5 = mrr = 0.0
+    as CD-04's gate), MRR (1 / rank of the first relevant page), nDCG@10 (binary relevance, as
+    CD-04's gate)."""
+    r1 = r5 = mrr = ndcg = 0.0
     for docs, g in zip(ranked, golden, strict=True):
         r1 += 1.0 if docs[:1] and docs[0] in g.relevant else 0.0
         r5 += len(set(docs[:5]) & g.relevant) / len(g.relevant)
         first = next((i for i, d in enumerate(docs) if d in g.relevant), None)
         mrr += 0.0 if first is None else 1.0 / (first + 1)
+        dcg = sum(1.0 / math.log2(i + 2) for i, d in enumerate(docs[:10]) if d in g.relevant)
+        ndcg += dcg / sum(1.0 / math.log2(i + 2) for i in range(min(10, len(g.relevant))))
     n = max(1, len(golden))
     return {
         "recall_at_1": round(r1 / n, 4),
         "recall_at_5": round(r5 / n, 4),
         "mrr": round(mrr / n, 4),
+        "ndcg_at_10": round(ndcg / n, 4),
         "questions": float(len(golden)),
     }
 

@@ -107,6 +107,9 @@ class Versions(BaseModel):
     model: str
     config: str
     index: str
+    embedder: str | None = None
+    """The embedding model that embedded the query for the knowledge-base search: the ``index``
+    version's own (chat answers only)."""
     configs: dict[str, str] | None = None
     """Per config profile, the version this answer was made with (CD-06; only with a config server
     or config folder, so the contract without one is unchanged)."""
@@ -484,6 +487,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "index": result.index or service.rt.knowledge.version,
                     "model": result.model or service.rt.intents.version,
                     "config": result.configs.get("runtime", service.rt.config.version),
+                    "embedder": result.embedder or None,
                 },
                 configs=result.configs if configs is not None else None,
             ),

@@ -6,6 +6,15 @@ new version, loads that version first and only then switches, so no request wait
 and none fails during a swap. Requests already running finish on the version they started with.
 The version answering is reported in ``versions["index"]``.
 
+An index version records the embedding model that embedded its rows, and a query must be embedded
+by that same model. A version embedded by another model than the chatbot's own (a new embedding
+model being released, ``all-MiniLM-L6-v2-int8``) is served with that model's embedder, made (and
+kept) by ``embedders`` before the switch: the version, its scorer and its embedder are one state,
+swapped by one assignment, and a request pins that state once (``pinned``), so it embeds its query
+with the embedder of the version it searches whatever the alias does meanwhile. A rollback moves
+the alias back and brings the previous version's embedder back with it. A version whose model this
+process cannot run is refused (logged) and the chatbot stays where it was.
+
 On a fresh clone no version exists yet: the chatbot then serves a build of its own, in memory,
 from the same sources and chunker (``core/kb.py``), and switches to ``kb-live`` as soon as a
 knowledge-base build (CD-04, ``mangaassist kb build``) promotes one.
@@ -17,7 +26,7 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +34,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from mangaassist.chatbot.embeddings import Matrix, Vector
+from mangaassist.chatbot.embeddings import Embedder, Matrix, Vector, model_id
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import (
     POLICY,
@@ -49,6 +58,7 @@ __all__ = [
     "Hit",
     "KnowledgeIndex",
     "LiveKnowledge",
+    "QueryBound",
     "Retriever",
     "best_sentences",
     "chunk_document",
@@ -78,9 +88,9 @@ def best_sentences(text: str, query: str, limit: int = 3) -> list[str]:
     counts as its stem ("already read" meets "unread")."""
     sentences = [s.strip(" -*#\n") for s in _SENTENCE.split(text.replace("\n", " ")) if s.strip()]
     wanted = _sentence_terms(query)
-    scored = sorted(
-        range(len(sentences)), key=lambda i: (-len(_sentence_terms(sentences[i]) & wanted), i)
-    )[:limit]
+    scored = sorted(range(len(sentences)), key=lambda i: (-len(_sentence_terms(sentences[i]) & wanted), i))[
+        :limit
+    ]
     return [sentences[i] for i in sorted(scored)]
 
 
@@ -262,12 +272,23 @@ class KnowledgeIndex:
 
 class _PinnedVersion:
     """One version of the index as a ``Retriever`` (``LiveKnowledge.pinned``): searched in memory
-    by a ``FusedScorer`` over its rows when they could be read, else by the store's own search."""
+    by a ``FusedScorer`` over its rows when they could be read, else by the store's own search.
+    ``model`` is the embedding model its rows came from; ``embedder`` embeds queries for it when
+    that is not the chatbot's own model (None: the chatbot's own embedder)."""
 
-    def __init__(self, index: VectorIndex, version: str, scorer: FusedScorer | None = None) -> None:
+    def __init__(
+        self,
+        index: VectorIndex,
+        version: str,
+        scorer: FusedScorer | None = None,
+        model: str = "",
+        embedder: Embedder | None = None,
+    ) -> None:
         self.index = index
         self._version = version
         self.scorer = scorer
+        self.model = model
+        self.embedder = embedder
 
     @property
     def version(self) -> str:
@@ -293,6 +314,36 @@ def load_scorer(index: VectorIndex, version: str) -> FusedScorer | None:
     return FusedScorer(records, matrix)
 
 
+class QueryBound:
+    """A pinned version searched with the query's vector from that version's own embedder, whatever
+    vector a handler passes (handlers pass the chatbot's vector of the same query, made by the
+    chatbot's embedder for the intent model and the catalog)."""
+
+    def __init__(self, retriever: Retriever, vector: Vector, model: str) -> None:
+        self.retriever = retriever
+        self.vector = vector
+        self.model = model
+        """The embedding model that made ``vector``: the version's own."""
+
+    @property
+    def version(self) -> str:
+        return self.retriever.version
+
+    def search(self, vector: Vector, query: str, k: int = 3, kind: str | None = None) -> list[Hit]:
+        return self.retriever.search(self.vector, query, k, kind)
+
+
+@dataclass(frozen=True)
+class _Live:
+    """What the alias points at, as one value: the version, its scorer, its embedding model and the
+    embedder for its queries (None: the chatbot's own)."""
+
+    name: str
+    scorer: FusedScorer | None
+    model: str
+    embedder: Embedder | None
+
+
 class _NoKnowledge:
     """No version live and no build of our own: nothing to find."""
 
@@ -312,15 +363,21 @@ class LiveKnowledge:
         fallback: KnowledgeIndex | None,
         alias: str = "kb-live",
         refresh_seconds: float = 1.0,
+        embedders: Callable[[str], Embedder] | None = None,
     ) -> None:
         self.index = index
         self.model = model
+        """The chatbot's own embedding model (the intent model's and the catalog's)."""
         self.alias = alias
         self.refresh_seconds = refresh_seconds
         self.fallback = fallback
-        """Serves until the alias points at a version embedded by our model."""
-        self._state: tuple[str, FusedScorer | None] | None = None
-        """The live version and its in-memory scorer, swapped as one reference."""
+        """Serves until the alias points at a version we can embed queries for."""
+        self.embedders = embedders
+        """Model id -> an embedder of that model, for versions embedded by another model than ours
+        (None: only versions of our own model are served)."""
+        self._others: dict[str, Embedder] = {}
+        self._state: _Live | None = None
+        """The live version, its in-memory scorer and its query embedder, swapped as one reference."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -328,7 +385,7 @@ class LiveKnowledge:
     @property
     def _live(self) -> str | None:
         state = self._state
-        return state[0] if state is not None else None
+        return state.name if state is not None else None
 
     @property
     def version(self) -> str:
@@ -342,10 +399,10 @@ class LiveKnowledge:
     def pinned(self) -> Retriever:
         """The version live now, for one request: its search and its ``version`` stay that version
         whatever the alias does meanwhile, so an answer never names a version it did not read."""
-        state = self._state  # one read: a swap does not change this request's version
+        state = self._state  # one read: a swap does not change this request's version or embedder
         if state is None:
             return self.fallback if self.fallback is not None else _NoKnowledge()
-        return _PinnedVersion(self.index, state[0], state[1])
+        return _PinnedVersion(self.index, state.name, state.scorer, state.model, state.embedder)
 
     def refresh(self) -> bool:
         """Resolve the alias; switch if it moved to a version we can use. True if switched."""
@@ -354,9 +411,11 @@ class LiveKnowledge:
             if name is None or name == self._live:
                 return False
             info = self.index.version(name)
-            if info is None or info.model != self.model:
+            embedder = self._embedder_for(info.model, info.dim) if info is not None else None
+            if info is None or (info.model != self.model and embedder is None):
                 log.error(
-                    "%s -> %s was embedded by %s, queries by %s: staying on %s",
+                    "%s -> %s was embedded by %s, which this chatbot cannot embed queries with "
+                    "(its own model: %s): staying on %s",
                     self.alias,
                     name,
                     info.model if info else "?",
@@ -370,9 +429,34 @@ class LiveKnowledge:
         except Exception:  # a store hiccup must not take answers down: keep the current version
             log.exception("resolving %s failed; staying on %s", self.alias, self.version)
             return False
-        log.info("knowledge base: %s now %s (was %s)", self.alias, name, self.version)
-        self._state = (name, scorer)  # one assignment: readers get both or neither
+        log.info(
+            "knowledge base: %s now %s, queries embedded by %s (was %s)",
+            self.alias,
+            name,
+            info.model,
+            self.version,
+        )
+        self._state = _Live(name, scorer, info.model, embedder)  # one assignment: readers get all or none
         return True
+
+    def _embedder_for(self, model: str, dim: int) -> Embedder | None:
+        """None for our own model; else an embedder of ``model`` (made once, warmed up on one text so
+        the first request does not pay for it), or None when there is none or it is not that model."""
+        if model == self.model or self.embedders is None:
+            return None
+        found = self._others.get(model)
+        if found is None:
+            try:
+                made = self.embedders(model)
+            except Exception:  # an unknown model: refused by the caller, logged there
+                log.warning("no embedder for %s", model, exc_info=True)
+                return None
+            if model_id(made) != model or made.dim != dim:
+                log.error("the embedder made for %s is %s (dimension %d)", model, model_id(made), made.dim)
+                return None
+            made.embed(["warm up"])
+            self._others[model] = found = made
+        return found
 
     def start(self) -> LiveKnowledge:
         if self._thread is None:

@@ -2,7 +2,11 @@
 
 ``Runtime.load`` builds everything a worker needs (embedder, intent model, catalog and knowledge
 embeddings, config, tables); ``ChatService.chat`` answers one message. The query is embedded once
-and the vector is shared by the intent model, catalog search and retrieval.
+and the vector is shared by the intent model, catalog search and retrieval, unless the live
+knowledge-base version was embedded by another model (a new embedding model being released): then
+the query is embedded a second time, by that version's own embedder, for its search only. Which
+embedder that is comes with the version the request pinned (``LiveKnowledge.pinned``), so a query
+is never searched against vectors of another model; the answer reports it (``embedder``).
 
 The intent model runs in process unless ``MANGAASSIST_INTENT_URL`` names a model endpoint; then
 ``HttpIntentClient`` asks it (sticky by session id) and keeps the in-process model as the champion it
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +30,14 @@ from opentelemetry.trace import Tracer
 from mangaassist.chatbot.catalog import Catalog, find_format, find_volume
 from mangaassist.chatbot.config import ChatbotConfig, load_config
 from mangaassist.chatbot.config_client import ActiveConfig, ConfigClient
-from mangaassist.chatbot.embeddings import BatchingEmbedder, Embedder, EmbeddingCache, make_embedder, model_id
+from mangaassist.chatbot.embeddings import (
+    BatchingEmbedder,
+    Embedder,
+    EmbeddingCache,
+    Vector,
+    make_embedder,
+    model_id,
+)
 from mangaassist.chatbot.entities import (
     find_order_id,
     find_order_ids,
@@ -39,13 +50,15 @@ from mangaassist.chatbot.guardrails import check_input, check_output
 from mangaassist.chatbot.handlers import HANDLERS, Context, Draft, Source, fact_question, sign_in_hint
 from mangaassist.chatbot.intent import IntentClient, load_or_train, load_package
 from mangaassist.chatbot.intent_remote import HttpIntentClient
-from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, load_documents
+from mangaassist.chatbot.knowledge import KnowledgeIndex, LiveKnowledge, QueryBound, Retriever, load_documents
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.store import SESSIONS, ChatStore
+from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import Intent
 from mangaassist.core.kb import chunk_all, series_document
 from mangaassist.core.migrations import Rules
 from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
+from mangaassist.platform.embeddings import embedder_kind
 from mangaassist.platform.factory import Platform, workload_platform
 from mangaassist.platform.tables import ShapedTables
 from mangaassist.platform.tracing import get_tracer
@@ -72,6 +85,9 @@ class ChatResult:
     """The config profile versions this answer was made with (CD-06)."""
     model: str = ""
     """The intent model version that classified this message (the endpoint's, or the fallback's)."""
+    embedder: str = ""
+    """The embedding model that embedded the query this answer searched the knowledge base with
+    (always the model of the ``index`` version's rows)."""
 
     @property
     def guardrail(self) -> bool:
@@ -182,7 +198,7 @@ def _knowledge(
     """
     model = model_id(embedder)
     refresh = float(os.environ.get("MANGAASSIST_KB_REFRESH_SECONDS", "1.0"))
-    live = LiveKnowledge(platform.vector_index(), model, None, LIVE_ALIAS, refresh)
+    live = LiveKnowledge(platform.vector_index(), model, None, LIVE_ALIAS, refresh, _embedder_of(platform))
     if live.version == "none":
         chunks = chunk_all(
             [*load_documents(settings.knowledge_dir), *(series_document(asdict(s)) for s in catalog.series)],
@@ -200,6 +216,23 @@ def _knowledge(
             vectors.update(fresh)
         live.fallback = KnowledgeIndex(chunks, np.stack([vectors[c.content_hash] for c in chunks]))
     return live.start()
+
+
+def _embedder_of(platform: Platform) -> Callable[[str], Embedder]:
+    """Model id -> an embedder of that model, for index versions another model embedded: the
+    environment's own embedder when it is that model (Bedrock Titan on aws), else the in-process
+    embedder of that kind (``platform.embeddings.embedder_kind``); anything else is refused."""
+
+    def make(model: str) -> Embedder:
+        kind = embedder_kind(model)
+        if kind is None:
+            own = platform.embedder()
+            if model_id(own) == model:
+                return own
+            raise ConfigError(f"no embedder for the index's model {model!r}")
+        return make_embedder(kind)
+
+    return make
 
 
 def order_of_last_turn(store: ChatStore, session_id: str) -> str | None:
@@ -254,6 +287,9 @@ class ChatService:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.batcher = BatchingEmbedder(runtime.embedder)
+        self.model = model_id(runtime.embedder)
+        self._batchers: dict[str, BatchingEmbedder] = {}
+        """One per embedding model of a knowledge-base version other than ours (``_for_index``)."""
         self.composer = LocalComposer()
         self._tracer: Tracer | None = None  # on first use: after the app set up tracing
         identity = runtime.settings.identity
@@ -311,6 +347,7 @@ class ChatService:
                 last_order = order_of_last_turn(rt.store, session_id)
             query = resolve_follow_up(checked.masked, session.last_series, rt.catalog, last_order)
             vector = await self.batcher.embed_one(query)
+            knowledge, query_model = await self._for_index(knowledge, query, vector)
             prediction = await rt.intents.aclassify(query, vector, session_id=session_id)
             unsure = prediction.confidence < config.intent.min_confidence
             decided = decided_intent(prediction.intent, query, checked.masked, last_order, rt.catalog)
@@ -382,7 +419,21 @@ class ChatService:
             configs=dict(active.versions),
             model=prediction.model or rt.intents.version,
             index=knowledge.version,
+            embedder=query_model,
         )
+
+    async def _for_index(self, knowledge: Retriever, query: str, vector: Vector) -> tuple[Retriever, str]:
+        """The pinned version, searched with a vector of ``query`` from the model its rows came from,
+        and that model: ``vector`` (ours) when it is our model, else the query embedded again by the
+        version's own embedder (batched with the other requests on that version)."""
+        own = getattr(knowledge, "embedder", None)
+        if own is None:
+            return knowledge, self.model
+        model = model_id(own)
+        batcher = self._batchers.get(model)
+        if batcher is None or batcher.embedder is not own:
+            batcher = self._batchers[model] = BatchingEmbedder(own)
+        return QueryBound(knowledge, await batcher.embed_one(query), model), model
 
     async def _generate(self, request: GenerationRequest) -> str:
         try:
@@ -400,3 +451,5 @@ class ChatService:
         if isinstance(self.rt.intents, HttpIntentClient):
             await self.rt.intents.aclose()
         await self.batcher.aclose()
+        for batcher in self._batchers.values():
+            await batcher.aclose()

@@ -28,6 +28,7 @@ from mangaassist.cli.engine_cmds import (
     fail,
     handled,
 )
+from mangaassist.cli.kb_embedders import compare_embedders
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.analysis.gates import RetrievalThresholds
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
@@ -41,7 +42,8 @@ from mangaassist.views.runs import run_pipeline
 from mangaassist.views.tables import kb_gate_table
 
 kb_app = typer.Typer(
-    help="The RAG knowledge base (CD-04): build, promote, rollback, list.", no_args_is_help=True
+    help="The RAG knowledge base (CD-04): build, promote, rollback, list, compare-embedders.",
+    no_args_is_help=True,
 )
 
 EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (as in policy.yaml).")]
@@ -125,7 +127,9 @@ def kb_build(
         bool, typer.Option("--incremental", help="Only the added, changed and deleted chunks (default).")
     ] = False,
     env: EnvOpt = "dev",
-    embedder: Annotated[str, typer.Option(help="minilm (default) or hashing (tests only).")] = "minilm",
+    embedder: Annotated[
+        str, typer.Option(help="minilm (default), minilm-int8 (a new model: full build) or hashing (tests).")
+    ] = "minilm",
     runtime: Annotated[
         str | None,
         typer.Option(help="torch or onnx (same vectors); default MANGAASSIST_EMBED_RUNTIME or torch."),
@@ -271,6 +275,9 @@ def kb_list(as_json: JsonOpt = False) -> None:
             v["created_at"][:19].replace("T", " "),
         )
     console.print(table)
+
+
+kb_app.command("compare-embedders")(compare_embedders)
 
 
 def register(app: typer.Typer) -> None:

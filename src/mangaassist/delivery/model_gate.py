@@ -65,8 +65,11 @@ class GateConfig:
     limits: tuple[MetricLimit, ...]
 
     @classmethod
-    def from_mapping(cls, raw: Any, source: str = "gate") -> GateConfig:
-        """Validate ``raw`` (the parsed ``gate`` section); errors name the field at fault."""
+    def from_mapping(
+        cls, raw: Any, source: str = "gate", known: Mapping[str, bool] = HIGHER_IS_BETTER
+    ) -> GateConfig:
+        """Validate ``raw`` (the parsed ``gate`` section); errors name the field at fault. ``known``:
+        the metrics it may name and which way is better (default the intent model's)."""
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{source}: expected a mapping with 'metrics'")
         unknown = set(raw) - {"metrics"}
@@ -78,8 +81,8 @@ class GateConfig:
         limits = []
         for metric, spec in metrics.items():
             where = f"{source}.metrics.{metric}"
-            if metric not in HIGHER_IS_BETTER:
-                raise ConfigError(f"{where}: unknown metric; known: {', '.join(sorted(HIGHER_IS_BETTER))}")
+            if metric not in known:
+                raise ConfigError(f"{where}: unknown metric; known: {', '.join(sorted(known))}")
             if not isinstance(spec, Mapping) or not spec:
                 raise ConfigError(f"{where}: expected a mapping with any of {', '.join(_LIMIT_KEYS)}")
             values: dict[str, float] = {}
@@ -93,9 +96,9 @@ class GateConfig:
                 if key in ("max_drop", "max_rise") and value < 0:
                     raise ConfigError(f"{where}.{key}: must be >= 0, got {value}")
                 values[key] = float(value)
-            if HIGHER_IS_BETTER[metric] and "max_rise" in values:
+            if known[metric] and "max_rise" in values:
                 raise ConfigError(f"{where}.max_rise: {metric} is better when higher; use max_drop")
-            if not HIGHER_IS_BETTER[metric] and "max_drop" in values:
+            if not known[metric] and "max_drop" in values:
                 raise ConfigError(f"{where}.max_drop: {metric} is better when lower; use max_rise")
             if "min" in values and "max" in values and values["min"] > values["max"]:
                 raise ConfigError(f"{where}: min {values['min']} is above max {values['max']}")

@@ -302,16 +302,16 @@ class MetricLimit:
     max_rise: float | None = None
     """Lower-is-better metrics: the candidate may be at most this much above the champion."""
 
-    def describe(self, with_champion: bool) -> str:
+    def describe(self, with_champion: bool, baseline: str = "champion") -> str:
         parts = []
         if self.min is not None:
             parts.append(f">= {self.min:g}")
         if self.max is not None:
             parts.append(f"<= {self.max:g}")
         if with_champion and self.max_drop is not None:
-            parts.append(f">= champion - {self.max_drop:g}")
+            parts.append(f">= {baseline} - {self.max_drop:g}")
         if with_champion and self.max_rise is not None:
-            parts.append(f"<= champion + {self.max_rise:g}")
+            parts.append(f"<= {baseline} + {self.max_rise:g}")
         return ", ".join(parts) or "recorded only"
 
 
@@ -322,10 +322,12 @@ def model_metrics_gate(
     *,
     candidate_version: str | None = None,
     champion_version: str | None = None,
+    baseline: str = "champion",
 ) -> GateResult:
     """CD-03's offline gate: the candidate's metrics against ``limits`` and, when there is one, the
     champion's. The report's ``rows`` are the side-by-side table, one per metric: ``metric``,
-    ``candidate``, ``champion``, ``limit``, ``ok``, ``note``."""
+    ``candidate``, ``champion``, ``limit``, ``ok``, ``note``. ``baseline`` is what the reasons and
+    limits call the champion (CD-04's embedding-model gate says ``live``)."""
     checks: list[GateCheck] = []
     rows: list[dict[str, Any]] = []
     measured: dict[str, float] = {}
@@ -333,11 +335,11 @@ def model_metrics_gate(
         name = limit.metric
         value = _rounded(candidate.get(name))
         base = _rounded(champion.get(name)) if champion is not None else None
-        mine = _metric_checks(limit, value, base)
+        mine = _metric_checks(limit, value, base, baseline)
         failed = [c.reason for c in mine if c.blocks]
         note = ""
         if champion is not None and base is None and (limit.max_drop, limit.max_rise) != (None, None):
-            note = "champion did not record it: not compared"
+            note = f"{baseline} did not record it: not compared"
         checks.extend(mine)
         if value is not None:
             measured[name] = value
@@ -346,7 +348,7 @@ def model_metrics_gate(
                 "metric": name,
                 "candidate": value,
                 "champion": base,
-                "limit": limit.describe(with_champion=base is not None),
+                "limit": limit.describe(with_champion=base is not None, baseline=baseline),
                 "ok": not failed,
                 "note": note or "; ".join(failed),
             }
@@ -360,7 +362,9 @@ def model_metrics_gate(
     )
 
 
-def _metric_checks(limit: MetricLimit, value: float | None, base: float | None) -> list[GateCheck]:
+def _metric_checks(
+    limit: MetricLimit, value: float | None, base: float | None, baseline: str = "champion"
+) -> list[GateCheck]:
     name = limit.metric
     if value is None:
         upward = limit.min is not None or limit.max_drop is not None
@@ -397,9 +401,9 @@ def _metric_checks(limit: MetricLimit, value: float | None, base: float | None) 
                 Comparison.AT_LEAST,
                 base - limit.max_drop,
                 baseline=base,
-                rule=f">= champion - {limit.max_drop:g}",
+                rule=f">= {baseline} - {limit.max_drop:g}",
                 eps=MODEL_EPS,
-                reason=f"{name} {value:g} is more than {limit.max_drop:g} below the champion's {base:g}",
+                reason=f"{name} {value:g} is more than {limit.max_drop:g} below the {baseline}'s {base:g}",
             )
         )
     if base is not None and limit.max_rise is not None:
@@ -410,9 +414,9 @@ def _metric_checks(limit: MetricLimit, value: float | None, base: float | None) 
                 Comparison.AT_MOST,
                 base + limit.max_rise,
                 baseline=base,
-                rule=f"<= champion + {limit.max_rise:g}",
+                rule=f"<= {baseline} + {limit.max_rise:g}",
                 eps=MODEL_EPS,
-                reason=f"{name} {value:g} is more than {limit.max_rise:g} above the champion's {base:g}",
+                reason=f"{name} {value:g} is more than {limit.max_rise:g} above the {baseline}'s {base:g}",
             )
         )
     return out

@@ -13,15 +13,18 @@ The runbook (``build``), one engine step each:
 3. ``build``: write the version (``kb-<model>-<build id>``, the build id being the digest of the
    model and the chunks, so a resumed run rebuilds the same name) and seal it.
 4. ``gate``: chunk count matches the sources (nothing lost or duplicated), embedding dimension,
-   retrieval quality on ``knowledge/evals/golden.jsonl`` (recall@5, MRR, nDCG@10: absolute
-   thresholds and at most ``tolerance`` below the live version) and query p95 within budget.
+   unit-length vectors, retrieval quality on ``knowledge/evals/golden.jsonl`` (recall@5, MRR,
+   nDCG@10: absolute thresholds and at most ``tolerance`` below the live version, which is
+   evaluated now with its own embedder when it was embedded by another model) and query p95.
 5. ``promote``: move the alias (compare-and-set against the live version the plan saw), then
    garbage-collect all but the newest ``keep`` versions (never the live one or its predecessor).
 
 A failing gate leaves the alias where it was. ``kb promote`` and ``kb rollback`` are one-step
 pipelines (``CD-04-promote``) so alias moves are locked and audited like builds.
 
-Params (all optional): ``mode`` (auto | incremental | full), ``embedder`` (minilm | hashing),
+Params (all optional): ``mode`` (auto | incremental | full), ``embedder`` (minilm | minilm-int8 |
+hashing; a new model means a full build into versions of its own, and the chatbot embeds queries
+with whichever model built the version it searches),
 ``root`` (repository; default: found from the working directory or ``MANGAASSIST_ROOT``),
 ``home`` (state; default ``MANGAASSIST_HOME`` or ``ROOT/.mangaassist``), ``keep`` (3), ``alias``,
 ``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``),
@@ -67,6 +70,7 @@ from mangaassist.platform.embeddings import (
     Embedder,
     EmbedStats,
     embed_runtime,
+    embedder_kind,
     make_embedder,
     model_id,
 )
@@ -84,6 +88,9 @@ from mangaassist.platform.vector import (
 
 NAME = "CD-04"
 PROMOTE = "CD-04-promote"
+
+NORM_TOLERANCE = 1e-3
+"""How far from 1 a stored vector's length may be: retrieval scores are dot products, read as cosines."""
 
 
 # -- the runbook -----------------------------------------------------------------------------------
@@ -271,9 +278,9 @@ def _move_alias(ctx: StepContext) -> Outcome:
     info = kb.index.version(version)
     if info is None or info.state is not VersionState.READY:
         return Outcome.failed(f"{version} is not a ready index version (see `mangaassist kb list`)")
-    if info.model != kb.model:
+    if info.model != kb.model and embedder_kind(info.model) is None:
         return Outcome.failed(
-            f"{version} was embedded by {info.model}; the chatbot embeds queries with {kb.model}"
+            f"{version} was embedded by {info.model}, a model the chatbot has no query embedder for"
         )
     current = kb.index.resolve(kb.alias)
 
@@ -421,9 +428,11 @@ def load_golden(path: Path) -> list[Golden]:
 
 
 def retrieval_metrics(ranked: Sequence[Sequence[str]], golden: Sequence[Golden]) -> dict[str, float]:
-    """recall@5, MRR and nDCG@10 (binary relevance) over ranked document ids, one list per question."""
-    recall = mrr = ndcg = 0.0
+    """recall@1, recall@5, MRR and nDCG@10 (binary relevance) over ranked document ids, one list per
+    question (the gate holds recall@5, MRR and nDCG@10; recall@1 is reported)."""
+    recall = mrr = ndcg = top = 0.0
     for docs, g in zip(ranked, golden, strict=True):
+        top += 1.0 if docs[:1] and docs[0] in g.relevant else 0.0
         recall += len(set(docs[:5]) & g.relevant) / len(g.relevant)
         first = next((i for i, d in enumerate(docs) if d in g.relevant), None)
         mrr += 0.0 if first is None else 1.0 / (first + 1)
@@ -431,7 +440,7 @@ def retrieval_metrics(ranked: Sequence[Sequence[str]], golden: Sequence[Golden])
         ideal = sum(1.0 / math.log2(i + 2) for i in range(min(10, len(g.relevant))))
         ndcg += dcg / ideal
     n = max(1, len(golden))
-    return {"recall_at_5": recall / n, "mrr": mrr / n, "ndcg_at_10": ndcg / n}
+    return {"recall_at_1": top / n, "recall_at_5": recall / n, "mrr": mrr / n, "ndcg_at_10": ndcg / n}
 
 
 class Workspace:
@@ -444,6 +453,7 @@ class Workspace:
         self.alias = str(params.get("alias", LIVE_ALIAS))
         self.index: VectorIndex = open_index(self.home, params.get("environment"))
         kind = str(params.get("embedder", "minilm"))
+        self.kind = kind
         self.embedder = _embedder(kind, embed_runtime(params.get("runtime")) if kind == "minilm" else None)
         self.model = model_id(self.embedder)
         self.cache = ChunkEmbeddingCache(self.home / "kb" / "embeddings.sqlite3")
@@ -568,7 +578,19 @@ class Workspace:
             name,
             model=self.model,
             dim=self.embedder.dim,
-            meta={"mode": plan["mode"], "why": plan["why"], "built_by": key, "from": plan["live"]},
+            meta={
+                "mode": plan["mode"],
+                "why": plan["why"],
+                "built_by": key,
+                "from": plan["live"],
+                "embedder": {
+                    "kind": self.kind,
+                    "model": self.model,
+                    "dim": self.embedder.dim,
+                    "normalised": True,
+                    "runtime": getattr(self.embedder, "runtime", None),
+                },
+            },
         )
         records: list[IndexRecord] = []
         for c in chunks:
@@ -589,8 +611,12 @@ class Workspace:
         counts = {k: plan[k] for k in ("added", "changed", "deleted", "unchanged")}
         return self.index.seal(name, {"chunks": len(chunks), **counts})
 
-    def evaluate(self, version: str, golden: Sequence[Golden], repeats: int = 3) -> dict[str, float]:
-        queries = self.query_vectors([g.question for g in golden])
+    def evaluate(
+        self, version: str, golden: Sequence[Golden], repeats: int = 3, embedder: Embedder | None = None
+    ) -> dict[str, float]:
+        """Retrieval of ``version`` on ``golden``, its queries embedded by ``embedder`` (default the
+        build's): the embedder of the model that built ``version``."""
+        queries = self.query_vectors([g.question for g in golden], embedder)
         ranked: list[list[str]] = []
         latencies: list[float] = []
         for r in range(repeats):
@@ -604,14 +630,16 @@ class Workspace:
         metrics["p95_ms"] = float(np.percentile(latencies, 95)) if latencies else 0.0
         return metrics
 
-    def query_vectors(self, questions: Sequence[str]) -> list[Any]:
+    def query_vectors(self, questions: Sequence[str], embedder: Embedder | None = None) -> list[Any]:
+        embedder = embedder or self.embedder
+        model = model_id(embedder)
         keys = [f"query:{q}" for q in questions]
-        cached = self.cache.get_many(self.model, keys)
+        cached = self.cache.get_many(model, keys)
         missing = [q for q, k in zip(questions, keys, strict=True) if k not in cached]
         if missing:
-            matrix = self.embedder.embed(missing)
+            matrix = embedder.embed(missing)
             fresh = {f"query:{q}": matrix[i] for i, q in enumerate(missing)}
-            self.cache.put_many(self.model, fresh)
+            self.cache.put_many(model, fresh)
             cached.update(fresh)
         return [cached[k] for k in keys]
 
@@ -655,6 +683,18 @@ class Workspace:
             reason=f"embedding dimension {sorted(dims)}{'' if finite else ' not finite'} ({rule})",
             requires=dims <= {self.embedder.dim} and info.dim == self.embedder.dim and finite,
         )
+        lengths = np.linalg.norm(np.stack([np.asarray(r.vector, dtype=np.float32) for r in records]), axis=1)
+        off = float(np.abs(lengths - 1.0).max()) if len(records) else 0.0
+        rule = f"every vector's length within {NORM_TOLERANCE} of 1"
+        normalisation = check(
+            "normalisation",
+            round(off, 6),
+            Comparison.AT_MOST,
+            NORM_TOLERANCE,
+            rule=rule,
+            reason=f"a vector's length is off by {off:.2e} ({rule})",
+            requires=bool(np.isfinite(off)),
+        )
         # a question about a document that was deleted on purpose is stale, not a regression
         docs = {c.doc_id for c in chunks}
         everything = load_golden(self.golden_path)
@@ -664,17 +704,30 @@ class Workspace:
         if live_info is not None and live_info.model == self.model:
             live = self.evaluate(live_info.name, golden)
         elif live_info is not None:
-            live = live_info.meta.get("metrics")  # other model: its own recorded figures
+            other = self.embedder_of(live_info.model)  # a new embedding model: live with its own
+            live = (
+                self.evaluate(live_info.name, golden, embedder=other)
+                if other
+                else live_info.meta.get("metrics")
+            )
         new["questions"] = float(len(golden))
         new["questions_skipped"] = float(len(everything) - len(golden))
         return retrieval_gate(
             new,
             live,
             self.thresholds,
-            structure=(count, dimension),
+            structure=(count, dimension, normalisation),
             candidate_version=name,
             baseline_version=plan["live"],
         )
+
+    def embedder_of(self, model: str) -> Embedder | None:
+        """An embedder of ``model`` (another version's), or None when this process has none."""
+        kind = embedder_kind(model)
+        if kind is None:
+            return None
+        made = _embedder(kind, embed_runtime(self.params.get("runtime")) if kind == "minilm" else None)
+        return made if model_id(made) == model else None
 
     def collect_garbage(self) -> list[str]:
         """Keep the newest ``keep`` ready versions, the live one and the one before it; drop the rest.

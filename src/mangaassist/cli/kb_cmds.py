@@ -34,6 +34,7 @@ from mangaassist.delivery.analysis.gates import RetrievalThresholds
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.engine.runs import ProgressEvent
 from mangaassist.delivery.pipelines import kb
+from mangaassist.platform import ray_embedding
 from mangaassist.platform.embeddings import RUNTIMES
 from mangaassist.platform.vector import LIVE_ALIAS
 from mangaassist.views import inventory
@@ -137,6 +138,16 @@ def kb_build(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Texts per forward pass (default 32).", min=1)
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where the embedding runs: inprocess (default) or ray (workers of a Ray cluster)."),
+    ] = "inprocess",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); default a local Ray."
+        ),
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="Repository holding knowledge/ and data/.")] = None,
     threshold: Annotated[
         list[str] | None,
@@ -159,6 +170,17 @@ def kb_build(
         params["runtime"] = runtime
     if batch_size is not None:
         params["batch_size"] = batch_size
+    if executor != "inprocess" or address is not None:
+        try:
+            ray_embedding.check_settings(executor, address)
+            if address is not None:
+                ray_embedding.check_reachable(address)
+        except ConfigError as exc:
+            message = str(exc).replace("executor=", "--executor ").replace("ray_address=", "--address ")
+            raise fail(message, 2) from None
+        params["executor"] = executor
+    if address is not None:
+        params["ray_address"] = address
     if root is not None:
         params["root"] = str(root.resolve())
     if threshold:

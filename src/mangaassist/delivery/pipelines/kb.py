@@ -30,7 +30,10 @@ with whichever model built the version it searches),
 ``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``),
 ``runtime`` (torch | onnx; default ``MANGAASSIST_EMBED_RUNTIME`` or torch: the same vectors, so the
 same model id), ``batch_size`` (texts per forward pass, 32), ``flush_every`` (vectors per cache
-write, 2048; at most 15 s of work apart).
+write, 2048; at most 15 s of work apart), ``executor`` (inprocess | ray: where the embed step's
+forward passes run; ``platform.ray_embedding``, ADR 0014), ``ray_address`` (auto, HOST:PORT or
+ray://HOST:PORT of a running cluster; default a local Ray on this machine), ``ray_workers``
+(default one per CPU of the cluster).
 
 The embed step records where its time went (``stages``: cache reads, tokenization and padding,
 forward passes, padding share, cache writes); the plan step its chunking time, the build step its
@@ -45,6 +48,7 @@ import math
 import re
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -64,6 +68,7 @@ from mangaassist.delivery.analysis.gates import (
 )
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
 from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.platform import ray_embedding
 from mangaassist.platform.embedding_cache import ChunkEmbeddingCache
 from mangaassist.platform.embeddings import (
     DEFAULT_BATCH_SIZE,
@@ -101,6 +106,9 @@ def build(params: dict[str, Any]) -> Pipeline:
     if mode not in ("auto", "incremental", "full"):
         raise ConfigError(f"mode {mode!r}: expected auto, incremental or full")
     RetrievalThresholds.from_params(params.get("thresholds"))
+    ray_embedding.check_settings(
+        str(params.get("executor", "inprocess")), params.get("ray_address"), params.get("ray_workers")
+    )
     return Pipeline(
         NAME,
         (
@@ -188,8 +196,11 @@ def _embed(ctx: StepContext) -> Outcome:
         "reused_from_live": len(chunks) - len(wanted),
         "runtime": getattr(kb.embedder, "runtime", None),
         "batch_size": kb.batch_size,
+        "executor": kb.executor,
         "stages": stages,
     }
+    if kb.ray is not None:
+        output["ray"] = kb.ray
     return Outcome.done(output, numbers={"embedded": float(embedded), "cache_hits": float(hits)})
 
 
@@ -461,6 +472,12 @@ class Workspace:
         self.keep = int(params.get("keep", 3))
         self.batch_size = _positive(params, "batch_size", DEFAULT_BATCH_SIZE)
         self.flush_every = _positive(params, "flush_every", 2048)
+        self.executor = str(params.get("executor", "inprocess"))
+        self.ray_address: str | None = params.get("ray_address")
+        ray_embedding.check_settings(self.executor, self.ray_address, params.get("ray_workers"))
+        self.ray_workers = _positive(params, "ray_workers", 1) if params.get("ray_workers") else None
+        self.ray: dict[str, Any] | None = None
+        """The Ray executor's summary after an embed that used it (address, workers, start time)."""
         self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
 
     @classmethod
@@ -505,7 +522,11 @@ class Workspace:
         self, chunks: Sequence[Chunk], ctx: StepContext | None = None
     ) -> tuple[int, int, dict[str, float]]:
         """``embed_missing`` plus where the time went: cache lookup, tokenization (with padding),
-        forward passes, cache writes (seconds), and the share of computed tokens that was padding."""
+        forward passes, cache writes (seconds), and the share of computed tokens that was padding.
+
+        With ``executor`` ray the forward passes run on Ray workers (the same batches, planned
+        here); the cache, the progress and the checkpoints stay here, and a failure still caches
+        every vector that came back before it."""
         started = time.perf_counter()
         cached = self.cache.get_many(self.model, (c.content_hash for c in chunks))
         todo = list({c.content_hash: c for c in chunks if c.content_hash not in cached}.values())
@@ -516,7 +537,6 @@ class Workspace:
         texts = [c.embed_text for c in todo]
         pending: dict[str, Any] = {}
         done = 0
-        began = last_flush = time.perf_counter()
 
         def flush() -> None:
             flushed = time.perf_counter()
@@ -524,27 +544,47 @@ class Workspace:
             pending.clear()
             stages["cache_write_s"] += time.perf_counter() - flushed
 
-        for rows, matrix in self._batches(texts):
-            for r, row in enumerate(rows):
-                pending[todo[row].content_hash] = matrix[r]
-            done += len(rows)
-            now = time.perf_counter()
-            if len(pending) >= self.flush_every or now - last_flush >= 15.0 or done == len(todo):
-                flush()
-                last_flush = time.perf_counter()
+        with ExitStack() as stack:
+            batches = self._batches(texts)
+            runner: ray_embedding.RayEmbedExecutor | None = None
+            if self.executor == "ray" and todo:
                 if ctx is not None:
-                    ctx.checkpoint(f"embedded-{done}")
-            if ctx is not None:
-                rate = done / max(now - began, 1e-9)
-                left = (len(todo) - done) / rate if rate else 0.0
-                ctx.progress(
-                    f"embedded {done}/{len(todo)} chunks, {rate:.1f} chunks/s, {_duration(left)} left",
-                    done / len(todo),
-                )
-        if pending:
-            flush()
-        stages["embed_s"] = time.perf_counter() - began
-        if isinstance(stats, EmbedStats):
+                    ctx.progress(f"starting Ray workers ({self.ray_address or 'local'})", 0.0)
+                runner = stack.enter_context(self._ray_executor())
+                stages["ray_start_s"] = runner.start_s
+                planned = time.perf_counter()
+                groups = self._groups(texts)
+                stages["ray_plan_s"] = time.perf_counter() - planned
+                stats = runner.stats
+                batches = runner.embed(texts, groups)
+            began = last_flush = time.perf_counter()
+            try:
+                for rows, matrix in batches:
+                    for r, row in enumerate(rows):
+                        pending[todo[row].content_hash] = matrix[r]
+                    done += len(rows)
+                    now = time.perf_counter()
+                    if len(pending) >= self.flush_every or now - last_flush >= 15.0 or done == len(todo):
+                        flush()
+                        last_flush = time.perf_counter()
+                        if ctx is not None:
+                            ctx.checkpoint(f"embedded-{done}")
+                    if ctx is not None:
+                        rate = done / max(now - began, 1e-9)
+                        left = (len(todo) - done) / rate if rate else 0.0
+                        line = f"embedded {done}/{len(todo)} chunks, {rate:.1f} chunks/s"
+                        ctx.progress(f"{line}, {_duration(left)} left", done / len(todo))
+            except BaseException:
+                if pending:
+                    flush()  # what came back before the failure stays cached: a rerun embeds the rest
+                raise
+            if pending:
+                flush()
+            stages["embed_s"] = time.perf_counter() - began
+        if runner is not None:
+            stages["ray_stop_s"] = runner.stop_s
+            self.ray = runner.summary()
+        if isinstance(stats, EmbedStats) and (runner is None or stats.batches):
             stages.update(
                 tokenize_s=stats.tokenize_s,
                 forward_s=stats.forward_s,
@@ -553,6 +593,22 @@ class Workspace:
                 padded_tokens=float(stats.padded_tokens),
             )
         return done, len(chunks) - len(todo), {k: round(v, 4) for k, v in stages.items()}
+
+    def _ray_executor(self) -> ray_embedding.RayEmbedExecutor:
+        kind = str(self.params.get("embedder", "minilm"))
+        runtime = embed_runtime(self.params.get("runtime")) if kind == "minilm" else None
+        spec = ray_embedding.EmbedderSpec(kind, runtime)
+        return ray_embedding.RayEmbedExecutor(spec, self.model, self.ray_address, self.ray_workers)
+
+    def _groups(self, texts: Sequence[str]) -> list[list[int]]:
+        """The batches ``_batches`` runs, as indices into ``texts``: length-sorted when the embedder
+        tokenizes (MiniLM), else slices of ``batch_size`` in order."""
+        tokenize = getattr(self.embedder, "tokenize", None)
+        plan = getattr(self.embedder, "plan_batches", None)
+        if callable(tokenize) and callable(plan):
+            return list(plan(tokenize(texts), self.batch_size))
+        size = self.batch_size
+        return [list(range(start, min(len(texts), start + size))) for start in range(0, len(texts), size)]
 
     def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], Any]]:
         """(indices, vectors) per forward pass: the embedder's own length-sorted batches when it

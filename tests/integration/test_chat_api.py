@@ -71,7 +71,8 @@ def test_each_intent_answers_with_the_contract(
     assert 0 < body["confidence"] <= 1
     assert body["answer"]
     assert body["session_id"] == "contract-" + intent
-    assert set(body["versions"]) == {"revision", "model", "config", "index"}
+    assert set(body["versions"]) == {"revision", "model", "config", "index", "embedder"}
+    assert body["versions"]["embedder"].startswith("all-MiniLM-L6-v2@")  # the index's own model
     assert all(set(s) == {"id", "title"} for s in body["sources"])
     assert r.headers["X-MangaAssist-Revision"] == "r-test"
     assert r.headers["X-MangaAssist-Intent"] == intent

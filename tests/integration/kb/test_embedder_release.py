@@ -152,40 +152,8 @@ def wait_for(url: str, version: str, seconds: float = 20.0) -> dict[str, Any]:
         time.sleep(0.2)
 
 
-def test_release_switches_embedder_with_the_index_and_rollback_restores_both(two_models: KB) -> None:
-    env = two_models
-    assert env.build().state is RunState.SUCCEEDED
-    fp32 = live(env)
-    environ = server_env(env.home, MANGAASSIST_KB_REFRESH_SECONDS="0.2", MANGAASSIST_ROOT=str(REPO))
-    with ChatbotProcess(env=environ, log_path=env.home / "chatbot.log") as bot:
-        before = ask(bot.url, "What is the return window?")
-        assert before["versions"]["index"] == fp32 and before["versions"]["embedder"].startswith(FP32)
-
-        run = env.build(embedder="minilm-int8")  # a new model: full build, gated against live
-        assert run.state is RunState.SUCCEEDED, run.reason
-        plan, gate = env.step(run, "plan").output, env.step(run, "gate").detail
-        assert plan["mode"] == "full" and "embedding model changed" in plan["why"]
-        assert gate["live"]["recall_at_5"] > 0.9  # live evaluated now, with its own (float) embedder
-        assert {c["check"] for c in gate["checks"]} >= {"embedding dimension", "normalisation"}
-        int8 = live(env)
-        info = env.index.version(int8)
-        assert info is not None and info.model.startswith(INT8) and info.dim == 384
-        assert info.meta["embedder"]["kind"] == "minilm-int8" and info.meta["embedder"]["normalised"]
-
-        after = wait_for(bot.url, int8)
-        assert after["versions"]["index"] == int8 and after["versions"]["embedder"] == info.model
-        assert "return" in after["answer"].lower()
-
-        rollback = cli(env, "rollback", "--json")  # kb-live back to where it was: the float version
-        assert rollback.returncode == 0, rollback.stderr[-2000:]
-        assert json.loads(rollback.stdout)["live"] == fp32
-        back = wait_for(bot.url, fp32)
-        assert back["versions"]["index"] == fp32 and back["versions"]["embedder"].startswith(FP32)
-        assert back["answer"] == before["answer"]  # the same version and embedder: the same answer
-
-
 RATE = 30
-SECONDS = 8.0
+SECONDS = 6.0
 QUESTIONS = ("What is the return window?", "how long does shipping take", "do you ship to Canada")
 
 
@@ -193,15 +161,12 @@ async def drive(url: str, results: list[tuple[int, str, str, str]]) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=15.0) as client:
 
         async def one(n: int) -> None:
-            message = ("What is the return window?", "how long does shipping take", "do you ship to Canada")[
-                n % 3
-            ]
             try:
-                r = await client.post("/v1/chat", json={"session_id": f"flip-{n}", "message": message})
+                body = {"session_id": f"flip-{n}", "message": QUESTIONS[n % len(QUESTIONS)]}
+                r = await client.post("/v1/chat", json=body)
                 versions = r.json().get("versions", {}) if r.status_code == 200 else {}
-                results.append(
-                    (r.status_code, versions.get("index", ""), versions.get("embedder", ""), r.text)
-                )
+                index, embedder = versions.get("index", ""), versions.get("embedder", "")
+                results.append((r.status_code, index, embedder, r.text))
             except httpx.HTTPError as exc:
                 results.append((0, "", "", repr(exc)))
 
@@ -213,41 +178,75 @@ async def drive(url: str, results: list[tuple[int, str, str, str]]) -> None:
         await asyncio.gather(*tasks)
 
 
-def test_no_request_mixes_models_while_the_alias_flips_under_load(two_models: KB) -> None:
+def flip_under_load(
+    env: KB, url: str, fp32: str, int8: str
+) -> tuple[list[str], list[tuple[int, str, str, str]]]:
+    """The alias flips between the two versions every 0.5 s while requests arrive at ``RATE``/s;
+    it ends on ``int8`` moved from ``fp32``. (flips, results)."""
+    stop = threading.Event()
+    flips: list[str] = []
+    current = [int8]
+
+    def flip() -> None:
+        while not stop.wait(0.5):
+            target = fp32 if current[0] == int8 else int8
+            env.index.move_alias(LIVE_ALIAS, target, expect=current[0], reason="test flip")
+            flips.append(target)
+            current[0] = target
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    results: list[tuple[int, str, str, str]] = []
+    try:
+        asyncio.run(drive(url, results))
+    finally:
+        stop.set()
+        flipper.join()
+    if current[0] == int8:
+        env.index.move_alias(LIVE_ALIAS, fp32, expect=int8, reason="test flip")
+    env.index.move_alias(LIVE_ALIAS, int8, expect=fp32, reason="test flip")
+    return flips, results
+
+
+def test_release_switches_both_together_under_load_and_rollback_restores_both(two_models: KB) -> None:
     env = two_models
     assert env.build().state is RunState.SUCCEEDED
     fp32 = live(env)
-    assert env.build(embedder="minilm-int8").state is RunState.SUCCEEDED
-    int8 = live(env)
-    models = {v.name: v.model for v in env.index.versions()}  # what each version was embedded by
-    assert models[fp32].startswith(FP32) and models[int8].startswith(INT8)
     environ = server_env(env.home, MANGAASSIST_KB_REFRESH_SECONDS="0.1", MANGAASSIST_ROOT=str(REPO))
     with ChatbotProcess(env=environ, log_path=env.home / "chatbot.log") as bot:
-        stop = threading.Event()
-        flips: list[str] = []
+        before = ask(bot.url, "What is the return window?")
+        assert before["versions"]["index"] == fp32 and before["versions"]["embedder"].startswith(FP32)
 
-        def flip() -> None:
-            current = int8
-            while not stop.wait(0.6):
-                target = fp32 if current == int8 else int8
-                env.index.move_alias(LIVE_ALIAS, target, expect=current, reason="test flip")
-                flips.append(target)
-                current = target
+        # the release: a new model means a full build, gated against live evaluated with its own model
+        run = env.build(embedder="minilm-int8")
+        assert run.state is RunState.SUCCEEDED, run.reason
+        plan, gate = env.step(run, "plan").output, env.step(run, "gate").detail
+        assert plan["mode"] == "full" and "embedding model changed" in plan["why"]
+        assert gate["live"]["recall_at_5"] > 0.9
+        assert {c["check"] for c in gate["checks"]} >= {"embedding dimension", "normalisation"}
+        int8 = live(env)
+        info = env.index.version(int8)
+        assert info is not None and info.model.startswith(INT8) and info.dim == 384
+        assert info.meta["embedder"]["kind"] == "minilm-int8" and info.meta["embedder"]["normalised"]
+        after = wait_for(bot.url, int8)
+        assert after["versions"]["index"] == int8 and after["versions"]["embedder"] == info.model
+        assert "return" in after["answer"].lower()
 
-        flipper = threading.Thread(target=flip)
-        flipper.start()
-        results: list[tuple[int, str, str, str]] = []
-        try:
-            asyncio.run(drive(bot.url, results))
-        finally:
-            stop.set()
-            flipper.join()
+        # under load, the alias flipping between the models: no answer mixes them
+        models = {v.name: v.model for v in env.index.versions()}  # what each version was embedded by
+        flips, results = flip_under_load(env, bot.url, fp32, int8)
+        assert len(flips) >= 8
+        assert len(results) == int(RATE * SECONDS)
+        failed = [r for r in results if r[0] != 200]
+        assert failed == [], failed[:3]
+        mixed = [(index, embedder) for _, index, embedder, _ in results if models.get(index) != embedder]
+        assert mixed == []
+        assert {index for _, index, _, _ in results} == {fp32, int8}  # both models answered
 
-    assert len(flips) >= 8
-    assert len(results) == int(RATE * SECONDS)
-    failed = [r for r in results if r[0] != 200]
-    assert failed == [], failed[:3]
-    mixed = [(index, embedder) for _, index, embedder, _ in results if models.get(index) != embedder]
-    assert mixed == []
-    served = {index for _, index, _, _ in results}
-    assert served == {fp32, int8}  # both models answered while the alias moved
+        # the rollback: kb-live back where it was before its last move, the float version
+        rollback = cli(env, "rollback", "--json")
+        assert rollback.returncode == 0, rollback.stderr[-2000:]
+        assert json.loads(rollback.stdout)["live"] == fp32
+        back = wait_for(bot.url, fp32)
+        assert back["versions"]["index"] == fp32 and back["versions"]["embedder"].startswith(FP32)
+        assert back["answer"] == before["answer"]  # the same version and embedder: the same answer

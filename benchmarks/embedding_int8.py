@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from kb_reindex import corpus_texts, synthetic_repo  # noqa: E402
-
 from mangaassist.platform.embeddings import make_embedder  # noqa: E402
 
 
@@ -51,7 +50,8 @@ def main() -> None:
         out[label] = {"seconds": round(seconds, 1), "chunks_per_s": round(len(texts) / seconds, 1)}
         print(label, out[label], flush=True)
     cosine = (vectors["fp32 torch"] * vectors["int8 onnx"]).sum(axis=1)
-    out["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4), "min": round(float(cosine.min()), 4)}
+    mean, low = round(float(cosine.mean()), 4), round(float(cosine.min()), 4)
+    out["int8_vs_fp32_cosine"] = {"mean": mean, "min": low}
     out["load_after"] = os.getloadavg()[0]
     print(json.dumps(out))
     if args.out is not None:

@@ -12,11 +12,15 @@ Scenarios (each one ``mangaassist deploy app --yes --json`` as a user runs it):
 * ``fault`` (``--runs`` times): ``--set-env MANGAASSIST_FAULT=error_rate=0.2``: time from the
   candidate's first faulty response to 100% of traffic back on stable (target p99 <= 5 s), failed
   requests (users who got an error), the largest weight the candidate reached.
+* ``live-fault`` (``--runs`` times): ``error_rate=0.2,scope=users``: the same errors, but only on
+  requests the router sends by weight (users), so every gate before users passes and the canary
+  judge alone must catch it: time from the first faulty answer a user got to 100% of traffic back
+  on stable, and how many users got an error.
 * ``slow``: ``latency_ms=400``: must be rolled back before the 25% step; where it was stopped.
 
 Usage::
 
-    python benchmarks/rollout_e2e.py [--runs 10] [--rps 50] [--scenarios good,fault,slow]
+    python benchmarks/rollout_e2e.py [--runs 10] [--rps 50] [--scenarios good,fault,live-fault,slow]
 
 Writes ``benchmarks/results/rollout_e2e.json``. Takes 10-20 minutes (every candidate is a new
 revision: a new worker process that loads the model and warms up).
@@ -172,6 +176,31 @@ def scenario(env: dict[str, str], run_dir: Path, url: str, rps: float, *extra: s
     return out
 
 
+SCENARIOS = ("good", "fault", "live-fault", "slow")
+FAULTS = {"fault": "error_rate=0.2", "live-fault": "error_rate=0.2,scope=users"}
+
+
+def fault_runs(
+    env: dict[str, str], run_dir: Path, url: str, rps: float, runs: int, name: str, spec: str
+) -> dict[str, Any]:
+    """``runs`` deploys with ``MANGAASSIST_FAULT=spec``, each one and a summary."""
+    done = []
+    for i in range(runs):
+        one = scenario(env, run_dir, url, rps, "--set-env", f"MANGAASSIST_FAULT={spec}")
+        print(f"{name} {i + 1}/{runs}: {json.dumps(one)}", flush=True)
+        done.append(one)
+    timed = [r["first_fault_to_stable_s"] for r in done if r.get("first_fault_to_stable_s") is not None]
+    return {
+        "fault": spec,
+        "runs": done,
+        "rolled_back": sum(r["state"] == "rolled_back" for r in done),
+        "first_fault_to_stable_s": summary(timed) if timed else None,
+        "caught_before_users": sum(r["served_by_candidate"] == 0 for r in done),
+        "failed_requests": summary([float(r["failed_on_candidate"]) for r in done]),
+        "target_p99_s": 5.0,
+    }
+
+
 def moved_out(run_dir: Path) -> dict[str, int]:
     """Per revision, the conversations the router moved away from it (its revision was gone)."""
     compute = LocalCompute(run_dir, timeout_s=10.0)
@@ -199,7 +228,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=10, help="fault runs")
     parser.add_argument("--rps", type=float, default=50.0)
-    parser.add_argument("--scenarios", default="good,fault,slow")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument(
         "--latency-budget-ms",
         type=float,
@@ -214,9 +243,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rollout_e2e.json")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - {"good", "fault", "slow"}
+    unknown = set(chosen) - set(SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}: expected good, fault, slow")
+        parser.error(f"unknown scenarios {sorted(unknown)}: expected {', '.join(SCENARIOS)}")
     try:
         load_rps, load_s = (float(x) for x in args.pinned_load.lower().split("x"))
     except ValueError:
@@ -264,25 +293,9 @@ def main() -> None:
                 good = scenario(env, run_dir, url, args.rps)
                 print(f"good: {json.dumps(good)}", flush=True)
                 results["good"] = good
-            if "fault" in chosen:
-                runs = []
-                for i in range(args.runs):
-                    one = scenario(
-                        env, run_dir, url, args.rps, "--set-env", "MANGAASSIST_FAULT=error_rate=0.2"
-                    )
-                    print(f"fault {i + 1}/{args.runs}: {json.dumps(one)}", flush=True)
-                    runs.append(one)
-                timed = [
-                    r["first_fault_to_stable_s"] for r in runs if r.get("first_fault_to_stable_s") is not None
-                ]
-                results["fault"] = {
-                    "runs": runs,
-                    "rolled_back": sum(r["state"] == "rolled_back" for r in runs),
-                    "first_fault_to_stable_s": summary(timed) if timed else None,
-                    "caught_before_users": sum(r["served_by_candidate"] == 0 for r in runs),
-                    "failed_requests": summary([float(r["failed_on_candidate"]) for r in runs]),
-                    "target_p99_s": 5.0,
-                }
+            for name, spec in FAULTS.items():
+                if name in chosen:
+                    results[name] = fault_runs(env, run_dir, url, args.rps, args.runs, name, spec)
             if "slow" in chosen:
                 slow = scenario(env, run_dir, url, args.rps, "--set-env", "MANGAASSIST_FAULT=latency_ms=400")
                 slow["stopped_before_25"] = (

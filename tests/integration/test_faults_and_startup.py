@@ -25,6 +25,18 @@ def test_error_rate_fault_fails_chats_but_not_health(state_home: Path) -> None:
         assert httpx.get(f"{server.url}/readyz").json()["fault"] == "error_rate=1.0"
 
 
+def test_a_users_scoped_fault_spares_the_gates_pinned_requests(state_home: Path) -> None:
+    """``scope=users``: a request pinned to its revision (what smoke, latency and golden-set gates
+    send) is answered; one the router sent by weight (no pin) meets the fault."""
+    env = server_env(state_home, MANGAASSIST_FAULT="error_rate=1.0,scope=users")
+    with ChatbotProcess(env=env) as server:
+        body = {"session_id": "g", "message": "hi"}
+        pinned = httpx.post(f"{server.url}/v1/chat", json=body, headers={"X-MangaAssist-Revision": "r2"})
+        assert pinned.status_code == 200, pinned.text
+        user = httpx.post(f"{server.url}/v1/chat", json=body)
+        assert user.status_code == 500 and "injected fault" in user.json()["error"]
+
+
 def test_latency_fault_adds_delay(state_home: Path) -> None:
     env = server_env(state_home, MANGAASSIST_FAULT="latency_ms=400,error_rate=0")
     with ChatbotProcess(env=env) as server:

@@ -23,6 +23,16 @@ def test_fault_error_rate_is_honoured() -> None:
     assert not any(FaultPlan().should_fail(rng) for _ in range(1000))
 
 
+def test_a_users_scoped_fault_spares_pinned_requests() -> None:
+    """``scope=users``: the gates' pinned requests never meet the fault, weighted traffic does."""
+    plan = FaultPlan.parse("error_rate=0.2,scope=users")
+    assert plan == FaultPlan(error_rate=0.2, users_only=True)
+    assert plan.applies(pinned=False) and not plan.applies(pinned=True)
+    everywhere = FaultPlan.parse("latency_ms=50,scope=all")
+    assert everywhere.applies(pinned=True) and everywhere.applies(pinned=False)
+    assert not FaultPlan().applies(pinned=False)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -30,6 +40,7 @@ def test_fault_error_rate_is_honoured() -> None:
         ("latency_ms=abc", "must be a number"),
         ("explode=1", "is not 'error_rate"),
         ("error_rate", "is not 'error_rate"),
+        ("error_rate=0.2,scope=canary", "scope must be 'all' or 'users'"),
     ],
 )
 def test_bad_fault_specs_are_explained(spec: str, message: str) -> None:

@@ -258,6 +258,11 @@ def _is_shadow(request: Request) -> bool:
     return request.headers.get("x-mangaassist-shadow") == "1"
 
 
+def _is_pinned(request: Request) -> bool:
+    """The request named its revision (``X-MangaAssist-Revision``): a gate's, not a user's."""
+    return "x-mangaassist-revision" in request.headers
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
@@ -420,10 +425,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if service is None:
             return not_ready()
         started = time.perf_counter()
-        if fault.latency_ms:
+        faulty = fault.applies(_is_pinned(request))
+        if faulty and fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
         configs = service.rt.configs
-        if fault.should_fail(rng):
+        if faulty and fault.should_fail(rng):
             if configs is not None:
                 versions = service.rt.active_config(body.session_id).versions
                 configs.observe(versions, status=500, latency_ms=(time.perf_counter() - started) * 1000)

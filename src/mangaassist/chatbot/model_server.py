@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry import trace
@@ -279,7 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/intent", response_model=IntentResponse)
-    async def intent(body: IntentRequest) -> Any:
+    async def intent(body: IntentRequest, request: Request) -> Any:
         model: LoadedModel | None = state["model"]
         if model is None:
             return not_ready()
@@ -302,9 +302,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"expected {embedder.dim} numbers (the {embedder.name} dimension), got {len(body.embedding)}",
                 version,
             )
-        if fault.latency_ms:
+        faulty = fault.applies("x-mangaassist-revision" in request.headers)
+        if faulty and fault.latency_ms:
             await asyncio.sleep(fault.latency_ms / 1000)
-        if fault.should_fail(rng):
+        if faulty and fault.should_fail(rng):
             metrics.errors.labels(version, "fault").inc()
             metrics.predictions.labels(version, "500").inc()
             metrics.latency.labels(version).observe(time.perf_counter() - started)

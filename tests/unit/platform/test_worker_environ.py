@@ -108,3 +108,38 @@ def test_the_supervisor_gives_workers_the_allow_list_plus_the_revisions_env(
     assert sup.env["TESTAPP_STATUS"] == "500"
     assert sup.env["PYTHONPATH"].split(":") == [str(tmp_path), "/extra"]
     assert sup.revision == "r2"  # what readiness expects the workers to stamp
+
+
+@pytest.mark.parametrize(
+    ("inherited", "revision", "expected"),
+    [(None, None, "1"), ("2", None, "2"), ("2", "3", "3"), (None, "4", "4")],
+)
+def test_workers_get_one_embedding_thread_unless_told_otherwise(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inherited: str | None,
+    revision: str | None,
+    expected: str,
+) -> None:
+    """Workers share the cores: one embedding thread each by default (a worker with a thread per
+    core stalls for up to a second when its threads lose the CPU); the control plane's environment
+    and the revision's env may say otherwise, in that order."""
+    if inherited is None:
+        monkeypatch.delenv("MANGAASSIST_TORCH_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MANGAASSIST_TORCH_THREADS", inherited)
+    env = {"MANGAASSIST_REVISION": "r3"}
+    if revision is not None:
+        env["MANGAASSIST_TORCH_THREADS"] = revision
+    sup = RevisionSupervisor(
+        name="chatbot-r3",
+        app="mangaassist.platform.local.testing_app:create_app",
+        workdir=tmp_path,
+        env={"MANGAASSIST_REVISION": "r3"}
+        | ({} if revision is None else {"MANGAASSIST_TORCH_THREADS": revision}),
+        replicas=1,
+        log_dir=tmp_path / "logs",
+        on_change=lambda: None,
+        on_pids=lambda: None,
+    )
+    assert sup.env["MANGAASSIST_TORCH_THREADS"] == expected

@@ -52,6 +52,9 @@ inherited one), and from the control plane's environment only this allow-list
   ``OTEL_TRACES_SAMPLER_ARG``) and the batch delay (``OTEL_BSP_SCHEDULE_DELAY``). Not
   ``OTEL_EXPORTER_OTLP_HEADERS``: headers can carry credentials (``pass_env`` it by name).
 
+Defaults (``WORKER_DEFAULTS``) come first, so the inherited and the revision's values win:
+``MANGAASSIST_TORCH_THREADS=1`` (one embedding thread per worker, the workers share the cores).
+
 Anything else (credentials, ``MLFLOW_TRACKING_URI``, ``MANGAASSIST_STATE_URL``, proxies, a
 generator's API key) reaches a worker only when the service or revision sets it explicitly.
 """
@@ -130,6 +133,14 @@ WORKER_OTEL_VARS: frozenset[str] = frozenset(
         "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_BSP_SCHEDULE_DELAY",
     }
 )  # fmt: skip
+
+
+WORKER_DEFAULTS: Mapping[str, str] = {"MANGAASSIST_TORCH_THREADS": "1"}
+"""What a worker gets unless the control plane's environment or the revision says otherwise. One
+embedding thread per worker: the workers of a platform share the machine's cores, and with a thread
+per core each, a worker whose threads lose the CPU stalls its queued requests for up to a second
+(seen on 2 cores: a canary's candidate at p50 136 ms against its identical baseline copy's 19 ms,
+and the latency judge rolled a good release back)."""
 
 
 def worker_environ(environ: Mapping[str, str]) -> dict[str, str]:
@@ -419,7 +430,12 @@ class RevisionSupervisor:
         self.app = app
         self.workdir = workdir
         pythonpath = [str(workdir), *filter(None, [os.environ.get("PYTHONPATH")])]
-        self.env = {**worker_environ(os.environ), **env, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        self.env = {
+            **WORKER_DEFAULTS,
+            **worker_environ(os.environ),
+            **env,
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+        }
         # the name the workers stamp on their answers (what readiness checks)
         self.revision = revision or self.env.get("MANGAASSIST_REVISION") or "dev"
         self.log_dir = log_dir

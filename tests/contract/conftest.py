@@ -21,6 +21,7 @@ Each test uses services of its own (declared in the local side's ``mangaassist.t
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -34,8 +35,10 @@ import httpx
 import pytest
 
 from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import NotFoundError
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, sources_of
 from mangaassist.platform.compute import PIN_HEADER, Compute, Revision
 from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
@@ -378,10 +381,88 @@ def aws_side(aws_network: AwsNetwork, contract_artifact: Artifact) -> AwsSide:
     return make_aws_side(aws_network, contract_artifact)[0]
 
 
-@pytest.fixture(params=["local", "aws"])
-def side(request: pytest.FixtureRequest) -> Side:
-    if request.param == "local":
-        plane: LocalSide = request.getfixturevalue("local_plane")
-        return plane
-    aws: AwsSide = request.getfixturevalue("aws_side")
-    return aws
+# -- lambda on moto --------------------------------------------------------------------------------
+
+
+LAMBDA_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mangaassist-chatbot-lambda:test"
+
+
+def fake_lambda_probe(lam: Any) -> Any:
+    """What the default probe (an invocation of the version) would find, without invoking through
+    moto (it would run Docker): a version whose workload never gets ready fails it."""
+
+    def probe(function_name: str, version: str) -> str | None:
+        config = lam.get_function_configuration(FunctionName=function_name, Qualifier=version)
+        env = (config.get("Environment") or {}).get("Variables") or {}
+        reason = env.get("TESTAPP_NEVER_READY")
+        return f"GET /readyz answered 503 ({reason})" if reason else None
+
+    return probe
+
+
+@dataclass
+class LambdaSide:
+    """``LambdaAliasCompute`` on moto's server: versions, a weighted alias, function URLs. Its metrics
+    are not part of the contract here (nothing is invoked through moto)."""
+
+    compute: LambdaAliasCompute
+    artifact: Artifact
+    name: str = "lambda"
+
+    @property
+    def metrics(self) -> Metrics:
+        raise NotImplementedError("the lambda side runs the Compute contract only")
+
+    def revision(self, name: str, **env: str) -> Revision:
+        return Revision(name, self.artifact, TEST_APP, env)
+
+    def traffic(self, service: str, revision: str, n: int, *, failed: int = 0, fallback: int = 0) -> None:
+        raise NotImplementedError("the lambda side runs the Compute contract only")
+
+    def settle(self) -> None:
+        """Nothing is invoked: nothing to wait for."""
+
+    def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
+        """What Lambda would run for a request: the pinned version (invoked by qualifier), else the
+        alias's heaviest version, as stored on moto's server."""
+        c = self.compute
+        try:
+            qualifier = c.qualifier(service, headers)
+        except NotFoundError:
+            return None
+        by_version = {
+            json.loads(v["Description"])["revision"]: v["Version"]
+            for v in c.lam.list_versions_by_function(FunctionName=c.function_name(service))["Versions"]
+            if v["Version"] != "$LATEST"
+        }
+        if qualifier == c.alias:
+            alias = c.lam.get_alias(FunctionName=c.function_name(service), Name=c.alias)
+            extra = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+            weights = {alias["FunctionVersion"]: 1.0 - sum(extra.values()), **extra}
+            qualifier = max(weights, key=lambda v: weights[v])
+        names = [rev for rev, version in by_version.items() if version == qualifier]
+        return names[0] if names else None
+
+
+@pytest.fixture
+def lambda_side(moto_endpoint: str, contract_artifact: Artifact) -> LambdaSide:
+    lam, iam = client(moto_endpoint, "lambda"), client(moto_endpoint, "iam")
+    prefix = f"t{uuid4().hex[:6]}-"
+    role = iam.create_role(RoleName=f"{prefix}lambda", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    compute = LambdaAliasCompute(
+        lam,
+        role_arn=role,
+        image=LAMBDA_IMAGE,
+        environment="contract",
+        name_prefix=prefix,
+        probe=fake_lambda_probe(lam),
+        poll_s=0.0,
+    )
+    return LambdaSide(compute, contract_artifact)
+
+
+def side_named(request: pytest.FixtureRequest, name: str) -> Side:
+    """The side ``name`` (``local``, ``aws``, ``lambda``, ``amp``), from its fixture."""
+    fixture = {"local": "local_plane", "aws": "aws_side", "lambda": "lambda_side", "amp": "amp_side"}[name]
+    side: Side = request.getfixturevalue(fixture)
+    return side

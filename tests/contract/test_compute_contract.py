@@ -1,5 +1,6 @@
 """The ``Compute`` contract: what CD-01's steps and rollout phases rely on, the same assertions on
-the local platform (a real control plane) and on ECS behind an ALB (moto's server; conftest.py).
+the local platform (a real control plane), on ECS behind an ALB and on Lambda versions behind a
+weighted alias (both on moto's server; conftest.py).
 
 Relied on: a first revision takes all traffic, a new one none until weights move it; weights are
 percentages adding up to 100, read back as set; a pin header reaches a revision at 0%; a revision
@@ -13,9 +14,14 @@ import pytest
 
 from mangaassist.core.errors import MangaAssistError, NotFoundError
 from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
-from tests.contract.conftest import Side
+from tests.contract.conftest import Side, side_named
 
 pytestmark = pytest.mark.slow  # the local side starts a control plane and workers
+
+
+@pytest.fixture(params=["local", "aws", "lambda"])
+def side(request: pytest.FixtureRequest) -> Side:
+    return side_named(request, request.param)
 
 
 def _live(side: Side, service: str) -> dict[str, RevisionHealth]:

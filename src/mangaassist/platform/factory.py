@@ -10,10 +10,13 @@ contract forbids importing ``platform.local`` or ``platform.aws`` anywhere else.
 kind               local                                   aws
 =================  ======================================  =========================================
 ``Compute``        ``LocalCompute`` (control plane)        ``EcsServiceCompute`` (ECS Fargate behind
-                                                           an ALB, ``compute = "ecs"``) and
+                                                           an ALB, ``compute = "ecs"``),
+                                                           ``LambdaAliasCompute`` (Lambda versions
+                                                           behind a weighted alias, ``compute =
+                                                           "lambda"``) and
                                                            ``SageMakerEndpointCompute`` (model
                                                            endpoints, ``compute = "sagemaker"``);
-                                                           both kinds: ``ServiceRoutedCompute``
+                                                           several kinds: ``ServiceRoutedCompute``
 ``Metrics``        ``RouterMetrics`` (the routers' records) ``CloudWatchMetrics`` (ALB / SageMaker
                    or ``PrometheusMetrics`` (their series  per-revision metrics and the workload's
                    in Prometheus, ``judge_source``)        EMF quality flags; aggregates)
@@ -34,8 +37,10 @@ nothing silently falls back to another provider. The aws provider's settings are
 ``artifact_bucket``, ``opensearch_url``, ``appconfig_application``, ``site_bucket``,
 ``site_distribution_id``; for ECS ``cluster``, ``listener_arn``, ``vpc_id``, ``subnets``,
 ``security_groups``, ``task_execution_role_arn`` and optionally ``task_role_arn``, ``app_image``,
-``container_port``, ``log_group``, ``app_url``, ``metrics_namespace``); a missing one is named in
-the error (docs/aws.md).
+``container_port``, ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
+``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
+``lambda_timeout_s``, ``lambda_function_url_auth``); a missing one is named in the error
+(docs/aws.md).
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ if TYPE_CHECKING:
     from mangaassist.platform.local.client import DownReport, UpReport
 
 PROVIDERS = ("local", "aws")
+AWS_COMPUTE_KINDS = ("ecs", "lambda", "sagemaker")
+"""What a service's ``compute`` may name on the aws provider."""
 AWS_ENDPOINT_ENV = "MANGAASSIST_AWS_ENDPOINT_URL"
 """Another endpoint than AWS's for the engine's own AWS clients (the audit anchor and key): a moto
 server in tests and drills. Unset: boto3's own resolution (region, credentials, endpoints)."""
@@ -500,15 +507,18 @@ class Platform:
         return found
 
     def _aws_compute(self) -> Compute:
-        """ECS Fargate behind an ALB for services with ``compute = "ecs"``, SageMaker endpoints for
-        ``compute = "sagemaker"``; an environment with both gets one ``Compute`` routing by service."""
+        """ECS Fargate behind an ALB for services with ``compute = "ecs"``, Lambda versions behind a
+        weighted alias for ``compute = "lambda"``, SageMaker endpoints for ``compute = "sagemaker"``;
+        an environment with several kinds gets one ``Compute`` routing by service."""
         kinds = {name: str(s.compute or "") for name, s in self.settings.services.items()}
-        others = sorted(n for n, k in kinds.items() if k not in ("ecs", "sagemaker"))
+        others = sorted(n for n, k in kinds.items() if k not in AWS_COMPUTE_KINDS)
         if not kinds or others:
+            named = [f"{n} (compute = {kinds[n]!r})" if kinds[n] else n for n in others]
             raise self._missing(
                 "Compute",
-                'services run on aws with compute = "ecs" (ECS Fargate behind an ALB) or "sagemaker" '
-                f"(model endpoints); services without one: {', '.join(others) or 'none declared'}",
+                'services run on aws with compute = "ecs" (ECS Fargate behind an ALB), "lambda" (Lambda '
+                'versions behind a weighted alias) or "sagemaker" (model endpoints); services without '
+                f"one: {', '.join(named) or 'none declared'}",
             )
         made = {kind: self._aws_compute_of(kind) for kind in sorted(set(kinds.values()))}
         if len(made) == 1:
@@ -541,6 +551,8 @@ class Platform:
                 base_url=str(aws["app_url"]) if aws.get("app_url") else None,
                 workload_env=workload_aws_settings(aws),
             )
+        if kind == "lambda":
+            return self._aws_lambda_compute()
         from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
 
         return SageMakerEndpointCompute(
@@ -551,6 +563,41 @@ class Platform:
             cloudwatch=self._client("cloudwatch"),
             s3=self._client("s3"),
             artifact_bucket=self._aws("artifact_bucket"),
+        )
+
+    def _aws_int(self, key: str, default: int) -> int:
+        raw = self.settings.aws.get(key, default)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] {key} = {raw!r}: "
+                "expected a whole number"
+            ) from None
+
+    def _aws_lambda_compute(self) -> Compute:
+        from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
+
+        aws: Mapping[str, Any] = self.settings.aws
+        auth = str(aws.get("lambda_function_url_auth") or "AWS_IAM")
+        if auth not in ("AWS_IAM", "NONE", "off"):
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] "
+                f"lambda_function_url_auth = {auth!r}: expected AWS_IAM, NONE or off (no function URL)"
+            )
+        return LambdaAliasCompute(
+            self._client("lambda"),
+            role_arn=self._aws("lambda_role_arn"),
+            image=self._aws("lambda_image"),
+            alias=str(aws.get("lambda_alias") or "live"),
+            environment=self.environment,
+            name_prefix=f"{self.environment}-",
+            memory_mb=self._aws_int("lambda_memory_mb", 2048),
+            timeout_s=self._aws_int("lambda_timeout_s", 30),
+            container_port=self._aws_int("container_port", 8000),
+            function_url_auth=None if auth == "off" else auth,
+            base_url=str(aws["app_url"]) if aws.get("app_url") else None,
+            workload_env=workload_aws_settings(aws),
         )
 
     def _aws_vector_index(self) -> VectorIndex:

@@ -8,6 +8,7 @@ import pytest
 
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
 from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
 from mangaassist.platform.aws.config_appconfig import AppConfigStore
@@ -204,7 +205,7 @@ def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_clo
         + '[environments.partial]\nprovider = "aws"\n[environments.partial.aws]\nregion = "eu-west-1"\n'
         + '[environments.partial.services.chatbot]\ncompute = "ecs"\n'
         + '[environments.odd-compute]\nprovider = "aws"\n[environments.odd-compute.services.chatbot]\n'
-        + 'compute = "lambda"\n'
+        + 'compute = "fargate-spot"\n'
     )
     mixed = platform_for("mixed", config=path).compute()
     assert isinstance(mixed, EcsServiceCompute) and mixed.family("chatbot") == "mixed-chatbot"
@@ -213,7 +214,7 @@ def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_clo
         platform_for("prod", config=path).compute()  # chatbot on ECS, intent-model on SageMaker
     with pytest.raises(ConfigError, match=r"\[environments.partial.aws\] cluster is required"):
         platform_for("partial", config=path).compute()
-    with pytest.raises(ConfigError, match="services without one: chatbot"):
+    with pytest.raises(ConfigError, match="services without one: chatbot \\(compute = 'fargate-spot'\\)"):
         platform_for("odd-compute", config=path).compute()
     metrics = platform_for("mixed", config=path).metrics()
     assert isinstance(metrics, CloudWatchMetrics) and metrics.per_request is False
@@ -240,3 +241,33 @@ def test_an_environment_with_both_kinds_gets_one_compute_routing_by_service(tmp_
     assert compute.services() == ["chatbot", "intent-model"]
     with pytest.raises(NotFoundError, match="have: chatbot, intent-model"):
         compute.status("nope")
+
+
+def test_a_service_with_compute_lambda_gets_versions_behind_a_weighted_alias(tmp_path: Path) -> None:
+    path = tmp_path / "mangaassist.toml"
+    lam = (
+        '[environments.burst]\nprovider = "aws"\n[environments.burst.aws]\nregion = "eu-west-1"\n'
+        'lambda_role_arn = "arn:aws:iam::123456789012:role/fn"\n'
+        'lambda_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chatbot-lambda:1"\n'
+        "lambda_memory_mb = 3008\n"
+        '[environments.burst.services.chatbot]\ncompute = "lambda"\n'
+    )
+    path.write_text(
+        CONFIG
+        + lam
+        + lam.replace("burst", "noimage").replace('lambda_image = "', 'other = "')
+        + lam.replace("burst", "badmem").replace("3008", '"lots"')
+        + lam.replace("burst", "badurl").replace(
+            "lambda_memory_mb = 3008", 'lambda_function_url_auth = "open"'
+        )
+    )
+    compute = platform_for("burst", config=path).compute()
+    assert isinstance(compute, LambdaAliasCompute)
+    assert compute.function_name("chatbot") == "burst-chatbot" and compute.alias == "live"
+    assert compute.memory_mb == 3008 and compute.function_url_auth == "AWS_IAM"
+    with pytest.raises(ConfigError, match=r"\[environments.noimage.aws\] lambda_image is required"):
+        platform_for("noimage", config=path).compute()
+    with pytest.raises(ConfigError, match=r"\[environments.badmem.aws\] lambda_memory_mb = 'lots'"):
+        platform_for("badmem", config=path).compute()
+    with pytest.raises(ConfigError, match="lambda_function_url_auth = 'open': expected AWS_IAM, NONE or off"):
+        platform_for("badurl", config=path).compute()

@@ -1,0 +1,689 @@
+"""``Compute`` for the chatbot's burst path on AWS Lambda, split by alias routing weights (issue 18).
+
+Mapping (each line is one Lambda concept):
+
+* a *service* is one Lambda function ``{name_prefix}{service}`` (a container image; tag
+  ``mangaassist:service``) and its alias ``alias`` (default ``live``), which is what users reach:
+  the alias's function URL (``function_url_auth``, made with the alias on the first deploy) or
+  ``base_url`` (CloudFront, API Gateway) when given;
+* a *revision* is one **published version** of the function. Its code is the container image
+  ``revision.env["LAMBDA_IMAGE"]`` or the constructor's ``image`` (**the image holds the code**,
+  as on ECS; it runs the ASGI app behind the AWS Lambda Web Adapter, which ``AWS_LWA_PORT`` and
+  ``AWS_LWA_READINESS_CHECK_PATH`` configure). The version's environment is the revision's ``env``
+  (less ``LAMBDA_IMAGE``) plus ``MANGAASSIST_REVISION``, ``MANGAASSIST_SERVICE``,
+  ``MANGAASSIST_APP``, ``MANGAASSIST_PROVIDER``, ``MANGAASSIST_ENV``, ``workload_env`` (the
+  workload's aws settings) and ``MANGAASSIST_ARTIFACT_DIGEST``. The version's description is JSON
+  naming the revision, its digest, the digest of its env and its ``replicas``: that is how a version
+  is found again by revision name. Lambda scales per request, so ``replicas`` is recorded and read
+  back, not applied (no provisioned concurrency is managed here: see cold starts below).
+* *weights* are the alias's ``FunctionVersion`` (the main version) and
+  ``RoutingConfig.AdditionalVersionWeights``. **Lambda routes an alias to its main version plus at
+  most ONE additional weighted version**: a split over two revisions is the most it can do, and
+  ``set_weights`` with three or more non-zero weights raises ``NotSupportedError`` naming that limit
+  (moto accepts more; AWS does not). The additional version's weight is its share (0..1); the main
+  version gets the rest. A revision at 0% is not in the alias at all. ``set_weights`` is one
+  ``UpdateAlias`` call, which Lambda applies at once.
+* a *pin* is invoking the revision's version **by qualifier** (``FUNCTION:VERSION``) instead of the
+  alias: ``pin_headers`` returns ``X-MangaAssist-Revision: NAME`` (the revision must exist) and
+  ``qualifier(service, headers)`` turns a request's headers into the qualifier to invoke (the
+  version for a pin, the alias otherwise); ``invoke`` does it. The alias's function URL does not
+  read the header: whatever fronts the function for smoke tests (the edge, an API Gateway
+  integration, ``invoke``) must invoke the qualifier.
+* *stickiness*: none. Lambda's weighted alias draws a version per invocation; a conversation is
+  not kept on the revision it started on (the chatbot keeps its state in ``Tables``, so any version
+  can continue it; judges count per request).
+* ``deploy``: the function is created on the first deploy (``role_arn``, ``memory_mb``,
+  ``timeout_s``; later deploys update its code and configuration, waiting until
+  ``LastUpdateStatus`` is ``Successful`` after each), then ``PublishVersion`` (with the code's
+  ``CodeSha256``, so a concurrent change is refused rather than published), then it waits until the
+  version's ``State`` is ``Active`` or ``timeout_s`` passes, then asks the ``probe`` whether the
+  workload is ready (default: one invocation of the version with a function-URL event
+  ``GET /readyz``, which also warms one execution environment). A version that is not ready is
+  ``UNHEALTHY`` with the probe's reason, recorded on the function as the tag
+  ``mangaassist:unready:REVISION`` so ``status`` says so too. The service's first revision gets
+  the alias at 100% (and the function URL); later ones get weight 0. A live name deployed again
+  returns its status when digest, app and env are the same, else ``LambdaStateError`` naming what
+  differs. Deploys of one service must not run concurrently (they share the function's
+  ``$LATEST``; the ``CodeSha256`` guard refuses the loser's publish).
+* ``retire``: the version must not be in the alias (neither its main version nor the weighted
+  one: ``LambdaStateError``), then ``DeleteFunction`` with its version as ``Qualifier``; the
+  version the alias points at is never deleted. Lambda has no drain: invocations already running
+  finish, and the alias sent nothing new to it once its weight was 0. ``RETIRED`` at once.
+* health (``status``): from the version's ``State`` and ``LastUpdateStatus``: ``Active`` and
+  ``Successful``: ``HEALTHY`` (unless the probe's tag says ``UNHEALTHY``); ``Pending`` or
+  ``InProgress``: ``STARTING``; ``Failed`` (either): ``UNHEALTHY`` with Lambda's
+  ``StateReason``/``LastUpdateStatusReason``; ``Inactive`` (idle for weeks): ``DEGRADED``, the
+  next invocation re-activates it and fails until it is ``Active``. A version has no workers here.
+* **cold starts**: a version that has not served for a while (or a burst beyond its warm
+  environments) starts a new execution environment: image pull, Python import and the chatbot's
+  model load, seconds, on the request that caused it. The readiness probe warms one environment,
+  a canary at a few percent warms few; judges see cold starts as latency of the new revision.
+
+**Not supported** (``NotSupportedError``, a ``ConfigError``, raised rather than pretended): a split
+over three or more revisions (above); shadows (a Lambda alias cannot mirror invocations, so
+``set_shadow`` refuses, ``clear_shadow`` has nothing to clear, ``status`` reports no shadow).
+
+**Dry run**: ``dry_run=True`` makes every read call and records each mutating call (client,
+operation, parameters) in ``planned`` instead of making it, and does not probe; ``deploy`` then
+returns ``STARTING`` with the reason "dry run".
+
+Errors: an unknown service, revision or AWS resource is ``NotFoundError``; bad input (names,
+weights, a missing image) ``ConfigError``; an operation that does not fit the state (retiring a
+version the alias routes to, redeploying a name with other contents) ``LambdaStateError``; any other
+``ClientError`` ``LambdaError`` naming the operation and AWS's code and message.
+
+Status: tested against moto's server (functions from container images, ``PublishVersion``,
+aliases with ``RoutingConfig``, version deletion, tags, function URLs) in
+``tests/contract/test_compute_contract.py`` and ``tests/unit/platform/test_compute_lambda.py``.
+Nothing is invoked through moto (it would run Docker): those tests give a probe that reads the
+version's environment, as ``FakeEcsAgent`` does for ECS; the default probe and ``invoke`` are tested
+with botocore's ``Stubber`` (exact requests). It has not run against a real AWS account yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform.aws.compute_ecs import NotSupportedError
+from mangaassist.platform.compute import (
+    PIN_HEADER,
+    Revision,
+    RevisionHealth,
+    RevisionStatus,
+    ServiceStatus,
+    Shadow,
+    check_weights,
+)
+
+IMAGE_ENV = "LAMBDA_IMAGE"
+DIGEST_ENV = "MANGAASSIST_ARTIFACT_DIGEST"
+TAG_SERVICE = "mangaassist:service"
+TAG_UNREADY = "mangaassist:unready:"
+MAX_ROUTED_VERSIONS = 2
+"""A Lambda alias routes to its main version plus at most one additional weighted version."""
+_NAME = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
+_MUTATING = {
+    "create_function",
+    "update_function_code",
+    "update_function_configuration",
+    "publish_version",
+    "create_alias",
+    "update_alias",
+    "create_function_url_config",
+    "delete_function",
+    "tag_resource",
+    "untag_resource",
+}
+
+Probe = Callable[[str, str], "str | None"]
+"""``probe(function_name, version)``: None when the version's workload is ready, else why not."""
+
+
+class LambdaError(MangaAssistError):
+    """Lambda refused a call; the message names the operation and AWS's code."""
+
+
+class LambdaStateError(MangaAssistError):
+    """The operation does not fit the service as it is (retiring a version the alias routes to...)."""
+
+
+def check_name(kind: str, name: str) -> str:
+    """Service and revision names: letters, digits and single hyphens (function names allow 64)."""
+    if not _NAME.match(name) or len(name) > 48:
+        raise ConfigError(
+            f"{kind} name {name!r} is not valid on Lambda here (letters, digits and single hyphens, "
+            "starting and ending with a letter or digit, at most 48)"
+        )
+    return name
+
+
+def _env_digest(env: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(env.items()))).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Version:
+    """One published version as Lambda knows it, with what its description records."""
+
+    revision: str
+    config: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def number(self) -> str:
+        return str(self.config["Version"])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict((self.config.get("Environment") or {}).get("Variables") or {})
+
+
+def _meta(description: str | None) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(description or "")
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("revision"), str) else None
+
+
+class LambdaAliasCompute:
+    """``Compute`` on published Lambda versions behind a weighted alias; client injected (boto3
+    ``lambda``, moto or stubbed in tests). See the module docstring for the mapping."""
+
+    def __init__(
+        self,
+        lambda_client: Any,
+        *,
+        role_arn: str | None = None,
+        image: str | None = None,
+        alias: str = "live",
+        environment: str = "",
+        name_prefix: str = "",
+        memory_mb: int = 2048,
+        timeout_s: int = 30,
+        container_port: int = 8000,
+        readiness_path: str = "/readyz",
+        function_url_auth: str | None = "AWS_IAM",
+        base_url: str | Mapping[str, str] | None = None,
+        probe: Probe | None = None,
+        poll_s: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        dry_run: bool = False,
+        workload_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not _NAME.match(alias) or alias.isdigit():
+            raise ConfigError(f"alias {alias!r} is not a valid Lambda alias name (letters, digits, hyphens)")
+        if function_url_auth not in (None, "AWS_IAM", "NONE"):
+            raise ConfigError(f"function_url_auth {function_url_auth!r}: expected AWS_IAM, NONE or None")
+        if not 128 <= memory_mb <= 10240:
+            raise ConfigError(f"memory_mb {memory_mb} is not between 128 and 10240 (Lambda's limits)")
+        if not 1 <= timeout_s <= 900:
+            raise ConfigError(f"timeout_s {timeout_s} is not between 1 and 900 (Lambda's limits)")
+        self.lam = lambda_client
+        self.role_arn = role_arn
+        self.image = image
+        self.alias = alias
+        self.environment = environment
+        self.prefix = name_prefix
+        self.memory_mb = memory_mb
+        self.timeout_s = timeout_s
+        self.container_port = container_port
+        self.readiness_path = readiness_path
+        self.function_url_auth = function_url_auth
+        self.base_url = base_url
+        self.probe: Probe = probe or self.invoke_readiness
+        self.poll_s = poll_s
+        self._sleep = sleep
+        self._clock = clock
+        self.dry_run = dry_run
+        self.workload_env = dict(workload_env or {})
+        self.planned: list[tuple[str, str, dict[str, Any]]] = []
+        """Dry run: the mutating calls that were not made, as (client, operation, parameters)."""
+
+    # ------------------------------------------------------------------ names and calls
+
+    def function_name(self, service: str) -> str:
+        return f"{self.prefix}{check_name('service', service)}"
+
+    def _call(self, op: str, **params: Any) -> Any:
+        if op in _MUTATING and self.dry_run:
+            self.planned.append(("lambda", op, params))
+            return _dry_answer(op, params)
+        try:
+            return getattr(self.lam, op)(**params)
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            detail = f"{op}: {err.get('Code', '?')}: {err.get('Message', exc)}"
+            if err.get("Code") == "ResourceNotFoundException":
+                raise NotFoundError(detail) from None
+            raise LambdaError(detail) from None
+
+    # ------------------------------------------------------------------ reading
+
+    def _function(self, service: str) -> dict[str, Any] | None:
+        try:
+            answer = self._call("get_function", FunctionName=self.function_name(service))
+        except NotFoundError:
+            return None
+        return dict(answer)
+
+    def _versions(self, service: str) -> dict[str, _Version]:
+        """The service's published versions made by this provider, by revision name."""
+        name = self.function_name(service)
+        found: dict[str, _Version] = {}
+        marker: str | None = None
+        while True:
+            params: dict[str, Any] = {"FunctionName": name, "MaxItems": 50}
+            if marker:
+                params["Marker"] = marker
+            try:
+                page = self._call("list_versions_by_function", **params)
+            except NotFoundError:
+                return {}
+            for config in page.get("Versions", []):
+                meta = _meta(config.get("Description"))
+                if config.get("Version") == "$LATEST" or meta is None:
+                    continue
+                found[meta["revision"]] = _Version(meta["revision"], dict(config), meta)
+            marker = page.get("NextMarker")
+            if not marker:
+                return found
+
+    def _alias(self, service: str) -> dict[str, Any] | None:
+        try:
+            answer = self._call("get_alias", FunctionName=self.function_name(service), Name=self.alias)
+        except NotFoundError:
+            return None
+        return dict(answer)
+
+    def _unready(self, function_arn: str) -> dict[str, str]:
+        tags = self._call("list_tags", Resource=function_arn).get("Tags") or {}
+        return {k[len(TAG_UNREADY) :]: str(v) for k, v in tags.items() if k.startswith(TAG_UNREADY)}
+
+    @staticmethod
+    def _weights(alias: Mapping[str, Any] | None) -> dict[str, float]:
+        """Version -> percent, from the alias (main version: what the additional ones leave)."""
+        if alias is None:
+            return {}
+        extra = {
+            str(v): float(w) * 100.0
+            for v, w in ((alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}).items()
+        }
+        main = str(alias["FunctionVersion"])
+        return {main: max(0.0, 100.0 - sum(extra.values())), **extra}
+
+    def _status_of(
+        self, version: _Version, weights: Mapping[str, float], unready: Mapping[str, str]
+    ) -> RevisionStatus:
+        config = version.config
+        state = str(config.get("State") or "Active")
+        update = str(config.get("LastUpdateStatus") or "Successful")
+        health, reason = RevisionHealth.HEALTHY, None
+        if state == "Failed" or update == "Failed":
+            health = RevisionHealth.UNHEALTHY
+            why = []
+            if state == "Failed":
+                why.append(
+                    f"state Failed: {config.get('StateReason') or config.get('StateReasonCode') or '?'}"
+                )
+            if update == "Failed":
+                text = config.get("LastUpdateStatusReason") or config.get("LastUpdateStatusReasonCode")
+                why.append(f"last update Failed: {text or '?'}")
+            reason = "; ".join(why)
+        elif state == "Pending" or update == "InProgress":
+            health, reason = RevisionHealth.STARTING, f"Lambda state {state}, last update {update}"
+        elif version.revision in unready:
+            health, reason = RevisionHealth.UNHEALTHY, unready[version.revision]
+        elif state == "Inactive":
+            health = RevisionHealth.DEGRADED
+            reason = "inactive (idle): the next invocation re-activates it and fails until it is Active"
+        return RevisionStatus(
+            version.revision,
+            str(version.meta.get("digest") or version.env.get(DIGEST_ENV, "")),
+            int(version.meta.get("replicas") or 1),
+            health,
+            reason,
+            weights.get(version.number, 0.0),
+            (),
+        )
+
+    # ------------------------------------------------------------------ the protocol
+
+    def deploy(self, service: str, revision: Revision, *, timeout_s: float = 180.0) -> RevisionStatus:
+        check_name("revision", revision.name)
+        name = self.function_name(service)
+        image = revision.env.get(IMAGE_ENV) or self.image
+        if not image:
+            raise ConfigError(
+                f"revision {revision.name} of {service}: no container image (set env {IMAGE_ENV} "
+                "or the provider's image, [environments.NAME.aws] lambda_image)"
+            )
+        env = {k: v for k, v in revision.env.items() if k != IMAGE_ENV}
+        meta = {
+            "revision": revision.name,
+            "digest": revision.artifact.digest,
+            "env": _env_digest({**env, "MANGAASSIST_APP": revision.app}),
+            "replicas": revision.replicas,
+        }
+        existing = self._versions(service)
+        if revision.name in existing:
+            return self._redeploy(service, existing[revision.name], meta, timeout_s)
+        variables = {
+            **self.workload_env,
+            **env,
+            "MANGAASSIST_REVISION": revision.name,
+            "MANGAASSIST_SERVICE": service,
+            "MANGAASSIST_APP": revision.app,
+            "MANGAASSIST_PROVIDER": "aws",
+            "AWS_LWA_PORT": str(self.container_port),
+            "AWS_LWA_READINESS_CHECK_PATH": self.readiness_path,
+            DIGEST_ENV: revision.artifact.digest,
+        }
+        if self.environment:
+            variables["MANGAASSIST_ENV"] = self.environment
+        configuration: dict[str, Any] = {
+            "Environment": {"Variables": dict(sorted(variables.items()))},
+            "MemorySize": self.memory_mb,
+            "Timeout": self.timeout_s,
+        }
+        function = self._function(service)
+        if function is None:
+            if not self.role_arn:
+                raise ConfigError(
+                    f"service {service}: function {name} does not exist and no execution role is set "
+                    "to create it ([environments.NAME.aws] lambda_role_arn)"
+                )
+            made = self._call(
+                "create_function",
+                FunctionName=name,
+                Role=self.role_arn,
+                PackageType="Image",
+                Code={"ImageUri": image},
+                Tags={TAG_SERVICE: service},
+                **configuration,
+            )
+            code_sha = made.get("CodeSha256")
+        else:
+            updated = self._call("update_function_code", FunctionName=name, ImageUri=image)
+            self._wait_update(name, timeout_s)
+            self._call("update_function_configuration", FunctionName=name, **configuration)
+            code_sha = updated.get("CodeSha256")
+        self._wait_update(name, timeout_s)
+        params: dict[str, Any] = {"FunctionName": name, "Description": json.dumps(meta, sort_keys=True)}
+        if code_sha:
+            params["CodeSha256"] = code_sha
+        published = self._call("publish_version", **params)
+        version = str(published.get("Version") or "")
+        if self._alias(service) is None:
+            self._call("create_alias", FunctionName=name, Name=self.alias, FunctionVersion=version)
+            if self.function_url_auth:
+                self._call(
+                    "create_function_url_config",
+                    FunctionName=name,
+                    Qualifier=self.alias,
+                    AuthType=self.function_url_auth,
+                )
+        if self.dry_run:
+            weight = 0.0 if existing else 100.0
+            digest, replicas = revision.artifact.digest, revision.replicas
+            return RevisionStatus(
+                revision.name, digest, replicas, RevisionHealth.STARTING, "dry run", weight, ()
+            )
+        return self._settle(service, revision.name, timeout_s, probe=True)
+
+    def _redeploy(
+        self, service: str, live: _Version, meta: Mapping[str, Any], timeout_s: float
+    ) -> RevisionStatus:
+        differs = [k for k in ("digest", "env") if live.meta.get(k) != meta[k]]
+        if differs:
+            raise LambdaStateError(
+                f"revision {live.revision} of {service} already exists (version {live.number}) with "
+                f"another {', '.join('artifact' if k == 'digest' else 'app or env' for k in differs)}; "
+                "deploy it under another name or retire it first"
+            )
+        return self._settle(service, live.revision, timeout_s, probe=False)
+
+    def _wait_update(self, name: str, timeout_s: float) -> None:
+        """Until ``$LATEST``'s last update is over (Lambda refuses the next change meanwhile)."""
+        if self.dry_run:
+            return
+        deadline = self._clock() + timeout_s
+        while True:
+            config = self._call("get_function_configuration", FunctionName=name)
+            status = config.get("LastUpdateStatus") or "Successful"
+            if status == "Failed":
+                raise LambdaError(
+                    f"update of {name} failed: {config.get('LastUpdateStatusReasonCode') or ''} "
+                    f"{config.get('LastUpdateStatusReason') or ''}".strip()
+                )
+            if status != "InProgress" and config.get("State") != "Pending":
+                return
+            if self._clock() >= deadline:
+                raise LambdaError(f"update of {name} still in progress after {timeout_s:g}s")
+            self._sleep(self.poll_s)
+
+    def _settle(self, service: str, revision: str, timeout_s: float, *, probe: bool) -> RevisionStatus:
+        """Wait until the version is ``Active`` (or failed, or the time is out), then probe it."""
+        deadline = self._clock() + timeout_s
+        while True:
+            status = self._revision_status(service, revision)
+            if status.health is not RevisionHealth.STARTING:
+                break
+            if self._clock() >= deadline:
+                return _replace(
+                    status, RevisionHealth.UNHEALTHY, f"not active within {timeout_s:g}s: {status.reason}"
+                )
+            self._sleep(self.poll_s)
+        if not probe or status.health is RevisionHealth.UNHEALTHY:
+            return status
+        function = self._function(service) or {}
+        arn = str((function.get("Configuration") or {}).get("FunctionArn") or "")
+        version = self._versions(service)[revision].number
+        why = self.probe(self.function_name(service), version)
+        if why is None:
+            return status
+        reason = f"not ready: {why}"
+        if arn:
+            self._call("tag_resource", Resource=arn, Tags={TAG_UNREADY + revision: reason[:256]})
+        return _replace(status, RevisionHealth.UNHEALTHY, reason)
+
+    def _revision_status(self, service: str, revision: str) -> RevisionStatus:
+        versions = self._versions(service)
+        if revision not in versions:
+            raise NotFoundError(f"service {service} has no revision {revision!r} (its version is gone)")
+        function = self._function(service) or {}
+        arn = str((function.get("Configuration") or {}).get("FunctionArn") or "")
+        unready = self._unready(arn) if arn else {}
+        return self._status_of(versions[revision], self._weights(self._alias(service)), unready)
+
+    def set_weights(self, service: str, weights: Mapping[str, float]) -> Mapping[str, float]:
+        check_weights(weights)
+        live = self._versions(service)
+        for rev in weights:
+            if rev not in live:
+                raise NotFoundError(
+                    f"service {service} has no revision {rev!r} (have: {', '.join(sorted(live)) or 'none'})"
+                )
+        routed = {rev: float(w) for rev, w in weights.items() if w > 0}
+        if len(routed) > MAX_ROUTED_VERSIONS:
+            raise NotSupportedError(
+                f"weights of {service} over {len(routed)} revisions ({', '.join(sorted(routed))}): a Lambda "
+                f"alias routes to its main version plus ONE additional weighted version, so at most "
+                f"{MAX_ROUTED_VERSIONS} revisions can have weight"
+            )
+        alias = self._alias(service)
+        if alias is None:
+            raise NotFoundError(f"service {service} has no alias {self.alias!r} (deploy it first)")
+        current_main = str(alias["FunctionVersion"])
+        # the main version stays main when it keeps weight (fewer moving parts), else the heaviest
+        by_version = {live[rev].number: w for rev, w in routed.items()}
+        main = current_main if current_main in by_version else max(by_version, key=lambda v: by_version[v])
+        extra = {v: round(w / 100.0, 6) for v, w in by_version.items() if v != main}
+        self._call(
+            "update_alias",
+            FunctionName=self.function_name(service),
+            Name=self.alias,
+            FunctionVersion=main,
+            RoutingConfig={"AdditionalVersionWeights": extra},
+        )
+        return routed
+
+    def set_shadow(self, service: str, revision: str, share: float) -> Shadow:
+        raise NotSupportedError(
+            f"shadow of {service} on Lambda: an alias cannot mirror invocations (no shadow traffic on "
+            "this provider; use a canary with pinned smoke tests)"
+        )
+
+    def clear_shadow(self, service: str) -> None:
+        """Nothing to clear: this provider never mirrors."""
+
+    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+        if revision not in self._versions(service):
+            raise NotFoundError(f"service {service} has no revision {revision!r}")
+        return {PIN_HEADER: revision}
+
+    def qualifier(self, service: str, headers: Mapping[str, str]) -> str:
+        """The qualifier a request with ``headers`` invokes: the pinned revision's version, else the
+        alias. A pin to a revision that does not exist is ``NotFoundError``."""
+        pinned = {k.lower(): v for k, v in headers.items()}.get(PIN_HEADER.lower())
+        if not pinned:
+            return self.alias
+        versions = self._versions(service)
+        if pinned not in versions:
+            raise NotFoundError(f"service {service} has no revision {pinned!r} to pin to")
+        return versions[pinned].number
+
+    def invoke(self, service: str, event: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        """Invoke the service (synchronously) with ``event``: the pinned version when ``headers``
+        pin one (smoke tests), else the alias. Returns the function's JSON answer."""
+        answer = self._call(
+            "invoke",
+            FunctionName=self.function_name(service),
+            Qualifier=self.qualifier(service, headers),
+            InvocationType="RequestResponse",
+            Payload=json.dumps(event).encode(),
+        )
+        body = answer["Payload"].read()
+        if answer.get("FunctionError"):
+            raise LambdaError(f"invoke of {service}: {answer['FunctionError']}: {body[:500]!r}")
+        result: dict[str, Any] = json.loads(body or b"{}")
+        return result
+
+    def invoke_readiness(self, function_name: str, version: str) -> str | None:
+        """The default probe: invoke the version with a function-URL event ``GET readiness_path``
+        (what the Lambda Web Adapter passes to the app); None when it answers 200."""
+        event = readiness_event(self.readiness_path)
+        try:
+            answer = self._call(
+                "invoke",
+                FunctionName=function_name,
+                Qualifier=version,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(event).encode(),
+            )
+        except MangaAssistError as exc:
+            return str(exc)
+        body = answer["Payload"].read()
+        if answer.get("FunctionError"):
+            return f"{answer['FunctionError']}: {body[:300].decode(errors='replace')}"
+        try:
+            code = int(json.loads(body or b"{}").get("statusCode", 0))
+        except (ValueError, AttributeError):
+            return f"GET {self.readiness_path}: not an HTTP answer: {body[:300]!r}"
+        return None if code == 200 else f"GET {self.readiness_path} answered {code}"
+
+    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+        live = self._versions(service)
+        mine = live.get(revision)
+        if mine is None:
+            raise NotFoundError(f"service {service} has no revision {revision!r}")
+        alias = self._alias(service)
+        if alias is not None and str(alias["FunctionVersion"]) == mine.number:
+            raise LambdaStateError(
+                f"revision {revision} is the version alias {self.alias} points at "
+                f"({self._weights(alias)[mine.number]:g}%); move its weight to another revision first"
+            )
+        weight = self._weights(alias).get(mine.number, 0.0)
+        if weight > 0:
+            raise LambdaStateError(f"revision {revision} still has weight {weight:g}%; move it to 0 first")
+        name = self.function_name(service)
+        self._call("delete_function", FunctionName=name, Qualifier=mine.number)
+        function = self._function(service) or {}
+        arn = str((function.get("Configuration") or {}).get("FunctionArn") or "")
+        if arn and revision in self._unready(arn):
+            self._call("untag_resource", Resource=arn, TagKeys=[TAG_UNREADY + revision])
+        return RevisionStatus(
+            revision, str(mine.meta.get("digest") or ""), 0, RevisionHealth.RETIRED, None, 0.0, ()
+        )
+
+    def status(self, service: str) -> ServiceStatus:
+        function = self._function(service)
+        if function is None:
+            raise NotFoundError(f"no service {service!r}: no Lambda function {self.function_name(service)}")
+        arn = str((function.get("Configuration") or {}).get("FunctionArn") or "")
+        weights = self._weights(self._alias(service))
+        unready = self._unready(arn) if arn else {}
+        revisions = tuple(
+            self._status_of(v, weights, unready) for _, v in sorted(self._versions(service).items())
+        )
+        return ServiceStatus(
+            name=service,
+            url=self.url(service),
+            revisions=revisions,
+            weights={r.name: r.weight for r in revisions if r.weight > 0},
+            shadow=None,
+        )
+
+    def services(self) -> list[str]:
+        names: list[str] = []
+        marker: str | None = None
+        while True:
+            params: dict[str, Any] = {"MaxItems": 50}
+            if marker:
+                params["Marker"] = marker
+            page = self._call("list_functions", **params)
+            for f in page.get("Functions", []):
+                fn = str(f["FunctionName"])
+                if not fn.startswith(self.prefix) or not _NAME.match(fn[len(self.prefix) :]):
+                    continue
+                tags = self._call("list_tags", Resource=f["FunctionArn"]).get("Tags") or {}
+                if tags.get(TAG_SERVICE) == fn[len(self.prefix) :]:
+                    names.append(fn[len(self.prefix) :])
+            marker = page.get("NextMarker")
+            if not marker:
+                return sorted(names)
+
+    def url(self, service: str) -> str:
+        if isinstance(self.base_url, str):
+            return self.base_url
+        if isinstance(self.base_url, Mapping) and service in self.base_url:
+            return str(self.base_url[service])
+        try:
+            answer = self._call(
+                "get_function_url_config", FunctionName=self.function_name(service), Qualifier=self.alias
+            )
+        except NotFoundError:
+            raise NotFoundError(
+                f"service {service}: alias {self.alias} has no function URL (deploy with function_url_auth, "
+                "or give base_url: [environments.NAME.aws] app_url)"
+            ) from None
+        return str(answer["FunctionUrl"])
+
+
+def readiness_event(path: str) -> dict[str, Any]:
+    """A Lambda function URL (payload 2.0) event for ``GET path``."""
+    return {
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"host": "readiness.probe", "user-agent": "mangaassist-probe"},
+        "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1"}},
+        "body": base64.b64encode(b"").decode(),
+        "isBase64Encoded": True,
+    }
+
+
+def _replace(status: RevisionStatus, health: RevisionHealth, reason: str) -> RevisionStatus:
+    return RevisionStatus(
+        status.name, status.digest, status.replicas, health, reason, status.weight, status.workers
+    )
+
+
+def _dry_answer(op: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a mutating call that was not made answers in a dry run (the fields the provider reads)."""
+    if op == "publish_version":
+        return {"Version": "dry-run", "Description": params.get("Description")}
+    if op in ("create_function", "update_function_code"):
+        return {"CodeSha256": ""}
+    return {}

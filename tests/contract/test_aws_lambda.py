@@ -1,0 +1,226 @@
+"""``LambdaAliasCompute`` beyond the ``Compute`` contract: the alias's two-version limit, retire never
+deleting the alias's version, health from the version's state, the dry run, and (botocore's
+``Stubber``, exact requests: nothing is invoked through moto, which would run Docker) the readiness
+probe and a pinned invocation by version qualifier. moto's server and ``lambda_side``: conftest.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.platform.aws.compute_ecs import NotSupportedError
+from mangaassist.platform.aws.compute_lambda import (
+    LambdaAliasCompute,
+    LambdaStateError,
+    readiness_event,
+)
+from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
+from tests.contract.conftest import LambdaSide
+
+pytestmark = pytest.mark.slow  # moto's server process
+
+
+def _alias(side: LambdaSide, service: str) -> dict[str, Any]:
+    c = side.compute
+    alias = c.lam.get_alias(FunctionName=c.function_name(service), Name=c.alias)
+    return {
+        "main": alias["FunctionVersion"],
+        "extra": alias.get("RoutingConfig", {}).get("AdditionalVersionWeights"),
+    }
+
+
+def _versions(side: LambdaSide, service: str) -> list[str]:
+    c = side.compute
+    found = c.lam.list_versions_by_function(FunctionName=c.function_name(service))["Versions"]
+    return sorted(v["Version"] for v in found if v["Version"] != "$LATEST")
+
+
+def test_an_alias_splits_over_two_versions_and_a_three_way_split_is_refused(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    for name in ("r1", "r2", "r3"):
+        assert c.deploy("split", lambda_side.revision(name)).health is RevisionHealth.HEALTHY
+    c.set_weights("split", {"r1": 80.0, "r2": 20.0})
+    assert _alias(lambda_side, "split") == {"main": "1", "extra": {"2": 0.2}}
+    with pytest.raises(
+        NotSupportedError, match="main version plus ONE additional weighted version"
+    ) as caught:
+        c.set_weights("split", {"r1": 50.0, "r2": 30.0, "r3": 20.0})
+    assert isinstance(caught.value, ConfigError) and "r1, r2, r3" in str(caught.value)
+    assert _alias(lambda_side, "split") == {"main": "1", "extra": {"2": 0.2}}  # refused: unchanged
+    # the main version stays main while it keeps weight; the one at 0 leaves the alias
+    c.set_weights("split", {"r1": 10.0, "r3": 90.0})
+    assert _alias(lambda_side, "split") == {"main": "1", "extra": {"3": 0.9}}
+    c.set_weights("split", {"r3": 100.0})
+    assert _alias(lambda_side, "split") == {"main": "3", "extra": {}}
+    with pytest.raises(NotSupportedError, match="cannot mirror"):
+        c.set_shadow("split", "r2", 0.1)
+    assert c.status("split").shadow is None
+
+
+def test_retire_deletes_the_version_and_never_the_one_the_alias_points_at(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.deploy("ret", lambda_side.revision("r1"))
+    c.deploy("ret", lambda_side.revision("r2"))
+    c.set_weights("ret", {"r1": 95.0, "r2": 5.0})
+    with pytest.raises(LambdaStateError, match="r1 is the version alias live points at"):
+        c.retire("ret", "r1")
+    with pytest.raises(LambdaStateError, match="r2 still has weight 5%"):
+        c.retire("ret", "r2")
+    assert _versions(lambda_side, "ret") == ["1", "2"]
+    c.set_weights("ret", {"r2": 100.0})
+    with pytest.raises(LambdaStateError, match="r2 is the version alias live points at"):
+        c.retire("ret", "r2")
+    assert c.retire("ret", "r1").health is RevisionHealth.RETIRED
+    assert _versions(lambda_side, "ret") == ["2"]
+    with pytest.raises(NotFoundError):
+        c.retire("ret", "r1")
+
+
+def test_an_unready_version_keeps_its_reason_until_retired(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.deploy("unready", lambda_side.revision("r1"))
+    bad = c.deploy("unready", lambda_side.revision("bad", TESTAPP_NEVER_READY="no model"))
+    assert bad.health is RevisionHealth.UNHEALTHY and "no model" in (bad.reason or "")
+    by_name = {r.name: r for r in c.status("unready").revisions}
+    assert by_name["bad"].health is RevisionHealth.UNHEALTHY and "no model" in (by_name["bad"].reason or "")
+    assert by_name["r1"].health is RevisionHealth.HEALTHY
+    c.retire("unready", "bad")
+    arn = c.lam.get_function(FunctionName=c.function_name("unready"))["Configuration"]["FunctionArn"]
+    assert not any(k.startswith("mangaassist:unready:") for k in c.lam.list_tags(Resource=arn)["Tags"])
+
+
+def test_a_deploy_without_an_image_is_refused_and_makes_nothing(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.image = None
+    with pytest.raises(ConfigError, match=r"no container image .*LAMBDA_IMAGE"):
+        c.deploy("noimage", lambda_side.revision("r1"))
+    with pytest.raises(NotFoundError):
+        c.status("noimage")
+    assert (
+        c.deploy("noimage", lambda_side.revision("r1", LAMBDA_IMAGE="repo/x:1")).health
+        is RevisionHealth.HEALTHY
+    )
+
+
+def test_a_dry_run_records_the_changes_and_makes_none(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.dry_run = True
+    planned = c.deploy("dry", lambda_side.revision("r1"))
+    assert planned.health is RevisionHealth.STARTING and planned.reason == "dry run"
+    assert [op for _, op, _ in c.planned] == [
+        "create_function",
+        "publish_version",
+        "create_alias",
+        "create_function_url_config",
+    ]
+    create = c.planned[0][2]
+    assert (
+        create["PackageType"] == "Image"
+        and create["Environment"]["Variables"]["MANGAASSIST_REVISION"] == "r1"
+    )
+    with pytest.raises(c.lam.exceptions.ResourceNotFoundException):  # nothing was made
+        c.lam.get_function(FunctionName=c.function_name("dry"))
+
+
+def _stubbed(
+    payload: dict[str, Any], function_error: str | None = None
+) -> tuple[LambdaAliasCompute, Stubber]:
+    lam = boto3.client(
+        "lambda", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    stub = Stubber(lam)
+    raw = json.dumps(payload).encode()
+    answer: dict[str, Any] = {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(raw), len(raw))}
+    if function_error:
+        answer["FunctionError"] = function_error
+    stub.add_response(
+        "invoke",
+        answer,
+        {
+            "FunctionName": "prod-chatbot",
+            "Qualifier": "7",
+            "InvocationType": "RequestResponse",
+            "Payload": json.dumps(readiness_event("/readyz")).encode(),
+        },
+    )
+    return LambdaAliasCompute(lam, image="img", name_prefix="prod-"), stub
+
+
+def test_the_default_probe_invokes_the_version_with_get_readyz() -> None:
+    compute, stub = _stubbed({"statusCode": 200, "body": "ok"})
+    with stub:
+        assert compute.invoke_readiness("prod-chatbot", "7") is None
+        stub.assert_no_pending_responses()
+    compute, stub = _stubbed({"statusCode": 503, "body": "loading"})
+    with stub:
+        assert compute.invoke_readiness("prod-chatbot", "7") == "GET /readyz answered 503"
+    compute, stub = _stubbed({"errorMessage": "boom"}, function_error="Unhandled")
+    with stub:
+        assert "Unhandled" in (compute.invoke_readiness("prod-chatbot", "7") or "")
+
+
+def test_a_pinned_invocation_names_the_version_as_qualifier(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.deploy("pinned", lambda_side.revision("r1"))
+    c.deploy("pinned", lambda_side.revision("r2"))
+    assert c.qualifier("pinned", {}) == "live"
+    assert c.qualifier("pinned", c.pin_headers("pinned", "r2")) == "2"
+    assert c.qualifier("pinned", {PIN_HEADER.lower(): "r1"}) == "1"
+    with pytest.raises(NotFoundError):
+        c.qualifier("pinned", {PIN_HEADER: "r9"})
+    # the invocation itself, on a stubbed client (exact request): version 2, not the alias
+    stubbed = boto3.client(
+        "lambda", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+    real = c.lam
+    raw = b'{"statusCode": 200}'
+    with Stubber(stubbed) as stub:
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(raw), len(raw))},
+            {
+                "FunctionName": c.function_name("pinned"),
+                "Qualifier": "2",
+                "InvocationType": "RequestResponse",
+                "Payload": b'{"rawPath": "/v1/chat"}',
+            },
+        )
+        c.lam = _Split(real, stubbed)
+        assert c.invoke("pinned", {"rawPath": "/v1/chat"}, {PIN_HEADER: "r2"}) == {"statusCode": 200}
+        stub.assert_no_pending_responses()
+
+
+class _Split:
+    """Reads from moto's server, invocations to the stubbed client."""
+
+    def __init__(self, reads: Any, invokes: Any) -> None:
+        self.reads, self.invokes = reads, invokes
+
+    def __getattr__(self, op: str) -> Any:
+        return getattr(self.invokes if op == "invoke" else self.reads, op)
+
+
+def test_health_follows_the_versions_state_and_last_update_status() -> None:
+    compute = LambdaAliasCompute(object(), image="img")
+    from mangaassist.platform.aws.compute_lambda import _Version
+
+    def health(**config: str) -> tuple[RevisionHealth, str | None]:
+        version = _Version("r1", {"Version": "3", **config}, {"revision": "r1", "digest": "d"})
+        status = compute._status_of(version, {"3": 100.0}, {})
+        return status.health, status.reason
+
+    assert health(State="Active", LastUpdateStatus="Successful") == (RevisionHealth.HEALTHY, None)
+    assert health(State="Pending", LastUpdateStatus="InProgress")[0] is RevisionHealth.STARTING
+    failed = health(State="Failed", StateReason="image not found", LastUpdateStatus="Successful")
+    assert failed == (RevisionHealth.UNHEALTHY, "state Failed: image not found")
+    update = health(State="Active", LastUpdateStatus="Failed", LastUpdateStatusReason="bad subnet")
+    assert update == (RevisionHealth.UNHEALTHY, "last update Failed: bad subnet")
+    assert health(State="Inactive", LastUpdateStatus="Successful")[0] is RevisionHealth.DEGRADED

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from uuid import uuid4
 
+import boto3
 import httpx
 import pytest
 
@@ -39,13 +40,15 @@ from mangaassist.core.errors import NotFoundError
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
 from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
+from mangaassist.platform.aws.metrics_amp import AmpMetrics
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, sources_of
 from mangaassist.platform.compute import PIN_HEADER, Compute, Revision
 from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
 from mangaassist.platform.local.metrics import RouterMetrics
+from mangaassist.platform.local.monitoring import LocalRuleHost
 from mangaassist.platform.metrics import Metrics
 from mangaassist.platform.settings import load_settings
-from tests.moto_server import client, moto_server
+from tests.moto_server import CREDENTIALS, client, moto_server
 
 ROOT = Path(__file__).parents[2]
 TEST_APP = "mangaassist.platform.local.testing_app:create_app"
@@ -461,8 +464,77 @@ def lambda_side(moto_endpoint: str, contract_artifact: Artifact) -> LambdaSide:
     return LambdaSide(compute, contract_artifact)
 
 
+# -- Amazon Managed Prometheus's query API on a real Prometheus --------------------------------------
+
+
+@dataclass
+class AmpSide:
+    """``AmpMetrics`` (SigV4 with moto's fake keys) pointed at a real Prometheus that scrapes a real
+    control plane's routers every second, the same PromQL HTTP API AMP serves (Prometheus ignores
+    the signature; tests/unit/platform/test_metrics_amp.py checks it). Compute and traffic: the
+    local side's, on that control plane."""
+
+    local: LocalSide
+    metrics: AmpMetrics
+    name: str = "amp"
+    sent_to: set[str] = field(default_factory=set)
+
+    @property
+    def compute(self) -> Compute:
+        return self.local.compute
+
+    def revision(self, name: str, **env: str) -> Revision:
+        return self.local.revision(name, **env)
+
+    def traffic(self, service: str, revision: str, n: int, *, failed: int = 0, fallback: int = 0) -> None:
+        self.local.traffic(service, revision, n, failed=failed, fallback=fallback)
+        self.sent_to.add(service)
+
+    def settle(self) -> None:
+        """Until Prometheus has a scrape of the router taken after everything sent so far."""
+        sent = time.time()
+        deadline = time.monotonic() + 60
+        for service in sorted(self.sent_to):
+            while self.metrics.cursor(service) <= sent * 1_000_000:
+                assert time.monotonic() < deadline, "no scrape of the router within 60 s"
+                time.sleep(0.25)
+
+    def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
+        return self.local.routed_to(service, headers)
+
+
+@pytest.fixture(scope="session")
+def amp_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AmpSide]:
+    directory = tmp_path_factory.mktemp("contract-amp")
+    config = _write_config(directory)
+    config.write_text(
+        config.read_text()
+        + "[environments.contract.monitoring]\nprometheus_port = 0\nalertmanager_port = 0\n"
+        + "scrape_interval_s = 1\n"
+    )
+    settings = load_settings("contract", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=60)
+    compute = LocalCompute(settings.run_dir)
+    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    prometheus = LocalRuleHost(settings.home, settings.run_dir).url()
+    assert prometheus, "the control plane started no Prometheus"
+    session = boto3.Session(
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+    )
+    metrics = AmpMetrics(prometheus, CREDENTIALS["region_name"], session=session)
+    try:
+        yield AmpSide(LocalSide(compute, RouterMetrics(compute), artifact), metrics)
+    finally:
+        metrics.close()
+        compute.close()
+        report = stop_control_plane(settings)
+        assert report.left == [], f"processes left after stop: {report.left}"
+
+
 def side_named(request: pytest.FixtureRequest, name: str) -> Side:
     """The side ``name`` (``local``, ``aws``, ``lambda``, ``amp``), from its fixture."""
-    fixture = {"local": "local_plane", "aws": "aws_side", "lambda": "lambda_side", "amp": "amp_side"}[name]
+    fixture = {"local": "local_plane", "aws": "aws_side", "lambda": "lambda_side", "amp": "amp_plane"}[name]
     side: Side = request.getfixturevalue(fixture)
     return side

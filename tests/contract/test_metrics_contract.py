@@ -1,5 +1,7 @@
 """The ``Metrics`` contract: what the rollout phases' judges rely on, the same assertions on the
-local routers' records (a real control plane) and on CloudWatch (moto's server; conftest.py).
+local routers' records (a real control plane), on CloudWatch (moto's server) and on Amazon Managed
+Prometheus's query API (``AmpMetrics``, SigV4-signed, against a real Prometheus scraping a real
+control plane's routers; conftest.py).
 
 Relied on: a cursor taken before traffic starts a window; the window's outcomes count every
 request per revision exactly, with its failures and quality flags, numbered after the cursor and
@@ -14,9 +16,14 @@ from collections import Counter
 import pytest
 
 from mangaassist.platform.metrics import OutcomeBatch, OutcomeKind
-from tests.contract.conftest import Side
+from tests.contract.conftest import Side, side_named
 
 pytestmark = pytest.mark.slow  # the local side starts a control plane and workers
+
+
+@pytest.fixture(params=["local", "aws", "amp"])
+def side(request: pytest.FixtureRequest) -> Side:
+    return side_named(request, request.param)
 
 
 def _requests(batch: OutcomeBatch) -> list:  # type: ignore[type-arg]

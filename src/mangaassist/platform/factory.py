@@ -19,7 +19,10 @@ kind               local                                   aws
                                                            several kinds: ``ServiceRoutedCompute``
 ``Metrics``        ``RouterMetrics`` (the routers' records) ``CloudWatchMetrics`` (ALB / SageMaker
                    or ``PrometheusMetrics`` (their series  per-revision metrics and the workload's
-                   in Prometheus, ``judge_source``)        EMF quality flags; aggregates)
+                   in Prometheus, ``judge_source``)        EMF quality flags; aggregates) or
+                                                           ``AmpMetrics`` (the router series in
+                                                           Amazon Managed Prometheus, PromQL with
+                                                           SigV4, ``metrics = "amp"``)
 ``Tables``         ``SqliteTables``                        ``DynamoTables`` (``mangaassist-ENV-NAME``)
 ``VectorIndex``    ``LanceVectorIndex``                    ``OpenSearchVectorIndex``
 ``ConfigStore``    ``HttpConfigStore`` (config server)     ``AppConfigStore``
@@ -39,7 +42,8 @@ nothing silently falls back to another provider. The aws provider's settings are
 ``security_groups``, ``task_execution_role_arn`` and optionally ``task_role_arn``, ``app_image``,
 ``container_port``, ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
 ``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
-``lambda_timeout_s``, ``lambda_function_url_auth``); a missing one is named in the error
+``lambda_timeout_s``, ``lambda_function_url_auth``; for Amazon Managed Prometheus ``metrics =
+"amp"`` with ``amp_workspace_id`` or ``amp_workspace_url``); a missing one is named in the error
 (docs/aws.md).
 """
 
@@ -178,6 +182,14 @@ class Platform:
             return self._once("metrics", lambda: PrometheusMetrics(rules.url, router))  # type: ignore[no-any-return]
         from mangaassist.platform.aws.metrics_cloudwatch import NAMESPACE, CloudWatchMetrics, sources_of
 
+        source = str(self.settings.aws.get("metrics") or "cloudwatch")
+        if source not in ("cloudwatch", "amp"):
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] "
+                f"metrics = {source!r}: expected cloudwatch (the default) or amp (Amazon Managed Prometheus)"
+            )
+        if source == "amp":
+            return self._once("metrics", self._amp_metrics)  # type: ignore[no-any-return]
         compute = self.compute()
         namespace = str(self.settings.aws.get("metrics_namespace") or NAMESPACE)
         return self._once(  # type: ignore[no-any-return]
@@ -599,6 +611,33 @@ class Platform:
             base_url=str(aws["app_url"]) if aws.get("app_url") else None,
             workload_env=workload_aws_settings(aws),
         )
+
+    def _amp_metrics(self) -> Metrics:
+        """Amazon Managed Prometheus: ``amp_workspace_url``, else ``amp_workspace_id`` in ``region``;
+        the SLO alarms' alerts from CloudWatch."""
+        import boto3
+
+        from mangaassist.platform.aws.metrics_amp import AmpMetrics, workspace_url
+        from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics
+
+        region = self._aws("region")
+        url = self.settings.aws.get("amp_workspace_url")
+        where = f"[environments.{self.environment}.aws]"
+        if not url and not self.settings.aws.get("amp_workspace_id"):
+            raise ConfigError(
+                f"environment {self.environment}: {where} metrics = 'amp' needs amp_workspace_id (ws-...) or "
+                "amp_workspace_url (https://aps-workspaces.REGION.amazonaws.com/workspaces/WS_ID)"
+            )
+        try:
+            base = str(url) if url else workspace_url(self._aws("amp_workspace_id"), region)
+            alarms = CloudWatchMetrics(
+                self._client("cloudwatch"),
+                lambda _s: {},
+                alarm_prefix=physical_name(self.environment, "slo-"),
+            )
+            return AmpMetrics(base, region, session=boto3.Session(region_name=region), alerts=alarms)
+        except ConfigError as exc:
+            raise ConfigError(f"environment {self.environment}: {where}: {exc}") from None
 
     def _aws_vector_index(self) -> VectorIndex:
         from opensearchpy import OpenSearch

@@ -74,7 +74,7 @@ version the alias routes to, redeploying a name with other contents) ``LambdaSta
 
 Status: tested against moto's server (functions from container images, ``PublishVersion``,
 aliases with ``RoutingConfig``, version deletion, tags, function URLs) in
-``tests/contract/test_compute_contract.py`` and ``tests/unit/platform/test_compute_lambda.py``.
+``tests/contract/test_compute_contract.py`` and ``tests/contract/test_aws_lambda.py``.
 Nothing is invoked through moto (it would run Docker): those tests give a probe that reads the
 version's environment, as ``FakeEcsAgent`` does for ECS; the default probe and ``invoke`` are tested
 with botocore's ``Stubber`` (exact requests). It has not run against a real AWS account yet.
@@ -384,7 +384,7 @@ class LambdaAliasCompute:
                     f"service {service}: function {name} does not exist and no execution role is set "
                     "to create it ([environments.NAME.aws] lambda_role_arn)"
                 )
-            made = self._call(
+            self._call(
                 "create_function",
                 FunctionName=name,
                 Role=self.role_arn,
@@ -393,13 +393,12 @@ class LambdaAliasCompute:
                 Tags={TAG_SERVICE: service},
                 **configuration,
             )
-            code_sha = made.get("CodeSha256")
         else:
-            updated = self._call("update_function_code", FunctionName=name, ImageUri=image)
+            self._call("update_function_code", FunctionName=name, ImageUri=image)
             self._wait_update(name, timeout_s)
             self._call("update_function_configuration", FunctionName=name, **configuration)
-            code_sha = updated.get("CodeSha256")
-        self._wait_update(name, timeout_s)
+        # the code as $LATEST has it once the updates are over: what the version must publish
+        code_sha = self._wait_update(name, timeout_s).get("CodeSha256")
         params: dict[str, Any] = {"FunctionName": name, "Description": json.dumps(meta, sort_keys=True)}
         if code_sha:
             params["CodeSha256"] = code_sha
@@ -434,10 +433,11 @@ class LambdaAliasCompute:
             )
         return self._settle(service, live.revision, timeout_s, probe=False)
 
-    def _wait_update(self, name: str, timeout_s: float) -> None:
-        """Until ``$LATEST``'s last update is over (Lambda refuses the next change meanwhile)."""
+    def _wait_update(self, name: str, timeout_s: float) -> dict[str, Any]:
+        """Until ``$LATEST``'s last update is over (Lambda refuses the next change meanwhile): its
+        configuration then (empty in a dry run)."""
         if self.dry_run:
-            return
+            return {}
         deadline = self._clock() + timeout_s
         while True:
             config = self._call("get_function_configuration", FunctionName=name)
@@ -448,7 +448,7 @@ class LambdaAliasCompute:
                     f"{config.get('LastUpdateStatusReason') or ''}".strip()
                 )
             if status != "InProgress" and config.get("State") != "Pending":
-                return
+                return dict(config)
             if self._clock() >= deadline:
                 raise LambdaError(f"update of {name} still in progress after {timeout_s:g}s")
             self._sleep(self.poll_s)
@@ -684,6 +684,4 @@ def _dry_answer(op: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """What a mutating call that was not made answers in a dry run (the fields the provider reads)."""
     if op == "publish_version":
         return {"Version": "dry-run", "Description": params.get("Description")}
-    if op in ("create_function", "update_function_code"):
-        return {"CodeSha256": ""}
     return {}

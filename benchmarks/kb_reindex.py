@@ -10,7 +10,7 @@
 
     python benchmarks/kb_reindex.py [--chunks 20000] [--embedder minilm|hashing] [--seconds 10]
         [--runtime torch|onnx|both] [--batch-size 32] [--raw-chunks N] [--sweep 2000]
-        [--no-latency] [--no-swap]
+        [--executor inprocess|ray|both] [--no-latency] [--no-swap]
 
 ``--embedder minilm`` embeds with the real model; ``hashing`` measures everything but the model's
 own cost. With MiniLM, each runtime's full build is reported by stage (chunking, cache lookups,
@@ -20,7 +20,10 @@ length-sorted batches, pre-tokenized and pre-padded, timed around the forward pa
 (``--raw-chunks N`` takes N of them, evenly spread, 0 skips it). The target: a full build within
 max(5 minutes at 75 chunks/s, ...) — precisely, faster than min(chunks / 75, 1.3 x raw forward
 time). ``--sweep N`` first times N random chunks through batch sizes 8..128 and in arrival order
-(how builds batched before issue 21). Results go to benchmarks/results/kb_reindex.json.
+(how builds batched before issue 21). ``--executor ray`` embeds on a local Ray (one worker per
+core; ``both`` runs in-process first, then Ray, each on its own copy of the corpus) and reports Ray's
+start-up and shutdown apart from the embedding, and the overhead of the Ray path against
+in-process. Results go to benchmarks/results/kb_reindex.json.
 """
 
 from __future__ import annotations
@@ -167,22 +170,31 @@ def load_snapshot() -> dict[str, Any]:
 
 
 def full_and_incremental(
-    root: Path, home: Path, embedder: str, runtime: str | None, batch_size: int | None, raw_chunks: int
+    root: Path,
+    home: Path,
+    embedder: str,
+    runtime: str | None,
+    batch_size: int | None,
+    raw_chunks: int,
+    executor: str = "inprocess",
 ) -> dict[str, Any]:
     """A cold full build, the raw model on the same chunks, then an incremental build after
-    editing 1% of the documents (each runtime gets its own copy of the repository)."""
+    editing 1% of the documents (each runtime and executor gets its own copy of the repository)."""
     extra: dict[str, Any] = {}
     if runtime:
         extra["runtime"] = runtime
     if batch_size:
         extra["batch_size"] = batch_size
+    if executor != "inprocess":
+        extra["executor"] = executor
     texts = corpus_texts(root)
     chunks = len(texts)
     load_before = load_snapshot()
     full_s, full = run_build(root, home, embedder, **extra)
     full["load_after"] = load_snapshot()
     full["load_before"] = load_before
-    print(f"[{runtime or embedder}] full build: {full_s:.1f}s, {chunks / full_s:.1f} chunks/s", flush=True)
+    label = f"{runtime or embedder}/{executor}"
+    print(f"[{label}] full build: {full_s:.1f}s, {chunks / full_s:.1f} chunks/s", flush=True)
     print(f"  stages: plan {full['plan'].get('chunking_s')}s chunking; embed {full['embed'].get('stages')};"
           f" steps {full['step_seconds']}", flush=True)  # fmt: skip
     result: dict[str, Any] = {
@@ -340,6 +352,66 @@ def swap_under_load(root: Path, home: Path, embedder: str, seconds: float) -> di
     }
 
 
+def ray_startup(embedder: str, runtime: str | None, times: int) -> dict[str, Any]:
+    """Cold starts of the Ray executor alone, ``times`` in a row: a local Ray (``init_s``), then its
+    workers with the model loaded (``start_s`` in all), and the shutdown (``stop_s``)."""
+    from mangaassist.platform.embeddings import model_id
+    from mangaassist.platform.ray_embedding import EmbedderSpec, RayEmbedExecutor
+
+    model = model_id(kb._embedder(embedder, runtime))
+    starts = []
+    for _ in range(times):
+        executor = RayEmbedExecutor(EmbedderSpec(embedder, runtime), model)
+        with executor:
+            pass
+        starts.append({**executor.summary(), "load": load_snapshot()})
+        print(f"  ray start: {starts[-1]}", flush=True)
+    return {
+        "runs": starts,
+        "median_start_s": float(np.median([s["start_s"] for s in starts])),
+        "median_init_s": float(np.median([s["init_s"] for s in starts])),
+        "median_stop_s": float(np.median([s["stop_s"] for s in starts])),
+    }
+
+
+def ray_overhead(runs: dict[str, Any], chunks: int) -> dict[str, Any]:
+    """The Ray path against in-process, per runtime: whole builds, the embed step, and its parts."""
+    out: dict[str, Any] = {}
+    for key, ray in runs.items():
+        runtime, _, executor = key.partition("/")
+        local = runs.get(f"{runtime}/inprocess")
+        if executor != "ray" or local is None:
+            continue
+        figures: dict[str, Any] = {}
+        for build in ("full_build", "incremental_build"):
+            a, b = local[build], ray[build]
+            ea, eb = a["step_seconds"]["embed"], b["step_seconds"]["embed"]
+            stages = b["embed"].get("stages", {})
+            figures[build] = {
+                "inprocess_s": a["seconds"],
+                "ray_s": b["seconds"],
+                "ray_over_inprocess": round(b["seconds"] / a["seconds"], 3),
+                "embed_step_inprocess_s": round(ea, 2),
+                "embed_step_ray_s": round(eb, 2),
+                "embed_step_ray_over_inprocess": round(eb / ea, 3) if ea else None,
+                "ray_start_s": stages.get("ray_start_s"),
+                "ray_stop_s": stages.get("ray_stop_s"),
+                "embedding_only_inprocess_s": a["embed"].get("stages", {}).get("embed_s"),
+                "embedding_only_ray_s": stages.get("embed_s"),
+                "embedded": b["embed"].get("embedded"),
+            }
+        full = figures["full_build"]
+        if full["embedding_only_inprocess_s"] and full["embedding_only_ray_s"]:
+            embedded = full["embedded"] or chunks
+            full["chunks_per_s_inprocess"] = round(embedded / full["embedding_only_inprocess_s"], 1)
+            full["chunks_per_s_ray"] = round(embedded / full["embedding_only_ray_s"], 1)
+            full["chunks_per_s_ray_with_start"] = round(
+                embedded / (full["embedding_only_ray_s"] + (full["ray_start_s"] or 0.0)), 1
+            )
+        out[runtime] = figures
+    return out
+
+
 def write(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
@@ -353,6 +425,8 @@ def main() -> None:
     parser.add_argument("--embedder", default="hashing", choices=["minilm", "hashing"])
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnx", "both"])
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--executor", default="inprocess", choices=["inprocess", "ray", "both"])
+    parser.add_argument("--ray-starts", type=int, default=3, help="cold starts of Ray timed alone first")
     parser.add_argument("--raw-chunks", type=int, default=1_000_000, help="0: no raw-model measurement")
     parser.add_argument("--sweep", type=int, default=0, help="time N random chunks by batch size first")
     parser.add_argument("--no-latency", action="store_true", help="skip the query-latency section")
@@ -392,18 +466,29 @@ def main() -> None:
                 print(f"batch-size sweep, {runtime}, {len(picked)} chunks:", flush=True)
                 result["batch_sweep"][str(runtime)] = sweep(kb._embedder("minilm", runtime), picked)
         runs: dict[str, Any] = {}
+        executors = ["inprocess", "ray"] if args.executor == "both" else [args.executor]
+        if "ray" in executors and args.ray_starts:
+            print(f"Ray start-up, {args.ray_starts} cold starts:", flush=True)
+            result["ray_startup"] = ray_startup(args.embedder, runtimes[0], args.ray_starts)
         for runtime in runtimes:
-            root, home = work / f"repo-{runtime}", work / f"home-{runtime}"
-            shutil.copytree(base, root)
-            runs[str(runtime or args.embedder)] = full_and_incremental(
-                root, home, args.embedder, runtime, args.batch_size, args.raw_chunks
-            )
-            write(args.out, {**result, "runtimes": runs, "partial": True})  # a long run keeps its figures
+            for executor in executors:
+                name = str(runtime) if executor == "inprocess" else f"{runtime}-{executor}"
+                root, home = work / f"repo-{name}", work / f"home-{name}"
+                shutil.copytree(base, root)
+                key = str(runtime or args.embedder) + ("" if len(executors) == 1 else f"/{executor}")
+                runs[key] = full_and_incremental(
+                    root, home, args.embedder, runtime, args.batch_size, args.raw_chunks, executor
+                )
+                write(args.out, {**result, "runtimes": runs, "partial": True})  # a long run keeps its figures
         first = next(iter(runs.values()))
         result.update(first)  # the first runtime's figures where earlier results had them
         if len(runs) > 1 or args.embedder == "minilm":
             result["runtimes"] = runs
-        last_root, last_home = work / f"repo-{runtimes[-1]}", work / f"home-{runtimes[-1]}"
+        if len(executors) > 1:
+            result["ray_overhead"] = ray_overhead(runs, chunks)
+            print(f"ray overhead: {json.dumps(result['ray_overhead'])}", flush=True)
+        last = str(runtimes[-1]) if executors[-1] == "inprocess" else f"{runtimes[-1]}-{executors[-1]}"
+        last_root, last_home = work / f"repo-{last}", work / f"home-{last}"
         if not args.no_latency:
             live = local_vector_index(last_home).resolve(LIVE_ALIAS) or ""
             rows = local_vector_index(last_home).records(live)

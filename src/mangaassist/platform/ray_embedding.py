@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -221,6 +222,9 @@ class RayEmbedExecutor:
         self.stats = EmbedStats()
         """The workers' figures summed (tokenization and forward seconds are worker-seconds)."""
         self.start_s = 0.0
+        """Seconds from nothing to every worker ready: connecting or starting Ray (``init_s``), then
+        the workers' processes and their model loads."""
+        self.init_s = 0.0
         self.stop_s = 0.0
         self.cluster_cpus = 0
         self._ray: Any = None
@@ -259,8 +263,10 @@ class RayEmbedExecutor:
             except ImportError:
                 raise ConfigError(missing_ray()) from None
             self._ray = ray
+            began = time.perf_counter()
             if not ray.is_initialized():
                 self._init(ray)
+            self.init_s = time.perf_counter() - began
         self.cluster_cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
         count = self.requested or self.cluster_cpus
         if count < 1:
@@ -294,11 +300,22 @@ class RayEmbedExecutor:
         else:
             options.update(address=self.address)
         try:
-            ray.init(**options)
+            with warnings.catch_warnings():
+                # lancedb warns at every fork once it has been used; Ray's fork is an exec of its servers
+                warnings.filterwarnings("ignore", message="lancedb fork support", category=RuntimeWarning)
+                ray.init(**options)
         except ConfigError:
             raise
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError or ValueError here
-            raise ConfigError(f"Ray address {self.where}: could not connect: {_first_line(exc)}") from None
+            hint = (
+                ""
+                if self.address is None
+                else " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token "
+                "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+            )
+            raise ConfigError(
+                f"Ray address {self.where}: could not connect: {_first_line(exc)}{hint}"
+            ) from None
         self._owns = True
 
     def embed(
@@ -370,5 +387,6 @@ class RayEmbedExecutor:
             "cluster_cpus": self.cluster_cpus,
             "hosts": sorted({w["host"] for w in self.workers}),
             "start_s": round(self.start_s, 3),
+            "init_s": round(self.init_s, 3),
             "stop_s": round(self.stop_s, 3),
         }

@@ -9,10 +9,13 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -246,8 +249,10 @@ def test_an_unreachable_cluster_fails_the_run_and_writes_nothing(tmp_path: Path)
     assert kb.Workspace(base.params(embedder="hashing")).cache.count() == 0
 
 
-def kb_cli(root: Path, home: Path, *args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "MANGAASSIST_HOME": str(home), "MANGAASSIST_ROOT": str(root)}
+def kb_cli(
+    root: Path, home: Path, *args: str, prelude: str = "", environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**(environ or os.environ), "MANGAASSIST_HOME": str(home), "MANGAASSIST_ROOT": str(root)}
     code = f"{prelude}\nfrom mangaassist.cli.main import main\nmain()"
     return subprocess.run(
         [sys.executable, "-c", code, "kb", *args],
@@ -304,3 +309,69 @@ def test_without_ray_installed_the_error_names_the_package(tmp_path: Path) -> No
     assert not (home / "kb").exists()
     with pytest.raises(ConfigError, match=r"executor='dask': expected one of inprocess, ray"):
         kb.build({"executor": "dask"})
+
+
+def free_port() -> int:
+    return closed_port()
+
+
+def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) -> None:
+    """What a team does with a real cluster, on one machine: ``ray start --head`` (here on loopback,
+    two CPUs), then ``kb build --executor ray --address HOST:PORT``. The build's workers run on the
+    cluster and are gone after; the cluster is not stopped by the build."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # the cluster on loopback, and the driver with it
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",  # Ray's token authentication, with this test's own token
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    log = (tmp_path / "head.log").open("w")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={temp}"],
+        env=environ, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, (tmp_path / "head.log").read_text()
+                time.sleep(0.5)
+        cluster = descendants(head.pid)
+        assert any("gcs_server" in c for c in cluster.values())
+        root, home = copy_sources(tmp_path / "repo"), tmp_path / "home"
+        address = f"127.0.0.1:{port}"
+        floors = [f"--threshold={k}={v}" for k, v in HASHING_FLOORS.items()]
+        args = ("--embedder", "hashing", "--executor", "ray", "--address", address, "--json", *floors)
+        result = kb_cli(root, home, "build", *args, environ=environ)
+        out = json.loads(result.stdout)
+        assert out["state"] == "succeeded", out["reason"]
+        assert out["embed"]["ray"]["address"] == address and out["embed"]["ray"]["workers"] == 2
+        assert out["embed"]["embedded"] == out["plan"]["chunks"]
+        assert head.poll() is None  # the cluster is still up
+        time.sleep(1.0)
+        workers = [c for c in descendants(head.pid).values() if "ray::EmbedWorker" in c]
+        assert workers == []  # the build's actors were killed when it finished
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        log.close()
+    deadline = time.monotonic() + 20
+    while (left := [p for p in cluster if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == []  # stopping the head stopped every process it started
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

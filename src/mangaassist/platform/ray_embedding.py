@@ -58,7 +58,8 @@ _ADDRESS = re.compile(
     r"^(?P<scheme>ray://)?(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$"
 )
 
-_LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+_CLUSTER_VAR = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOCAL_ENV = {_CLUSTER_VAR: "0"}
 """A single-machine Ray (what Ray does on macOS and Windows): its node address is 127.0.0.1, so
 its GCS, raylet, object manager and workers listen on loopback only. Read when ``ray`` is
 imported; its processes inherit it."""
@@ -195,6 +196,23 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def _cluster_mode(ray: Any, enabled: bool) -> Iterator[None]:
+    """Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is imported
+    (``ray._private.ray_constants.ENABLE_RAY_CLUSTER`` in ray 2.60): a ``ray`` imported earlier in
+    this process, before the variable was set, gets the setting for the length of ``ray.init``."""
+    constants: Any = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    before = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if before is None:
+        yield
+        return
+    constants.ENABLE_RAY_CLUSTER = enabled
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = before
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
@@ -265,7 +283,8 @@ class RayEmbedExecutor:
             self._ray = ray
             began = time.perf_counter()
             if not ray.is_initialized():
-                self._init(ray)
+                with _cluster_mode(ray, os.environ.get(_CLUSTER_VAR, "1").lower() not in ("0", "false")):
+                    self._init(ray)
             self.init_s = time.perf_counter() - began
         self.cluster_cpus = int(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
         count = self.requested or self.cluster_cpus

@@ -175,6 +175,9 @@ def test_minilm_on_ray_gives_the_in_process_vectors(tmp_path: Path) -> None:
 
 
 def test_local_ray_listens_on_loopback_only_and_stops(tmp_path: Path) -> None:
+    import ray  # imported before the executor sets up loopback: it must still get loopback only
+
+    assert not ray.is_initialized()
     executor = RayEmbedExecutor(EmbedderSpec("hashing"), "hashing-v1@256")
     handler = signal.getsignal(signal.SIGTERM)
     with executor:

@@ -75,7 +75,7 @@ def ray_processes() -> dict[int, str]:
     return {p: c for p, c in descendants(os.getpid()).items() if any(r in c for r in RAY_PROCESSES)}
 
 
-def wait_until_gone(seconds: float = 20.0) -> dict[int, str]:
+def wait_until_gone(seconds: float = 60.0) -> dict[int, str]:
     deadline = time.monotonic() + seconds
     left = ray_processes()
     while left and time.monotonic() < deadline:
@@ -155,7 +155,6 @@ def test_hashing_build_on_ray_equals_in_process(tmp_path: Path) -> None:
 def test_minilm_on_ray_gives_the_in_process_vectors(tmp_path: Path) -> None:
     """The real model (torch) on a few dozen chunks: bit-equal vectors, the same version and digest."""
     root = small_sources(tmp_path / "repo")
-    started = time.monotonic()
     both = build_both(tmp_path, root, runtime="torch", thresholds=NO_FLOORS)
     local, ray = both["inprocess"], both["ray"]
     assert 20 <= local["plan"]["chunks"] <= 80
@@ -170,7 +169,6 @@ def test_minilm_on_ray_gives_the_in_process_vectors(tmp_path: Path) -> None:
     stages = ray["embed"]["stages"]
     assert stages["forward_s"] > 0 and stages["tokens"] > 0  # the workers' figures came back
     assert ray["embed"]["runtime"] == "torch"
-    assert time.monotonic() - started < 120
     assert wait_until_gone() == {}
 
 
@@ -320,9 +318,10 @@ def free_port() -> int:
 
 def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) -> None:
     """What a team does with a real cluster, on one machine: ``ray start --head`` (here on loopback,
-    two CPUs), then ``kb build --executor ray --address HOST:PORT``. The build's workers run on the
-    cluster and are gone after; the cluster is not stopped by the build."""
-    port = free_port()
+    two CPUs, its own token), then ``kb build --executor ray`` with ``--address HOST:PORT`` (the
+    GCS) and with ``--address ray://HOST:PORT`` (the Ray Client server). The build's workers run on
+    the cluster and are gone after; the cluster is not stopped by the build."""
+    port, client_port = free_port(), free_port()
     environ = {
         **os.environ,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # the cluster on loopback, and the driver with it
@@ -334,39 +333,44 @@ def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) 
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-         "--disable-usage-stats", f"--temp-dir={temp}"],
+        [ray_cli, "start", "--head", "--block", f"--port={port}", f"--ray-client-server-port={client_port}",
+         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
         env=environ, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    cluster: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", client_port), timeout=1).close()
                 break
             except OSError:
                 assert head.poll() is None, (tmp_path / "head.log").read_text()
                 time.sleep(0.5)
-        cluster = descendants(head.pid)
-        assert any("gcs_server" in c for c in cluster.values())
-        root, home = copy_sources(tmp_path / "repo"), tmp_path / "home"
-        address = f"127.0.0.1:{port}"
+        assert any("gcs_server" in c for c in descendants(head.pid).values())
+        root = copy_sources(tmp_path / "repo")
         floors = [f"--threshold={k}={v}" for k, v in HASHING_FLOORS.items()]
-        args = ("--embedder", "hashing", "--executor", "ray", "--address", address, "--json", *floors)
-        result = kb_cli(root, home, "build", *args, environ=environ)
-        out = json.loads(result.stdout)
-        assert out["state"] == "succeeded", out["reason"]
-        assert out["embed"]["ray"]["address"] == address and out["embed"]["ray"]["workers"] == 2
-        assert out["embed"]["embedded"] == out["plan"]["chunks"]
-        assert head.poll() is None  # the cluster is still up
-        time.sleep(1.0)
-        workers = [c for c in descendants(head.pid).values() if "ray::EmbedWorker" in c]
-        assert workers == []  # the build's actors were killed when it finished
+        for n, address in enumerate((f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}")):
+            args = ("--embedder", "hashing", "--executor", "ray", "--address", address, "--json", *floors)
+            result = kb_cli(root, tmp_path / f"home-{n}", "build", *args, environ=environ)
+            out = json.loads(result.stdout)
+            assert out["state"] == "succeeded", out["reason"]
+            assert out["embed"]["ray"]["address"] == address and out["embed"]["ray"]["workers"] == 2
+            assert out["embed"]["embedded"] == out["plan"]["chunks"]
+            assert head.poll() is None  # the cluster is still up
+            cluster.update(descendants(head.pid))
+            deadline = time.monotonic() + 60  # ray.kill is asynchronous; a loaded machine is slow
+            while (workers := [c for c in descendants(head.pid).values() if "ray::EmbedWorker" in c]) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.5)
+            assert workers == []  # the build's actors were killed when it finished
     finally:
+        cluster.update(descendants(head.pid))
         head.terminate()
         head.wait(timeout=60)
         log.close()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while (left := [p for p in cluster if alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == []  # stopping the head stopped every process it started

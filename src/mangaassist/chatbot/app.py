@@ -129,6 +129,10 @@ class FeedbackRequest(BaseModel):
     rating: Literal["up", "down"]
 
 
+EMBED_BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 32.0)
+"""``mangaassist_embed_batch_size``'s buckets (BatchingEmbedder forms batches of at most 32)."""
+
+
 class Metrics:
     """The worker's Prometheus metrics, in a registry of its own."""
 
@@ -169,6 +173,23 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.embed_batch_size = Histogram(
+            "mangaassist_embed_batch_size",
+            "Queries per forward pass of the query embedder (BatchingEmbedder)",
+            buckets=EMBED_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.embed_forward = Histogram(
+            "mangaassist_embed_forward_seconds",
+            "The query embedder's time per batch (the model alone, in its worker thread)",
+            buckets=(0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+
+    def observe_embed_batch(self, size: int, seconds: float) -> None:
+        """``BatchingEmbedder.on_batch``: one observation per batch, of its size and its time."""
+        self.embed_batch_size.observe(size)
+        self.embed_forward.observe(seconds)
 
 
 class CountsRequests(Protocol):
@@ -332,7 +353,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # cyclic GC's generations so collections stay short (fewer latency spikes)
             gc.collect()
             gc.freeze()
-            state["service"] = ChatService(runtime)
+            state["service"] = ChatService(runtime, on_embed_batch=metrics.observe_embed_batch)
             state["loaded_at"] = time.time()
             metrics.ready.set(1)
             metrics.info.labels(**runtime.versions).set(1)

@@ -284,9 +284,11 @@ _UNSURE_REPLY = (
 
 
 class ChatService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, on_embed_batch: Callable[[int, float], None] | None = None) -> None:
+        """``on_embed_batch(size, seconds)``: called once per forward pass of the query embedder
+        (the app records it on ``/metrics``)."""
         self.rt = runtime
-        self.batcher = BatchingEmbedder(runtime.embedder)
+        self.batcher = BatchingEmbedder(runtime.embedder, on_batch=on_embed_batch)
         self.model = model_id(runtime.embedder)
         self._batchers: dict[str, BatchingEmbedder] = {}
         """One per embedding model of a knowledge-base version other than ours (``_for_index``)."""

@@ -249,6 +249,13 @@ def test_metrics_count_what_happened(chatbot: ChatbotProcess) -> None:
     assert info == [tuple(sorted(versions.items()))]  # one series, the versions serving now
     count = ("mangaassist_chat_latency_seconds_count", ())
     assert after[count] >= before.get(count, 0) + 2
+    # one after the other, each message's query is a batch of its own for the query embedder
+    for name in ("mangaassist_embed_batch_size_count", "mangaassist_embed_batch_size_sum"):
+        assert after[(name, ())] == before.get((name, ()), 0) + 2
+    ones = ("mangaassist_embed_batch_size_bucket", (("le", "1.0"),))
+    assert after[ones] == before.get(ones, 0) + 2
+    forward = ("mangaassist_embed_forward_seconds_sum", ())
+    assert after[forward] > before.get(forward, 0)
 
 
 async def test_concurrent_requests_each_get_their_own_answer(chatbot: ChatbotProcess) -> None:

@@ -8,9 +8,12 @@ metrics, the package, the classifier as an MLflow model with a signature and exp
 requirements under ``classifier/``, the evaluation report) and register it as the next version
 with the alias ``candidate``. Callers: ``mangaassist model train`` and the model pipeline.
 
-The model is the chatbot's baseline (``chatbot.intent``): logistic regression over the embedding
-plus entity features, trained on the examples plus title-swapped copies. With the defaults of
-``ml/intent.yaml`` it is the same model ``load_or_train`` caches for the chatbot.
+The model is the chatbot's baseline (``chatbot.intent.IntentModel``): logistic regression over the
+embedding, entity features and TF-IDF word and character n-grams (their weights and ``min_df`` in
+``training``), trained on the examples plus title-swapped copies. With the defaults of
+``ml/intent.yaml`` it is the same model ``load_or_train`` caches for the chatbot. What MLflow logs
+as ``classifier/`` is the logistic regression alone, whose input is ``IntentModel.features``; the
+package holds the whole model.
 
 Two switches exist for drills and demos, both recorded as params and in the package version:
 
@@ -28,7 +31,7 @@ Measured metrics (the names the registry and the gate use):
   [0, 1] (bin ``b`` holds confidences in ``(b/15, (b+1)/15]``, the first also holds 0):
   ``sum_b n_b / N * |accuracy_b - mean confidence_b|``. 0 is perfectly calibrated.
 * ``p50_latency_ms`` / ``p99_latency_ms``: the model's own inference, one query at a time:
-  ``LocalIntentClient.classify(text, embedding)`` (entity features + the classifier) over every
+  ``LocalIntentClient.classify(text, embedding)`` (entity and n-gram features + the classifier) over every
   eval text, after a warm-up. The sentence embedding is excluded: it is the embedding model's
   cost, the same for every intent candidate, computed once per chat turn and shared with
   retrieval (on the shared 2-core machine it was 100-200 ms per single query under load, which
@@ -58,7 +61,17 @@ import yaml
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import Embedder
 from mangaassist.chatbot.entities import EntitySignals
-from mangaassist.chatbot.intent import Example, LocalIntentClient, features, load_examples, save_package
+from mangaassist.chatbot.intent import (
+    NGRAMS,
+    Example,
+    IntentModel,
+    LocalIntentClient,
+    NgramSettings,
+    fit_model,
+    load_examples,
+    ngram_digest,
+    save_package,
+)
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
 from mangaassist.platform.model_registry import ModelVersion, TrackingRegistry
@@ -70,7 +83,18 @@ that trained it."""
 
 _SECTIONS = {"model", "data", "training", "gate"}
 _DATA_KEYS = {"train", "eval", "train_fraction", "subset_seed"}
-_TRAINING_KEYS = {"C", "max_iter", "class_weight", "augment_copies", "augment_seed", "shuffle_labels"}
+_TRAINING_KEYS = {
+    "C",
+    "max_iter",
+    "class_weight",
+    "augment_copies",
+    "augment_seed",
+    "shuffle_labels",
+    "word_ngram_weight",
+    "char_ngram_weight",
+    "word_ngram_min_df",
+    "char_ngram_min_df",
+}
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -91,6 +115,10 @@ class TrainingConfig:
     augment_copies: int = 2
     augment_seed: int = 20261126
     shuffle_labels: bool = False
+    word_ngram_weight: float = NGRAMS.word_weight
+    char_ngram_weight: float = NGRAMS.char_weight
+    word_ngram_min_df: int = NGRAMS.word_min_df
+    char_ngram_min_df: int = NGRAMS.char_min_df
     gate: Mapping[str, Any] = field(default_factory=dict)
     """The raw ``gate`` section; ``delivery.model_gate.GateConfig.from_mapping`` validates it."""
     source: str = ""
@@ -142,6 +170,14 @@ class TrainingConfig:
             augment_copies=int(_number(training, "augment_copies", cls.augment_copies, source, integer=True)),
             augment_seed=int(_number(training, "augment_seed", cls.augment_seed, source, integer=True)),
             shuffle_labels=_flag(training, "shuffle_labels", source),
+            word_ngram_weight=_number(training, "word_ngram_weight", cls.word_ngram_weight, source, low=0.0),
+            char_ngram_weight=_number(training, "char_ngram_weight", cls.char_ngram_weight, source, low=0.0),
+            word_ngram_min_df=int(
+                _number(training, "word_ngram_min_df", cls.word_ngram_min_df, source, integer=True, low=1)
+            ),
+            char_ngram_min_df=int(
+                _number(training, "char_ngram_min_df", cls.char_ngram_min_df, source, integer=True, low=1)
+            ),
             gate=gate,
             source=source,
         )
@@ -158,6 +194,8 @@ class TrainingConfig:
             raise ConfigError(f"training.C {self.C}: expected a positive number")
         if self.augment_copies < 0:
             raise ConfigError(f"training.augment_copies {self.augment_copies}: expected 0 or more")
+        if min(self.word_ngram_min_df, self.char_ngram_min_df) < 1:
+            raise ConfigError("training.word_ngram_min_df and char_ngram_min_df: expected 1 or more")
         return self
 
     def with_overrides(
@@ -191,6 +229,7 @@ class TrainingConfig:
                 "augment_copies": self.augment_copies,
                 "augment_seed": self.augment_seed,
                 "shuffle_labels": self.shuffle_labels,
+                **self.ngrams().as_dict(),
             },
             "gate": dict(self.gate),
             "source": self.source,
@@ -198,6 +237,11 @@ class TrainingConfig:
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"C": self.C, "max_iter": self.max_iter, "class_weight": self.class_weight}
+
+    def ngrams(self) -> NgramSettings:
+        return NgramSettings(
+            self.word_ngram_weight, self.char_ngram_weight, self.word_ngram_min_df, self.char_ngram_min_df
+        )
 
 
 def _no_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -300,15 +344,10 @@ def augmented(examples: Sequence[Example], signals: EntitySignals, copies: int, 
 
 def fit(
     examples: Sequence[Example], embedder: Embedder, signals: EntitySignals, config: TrainingConfig
-) -> Any:
-    """The fitted classifier (scikit-learn ``LogisticRegression``)."""
-    from sklearn.linear_model import LogisticRegression
-
+) -> IntentModel:
+    """The fitted model (scikit-learn ``LogisticRegression`` and the n-gram vectorizers)."""
     rows = augmented(examples, signals, config.augment_copies, config.augment_seed)
-    texts = [e.text for e in rows]
-    model = LogisticRegression(**config.hyperparameters())
-    model.fit(features(texts, embedder.embed(texts), signals), [e.intent for e in rows])
-    return model
+    return fit_model(examples, rows, embedder, signals, config.hyperparameters(), config.ngrams())
 
 
 # -- measurement ---------------------------------------------------------------------------------
@@ -452,6 +491,7 @@ def digest_of(config: TrainingConfig, embedder: Embedder, signals: EntitySignals
         "augment": [config.augment_copies, config.augment_seed],
         "subset": [config.train_fraction, config.subset_seed],
         "shuffle_labels": config.shuffle_labels,
+        **ngram_digest(config.ngrams()),
     }
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
@@ -497,10 +537,24 @@ def train_and_measure(
         "train_fraction": str(config.train_fraction),
         "subset_seed": str(config.subset_seed),
         "shuffle_labels": str(config.shuffle_labels).lower(),
+        "word_ngram_weight": str(config.word_ngram_weight),
+        "char_ngram_weight": str(config.char_ngram_weight),
+        "word_ngram_min_df": str(config.word_ngram_min_df),
+        "char_ngram_min_df": str(config.char_ngram_min_df),
+        "n_ngrams": str(model.ngrams.n_features if model.ngrams else 0),
         "embedder": embedder.name,
         "package_version": name,
     }
     return TrainedModel(model, package, name, metrics, params, measured.report)
+
+
+def classifier_input(
+    model: IntentModel, texts: Sequence[str], embeddings: np.ndarray, signals: EntitySignals
+) -> np.ndarray:
+    """What the logged classifier takes: ``model.features`` as a dense array (a signature needs
+    one; a few rows)."""
+    matrix = model.features(texts, embeddings, signals)
+    return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix)
 
 
 def pip_requirements() -> list[str]:
@@ -533,11 +587,11 @@ def train_candidate(
         with registry.run(config.model_name, run_name=trained.package_version) as run_id:
             sample_texts = [e.text for e in load_examples(config.eval_path)[:5]]
             signals = EntitySignals(catalog)
-            sample = features(sample_texts, embedder.embed(sample_texts), signals)
+            sample = classifier_input(trained.model, sample_texts, embedder.embed(sample_texts), signals)
             registry.log_model(
                 run_id,
-                trained.model,
-                signature=infer_signature(sample, trained.model.predict_proba(sample)),
+                trained.model.classifier,
+                signature=infer_signature(sample, trained.model.classifier.predict_proba(sample)),
                 pip_requirements=pip_requirements(),
                 artifact_path="classifier",
             )

@@ -186,13 +186,13 @@ def test_a_tracked_run_logs_through_the_registrys_client_only(
     import mlflow.sklearn
     from mlflow.models import Model, infer_signature
 
-    from mangaassist.chatbot.intent import features
-    from mangaassist.chatbot.intent_training import pip_requirements
+    from mangaassist.chatbot.intent_training import classifier_input, pip_requirements
 
     signals = EntitySignals(catalog)
-    model = fit(EXAMPLES, embedder, signals, TrainingConfig(augment_copies=0))
+    fitted = fit(EXAMPLES, embedder, signals, TrainingConfig(augment_copies=0))
+    model = fitted.classifier  # what MLflow logs; its input is the model's features
     texts = [e.text for e in EXAMPLES]
-    sample = features(texts, embedder.embed(texts), signals)
+    sample = classifier_input(fitted, texts, embedder.embed(texts), signals)
     config_file = tmp_path / "intent.yaml"
     config_file.write_text("model: intent\n")
     with registry.run("intent", run_name="intent-test") as run_id:

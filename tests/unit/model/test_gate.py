@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mangaassist.chatbot.intent import AUGMENT_COPIES, AUGMENT_SEED, HYPERPARAMS, NGRAMS
 from mangaassist.chatbot.intent_training import TrainingConfig
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
@@ -181,6 +182,9 @@ def test_the_shipped_config_is_valid() -> None:
     config = TrainingConfig.load(ROOT / "ml" / "intent.yaml", ROOT)
     assert config.model_name == "intent" and config.train_path == ROOT / "ml/intents/train.jsonl"
     assert (config.C, config.max_iter, config.class_weight) == (8.0, 2000, "balanced")
+    # the chatbot's in-process model (chatbot.intent) is the model the file trains
+    assert config.hyperparameters() == HYPERPARAMS and config.ngrams() == NGRAMS
+    assert (config.augment_copies, config.augment_seed) == (AUGMENT_COPIES, AUGMENT_SEED)
     limits = {limit.metric: limit for limit in GateConfig.load(ROOT / "ml" / "intent.yaml").limits}
     assert (
         limits["recall_human_handoff"].min is not None and limits["recall_human_handoff"].max_drop is not None
@@ -198,6 +202,9 @@ def test_the_shipped_config_is_valid() -> None:
         ("training: {class_weight: heavy}", "training.class_weight: expected 'balanced' or null"),
         ("training: {shuffle_labels: 1}", "training.shuffle_labels: expected true or false"),
         ("training: {learning_rate: 1}", r"training: unknown key\(s\) learning_rate"),
+        ("training: {char_ngram_min_df: 0}", r"char_ngram_min_df: 0 is out of range \(>= 1\)"),
+        ("training: {char_ngram_weight: -0.5}", r"char_ngram_weight: -0.5 is out of range \(>= 0.0\)"),
+        ("training: {word_ngram_weight: heavy}", "word_ngram_weight: expected a number"),
         ("trainer: {}", r"unknown key\(s\) trainer"),
         ("model: 'my model'", "model: expected a name"),
         ("data: [1]", "data: expected a mapping"),

@@ -195,16 +195,25 @@ def test_good_release_is_promoted_by_canary_and_rolled_back_by_rollback_app(
 
 
 def test_failing_release_is_stopped_before_any_user_meets_it(env: dict[str, str]) -> None:
-    """MANGAASSIST_FAULT=error_rate=0.2 passes smoke (a 5xx is retried there) and this environment's
-    lenient pinned error gate, and the golden-set gate stops it: its answers fail where stable's do
-    not. No user request reaches the candidate; ROLLED_BACK, exit 1, the candidate retired."""
+    """MANGAASSIST_FAULT=error_rate=0.2 is stopped by a gate before users: usually the golden-set
+    gate (its answers fail where stable's do not), since smoke retries a 5xx twice and this
+    environment's pinned error gate is lenient; about one run in 18, all three tries of one of smoke's
+    chats meet the fault (0.2^3 each) and smoke stops it first. Either way no user request reaches the
+    candidate; ROLLED_BACK, exit 1, the candidate retired."""
     stable = next(iter(live(env)))
     load = BackgroundLoad(router(env), rps=15, sessions=10, seed=12).start()
     code, doc = deploy(env, "--set-env", "MANGAASSIST_FAULT=error_rate=0.2", "--steps", "5,25,50,100")
     report = load.stop()
     assert code == 1 and doc["state"] == "rolled_back", doc
-    assert doc["steps"]["answers"]["verdict"] == "FAIL", doc["steps"]["answers"]
-    assert "answer quality" in doc["reason"] and "errors" in doc["reason"], doc["reason"]
+    gates = ("candidate", "latency-gate", "answers")
+    stopped = [name for name in gates if doc["steps"][name]["status"] == "failed"]
+    assert len(stopped) == 1, {name: doc["steps"][name] for name in gates}
+    if stopped == ["answers"]:
+        assert doc["steps"]["answers"]["verdict"] == "FAIL", doc["steps"]["answers"]
+        assert "answer quality" in doc["reason"] and "errors" in doc["reason"], doc["reason"]
+    else:  # smoke: a chat check that met the fault on every try
+        assert stopped == ["candidate"], doc["reason"]
+        assert "smoke test failed" in doc["reason"] and "status 500" in doc["reason"], doc["reason"]
     assert all(doc["steps"][f"canary-{w}"]["status"] == "skipped" for w in (5, 25, 50, 100))
     assert live(env) == {stable: 100.0}
     assert health(env)[doc["candidate"]] == "retired"

@@ -1,7 +1,7 @@
 """Hostile or careless files handed to every YAML reader of the delivery system (config profiles,
-``policy.yaml``, SLO specs, migrations): each is refused with an error naming the file, quickly,
-never with a traceback, and nothing is built from it (``core.safeyaml``). The corpus and how it was
-made: ``tests/fixtures/hostile/README.md``."""
+``policy.yaml``, SLO specs, migrations, the model's and the embedding release's settings): each is
+refused with an error naming the file, quickly, never with a traceback, and nothing is built from it
+(``core.safeyaml``). The corpus and how it was made: ``tests/fixtures/hostile/README.md``."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 
+from mangaassist.chatbot.intent_training import TrainingConfig
 from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.flags import FlagSet
 from mangaassist.core.resources import load_declaration
 from mangaassist.delivery.config_profiles import load_document
+from mangaassist.delivery.embedding_release import ReleaseConfig
 from mangaassist.delivery.engine.policy import load_policy
 from mangaassist.delivery.migrations.spec import load_migration
+from mangaassist.delivery.model_gate import GateConfig
 from mangaassist.delivery.monitoring.slo import load_slos
 
 ROOT = Path(__file__).parents[2]
@@ -53,6 +56,9 @@ READERS: dict[str, Callable[[Path], Any]] = {
     "policy": load_policy,
     "SLO spec": lambda path: load_slos([path]),
     "migration": _migration,
+    "model gate": GateConfig.load,
+    "model training": TrainingConfig.load,
+    "embedding release": lambda path: ReleaseConfig.load(path, ROOT),
 }
 
 

@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import Embedder
@@ -72,6 +71,7 @@ from mangaassist.chatbot.intent import (
     ngram_digest,
     save_package,
 )
+from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
 from mangaassist.platform.model_registry import ModelVersion, TrackingRegistry
@@ -128,12 +128,7 @@ class TrainingConfig:
     def load(cls, path: Path, root: Path | None = None) -> TrainingConfig:
         """Read and validate ``path``; relative data paths are taken from ``root`` (default: the
         file's grandparent, the repository for ``ml/intent.yaml``). Errors name the field."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raw = safeyaml.load_file(path)
         return cls.from_mapping(raw, str(path), root or path.resolve().parent.parent)
 
     @classmethod

@@ -19,6 +19,7 @@ keeps PyYAML's safe constructors, so no Python object is ever built from a tag.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -94,6 +95,15 @@ def load(text: str, where: str, loader: type[SafeLoader] = SafeLoader) -> Any:
 def load_bytes(data: bytes, where: str) -> Any:
     """``text_of`` then ``load``: what a reader of an untrusted file calls."""
     return load(text_of(data, where), where)
+
+
+def load_file(path: Path) -> Any:
+    """``load_bytes`` of the file at ``path``; one it cannot read is a ``ConfigError`` naming it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    return load_bytes(data, str(path))
 
 
 def _error(exc: yaml.YAMLError, where: str) -> ConfigError:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.analysis.gates import GateResult, model_metrics_gate
 from mangaassist.delivery.model_gate import GateConfig
@@ -51,12 +50,7 @@ class ReleaseConfig:
 
     @classmethod
     def load(cls, path: Path, root: Path) -> ReleaseConfig:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raw = safeyaml.load_file(path)
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{path}: expected a mapping with 'golden' and 'gate'")
         unknown = set(raw) - {"golden", "gate"}

@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mangaassist.core import safeyaml
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.intents import INTENTS
 from mangaassist.delivery.analysis.gates import GateResult, MetricLimit, model_metrics_gate
@@ -108,12 +107,7 @@ class GateConfig:
     @classmethod
     def load(cls, path: Path) -> GateConfig:
         """The ``gate`` section of a model config file (``ml/intent.yaml``)."""
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raw = safeyaml.load_file(path)
         if not isinstance(raw, Mapping) or "gate" not in raw:
             raise ConfigError(f"{path}: no 'gate' section")
         return cls.from_mapping(raw["gate"], f"{path}: gate")

@@ -442,6 +442,14 @@ def test_errors_are_mapped(env: tuple[SageMakerModelRegistry, Stubber, Any]) -> 
     )
     with pytest.raises(NotFoundError, match="model intent has no version 7"):
         registry.set_alias("intent", "champion", "7", actor="a")
+    stub.add_client_error(  # the other wording of a missing version (moto's, found by the contract suite)
+        "describe_model_package",
+        "ValidationException",
+        f"Model package {arn(9)} not found",
+        expected_params={"ModelPackageName": arn(9)},
+    )
+    with pytest.raises(NotFoundError, match="model intent has no version 9"):
+        registry.get("intent", "9")
     stub.add_client_error(
         "describe_model_package",
         "ThrottlingException",

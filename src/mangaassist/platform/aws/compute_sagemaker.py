@@ -112,11 +112,13 @@ def _weights(variants: list[dict[str, Any]]) -> list[str]:
 
 
 def is_not_found(exc: ClientError) -> bool:
-    """Whether AWS answered that the named resource does not exist."""
+    """Whether AWS answered that the named resource does not exist (SageMaker says so in a
+    ``ValidationException``'s message: "could not find", "does not exist", "not present", or "not
+    found" as for a missing model package version)."""
     err = exc.response.get("Error", {})
     message = str(err.get("Message", "")).lower()
-    return err.get("Code") in {"ValidationException", "ResourceNotFound"} and (
-        "could not find" in message or "does not exist" in message or "not present" in message
+    return err.get("Code") in {"ValidationException", "ResourceNotFound"} and any(
+        words in message for words in ("could not find", "does not exist", "not present", "not found")
     )
 
 

@@ -75,7 +75,9 @@ first use; with false (resources owned by infrastructure code) a missing one is 
 
 Status: request and response shapes are unit-tested with botocore's ``Stubber`` on real clients
 (``tests/unit/platform/test_config_appconfig.py``; moto does not implement AppConfig deployments).
-It has not run against a real account yet.
+``tests/contract/test_config_store_contract.py`` runs the same assertions on it (moto's server and
+a shim for what moto lacks) and on the local config server. It has not run against a real account
+yet.
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ not a directory, is ``ConfigError``; any other ``ClientError`` is ``SageMakerErr
 operation and AWS's code.
 
 Status: tested with botocore's ``Stubber`` on the SageMaker client (exact requests) and moto's S3
-(``tests/unit/platform/test_model_registry_sagemaker.py``); it has not run against a real account.
+(``tests/unit/platform/test_model_registry_sagemaker.py``), and with the same assertions as
+``MlflowModelRegistry`` on moto's server (``tests/contract/test_model_registry_contract.py``); it
+has not run against a real account.
 Finding an alias lists and describes the group's packages (one ``DescribeModelPackage`` each), which
 is fine for tens of versions, not thousands.
 """

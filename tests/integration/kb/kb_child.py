@@ -21,7 +21,7 @@ def observe(boundary: str) -> None:
 
 
 store = StateStore(f"sqlite:///{home}/state.sqlite3")
-pipeline = kb.build({"root": root, "home": home})
+pipeline = kb.build({"root": root, "home": home, "write_batch": 256})  # killed after its first write
 executor = Executor(store, heartbeat=False, observer=observe, lease_seconds=1.0)
 record = executor.start(
     pipeline,

@@ -142,7 +142,7 @@ def test_build_killed_halfway_leaves_alias_untouched_and_resumes(make_kb: Callab
     assert len(half) == 1  # the version it was writing, never sealed
     assert env.index.resolve(LIVE_ALIAS) == live  # the alias never moved
 
-    pipeline = kb.build(env.params())
+    pipeline = kb.build(env.params(write_batch=256))
     final = Executor(env.store, heartbeat=False).resume(run_id, pipeline, actor="test")
     assert final.state is RunState.SUCCEEDED, final.reason
     new = env.index.resolve(LIVE_ALIAS)

@@ -4,12 +4,15 @@ and a ready version's rows (sealed versions never change)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.pipelines import kb
-from mangaassist.platform.vector import IndexRecord
+from mangaassist.platform.local.vector_lancedb import LanceVectorIndex
+from mangaassist.platform.vector import IndexRecord, VersionError
 from tests.integration.kb.conftest import copy_sources
 
 
@@ -61,3 +64,128 @@ def test_ready_versions_are_read_once_building_ones_every_time(
     ws.ready_records("kb-test-1")
     ws.ready_records("kb-test-1")
     assert reads == ["kb-test-1"] * 3  # sealed: read once more, then remembered
+
+
+def test_only_the_changed_files_are_parsed_again_and_the_chunks_equal_a_fresh_chunking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    ws.chunks()
+    parsed: list[str] = []
+    original = kb.parse_document
+
+    def counting(raw: str, where: str) -> kb.Document:
+        parsed.append(Path(where).name)
+        return original(raw, where)
+
+    monkeypatch.setattr(kb, "parse_document", counting)
+    docs = sorted((root / "knowledge").glob("*.md"))
+    edited, crlf = docs[0], docs[1]
+    edited.write_text(
+        edited.read_text(encoding="utf-8") + "\n## Added\nA brand new section.\n", encoding="utf-8"
+    )
+    crlf.write_bytes(crlf.read_bytes().replace(b"\n", b"\r\n"))  # bytes differ, text does not
+    chunks = ws.chunks()
+    assert sorted(parsed) == sorted([edited.name, crlf.name])
+    words, overlap = kb.chunk_settings(root / "config" / "chatbot.yaml")
+    sources = root / "knowledge", root / "data" / "catalog.jsonl"
+    fresh = kb.chunk_all(kb.read_documents(*sources), words, overlap)
+    assert chunks == fresh and any(c.heading == "Added" for c in chunks)
+    assert not any("\r" in c.text or "\r" in c.heading for c in chunks)
+
+    parsed.clear()
+    config = root / "config" / "chatbot.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("chunk_words: 160", "chunk_words: 40"))
+    smaller = ws.chunks()
+    assert len(parsed) == len(docs)  # other chunk settings: every file is chunked again
+    assert smaller == kb.chunk_all(kb.read_documents(*sources), 40, overlap)
+
+
+def test_a_duplicate_document_id_is_refused_even_when_every_file_is_remembered(tmp_path: Path) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    ws.chunks()
+    doc = sorted((root / "knowledge").glob("*.md"))[0]
+    (root / "knowledge" / f"zz-copy-of-{doc.name}").write_bytes(doc.read_bytes())  # same bytes: remembered
+    with pytest.raises(ConfigError, match="duplicate document ids"):
+        ws.chunks()
+
+
+TOPICS = ("giftcards", "shipping", "preorders", "refunds", "points", "bundles", "customs", "wrapping")
+
+
+def ready_version(ws: kb.Workspace, name: str) -> list[IndexRecord]:
+    texts = [(f"d{i}", f"Doc {i}", f"all about {t} here") for i, t in enumerate(TOPICS)]
+    vectors = ws.embedder.embed([f"{title} - H: {text}" for _, title, text in texts])
+    rows = [
+        IndexRecord(f"{d}#0", d, title, "H", text, f"h{d}", "policy", vectors[i])
+        for i, (d, title, text) in enumerate(texts)
+    ]
+    ws.index.create_version(name, model=ws.model, dim=ws.embedder.dim, meta={})
+    ws.index.add(name, rows)
+    return rows
+
+
+def figures(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k != "p95_ms"}  # the only one that is a timing
+
+
+def test_a_ready_versions_evaluation_is_remembered_per_question_set_and_equals_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    ready_version(ws, "kb-eval-1")
+    golden = [kb.Golden(f"what about {t}?", frozenset({f"d{i}"})) for i, t in enumerate(TOPICS)]
+    searched: list[str] = []
+    original = ws.index.search
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        searched.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(ws.index, "search", counting)
+    with pytest.raises(VersionError):
+        ws.evaluate_ready("kb-eval-1", golden)  # building: never remembered (and not searchable)
+    ws.index.seal("kb-eval-1", {})
+    searched.clear()
+    first = ws.evaluate_ready("kb-eval-1", golden)
+    again = ws.evaluate_ready("kb-eval-1", golden)
+    assert again == first and len(searched) == 3 * len(golden)  # sealed: searched once, then remembered
+    assert first["recall_at_5"] == 1.0
+    assert figures(ws.evaluate("kb-eval-1", golden)) == figures(first)
+
+    searched.clear()
+    fewer = golden[:4]
+    narrower = ws.evaluate_ready("kb-eval-1", fewer)
+    assert len(searched) == 3 * len(fewer)  # other questions: searched again
+    assert figures(narrower) == figures(ws.evaluate("kb-eval-1", fewer))
+    moved = [kb.Golden(g.question, frozenset({"d0"})) for g in golden]  # same questions, other answers
+    assert figures(ws.evaluate_ready("kb-eval-1", moved)) == figures(ws.evaluate("kb-eval-1", moved))
+    assert ws.evaluate_ready("kb-eval-1", moved)["mrr"] < first["mrr"]
+    other = kb.Workspace(
+        {"root": str(root), "home": str(tmp_path / "home"), "embedder": "hashing", "environment": "dev"}
+    )
+    searched.clear()
+    monkeypatch.setattr(other.index, "search", counting)
+    other.evaluate_ready("kb-eval-1", golden)
+    assert len(searched) == 3 * len(golden)  # another environment's index: its own figures
+
+
+def test_a_version_held_from_rows_just_read_searches_like_one_read_from_disk(tmp_path: Path) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    ready_version(ws, "kb-held-1")
+    ws.index.seal("kb-held-1", {})
+    held = kb.open_index(ws.home)
+    assert isinstance(held, LanceVectorIndex)
+    held.remember("kb-held-1", held.records("kb-held-1"))
+    cold = kb.open_index(ws.home)
+    query = ws.embedder.embed(["returns for topic 3"])[0]
+    assert held.search("kb-held-1", query, "returns for topic 3", k=5) == cold.search(
+        "kb-held-1", query, "returns for topic 3", k=5
+    )
+    ws.index.create_version("kb-held-2", model=ws.model, dim=ws.embedder.dim, meta={})
+    with pytest.raises(VersionError):
+        held.remember("kb-held-2", [])  # only a sealed version is held

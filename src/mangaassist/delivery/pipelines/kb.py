@@ -375,41 +375,81 @@ def state_home(params: dict[str, Any], root: Path) -> Path:
 def read_documents(knowledge: Path, catalog: Path) -> list[Document]:
     """``knowledge/*.md`` (not its subfolders: ``evals/`` is no source) and the catalog rows."""
     docs = [parse_document(p.read_text(encoding="utf-8"), str(p)) for p in sorted(knowledge.glob("*.md"))]
-    for n, line in enumerate(catalog.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                docs.append(series_document(json.loads(line)))
-            except (json.JSONDecodeError, KeyError) as exc:
-                raise ConfigError(f"{catalog}:{n}: not a catalog row: {exc}") from exc
+    docs.extend(_catalog_documents(catalog.read_text(encoding="utf-8"), catalog))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return docs
 
 
+def _catalog_documents(text: str, catalog: Path) -> list[Document]:
+    docs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                docs.append(series_document(json.loads(line)))
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ConfigError(f"{catalog}:{n}: not a catalog row: {exc}") from exc
+    return docs
+
+
 _CHUNKED: dict[Path, tuple[str, list[Chunk]]] = {}
 _READY_ROWS: dict[tuple[str, str, str], list[IndexRecord]] = {}
+_EVALUATIONS: dict[tuple[Any, ...], dict[str, float]] = {}
+"""A ready version's retrieval figures on a golden set with a query model (``evaluate_ready``)."""
+_SOURCE_CHUNKS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
+"""One source file's document ids and chunks, by (its role, sha256 of its bytes, chunk words,
+overlap): the files of the last chunking only."""
 
 
 def _chunked(root: Path) -> list[Chunk]:
     """The sources' chunks, remembered per root while the sources' bytes stay the same: each step
     of a run needs them, and reading them (a few milliseconds) is far cheaper than parsing and
-    chunking 20,000 chunks' worth of documents again (about a second)."""
+    chunking 20,000 chunks' worth of documents again (about a second). When some files changed,
+    only those are parsed and chunked again: a file's chunks are a function of its bytes and the
+    chunk settings alone, so the others' are taken from the last chunking by their bytes' digest."""
     config = root / "config" / "chatbot.yaml"
     knowledge, catalog = root / "knowledge", root / "data" / "catalog.jsonl"
     digest = hashlib.sha256()
+    contents: list[tuple[Path, bytes | None, str]] = []
     for path in (config, catalog, *sorted(knowledge.glob("*.md"))):
+        raw = path.read_bytes() if path.exists() else None
         digest.update(f"\0{path.name}\0".encode())
-        digest.update(path.read_bytes() if path.exists() else b"\0missing")
+        digest.update(b"\0missing" if raw is None else raw)
+        contents.append((path, raw, hashlib.sha256(raw).hexdigest() if raw is not None else ""))
     key = digest.hexdigest()
     remembered = _CHUNKED.get(root)
     if remembered is not None and remembered[0] == key:
         return list(remembered[1])
     words, overlap = chunk_settings(config)
-    chunks = chunk_all(read_documents(knowledge, catalog), words, overlap)
+    if contents[1][1] is None:
+        raise ConfigError(f"{catalog}: no such file")
+    fresh: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
+    ids: list[str] = []
+    chunks: list[Chunk] = []
+    for path, raw, file_hash in (*contents[2:], contents[1]):  # knowledge/*.md sorted, then the catalog
+        assert raw is not None
+        role = "catalog" if path == catalog else "markdown"
+        memo = (role, file_hash, words, overlap)
+        done = _SOURCE_CHUNKS.get(memo) or fresh.get(memo)
+        if done is None:
+            text = _universal_newlines(raw.decode("utf-8"))  # what Path.read_text gives
+            docs = _catalog_documents(text, path) if role == "catalog" else [parse_document(text, str(path))]
+            done = (tuple(d.id for d in docs), chunk_all(docs, words, overlap))
+        fresh[memo] = done
+        ids.extend(done[0])
+        chunks.extend(done[1])
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    _SOURCE_CHUNKS.clear()  # the files of the last chunking only: memory stays one corpus
+    _SOURCE_CHUNKS.update(fresh)
     _CHUNKED.clear()  # one root at a time is what a process builds
     _CHUNKED[root] = (key, chunks)
     return list(chunks)
+
+
+def _universal_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def chunk_settings(config_path: Path) -> tuple[int, int]:
@@ -472,6 +512,9 @@ class Workspace:
         self.keep = int(params.get("keep", 3))
         self.batch_size = _positive(params, "batch_size", DEFAULT_BATCH_SIZE)
         self.flush_every = _positive(params, "flush_every", 2048)
+        self.write_batch = _positive(params, "write_batch", 4096)
+        """Rows per write into a building version (each write is one LanceDB commit, a checkpoint
+        and a progress line): a killed build restarts its version from nothing either way."""
         self.executor = str(params.get("executor", "inprocess"))
         self.ray_address: str | None = params.get("ray_address")
         ray_embedding.check_settings(self.executor, self.ray_address, params.get("ray_workers"))
@@ -657,7 +700,7 @@ class Workspace:
             records.append(
                 IndexRecord(c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind, vector)
             )
-        step = max(self.batch_size * 4, 256)
+        step = self.write_batch
         for start in range(0, len(records), step):
             self.index.add(name, records[start : start + step])
             if ctx is not None:
@@ -686,6 +729,33 @@ class Workspace:
         metrics["p95_ms"] = float(np.percentile(latencies, 95)) if latencies else 0.0
         return metrics
 
+    def evaluate_ready(
+        self, version: str, golden: Sequence[Golden], embedder: Embedder | None = None
+    ) -> dict[str, float]:
+        """``evaluate``, remembered in this process for a ready version: a sealed version never
+        changes, so its rankings of the same questions (and relevant documents) with the same query
+        model are the same figures. The build that made a version has evaluated it in its gate; the
+        next build's gate compares against it without searching it again. The query p95 is the one
+        measured then."""
+        info = self.index.version(version)
+        if info is None or info.state is not VersionState.READY:
+            return self.evaluate(version, golden, embedder=embedder)
+        key = (
+            str(self.home),
+            str(self.params.get("environment")),
+            version,
+            info.model,
+            model_id(embedder or self.embedder),
+            tuple((g.question, tuple(sorted(g.relevant))) for g in golden),
+        )
+        remembered = _EVALUATIONS.get(key)
+        if remembered is None:
+            remembered = self.evaluate(version, golden, embedder=embedder)
+            while len(_EVALUATIONS) >= 4:
+                _EVALUATIONS.pop(next(iter(_EVALUATIONS)))  # the oldest: a build needs two
+            _EVALUATIONS[key] = remembered
+        return dict(remembered)
+
     def query_vectors(self, questions: Sequence[str], embedder: Embedder | None = None) -> list[Any]:
         embedder = embedder or self.embedder
         model = model_id(embedder)
@@ -707,7 +777,7 @@ class Workspace:
         assert info is not None
         live_info = self.index.version(plan["live"]) if plan["live"] else None
         chunks = self.chunks()
-        records = self.index.records(name)
+        records = self.ready_records(name)  # sealed: the next build's plan reads these as live rows
 
         ids = [r.chunk_id for r in records]
         expected = {c.id: c.content_hash for c in chunks}
@@ -726,7 +796,12 @@ class Workspace:
             requires=lost == extra == dupes == stale == 0,
         )
         dims = {int(np.asarray(r.vector).shape[0]) for r in records}
-        finite = all(bool(np.isfinite(r.vector).all()) for r in records)
+        matrix = np.stack([np.asarray(r.vector) for r in records]) if len(dims) == 1 else None
+        finite = (
+            bool(np.isfinite(matrix).all())
+            if matrix is not None
+            else all(bool(np.isfinite(r.vector).all()) for r in records)
+        )
         stored = next(iter(dims)) if len(dims) == 1 else None if dims else info.dim
         rule = f"== {self.embedder.dim} ({self.model}), finite"
         dimension = check(
@@ -739,7 +814,12 @@ class Workspace:
             reason=f"embedding dimension {sorted(dims)}{'' if finite else ' not finite'} ({rule})",
             requires=dims <= {self.embedder.dim} and info.dim == self.embedder.dim and finite,
         )
-        lengths = np.linalg.norm(np.stack([np.asarray(r.vector, dtype=np.float32) for r in records]), axis=1)
+        lengths = np.linalg.norm(
+            matrix.astype(np.float32, copy=False)
+            if matrix is not None
+            else np.stack([np.asarray(r.vector, dtype=np.float32) for r in records]),
+            axis=1,
+        )
         off = float(np.abs(lengths - 1.0).max()) if len(records) else 0.0
         rule = f"every vector's length within {NORM_TOLERANCE} of 1"
         normalisation = check(
@@ -755,14 +835,17 @@ class Workspace:
         docs = {c.doc_id for c in chunks}
         everything = load_golden(self.golden_path)
         golden = [Golden(g.question, g.relevant & docs) for g in everything if g.relevant & docs]
-        new = self.evaluate(name, golden)
+        remember = getattr(self.index, "remember", None)
+        if callable(remember):
+            remember(name, records)  # search what was just read instead of reading it again
+        new = self.evaluate_ready(name, golden)
         live: dict[str, float] | None = None
         if live_info is not None and live_info.model == self.model:
-            live = self.evaluate(live_info.name, golden)
+            live = self.evaluate_ready(live_info.name, golden)
         elif live_info is not None:
             other = self.embedder_of(live_info.model)  # a new embedding model: live with its own
             live = (
-                self.evaluate(live_info.name, golden, embedder=other)
+                self.evaluate_ready(live_info.name, golden, embedder=other)
                 if other
                 else live_info.meta.get("metrics")
             )

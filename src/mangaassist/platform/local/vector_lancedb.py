@@ -270,7 +270,18 @@ class LanceVectorIndex:
                 self._cache.move_to_end(name)
                 return cached
         self._require(name, VersionState.READY)
-        rows = self.records(name)
+        return self._hold(name, self.records(name))
+
+    def remember(self, name: str, rows: Sequence[IndexRecord]) -> None:
+        """Hold a ready version in memory from its rows as ``records(name)`` just returned them (the
+        knowledge-base gate has read them for its own checks), instead of reading them again."""
+        with self._lock:
+            if name in self._cache:
+                return
+        self._require(name, VersionState.READY)
+        self._hold(name, list(rows))
+
+    def _hold(self, name: str, rows: list[IndexRecord]) -> HybridScorer:
         dim = self.version(name).dim if rows == [] else len(rows[0].vector)  # type: ignore[union-attr]
         matrix = np.stack([r.vector for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
         scorer = HybridScorer(rows, matrix)

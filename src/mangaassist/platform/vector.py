@@ -20,7 +20,7 @@ Callers: the knowledge-base pipeline (CD-04) builds and promotes; the chatbot re
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -161,6 +161,11 @@ class VectorIndex(Protocol):
         """Every move of ``alias``, oldest first."""
 
 
+def row_keywords(r: IndexRecord) -> set[str]:
+    """The keywords a row is found by: its document title's, heading's and text's."""
+    return keywords(f"{r.doc_title} {r.heading} {r.text}")
+
+
 class HybridScorer:
     """Exact hybrid search over one immutable version held in memory.
 
@@ -168,14 +173,22 @@ class HybridScorer:
     so the cost grows with the rows sharing a query keyword, not with the whole corpus.
     """
 
-    def __init__(self, rows: Sequence[IndexRecord], matrix: Matrix) -> None:
+    def __init__(
+        self,
+        rows: Sequence[IndexRecord],
+        matrix: Matrix,
+        row_words: Sequence[Collection[str]] | None = None,
+    ) -> None:
+        """``row_words``: each row's ``row_keywords``, when the caller has them already."""
         if len(rows) != matrix.shape[0]:
             raise ValueError("one embedding row per record is required")
+        if row_words is not None and len(row_words) != len(rows):
+            raise ValueError("one keyword set per record is required")
         self.rows = list(rows)
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         postings: dict[str, list[int]] = {}
         for i, r in enumerate(self.rows):
-            for word in keywords(f"{r.doc_title} {r.heading} {r.text}"):
+            for word in row_keywords(r) if row_words is None else row_words[i]:
                 postings.setdefault(word, []).append(i)
         self._postings = {w: np.asarray(ix, dtype=np.int64) for w, ix in postings.items()}
         kinds = sorted({r.kind for r in self.rows})

@@ -3,6 +3,7 @@ and a ready version's rows (sealed versions never change)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.pipelines import kb
 from mangaassist.platform.local.vector_lancedb import LanceVectorIndex
-from mangaassist.platform.vector import IndexRecord, VersionError
+from mangaassist.platform.vector import HybridScorer, IndexRecord, VersionError, row_keywords
 from tests.integration.kb.conftest import copy_sources
 
 
@@ -189,3 +190,27 @@ def test_a_version_held_from_rows_just_read_searches_like_one_read_from_disk(tmp
     ws.index.create_version("kb-held-2", model=ws.model, dim=ws.embedder.dim, meta={})
     with pytest.raises(VersionError):
         held.remember("kb-held-2", [])  # only a sealed version is held
+
+
+def test_keywords_remembered_from_the_last_gated_version_give_the_same_scorer(tmp_path: Path) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    rows = ready_version(ws, "kb-words-1")
+    kb._ROW_WORDS.clear()
+    first = kb._keywords_of(rows)
+    assert first == [frozenset(row_keywords(r)) for r in rows]
+    edited = [*rows[:-1], replace(rows[-1], text="entirely different wording about wrapping")]
+    second = kb._keywords_of(edited)
+    assert all(a is b for a, b in zip(first[:-1], second[:-1], strict=True))  # remembered, not recomputed
+    assert second[-1] == frozenset(row_keywords(edited[-1])) != first[-1]
+    matrix = np.stack([r.vector for r in edited])
+    plain, given = HybridScorer(edited, matrix), HybridScorer(edited, matrix, second)
+    assert {w: p.tolist() for w, p in plain._postings.items()} == {
+        w: p.tolist() for w, p in given._postings.items()
+    }
+    query = ws.embedder.embed(["different wording for wrapping"])[0]
+    assert plain.search(query, "different wording for wrapping") == given.search(
+        query, "different wording for wrapping"
+    )
+    with pytest.raises(ValueError, match="one keyword set per record"):
+        HybridScorer(edited, matrix, second[:-1])

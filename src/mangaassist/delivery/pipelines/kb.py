@@ -46,6 +46,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -89,6 +90,7 @@ from mangaassist.platform.vector import (
     IndexVersion,
     VectorIndex,
     VersionState,
+    row_keywords,
 )
 
 NAME = "CD-04"
@@ -446,6 +448,29 @@ def _chunked(root: Path) -> list[Chunk]:
     _CHUNKED.clear()  # one root at a time is what a process builds
     _CHUNKED[root] = (key, chunks)
     return list(chunks)
+
+
+_ROW_WORDS: dict[tuple[str, str, str], frozenset[str]] = {}
+"""The keywords of the rows of the last version the gate searched, by (title, heading, text)."""
+
+
+def _keywords_of(records: Sequence[IndexRecord]) -> list[frozenset[str]]:
+    """Each row's ``row_keywords``: a row the last gated version had (same title, heading and text)
+    keeps the keywords found then; only new texts are tokenized."""
+    fresh: dict[tuple[str, str, str], frozenset[str]] = {}
+    out = []
+    for r in records:
+        key = (r.doc_title, r.heading, r.text)
+        words = fresh.get(key)
+        if words is None:
+            words = _ROW_WORDS.get(key)
+        if words is None:
+            words = frozenset(sys.intern(w) for w in row_keywords(r))
+        fresh[key] = words
+        out.append(words)
+    _ROW_WORDS.clear()  # one version's rows: memory stays one corpus
+    _ROW_WORDS.update(fresh)
+    return out
 
 
 def _universal_newlines(text: str) -> str:
@@ -837,7 +862,7 @@ class Workspace:
         golden = [Golden(g.question, g.relevant & docs) for g in everything if g.relevant & docs]
         remember = getattr(self.index, "remember", None)
         if callable(remember):
-            remember(name, records)  # search what was just read instead of reading it again
+            remember(name, records, _keywords_of(records))  # search what was just read
         new = self.evaluate_ready(name, golden)
         live: dict[str, float] | None = None
         if live_info is not None and live_info.model == self.model:

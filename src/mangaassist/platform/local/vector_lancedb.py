@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,19 +272,24 @@ class LanceVectorIndex:
         self._require(name, VersionState.READY)
         return self._hold(name, self.records(name))
 
-    def remember(self, name: str, rows: Sequence[IndexRecord]) -> None:
+    def remember(
+        self, name: str, rows: Sequence[IndexRecord], row_words: Sequence[Collection[str]] | None = None
+    ) -> None:
         """Hold a ready version in memory from its rows as ``records(name)`` just returned them (the
-        knowledge-base gate has read them for its own checks), instead of reading them again."""
+        knowledge-base gate has read them for its own checks), instead of reading them again;
+        ``row_words``: each row's ``row_keywords``, when the caller has them."""
         with self._lock:
             if name in self._cache:
                 return
         self._require(name, VersionState.READY)
-        self._hold(name, list(rows))
+        self._hold(name, list(rows), row_words)
 
-    def _hold(self, name: str, rows: list[IndexRecord]) -> HybridScorer:
+    def _hold(
+        self, name: str, rows: list[IndexRecord], row_words: Sequence[Collection[str]] | None = None
+    ) -> HybridScorer:
         dim = self.version(name).dim if rows == [] else len(rows[0].vector)  # type: ignore[union-attr]
         matrix = np.stack([r.vector for r in rows]) if rows else np.zeros((0, dim), dtype=np.float32)
-        scorer = HybridScorer(rows, matrix)
+        scorer = HybridScorer(rows, matrix, row_words)
         with self._lock:
             self._cache[name] = scorer
             while len(self._cache) > self._cache_size:

@@ -19,7 +19,16 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from mangaassist.cli.engine_cmds import JsonOpt, ProgressDisplay, _print_json, _state_text, console, handled
+from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
+    JsonOpt,
+    ProgressDisplay,
+    _print_json,
+    _state_text,
+    console,
+    dry_run,
+    handled,
+)
 from mangaassist.core.configspec import PROFILES
 from mangaassist.delivery.config_profiles import validate_all
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
@@ -114,6 +123,7 @@ def config_deploy(
     directory: DirOpt = None,
     no_eval: Annotated[bool, typer.Option("--no-eval", help="Skip the evaluation gate (recorded).")] = False,
     embedder: Annotated[str | None, typer.Option(help="Embedder for the evaluation run.")] = None,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate, evaluate, version and roll out PROFILE by session bucket, judged at every step."""
@@ -130,6 +140,8 @@ def config_deploy(
         params["evaluate"] = False
     if embedder:
         params["embedder"] = embedder
+    if dry:
+        return dry_run(pipeline.NAME, params, env, as_json)
     with handled(as_json):
         run, steps = run_deploy(params, env, as_json)
     rows = steps["evaluate"].detail.get("rows", []) if "evaluate" in steps else []

@@ -21,12 +21,14 @@ from typing import Annotated, Any
 import typer
 
 from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
     _print_json,
     _state_text,
     _store,
     console,
+    dry_run,
     fail,
     handled,
     say,
@@ -134,6 +136,7 @@ def deploy(
     ] = None,
     steps: Annotated[str | None, typer.Option(help="Canary weights in %, e.g. 5,25,50,100.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build, test, smoke, load-gate and roll out the chatbot; roll back by itself on a FAIL verdict."""
@@ -152,6 +155,8 @@ def deploy(
         if steps:
             params["steps"] = steps
         description = cd01.describe(params)  # validates strategy, steps and settings first
+    if dry:
+        return dry_run(cd01.NAME, params, env, as_json)
     if not yes:
         if not sys.stdin.isatty():
             raise fail("not a terminal: pass --yes to deploy without confirmation", 2, as_json=as_json)
@@ -191,6 +196,7 @@ def deploy_model(
         float | None, typer.Option(help="Agreement with the live model the shadow needs (default 0.85).")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Gate, shadow, canary, approve by policy and promote a registered model; roll back on FAIL.
@@ -228,6 +234,8 @@ def deploy_model(
                 )
             overrides[policy.gates_rule] = reason
         description = cd03.describe(params)  # validates the settings first
+    if dry:
+        return dry_run(cd03.NAME, params, env, as_json)
     if not yes:
         if not sys.stdin.isatty():
             raise fail("not a terminal: pass --yes to deploy without confirmation", 2, as_json=as_json)

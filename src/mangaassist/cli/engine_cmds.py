@@ -213,6 +213,48 @@ def finish_run(
         raise typer.Exit(1)
 
 
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="In an aws environment: print the AWS calls the run would make, in order, and make none "
+        "(reads are made when AWS credentials are found); nothing is recorded.",
+    ),
+]
+
+
+def dry_run(pipeline: str, params: dict[str, Any], env: str, as_json: bool) -> None:
+    """``--dry-run`` of a deploy command (``views.dry_run``): the plan as JSON, or a line per step
+    and per call; exit 1 if a step failed."""
+    from mangaassist.views.dry_run import dry_run_pipeline
+
+    with handled(as_json):
+        plan = dry_run_pipeline(pipeline, params, environment=env)
+    if as_json:
+        _print_json(plan)
+    else:
+        say(f"dry run of {pipeline} in {env}: nothing was changed; reads {plan['reads']}")
+        if plan["approvals_required"]:
+            say(f"assumed: the {plan['approvals_required']} approval(s) the policy asks for are given")
+        calls: dict[str, list[dict[str, Any]]] = {}
+        for call in plan["calls"]:
+            calls.setdefault(str(call.get("step")), []).append(call)
+        for step in plan["steps"]:
+            say(f"  {step['name']:<14} {step['status']:<8} {step['note'] or step['reason'] or ''}".rstrip())
+            for call in calls.get(step["name"], []):
+                if call["read"]:
+                    continue
+                brief = json.dumps(call["params"], default=str)
+                say(f"      {call['service']} {call['operation']} {brief[:160]}")
+        say(f"{plan['changes']} call(s) that would change something; result: {plan['result']}")
+        if plan["stopped_at"]:
+            say(f"stopped at: {plan['stopped_at']}")
+        if plan["reason"]:
+            say(f"reason: {plan['reason']}")
+    if plan["result"] == "failed":
+        raise typer.Exit(1)
+
+
 def _state_cell(state: RunState) -> Text:
     return Text.from_markup(_state_text(state))
 

@@ -17,10 +17,12 @@ import typer
 
 from mangaassist.cli.deploy_cmds import EnvOpt, deploy_app, rollback_app
 from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
     _print_json,
     _table,
+    dry_run,
     finish_run,
     handled,
     say,
@@ -86,6 +88,7 @@ def deploy_frontend(
             "chatbot router if it answers, else a stub; 'stub' forces the stub).",
         ),
     ] = None,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build, gate, browser-check and publish the chat widget to the environment or a preview (CD-05)."""
@@ -99,6 +102,9 @@ def deploy_frontend(
             params["source"] = str(source.resolve())
         if api:
             params["api"] = api
+    if dry:
+        return dry_run(cd05.NAME, params, env, as_json)
+    with handled(as_json):
         run, steps = run_pipeline(
             ProgressDisplay(as_json), cd05.NAME, params, environment=env, target=cd05.NAME, announce=True
         )

@@ -19,11 +19,13 @@ import typer
 
 from mangaassist.cli.deploy_cmds import EnvOpt, deploy_app
 from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
     _print_json,
     _state_text,
     console,
+    dry_run,
     fail,
     handled,
     say,
@@ -185,6 +187,7 @@ def deploy_infra(
     ] = False,
     reason: Annotated[str, typer.Option(help="Why the override (audited).")] = "",
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Provision the declared resources on the environment (CD-02): locally idempotent; on aws
@@ -195,6 +198,8 @@ def deploy_infra(
         params = _params(env, against=against)
         provider = settings_for(env).provider
         overrides = {f"{env}.destructive": reason} if override_destructive else {}
+    if dry:
+        return dry_run(cd02.NAME, params, env, as_json)
     if provider != "local" and not yes:
         if not sys.stdin.isatty():
             raise fail(

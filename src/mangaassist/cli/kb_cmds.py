@@ -20,11 +20,13 @@ from rich.progress import ProgressColumn, TaskProgressColumn, TextColumn, TimeRe
 from rich.table import Table
 
 from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
     _print_json,
     _state_text,
     console,
+    dry_run,
     fail,
     handled,
 )
@@ -156,6 +158,7 @@ def kb_build(
             help="Gate threshold NAME=VALUE (recall_at_5, mrr, ndcg_at_10, tolerance, p95_ms); repeatable.",
         ),
     ] = None,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a new index version from knowledge/ and the catalog, gate it, and move kb-live to it."""
@@ -185,6 +188,8 @@ def kb_build(
         params["root"] = str(root.resolve())
     if threshold:
         params["thresholds"] = _thresholds(threshold)
+    if dry:
+        return dry_run(kb.NAME, params, env, as_json)
     with handled():
         run, steps = _run(kb.NAME, params, env, as_json)
     plan = steps["plan"].output or steps["plan"].detail.get("plan", {})

@@ -21,10 +21,12 @@ import typer
 from mangaassist.cli.deploy_cmds import EnvOpt
 from mangaassist.cli.engine_cmds import (
     AsOpt,
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
     _print_json,
     _store,
+    dry_run,
     finish_run,
     handled,
     runs_resume,
@@ -182,11 +184,20 @@ def _finish(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -> None
 
 
 def _run(
-    pipeline: str, ident: str, env: str, extra: dict[str, Any], as_json: bool, actor: str | None
+    pipeline: str,
+    ident: str,
+    env: str,
+    extra: dict[str, Any],
+    as_json: bool,
+    actor: str | None,
+    dry: bool = False,
 ) -> None:
     with handled(as_json):
         m = _one(ident)
         params = {**_params(env), "migration": m.id, "digest": m.digest, **extra}
+    if dry:
+        return dry_run(pipeline, params, env, as_json)
+    with handled(as_json):
         run, steps = run_pipeline(
             ProgressDisplay(as_json),
             pipeline,
@@ -209,6 +220,7 @@ def migrate_apply(
     page: PageOpt = None,
     bake: BakeOpt = None,
     actor: AsOpt = None,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Expand, backfill, verify, cut over and bake one migration (CD-07, an engine run)."""
@@ -222,7 +234,7 @@ def migrate_apply(
             if bake < 0:
                 raise BadRequest(f"--bake {bake:g}: a number of seconds, 0 or more")
             extra["bake_s"] = bake
-    _run(cd07.NAME, ident, env, extra, as_json, actor)
+    _run(cd07.NAME, ident, env, extra, as_json, actor, dry)
 
 
 @migrate_app.command("rollback")

@@ -16,8 +16,10 @@ import typer
 
 from mangaassist.cli.deploy_cmds import EnvOpt, deploy_app, rollback_app
 from mangaassist.cli.engine_cmds import (
+    DryRunOpt,
     JsonOpt,
     ProgressDisplay,
+    dry_run,
     finish_run,
     handled,
     say,
@@ -45,6 +47,7 @@ def deploy_monitoring(
     slo: Annotated[
         Path | None, typer.Option("--slo", help="SLO spec file or directory (default monitoring/slos).")
     ] = None,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compile the SLO specs, test the rules, install them in Prometheus, publish the dashboards (CD-08)."""
@@ -54,6 +57,9 @@ def deploy_monitoring(
             if not slo.exists():
                 raise ConfigError(f"--slo {slo}: no such file or directory")
             params["slos"] = str(slo.resolve())
+    if dry:
+        return dry_run(cd08.NAME, params, env, as_json)
+    with handled(as_json):
         run, steps = run_pipeline(ProgressDisplay(as_json), cd08.NAME, params, environment=env, announce=True)
     _finish(run, steps, as_json)
 

@@ -73,10 +73,13 @@ from mangaassist.platform.vector import VectorIndex
 
 if TYPE_CHECKING:
     from mangaassist.platform.aws.audit import S3AuditAnchor
+    from mangaassist.platform.aws.dryrun import DryRun
     from mangaassist.platform.embeddings import Embedder
     from mangaassist.platform.local.client import DownReport, UpReport
 
 PROVIDERS = ("local", "aws")
+_dry_run: DryRun | None = None
+"""The dry run in progress in this process (``dry_run``), or None."""
 AWS_COMPUTE_KINDS = ("ecs", "lambda", "sagemaker")
 """What a service's ``compute`` may name on the aws provider."""
 AWS_ENDPOINT_ENV = "MANGAASSIST_AWS_ENDPOINT_URL"
@@ -136,6 +139,12 @@ class Platform:
     @property
     def home(self) -> Path:
         return self.settings.home
+
+    @property
+    def dry_run(self) -> bool:
+        """Whether a dry run is in progress (``dry_run``): the aws clients change nothing, so a step
+        must not expect to see its changes (a new revision answering, a site serving a release)."""
+        return _dry_run is not None
 
     def close(self) -> None:
         for made in self._made.values():
@@ -259,7 +268,7 @@ class Platform:
             endpoint_url=self.settings.aws.get("endpoint_url") or None,
             config=Config(retries={"mode": "adaptive", "max_attempts": 8}),
         )
-        return BedrockTitanEmbedder(client, self._aws("embedding_model"), dimensions)
+        return BedrockTitanEmbedder(_recorded(client), self._aws("embedding_model"), dimensions)
 
     def config_store(self, url: str | None = None) -> ConfigStore:
         """Versioned config profiles and their rollouts (``platform.config_store``).
@@ -506,7 +515,8 @@ class Platform:
         # endpoint_url: another endpoint than AWS's (a moto server in tests and drills)
         endpoint = self.settings.aws.get("endpoint_url") or None
         return self._once(
-            f"boto3:{name}", lambda: make(name, region_name=self._aws("region"), endpoint_url=endpoint)
+            f"boto3:{name}",
+            lambda: _recorded(make(name, region_name=self._aws("region"), endpoint_url=endpoint)),
         )
 
     def _aws_list(self, key: str) -> list[str]:
@@ -644,7 +654,12 @@ class Platform:
 
         from mangaassist.platform.aws.vector_opensearch import OpenSearchVectorIndex
 
-        return OpenSearchVectorIndex(OpenSearch(hosts=[self._aws("opensearch_url")]))
+        client: Any = OpenSearch(hosts=[self._aws("opensearch_url")])
+        if _dry_run is not None:
+            from mangaassist.platform.aws.dryrun import OpenSearchDryRun
+
+            client = OpenSearchDryRun(client, _dry_run)
+        return OpenSearchVectorIndex(client)
 
     def _aws_config_store(self) -> ConfigStore:
         from mangaassist.platform.aws.config_appconfig import AppConfigStore
@@ -667,6 +682,38 @@ class Platform:
             image=self._aws("model_image"),
             group_prefix=f"{self.environment}-",
         )
+
+
+def _recorded(client: Any) -> Any:
+    """``client`` itself, or behind the dry run in progress (``dry_run``)."""
+    return client if _dry_run is None else _dry_run.wrap(client)
+
+
+@contextmanager
+def dry_run(settings: PlatformSettings) -> Iterator[DryRun]:
+    """A dry run of ``settings``' aws environment in this process: every AWS client a ``Platform``
+    makes meanwhile records the calls that may change something instead of making them
+    (``platform.aws.dryrun``). Reads are made when boto3 finds credentials (against the environment's
+    ``endpoint_url`` if it has one: a moto server); otherwise they are answered as in an empty
+    account. Yields the record."""
+    global _dry_run
+    if settings.provider != "aws":
+        raise ConfigError(
+            f"environment {settings.environment} runs on provider {settings.provider!r}: a dry run "
+            "records AWS calls, so it needs an aws environment"
+        )
+    if _dry_run is not None:
+        raise ConfigError("a dry run is already in progress in this process")
+    import boto3
+
+    from mangaassist.platform.aws.dryrun import DryRun
+
+    region = str(settings.aws.get("region") or "us-east-1")
+    _dry_run = DryRun(reads_made=boto3.Session(region_name=region).get_credentials() is not None)
+    try:
+        yield _dry_run
+    finally:
+        _dry_run = None
 
 
 def settings_for(environment: str | None = None, home: Path | None = None) -> PlatformSettings:

@@ -151,6 +151,9 @@ class Step:
     building, testing, gating, diffing are ``changes=False``."""
     approves: bool = False
     """An approval step (``approval_step``)."""
+    observes: bool = False
+    """The step only looks at what the steps before it changed, live (a verification through the
+    served site, a load test of the new revision): a dry run, which changes nothing, skips it."""
 
 
 @dataclass(frozen=True)

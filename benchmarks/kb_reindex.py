@@ -3,7 +3,7 @@
 1. full build of ~20,000 chunks from a cold embedding cache: chunks/s (the whole pipeline on the
    engine: plan, embed, write the LanceDB version, gates, alias move);
 2. incremental build after editing 1% of the documents: seconds, and its ratio to the full build
-   (target <= 5%);
+   (target <= 1%, issue 21);
 3. query p95 of the hybrid search at 20,000 and 100,000 chunks, in memory (what the chatbot uses)
    and LanceDB's own vector search (for ADR 0004);
 4. an alias swap while a real chatbot process answers 50 requests/s: failed requests (target 0).

@@ -214,3 +214,23 @@ def test_keywords_remembered_from_the_last_gated_version_give_the_same_scorer(tm
     )
     with pytest.raises(ValueError, match="one keyword set per record"):
         HybridScorer(edited, matrix, second[:-1])
+
+
+def test_the_live_rows_map_is_made_once_per_remembered_version(tmp_path: Path) -> None:
+    root = copy_sources(tmp_path / "repo")
+    ws = workspace(root, tmp_path / "home")
+    ws.index.create_version("kb-map-1", model=ws.model, dim=256, meta={})
+    ws.index.add("kb-map-1", [record(i) for i in range(3)])
+    plan = {"mode": "incremental", "live": "kb-map-1"}
+    building = ws.reusable(plan)
+    assert ws.reusable(plan) is not building  # rows of a building version are read each time
+    ws.index.seal("kb-map-1", {"chunks": 3})
+    sealed = ws.reusable(plan)
+    assert ws.reusable(plan) is sealed and sorted(sealed) == ["d0#0", "d1#0", "d2#0"]
+    assert sealed["d1#0"][1] == "h1"
+    ws.index.create_version("kb-map-2", model=ws.model, dim=256, meta={})
+    ws.index.add("kb-map-2", [record(i) for i in range(5)])
+    ws.index.seal("kb-map-2", {"chunks": 5})
+    other = ws.reusable({"mode": "incremental", "live": "kb-map-2"})
+    assert len(other) == 5 and ws.reusable(plan) is not sealed  # another version: its own map
+    assert ws.reusable({"mode": "full", "live": "kb-map-2"}) == {}

@@ -30,10 +30,11 @@ with whichever model built the version it searches),
 ``golden`` (path), ``thresholds`` (see ``delivery.analysis.gates.RetrievalThresholds``),
 ``runtime`` (torch | onnx; default ``MANGAASSIST_EMBED_RUNTIME`` or torch: the same vectors, so the
 same model id), ``batch_size`` (texts per forward pass, 32), ``flush_every`` (vectors per cache
-write, 2048; at most 15 s of work apart), ``executor`` (inprocess | ray: where the embed step's
-forward passes run; ``platform.ray_embedding``, ADR 0014), ``ray_address`` (auto, HOST:PORT or
-ray://HOST:PORT of a running cluster; default a local Ray on this machine), ``ray_workers``
-(default one per CPU of the cluster).
+write, 2048; at most 15 s of work apart), ``write_batch`` (rows per write into the new version,
+4096), ``executor`` (inprocess | ray: where the embed step's forward passes run;
+``platform.ray_embedding``, ADR 0014), ``ray_address`` (auto, HOST:PORT or ray://HOST:PORT of a
+running cluster; default a local Ray on this machine), ``ray_workers`` (default one per CPU of the
+cluster).
 
 The embed step records where its time went (``stages``: cache reads, tokenization and padding,
 forward passes, padding share, cache writes); the plan step its chunking time, the build step its
@@ -397,6 +398,8 @@ def _catalog_documents(text: str, catalog: Path) -> list[Document]:
 
 _CHUNKED: dict[Path, tuple[str, list[Chunk]]] = {}
 _READY_ROWS: dict[tuple[str, str, str], list[IndexRecord]] = {}
+_REUSABLE: list[Any] = []
+"""[rows of ``_READY_ROWS``, their ``reusable`` map]: the map of the remembered rows, made once."""
 _EVALUATIONS: dict[tuple[Any, ...], dict[str, float]] = {}
 """A ready version's retrieval figures on a golden set with a query model (``evaluate_ready``)."""
 _SOURCE_CHUNKS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
@@ -413,12 +416,12 @@ def _chunked(root: Path) -> list[Chunk]:
     config = root / "config" / "chatbot.yaml"
     knowledge, catalog = root / "knowledge", root / "data" / "catalog.jsonl"
     digest = hashlib.sha256()
-    contents: list[tuple[Path, bytes | None, str]] = []
-    for path in (config, catalog, *sorted(knowledge.glob("*.md"))):
+    contents: list[tuple[Path, bytes | None]] = []
+    for path in (config, catalog, *sorted(knowledge.glob("*.md"), key=lambda p: p.name)):
         raw = path.read_bytes() if path.exists() else None
         digest.update(f"\0{path.name}\0".encode())
         digest.update(b"\0missing" if raw is None else raw)
-        contents.append((path, raw, hashlib.sha256(raw).hexdigest() if raw is not None else ""))
+        contents.append((path, raw))
     key = digest.hexdigest()
     remembered = _CHUNKED.get(root)
     if remembered is not None and remembered[0] == key:
@@ -429,10 +432,10 @@ def _chunked(root: Path) -> list[Chunk]:
     fresh: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
     ids: list[str] = []
     chunks: list[Chunk] = []
-    for path, raw, file_hash in (*contents[2:], contents[1]):  # knowledge/*.md sorted, then the catalog
+    for path, raw in (*contents[2:], contents[1]):  # knowledge/*.md sorted, then the catalog
         assert raw is not None
         role = "catalog" if path == catalog else "markdown"
-        memo = (role, file_hash, words, overlap)
+        memo = (role, hashlib.sha256(raw).hexdigest(), words, overlap)
         done = _SOURCE_CHUNKS.get(memo) or fresh.get(memo)
         if done is None:
             text = _universal_newlines(raw.decode("utf-8"))  # what Path.read_text gives
@@ -563,13 +566,23 @@ class Workspace:
         """Live rows an incremental build copies instead of embedding again."""
         if plan["mode"] != "incremental" or not plan["live"]:
             return {}
-        return {r.chunk_id: (r, r.content_hash) for r in self.ready_records(plan["live"])}
+        rows = self.ready_records(plan["live"])
+        if _REUSABLE and _REUSABLE[0] is rows:  # the embed and build steps ask for the same rows
+            made: dict[str, tuple[IndexRecord, str]] = _REUSABLE[1]
+            return made
+        reusable = {r.chunk_id: (r, r.content_hash) for r in rows}
+        if rows is _READY_ROWS.get(self._ready_key(plan["live"])):
+            _REUSABLE[:] = [rows, reusable]
+        return reusable
+
+    def _ready_key(self, name: str) -> tuple[str, str, str]:
+        return (str(self.home), str(self.params.get("environment")), name)
 
     def ready_records(self, name: str) -> list[IndexRecord]:
         """A version's rows, remembered while it is ready: a sealed version never changes (and a
         name is a digest of its model and chunks), so the plan, embed and build steps of an
         incremental run read the live version once instead of three times."""
-        key = (str(self.home), str(self.params.get("environment")), name)
+        key = self._ready_key(name)
         remembered = _READY_ROWS.get(key)
         if remembered is not None:
             return remembered
@@ -577,6 +590,7 @@ class Workspace:
         rows = self.index.records(name)
         if info is not None and info.state is VersionState.READY:
             _READY_ROWS.clear()  # the live version of one index is what a build reuses
+            _REUSABLE.clear()
             _READY_ROWS[key] = rows
         return rows
 

@@ -40,6 +40,7 @@ from mangaassist.core.errors import NotFoundError
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
 from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
+from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.aws.metrics_amp import AmpMetrics
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, sources_of
 from mangaassist.platform.compute import PIN_HEADER, Compute, Revision
@@ -347,13 +348,16 @@ def _glob(pattern: str, path: str) -> bool:
     return fnmatch.fnmatchcase(path, pattern)
 
 
-def make_aws_side(network: AwsNetwork, artifact: Artifact, **options: Any) -> tuple[AwsSide, FakeEcsAgent]:
+def make_aws_side(
+    network: AwsNetwork, artifact: Artifact, dry: DryRun | None = None, **options: Any
+) -> tuple[AwsSide, FakeEcsAgent]:
+    """The aws side; ``dry``: its ECS and load-balancer clients behind that dry-run recorder."""
     ecs, elb, cw = (client(network.endpoint, s) for s in ("ecs", "elbv2", "cloudwatch"))
     clock = FakeClock()
     agent = FakeEcsAgent(ecs, elb, network.cluster, clock)
     compute = EcsServiceCompute(
-        ecs,
-        elb,
+        ecs if dry is None else dry.wrap(ecs),
+        elb if dry is None else dry.wrap(elb),
         cluster=network.cluster,
         listener_arn=network.listener_arn,
         vpc_id=network.vpc_id,

@@ -22,6 +22,7 @@ from mangaassist.platform.aws.compute_lambda import (
     LambdaStateError,
     readiness_event,
 )
+from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
 from tests.contract.conftest import LambdaSide
 
@@ -112,16 +113,18 @@ def test_a_deploy_without_an_image_is_refused_and_makes_nothing(lambda_side: Lam
 
 def test_a_dry_run_records_the_changes_and_makes_none(lambda_side: LambdaSide) -> None:
     c = lambda_side.compute
-    c.dry_run = True
+    recorder = DryRun(reads_made=True)
+    real, c.lam, c.dry_run = c.lam, recorder.wrap(c.lam), True
     planned = c.deploy("dry", lambda_side.revision("r1"))
     assert planned.health is RevisionHealth.STARTING and planned.reason == "dry run"
-    assert [op for _, op, _ in c.planned] == [
-        "create_function",
-        "publish_version",
-        "create_alias",
-        "create_function_url_config",
+    assert [call.operation for call in recorder.changes] == [
+        "CreateFunction",
+        "PublishVersion",
+        "CreateAlias",
+        "CreateFunctionUrlConfig",
     ]
-    create = c.planned[0][2]
+    c.lam = real
+    create = recorder.changes[0].params
     assert (
         create["PackageType"] == "Image"
         and create["Environment"]["Variables"]["MANGAASSIST_REVISION"] == "r1"

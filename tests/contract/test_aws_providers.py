@@ -23,6 +23,7 @@ from mangaassist.platform.aws.compute_ecs import (
     alb_weights,
     target_group_name,
 )
+from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, RevisionSource
 from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
 from mangaassist.platform.metrics import OutcomeKind
@@ -116,16 +117,18 @@ def test_a_retire_that_outlasts_its_drain_is_draining_and_finished_by_the_next(
 def test_a_dry_run_records_the_changes_and_makes_none(
     aws_network: AwsNetwork, contract_artifact: Artifact
 ) -> None:
-    side, _ = make_aws_side(aws_network, contract_artifact, dry_run=True)
+    recorder = DryRun(reads_made=True)
+    side, _ = make_aws_side(aws_network, contract_artifact, dry=recorder, dry_run=True)
     status = side.compute.deploy("dry", side.revision("r1"))
     assert status.health is RevisionHealth.STARTING and status.reason == "dry run: nothing was changed"
-    assert [op for _, op, _ in side.compute.planned] == [
-        "register_task_definition",
-        "create_target_group",
-        "create_rule",
-        "create_rule",
-        "create_service",
+    assert [c.operation for c in recorder.changes] == [
+        "RegisterTaskDefinition",
+        "CreateTargetGroup",
+        "CreateRule",
+        "CreateRule",
+        "CreateService",
     ]
+    assert all(c.made for c in recorder.calls if c.read) and not any(c.made for c in recorder.changes)
     assert side.compute.services() == [] or "dry" not in side.compute.services()
     assert _rules(side, "dry") == {}
 

@@ -572,6 +572,7 @@ class Platform:
                 region=self._aws("region"),
                 base_url=str(aws["app_url"]) if aws.get("app_url") else None,
                 workload_env=workload_aws_settings(aws),
+                dry_run=self.dry_run,
             )
         if kind == "lambda":
             return self._aws_lambda_compute()
@@ -620,6 +621,7 @@ class Platform:
             function_url_auth=None if auth == "off" else auth,
             base_url=str(aws["app_url"]) if aws.get("app_url") else None,
             workload_env=workload_aws_settings(aws),
+            dry_run=self.dry_run,
         )
 
     def _amp_metrics(self) -> Metrics:

@@ -63,9 +63,11 @@ has nothing to clear and returns; ``status`` reports no shadow. CD-01's shadow-f
 (canary, blue/green, with pinned smoke tests) need none; a shadow on AWS would need the workload or
 a proxy (e.g. Envoy in the task) to mirror, which this provider does not claim.
 
-**Dry run**: ``dry_run=True`` makes every read call and records each mutating call (client,
-operation, parameters) in ``planned`` instead of making it; ``deploy`` then returns ``STARTING``
-with the reason "dry run" without waiting.
+**Dry run**: with ``dry_run=True`` (the factory sets it while a dry run is on; the clients are then
+behind ``platform.aws.dryrun``'s recorder, which records every call that may change something
+instead of making it) the provider does not wait for what it did not change: ``deploy`` returns
+``STARTING`` with the reason "dry run: nothing was changed", ``retire`` does not wait for the drain,
+a placeholder target group has no targets.
 
 Errors: an unknown service, revision or AWS resource is ``NotFoundError``; bad input (names,
 weights, a missing image) ``ConfigError``; an operation that does not fit the state (retiring a
@@ -90,6 +92,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform.aws.dryrun import is_placeholder
 from mangaassist.platform.compute import (
     PIN_HEADER,
     Revision,
@@ -128,19 +131,6 @@ _NOT_FOUND = {
     "ServiceNotFoundException",
     "ClusterNotFoundException",
 }
-_MUTATING = {
-    "register_task_definition",
-    "deregister_task_definition",
-    "create_service",
-    "update_service",
-    "delete_service",
-    "create_target_group",
-    "modify_target_group_attributes",
-    "delete_target_group",
-    "create_rule",
-    "modify_rule",
-    "delete_rule",
-}
 _TARGET_STATES = {
     "healthy": WorkerState.READY,
     "initial": WorkerState.STARTING,
@@ -163,12 +153,14 @@ class NotSupportedError(ConfigError):
     """The protocol asks for something this provider's AWS service cannot do (an ALB cannot mirror)."""
 
 
-def check_name(kind: str, name: str) -> str:
-    """Service and revision names: letters, digits and single hyphens (``--`` is the separator)."""
-    if not _NAME.match(name) or len(name) > 100:
+def check_name(kind: str, name: str, *, on: str = "ECS", longest: int = 100) -> str:
+    """Service and revision names of the compute providers: letters, digits and single hyphens
+    (``--`` is ECS's separator), at most ``longest`` characters (Lambda: 48, its function names
+    allow 64 with the prefix)."""
+    if not _NAME.match(name) or len(name) > longest:
         raise ConfigError(
-            f"{kind} name {name!r} is not valid on ECS here (letters, digits and single hyphens, "
-            "starting and ending with a letter or digit, at most 100)"
+            f"{kind} name {name!r} is not valid on {on} here (letters, digits and single hyphens, "
+            f"starting and ending with a letter or digit, at most {longest})"
         )
     return name
 
@@ -322,8 +314,6 @@ class EcsServiceCompute:
         self.dry_run = dry_run
         self.workload_env = dict(workload_env or {})
         """Set in every task's environment (the workers' own aws settings: ``platform.factory``)."""
-        self.planned: list[tuple[str, str, dict[str, Any]]] = []
-        """Dry run: the mutating calls that were not made, as (client, operation, parameters)."""
         self._url: str | None = None
 
     # ------------------------------------------------------------------ names and calls
@@ -335,10 +325,6 @@ class EcsServiceCompute:
         return f"{self.family(service)}{SEPARATOR}{check_name('revision', revision)}"
 
     def _call(self, client: Any, op: str, **params: Any) -> Any:
-        if op in _MUTATING and self.dry_run:
-            name = "ecs" if client is self.ecs else "elbv2"
-            self.planned.append((name, op, params))
-            return _dry_answer(op, params)
         try:
             return getattr(client, op)(**params)
         except ClientError as exc:
@@ -432,7 +418,7 @@ class EcsServiceCompute:
         return priority
 
     def _targets(self, target_group: str) -> list[dict[str, Any]]:
-        if not target_group or target_group.startswith("dry-run:"):
+        if not target_group or is_placeholder(target_group):
             return []
         found = self._call(self.elb, "describe_target_health", TargetGroupArn=target_group)
         return list(found.get("TargetHealthDescriptions", []))
@@ -900,14 +886,3 @@ def _replace(status: RevisionStatus, health: RevisionHealth, reason: str) -> Rev
     return RevisionStatus(
         status.name, status.digest, status.replicas, health, reason, status.weight, status.workers
     )
-
-
-def _dry_answer(op: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What a mutating call that was not made answers in a dry run (the fields the provider reads)."""
-    if op == "create_target_group":
-        return {"TargetGroups": [{"TargetGroupArn": f"dry-run:targetgroup/{params['Name']}"}]}
-    if op == "register_task_definition":
-        return {"taskDefinition": {"taskDefinitionArn": f"dry-run:task-definition/{params['family']}"}}
-    if op == "create_rule":
-        return {"Rules": [{"RuleArn": f"dry-run:listener-rule/{params['Priority']}"}]}
-    return {}

@@ -63,9 +63,10 @@ Mapping (each line is one Lambda concept):
 over three or more revisions (above); shadows (a Lambda alias cannot mirror invocations, so
 ``set_shadow`` refuses, ``clear_shadow`` has nothing to clear, ``status`` reports no shadow).
 
-**Dry run**: ``dry_run=True`` makes every read call and records each mutating call (client,
-operation, parameters) in ``planned`` instead of making it, and does not probe; ``deploy`` then
-returns ``STARTING`` with the reason "dry run".
+**Dry run**: with ``dry_run=True`` (the factory sets it while a dry run is on; the client is then
+behind ``platform.aws.dryrun``'s recorder, which records every call that may change something
+instead of making it) the provider neither waits for updates nor probes: ``deploy`` returns
+``STARTING`` with the reason "dry run".
 
 Errors: an unknown service, revision or AWS resource is ``NotFoundError``; bad input (names,
 weights, a missing image) ``ConfigError``; an operation that does not fit the state (retiring a
@@ -95,6 +96,7 @@ from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.aws.compute_ecs import NotSupportedError
+from mangaassist.platform.aws.compute_ecs import check_name as ecs_check_name
 from mangaassist.platform.compute import (
     PIN_HEADER,
     Revision,
@@ -112,18 +114,6 @@ TAG_UNREADY = "mangaassist:unready:"
 MAX_ROUTED_VERSIONS = 2
 """A Lambda alias routes to its main version plus at most one additional weighted version."""
 _NAME = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
-_MUTATING = {
-    "create_function",
-    "update_function_code",
-    "update_function_configuration",
-    "publish_version",
-    "create_alias",
-    "update_alias",
-    "create_function_url_config",
-    "delete_function",
-    "tag_resource",
-    "untag_resource",
-}
 
 Probe = Callable[[str, str], "str | None"]
 """``probe(function_name, version)``: None when the version's workload is ready, else why not."""
@@ -138,13 +128,8 @@ class LambdaStateError(MangaAssistError):
 
 
 def check_name(kind: str, name: str) -> str:
-    """Service and revision names: letters, digits and single hyphens (function names allow 64)."""
-    if not _NAME.match(name) or len(name) > 48:
-        raise ConfigError(
-            f"{kind} name {name!r} is not valid on Lambda here (letters, digits and single hyphens, "
-            "starting and ending with a letter or digit, at most 48)"
-        )
-    return name
+    """Service and revision names: as on ECS, at most 48 characters (function names allow 64)."""
+    return ecs_check_name(kind, name, on="Lambda", longest=48)
 
 
 def _env_digest(env: Mapping[str, str]) -> str:
@@ -228,8 +213,6 @@ class LambdaAliasCompute:
         self._clock = clock
         self.dry_run = dry_run
         self.workload_env = dict(workload_env or {})
-        self.planned: list[tuple[str, str, dict[str, Any]]] = []
-        """Dry run: the mutating calls that were not made, as (client, operation, parameters)."""
 
     # ------------------------------------------------------------------ names and calls
 
@@ -237,9 +220,6 @@ class LambdaAliasCompute:
         return f"{self.prefix}{check_name('service', service)}"
 
     def _call(self, op: str, **params: Any) -> Any:
-        if op in _MUTATING and self.dry_run:
-            self.planned.append(("lambda", op, params))
-            return _dry_answer(op, params)
         try:
             return getattr(self.lam, op)(**params)
         except ClientError as exc:
@@ -678,10 +658,3 @@ def _replace(status: RevisionStatus, health: RevisionHealth, reason: str) -> Rev
     return RevisionStatus(
         status.name, status.digest, status.replicas, health, reason, status.weight, status.workers
     )
-
-
-def _dry_answer(op: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """What a mutating call that was not made answers in a dry run (the fields the provider reads)."""
-    if op == "publish_version":
-        return {"Version": "dry-run", "Description": params.get("Description")}
-    return {}

@@ -286,6 +286,12 @@ def synthesize(shape: Any, operation: str, *, empty: bool = False, service: str 
     return value if isinstance(value, dict) else {}
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is one ``placeholder`` made (an ARN or name of something a dry run did not
+    create: nothing to look up)."""
+    return value.startswith(("arn:aws:dry-run:", "dry-run-"))
+
+
 _HOSTS = ("Domain", "Host", "Url", "URL", "Endpoint", "Location", "Address")
 
 

@@ -1,15 +1,19 @@
 """compute: the chatbot on ECS Fargate behind an ALB with two target groups (blue/green, the
-listener forwards weighted 100/0 so a deploy shifts traffic by weights), its autoscaling, and the
-Lambda burst path with its ``live`` alias. The tasks' role names what it may call by physical name
-(tables and their indexes, the search domain, the model endpoint): no cross-stack reference."""
+listener forwards weighted 100/0 so a deploy shifts traffic by weights), its autoscaling, the
+Lambda burst path with its ``live`` alias, and the chatbot's image repository
+``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the commit's image there; the tasks'
+execution role pulls from it). The tasks' role names what it may call by physical name (tables and
+their indexes, the search domain, the model endpoint): no cross-stack reference."""
 
 from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -20,7 +24,13 @@ from mangaassist_infra.network import NetworkStack
 
 SERVICE = "chatbot"
 IMAGE = "public.ecr.aws/mangaassist/chatbot:latest"
-"""Placeholder until the release pipeline (CD-01) pushes the revision's image."""
+"""The stack's own service's placeholder: CD-01's revisions run the image its ``image`` job pushed to
+REPOSITORY (``ECS_IMAGE``, by digest), each in an ECS service of its own (EcsServiceCompute)."""
+REPOSITORY = SERVICE
+"""The chatbot's image repository: ``mangaassist-ENV-chatbot``, one per environment (account)."""
+IMAGES_KEPT = 50
+"""The lifecycle rule keeps the newest 50 images: every revision a rollback could go back to (one
+image per commit that changed CD-01's paths), the older ones expire."""
 LISTENER_PORT = 80
 BURST_HANDLER = '''\
 import json
@@ -57,6 +67,39 @@ class ComputeStack(InfraStack):
         declared = settings.declaration.services[SERVICE]
         vpc = network.vpc
 
+        # --- the image repository (CD-01's image job pushes, the tasks pull) ----------------
+        self.image_key = kms.Key(
+            self,
+            "ImageKey",
+            alias=f"alias/{settings.physical_name(f'{REPOSITORY}-images')}",
+            description="Encrypts the chatbot's images in ECR",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.repository = ecr.Repository(
+            self,
+            "ChatbotRepository",
+            repository_name=settings.physical_name(REPOSITORY),
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            image_scan_on_push=True,
+            encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=self.image_key,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    description=f"keep the newest {IMAGES_KEPT} images",
+                    max_image_count=IMAGES_KEPT,
+                )
+            ],
+        )
+        cdk.CfnOutput(
+            self,
+            "ChatbotRepositoryUri",
+            value=self.repository.repository_uri,
+            description="The chatbot's images (CD-01's image job pushes the commit's, tagged by its SHA)",
+            export_name=settings.physical_name(f"{REPOSITORY}-repository-uri"),
+        )
+
         # --- the service ------------------------------------------------------------------
         self.cluster = ecs.Cluster(
             self,
@@ -78,6 +121,7 @@ class ComputeStack(InfraStack):
         )
         for statement in self._task_access():
             task.add_to_task_role_policy(statement)
+        self._allow_pull(task.obtain_execution_role())
         if settings.declaration.vector_indexes:
             acknowledge(
                 cfn(task.task_role.node.find_child("DefaultPolicy")),
@@ -230,6 +274,38 @@ class ComputeStack(InfraStack):
         )
         self.burst_live = lambda_.Alias(
             self, "BurstLive", alias_name="live", version=self.burst.current_version
+        )
+
+    def _allow_pull(self, role: iam.IRole) -> None:
+        """The tasks' execution role (``task_execution_role_arn``, which EcsServiceCompute's task
+        definitions use too) pulls the chatbot's images: the repository's layers, the key through
+        ECR only, and the registry's token (no resource-level permission)."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[self.repository.repository_arn],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt"],
+                resources=[self.image_key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"ecr.{self.region}.amazonaws.com"}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        assert isinstance(role, iam.Role)
+        acknowledge(
+            cfn(role.node.find_child("DefaultPolicy")),
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource-level permission (IAM's service "
+            "authorization reference); the pulls themselves name the chatbot's repository only.",
         )
 
     def _task_access(self) -> list[iam.PolicyStatement]:

@@ -363,6 +363,46 @@ def test_chatbot_service_alb_blue_green_and_autoscaling(synthesized: Synthesized
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_chatbot_image_repository_immutable_scanned_encrypted_expiring_and_retained(
+    synthesized: Synthesized, env: str
+) -> None:
+    repositories = synthesized.resources(env, "compute", "AWS::ECR::Repository")
+    assert len(repositories) == 1
+    ((logical_id, repository),) = repositories.items()
+    props = _props(repository)
+    assert props["RepositoryName"] == physical_name(env, "chatbot")
+    assert props["ImageTagMutability"] == "IMMUTABLE", "a commit's tag names one image forever"
+    assert props["ImageScanningConfiguration"] == {"ScanOnPush": True}
+    assert props["EncryptionConfiguration"]["EncryptionType"] == "KMS"
+    key_id = props["EncryptionConfiguration"]["KmsKey"]["Fn::GetAtt"][0]
+    key = synthesized.raw(env, "compute")["Resources"][key_id]
+    assert key["Type"] == "AWS::KMS::Key" and _props(key)["EnableKeyRotation"] is True
+    assert key["DeletionPolicy"] == "Retain"
+    assert repository["DeletionPolicy"] == "Retain" and repository["UpdateReplacePolicy"] == "Retain"
+    (rule,) = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert rule["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 50}
+    assert rule["action"] == {"type": "expire"}
+    output = synthesized.raw(env, "compute")["Outputs"]["ChatbotRepositoryUri"]
+    assert output["Export"] == {"Name": physical_name(env, "chatbot-repository-uri")}
+    assert {"Ref": logical_id} in output["Value"]["Fn::Join"][1]
+    # no policy on the repository: no other account (prod's included) reads it
+    assert "RepositoryPolicyText" not in props
+    # the tasks' execution role pulls from this repository, and only from it
+    policies = synthesized.resources(env, "compute", "AWS::IAM::Policy")
+    pulls = [
+        (policy_id, statement)
+        for policy_id, policy in policies.items()
+        for statement in _statements(policy)
+        if "ecr:BatchGetImage" in statement["Action"]
+    ]
+    assert len(pulls) == 1 and "TaskExecutionRole" in pulls[0][0]
+    assert pulls[0][1]["Resource"] == {"Fn::GetAtt": [logical_id, "Arn"]}
+    decrypt = [s for s in _statements(policies[pulls[0][0]]) if s["Action"] == "kms:Decrypt"]
+    assert decrypt and decrypt[0]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    assert decrypt[0]["Condition"]["StringEquals"]["kms:ViaService"].startswith("ecr.")
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_burst_lambda_has_a_live_alias(synthesized: Synthesized, env: str) -> None:
     template = synthesized.template(env, "compute")
     template.has_resource_properties(

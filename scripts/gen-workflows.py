@@ -5,7 +5,11 @@ Each pipeline's ``on.push.paths`` filter is made from the release planner's path
 (``mangaassist.delivery.planner.CATALOG``: a folder ``F/`` becomes ``F/**``, a root file pattern
 stays as it is, which GitHub matches at the root only, as the planner does), so a workflow cannot
 trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. The command each
-job runs is the one the README documents for the pipeline (``DEPLOYS`` below);
+job runs is the one the README documents for the pipeline (``DEPLOYS`` below). CD-01's workflow
+starts with an ``image`` job on the runner host: it builds the ``Dockerfile`` once, pushes it to
+staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, the same digest in both, or
+it fails), and each environment's job deploys its registry's ``REGISTRY/REPO@sha256:...`` as the
+revision's ``ECS_IMAGE`` (ADR 0010, "Images");
 ``tests/unit/delivery/test_workflows.py`` checks that the committed files equal this output, that
 the filters match the planner path for path, and that each command and option exists in the CLI.
 
@@ -59,10 +63,17 @@ class Deploy:
     script: str = ""
     """A shell script instead of one line per command (``{env}`` is replaced), for CD-07's loop."""
     why: str = ""
+    image: bool = False
+    """An ``image`` job builds the Dockerfile once and pushes it to each environment's registry; each
+    environment's job gets that registry's ``REGISTRY/REPO@sha256:...`` as ``$IMAGE``."""
 
 
 DEPLOYS: dict[str, Deploy] = {
-    "CD-01": Deploy(("deploy app --env {env} --yes --json",)),
+    "CD-01": Deploy(
+        ('deploy app --env {env} --yes --json --set-env "ECS_IMAGE=$IMAGE"',),
+        why="the image job's digest in the environment's registry, ECS_IMAGE of the new revision",
+        image=True,
+    ),
     "CD-02": Deploy(("deploy infra --env {env} --yes --json",)),
     "CD-03": Deploy(
         ("deploy model intent --env {env} --yes --json",),
@@ -90,6 +101,144 @@ DEPLOYS: dict[str, Deploy] = {
     ),
     "CD-08": Deploy(("deploy monitoring --env {env} --json",)),
 }
+
+
+IMAGE_JOB = "image"
+IMAGE_TIMEOUT_MINUTES = 60
+LOCAL_IMAGE = "mangaassist-chatbot"
+"""The name of the image the job builds, before it is tagged for a registry."""
+
+
+def repository(env: str) -> str:
+    """The chatbot's image repository in ``env``'s account (CD-02's compute stack makes it)."""
+    return f"mangaassist-{env}-chatbot"
+
+
+_PUSH = """\
+registry="$REGISTRY_ACCOUNT.dkr.ecr.$REGISTRY_REGION.amazonaws.com"
+aws ecr get-login-password --region "$REGISTRY_REGION" \\
+  | docker login --username AWS --password-stdin "$registry"
+target="$registry/$REPOSITORY:$GITHUB_SHA"
+digest() {{
+  aws ecr describe-images --region "$REGISTRY_REGION" --repository-name "$REPOSITORY" \\
+    --image-ids "imageTag=$GITHUB_SHA" --query 'imageDetails[0].imageDigest' --output text
+}}
+# tags are immutable: a re-run finds the commit's image there already, and deploys that one
+if found="$(digest 2>/dev/null)"; then
+  echo "::notice::$target exists (an earlier attempt pushed it): that image is used"
+else
+{push}  found="$(digest)"
+fi
+case "$found" in
+  sha256:*) ;;
+  *) echo "::error::no digest for $target: $found"; exit 1 ;;
+esac
+{check}echo "image=$registry/$REPOSITORY@$found" | tee -a "$GITHUB_OUTPUT"
+"""
+_PUSH_BUILT = f"""\
+  docker tag "{LOCAL_IMAGE}:$GITHUB_SHA" "$target"
+  docker push "$target"
+"""
+_PUSH_STAGING_IMAGE = """\
+  # the very image staging's registry holds (pulled by digest), not this job's build: a re-run
+  # after staging's push rebuilt it, and a rebuild is not the same image
+  docker pull "$STAGING_IMAGE"
+  docker tag "$STAGING_IMAGE" "$target"
+  docker push "$target"
+"""
+_SAME_DIGEST = """\
+if [ "$found" != "${STAGING_IMAGE#*@}" ]; then
+  echo "::error::$target is $found, staging's image ${STAGING_IMAGE#*@}: not the same image"
+  exit 1
+fi
+"""
+
+
+def _image_job(spec: PipelineSpec) -> str:
+    """Build the repository's Dockerfile once (before any credential exists), push it to staging's
+    registry with the staging role, then the same image to prod's with prod's push-only image role;
+    the job's outputs are the two references by digest, which must be equal."""
+    staging = _indent(_PUSH.format(push=_PUSH_BUILT, check=""), 10)
+    prod = _indent(_PUSH.format(push=_PUSH_STAGING_IMAGE, check=_SAME_DIGEST), 10)
+    seconds = IMAGE_TIMEOUT_MINUTES * 60
+    return f"""\
+  {IMAGE_JOB}:
+    name: image (build once, push to every environment's registry)
+    if: github.ref == 'refs/heads/{BRANCH}'
+    # on the runner host, not in a container: docker builds and pushes
+    runs-on: {RUNNER}
+    # The `staging` environment holds the variables of both roles this job assumes: the staging role
+    # (AWS_ROLE_ARN) and prod's push-only image role (PROD_IMAGE_ROLE_ARN; docs/production.md).
+    environment: staging
+    permissions:
+      contents: read # check out the code
+      id-token: write # the OIDC tokens configure-aws-credentials exchanges for the two roles
+    # Two runs of one commit (a push and a dispatch) push one after the other: the second finds the
+    # commit's immutable tag and uses that image. Other commits build side by side.
+    concurrency:
+      group: image-{spec.id}-${{{{ github.sha }}}}
+      cancel-in-progress: false
+    timeout-minutes: {IMAGE_TIMEOUT_MINUTES}
+    outputs:
+      staging: ${{{{ steps.staging.outputs.image }}}}
+      prod: ${{{{ steps.prod.outputs.image }}}}
+    steps:
+      - name: check out
+        uses: {CHECKOUT}
+        with:
+          persist-credentials: false
+      - name: build the Dockerfile (before any credential exists)
+        run: |
+          docker build --pull --label "org.opencontainers.image.revision=$GITHUB_SHA" \\
+            --tag "{LOCAL_IMAGE}:$GITHUB_SHA" .
+      - name: AWS credentials for staging (OIDC; no stored keys)
+        uses: {AWS_CREDENTIALS}
+        with:
+          role-to-assume: ${{{{ vars.AWS_ROLE_ARN }}}}
+          aws-region: ${{{{ vars.AWS_REGION }}}}
+          allowed-account-ids: ${{{{ vars.AWS_ACCOUNT_ID }}}}
+          role-session-name: mangaassist-{spec.id}-image-staging-${{{{ github.run_id }}}}
+          role-duration-seconds: {seconds}
+      - name: push to staging's registry
+        id: staging
+        env:
+          REGISTRY_ACCOUNT: ${{{{ vars.AWS_ACCOUNT_ID }}}}
+          REGISTRY_REGION: ${{{{ vars.AWS_REGION }}}}
+          REPOSITORY: {repository("staging")}
+        run: |
+{staging}\
+      - name: AWS credentials for prod's registry (push only; OIDC)
+        uses: {AWS_CREDENTIALS}
+        with:
+          role-to-assume: ${{{{ vars.PROD_IMAGE_ROLE_ARN }}}}
+          aws-region: ${{{{ vars.PROD_AWS_REGION }}}}
+          allowed-account-ids: ${{{{ vars.PROD_AWS_ACCOUNT_ID }}}}
+          role-session-name: mangaassist-{spec.id}-image-prod-${{{{ github.run_id }}}}
+          role-duration-seconds: {seconds}
+      - name: push the same image to prod's registry
+        id: prod
+        env:
+          REGISTRY_ACCOUNT: ${{{{ vars.PROD_AWS_ACCOUNT_ID }}}}
+          REGISTRY_REGION: ${{{{ vars.PROD_AWS_REGION }}}}
+          REPOSITORY: {repository("prod")}
+          STAGING_IMAGE: ${{{{ steps.staging.outputs.image }}}}
+        run: |
+{prod}\
+      - name: log out of the registries
+        if: always()
+        run: rm -f "$HOME/.docker/config.json"
+      - name: summary
+        if: always()
+        env:
+          STAGING_IMAGE: ${{{{ steps.staging.outputs.image }}}}
+          PROD_IMAGE: ${{{{ steps.prod.outputs.image }}}}
+        run: |
+          {{
+            echo "### the chatbot's image of $GITHUB_SHA"
+            echo "- staging: ${{STAGING_IMAGE:-not pushed}}"
+            echo "- prod: ${{PROD_IMAGE:-not pushed}}"
+          }} >> "$GITHUB_STEP_SUMMARY"
+"""
 
 
 def path_filters(spec: PipelineSpec) -> list[str]:
@@ -121,7 +270,19 @@ def _indent(text: str, spaces: int) -> str:
 
 def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
     deploy = DEPLOYS[spec.id]
-    needs = f"    needs: {previous}\n" if previous else ""
+    needed = ([IMAGE_JOB] if deploy.image else []) + ([previous] if previous else [])
+    needs = f"    needs: {needed[0]}\n" if len(needed) == 1 else ""
+    if len(needed) > 1:
+        needs = f"    needs: [{', '.join(needed)}]\n"
+    image_env = f"          IMAGE: ${{{{ needs.{IMAGE_JOB}.outputs.{env} }}}}\n" if deploy.image else ""
+    image_check = (
+        '          if [ -z "$IMAGE" ]; then\n'
+        f'            echo "::error::the image job gave no image for {env}"\n'
+        "            exit 1\n"
+        "          fi\n"
+        if deploy.image
+        else ""
+    )
     return f"""\
   {env}:
     name: {env}
@@ -180,7 +341,7 @@ def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
       - name: deploy {spec.id} to {env}
         env:
           MANGAASSIST_STATE_URL: ${{{{ secrets.MANGAASSIST_STATE_URL }}}}
-        run: |
+{image_env}        run: |
           # without it the engine would keep runs and locks in SQLite on this runner, shared with no one
           if [ -z "$MANGAASSIST_STATE_URL" ]; then
             echo "::error::secret MANGAASSIST_STATE_URL is not set in environment {env}: docs/production.md"
@@ -188,7 +349,7 @@ def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
           fi
           # $RUNNER_TEMP, not runner.temp: in a container job only the variable holds the container's path
           export MANGAASSIST_AUDIT_KEY_FILE="$RUNNER_TEMP/audit.key"
-{_indent(_script(deploy, env), 10)}\
+{image_check}{_indent(_script(deploy, env), 10)}\
       - name: summary
         if: always()
         run: |
@@ -207,7 +368,7 @@ def render(spec: PipelineSpec) -> str:
     paths = "".join(f'      - "{pattern}"\n' for pattern in path_filters(spec))
     commands = "".join(f"#   mangaassist {c.format(env='ENV')}\n" for c in deploy.commands)
     why = f"# ({deploy.why})\n" if deploy.why else ""
-    jobs = []
+    jobs = [_image_job(spec)] if deploy.image else []
     previous = None
     for env in ENVIRONMENTS:
         jobs.append(_job(spec, env, previous))

@@ -5,12 +5,16 @@ tests keep them from drifting: the committed files equal the generator's output,
 matches exactly the paths the planner maps to its pipeline (checked path by path over the tracked
 files and edge cases, with GitHub's glob rules), each pipeline deploys staging then prod with
 minimal permissions and one concurrency group per (environment, pipeline), every command exists in
-the CLI with its options, and actionlint (with shellcheck) and zizmor --offline find nothing.
+the CLI with its options, CD-01's image job (on the host, build before credentials, OIDC, the same
+digest pushed to each environment's registry and deployed through env:, its push scripts run
+against stand-ins for aws and docker), and actionlint (with shellcheck) and zizmor --offline find
+nothing.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +27,7 @@ import pytest
 import typer
 import yaml
 
+from mangaassist.core.resources import physical_name
 from mangaassist.delivery import planner
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -229,9 +234,14 @@ def test_deploy_workflow_goes_staging_then_prod(pipeline: str) -> None:
     assert "workflow_dispatch" in _on(doc)
     assert doc["permissions"] == {}, "no permission at the workflow level: each job asks for its own"
     jobs = doc["jobs"]
-    assert list(jobs) == ENVIRONMENTS
-    assert "needs" not in jobs["staging"]
-    assert jobs["prod"]["needs"] in ("staging", ["staging"])
+    if gen.DEPLOYS[pipeline].image:
+        assert list(jobs) == ["image", *ENVIRONMENTS]
+        assert jobs["staging"]["needs"] in ("image", ["image"])
+        assert jobs["prod"]["needs"] == ["image", "staging"]
+    else:
+        assert list(jobs) == ENVIRONMENTS
+        assert "needs" not in jobs["staging"]
+        assert jobs["prod"]["needs"] in ("staging", ["staging"])
     for env in ENVIRONMENTS:
         job = jobs[env]
         assert job["environment"] == env
@@ -263,13 +273,216 @@ def test_deploy_workflow_goes_staging_then_prod(pipeline: str) -> None:
         assert f"--env {other}" not in script
 
 
+# -- CD-01's image job: build once, push to each environment's registry, deploy that digest ---------
+
+IMAGE_PIPELINES = [pid for pid, deploy in gen.DEPLOYS.items() if deploy.image]
+
+
+def _image_job() -> dict[str, Any]:
+    return _load(_deploy_file("CD-01"))["jobs"]["image"]
+
+
+def _step(job: dict[str, Any], step_id: str) -> dict[str, Any]:
+    (step,) = [s for s in _steps(job) if s.get("id") == step_id]
+    return step
+
+
+def test_only_cd01_has_an_image_job() -> None:
+    assert IMAGE_PIPELINES == ["CD-01"]
+    for spec in planner.CATALOG:
+        jobs = _load(_deploy_file(spec.id))["jobs"]
+        assert ("image" in jobs) == (spec.id == "CD-01"), spec.id
+        text = _deploy_file(spec.id).read_text()
+        assert ("docker " in text) == (spec.id == "CD-01"), spec.id
+
+
+def test_the_image_job_runs_on_the_host_with_minimal_permissions_and_no_secret() -> None:
+    job = _image_job()
+    assert "container" not in job, "docker builds on the runner host, not in the python container"
+    assert job["runs-on"] == gen.RUNNER
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert job["environment"] == "staging", "its OIDC token is the staging environment's"
+    assert 0 < job["timeout-minutes"] <= 120
+    text = yaml.safe_dump(job)
+    assert "secrets." not in text, "the image job needs no secret: the state database is the deploys'"
+    assert job["outputs"] == {
+        "staging": "${{ steps.staging.outputs.image }}",
+        "prod": "${{ steps.prod.outputs.image }}",
+    }
+
+
+def test_the_image_job_builds_before_any_credential_then_pushes_by_oidc() -> None:
+    job = _image_job()
+    steps = _steps(job)
+    checkout = steps[0]
+    assert checkout["uses"].split("@")[0] == "actions/checkout"
+    assert checkout["with"] == {"persist-credentials": False}
+    assert all(PINNED.match(s["uses"].split(" ")[0]) for s in steps if "uses" in s)
+    uses = [s.get("uses", "") for s in steps]
+    aws = [i for i, u in enumerate(uses) if u.split("@")[0] == "aws-actions/configure-aws-credentials"]
+    assert len(aws) == 2
+    assert {uses[i] for i in aws} == {gen.AWS_CREDENTIALS.split(" #")[0]}, "the other jobs' pin"
+    for i in aws:
+        inputs = steps[i]["with"]
+        assert set(inputs) >= {"role-to-assume", "aws-region", "allowed-account-ids"}
+        assert not {"aws-access-key-id", "aws-secret-access-key"} & set(inputs), "OIDC only"
+        assert inputs["role-duration-seconds"] >= job["timeout-minutes"] * 60
+    assert steps[aws[0]]["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+    assert steps[aws[1]]["with"]["role-to-assume"] == "${{ vars.PROD_IMAGE_ROLE_ARN }}"
+    build = next(i for i, s in enumerate(steps) if "docker build" in s.get("run", ""))
+    assert build < aws[0], "the build (third-party packages) runs before any credential exists"
+    assert '--tag "mangaassist-chatbot:$GITHUB_SHA" .' in steps[build]["run"], "the repository's Dockerfile"
+    staging, prod = _step(job, "staging"), _step(job, "prod")
+    assert aws[0] < steps.index(staging) < aws[1] < steps.index(prod)
+    for env, step in (("staging", staging), ("prod", prod)):
+        assert step["env"]["REPOSITORY"] == physical_name(env, "chatbot"), "CD-02's compute stack's name"
+        assert "aws ecr get-login-password" in step["run"]
+        assert "| docker login --username AWS --password-stdin" in step["run"]
+        assert '"image=$registry/$REPOSITORY@$found"' in step["run"]
+    assert prod["env"]["STAGING_IMAGE"] == "${{ steps.staging.outputs.image }}"
+    logout = next(s for s in steps if ".docker/config.json" in s.get("run", ""))
+    assert logout["if"] == "always()"
+
+
+def test_no_expression_reaches_a_run_script_of_a_deploy_workflow() -> None:
+    """Job and step outputs reach scripts through env: only (zizmor's template-injection)."""
+    for spec in planner.CATALOG:
+        for name, job in _load(_deploy_file(spec.id))["jobs"].items():
+            for step in _steps(job):
+                assert "${{" not in step.get("run", ""), f"{spec.id} {name}: {step.get('name')}"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_deploys_the_image_jobs_digest_for_it(env: str) -> None:
+    deploy = _deploy_step(_load(_deploy_file("CD-01"))["jobs"][env], "CD-01", env)
+    assert deploy["env"]["IMAGE"] == f"${{{{ needs.image.outputs.{env} }}}}"
+    script = deploy["run"]
+    assert f'.venv/bin/mangaassist deploy app --env {env} --yes --json --set-env "ECS_IMAGE=$IMAGE"' in script
+    assert script.index('if [ -z "$IMAGE" ]; then') < script.index("mangaassist deploy app")
+    from mangaassist.platform.aws.compute_ecs import IMAGE_ENV
+
+    assert IMAGE_ENV == "ECS_IMAGE", "the variable the ECS provider reads the revision's image from"
+
+
+# The push scripts run here against stand-ins for `aws` and `docker` (there is no Docker engine and no
+# registry on this machine): what they decide (push or reuse, which image, which digest) is tested,
+# not a real build or push.
+
+FAKE_AWS = """#!/bin/bash
+# aws ecr get-login-password | aws ecr describe-images --repository-name R ...: the registry is $STATE
+echo "aws $*" >> "$STATE/calls"
+case "$2" in
+  get-login-password) echo token ;;
+  describe-images)
+    while [ $# -gt 0 ]; do [ "$1" = --repository-name ] && repo="$2"; shift; done
+    if [ -f "$STATE/$repo" ]; then cat "$STATE/$repo"; else
+      echo "An error occurred (ImageNotFoundException)" >&2; exit 254; fi ;;
+  *) exit 2 ;;
+esac
+"""
+FAKE_DOCKER = """#!/bin/bash
+echo "docker $*" >> "$STATE/calls"
+case "$1" in
+  login) cat > /dev/null ;;
+  push) repo="${2#*/}"; repo="${repo%%:*}"; echo "$PUSHED_DIGEST" > "$STATE/$repo" ;;
+esac
+"""
+
+
+def _run_push(tmp_path: Path, step_id: str, env: dict[str, str]) -> tuple[int, str, str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("aws", FAKE_AWS), ("docker", FAKE_DOCKER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    output = tmp_path / "output"
+    output.touch()
+    step = _step(_image_job(), step_id)
+    variables = {k: v for k, v in step["env"].items() if not str(v).startswith("${{")}
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        env={
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "STATE": str(tmp_path),
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_SHA": "0123abc",
+            "REGISTRY_ACCOUNT": "222222222222" if step_id == "staging" else "333333333333",
+            "REGISTRY_REGION": "us-east-1",
+            **variables,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return done.returncode, output.read_text(), done.stdout + done.stderr, calls
+
+
+STAGING_REF = "222222222222.dkr.ecr.us-east-1.amazonaws.com/mangaassist-staging-chatbot"
+PROD_REF = "333333333333.dkr.ecr.us-east-1.amazonaws.com/mangaassist-prod-chatbot"
+DIGEST = "sha256:" + "a" * 64
+
+
+def test_the_staging_push_pushes_the_build_and_outputs_its_digest(tmp_path: Path) -> None:
+    code, output, log, calls = _run_push(tmp_path, "staging", {"PUSHED_DIGEST": DIGEST})
+    assert code == 0, log
+    assert output == f"image={STAGING_REF}@{DIGEST}\n"
+    assert f"docker tag mangaassist-chatbot:0123abc {STAGING_REF}:0123abc" in calls
+    assert f"docker push {STAGING_REF}:0123abc" in calls
+    assert (
+        "docker login --username AWS --password-stdin 222222222222.dkr.ecr.us-east-1.amazonaws.com" in calls
+    )
+
+
+def test_a_rerun_reuses_the_commits_image_and_pushes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "mangaassist-staging-chatbot").write_text(DIGEST + "\n")
+    code, output, log, calls = _run_push(tmp_path, "staging", {"PUSHED_DIGEST": "sha256:" + "b" * 64})
+    assert code == 0, log
+    assert output == f"image={STAGING_REF}@{DIGEST}\n"
+    assert not [c for c in calls if c.startswith(("docker push", "docker tag"))]
+    assert "exists (an earlier attempt pushed it)" in log
+
+
+def test_prod_gets_staging_s_image_by_digest_and_the_same_digest(tmp_path: Path) -> None:
+    staging = f"{STAGING_REF}@{DIGEST}"
+    code, output, log, calls = _run_push(
+        tmp_path, "prod", {"PUSHED_DIGEST": DIGEST, "STAGING_IMAGE": staging}
+    )
+    assert code == 0, log
+    assert output == f"image={PROD_REF}@{DIGEST}\n"
+    assert calls.index(f"docker pull {staging}") < calls.index(f"docker push {PROD_REF}:0123abc")
+    assert f"docker tag {staging} {PROD_REF}:0123abc" in calls
+
+
+def test_prod_fails_when_its_registry_holds_another_digest(tmp_path: Path) -> None:
+    other = "sha256:" + "c" * 64
+    code, output, log, _ = _run_push(
+        tmp_path, "prod", {"PUSHED_DIGEST": other, "STAGING_IMAGE": f"{STAGING_REF}@{DIGEST}"}
+    )
+    assert code == 1
+    assert output == "", "no image output: the prod job does not deploy it"
+    assert f"is {other}, staging's image {DIGEST}: not the same image" in log
+
+
+def test_a_push_with_no_digest_fails(tmp_path: Path) -> None:
+    code, output, log, _ = _run_push(tmp_path, "staging", {"PUSHED_DIGEST": "None"})
+    assert code == 1 and output == ""
+    assert "::error::no digest for" in log
+
+
 def test_concurrency_groups_are_one_per_environment_and_pipeline() -> None:
     groups = [
         job["concurrency"]["group"]
         for spec in planner.CATALOG
-        for job in _load(_deploy_file(spec.id))["jobs"].values()
+        for name, job in _load(_deploy_file(spec.id))["jobs"].items()
+        if name in ENVIRONMENTS
     ]
     assert len(groups) == len(set(groups)) == len(planner.CATALOG) * len(ENVIRONMENTS)
+    # the image job's group is per commit: runs of one commit push in turn, other commits side by side
+    image = _load(_deploy_file("CD-01"))["jobs"]["image"]
+    assert image["concurrency"] == {"group": "image-CD-01-${{ github.sha }}", "cancel-in-progress": False}
 
 
 def test_the_pull_request_workflow_has_no_secret_and_no_cloud_credential() -> None:

@@ -575,9 +575,13 @@ def release(
         Path | None, typer.Option("--policy", help="Policy file (default: policy.yaml).")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Run the plan without asking for confirmation.")] = False,
+    dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Plan (--plan) or run a release: changed paths -> pipelines, in dependency order."""
+    """Plan (--plan) or run a release: changed paths -> pipelines, in dependency order.
+
+    --dry-run (an aws environment): dry-run each planned pipeline's runs in order, stopping at the
+    first that fails; each is planned against AWS as it is (not as the ones before would leave it)."""
     with handled(as_json):
         overrides = _overrides(override or [], reason)
         policy = load_policy(policy_path)
@@ -593,6 +597,9 @@ def release(
         )
         if plan_only:
             _show_plan(plan, as_json)
+            return
+        if dry:
+            _release_dry_run(plan, env, as_json)
             return
         if plan.pipelines:
             preflight(env, store)
@@ -647,6 +654,52 @@ def release(
         verdict = "succeeded" if summary.succeeded else "stopped"
         say(f"release {summary.id} {verdict}")
     if not summary.succeeded:
+        raise typer.Exit(1)
+
+
+def _release_dry_run(plan: planner.ReleasePlan, env: str, as_json: bool) -> None:
+    """``release --dry-run``: each planned pipeline's runs dry-run in order (``views.dry_run``),
+    until one fails; the rest are reported as not dry-run."""
+    from mangaassist.platform import factory
+    from mangaassist.views.dry_run import dry_run_pipeline
+
+    settings = factory.settings_for(env)
+    if settings.provider != "aws":
+        raise ConfigError(
+            f"environment {env} runs on provider {settings.provider!r}: --dry-run shows the AWS calls "
+            "of an aws environment (staging, prod); --plan shows a local release's pipelines"
+        )
+    results: list[dict[str, Any]] = []
+    stopped = False
+    for item in plan.pipelines:
+        if stopped or not item.built:
+            why = "not built yet" if not item.built else "not dry-run: a pipeline before it failed"
+            results.append({"pipeline": item.id, "result": why, "runs": []})
+            continue
+        with factory.dry_run(settings):  # CD-07 lists its pending migrations
+            runs = registry.release_runs(item.id, env, item.paths)
+        plans = []
+        for params in runs:
+            one = dry_run_pipeline(item.id, params, environment=env)
+            plans.append(one)
+            if one["result"] == "failed":
+                stopped = True
+                break
+        result = "nothing to run" if not runs else plans[-1]["result"]
+        results.append({"pipeline": item.id, "result": result, "runs": plans})
+    if as_json:
+        _print_json({"dry_run": True, "plan": plan.as_dict(), "pipelines": results})
+    else:
+        _show_plan(plan, False)
+        console.print("[bold]release dry run[/] (nothing was changed)")
+        for entry in results:
+            changes = sum(int(p["changes"]) for p in entry["runs"])
+            count = f", {len(entry['runs'])} runs" if len(entry["runs"]) > 1 else ""
+            say(f"  {entry['pipeline']}: {entry['result']} ({changes} change(s){count})")
+            for one in entry["runs"]:
+                if one["reason"]:
+                    say(f"     {one['stopped_at']}: {one['reason']}")
+    if stopped:
         raise typer.Exit(1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,8 +92,18 @@ def no_credentials(tmp_path: Path) -> dict[str, str]:
 
 
 def _nothing_recorded(env: dict[str, str]) -> None:
-    home = Path(env["MANGAASSIST_HOME"])
-    assert not (home / "state.sqlite3").exists(), "a dry run recorded a run in the engine's state"
+    """No run, lock or audit entry in the environment's engine state (``release`` opens it to find
+    the last release; the deploy commands do not even create it)."""
+    state = Path(env["MANGAASSIST_HOME"]) / "state.sqlite3"
+    if not state.exists():
+        return
+    with sqlite3.connect(state) as db:
+        counts = {
+            "engine_runs": db.execute("SELECT count(*) FROM engine_runs").fetchone()[0],
+            "engine_locks": db.execute("SELECT count(*) FROM engine_locks").fetchone()[0],
+            "engine_audit": db.execute("SELECT count(*) FROM engine_audit").fetchone()[0],
+        }
+    assert counts == {"engine_runs": 0, "engine_locks": 0, "engine_audit": 0}, counts
 
 
 def test_the_widget_release_is_planned_without_credentials_and_nothing_is_made(
@@ -160,3 +171,28 @@ def test_against_moto_reads_are_made_and_nothing_is_written(moto_endpoint: str, 
     invalidations = cloudfront.list_invalidations(DistributionId=distribution)["InvalidationList"]
     assert invalidations.get("Quantity", 0) == 0
     _nothing_recorded(env)
+
+
+def test_a_release_dry_runs_its_pipelines_in_order(no_credentials: dict[str, str], tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "monitoring").mkdir(parents=True)
+    (repo / "README.md").write_text("first\n")
+    git = {**no_credentials, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com"}
+    git |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *args], cwd=repo, env=git, check=True)
+    (repo / "monitoring" / "slo.yaml").write_text("# changed\n")
+    (repo / "infra-notes.txt").write_text("not shipped by any pipeline\n")
+    for args in (["add", "."], ["commit", "-q", "-m", "second"]):
+        subprocess.run(["git", *args], cwd=repo, env=git, check=True)
+    code, doc, err = _cli(
+        no_credentials, "release", "--env", "staging", "--since", "HEAD~1", "--repo", str(repo), "--dry-run"
+    )
+    assert code == 0, err[-2000:]
+    assert [p["pipeline"] for p in doc["pipelines"]] == ["CD-08"]
+    assert doc["pipelines"][0]["result"] == "complete" and doc["pipelines"][0]["runs"][0]["dry_run"]
+    _nothing_recorded(no_credentials)
+    code, doc, _ = _cli(
+        no_credentials, "release", "--env", "dev", "--since", "HEAD~1", "--repo", str(repo), "--dry-run"
+    )
+    assert code == 2 and "--dry-run shows the AWS calls" in json.dumps(doc)

@@ -18,6 +18,7 @@ from botocore.stub import ANY, Stubber
 from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.aws.compute_ecs import (
+    EcsServiceCompute,
     EcsStateError,
     NotSupportedError,
     alb_weights,
@@ -28,7 +29,7 @@ from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, Revis
 from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
 from mangaassist.platform.metrics import OutcomeKind
 from tests.contract.conftest import AwsNetwork, make_aws_side
-from tests.moto_server import CREDENTIALS
+from tests.moto_server import CREDENTIALS, client
 
 
 def _rules(side: Any, service: str) -> dict[str, dict[str, Any]]:
@@ -360,3 +361,30 @@ def test_tasks_get_the_workers_aws_settings_and_a_worker_opens_its_tables_with_t
     monkeypatch.setenv(WORKLOAD_AWS_ENV, "{not json")
     with pytest.raises(SettingsError, match="MANGAASSIST_AWS_SETTINGS: not JSON"):
         workload_platform(tmp_path, tmp_path)
+
+
+def test_a_missing_cluster_or_listener_names_the_setting_and_what_creates_it(
+    aws_network: AwsNetwork,
+) -> None:
+    def compute(**where: str) -> EcsServiceCompute:
+        settings = {"cluster": aws_network.cluster, "listener_arn": aws_network.listener_arn, **where}
+        return EcsServiceCompute(
+            client(aws_network.endpoint, "ecs"),
+            client(aws_network.endpoint, "elbv2"),
+            vpc_id=aws_network.vpc_id,
+            subnets=aws_network.subnets,
+            security_groups=[aws_network.security_group],
+            execution_role_arn="arn:aws:iam::123456789012:role/exec",
+            image="repo/app:1",
+            environment="staging",
+            **settings,
+        )
+
+    with pytest.raises(ConfigError) as cluster:
+        compute(cluster="no-such-cluster").status("chatbot")
+    text = str(cluster.value)
+    assert "ECS cluster no-such-cluster ([environments.staging.aws] cluster) does not exist" in text
+    assert "mangaassist deploy infra --env staging" in text
+    gone = aws_network.listener_arn.rsplit("/", 1)[0] + "/0000000000000000"
+    with pytest.raises(ConfigError, match=r"\[environments\.staging\.aws\] listener_arn\) does not exist"):
+        compute(listener_arn=gone).status("chatbot")

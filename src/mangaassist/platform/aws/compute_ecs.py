@@ -330,9 +330,27 @@ class EcsServiceCompute:
         except ClientError as exc:
             err = exc.response.get("Error", {})
             detail = f"{op}: {err.get('Code', '?')}: {err.get('Message', exc)}"
+            missing = self._missing_setting(str(err.get("Code", "")))
+            if missing is not None:
+                raise ConfigError(f"{missing} ({detail})") from None
             if err.get("Code") in _NOT_FOUND:
                 raise NotFoundError(detail) from None
             raise EcsError(detail) from None
+
+    def _missing_setting(self, code: str) -> str | None:
+        """What the environment lacks when AWS says its cluster or listener is not there: the
+        resources CD-02's compute stack creates, named with the setting that points at them."""
+        where = f"[environments.{self.environment}.aws]"
+        if code == "ClusterNotFoundException":
+            what = f"the ECS cluster {self.cluster} ({where} cluster) does not exist"
+        elif code in ("ListenerNotFound", "ListenerNotFoundException"):
+            what = f"the load balancer listener {self.listener_arn} ({where} listener_arn) does not exist"
+        else:
+            return None
+        return (
+            f"{what}: the infrastructure pipeline's compute stack creates it "
+            f"(`mangaassist deploy infra --env {self.environment}`), then set its name there"
+        )
 
     def _conditions(self, service: str) -> list[dict[str, Any]]:
         return [dict(c) for c in self.conditions.get(service, DEFAULT_CONDITIONS)]

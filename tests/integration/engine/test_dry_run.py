@@ -131,8 +131,10 @@ def test_how_other_pipelines_end_without_credentials(no_credentials: dict[str, s
 
     code, plan, err = _cli(no_credentials, "migrate", "apply", "0003", "--env", "staging", "--dry-run")
     assert code == 0, err[-2000:]
-    assert plan["result"] == "ends after changes" and plan["stopped_at"] == "expand"
-    assert any(c["operation"] == "CreateHostedConfigurationVersion" for c in plan["calls"])
+    assert plan["result"] == "ends at a wait" and plan["stopped_at"] == "expand"
+    changes = [c["operation"] for c in plan["calls"] if not c["read"]]
+    assert changes.count("CreateHostedConfigurationVersion") == 2  # the rule's version, the pointer
+    assert changes[-1] == "StartDeployment" and "GetDeployment was polled" in plan["reason"]
 
     code, plan, err = _cli(no_credentials, "deploy", "app", "--env", "staging", "--dry-run")
     assert code == 1 and plan["result"] == "failed", err[-2000:]

@@ -265,6 +265,9 @@ class AppConfigStore:
         self._profile_ids: dict[str, str] | None = None
         self._sessions: dict[str, _Session] = {}
         self._written: dict[str, dict[str, Any]] = {}
+        self._created: dict[tuple[str, str], ConfigVersion] = {}
+        """Versions this store created: read back without a round trip (labels are content hashes,
+        so a version's content never changes; a dry run, which creates nothing, reads them too)."""
 
     @classmethod
     def from_env(
@@ -316,9 +319,14 @@ class AppConfigStore:
             VersionLabel=name,
         )
         meta = _version_meta(description)
-        return ConfigVersion(profile, name, content, at, author, meta["message"])
+        made = ConfigVersion(profile, name, content, at, author, meta["message"])
+        self._created[(profile, name)] = made
+        return made
 
     def version(self, profile: str, version: str) -> ConfigVersion:
+        made = self._created.get((profile, version))
+        if made is not None:
+            return made
         pid = self._profile(profile, create=False)
         found = self._hosted(pid, label=version) if pid else []
         if not found:

@@ -246,7 +246,9 @@ class DryRunClient:
                     raise ClientError(answer, api)
                 if (self._service, api) in _EMPTY_READS:
                     return {}
-            return synthesize(model.output_shape, api, empty=read, service=self._service)
+            return synthesize(
+                model.output_shape, api, empty=read, service=self._service, serial=len(self._run.calls)
+            )
 
         call.__name__ = method
         return call
@@ -275,14 +277,17 @@ class _EmptyPaginator:
         yield self._operation(**params)
 
 
-def synthesize(shape: Any, operation: str, *, empty: bool = False, service: str = "") -> dict[str, Any]:
+def synthesize(
+    shape: Any, operation: str, *, empty: bool = False, service: str = "", serial: int = 0
+) -> dict[str, Any]:
     """A response of ``shape`` (botocore's output shape): every member, one element per list
     (``empty``: none, an account where nothing exists), strings from ``placeholder``
-    (an enum's first value)."""
+    (an enum's first value); ``serial`` (the call's place in the dry run) keeps the ids of two
+    resources made by the same operation apart."""
     if shape is None:
         return {}
     tokens = page_tokens(service, operation) if empty and service else frozenset()
-    value = _value(shape, operation, "", empty, 0, set(), tokens)
+    value = _value(shape, f"{operation}-{serial}" if serial else operation, "", empty, 0, set(), tokens)
     return value if isinstance(value, dict) else {}
 
 

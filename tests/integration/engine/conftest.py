@@ -50,3 +50,24 @@ def store(state_url: str) -> Iterator[StateStore]:
     opened = StateStore(state_url)
     yield opened
     opened.close()
+
+
+ROOT = Path(__file__).parents[3]
+
+
+def aws_free_env(tmp_path: Path, config: str) -> dict[str, str]:
+    """The environment of a CLI child with ``config`` as its ``mangaassist.toml``, its home under
+    ``tmp_path`` and no AWS credentials anywhere boto3 looks (variables, files, profiles, instance
+    metadata), nor a shared state database."""
+    path = tmp_path / "mangaassist.toml"
+    path.write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MANGAASSIST_STATE_URL"}
+    return env | {
+        "MANGAASSIST_PLATFORM_CONFIG": str(path),
+        "MANGAASSIST_HOME": str(tmp_path / "home"),
+        "MANGAASSIST_ROOT": str(ROOT),
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "MANGAASSIST_ACTOR": "ann",
+    }

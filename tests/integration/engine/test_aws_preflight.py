@@ -15,6 +15,7 @@ import pytest
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.views.runs import preflight
+from tests.integration.engine.conftest import aws_free_env
 
 MANGAASSIST = Path(sys.executable).with_name("mangaassist")
 ROOT = Path(__file__).parents[3]
@@ -36,18 +37,7 @@ provider = "aws"
 @pytest.fixture
 def no_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """An environment with no AWS credentials anywhere boto3 looks (variables, files, profiles)."""
-    config = tmp_path / "mangaassist.toml"
-    config.write_text(CONFIG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MANGAASSIST_STATE_URL"}
-    env |= {
-        "MANGAASSIST_PLATFORM_CONFIG": str(config),
-        "MANGAASSIST_HOME": str(tmp_path / "home"),
-        "MANGAASSIST_ROOT": str(ROOT),
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "MANGAASSIST_ACTOR": "ann",
-    }
+    env = aws_free_env(tmp_path, CONFIG)
     for key in [k for k in os.environ if k.startswith("AWS_") or k == "MANGAASSIST_STATE_URL"]:
         monkeypatch.delenv(key)
     for key in (

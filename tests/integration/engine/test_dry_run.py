@@ -5,7 +5,6 @@ credentials anywhere, and against moto's server with credentials (reads made, no
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 
+from tests.integration.engine.conftest import aws_free_env
 from tests.integration.static_site.conftest import make_distribution
 from tests.moto_server import CREDENTIALS, client, moto_server
 
@@ -47,19 +47,7 @@ compute = "ecs"
 
 
 def _env(tmp_path: Path, config: str, credentials: bool) -> dict[str, str]:
-    path = tmp_path / "mangaassist.toml"
-    path.write_text(config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MANGAASSIST_STATE_URL"}
-    env |= {
-        "MANGAASSIST_PLATFORM_CONFIG": str(path),
-        "MANGAASSIST_HOME": str(tmp_path / "home"),
-        "MANGAASSIST_ROOT": str(ROOT),
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "MANGAASSIST_ACTOR": "ann",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = aws_free_env(tmp_path, config) | {"HF_HUB_OFFLINE": "1"}
     if credentials:
         env |= {
             "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],

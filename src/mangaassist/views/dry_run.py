@@ -156,7 +156,8 @@ def dry_run_pipeline(
         "params": params,
         "reads": "made"
         if record.reads_made
-        else "not made (no AWS credentials): answered as in an account where nothing exists yet",
+        else "not made (no AWS credentials): answered as an environment whose CD-02 resources hold "
+        "nothing of the pipeline's yet",
         "approvals_required": policy.approvals,
         "result": result,
         "stopped_at": stopped.name if stopped is not None else None,

@@ -114,7 +114,8 @@ class DryRun:
     """The calls of one dry run, in order, from every client it wraps (thread-safe)."""
 
     reads_made: bool = True
-    """False: no credentials (and no endpoint), so reads are answered as in an empty account."""
+    """False: no credentials, so reads are not made either: answered as an environment whose CD-02
+    resources hold nothing of the pipeline's yet (module docstring)."""
     calls: list[Call] = field(default_factory=list)
     step: str | None = None
     """The pipeline step the calls are made for (set by the dry-run driver), recorded with each."""

@@ -142,7 +142,7 @@ def dry_run_pipeline(
     result = "complete"
     if stopped is not None:
         reason = stopped.reason or ""
-        changed = any(not c["read"] and c.get("step") == stopped.name for c in record.as_list())
+        changed = any(c.step == stopped.name for c in record.changes)
         if reason.startswith(WAIT_STOP):
             result = "ends at a wait"
         elif changed and not reason.startswith(INVALID):

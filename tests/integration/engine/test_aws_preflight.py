@@ -18,7 +18,6 @@ from mangaassist.views.runs import preflight
 from tests.integration.engine.conftest import aws_free_env
 
 MANGAASSIST = Path(sys.executable).with_name("mangaassist")
-ROOT = Path(__file__).parents[3]
 CONFIG = """\
 [environments.dev]
 provider = "local"

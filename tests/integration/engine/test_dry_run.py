@@ -15,12 +15,11 @@ from uuid import uuid4
 
 import pytest
 
-from tests.integration.engine.conftest import aws_free_env
+from tests.integration.engine.conftest import ROOT, aws_free_env
 from tests.integration.static_site.conftest import make_distribution
 from tests.moto_server import CREDENTIALS, client, moto_server
 
 MANGAASSIST = Path(sys.executable).with_name("mangaassist")
-ROOT = Path(__file__).parents[3]
 CONFIG = """\
 [environments.dev]
 provider = "local"

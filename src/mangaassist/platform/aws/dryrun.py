@@ -33,6 +33,7 @@ method but GET and HEAD, except the search endpoints).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -98,15 +99,18 @@ class Call:
     read: bool
     made: bool
     """Sent to AWS (a read with credentials); never true for a call that may change something."""
+    step: str | None = None
+    """The pipeline step that made it (``DryRun.step`` when it was recorded)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "service": self.service,
             "operation": self.operation,
             "params": _jsonable(self.params),
             "read": self.read,
             "made": self.made,
         }
+        return out if self.step is None else {**out, "step": self.step}
 
 
 @dataclass
@@ -119,16 +123,13 @@ class DryRun:
     calls: list[Call] = field(default_factory=list)
     step: str | None = None
     """The pipeline step the calls are made for (set by the dry-run driver), recorded with each."""
-    steps: dict[int, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _polls: dict[str, int] = field(default_factory=dict)
     _objects: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
     def record(self, call: Call) -> None:
         with self._lock:
-            if self.step is not None:
-                self.steps[len(self.calls)] = self.step
-            self.calls.append(call)
+            self.calls.append(dataclasses.replace(call, step=self.step))
             if not call.read:
                 self._polls.clear()
 
@@ -184,13 +185,7 @@ class DryRun:
         return [c for c in self.calls if not c.read]
 
     def as_list(self) -> list[dict[str, Any]]:
-        out = []
-        for i, call in enumerate(self.calls):
-            item = call.as_dict()
-            if i in self.steps:
-                item["step"] = self.steps[i]
-            out.append(item)
-        return out
+        return [call.as_dict() for call in self.calls]
 
     def wrap(self, client: Any) -> DryRunClient:
         return DryRunClient(client, self)

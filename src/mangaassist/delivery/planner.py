@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import subprocess
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -39,6 +39,16 @@ class PipelineSpec:
     """Files at the repository root (glob patterns) whose changes this pipeline ships."""
     files_why: str = ""
     """Why those files belong to this pipeline, for the plan's explanation."""
+    folders_why: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Why a folder belongs to this pipeline where its name does not say it, for the plan's
+    explanation: every folder two pipelines ship (``data/``) has one in each."""
+
+    def __post_init__(self) -> None:
+        stray = sorted(set(self.folders_why) - set(self.folders))
+        if stray:
+            raise ValueError(
+                f"{self.id}: folders_why names {stray}, which are not among its folders {list(self.folders)}"
+            )
 
 
 APPLICATION_FILES = (
@@ -54,20 +64,29 @@ APPLICATION_FILES = (
     "Pipfile.lock",
     "requirements*.txt",
     "constraints*.txt",
+    "Dockerfile",
+    ".dockerignore",
 )
-"""Root files that change how the application is built or what it depends on: CD-01 ships them."""
+"""Root files that change how the application is built, what it depends on or what its container image
+holds (the ``Dockerfile`` and its build context's allow-list): CD-01 ships them."""
 
 CATALOG: tuple[PipelineSpec, ...] = (
     PipelineSpec(
         "CD-01",
         "application code",
-        ("src/",),
+        ("src/", "data/"),
         APPLICATION_FILES,
-        "the application's dependencies and build",
+        "the application's dependencies, build and image",
+        folders_why={"data/": "the chatbot's image copies data/ and reads it at run time"},
     ),
     PipelineSpec("CD-02", "infrastructure as code", ("infra/",)),
     PipelineSpec("CD-03", "ML models", ("ml/",)),
-    PipelineSpec("CD-04", "RAG knowledge base", ("knowledge/",)),
+    PipelineSpec(
+        "CD-04",
+        "RAG knowledge base",
+        ("knowledge/", "data/"),
+        folders_why={"data/": "the knowledge base indexes the catalog, data/catalog.jsonl"},
+    ),
     PipelineSpec("CD-05", "frontend", ("frontend/",)),
     PipelineSpec("CD-06", "configuration & prompts", ("config/",)),
     PipelineSpec("CD-07", "database migrations", ("migrations/",)),
@@ -122,13 +141,13 @@ class PlannedPipeline:
     @property
     def reason(self) -> str:
         spec = SPECS[self.id]
-        in_folders = [p for p in self.paths if _in_folders(p, spec)]
-        files = [p for p in self.paths if p not in in_folders]
         parts = []
-        if in_folders:
-            parts.append(
-                f"{len(in_folders)} changed path(s) under {', '.join(spec.folders)}: {_shown(in_folders)}"
-            )
+        for folder in spec.folders:
+            under = [p for p in self.paths if _folder_of(p, spec) == folder]
+            if under:
+                why = f" ({spec.folders_why[folder]})" if folder in spec.folders_why else ""
+                parts.append(f"{len(under)} changed path(s) under {folder}{why}: {_shown(under)}")
+        files = [p for p in self.paths if _folder_of(p, spec) is None]
         if files:
             parts.append(f"{len(files)} changed file(s) of {spec.files_why}: {_shown(files)}")
         return "; ".join(parts)
@@ -173,8 +192,9 @@ def _clean(path: str) -> str:
     return path.removeprefix("./")
 
 
-def _in_folders(path: str, spec: PipelineSpec) -> bool:
-    return any(_clean(path).startswith(folder) for folder in spec.folders)
+def _folder_of(path: str, spec: PipelineSpec) -> str | None:
+    """The first of ``spec``'s folders ``path`` is under, if any."""
+    return next((folder for folder in spec.folders if _clean(path).startswith(folder)), None)
 
 
 def _is_file_of(path: str, spec: PipelineSpec) -> bool:
@@ -182,12 +202,11 @@ def _is_file_of(path: str, spec: PipelineSpec) -> bool:
     return "/" not in clean and any(fnmatch.fnmatchcase(clean, pattern) for pattern in spec.files)
 
 
-def pipeline_for(path: str) -> str | None:
-    """The pipeline that ships ``path`` (a folder it owns, or one of its root files), if any."""
-    for spec in CATALOG:
-        if _in_folders(path, spec) or _is_file_of(path, spec):
-            return spec.id
-    return None
+def pipelines_for(path: str) -> list[str]:
+    """The pipelines that ship ``path`` (a folder they own, or one of their root files), in release
+    order; empty when none does. Most paths have one; a folder two pipelines read (``data/``:
+    the knowledge base indexes the catalog, the chatbot's image holds it) has several."""
+    return [pid for pid in ORDER if _folder_of(path, SPECS[pid]) is not None or _is_file_of(path, SPECS[pid])]
 
 
 def plan_release(
@@ -202,10 +221,10 @@ def plan_release(
     by_pipeline: dict[str, list[str]] = {}
     unmapped: list[str] = []
     for path in sorted(set(changed)):
-        pipeline = pipeline_for(path)
-        if pipeline is None:
+        pipelines = pipelines_for(path)
+        if not pipelines:
             unmapped.append(path)
-        else:
+        for pipeline in pipelines:
             by_pipeline.setdefault(pipeline, []).append(path)
     chosen = [p for p in ORDER if p in by_pipeline]
     planned = []

@@ -137,6 +137,14 @@ EDGE_CASES = [
     "README.md",
     "CHANGELOG.md",
     "Dockerfile",
+    ".dockerignore",
+    "docker/Dockerfile",
+    "Dockerfile.dev",
+    "data/catalog.jsonl",
+    "data/orders.jsonl",
+    "data/sub/x.csv",
+    "database/x.sql",
+    "docs/data/x.md",
     ".github/workflows/deploy-cd-01.yml",
     "tests/unit/delivery/test_workflows.py",
 ]
@@ -194,14 +202,33 @@ def test_path_filters_trigger_the_pipeline_the_planner_picks_path_by_path() -> N
     wrong = []
     for path in paths:
         triggered = {pid for pid, patterns in filters.items() if any(p.match(path) for p in patterns)}
-        planned = planner.pipeline_for(path)
-        if triggered != ({planned} if planned else set()):
+        planned = planner.pipelines_for(path)
+        if triggered != set(planned):
             wrong.append(f"{path}: workflows {sorted(triggered)}, planner {planned}")
     assert not wrong, "\n".join(wrong)
     # the edge cases land where the planner's rules say
-    assert planner.pipeline_for("requirements/dev.txt") is None
-    assert planner.pipeline_for("sub/pyproject.toml") is None
-    assert planner.pipeline_for("requirements-dev.txt") == "CD-01"
+    assert planner.pipelines_for("requirements/dev.txt") == []
+    assert planner.pipelines_for("sub/pyproject.toml") == []
+    assert planner.pipelines_for("requirements-dev.txt") == ["CD-01"]
+    assert planner.pipelines_for("Dockerfile") == planner.pipelines_for(".dockerignore") == ["CD-01"]
+    assert planner.pipelines_for("docker/Dockerfile") == planner.pipelines_for("Dockerfile.dev") == []
+    # a folder two pipelines ship triggers both workflows, as it plans both
+    assert planner.pipelines_for("data/catalog.jsonl") == ["CD-04", "CD-01"]
+    assert planner.pipelines_for("database/x.sql") == planner.pipelines_for("docs/data/x.md") == []
+
+
+def test_a_folder_two_pipelines_ship_is_in_both_workflows_filters() -> None:
+    shared = {
+        folder: [spec.id for spec in planner.CATALOG if folder in spec.folders]
+        for folder in {folder for spec in planner.CATALOG for folder in spec.folders}
+    }
+    shared = {folder: owners for folder, owners in shared.items() if len(owners) > 1}
+    assert shared == {"data/": ["CD-01", "CD-04"]}
+    for folder, owners in shared.items():
+        for pid in owners:
+            assert f"{folder}**" in _on(_load(_deploy_file(pid)))["push"]["paths"], (pid, folder)
+            # the plan's reason says why the folder belongs to each of them
+            assert planner.SPECS[pid].folders_why.get(folder), f"{pid}: no folders_why for {folder}"
 
 
 def test_the_planners_root_patterns_mean_the_same_to_github() -> None:

@@ -55,6 +55,13 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         (["poetry.lock", "infra/app.py"], ["CD-02", "CD-01"]),
         (["docs/pyproject.toml", "frontend/Makefile"], ["CD-05"]),  # only the root's build files
         (["./src/a.py", ".github/workflows/ci.yml"], ["CD-01"]),
+        (["Dockerfile"], ["CD-01"]),
+        ([".dockerignore", "docs/x.md"], ["CD-01"]),
+        (["docker/Dockerfile", "docs/Dockerfile"], []),  # only the root's image files
+        (["data/catalog.jsonl"], ["CD-04", "CD-01"]),
+        (["data/orders.jsonl", "frontend/a"], ["CD-04", "CD-01", "CD-05"]),
+        (["knowledge/faq/shipping.md", "data/catalog.jsonl", "src/a.py"], ["CD-04", "CD-01"]),
+        (["docs/data/x.md", "database/y.sql", "data"], []),
     ],
 )
 def test_golden_cases(changed: list[str], expected: list[str]) -> None:
@@ -114,8 +121,66 @@ def test_build_and_dependency_files_put_the_application_in_the_plan_with_a_reaso
     assert cd01.paths == ["pyproject.toml", "src/a.py", "uv.lock"]
     assert cd01.reason == (
         "1 changed path(s) under src/: src/a.py; "
-        "2 changed file(s) of the application's dependencies and build: pyproject.toml, uv.lock"
+        "2 changed file(s) of the application's dependencies, build and image: pyproject.toml, uv.lock"
     )
+
+
+def test_a_dockerfile_change_plans_the_application_because_its_image_changes() -> None:
+    plan = plan_release(["Dockerfile", "docs/x.md"], environment="prod", is_built=nothing_built)
+    (cd01,) = plan.pipelines
+    assert (cd01.id, cd01.paths) == ("CD-01", ["Dockerfile"])
+    assert cd01.reason == "1 changed file(s) of the application's dependencies, build and image: Dockerfile"
+    assert plan.unmapped == ["docs/x.md"]
+
+
+def test_a_catalog_change_plans_the_knowledge_base_then_the_application_each_saying_why() -> None:
+    plan = plan_release(["data/catalog.jsonl"], environment="prod", is_built=nothing_built)
+    cd04, cd01 = plan.pipelines
+    assert (cd04.id, cd01.id) == ("CD-04", "CD-01")
+    assert cd04.paths == cd01.paths == ["data/catalog.jsonl"]
+    assert cd04.reason == (
+        "1 changed path(s) under data/ (the knowledge base indexes the catalog, data/catalog.jsonl): "
+        "data/catalog.jsonl"
+    )
+    assert cd01.reason == (
+        "1 changed path(s) under data/ (the chatbot's image copies data/ and reads it at run time): "
+        "data/catalog.jsonl"
+    )
+    assert cd04.after == [] and cd01.after == [
+        "CD-04: the knowledge index must be live before the code that reads it"
+    ]
+    assert plan.unmapped == []
+    assert [p["id"] for p in plan.as_dict()["pipelines"]] == ["CD-04", "CD-01"]
+
+
+def test_knowledge_and_data_changes_plan_the_knowledge_base_once_with_both_reasons() -> None:
+    plan = plan_release(
+        ["knowledge/faq/shipping.md", "data/catalog.jsonl", "knowledge/faq/returns.md"],
+        environment="prod",
+        is_built=nothing_built,
+    )
+    assert [p.id for p in plan.pipelines] == ["CD-04", "CD-01"]
+    cd04, cd01 = plan.pipelines
+    assert cd04.paths == ["data/catalog.jsonl", "knowledge/faq/returns.md", "knowledge/faq/shipping.md"]
+    assert cd04.reason == (
+        "2 changed path(s) under knowledge/: knowledge/faq/returns.md, knowledge/faq/shipping.md; "
+        "1 changed path(s) under data/ (the knowledge base indexes the catalog, data/catalog.jsonl): "
+        "data/catalog.jsonl"
+    )
+    assert cd01.paths == ["data/catalog.jsonl"]  # the knowledge base's own files are not the image's reason
+
+
+def test_an_unrelated_root_file_plans_nothing() -> None:
+    plan = plan_release(["docs/x.md", "CHANGELOG.md"], environment="prod", is_built=nothing_built)
+    assert plan.pipelines == [] and plan.unmapped == ["CHANGELOG.md", "docs/x.md"]
+    assert planner.pipelines_for("docs/x.md") == []
+
+
+def test_a_folder_reason_for_a_folder_the_pipeline_does_not_ship_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"^CD-09: folders_why names \['data/'\], which are not among its folders \['x/'\]"
+    ):
+        planner.PipelineSpec("CD-09", "test", ("x/",), folders_why={"data/": "why"})
 
 
 # -- golden cases from a real git history ---------------------------------------------------------
@@ -188,6 +253,17 @@ def test_an_unknown_ref_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
     elsewhere.mkdir()
     with pytest.raises(BadRequest, match="not a git repository"):
         planner.changed_paths(elsewhere, "HEAD")
+
+
+def test_a_catalog_commit_plans_the_knowledge_base_then_the_application(repo: Path) -> None:
+    commit(repo, {"data/catalog.jsonl": '{"id": "berserk"}\n', "data/orders.jsonl": "{}\n"}, "data")
+    commit(repo, {"data/catalog.jsonl": '{"id": "berserk", "volumes": 42}\n'}, "a catalog row changes")
+    plan = plan_from_git(repo, "HEAD~1")
+    assert [(p.id, p.paths) for p in plan.pipelines] == [
+        ("CD-04", ["data/catalog.jsonl"]),
+        ("CD-01", ["data/catalog.jsonl"]),
+    ]
+    assert plan.unmapped == []
 
 
 def test_paths_with_unusual_characters_come_back_as_they_are(repo: Path) -> None:

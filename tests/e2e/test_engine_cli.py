@@ -315,6 +315,34 @@ def test_release_plan_counts_a_file_moved_out_of_a_pipeline_folder(
     assert "CD-04" in shown.stdout and "nothing to release" not in shown.stdout
 
 
+def test_release_plan_of_a_catalog_commit_runs_the_knowledge_base_then_the_application(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "data" / "catalog.jsonl").write_text('{"id": "berserk", "volumes": 41}\n')
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    (repo / "data" / "catalog.jsonl").write_text('{"id": "berserk", "volumes": 42}\n')
+    git(repo, "commit", "-qam", "a catalog row changes")
+    plan = data(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
+    assert [(p["id"], p["paths"]) for p in plan["pipelines"]] == [
+        ("CD-04", ["data/catalog.jsonl"]),
+        ("CD-01", ["data/catalog.jsonl"]),
+    ]
+    assert "the knowledge base indexes the catalog" in plan["pipelines"][0]["reason"]
+    assert "the chatbot's image copies data/" in plan["pipelines"][1]["reason"]
+    assert plan["pipelines"][1]["after"] == [
+        "CD-04: the knowledge index must be live before the code that reads it"
+    ]
+    assert plan["unmapped"] == []
+    shown = cli(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo)).stdout
+    assert shown.index("1. CD-04") < shown.index("2. CD-01"), shown
+
+
 # -- output: escaping, off-terminal tables, JSON errors, the audit head ----------------------------
 
 FOREVER = """\

@@ -4,7 +4,9 @@
 Each pipeline's ``on.push.paths`` filter is made from the release planner's path map
 (``mangaassist.delivery.planner.CATALOG``: a folder ``F/`` becomes ``F/**``, a root file pattern
 stays as it is, which GitHub matches at the root only, as the planner does), so a workflow cannot
-trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. The command each
+trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. A folder two
+pipelines ship (``data/``: CD-04 and CD-01) is in both workflows' filters, so a push there triggers
+both, side by side. The command each
 job runs is the one the README documents for the pipeline (``DEPLOYS`` below). CD-01's workflow
 starts with an ``image`` job on the runner host: it builds the ``Dockerfile`` once, pushes it to
 staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, the same digest in both, or

@@ -203,7 +203,9 @@ def kb_build(
                 "reason": run.reason,
                 "plan": plan,
                 "embed": steps["embed"].output,
-                "gate": {k: gate.get(k) for k in ("verdict", "checks", "new", "live", "failures")},
+                "gate": {
+                    k: gate.get(k) for k in ("verdict", "checks", "new", "live", "live_figures", "failures")
+                },
                 "promote": promote,
                 "stages": stage_times(steps),
             }
@@ -213,6 +215,8 @@ def kb_build(
         console.print(f"[bold]plan[/]: {escape(str(summary))}", highlight=False)
         if gate.get("checks"):
             console.print(kb_gate_table(gate))
+        if gate.get("live_figures"):
+            console.print(f"live version's figures: {escape(str(gate['live_figures']))}", highlight=False)
         if promote.get("moved"):
             console.print(
                 f"[bold]{LIVE_ALIAS}[/] -> {promote['live']} (was {promote['previous']})", highlight=False

@@ -167,7 +167,11 @@ class MiniLMEmbedder:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
         self.stats = EmbedStats()
-        self._forward: Callable[[Batch], Matrix]
+        self._forward: Callable[[Batch], Matrix] | None = None
+        """The runtime's session, made by the first forward pass (``_load``): importing torch and
+        loading the weights take seconds in a fresh process, and a build whose every chunk is
+        cached or copied from the live version never runs the model."""
+        self._load: Callable[[], Callable[[Batch], Matrix]]
         if runtime == "onnx":
             path = onnx_model_path(onnx_dir, self.version)
             if not path.exists():
@@ -178,10 +182,11 @@ class MiniLMEmbedder:
                 fp32, path = path, onnx_model_path(onnx_dir, self.version, quantized=True)
                 if not path.exists():
                     quantize_onnx(fp32, path, self._probe())
-            self._forward = _onnx_forward(path, threads)
+            graph = path
+            self._load = lambda: _onnx_forward(graph, threads)
             self.onnx_path: Path | None = path
         else:
-            self._forward = _torch_forward(self.model_path, threads)
+            self._load = lambda: _torch_forward(self.model_path, threads)
             self.onnx_path = None
 
     def _probe(self) -> Batch:
@@ -213,6 +218,8 @@ class MiniLMEmbedder:
     def forward(self, batch: Batch) -> Matrix:
         """One forward pass: normalised sentence embeddings of one padded batch."""
         with self._lock:  # one pass at a time; the runtime already uses every core it is given
+            if self._forward is None:
+                self._forward = self._load()
             return self._forward(batch)
 
     # -- embedding ---------------------------------------------------------------------------------

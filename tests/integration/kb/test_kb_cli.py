@@ -46,6 +46,11 @@ def test_kb_commands_end_to_end(make_kb: Callable[[], KB]) -> None:
     second = as_json(cli(env, "build", "--incremental", "--embedder", "hashing", *floors, "--json"))
     assert second["plan"]["mode"] == "incremental" and second["plan"]["changed"] == 1
     assert second["gate"]["live"] is not None  # the report compares new with live
+    # a new process: only the edited file is parsed again, and the live version is not searched
+    # again (its figures were kept with it by the first build's gate)
+    sources = second["plan"]["sources"]
+    assert sources["parsed"] == 1 and sources["from_disk"] == sources["files"] - 1
+    assert second["gate"]["live_figures"] == "kept with the version"
 
     listed = as_json(cli(env, "list", "--json"))
     assert listed["live"] == second["plan"]["target"]

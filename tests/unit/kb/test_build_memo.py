@@ -234,3 +234,114 @@ def test_the_live_rows_map_is_made_once_per_remembered_version(tmp_path: Path) -
     other = ws.reusable({"mode": "incremental", "live": "kb-map-2"})
     assert len(other) == 5 and ws.reusable(plan) is not sealed  # another version: its own map
     assert ws.reusable({"mode": "full", "live": "kb-map-2"}) == {}
+
+
+# -- what a build in a new process inherits: the chunk memo on disk, the figures kept with a version
+
+
+def forget_this_process() -> None:
+    """What a new process lacks: every in-process memo of the pipeline."""
+    for memo in (kb._CHUNKED, kb._SOURCE_CHUNKS, kb._READY_ROWS, kb._EVALUATIONS, kb._ROW_WORDS):
+        memo.clear()
+    kb._REUSABLE.clear()
+    kb._MEMO_HOLDS.clear()
+
+
+def test_a_new_process_parses_only_the_changed_files_and_its_chunks_equal_a_fresh_chunking(
+    tmp_path: Path,
+) -> None:
+    root = copy_sources(tmp_path / "repo")
+    forget_this_process()  # earlier tests chunked the same files in this process
+    workspace(root, tmp_path / "home").chunks()
+    files = len(list((root / "knowledge").glob("*.md"))) + 1
+    assert {"files": files, "parsed": files, "from_memory": 0, "from_disk": 0} == kb._CHUNKING_STATS
+    forget_this_process()
+    doc = sorted((root / "knowledge").glob("*.md"))[0]
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n## Added\nA brand new section.\n", encoding="utf-8")
+
+    chunks = workspace(root, tmp_path / "home").chunks()
+    assert {"files": files, "parsed": 1, "from_memory": 0, "from_disk": files - 1} == kb._CHUNKING_STATS
+    words, overlap = kb.chunk_settings(root / "config" / "chatbot.yaml")
+    sources = root / "knowledge", root / "data" / "catalog.jsonl"
+    assert chunks == kb.chunk_all(kb.read_documents(*sources), words, overlap)
+    assert any(c.heading == "Added" for c in chunks)
+    # the keywords the memo seeds are the ones the gate would find by tokenizing
+    for c in chunks:
+        assert kb._ROW_WORDS[(c.doc_title, c.heading, c.text)] == frozenset(
+            row_keywords(
+                IndexRecord(c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind, [])
+            )
+        )
+    # the memo keeps the files of the last chunking only: the edited file's old entry is gone
+    memo = kb.ChunkMemo(tmp_path / "home" / "kb" / "memo.sqlite3")
+    assert len(memo.keys(kb._chunking_code())) == files
+
+
+def test_the_memo_of_other_chunking_code_or_an_unreadable_entry_is_chunked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_sources(tmp_path / "repo")
+    home = tmp_path / "home"
+    expected = workspace(root, home).chunks()
+    files = kb._CHUNKING_STATS["files"]
+    memo = kb.ChunkMemo(home / "kb" / "memo.sqlite3")
+    with memo._conn() as conn:  # one entry damaged on disk
+        sha = conn.execute("SELECT sha FROM source_chunks LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE source_chunks SET value = '{not json' WHERE sha = ?", (sha,))
+    forget_this_process()
+    assert workspace(root, home).chunks() == expected
+    assert kb._CHUNKING_STATS["parsed"] == 1 and kb._CHUNKING_STATS["from_disk"] == files - 1
+
+    forget_this_process()
+    monkeypatch.setattr(kb, "_chunking_code", lambda: "another-release")
+    assert workspace(root, home).chunks() == expected
+    assert kb._CHUNKING_STATS["parsed"] == files  # another release of the chunker: nothing reused
+    with memo._conn() as conn:
+        codes = {row[0] for row in conn.execute("SELECT DISTINCT code FROM source_chunks")}
+    assert codes == {"another-release"}  # and the older release's entries are gone
+
+
+def test_a_new_process_takes_the_figures_kept_with_a_version_only_when_they_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = copy_sources(tmp_path / "repo")
+    home = tmp_path / "home"
+    ws = workspace(root, home)
+    ready_version(ws, "kb-kept-1")
+    ws.index.seal("kb-kept-1", {})
+    golden = [kb.Golden(f"what about {t}?", frozenset({f"d{i}"})) for i, t in enumerate(TOPICS)]
+    first = ws.evaluate_ready("kb-kept-1", golden)
+    assert ws.last_evaluation == "searched"
+    ws.index.update_meta("kb-kept-1", {"evaluation": ws.evaluated["kb-kept-1"]})  # as the gate does
+
+    forget_this_process()
+    fresh = workspace(root, home)
+    searched: list[str] = []
+    original = fresh.index.search
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        searched.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(fresh.index, "search", counting)
+    assert fresh.evaluate_ready("kb-kept-1", golden) == first
+    assert fresh.last_evaluation == "kept with the version" and searched == []
+
+    moved = [kb.Golden(g.question, frozenset({"d0"})) for g in golden]  # other answers: other figures
+    assert figures(fresh.evaluate_ready("kb-kept-1", moved)) == figures(fresh.evaluate("kb-kept-1", moved))
+    assert fresh.last_evaluation == "searched"
+
+    forget_this_process()
+    monkeypatch.setattr(kb, "_scoring_code", lambda provider: "another-release")
+    again = workspace(root, home)
+    again.evaluate_ready("kb-kept-1", golden)
+    assert again.last_evaluation == "searched"  # another release of the scoring code: searched again
+
+    forget_this_process()
+    monkeypatch.undo()
+    ws.index.update_meta(
+        "kb-kept-1", {"evaluation": {"key": ws.evaluated["kb-kept-1"]["key"], "figures": "x"}}
+    )
+    damaged = workspace(root, home)
+    assert figures(damaged.evaluate_ready("kb-kept-1", golden)) == figures(first)
+    assert damaged.last_evaluation == "searched"  # figures of the wrong shape are not trusted

@@ -60,7 +60,15 @@ import numpy as np
 import yaml
 
 from mangaassist.core.errors import ConfigError
-from mangaassist.core.kb import Chunk, Document, chunk_all, corpus_digest, parse_document, series_document
+from mangaassist.core.kb import (
+    Chunk,
+    Document,
+    chunk_all,
+    corpus_digest,
+    keywords,
+    parse_document,
+    series_document,
+)
 from mangaassist.delivery.analysis.gates import (
     Comparison,
     GateResult,
@@ -82,6 +90,7 @@ from mangaassist.platform.embeddings import (
     model_id,
 )
 from mangaassist.platform.factory import platform_for
+from mangaassist.platform.kb_memo import ChunkMemo, SourceKey, code_identity
 from mangaassist.platform.settings import find_root as find_project_root
 from mangaassist.platform.settings import state_home as project_home
 from mangaassist.platform.vector import (
@@ -143,6 +152,7 @@ def _plan(ctx: StepContext) -> Outcome:
     started = time.perf_counter()
     chunks = kb.chunks()
     chunking_s = time.perf_counter() - started
+    sources = dict(_CHUNKING_STATS)  # files parsed, and taken from memory or from the memo
     model = kb.model
     live = kb.index.resolve(kb.alias)
     live_info = kb.index.version(live) if live else None
@@ -174,6 +184,7 @@ def _plan(ctx: StepContext) -> Outcome:
         "reuse": bool(existing and existing.state is VersionState.READY and not noop),
         **diff.counts(),
         "chunking_s": round(chunking_s, 3),
+        "sources": sources,
     }
     summary = (
         f"nothing to do: {live} was built from these sources by {model}"
@@ -241,8 +252,12 @@ def _gate(ctx: StepContext) -> Outcome:
         return Outcome.done(detail={"skipped": True})
     kb = Workspace.of(ctx.params, ctx.run.environment)
     result = kb.gate(plan)
-    kb.index.update_meta(plan["target"], {"metrics": result.report["new"], "gate": result.verdict.value})
+    kept = {"metrics": result.report["new"], "gate": result.verdict.value}
+    if plan["target"] in kb.evaluated:  # the next build compares against these without searching
+        kept["evaluation"] = kb.evaluated[plan["target"]]
+    kb.index.update_meta(plan["target"], kept)
     detail = result.as_dict()
+    detail["live_figures"] = kb.live_figures
     return gate_outcome(
         result,
         output=detail,
@@ -402,17 +417,20 @@ _REUSABLE: list[Any] = []
 """[rows of ``_READY_ROWS``, their ``reusable`` map]: the map of the remembered rows, made once."""
 _EVALUATIONS: dict[tuple[Any, ...], dict[str, float]] = {}
 """A ready version's retrieval figures on a golden set with a query model (``evaluate_ready``)."""
-_SOURCE_CHUNKS: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
+_SOURCE_CHUNKS: dict[SourceKey, tuple[tuple[str, ...], list[Chunk]]] = {}
 """One source file's document ids and chunks, by (its role, sha256 of its bytes, chunk words,
 overlap): the files of the last chunking only."""
 
 
-def _chunked(root: Path) -> list[Chunk]:
+def _chunked(root: Path, memo: ChunkMemo | None = None) -> list[Chunk]:
     """The sources' chunks, remembered per root while the sources' bytes stay the same: each step
     of a run needs them, and reading them (a few milliseconds) is far cheaper than parsing and
     chunking 20,000 chunks' worth of documents again (about a second). When some files changed,
     only those are parsed and chunked again: a file's chunks are a function of its bytes and the
-    chunk settings alone, so the others' are taken from the last chunking by their bytes' digest."""
+    chunk settings alone, so the others' are taken from the last chunking by their bytes' digest,
+    in this process or, in a new process, from ``memo`` (the chunking code's identity is part of
+    the key there). ``_CHUNKING_STATS`` says how many files were parsed and where the rest came
+    from."""
     config = root / "config" / "chatbot.yaml"
     knowledge, catalog = root / "knowledge", root / "data" / "catalog.jsonl"
     digest = hashlib.sha256()
@@ -424,33 +442,131 @@ def _chunked(root: Path) -> list[Chunk]:
         contents.append((path, raw))
     key = digest.hexdigest()
     remembered = _CHUNKED.get(root)
-    if remembered is not None and remembered[0] == key:
+    if remembered is not None and remembered[0] == key and (memo is None or memo.path in _MEMO_HOLDS):
+        _CHUNKING_STATS.update(files=len(contents) - 1, parsed=0, from_memory=len(contents) - 1, from_disk=0)
         return list(remembered[1])
     words, overlap = chunk_settings(config)
     if contents[1][1] is None:
         raise ConfigError(f"{catalog}: no such file")
-    fresh: dict[tuple[str, str, int, int], tuple[tuple[str, ...], list[Chunk]]] = {}
+    sources = [  # knowledge/*.md sorted, then the catalog
+        (path, raw, (_role(path, catalog), hashlib.sha256(raw).hexdigest(), words, overlap))
+        for path, raw in (*contents[2:], contents[1])
+        if raw is not None
+    ]
+    in_memory = {k: _SOURCE_CHUNKS[k] for _, _, k in sources if k in _SOURCE_CHUNKS}
+    stored = memo.keys(_chunking_code()) if memo is not None else set()
+    wanted = [k for _, _, k in sources if k not in in_memory and k in stored]
+    on_disk = _from_memo(memo.sources(_chunking_code(), wanted)) if memo is not None and wanted else {}
+    fresh: dict[SourceKey, tuple[tuple[str, ...], list[Chunk]]] = {}
+    made: dict[SourceKey, tuple[tuple[str, ...], list[Chunk]]] = {}
     ids: list[str] = []
     chunks: list[Chunk] = []
-    for path, raw in (*contents[2:], contents[1]):  # knowledge/*.md sorted, then the catalog
-        assert raw is not None
-        role = "catalog" if path == catalog else "markdown"
-        memo = (role, hashlib.sha256(raw).hexdigest(), words, overlap)
-        done = _SOURCE_CHUNKS.get(memo) or fresh.get(memo)
+    for path, raw, memo_key in sources:
+        done = in_memory.get(memo_key) or on_disk.get(memo_key) or fresh.get(memo_key)
         if done is None:
             text = _universal_newlines(raw.decode("utf-8"))  # what Path.read_text gives
-            docs = _catalog_documents(text, path) if role == "catalog" else [parse_document(text, str(path))]
+            catalogued = memo_key[0] == "catalog"
+            docs = _catalog_documents(text, path) if catalogued else [parse_document(text, str(path))]
             done = (tuple(d.id for d in docs), chunk_all(docs, words, overlap))
-        fresh[memo] = done
+            made[memo_key] = done
+        fresh[memo_key] = done
         ids.extend(done[0])
         chunks.extend(done[1])
     if len(set(ids)) != len(ids):
         raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    if memo is not None:
+        put = {k: _to_memo(v) for k, v in fresh.items() if k not in stored or k in made}
+        drop = stored - fresh.keys()
+        if put or drop:
+            memo.update(_chunking_code(), put, drop)
+        _MEMO_HOLDS.clear()
+        _MEMO_HOLDS.add(memo.path)
+    _CHUNKING_STATS.update(
+        files=len(sources), parsed=len(made), from_memory=len(in_memory), from_disk=len(on_disk)
+    )
     _SOURCE_CHUNKS.clear()  # the files of the last chunking only: memory stays one corpus
     _SOURCE_CHUNKS.update(fresh)
     _CHUNKED.clear()  # one root at a time is what a process builds
     _CHUNKED[root] = (key, chunks)
     return list(chunks)
+
+
+def _role(path: Path, catalog: Path) -> str:
+    return "catalog" if path == catalog else "markdown"
+
+
+_MEMO_HOLDS: set[Path] = set()
+"""The memo file that holds the files of ``_CHUNKED``'s chunking (written or read by it)."""
+
+_CHUNKING_STATS: dict[str, int] = {}
+"""The last ``_chunked``: source files, how many were parsed, how many came from memory, from disk."""
+
+
+def figures_key(code: str, parts: Sequence[Any]) -> str:
+    """What a version's figures are valid for: the scoring code, the version, its model, the
+    query model, the questions and their relevant documents."""
+    return hashlib.sha256(json.dumps([code, *parts], default=str).encode()).hexdigest()
+
+
+def _figures(value: Any) -> dict[str, float] | None:
+    """``value`` if it is a map of names to numbers (figures kept with a version), else None."""
+    if not isinstance(value, dict) or not value:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, int | float) for k, v in value.items()):
+        return None
+    return {k: float(v) for k, v in value.items()}
+
+
+@cache
+def _scoring_code(provider: str) -> str:
+    import importlib
+
+    from mangaassist.platform import vector
+
+    return code_identity(Path(__file__), vector, importlib.import_module(provider))
+
+
+@cache
+def _chunking_code() -> str:
+    """What a file's chunks are computed by: a new release of this code chunks every file anew."""
+    from mangaassist.core import kb as core_kb
+
+    return code_identity(core_kb, Path(__file__))
+
+
+def _to_memo(done: tuple[tuple[str, ...], list[Chunk]]) -> dict[str, Any]:
+    """A file's entry in the memo: its document ids, its chunks and each chunk's keywords (which
+    also seed ``_ROW_WORDS``: the gate of this build needs them too)."""
+    ids, chunks = done
+    words = []
+    for c in chunks:
+        found = frozenset(sys.intern(w) for w in keywords(f"{c.doc_title} {c.heading} {c.text}"))
+        _ROW_WORDS.setdefault((c.doc_title, c.heading, c.text), found)
+        words.append(" ".join(sorted(found)))
+    return {
+        "ids": list(ids),
+        "chunks": [[c.id, c.doc_id, c.doc_title, c.heading, c.text, c.content_hash, c.kind] for c in chunks],
+        "keywords": words,
+    }
+
+
+def _from_memo(values: dict[SourceKey, Any]) -> dict[SourceKey, tuple[tuple[str, ...], list[Chunk]]]:
+    """The memo's entries as chunks; their keywords seed ``_ROW_WORDS`` (the gate's tokenizing).
+    An entry of an unexpected shape is left out (its file is chunked again)."""
+    out: dict[SourceKey, tuple[tuple[str, ...], list[Chunk]]] = {}
+    for key, value in values.items():
+        try:
+            chunks = [Chunk(*row) for row in value["chunks"]]
+            ids = tuple(str(i) for i in value["ids"])
+            words = value["keywords"]
+            if len(words) != len(chunks) or not all(isinstance(w, str) for w in words):
+                continue
+        except (KeyError, TypeError, ValueError):
+            continue
+        out[key] = (ids, chunks)
+        for c, w in zip(chunks, words, strict=True):
+            _ROW_WORDS.setdefault((c.doc_title, c.heading, c.text), frozenset(w.split()))
+    return out
 
 
 _ROW_WORDS: dict[tuple[str, str, str], frozenset[str]] = {}
@@ -536,6 +652,15 @@ class Workspace:
         self.embedder = _embedder(kind, embed_runtime(params.get("runtime")) if kind == "minilm" else None)
         self.model = model_id(self.embedder)
         self.cache = ChunkEmbeddingCache(self.home / "kb" / "embeddings.sqlite3")
+        self.memo = ChunkMemo(self.home / "kb" / "memo.sqlite3")
+        self.last_evaluation = ""
+        """Where ``evaluate_ready``'s last figures came from: searched, remembered in this process,
+        or kept with the version (its meta's ``evaluation``, written by the gate that made it)."""
+        self.evaluated: dict[str, dict[str, Any]] = {}
+        self.live_figures: str | None = None
+        """Where the last gate's live figures came from (``last_evaluation`` then)."""
+        """``evaluate_ready``'s figures by version, with the key they are valid for: the gate keeps
+        the new version's with it, so the next build (in any process) need not search it again."""
         self.thresholds = RetrievalThresholds.from_params(params.get("thresholds"))
         self.keep = int(params.get("keep", 3))
         self.batch_size = _positive(params, "batch_size", DEFAULT_BATCH_SIZE)
@@ -557,7 +682,7 @@ class Workspace:
         return cls({**params, "environment": environment} if environment else params)
 
     def chunks(self, expect: str | None = None) -> list[Chunk]:
-        chunks = _chunked(self.root)
+        chunks = _chunked(self.root, self.memo)
         if expect is not None and version_name(self.model, chunks) != expect:
             raise ConfigError(f"the sources changed since this run planned {expect}; start a new build")
         return chunks
@@ -778,6 +903,7 @@ class Workspace:
         measured then."""
         info = self.index.version(version)
         if info is None or info.state is not VersionState.READY:
+            self.last_evaluation = "searched"
             return self.evaluate(version, golden, embedder=embedder)
         key = (
             str(self.home),
@@ -788,12 +914,28 @@ class Workspace:
             tuple((g.question, tuple(sorted(g.relevant))) for g in golden),
         )
         remembered = _EVALUATIONS.get(key)
-        if remembered is None:
+        if remembered is not None:
+            self.last_evaluation = "remembered in this process"
+            return dict(remembered)
+        stored = figures_key(self._scoring_code(), key[2:])
+        kept = info.meta.get("evaluation")
+        if isinstance(kept, dict) and kept.get("key") == stored and _figures(kept.get("figures")):
+            remembered = _figures(kept["figures"])
+            self.last_evaluation = "kept with the version"
+        else:
             remembered = self.evaluate(version, golden, embedder=embedder)
-            while len(_EVALUATIONS) >= 4:
-                _EVALUATIONS.pop(next(iter(_EVALUATIONS)))  # the oldest: a build needs two
-            _EVALUATIONS[key] = remembered
+            self.last_evaluation = "searched"
+        assert remembered is not None
+        self.evaluated[version] = {"key": stored, "figures": dict(remembered)}
+        while len(_EVALUATIONS) >= 4:
+            _EVALUATIONS.pop(next(iter(_EVALUATIONS)))  # the oldest: a build needs two
+        _EVALUATIONS[key] = remembered
         return dict(remembered)
+
+    def _scoring_code(self) -> str:
+        """What a version's figures are computed by: this module (the metrics), the hybrid
+        scorer, and the index store's provider."""
+        return _scoring_code(type(self.index).__module__)
 
     def query_vectors(self, questions: Sequence[str], embedder: Embedder | None = None) -> list[Any]:
         embedder = embedder or self.embedder
@@ -879,15 +1021,18 @@ class Workspace:
             remember(name, records, _keywords_of(records))  # search what was just read
         new = self.evaluate_ready(name, golden)
         live: dict[str, float] | None = None
+        self.live_figures = None
         if live_info is not None and live_info.model == self.model:
             live = self.evaluate_ready(live_info.name, golden)
+            self.live_figures = self.last_evaluation
         elif live_info is not None:
             other = self.embedder_of(live_info.model)  # a new embedding model: live with its own
-            live = (
-                self.evaluate_ready(live_info.name, golden, embedder=other)
-                if other
-                else live_info.meta.get("metrics")
-            )
+            if other:
+                live = self.evaluate_ready(live_info.name, golden, embedder=other)
+                self.live_figures = self.last_evaluation
+            else:
+                live = live_info.meta.get("metrics")
+                self.live_figures = "the version's recorded metrics (its model cannot be loaded here)"
         new["questions"] = float(len(golden))
         new["questions_skipped"] = float(len(everything) - len(golden))
         return retrieval_gate(

@@ -4,6 +4,8 @@ Every variable is optional; defaults suit ``mangaassist serve`` from a checkout.
 
 ==========================  ===================================================================
 ``MANGAASSIST_ROOT``        repository root holding ``data/``, ``knowledge/``, ``ml/``, ``config/``
+``MANGAASSIST_DATA_DIR``    the catalog and seed orders; default ``ROOT/data`` (a local revision
+                            reads the ``data/`` it was built with: ``platform.artifacts``)
 ``MANGAASSIST_HOME``        state directory (tables, caches, models); default ``ROOT/.mangaassist``
 ``MANGAASSIST_REVISION``    the revision name this process reports; default ``dev``
 ``MANGAASSIST_CONFIG``      chatbot config file; default ``ROOT/config/chatbot.yaml``
@@ -141,14 +143,16 @@ class Settings:
     intent_timeout_s: float = 0.3
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     """Who the customer is: the token settings (``chatbot.identity``)."""
+    data_dir: Path | None = None
+    """Where the catalog and seed orders are (``MANGAASSIST_DATA_DIR``); None: ``root/data``."""
 
     @property
     def catalog_path(self) -> Path:
-        return self.root / "data" / "catalog.jsonl"
+        return (self.data_dir or self.root / "data") / "catalog.jsonl"
 
     @property
     def orders_path(self) -> Path:
-        return self.root / "data" / "orders.jsonl"
+        return (self.data_dir or self.root / "data") / "orders.jsonl"
 
     @property
     def knowledge_dir(self) -> Path:
@@ -180,6 +184,9 @@ class Settings:
             intent_url=os.environ.get("MANGAASSIST_INTENT_URL") or None,
             intent_timeout_s=_intent_timeout(os.environ.get("MANGAASSIST_INTENT_TIMEOUT_MS")),
             identity=IdentitySettings.from_env(home),
+            data_dir=Path(os.environ["MANGAASSIST_DATA_DIR"])
+            if os.environ.get("MANGAASSIST_DATA_DIR")
+            else None,
         )
 
 

@@ -18,6 +18,12 @@ from mangaassist.core.artifact import Artifact, sha256_bytes, sha256_file
 from mangaassist.core.errors import ConfigError
 
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+REVISION_DATA = "revision-data"
+"""The folder of an artifact holding the project's ``data/`` as the revision was built with it (the
+catalog and the seed orders): a worker of the revision reads its data there
+(``MANGAASSIST_DATA_DIR``, set by the supervisor), as the container image reads the ``data/`` it
+copied, so a catalog change ships as a new revision through the canary and a rollback restores the
+old catalog. Not a Python identifier, so nothing imports it."""
 _SKIP_SUFFIXES = (".pyc", ".pyo")
 
 

@@ -143,3 +143,28 @@ def test_workers_get_one_embedding_thread_unless_told_otherwise(
         on_pids=lambda: None,
     )
     assert sup.env["MANGAASSIST_TORCH_THREADS"] == expected
+
+
+def test_a_revision_built_with_data_reads_its_own_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MANGAASSIST_DATA_DIR", "/repo/data")  # what the control plane was started with
+
+    def supervisor(workdir: Path) -> RevisionSupervisor:
+        return RevisionSupervisor(
+            name="chatbot-r4",
+            app="mangaassist.platform.local.testing_app:create_app",
+            workdir=workdir,
+            env={"MANGAASSIST_REVISION": "r4"},
+            replicas=1,
+            log_dir=tmp_path / "logs",
+            on_change=lambda: None,
+            on_pids=lambda: None,
+        )
+
+    (tmp_path / "with" / "revision-data").mkdir(parents=True)
+    assert supervisor(tmp_path / "with").env["MANGAASSIST_DATA_DIR"] == str(
+        tmp_path / "with" / "revision-data"
+    )
+    (tmp_path / "without").mkdir()
+    assert supervisor(tmp_path / "without").env["MANGAASSIST_DATA_DIR"] == "/repo/data"  # inherited

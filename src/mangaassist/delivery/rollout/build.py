@@ -3,10 +3,13 @@
 ``build_release(source, store)`` copies the project (``pyproject.toml`` and ``src/``) to a scratch
 directory, builds a wheel there with ``pip wheel`` (no dependencies, no network, no build
 isolation, ``SOURCE_DATE_EPOCH`` fixed so the same tree gives the same bytes), stores it as
-``store/wheels/<sha256>.whl``, and turns its package files into the runnable artifact the platform
-deploys: a reproducible tar, ``store/<sha256>.tar`` (``platform.local.artifacts.pack_source``). The
-revision's digest is the tar's; the wheel's digest is recorded next to it. Wheels are cached by the
-digest of the tree they were built from, so rebuilding an unchanged tree costs a hash.
+``store/wheels/<sha256>.whl``, and turns its package files, plus the project's ``data/`` (the
+catalog and seed orders the chatbot reads, in ``revision-data/``: ``platform.artifacts.REVISION_DATA``),
+into the runnable artifact the platform deploys: a reproducible tar, ``store/<sha256>.tar``
+(``platform.local.artifacts.pack_source``). So a change to ``data/`` alone is a new revision, as it
+is a new image on AWS (the ``Dockerfile`` copies ``data/``). The revision's digest is the tar's; the
+wheel's digest is recorded next to it. Releases are cached by the digest of the tree they were
+built from (``pyproject.toml``, ``src/``, ``data/``), so rebuilding an unchanged tree costs a hash.
 
 A ``source`` without ``pyproject.toml`` (a bare package tree, like ``src/``) is packed as it is;
 ``import_release(file, store)`` takes a built ``.whl`` or a ``.tar`` made by ``pack_source``.
@@ -29,7 +32,7 @@ from typing import Any
 
 from mangaassist.core.artifact import Artifact, sha256_file
 from mangaassist.core.errors import ConfigError, MangaAssistError
-from mangaassist.platform.artifacts import pack_source
+from mangaassist.platform.artifacts import REVISION_DATA, pack_source
 
 _SKIP = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", "build", "dist"}
 
@@ -87,7 +90,8 @@ def build_release(source: Path, store: Path, python: str = sys.executable) -> Re
         return Release(pack_source(source, store), "tree", str(source))
     if not (source / "src").is_dir():
         raise ConfigError(f"{source}: has pyproject.toml but no src/ to build")
-    key = tree_digest(source, ("pyproject.toml", "src"))
+    data = source / "data" if (source / "data").is_dir() else None
+    key = tree_digest(source, ("pyproject.toml", "src", *(("data",) if data else ())))
     index = store / "wheels" / "by-tree" / f"{key}.json"
     if index.is_file():
         known = json.loads(index.read_text())
@@ -98,7 +102,7 @@ def build_release(source: Path, store: Path, python: str = sys.executable) -> Re
                 Artifact(tar, known["digest"]), "wheel", str(source), str(wheel), known["wheel_digest"], True
             )
     wheel = _pip_wheel(source, store / "wheels", python)
-    release = import_release(wheel, store, source=str(source))
+    release = import_release(wheel, store, source=str(source), data=data)
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(
         json.dumps(
@@ -140,8 +144,11 @@ def _pip_wheel(source: Path, wheels: Path, python: str) -> Path:
         return target
 
 
-def import_release(file: Path, store: Path, *, source: str | None = None) -> Release:
-    """Store a given artifact by digest: a ``.whl`` becomes a runnable tar of its package files."""
+def import_release(
+    file: Path, store: Path, *, source: str | None = None, data: Path | None = None
+) -> Release:
+    """Store a given artifact by digest: a ``.whl`` becomes a runnable tar of its package files,
+    with ``data`` (a directory) copied into its ``revision-data/``; a ``.tar`` is stored as given."""
     file = file.resolve()
     if not file.is_file():
         raise ConfigError(f"artifact {file} does not exist")
@@ -172,5 +179,13 @@ def import_release(file: Path, store: Path, *, source: str | None = None) -> Rel
             raise ConfigError(f"artifact {file}: not a wheel ({exc})") from None
         if not tree.is_dir():
             raise ConfigError(f"artifact {file}: the wheel holds no package files")
+        if (tree / REVISION_DATA).exists():
+            raise ConfigError(f"artifact {file}: the wheel holds a top-level {REVISION_DATA}/")
+        if data is not None:
+            shutil.copytree(
+                data,
+                tree / REVISION_DATA,
+                ignore=lambda _d, names: [n for n in names if n in _SKIP or n.startswith(".")],
+            )
         artifact = pack_source(tree, store)
     return Release(artifact, "wheel", source or str(file), str(file), wheel_digest)

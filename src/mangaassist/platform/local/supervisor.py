@@ -75,6 +75,7 @@ from pathlib import Path
 
 import httpx
 
+from mangaassist.platform.artifacts import REVISION_DATA
 from mangaassist.platform.compute import RevisionHealth, WorkerState, WorkerStatus
 from mangaassist.platform.ports import listening_socket
 
@@ -112,6 +113,7 @@ WORKER_ENV_PREFIXES: tuple[str, ...] = ("LC_", "OMP_", "MKL_", "OPENBLAS_")
 WORKER_MANGAASSIST_VARS: frozenset[str] = frozenset(
     {
         "MANGAASSIST_ROOT", "MANGAASSIST_HOME", "MANGAASSIST_REVISION", "MANGAASSIST_CONFIG",
+        "MANGAASSIST_DATA_DIR",
         "MANGAASSIST_EMBEDDER", "MANGAASSIST_FAULT", "MANGAASSIST_TABLES",
         "MANGAASSIST_INTENT_URL", "MANGAASSIST_INTENT_TIMEOUT_MS", "MANGAASSIST_MODEL_PACKAGE",
         "MANGAASSIST_CONFIG_URL", "MANGAASSIST_CONFIG_DIR", "MANGAASSIST_CONFIG_POLL",
@@ -436,6 +438,8 @@ class RevisionSupervisor:
             **env,
             "PYTHONPATH": os.pathsep.join(pythonpath),
         }
+        if (workdir / REVISION_DATA).is_dir():  # the data the revision was built with
+            self.env["MANGAASSIST_DATA_DIR"] = str(workdir / REVISION_DATA)
         # the name the workers stamp on their answers (what readiness checks)
         self.revision = revision or self.env.get("MANGAASSIST_REVISION") or "dev"
         self.log_dir = log_dir

@@ -345,3 +345,19 @@ def test_a_new_process_takes_the_figures_kept_with_a_version_only_when_they_fit(
     damaged = workspace(root, home)
     assert figures(damaged.evaluate_ready("kb-kept-1", golden)) == figures(first)
     assert damaged.last_evaluation == "searched"  # figures of the wrong shape are not trusted
+
+
+def test_a_chunking_made_without_the_memo_is_written_to_it_by_the_next_call_with_it(tmp_path: Path) -> None:
+    root = copy_sources(tmp_path / "repo")
+    forget_this_process()
+    memo = kb.ChunkMemo(tmp_path / "home" / "kb" / "memo.sqlite3")
+    kb._chunked(root, memo)
+    doc = sorted((root / "knowledge").glob("*.md"))[0]
+    doc.write_text(doc.read_text(encoding="utf-8") + "\n## Added\nA brand new section.\n", encoding="utf-8")
+    kb._chunked(root, None)  # remembered in this process only
+    kb._chunked(root, memo)
+    forget_this_process()
+    kb._chunked(root, memo)  # a new process finds the edited file in the memo
+    assert (
+        kb._CHUNKING_STATS["parsed"] == 0 and kb._CHUNKING_STATS["from_disk"] == kb._CHUNKING_STATS["files"]
+    )

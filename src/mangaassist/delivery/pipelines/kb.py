@@ -474,12 +474,12 @@ def _chunked(root: Path, memo: ChunkMemo | None = None) -> list[Chunk]:
         chunks.extend(done[1])
     if len(set(ids)) != len(ids):
         raise ConfigError(f"duplicate document ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    _MEMO_HOLDS.clear()  # this chunking is in no memo file until it is written to one
     if memo is not None:
         put = {k: _to_memo(v) for k, v in fresh.items() if k not in stored or k in made}
         drop = stored - fresh.keys()
         if put or drop:
             memo.update(_chunking_code(), put, drop)
-        _MEMO_HOLDS.clear()
         _MEMO_HOLDS.add(memo.path)
     _CHUNKING_STATS.update(
         files=len(sources), parsed=len(made), from_memory=len(in_memory), from_disk=len(on_disk)

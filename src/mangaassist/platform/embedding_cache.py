@@ -16,6 +16,14 @@ import numpy as np
 from mangaassist.platform.embeddings import Vector
 
 
+def connect_wal(path: Path) -> sqlite3.Connection:
+    """A connection to a cache file beside a build's other state: write-ahead log (readers never
+    wait for a writer), 30 s for a writer to wait its turn."""
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
 class ChunkEmbeddingCache:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -27,9 +35,7 @@ class ChunkEmbeddingCache:
             )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+        return connect_wal(self.path)
 
     def get_many(self, model: str, hashes: Iterable[str]) -> dict[str, Vector]:
         wanted = list(dict.fromkeys(hashes))

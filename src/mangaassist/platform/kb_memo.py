@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mangaassist.platform.embedding_cache import connect_wal
+
 SourceKey = tuple[str, str, int, int]
 """(role, sha256 of the file's bytes, chunk words, overlap)."""
 
@@ -47,9 +49,7 @@ class ChunkMemo:
             )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+        return connect_wal(self.path)
 
     def keys(self, code: str) -> set[SourceKey]:
         """The files remembered for ``code``."""

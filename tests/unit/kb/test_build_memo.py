@@ -128,6 +128,19 @@ def ready_version(ws: kb.Workspace, name: str) -> list[IndexRecord]:
     return rows
 
 
+def count_searches(monkeypatch: pytest.MonkeyPatch, index: Any) -> list[str]:
+    """The versions ``index`` is searched in from now on, one entry per search."""
+    searched: list[str] = []
+    original = index.search
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        searched.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(index, "search", counting)
+    return searched
+
+
 def figures(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k != "p95_ms"}  # the only one that is a timing
 
@@ -139,14 +152,7 @@ def test_a_ready_versions_evaluation_is_remembered_per_question_set_and_equals_a
     ws = workspace(root, tmp_path / "home")
     ready_version(ws, "kb-eval-1")
     golden = [kb.Golden(f"what about {t}?", frozenset({f"d{i}"})) for i, t in enumerate(TOPICS)]
-    searched: list[str] = []
-    original = ws.index.search
-
-    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
-        searched.append(name)
-        return original(name, *args, **kwargs)
-
-    monkeypatch.setattr(ws.index, "search", counting)
+    searched = count_searches(monkeypatch, ws.index)
     with pytest.raises(VersionError):
         ws.evaluate_ready("kb-eval-1", golden)  # building: never remembered (and not searchable)
     ws.index.seal("kb-eval-1", {})
@@ -168,8 +174,7 @@ def test_a_ready_versions_evaluation_is_remembered_per_question_set_and_equals_a
     other = kb.Workspace(
         {"root": str(root), "home": str(tmp_path / "home"), "embedder": "hashing", "environment": "dev"}
     )
-    searched.clear()
-    monkeypatch.setattr(other.index, "search", counting)
+    searched = count_searches(monkeypatch, other.index)
     other.evaluate_ready("kb-eval-1", golden)
     assert len(searched) == 3 * len(golden)  # another environment's index: its own figures
 
@@ -316,14 +321,7 @@ def test_a_new_process_takes_the_figures_kept_with_a_version_only_when_they_fit(
 
     forget_this_process()
     fresh = workspace(root, home)
-    searched: list[str] = []
-    original = fresh.index.search
-
-    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
-        searched.append(name)
-        return original(name, *args, **kwargs)
-
-    monkeypatch.setattr(fresh.index, "search", counting)
+    searched = count_searches(monkeypatch, fresh.index)
     assert fresh.evaluate_ready("kb-kept-1", golden) == first
     assert fresh.last_evaluation == "kept with the version" and searched == []
 

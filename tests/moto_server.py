@@ -1,4 +1,5 @@
-"""moto's real server process (``moto_server``) for tests that talk to AWS APIs over HTTP.
+"""moto's real server process (``moto.server.main``, through ``moto_shims.py``, which gives what moto
+lacks AWS's meaning: Lambda function URLs per alias) for tests that talk to AWS APIs over HTTP.
 
 ``moto_server()`` starts it on a free loopback port and yields its endpoint URL; ``client`` makes a
 boto3 client for it with fixed test credentials (passed explicitly, ``os.environ`` is left alone);
@@ -29,6 +30,8 @@ CREDENTIALS: dict[str, str] = {
 }
 """What boto3 clients of the moto server are made with."""
 
+SHIMS = Path(__file__).with_name("moto_shims.py")
+"""The server's entry point: ``moto.server.main`` with what moto lacks given AWS's meaning."""
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 _BIND_ATTEMPTS = 3
@@ -57,13 +60,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _start(log: Any) -> tuple[subprocess.Popen[bytes], str]:
     """One attempt: the server on a fresh port, once ``GET /moto-api/`` answers."""
-    executable = Path(sys.executable).with_name("moto_server")
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log.seek(0)
     log.truncate()
     proc = subprocess.Popen(
-        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-P", str(SHIMS), "-H", "127.0.0.1", "-p", str(port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

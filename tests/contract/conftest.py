@@ -15,6 +15,13 @@ deregister the targets of a service scaled to 0. Traffic is what the ALB would p
 delay. ``routed_to`` evaluates the listener's rules as the ALB does (priority order, path and
 header conditions, the forward action) on what moto stored.
 
+``lambda``: ``LambdaAliasCompute`` on the same moto server (``tests/moto_server.py`` gives function
+URL configs AWS's per-alias meaning). moto invokes nothing and serves no function URL over HTTP, so
+``routed_to`` and ``reached_by`` read where Lambda would send a request from what moto stored.
+
+``reached_by(service, pin)`` is where a request sent as ``Compute.pin`` says goes: locally a real
+request to the pin's URL with its headers (the answer names the revision that served it).
+
 Each test uses services of its own (declared in the local side's ``mangaassist.toml``).
 """
 
@@ -43,7 +50,7 @@ from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.aws.metrics_amp import AmpMetrics
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, sources_of
-from mangaassist.platform.compute import PIN_HEADER, Compute, Revision
+from mangaassist.platform.compute import PIN_HEADER, Compute, Pin, Revision
 from mangaassist.platform.local.client import LocalCompute, read_pid, start_control_plane, stop_control_plane
 from mangaassist.platform.local.metrics import RouterMetrics
 from mangaassist.platform.local.monitoring import LocalRuleHost
@@ -82,6 +89,9 @@ class Side(Protocol):
     def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
         """The revision a request with ``headers`` reaches (None: no revision serves it)."""
 
+    def reached_by(self, service: str, pin: Pin) -> str | None:
+        """The revision a request sent to ``pin.url`` with ``pin.headers`` reaches (None: none)."""
+
 
 # -- local ---------------------------------------------------------------------------------------
 
@@ -110,6 +120,16 @@ class LocalSide:
     def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
         answer = httpx.post(
             self.compute.url(service).rstrip("/") + "/v1/chat", json={"message": "hi"}, headers=dict(headers)
+        )
+        if answer.status_code == 404:
+            return None
+        served = answer.headers.get(PIN_HEADER)
+        return str(served) if served else None
+
+    def reached_by(self, service: str, pin: Pin) -> str | None:
+        """A real request to the pin's URL: the answer names the revision that served it."""
+        answer = httpx.post(
+            pin.url.rstrip("/") + "/v1/chat", json={"message": "hi"}, headers=dict(pin.headers)
         )
         if answer.status_code == 404:
             return None
@@ -297,6 +317,12 @@ class AwsSide:
     def routed_to(self, service: str, headers: Mapping[str, str]) -> str | None:
         return alb_route(self.compute, service, headers)
 
+    def reached_by(self, service: str, pin: Pin) -> str | None:
+        """The ALB's rules for the pin's headers, when its URL is the ALB's (the service's)."""
+        if pin.url != self.compute.url(service):
+            return None
+        return alb_route(self.compute, service, pin.headers)
+
 
 def alb_route(
     compute: EcsServiceCompute, service: str, headers: Mapping[str, str], path: str = "/v1/chat"
@@ -449,6 +475,26 @@ class LambdaSide:
             qualifier = max(weights, key=lambda v: weights[v])
         names = [rev for rev, version in by_version.items() if version == qualifier]
         return names[0] if names else None
+
+    def reached_by(self, service: str, pin: Pin) -> str | None:
+        """What Lambda would run for a request to ``pin.url`` (moto serves no function URL over
+        HTTP): the alias whose function URL it is, that alias's heaviest version, its revision. The
+        headers route nothing on Lambda."""
+        c, name = self.compute, self.compute.function_name(service)
+        for alias in c.lam.list_aliases(FunctionName=name)["Aliases"]:
+            try:
+                config = c.lam.get_function_url_config(FunctionName=name, Qualifier=alias["Name"])
+            except c.lam.exceptions.ResourceNotFoundException:
+                continue
+            if config["FunctionUrl"] != pin.url:
+                continue
+            extra = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+            weights = {alias["FunctionVersion"]: 1.0 - sum(extra.values()), **extra}
+            version = max(weights, key=lambda v: weights[v])
+            for v in c.lam.list_versions_by_function(FunctionName=name)["Versions"]:
+                if v["Version"] == version:
+                    return str(json.loads(v["Description"])["revision"])
+        return None
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@ the local platform (a real control plane), on ECS behind an ALB and on Lambda ve
 weighted alias (both on moto's server; conftest.py).
 
 Relied on: a first revision takes all traffic, a new one none until weights move it; weights are
-percentages adding up to 100, read back as set; a pin header reaches a revision at 0%; a revision
-that never gets ready is UNHEALTHY with a reason and no traffic; a weighted revision cannot be
-retired, a retired one is gone from routing.
+percentages adding up to 100, read back as set; a pin (``Compute.pin``: a URL and headers) reaches a
+revision at 0% (locally by a real request to it; on Lambda it is the function URL of the revision's
+own alias, which moto stores but does not serve over HTTP); a revision that never gets ready is
+UNHEALTHY with a reason and no traffic; a weighted revision cannot be retired, a retired one is gone
+from routing and a pin taken before reaches nothing of it.
 """
 
 from __future__ import annotations
@@ -78,17 +80,19 @@ def test_weights_adding_up_to_100_are_read_back(side: Side) -> None:
     assert dict(c.status("weights").weights) == pytest.approx({"r2": 100.0})  # refused: unchanged
 
 
-def test_a_pin_header_reaches_a_revision_at_zero_percent(side: Side) -> None:
+def test_a_pin_reaches_a_revision_at_zero_percent(side: Side) -> None:
     c = side.compute
     c.deploy("pin", side.revision("r1"), timeout_s=60)
     c.deploy("pin", side.revision("r2"), timeout_s=60)
-    headers = c.pin_headers("pin", "r2")
-    assert headers == {PIN_HEADER: "r2"}
-    assert side.routed_to("pin", headers) == "r2"
-    assert side.routed_to("pin", c.pin_headers("pin", "r1")) == "r1"
+    assert dict(c.status("pin").weights) == pytest.approx({"r1": 100.0})  # r2 at 0%
+    pin = c.pin("pin", "r2")
+    assert pin.url.startswith("http")
+    assert pin.headers.get(PIN_HEADER) == "r2"  # routes on local and ECS; tells the workload on Lambda
+    assert side.reached_by("pin", pin) == "r2"
+    assert side.reached_by("pin", c.pin("pin", "r1")) == "r1"
     assert side.routed_to("pin", {}) == "r1"  # unpinned requests follow the weights
-    with pytest.raises(NotFoundError):
-        c.pin_headers("pin", "r9")
+    with pytest.raises(NotFoundError, match=r"service pin .*'r9'"):
+        c.pin("pin", "r9")
 
 
 def test_a_weighted_revision_is_not_retired_and_a_retired_one_is_gone(side: Side) -> None:
@@ -98,12 +102,15 @@ def test_a_weighted_revision_is_not_retired_and_a_retired_one_is_gone(side: Side
     with pytest.raises(MangaAssistError):
         c.retire("retire", "r1")  # still at 100%
     c.set_weights("retire", {"r2": 100.0})
+    pinned = c.pin("retire", "r1")
+    assert side.reached_by("retire", pinned) == "r1"
     retired = c.retire("retire", "r1", drain_timeout_s=5)
     assert retired.health is RevisionHealth.RETIRED
     assert _live(side, "retire") == {"r2": RevisionHealth.HEALTHY}
     assert dict(c.status("retire").weights) == pytest.approx({"r2": 100.0})
-    with pytest.raises(NotFoundError):
-        c.pin_headers("retire", "r1")
+    with pytest.raises(NotFoundError, match=r"service retire .*'r1'"):
+        c.pin("retire", "r1")
+    assert side.reached_by("retire", pinned) != "r1"  # a pin taken before retiring reaches nothing of it
     assert side.routed_to("retire", {PIN_HEADER: "r1"}) != "r1"
     assert side.routed_to("retire", {}) == "r2"
 

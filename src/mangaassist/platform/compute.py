@@ -3,8 +3,9 @@
 A *service* (the chatbot, a model endpoint) has *revisions*. A revision is an immutable artifact
 (a path and its sha256 digest), the environment variables it runs with and a replica count.
 Traffic reaches a service through its router, which splits new conversations by weight, keeps a
-conversation on the revision it started on, honours a header pin and mirrors a share of requests
-to a shadow revision.
+conversation on the revision it started on, reaches one revision whatever its weight through a
+*pin* (``Compute.pin``: a URL and headers, since some providers pin by a header on the service's
+URL and others by a URL of the revision's own) and mirrors a share of requests to a shadow revision.
 
 Implemented by ``platform.local`` (worker processes on this machine, a reverse proxy in front of
 them) and by ``platform.aws`` (SageMaker endpoints so far). Pipelines (``delivery``), the demo and
@@ -23,7 +24,8 @@ from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError
 
 PIN_HEADER = "X-MangaAssist-Revision"
-"""Request header that pins one request to a named revision, even one at 0% (smoke tests)."""
+"""Request header that pins one request to a named revision, even one at 0% (smoke tests), where the
+provider pins by header (the local router, ECS's ALB rules); callers get it from ``Compute.pin``."""
 SESSION_HEADER = "X-Session-Id"
 """Request header that names the conversation; the ``ma_session`` cookie is the fallback."""
 SESSION_COOKIE = "ma_session"
@@ -138,6 +140,21 @@ class RevisionStatus:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """Where one request reaches one revision whatever its weight: send it to ``url`` (the base URL,
+    paths are appended as to ``Compute.url``) with ``headers``.
+
+    The local router and ECS: the service's URL and ``X-MangaAssist-Revision: NAME``; SageMaker: the
+    endpoint's invocation URL and ``X-Amzn-SageMaker-Target-Variant: NAME``; Lambda: the function URL
+    of the revision's own alias (a weighted alias's URL cannot be pinned), where the header routes
+    nothing but still tells the workload the request is a gate's, not a user's.
+    """
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Shadow:
     """Mirror ``share`` (0..1) of requests to ``revision``; its answers never reach users."""
 
@@ -169,7 +186,7 @@ def check_weights(weights: Mapping[str, float]) -> None:
 
 
 class Compute(Protocol):
-    """Services and their revisions, traffic weights, sticky sessions, header pins and shadows."""
+    """Services and their revisions, traffic weights, sticky sessions, pins and shadows."""
 
     def deploy(self, service: str, revision: Revision, *, timeout_s: float = 180.0) -> RevisionStatus:
         """Start the revision's workers and wait until they are ready (or failed; see ``reason``).
@@ -191,8 +208,10 @@ class Compute(Protocol):
     def clear_shadow(self, service: str) -> None:
         """Stop mirroring."""
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
-        """Headers that route one request to ``revision`` whatever its weight (it must exist)."""
+    def pin(self, service: str, revision: str) -> Pin:
+        """Where a request reaches ``revision`` whatever its weight (smoke tests, pinned gates,
+        readiness checks): a URL and the headers to send with it. A revision that does not exist
+        (or is retired) is ``NotFoundError`` naming the service and the revision."""
 
     def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
         """Take the revision out of routing, wait for in-flight requests, stop its workers.

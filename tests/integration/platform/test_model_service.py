@@ -109,7 +109,9 @@ def test_two_model_revisions_split_stick_and_pin(plane: ModelPlane) -> None:
             for text in MESSAGES:
                 r = _ask(client, text, session=session)
                 assert (r.headers["x-mangaassist-revision"], r.json()["model_version"]) == seen[session]
-        pinned = _ask(client, "hello", **plane.compute.pin_headers("intent-model", "r2"))
+        pin = plane.compute.pin("intent-model", "r2")
+        assert pin.url == plane.url
+        pinned = _ask(client, "hello", **pin.headers)
         assert pinned.json()["model_version"] == "intent-v2"
         assert pinned.headers["x-mangaassist-revision"] == "r2"
     stats = plane.compute.stats("intent-model")["revisions"]

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
+from mangaassist.platform.compute import PIN_HEADER, Pin, RevisionHealth
 from tests.integration.platform.conftest import Plane
 
 pytestmark = pytest.mark.slow
@@ -117,17 +117,18 @@ def test_weights_move_under_load_without_failures_or_split_conversations(plane: 
     assert stats["revisions"]["r1"]["sessions_moved_out"] == 0
 
 
-def test_header_pin_reaches_a_zero_percent_revision(plane: Plane) -> None:
+def test_a_pin_reaches_a_zero_percent_revision(plane: Plane) -> None:
     c = plane.compute
     c.deploy("pin", plane.revision("stable"))
     c.deploy("pin", plane.revision("candidate"))
     assert c.status("pin").weights == {"stable": 100.0}
     url = plane.url("pin")
-    headers = c.pin_headers("pin", "candidate")
-    assert headers == {PIN_HEADER: "candidate"}
+    pin = c.pin("pin", "candidate")
+    assert pin == Pin(url, {PIN_HEADER: "candidate"})  # the router, told by a header
+    headers = dict(pin.headers)
     with httpx.Client(timeout=5) as client:
         unpinned = {client.post(f"{url}/v1/chat", json={}).json()["revision"] for _ in range(30)}
-        pinned = [client.post(f"{url}/v1/chat", json={}, headers=headers) for _ in range(10)]
+        pinned = [client.post(f"{pin.url}/v1/chat", json={}, headers=headers) for _ in range(10)]
         unknown = client.post(f"{url}/v1/chat", json={}, headers={PIN_HEADER: "nope"})
         # a pinned smoke request does not capture the conversation
         client.post(f"{url}/v1/chat", json={}, headers={**headers, "X-Session-Id": "smoke"})

@@ -33,7 +33,7 @@ from mangaassist.platform.aws.compute_sagemaker import (
     SageMakerEndpointCompute,
     SageMakerError,
 )
-from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
+from mangaassist.platform.compute import Pin, Revision, RevisionHealth, Shadow
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/mangaassist-endpoint"
@@ -141,7 +141,7 @@ def test_first_deploy_creates_the_endpoint_at_100(aws: dict[str, Any], tmp_path:
     assert compute.url("intent") == (
         "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/ma-test-intent/invocations"
     )
-    assert compute.pin_headers("intent", "r1") == {TARGET_VARIANT_HEADER: "r1"}
+    assert compute.pin("intent", "r1") == Pin(compute.url("intent"), {TARGET_VARIANT_HEADER: "r1"})
 
 
 def test_two_revisions_weights_move_and_retire(
@@ -174,8 +174,8 @@ def test_two_revisions_weights_move_and_retire(
     assert [r.name for r in compute.status("intent").revisions] == ["r2"]
     models = [m["ModelName"] for m in sm.list_models()["Models"]]
     assert len(models) == 1 and models[0].startswith("ma-test-intent-r2-")
-    with pytest.raises(NotFoundError, match="no revision 'r1'"):
-        compute.pin_headers("intent", "r1")
+    with pytest.raises(NotFoundError, match="service intent has no revision 'r1'"):
+        compute.pin("intent", "r1")
 
 
 def test_deploy_existing_revision_name_is_refused(

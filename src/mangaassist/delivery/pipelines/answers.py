@@ -44,6 +44,7 @@ from mangaassist.chatbot.answer_quality import (
 )
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.analysis.gates import Comparison, GateResult, binomial_tail, check
+from mangaassist.platform.compute import Pin
 
 DEFAULT_ALPHA = 0.05
 """False-alarm probability of the paired sign test that decides whether a drop against live is real."""
@@ -235,28 +236,28 @@ class GateSettings:
 
 def http_gate(
     settings: GateSettings,
-    url: str,
-    candidate_headers: Mapping[str, str],
-    live_headers: Mapping[str, str] | None,
+    candidate_pin: Pin,
+    live_pin: Pin | None,
     home: Path,
     *,
     candidate: str,
     live: str | None,
     root: Path | None = None,
 ) -> GateResult:
-    """CD-01: the sample sent over HTTP to the candidate revision and to the live one (each pinned
-    by its headers, customers signed with ``home``'s development key), then ``answer_gate``."""
+    """CD-01: the sample sent over HTTP to the candidate revision and to the live one (each at its
+    pin: ``Compute.pin``'s URL and headers; customers signed with ``home``'s development key), then
+    ``answer_gate``."""
     from mangaassist.platform.settings import find_root
 
     cases = settings.cases()
     grounding = Grounding.load(root or find_root())
     digest = golden_digest(settings.directory())
     reports: dict[str, Report] = {}
-    for arm, headers in (("candidate", candidate_headers), ("live", live_headers)):
-        if headers is None:
+    for arm, pin in (("candidate", candidate_pin), ("live", live_pin)):
+        if pin is None:
             continue
         target = HttpTarget(
-            url, headers=headers, home=home, name=f"{arm} {candidate if arm == 'candidate' else live}"
+            pin.url, headers=pin.headers, home=home, name=f"{arm} {candidate if arm == 'candidate' else live}"
         )
         try:
             reports[arm] = run(cases, target, grounding, workers=4, golden=digest)

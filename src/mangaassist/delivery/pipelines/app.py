@@ -264,17 +264,15 @@ def _latency_gate(scope: RunScope, ctx: StepContext) -> Outcome:
     compute = scope.compute()
     candidate = Built.of(ctx, "build").candidate
     ctx.progress(f"{settings.load_rps:g} req/s for {settings.load_s:g}s pinned to {candidate}")
-    pin = compute.pin_headers(settings.service, candidate)
+    pin = compute.pin(settings.service, candidate)
     if settings.warmup_s > 0:  # a fresh process's first requests pay for lazy initialisation: not counted
-        run_load(
-            compute.url(settings.service), rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin
-        )
+        run_load(pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers)
     report = run_load(
-        compute.url(settings.service),
+        pin.url,
         rps=settings.load_rps,
         duration_s=settings.load_s,
         sessions=5,
-        headers=pin,
+        headers=pin.headers,
         feedback_share=0.0,
     )
     result = pinned_load_gate(
@@ -309,9 +307,8 @@ def _answers(scope: RunScope, ctx: StepContext) -> Outcome:
     ctx.progress(f"golden-set sample of {answers.sample} on {b.candidate} and {b.stable}")
     result = http_gate(
         answers,
-        compute.url(settings.service),
-        compute.pin_headers(settings.service, b.candidate),
-        compute.pin_headers(settings.service, b.stable),
+        compute.pin(settings.service, b.candidate),
+        compute.pin(settings.service, b.stable),
         scope.settings.home,
         candidate=b.candidate,
         live=b.stable,
@@ -356,12 +353,8 @@ def _baseline(scope: RunScope, ctx: StepContext) -> Outcome:
     if failed is not None:
         return failed
     if settings.warmup_s > 0:  # the same lazy initialisation the candidate paid in the latency gate
-        run_load(
-            compute.url(settings.service),
-            rps=settings.load_rps,
-            duration_s=settings.warmup_s,
-            headers=compute.pin_headers(settings.service, revision.name),
-        )
+        pin = compute.pin(settings.service, revision.name)
+        run_load(pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers)
     return Outcome.done({"baseline": revision.name}, detail={"baseline": revision.name})
 
 
@@ -521,8 +514,8 @@ def _smoke(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Health and one chat per intent, pinned to ``revision``. A 5xx is retried ``retries`` times:
     the smoke test asks whether the revision works at all; error *rates* are the judge's job."""
-    url = compute.url(service).rstrip("/")
-    pin = compute.pin_headers(service, revision)
+    place = compute.pin(service, revision)
+    url, pin = place.url.rstrip("/"), dict(place.headers)
     smoke = [(str(i), str(m)) for i, m in cases] if cases else list(SMOKE_CASES)
     failures: list[str] = []
     checks: list[dict[str, Any]] = []

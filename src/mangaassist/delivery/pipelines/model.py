@@ -677,9 +677,9 @@ def _clear_shadow(compute: Compute) -> dict[str, Any]:
 def _pinned_version(compute: Compute, revision: str) -> str | None:
     """The model version ``revision`` says it serves (``/readyz`` through the router, pinned): the
     readiness answer, not a classification, so a drill's injected faults are left to the shadow."""
-    url = compute.url(SERVICE).rstrip("/")
+    pin = compute.pin(SERVICE, revision)
     try:
-        r = httpx.get(f"{url}/readyz", headers=compute.pin_headers(SERVICE, revision), timeout=30.0)
+        r = httpx.get(f"{pin.url.rstrip('/')}/readyz", headers=dict(pin.headers), timeout=30.0)
     except httpx.HTTPError as exc:
         return f"no answer ({exc})"
     if r.status_code != 200:

@@ -27,7 +27,7 @@ Mapping (each line is one AWS concept):
   so always before the weighted rule): the service's conditions plus ``X-MangaAssist-Revision:
   NAME`` (``HttpHeaderConfig``), forwarding to the revision's target group whatever its weight.
   It is created before the ECS service (ECS refuses a target group no load balancer uses) and is
-  how smoke tests reach a revision at 0%.
+  how smoke tests reach a revision at 0%: ``pin`` gives the service's URL and that header.
 * *stickiness* is the ALB's target-group stickiness: a client that keeps the ``AWSALBTG`` cookie
   stays on the target group (revision) it got first, for ``stickiness_s``. It is the ALB's cookie,
   not ``X-Session-Id``: an API client that drops cookies is split per request. When a revision's
@@ -95,6 +95,7 @@ from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.aws.dryrun import is_placeholder
 from mangaassist.platform.compute import (
     PIN_HEADER,
+    Pin,
     Revision,
     RevisionHealth,
     RevisionStatus,
@@ -760,13 +761,15 @@ class EcsServiceCompute:
     def clear_shadow(self, service: str) -> None:
         """Nothing to clear: this provider never mirrors."""
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+    def pin(self, service: str, revision: str) -> Pin:
+        """The service's URL (the ALB's) and ``X-MangaAssist-Revision: NAME``, which the revision's
+        pin rule forwards to its target group."""
         live = self._revisions(service)
         if revision not in live or live[revision].desired == 0:
             raise NotFoundError(f"service {service} has no live revision {revision!r}")
         if not self.dry_run and revision not in self._rules(service).pins:
             raise EcsStateError(f"revision {revision} of {service} has no pin rule on {self.listener_arn}")
-        return {PIN_HEADER: revision}
+        return Pin(self.url(service), {PIN_HEADER: revision})
 
     def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
         live = self._revisions(service)

@@ -23,12 +23,27 @@ Mapping (each line is one Lambda concept):
   (moto accepts more; AWS does not). The additional version's weight is its share (0..1); the main
   version gets the rest. A revision at 0% is not in the alias at all. ``set_weights`` is one
   ``UpdateAlias`` call, which Lambda applies at once.
-* a *pin* is invoking the revision's version **by qualifier** (``FUNCTION:VERSION``) instead of the
-  alias: ``pin_headers`` returns ``X-MangaAssist-Revision: NAME`` (the revision must exist) and
-  ``qualifier(service, headers)`` turns a request's headers into the qualifier to invoke (the
-  version for a pin, the alias otherwise); ``invoke`` does it. The alias's function URL does not
-  read the header: whatever fronts the function for smoke tests (the edge, an API Gateway
-  integration, ``invoke``) must invoke the qualifier.
+* a *pin* is a **place**, not a header: every revision has an alias of its own,
+  ``revision_alias(NAME)`` = ``rev-NAME``, pointing at its version (no routing config), and, when
+  ``function_url_auth`` is set, a function URL on that alias. ``pin(service, revision)`` returns
+  that URL, so a smoke test, a pinned gate or a readiness check over HTTP runs the revision's
+  version whatever the weights (the weighted alias's URL cannot be pinned: Lambda draws a version
+  per invocation and reads no header). The pin still carries ``X-MangaAssist-Revision: NAME``,
+  which routes nothing here: the workload reads it, as on every provider, to tell a gate's request
+  from a user's (``chatbot.faults``' ``scope=users``). The alias name is Lambda's pattern
+  ``(?!^[0-9]+$)([a-zA-Z0-9-_]+)``, at most 128 characters: the prefix keeps it from being all
+  digits and from the service's alias, which may not start with ``rev-``; a name that cannot map is
+  a ``ConfigError``. Without ``function_url_auth`` there is no URL to pin to: ``pin`` raises
+  ``NotFoundError`` saying so. With ``base_url`` (CloudFront, API Gateway in front of the service's
+  alias), users go through the front and **pins go straight to the revision's function URL**,
+  bypassing it (its auth, WAF and headers are not what smoke tests exercise there); a team that
+  wants pinned requests through the front must route them to the alias ``rev-NAME`` itself (its
+  function URL as an origin, or an integration with that qualifier). With ``AWS_IAM`` a request to
+  the pin's URL must be signed (SigV4, service ``lambda``), as one to the service's URL must; the
+  pipelines' HTTP checks do not sign (not built), so there they are refused (403), never answered
+  by another revision.
+  For direct invocation, ``qualifier(service, headers)`` maps ``X-MangaAssist-Revision: NAME`` to
+  the version (the alias otherwise) and ``invoke`` runs it.
 * *stickiness*: none. Lambda's weighted alias draws a version per invocation; a conversation is
   not kept on the revision it started on (the chatbot keeps its state in ``Tables``, so any version
   can continue it; judges count per request).
@@ -38,15 +53,20 @@ Mapping (each line is one Lambda concept):
   ``CodeSha256``, so a concurrent change is refused rather than published), then it waits until the
   version's ``State`` is ``Active`` or ``timeout_s`` passes, then asks the ``probe`` whether the
   workload is ready (default: one invocation of the version with a function-URL event
-  ``GET /readyz``, which also warms one execution environment). A version that is not ready is
+  ``GET /readyz``, which also warms one execution environment). Between publishing and probing, the
+  revision's own alias (and its function URL) is made: see pins. A version that is not ready is
   ``UNHEALTHY`` with the probe's reason, recorded on the function as the tag
   ``mangaassist:unready:REVISION`` so ``status`` says so too. The service's first revision gets
   the alias at 100% (and the function URL); later ones get weight 0. A live name deployed again
   returns its status when digest, app and env are the same, else ``LambdaStateError`` naming what
-  differs. Deploys of one service must not run concurrently (they share the function's
+  differs; the revision's alias and URL are made then if they are missing (a deploy that stopped
+  half way, a version from before pins were aliases). Deploys of one service must not run
+  concurrently (they share the function's
   ``$LATEST``; the ``CodeSha256`` guard refuses the loser's publish).
 * ``retire``: the version must not be in the alias (neither its main version nor the weighted
-  one: ``LambdaStateError``), then ``DeleteFunction`` with its version as ``Qualifier``; the
+  one: ``LambdaStateError``), then the revision's function URL config and alias are deleted (Lambda
+  refuses to delete a version an alias points at), then ``DeleteFunction`` with its version as
+  ``Qualifier``; the
   version the alias points at is never deleted. Lambda has no drain: invocations already running
   finish, and the alias sent nothing new to it once its weight was 0. ``RETIRED`` at once.
 * health (``status``): from the version's ``State`` and ``LastUpdateStatus``: ``Active`` and
@@ -75,7 +95,10 @@ version the alias routes to, redeploying a name with other contents) ``LambdaSta
 
 Status: tested against moto's server (functions from container images, ``PublishVersion``,
 aliases with ``RoutingConfig``, version deletion, tags, function URLs) in
-``tests/contract/test_compute_contract.py`` and ``tests/contract/test_aws_lambda.py``.
+``tests/contract/test_compute_contract.py`` and ``tests/contract/test_aws_lambda.py``. moto 5.2.6
+ignores a function URL config's ``Qualifier`` (one URL per function); the tests' server
+(``tests/moto_server.py``) adds it with AWS's meaning, one URL per alias, and moto does not serve
+function URLs over HTTP, so a pin's URL is checked against the alias it belongs to, not requested.
 Nothing is invoked through moto (it would run Docker): those tests give a probe that reads the
 version's environment, as ``FakeEcsAgent`` does for ECS; the default probe and ``invoke`` are tested
 with botocore's ``Stubber`` (exact requests). It has not run against a real AWS account yet.
@@ -84,6 +107,7 @@ with botocore's ``Stubber`` (exact requests). It has not run against a real AWS 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -99,6 +123,7 @@ from mangaassist.platform.aws.compute_ecs import NotSupportedError
 from mangaassist.platform.aws.compute_ecs import check_name as ecs_check_name
 from mangaassist.platform.compute import (
     PIN_HEADER,
+    Pin,
     Revision,
     RevisionHealth,
     RevisionStatus,
@@ -114,6 +139,11 @@ TAG_UNREADY = "mangaassist:unready:"
 MAX_ROUTED_VERSIONS = 2
 """A Lambda alias routes to its main version plus at most one additional weighted version."""
 _NAME = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
+REVISION_ALIAS_PREFIX = "rev-"
+"""Each revision's own alias is ``rev-NAME``; the service's alias may not start with it."""
+MAX_ALIAS_NAME = 128
+_ALIAS_NAME = re.compile(r"(?!^[0-9]+$)([a-zA-Z0-9_-]+)")
+"""Lambda's pattern for alias names (``CreateAlias``'s ``Name``), at most 128 characters."""
 
 Probe = Callable[[str, str], "str | None"]
 """``probe(function_name, version)``: None when the version's workload is ready, else why not."""
@@ -130,6 +160,24 @@ class LambdaStateError(MangaAssistError):
 def check_name(kind: str, name: str) -> str:
     """Service and revision names: as on ECS, at most 48 characters (function names allow 64)."""
     return ecs_check_name(kind, name, on="Lambda", longest=48)
+
+
+def revision_alias(revision: str) -> str:
+    """The name of ``revision``'s own alias: ``rev-NAME``.
+
+    Lambda's alias names match ``(?!^[0-9]+$)([a-zA-Z0-9-_]+)`` and have at most 128 characters; the
+    prefix keeps the name from being all digits (a version number), from every other revision's (the
+    mapping is one to one) and from the service's alias (which may not start with it).
+    ``ConfigError`` naming the revision when its name cannot be one (the provider's revision names,
+    ``check_name``, always can)."""
+    alias = REVISION_ALIAS_PREFIX + revision
+    if not revision or not _ALIAS_NAME.fullmatch(alias) or len(alias) > MAX_ALIAS_NAME:
+        raise ConfigError(
+            f"revision name {revision!r} cannot name a Lambda alias ({alias!r}): an alias name is "
+            f"letters, digits, '-' and '_', at most {MAX_ALIAS_NAME} characters with the prefix "
+            f"{REVISION_ALIAS_PREFIX!r}"
+        )
+    return alias
 
 
 def _env_digest(env: Mapping[str, str]) -> str:
@@ -189,6 +237,12 @@ class LambdaAliasCompute:
     ) -> None:
         if not _NAME.match(alias) or alias.isdigit():
             raise ConfigError(f"alias {alias!r} is not a valid Lambda alias name (letters, digits, hyphens)")
+        if alias.lower().startswith(REVISION_ALIAS_PREFIX):
+            raise ConfigError(
+                f"alias {alias!r} starts with {REVISION_ALIAS_PREFIX!r}, which names each revision's "
+                "own alias (the pins); choose another name for the service's alias "
+                "([environments.NAME.aws] lambda_alias)"
+            )
         if function_url_auth not in (None, "AWS_IAM", "NONE"):
             raise ConfigError(f"function_url_auth {function_url_auth!r}: expected AWS_IAM, NONE or None")
         if not 128 <= memory_mb <= 10240:
@@ -260,9 +314,22 @@ class LambdaAliasCompute:
             if not marker:
                 return found
 
-    def _alias(self, service: str) -> dict[str, Any] | None:
+    def _alias(self, service: str, name: str | None = None) -> dict[str, Any] | None:
+        """The alias ``name`` (default: the service's, ``alias``), None when there is none."""
         try:
-            answer = self._call("get_alias", FunctionName=self.function_name(service), Name=self.alias)
+            answer = self._call(
+                "get_alias", FunctionName=self.function_name(service), Name=name or self.alias
+            )
+        except NotFoundError:
+            return None
+        return dict(answer)
+
+    def _url_config(self, service: str, alias: str) -> dict[str, Any] | None:
+        """The function URL config of ``alias``, None when it has none."""
+        try:
+            answer = self._call(
+                "get_function_url_config", FunctionName=self.function_name(service), Qualifier=alias
+            )
         except NotFoundError:
             return None
         return dict(answer)
@@ -322,6 +389,7 @@ class LambdaAliasCompute:
 
     def deploy(self, service: str, revision: Revision, *, timeout_s: float = 180.0) -> RevisionStatus:
         check_name("revision", revision.name)
+        revision_alias(revision.name)  # refused before anything is made
         name = self.function_name(service)
         image = revision.env.get(IMAGE_ENV) or self.image
         if not image:
@@ -393,6 +461,7 @@ class LambdaAliasCompute:
                     Qualifier=self.alias,
                     AuthType=self.function_url_auth,
                 )
+        self._pin_alias(service, revision.name, version)
         if self.dry_run:
             weight = 0.0 if existing else 100.0
             digest, replicas = revision.artifact.digest, revision.replicas
@@ -411,7 +480,41 @@ class LambdaAliasCompute:
                 f"another {', '.join('artifact' if k == 'digest' else 'app or env' for k in differs)}; "
                 "deploy it under another name or retire it first"
             )
+        self._pin_alias(service, live.revision, live.number)
         return self._settle(service, live.revision, timeout_s, probe=False)
+
+    def _pin_alias(self, service: str, revision: str, version: str) -> None:
+        """The revision's own alias (``revision_alias``) at its version, with a function URL when
+        ``function_url_auth`` is set: what ``pin`` reaches. Each is made only when missing, so a live
+        name deployed again (a resumed step, a deploy that stopped half way, a version published
+        before pins were aliases) ends with both and changes nothing else."""
+        name, alias = self.function_name(service), revision_alias(revision)
+        found = self._alias(service, alias)
+        if found is None:
+            self._call(
+                "create_alias",
+                FunctionName=name,
+                Name=alias,
+                FunctionVersion=version,
+                Description=f"pin: revision {revision} of {service}",
+            )
+        elif str(found.get("FunctionVersion")) != version or (found.get("RoutingConfig") or {}).get(
+            "AdditionalVersionWeights"
+        ):
+            self._call(
+                "update_alias",
+                FunctionName=name,
+                Name=alias,
+                FunctionVersion=version,
+                RoutingConfig={"AdditionalVersionWeights": {}},
+            )
+        if self.function_url_auth and self._url_config(service, alias) is None:
+            self._call(
+                "create_function_url_config",
+                FunctionName=name,
+                Qualifier=alias,
+                AuthType=self.function_url_auth,
+            )
 
     def _wait_update(self, name: str, timeout_s: float) -> dict[str, Any]:
         """Until ``$LATEST``'s last update is over (Lambda refuses the next change meanwhile): its
@@ -508,14 +611,28 @@ class LambdaAliasCompute:
     def clear_shadow(self, service: str) -> None:
         """Nothing to clear: this provider never mirrors."""
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+    def pin(self, service: str, revision: str) -> Pin:
+        """The function URL of the revision's own alias (``rev-NAME``): a request there runs that
+        version whatever the weights (the header only tells the workload the request is pinned).
+        Also with ``base_url``: the pin bypasses the front (module docstring). ``NotFoundError`` for a
+        revision that does not exist, or whose alias has no function URL (``function_url_auth``
+        unset, or a version deployed before pins were aliases: deploying it again makes the URL)."""
         if revision not in self._versions(service):
             raise NotFoundError(f"service {service} has no revision {revision!r}")
-        return {PIN_HEADER: revision}
+        alias = revision_alias(revision)
+        config = self._url_config(service, alias)
+        if config is None:
+            raise NotFoundError(
+                f"service {service}: revision {revision}'s alias {alias} has no function URL to pin "
+                "to (set function_url_auth, [environments.NAME.aws] lambda_function_url_auth, and "
+                "deploy the revision again)"
+            )
+        return Pin(str(config["FunctionUrl"]), {PIN_HEADER: revision})
 
     def qualifier(self, service: str, headers: Mapping[str, str]) -> str:
-        """The qualifier a request with ``headers`` invokes: the pinned revision's version, else the
-        alias. A pin to a revision that does not exist is ``NotFoundError``."""
+        """The qualifier a direct invocation with ``headers`` runs: the version of the revision that
+        ``X-MangaAssist-Revision`` names, else the alias (what ``invoke`` does; a front that maps
+        the header can use it too). A revision that does not exist is ``NotFoundError``."""
         pinned = {k.lower(): v for k, v in headers.items()}.get(PIN_HEADER.lower())
         if not pinned:
             return self.alias
@@ -577,7 +694,12 @@ class LambdaAliasCompute:
         weight = self._weights(alias).get(mine.number, 0.0)
         if weight > 0:
             raise LambdaStateError(f"revision {revision} still has weight {weight:g}%; move it to 0 first")
-        name = self.function_name(service)
+        name, pin_alias = self.function_name(service), revision_alias(revision)
+        # the pin first: Lambda refuses to delete a version an alias points at
+        with contextlib.suppress(NotFoundError):
+            self._call("delete_function_url_config", FunctionName=name, Qualifier=pin_alias)
+        with contextlib.suppress(NotFoundError):
+            self._call("delete_alias", FunctionName=name, Name=pin_alias)
         self._call("delete_function", FunctionName=name, Qualifier=mine.number)
         function = self._function(service) or {}
         arn = str((function.get("Configuration") or {}).get("FunctionArn") or "")

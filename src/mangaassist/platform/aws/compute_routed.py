@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mangaassist.core.errors import NotFoundError
-from mangaassist.platform.compute import Compute, Revision, RevisionStatus, ServiceStatus, Shadow
+from mangaassist.platform.compute import Compute, Pin, Revision, RevisionStatus, ServiceStatus, Shadow
 
 
 class ServiceRoutedCompute:
@@ -47,8 +47,8 @@ class ServiceRoutedCompute:
     def clear_shadow(self, service: str) -> None:
         self.for_service(service).clear_shadow(service)
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
-        return self.for_service(service).pin_headers(service, revision)
+    def pin(self, service: str, revision: str) -> Pin:
+        return self.for_service(service).pin(service, revision)
 
     def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
         return self.for_service(service).retire(service, revision, drain_timeout_s=drain_timeout_s)

@@ -28,8 +28,8 @@ Mapping (each line is one SageMaker concept):
   shadow revision back as a production variant at weight 0 (ready for a canary).
 * ``retire``: a new endpoint config without the variant (weight must be 0), ``UpdateEndpoint``,
   then the variant's Model and the superseded endpoint config are deleted.
-* ``pin_headers``: ``X-Amzn-SageMaker-Target-Variant`` (``InvokeEndpoint``'s ``TargetVariant``);
-  ``url``: the runtime ``.../endpoints/{endpoint}/invocations`` URL.
+* ``pin``: ``url`` with the header ``X-Amzn-SageMaker-Target-Variant`` (``InvokeEndpoint``'s
+  ``TargetVariant``); ``url``: the runtime ``.../endpoints/{endpoint}/invocations`` URL.
 * ``status``: ``DescribeEndpoint`` (variant weights, instance counts, variant and endpoint status),
   ``DescribeEndpointConfig`` and ``DescribeModel`` (the digest). A revision has no workers here
   (SageMaker does not expose instances); ``replicas`` is the current instance count.
@@ -66,6 +66,7 @@ from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.compute import (
+    Pin,
     Revision,
     RevisionHealth,
     RevisionStatus,
@@ -468,9 +469,9 @@ class SageMakerEndpointCompute:
         config = self._new_config(service, [*variants, *back])
         self._switch(service, config, endpoint["EndpointConfigName"], self.update_timeout_s)
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+    def pin(self, service: str, revision: str) -> Pin:
         self._variant(self._describe(service), service, revision)
-        return {TARGET_VARIANT_HEADER: revision}
+        return Pin(self.url(service), {TARGET_VARIANT_HEADER: revision})
 
     def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
         endpoint = self._describe(service)

@@ -26,6 +26,7 @@ from mangaassist.platform import daemons
 from mangaassist.platform.compute import (
     PIN_HEADER,
     NotRunning,
+    Pin,
     Revision,
     RevisionHealth,
     RevisionStatus,
@@ -119,11 +120,12 @@ class LocalCompute:
     def clear_fault(self, service: str) -> None:
         self._call("DELETE", f"/v1/services/{service}/fault")
 
-    def pin_headers(self, service: str, revision: str) -> dict[str, str]:
+    def pin(self, service: str, revision: str) -> Pin:
+        """The service's router and ``X-MangaAssist-Revision: NAME`` (the router honours it)."""
         names = {r.name for r in self.status(service).revisions if r.health is not RevisionHealth.RETIRED}
         if revision not in names:
             raise NotFoundError(f"service {service} has no live revision {revision!r}")
-        return {PIN_HEADER: revision}
+        return Pin(self.url(service), {PIN_HEADER: revision})
 
     def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
         path = f"/v1/services/{service}/revisions/{revision}/retire"

@@ -126,6 +126,7 @@ def test_how_other_pipelines_end_without_credentials(no_credentials: dict[str, s
     code, plan, err = _cli(no_credentials, "deploy", "app", "--env", "staging", "--dry-run")
     assert code == 1 and plan["result"] == "failed", err[-2000:]
     assert "no service 'chatbot'" in plan["reason"] and plan["changes"] == 0
+    assert "mangaassist revisions deploy r1 --service chatbot --env staging" in plan["reason"]  # the way on
     _nothing_recorded(no_credentials)
 
 

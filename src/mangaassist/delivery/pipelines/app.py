@@ -52,6 +52,7 @@ from typing import Any
 import httpx
 
 from mangaassist.core.artifact import Artifact
+from mangaassist.core.errors import NotFoundError
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis.gates import pinned_load_gate
 from mangaassist.delivery.engine.outputs import StepOutput
@@ -161,7 +162,14 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
         release = build_release(Path(ctx.params.get("source") or p.root), store)
     set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
     release_id = _release_id(release.artifact.digest, set_env)
-    stable_status = stable_revision(compute, settings.service)
+    try:
+        stable_status = stable_revision(compute, settings.service)
+    except NotFoundError as exc:  # an account where CD-02 made the service's place, nothing runs yet
+        return Outcome.failed(
+            f"{exc}: a CD-01 release changes a running service, judged against its stable revision; "
+            f"make the first revision by hand: `mangaassist revisions deploy r1 --service "
+            f"{settings.service} --env {settings.environment} --set-env ECS_IMAGE=IMAGE@DIGEST`"
+        )
     if stable_status is None:
         return split_traffic(compute, settings.service, " (`mangaassist rollback app`)")
     stable = stable_status.name

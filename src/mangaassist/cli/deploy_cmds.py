@@ -34,6 +34,7 @@ from mangaassist.cli.engine_cmds import (
     say,
 )
 from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.analysis.gates import scan_limits
 from mangaassist.delivery.engine import audit
 from mangaassist.delivery.engine.model import RunRecord, RunState, StepRecord
 from mangaassist.delivery.engine.policy import load_policy
@@ -135,6 +136,14 @@ def deploy(
         list[str] | None, typer.Option("--set-env", help="KEY=VALUE for the new revision (repeatable).")
     ] = None,
     steps: Annotated[str | None, typer.Option(help="Canary weights in %, e.g. 5,25,50,100.")] = None,
+    scan_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scan-limit",
+            help="SEVERITY=N: the most findings of SEVERITY the image (ECS_IMAGE, aws) may have in this "
+            "release, over the environment's scan_limits (repeatable; recorded in the run).",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     dry: DryRunOpt = False,
     as_json: JsonOpt = False,
@@ -154,6 +163,8 @@ def deploy(
             params["set_env"] = _parse_env(set_env)
         if steps:
             params["steps"] = steps
+        if scan_limit:
+            params["scan_limits"] = scan_limits(",".join(scan_limit), "--scan-limit")
         description = cd01.describe(params)  # validates strategy, steps and settings first
     if dry:
         return dry_run(cd01.NAME, params, env, as_json)

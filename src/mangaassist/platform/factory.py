@@ -32,6 +32,8 @@ kind               local                                   aws
                    the edge ``up`` starts)
 ``Provisioner``    ``LocalProvisioner`` (CD-02's local     CloudFormation change sets (``stacks()``,
                    resources)                              the CDK app's templates)
+``ImageScanner``   none (wheel-based revisions)            ``EcrImageScanner`` (ECR scan findings of an
+                                                           image by digest: CD-01's ``scan`` gate)
 =================  ======================================  =========================================
 
 A kind a provider does not have yet raises ``ConfigError`` naming the environment and the kind, so
@@ -62,6 +64,7 @@ from mangaassist.core.resources import physical_name
 from mangaassist.platform import daemons
 from mangaassist.platform.compute import Compute
 from mangaassist.platform.config_store import ConfigStore
+from mangaassist.platform.image_scan import ImageScanner
 from mangaassist.platform.infra import Provisioner
 from mangaassist.platform.metrics import Metrics
 from mangaassist.platform.model_registry import ModelRegistry, TrackingRegistry
@@ -376,6 +379,18 @@ class Platform:
                 environment=self.environment,
             ),
         )
+
+    def image_scanner(self) -> ImageScanner:
+        """Vulnerability findings of the service's container images (``platform.image_scan``): Amazon
+        ECR's scans on aws (``platform.aws.image_scan``). The local platform runs wheel-based
+        revisions and has no images: ``ConfigError``."""
+        if self.provider == "local":
+            raise self._missing(
+                "ImageScanner", "the local platform runs wheel-based revisions, not container images"
+            )
+        from mangaassist.platform.aws.image_scan import EcrImageScanner
+
+        return self._once("image_scanner", lambda: EcrImageScanner(self._client("ecr")))  # type: ignore[no-any-return]
 
     def _site_root(self) -> Path:
         """The local site's directory: the one CD-02 provisions for ``[sites.widget]``."""

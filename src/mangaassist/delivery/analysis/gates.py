@@ -2,8 +2,9 @@
 
 A gate holds a candidate against limits before it goes further: CD-01's pinned load (error rate
 and p99 budget, before any user reaches the revision), CD-03's offline model gate (metric limits
-and the champion), CD-04's retrieval gate (floors and the live index version) and CD-06's
-evaluation gate (no check that passes on live may fail on the candidate). Each returns a
+and the champion), CD-04's retrieval gate (floors and the live index version), CD-06's
+evaluation gate (no check that passes on live may fail on the candidate), and CD-01's image gate on
+AWS (the container image's vulnerability findings per severity against limits). Each returns a
 ``GateResult``: one ``GateCheck`` per comparison, decided by ``check`` (the one place where "a
 value against a limit" is decided), the verdict (FAIL when any blocking check failed), the
 reasons, the numbers for the engine's audit and the gate's own report (its table) for its
@@ -41,6 +42,7 @@ from typing import Any
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
+from mangaassist.platform.image_scan import SEVERITIES as SCAN_SEVERITIES
 
 # -- the result type -------------------------------------------------------------------------------
 
@@ -596,3 +598,73 @@ def evaluation_gate(scores: Iterable[EvalScore]) -> GateResult:
         {"checks": float(len(checks)), "regressions": float(regressions)},
         {"rows": rows},
     )
+
+
+# -- CD-01 on AWS: the container image's vulnerability scan ----------------------------------------
+
+DEFAULT_SCAN_LIMITS: Mapping[str, int] = {"CRITICAL": 0, "HIGH": 0}
+"""No critical or high finding; the other severities are counted, not limited."""
+
+
+def scan_limits(raw: Any, where: str) -> dict[str, int]:
+    """``{SEVERITY: most findings allowed}`` from a TOML table, a run param (a dict) or the CLI's
+    ``SEVERITY=N,...``: names are case-insensitive, counts whole numbers >= 0. A severity ECR does
+    not have, or a count that is not one, is a ``ConfigError`` naming it and ``where``."""
+    if isinstance(raw, str):
+        items: list[tuple[Any, Any]] = []
+        for part in (p.strip() for p in raw.split(",")):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(f"{where}: {part!r}: expected SEVERITY=COUNT (e.g. HIGH=2)")
+            items.append((name.strip(), value.strip()))
+    elif isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        raise ConfigError(f"{where}: expected a table of severity = count, got {raw!r}")
+    limits: dict[str, int] = {}
+    for name, value in items:
+        severity = str(name).strip().upper()
+        if severity not in SCAN_SEVERITIES:
+            raise ConfigError(f"{where}: unknown severity {name!r} (known: {', '.join(SCAN_SEVERITIES)})")
+        if isinstance(value, bool) or not str(value).strip().isdigit():
+            raise ConfigError(f"{where}: {severity} = {value!r}: expected a whole number >= 0")
+        limits[severity] = int(str(value).strip())
+    return limits
+
+
+def image_scan_gate(
+    counts: Mapping[str, int],
+    limits: Mapping[str, int],
+    *,
+    worst: Sequence[Mapping[str, Any]] = (),
+    image: str | None = None,
+    report: Mapping[str, Any] | None = None,
+) -> GateResult:
+    """CD-01's image gate: per limited severity (worst first), the image's findings of it at most
+    the limit. ``counts``: findings per severity (a severity not counted is 0); ``worst``: the worst
+    findings (``name``, ``severity``, ``package``, ``uri``), the first of a failed severity named in
+    its reason. Every severity's count is recorded (``findings_<severity>``)."""
+    checks = []
+    for severity in sorted(limits, key=SCAN_SEVERITIES.index):
+        limit, observed = limits[severity], int(counts.get(severity, 0))
+        first = next((f for f in worst if str(f.get("severity", "")).upper() == severity), None)
+        example = ""
+        if first is not None:
+            package = f" in {first['package']}" if first.get("package") else ""
+            example = f", e.g. {first.get('name')}{package}"
+        checks.append(
+            check(
+                severity,
+                observed,
+                Comparison.AT_MOST,
+                limit,
+                rule=f"<= {limit} {severity} finding(s)",
+                reason=f"{observed} {severity} finding(s) in the image, at most {limit} allowed{example}",
+            )
+        )
+    measured = {f"findings_{s.lower()}": float(counts.get(s, 0)) for s in SCAN_SEVERITIES}
+    extra = dict(report or {})
+    extra.setdefault("limits", dict(limits))
+    return GateResult(tuple(checks), measured, extra, candidate_version=image)

@@ -30,6 +30,13 @@ what a deploy will do. Every key is optional; the defaults are what a small team
 ``drain_idle_s`` / ``drain_max_s``  promotion: retire the old revision once it served nothing for
                                ``drain_idle_s`` (default 2), at the latest after ``drain_max_s`` (60)
 ``alpha``                      the judge's false-rollback budget per deployment (default 0.01)
+``scan_limits``                on AWS, the most vulnerability findings of each severity the release's
+                               container image (``ECS_IMAGE``) may have: a table ``{CRITICAL = 0,
+                               HIGH = 0}`` (the default), merged over the defaults per severity (a
+                               file or a run may raise a limit, not remove one); an unknown
+                               severity is an error naming it
+``scan_poll_s`` / ``scan_timeout_s``  how often a scan still running is looked at (default 10) and
+                               for how long at most (default 600)
 ``service``                    the service deployed (default ``chatbot``)
 =============================  ======================================================================
 
@@ -45,11 +52,12 @@ from __future__ import annotations
 import shlex
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.delivery.analysis.gates import DEFAULT_SCAN_LIMITS, scan_limits
 from mangaassist.delivery.rollout.strategies import OnInconclusive, RolloutPlan, Strategy, plan_for
 from mangaassist.platform.settings import find_config
 
@@ -79,6 +87,9 @@ class DeploySettings:
     drain_idle_s: float = 2.0
     drain_max_s: float = 60.0
     alpha: float = 0.01
+    scan_limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_SCAN_LIMITS))
+    scan_poll_s: float = 10.0
+    scan_timeout_s: float = 600.0
 
     def plan(self, strategy: str | Strategy | None = None, *, only_allowed: bool = True) -> RolloutPlan:
         """The phases of ``strategy`` (default this environment's) with these settings.
@@ -118,6 +129,8 @@ class DeploySettings:
                 value = [v.value if isinstance(v, Strategy) else v for v in value]
             elif isinstance(value, OnInconclusive | Strategy):
                 value = value.value
+            elif isinstance(value, Mapping):
+                value = dict(value)
             out[f.name] = value
         return out
 
@@ -160,6 +173,13 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError("a boolean (true or false)")
             return value
+        if name == "scan_limits":
+            return scan_limits(value, f"{where}.{name}")
+        if name == "scan_poll_s":
+            seconds = float(value)
+            if not seconds > 0:
+                raise ValueError("a number > 0")
+            return seconds
         if name == "pinned_error_rate":
             share = float(value)
             if not 0 <= share < 1:
@@ -202,9 +222,12 @@ def deploy_settings(
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown setting (known: {', '.join(sorted(known))})")
     values = {k: _coerce(k, v, where) for k, v in table.items()}
+    limits = {**settings.scan_limits, **values.get("scan_limits", {})}
     for key, value in (overrides or {}).items():
         if key in known and value is not None:
             values[key] = _coerce(key, value, "params")
+    # per severity, over the defaults and the file: a limit is raised for one run, never dropped
+    values["scan_limits"] = {**limits, **values.get("scan_limits", {})}
     return replace(settings, **values)
 
 

@@ -1,0 +1,211 @@
+"""CD-01's ``scan`` step run by the real engine in an aws environment whose ECR is moto's server: the
+image named by the release's ``ECS_IMAGE`` PASSes with no finding, FAILs with one CRITICAL (the
+run stops; the reason names the severity, the count, the limit and the finding; the verdict and its
+numbers are in the run and the audit log), PASSes when the run raises that limit (recorded in the
+run's params), and is skipped, visibly, on the local platform and for a release without an image.
+Limits and poll settings come from ``[environments.staging.deploy]`` of the test's
+``mangaassist.toml``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mangaassist.delivery.engine import Executor, Pipeline, StateStore, Step, StepContext
+from mangaassist.delivery.engine import audit as audit_log
+from mangaassist.delivery.engine.model import RunState, StepStatus
+from mangaassist.delivery.engine.policy import default_policy
+from mangaassist.delivery.pipelines.image_scan import NO_IMAGE_AWS, NO_IMAGE_LOCAL, scan_release
+from mangaassist.delivery.pipelines.scope import RunScope
+from tests.moto_server import CREDENTIALS, client, moto_server
+
+ACCOUNT = "123456789012"
+CONFIG = """\
+[environments.dev]
+provider = "local"
+home = "home-dev"
+
+[environments.staging]
+provider = "aws"
+home = "home-staging"
+
+[environments.staging.aws]
+region = "us-east-1"
+endpoint_url = "{endpoint}"
+
+[environments.staging.deploy]
+scan_limits = {{ medium = 5 }}
+scan_poll_s = 0.01
+scan_timeout_s = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def config(endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "mangaassist.toml"
+    path.write_text(CONFIG.format(endpoint=endpoint))
+    monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(path))
+    monkeypatch.delenv("MANGAASSIST_HOME", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["aws_secret_access_key"])
+    return path
+
+
+def pushed(endpoint: str, repository: str, findings: dict[str, Any] | None) -> str:
+    """An image in ``repository`` whose scan moto answers with ``findings`` (None: moto's default,
+    one HIGH), as a reference by digest."""
+    ecr = client(endpoint, "ecr")
+    ecr.create_repository(repositoryName=repository)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"digest": "sha256:" + "d" * 64},
+            "layers": [],
+        }
+    )
+    digest = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="v1")["image"][
+        "imageId"
+    ]["imageDigest"]
+    if findings is not None:
+        result = {
+            "registryId": ACCOUNT,
+            "repositoryName": repository,
+            "imageId": {"imageDigest": digest},
+            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+            "imageScanFindings": findings,
+        }
+        httpx.post(
+            f"{endpoint}/moto-api/static/ecr/scan-finding-results",
+            json={"results": [result], "region": "us-east-1"},
+        ).raise_for_status()
+    return f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repository}@{digest}"
+
+
+def run_scan(
+    tmp_path: Path, environment: str, set_env: dict[str, str], params: dict[str, Any] | None = None
+) -> tuple[RunState, Any, list[audit_log.AuditEntry], str | None]:
+    """One run of a pipeline holding CD-01's scan step: its state, the step's record, the run's
+    audit entries and its reason."""
+    scope = RunScope(environment)
+
+    def scan(ctx: StepContext) -> Any:
+        return scan_release(scope, ctx, set_env, "rel-test")
+
+    pipeline = Pipeline(
+        "CD-01",
+        (Step("scan", scan, "judge the image's vulnerability findings", changes=False),),
+        params={"environment": environment, **(params or {})},
+        close=scope.close,
+    )
+    store = StateStore(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    try:
+        engine = Executor(store, heartbeat=False, poll_seconds=0.01)
+        run = engine.run(
+            pipeline,
+            environment=environment,
+            target="CD-01",
+            requester="ann",
+            policy=default_policy().for_run(environment, "CD-01"),
+        )
+        with store.transaction() as conn:
+            (step,) = store.steps(conn, run.id)
+            entries = audit_log.entries(conn, run.id)
+    finally:
+        store.close()
+    return run.state, step, entries, run.reason
+
+
+def test_an_image_with_no_finding_passes(config: Path, endpoint: str, tmp_path: Path) -> None:
+    image = pushed(endpoint, "gate-clean", {"findings": [], "findingSeverityCounts": {}})
+    state, step, _, _ = run_scan(tmp_path, "staging", {"ECS_IMAGE": image})
+    assert state is RunState.SUCCEEDED and step.status is StepStatus.DONE
+    assert step.detail["verdict"] == "PASS"
+    checks = {c["name"]: (c["observed"], c["limit"], c["rule"]) for c in step.detail["checks"]}
+    # the defaults (CRITICAL, HIGH <= 0) and the file's MEDIUM, merged
+    assert checks == {
+        "CRITICAL": (0, 0, "<= 0 CRITICAL finding(s)"),
+        "HIGH": (0, 0, "<= 0 HIGH finding(s)"),
+        "MEDIUM": (0, 5, "<= 5 MEDIUM finding(s)"),
+    }
+    assert step.detail["scan"]["image"] == image and step.detail["scan"]["started"] is True
+
+
+def test_one_critical_finding_stops_the_release_and_is_recorded(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    findings = {
+        "findingSeverityCounts": {"CRITICAL": 1, "LOW": 3},
+        "findings": [
+            {
+                "name": "CVE-2026-0001",
+                "severity": "CRITICAL",
+                "uri": "https://cve.example/CVE-2026-0001",
+                "attributes": [
+                    {"key": "package_name", "value": "glibc"},
+                    {"key": "package_version", "value": "2.36"},
+                ],
+            }
+        ],
+    }
+    image = pushed(endpoint, "gate-critical", findings)
+    state, step, entries, reason = run_scan(tmp_path, "staging", {"ECS_IMAGE": image})
+    assert state is RunState.FAILED and step.status is StepStatus.FAILED
+    expected = "1 CRITICAL finding(s) in the image, at most 0 allowed, e.g. CVE-2026-0001 in glibc 2.36"
+    assert reason is not None and expected in reason and "nothing was deployed" in reason
+    assert step.detail["verdict"] == "FAIL" and step.detail["reasons"] == [expected]
+    assert step.detail["numbers"]["findings_critical"] == 1 and step.detail["numbers"]["findings_low"] == 3
+    recorded = [e for e in entries if e.detail.get("step") == "scan" and e.detail.get("verdict") == "FAIL"]
+    assert recorded and recorded[-1].detail["numbers"]["findings_critical"] == 1
+
+
+def test_a_limit_raised_for_one_run_passes_and_is_in_its_params(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    image = pushed(endpoint, "gate-accepted", {"findingSeverityCounts": {"CRITICAL": 1}, "findings": []})
+    state, step, entries, _ = run_scan(
+        tmp_path, "staging", {"ECS_IMAGE": image}, params={"scan_limits": {"CRITICAL": 1}}
+    )
+    assert state is RunState.SUCCEEDED and step.detail["verdict"] == "PASS"
+    assert step.detail["limits"] == {"CRITICAL": 1, "HIGH": 0, "MEDIUM": 5}
+    started = next(e for e in entries if e.kind == "run.started")
+    assert started.detail["params"]["scan_limits"] == {"CRITICAL": 1}
+
+
+def test_an_unknown_severity_in_a_run_is_refused_naming_it(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    image = pushed(endpoint, "gate-typo", None)
+    state, _, _, reason = run_scan(
+        tmp_path, "staging", {"ECS_IMAGE": image}, params={"scan_limits": {"SEVERE": 1}}
+    )
+    assert state is RunState.FAILED
+    assert reason is not None and "params.scan_limits: unknown severity 'SEVERE'" in reason
+
+
+def test_a_tag_only_image_fails_the_step_naming_it(config: Path, tmp_path: Path) -> None:
+    image = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/gate-clean:v1"
+    state, step, _, reason = run_scan(tmp_path, "staging", {"ECS_IMAGE": image})
+    assert state is RunState.FAILED and step.detail["image"] == image
+    assert reason is not None and f"image reference {image!r}: it names no digest" in reason
+
+
+def test_without_an_image_or_on_the_local_platform_the_step_says_why_it_did_not_scan(
+    config: Path, tmp_path: Path
+) -> None:
+    state, step, _, _ = run_scan(tmp_path, "staging", {"MANGAASSIST_FAULT": "latency_ms=1"})
+    assert state is RunState.SUCCEEDED and step.detail["skipped"] == NO_IMAGE_AWS
+    state, step, _, _ = run_scan(tmp_path / "local", "dev", {})
+    assert state is RunState.SUCCEEDED and step.detail["skipped"] == NO_IMAGE_LOCAL
+    assert "verdict" not in step.detail  # done, not judged

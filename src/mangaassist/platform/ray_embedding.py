@@ -16,7 +16,9 @@ Local mode (no address): a private Ray instance on this machine with ``num_cpus`
 dashboard, no usage statistics, every server on 127.0.0.1; it is shut down when the stage ends.
 With an address (``auto``, ``HOST:PORT`` of a head node's GCS, or ``ray://HOST:PORT`` of its Ray
 Client server) the driver connects to that cluster, and only disconnects (and kills its own
-actors) at the end. Ray is imported only here and only when this executor runs.
+actors) at the end. Through ``ray://`` the head must run with ``GRPC_ENABLE_FORK_SUPPORT=0`` (its
+Ray Client server forks a server per client; CD-04, ADR 0014); a connection refused for that names
+it. Ray is imported only here and only when this executor runs.
 """
 
 from __future__ import annotations
@@ -218,6 +220,30 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+"""What Ray's client reports when the head's Ray Client server could not start this client's own
+server process (the proxier's ``SpecificServer``)."""
+
+
+def _connect_hint(address: str | None, exc: BaseException) -> str:
+    """What to check when ``ray.init`` could not connect to ``address``."""
+    if address is None:
+        return ""
+    text = str(exc)
+    if address.startswith("ray://") and CLIENT_SERVER_FAILED in text:
+        log = next((line.strip() for line in text.splitlines() if CLIENT_SERVER_FAILED in line), "")
+        return (
+            f" ({log} On the head, the Ray Client server forks a server for each client while its gRPC "
+            "threads run; with gRPC's fork support on, its default, the child can abort before it starts. "
+            "Start the head with GRPC_ENABLE_FORK_SUPPORT=0 in its environment: CD-04, Re-embedding on a "
+            "Ray cluster)"
+        )
+    return (
+        " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token "
+        "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+    )
+
+
 class RayEmbedExecutor:
     """Ray actors embedding batches for the driver. A context manager: entering starts (or joins)
     Ray and the workers, leaving kills the workers and stops (or leaves) Ray."""
@@ -326,12 +352,7 @@ class RayEmbedExecutor:
         except ConfigError:
             raise
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError or ValueError here
-            hint = (
-                ""
-                if self.address is None
-                else " (a cluster with token authentication, Ray's default, also needs RAY_AUTH_MODE=token "
-                "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)"
-            )
+            hint = _connect_hint(self.address, exc)
             raise ConfigError(
                 f"Ray address {self.where}: could not connect: {_first_line(exc)}{hint}"
             ) from None

@@ -312,15 +312,39 @@ def test_without_ray_installed_the_error_names_the_package(tmp_path: Path) -> No
         kb.build({"executor": "dask"})
 
 
+RAY_FIXED_PORTS = ((10002, 19999), (23000, 24000))
+"""Ports a Ray head takes by default: its workers' (``--min/max-worker-port``) and the Ray Client's
+specific servers (one per connected client, from 23000)."""
+
+
 def free_port() -> int:
-    return closed_port()
+    """A free port for one of the test head's servers, outside every range from which something
+    else may take it before the head binds it: the kernel's ephemeral range (any server bound to
+    port 0, and the head's own processes bind many, or any outgoing connection's local port: a
+    port picked there once went to another process of the head 3 s later, and the Ray Client
+    server exited with "Address already in use") and Ray's own ranges above."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    candidates = [
+        p
+        for p in range(1024, 65536)
+        if not low <= p <= high and not any(a <= p <= b for a, b in RAY_FIXED_PORTS)
+    ]
+    for port in secrets.SystemRandom().sample(candidates, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port outside {low}-{high} and Ray's ranges {RAY_FIXED_PORTS}")
 
 
 def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) -> None:
     """What a team does with a real cluster, on one machine: ``ray start --head`` (here on loopback,
-    two CPUs, its own token), then ``kb build --executor ray`` with ``--address HOST:PORT`` (the
-    GCS). The build's workers run on the cluster and are gone after; the cluster is not stopped by
-    the build."""
+    two CPUs, its own token, gRPC's fork support off as CD-04 says), then ``kb build --executor
+    ray`` with ``--address HOST:PORT`` (the GCS) and with ``--address ray://HOST:PORT`` (the Ray
+    Client server). Each gives the in-process version, rows and vector bytes; the build's workers
+    run on the cluster and are gone after; the cluster is not stopped by the build."""
     port, client_port = free_port(), free_port()
     environ = {
         **os.environ,
@@ -329,13 +353,19 @@ def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) 
         "RAY_AUTH_MODE": "token",  # Ray's token authentication, with this test's own token
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
+    # The head's Ray Client server (the proxier) forks a server per client from a process whose gRPC
+    # threads are busy; with gRPC's fork support on (its default) the child restarts gRPC's epoll
+    # poller, then closes the poller's descriptor before exec and aborts ("epoll_wait error: Bad
+    # file descriptor"): 2 of 10 first connections on this loaded machine, 17 of 300 forks in a
+    # plain gRPC process. Off, the child only execs: 0 of 300, and 0 of 24 connections (ADR 0014).
+    head_environ = {**environ, "GRPC_ENABLE_FORK_SUPPORT": "0"}
     ray_cli = str(Path(sys.executable).with_name("ray"))
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [ray_cli, "start", "--head", "--block", f"--port={port}", f"--ray-client-server-port={client_port}",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-        env=environ, stdout=log, stderr=subprocess.STDOUT,
+        env=head_environ, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     cluster: dict[int, str] = {}
     try:
@@ -349,17 +379,25 @@ def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) 
                 time.sleep(0.5)
         assert any("gcs_server" in c for c in descendants(head.pid).values())
         root = copy_sources(tmp_path / "repo")
+        local = KB(root, tmp_path / "home-inprocess")
+        local.home.mkdir(parents=True, exist_ok=True)
+        run = local.build(embedder="hashing", thresholds=HASHING_FLOORS)
+        assert run.state.value == "succeeded", run.reason
+        target = local.step(run, "plan").output["target"]
+        expected = digest(kb.Workspace(local.params(embedder="hashing")), target)
         floors = [f"--threshold={k}={v}" for k, v in HASHING_FLOORS.items()]
-        # not through ray://HOST:PORT (the Ray Client server) as well: that leg failed with
-        # "Initialization failure from server" in a fresh-clone CI run and alone on the same loaded
-        # machine, and a test that fails by load is worse than none (CD-04 says ray:// is untested)
-        for n, address in enumerate((f"127.0.0.1:{port}",)):
+        for n, address in enumerate((f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}")):
             args = ("--embedder", "hashing", "--executor", "ray", "--address", address, "--json", *floors)
-            result = kb_cli(root, tmp_path / f"home-{n}", "build", *args, environ=environ)
+            home = tmp_path / f"home-{n}"
+            result = kb_cli(root, home, "build", *args, environ=environ)
+            assert result.stdout, result.stderr[-3000:]
             out = json.loads(result.stdout)
             assert out["state"] == "succeeded", out["reason"]
             assert out["embed"]["ray"]["address"] == address and out["embed"]["ray"]["workers"] == 2
             assert out["embed"]["embedded"] == out["plan"]["chunks"]
+            assert out["plan"]["target"] == target  # the in-process version
+            ws = kb.Workspace({"root": str(root), "home": str(home), "embedder": "hashing"})
+            assert digest(ws, target) == expected  # every row, vector bytes included
             assert head.poll() is None  # the cluster is still up
             cluster.update(descendants(head.pid))
             deadline = time.monotonic() + 60  # ray.kill is asynchronous; a loaded machine is slow
@@ -378,6 +416,25 @@ def test_kb_build_joins_a_running_cluster_and_leaves_it_running(tmp_path: Path) 
         time.sleep(0.2)
     assert left == []  # stopping the head stopped every process it started
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_client_server_that_did_not_start_names_the_head_setting() -> None:
+    """What ``ray.init("ray://...")`` raises (Ray 2.60's text, the proxier's traceback inside) when the
+    head's Ray Client server could not start the client's own server: the error names the head's
+    log and the setting that stops it (CD-04); other connection failures keep the token hint."""
+    from mangaassist.platform import ray_embedding
+
+    failed = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n"
+        '  File ".../ray/util/client/server/proxier.py", line 772, in Datapath\n'
+        "RuntimeError: Starting Ray client server failed. "
+        "See ray_client_server_23000.err for detailed logs.\n"
+    )
+    hint = ray_embedding._connect_hint("ray://head:10001", failed)
+    assert "See ray_client_server_23000.err" in hint and "GRPC_ENABLE_FORK_SUPPORT=0" in hint
+    assert "RAY_AUTH_MODE=token" in ray_embedding._connect_hint("head:6379", ConnectionError("timed out"))
+    assert "GRPC" not in ray_embedding._connect_hint("ray://head:10001", ConnectionError("timed out"))
+    assert ray_embedding._connect_hint(None, failed) == ""
 
 
 def alive(pid: int) -> bool:

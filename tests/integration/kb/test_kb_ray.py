@@ -321,8 +321,8 @@ def free_port() -> int:
     """A free port for one of the test head's servers, outside every range from which something
     else may take it before the head binds it: the kernel's ephemeral range (any server bound to
     port 0, and the head's own processes bind many, or any outgoing connection's local port: a
-    port picked there once went to another process of the head 3 s later, and the Ray Client
-    server exited with "Address already in use") and Ray's own ranges above."""
+    port picked there was once taken by another process within 3 s, and the Ray Client server
+    exited with "Address already in use") and Ray's own ranges above."""
     low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     candidates = [
         p

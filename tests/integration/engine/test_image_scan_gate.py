@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,11 @@ def pushed(endpoint: str, repository: str, findings: dict[str, Any] | None) -> s
 
 
 def run_scan(
-    tmp_path: Path, environment: str, set_env: dict[str, str], params: dict[str, Any] | None = None
+    tmp_path: Path,
+    environment: str,
+    set_env: dict[str, str],
+    params: dict[str, Any] | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[RunState, Any, list[audit_log.AuditEntry], str | None]:
     """One run of a pipeline holding CD-01's scan step: its state, the step's record, the run's
     audit entries and its reason."""
@@ -117,7 +122,8 @@ def run_scan(
             environment=environment,
             target="CD-01",
             requester="ann",
-            policy=default_policy().for_run(environment, "CD-01"),
+            policy=replace(default_policy().for_run(environment, "CD-01"), gate_overrides=bool(overrides)),
+            overrides=overrides,
         )
         with store.transaction() as conn:
             (step,) = store.steps(conn, run.id)
@@ -209,3 +215,37 @@ def test_without_an_image_or_on_the_local_platform_the_step_says_why_it_did_not_
     state, step, _, _ = run_scan(tmp_path / "local", "dev", {})
     assert state is RunState.SUCCEEDED and step.detail["skipped"] == NO_IMAGE_LOCAL
     assert "verdict" not in step.detail  # done, not judged
+
+
+def test_a_rollback_to_a_release_that_was_live_is_not_held_by_its_findings(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    image = pushed(endpoint, "gate-rollback", {"findingSeverityCounts": {"CRITICAL": 3}, "findings": []})
+    state, step, _, _ = run_scan(tmp_path, "staging", {"ECS_IMAGE": image}, params={"rollback_of": "rel-old"})
+    assert state is RunState.SUCCEEDED
+    assert step.detail["skipped"].startswith("a rollback to rel-old, a release that was live")
+
+
+def test_cd01_scans_after_the_tests_and_before_the_candidate(config: Path) -> None:
+    from mangaassist.delivery.pipelines import app as cd01
+
+    pipeline = cd01.build({"environment": "dev"})
+    assert pipeline.step_names[:4] == ["build", "test", "scan", "candidate"]
+    scan = next(s for s in pipeline.steps if s.name == "scan")
+    assert scan.changes is False  # read-only: a policy's approval step goes after it, before the candidate
+
+
+def test_where_the_policy_allows_it_an_override_lets_a_failed_scan_through_recorded(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    image = pushed(endpoint, "gate-override", {"findingSeverityCounts": {"HIGH": 1}, "findings": []})
+    state, step, entries, _ = run_scan(
+        tmp_path,
+        "staging",
+        {"ECS_IMAGE": image},
+        overrides={"staging.gates": "CVE accepted by sec-review 12"},
+    )
+    assert state is RunState.SUCCEEDED
+    assert step.detail["verdict"] == "FAIL" and step.detail["overridden"] == "staging.gates"
+    assert step.detail["override_reason"] == "CVE accepted by sec-review 12"
+    assert any(e.kind == "policy.override" for e in entries)

@@ -6,6 +6,9 @@ The runbook, one engine step each (``build``):
    if that release (digest and ``--set-env``) is already live, say so and do nothing else.
 2. ``test``: the environment's test command in the source tree. A failure stops the run with
    nothing deployed.
+   ``scan``: on aws, the release's container image (``ECS_IMAGE``) judged on its vulnerability
+   findings against ``scan_limits`` before anything is deployed (``pipelines/image_scan.py``);
+   elsewhere done, saying why it did not scan.
 3. ``candidate``: the new revision at 0%, at the stable revision's size; smoke tests through the
    router with the revision-pin header (health, one chat per intent with the expected intent).
 4. ``latency-gate``: bounded load pinned to the candidate; its p99 must be within the budget, and
@@ -59,6 +62,7 @@ from mangaassist.delivery.engine.outputs import StepOutput
 from mangaassist.delivery.engine.runs import Outcome, Pipeline, Step, StepContext
 from mangaassist.delivery.pipelines.answers import GateSettings, http_gate
 from mangaassist.delivery.pipelines.gating import gate_outcome
+from mangaassist.delivery.pipelines.image_scan import scan_release
 from mangaassist.delivery.pipelines.scope import RunScope
 from mangaassist.delivery.rollout.build import build_release, import_release
 from mangaassist.delivery.rollout.load import CONVERSATIONS, SMOKE_CASES, run_load
@@ -123,6 +127,7 @@ def build(params: dict[str, Any]) -> Pipeline:
     steps = [
         Step("build", scope.bind(_build), "build the wheel and store it by digest", changes=False),
         Step("test", scope.bind(_test), "run the test gate", changes=False),
+        Step("scan", scope.bind(_scan), "the image's vulnerability findings (aws)", changes=False),
         Step("candidate", scope.bind(_candidate), "start the candidate at 0% and smoke-test it"),
         Step("latency-gate", scope.bind(_latency_gate), "pinned load test: latency budget and error rate"),
         Step("answers", scope.bind(_answers), "golden-set answer quality: candidate against stable"),
@@ -219,6 +224,13 @@ def _test(scope: RunScope, ctx: StepContext) -> Outcome:
             detail={"command": argv},
         )
     return Outcome.done(verdict=Verdict.PASS, numbers=numbers, detail={"command": argv, "tail": tail})
+
+
+def _scan(scope: RunScope, ctx: StepContext) -> Outcome:
+    if _skip(ctx):
+        return Outcome.done(detail={"skipped": "already live"})
+    b = Built.of(ctx, "build")
+    return scan_release(scope, ctx, b.set_env, b.candidate)
 
 
 def _candidate(scope: RunScope, ctx: StepContext) -> Outcome:

@@ -12,8 +12,10 @@ check per limited severity. A FAIL stops the run with nothing deployed; a run st
 FAIL with ``overridden`` and goes on, as CD-03's gates do.
 
 Anything else is done, with the reason it was not judged in the step's detail (``skipped``): the
-local platform runs wheel-based revisions (no image), and a release without ``ECS_IMAGE`` runs the
-environment's fixed ``app_image``, which this gate does not judge.
+local platform runs wheel-based revisions (no image); a release without ``ECS_IMAGE`` runs the
+environment's fixed ``app_image``, which this gate does not judge; and ``rollback app``'s run (param
+``rollback_of``) puts back a release that was live, which findings published since must not hold
+back in an incident.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ NO_IMAGE_AWS = (
 
 def scan_release(scope: RunScope, ctx: StepContext, set_env: Mapping[str, str], candidate: str) -> Outcome:
     """The ``scan`` step of the release ``candidate`` will run (module docstring)."""
+    rollback_of = ctx.params.get("rollback_of")
+    if rollback_of:  # an incident's way back is not held by findings published since it was live
+        why = f"a rollback to {rollback_of}, a release that was live: its image is not judged again"
+        ctx.progress(f"not scanned: {why}")
+        return Outcome.done({"scanned": False}, detail={"skipped": why})
     platform = scope.platform
     image = set_env.get(IMAGE_ENV)
     if platform.provider != "aws" or not image:

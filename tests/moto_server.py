@@ -4,11 +4,13 @@ lacks AWS's meaning: Lambda function URLs per alias) for tests that talk to AWS 
 ``moto_server()`` starts it on a free loopback port and yields its endpoint URL; ``client`` makes a
 boto3 client for it with fixed test credentials (passed explicitly, ``os.environ`` is left alone);
 ``create_table`` makes a DynamoDB table from a spec shaped like ``infra/resources.toml``'s tables
-(the contract suite's ``CONTRACT_TABLES``).
+(the contract suite's ``CONTRACT_TABLES``); ``push_image`` and ``set_scan_result`` put an image
+manifest in an ECR repository and say what moto answers for its scan.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -22,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
+
+ACCOUNT = "123456789012"
+"""moto's account id (in ARNs and ECR registry hosts)."""
 
 CREDENTIALS: dict[str, str] = {
     "aws_access_key_id": "testing",
@@ -158,3 +164,43 @@ def create_table(dynamodb: Any, name: str, spec: Mapping[str, Any]) -> None:
         params["GlobalSecondaryIndexes"] = indexes
     dynamodb.create_table(**params)
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def push_image(endpoint: str, repository: str, tag: str = "v1") -> str:
+    """An image manifest in ECR ``repository`` (created), as a reference by digest."""
+    ecr = client(endpoint, "ecr")
+    ecr.create_repository(repositoryName=repository)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": 7,
+                "digest": "sha256:" + "c" * 64,
+            },
+            "layers": [],
+            "tag": tag,
+        }
+    )
+    answer: dict[str, Any] = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)
+    digest = answer["image"]["imageId"]["imageDigest"]
+    assert digest.startswith("sha256:") and len(digest) == 71  # moto's own digest of what it holds
+    return f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repository}@{digest}"
+
+
+def set_scan_result(endpoint: str, image: str, status: str, findings: Mapping[str, Any]) -> None:
+    """What moto's DescribeImageScanFindings answers for ``image`` (a reference by digest, as
+    ``push_image`` returns it): ``status``, described as ``moto says STATUS``, and ``findings``."""
+    path, digest = image.split("@")
+    result = {
+        "registryId": ACCOUNT,
+        "repositoryName": path.split("/", 1)[1],
+        "imageId": {"imageDigest": digest},
+        "imageScanStatus": {"status": status, "description": f"moto says {status}"},
+        "imageScanFindings": dict(findings),
+    }
+    httpx.post(
+        f"{endpoint}/moto-api/static/ecr/scan-finding-results",
+        json={"results": [result], "region": "us-east-1"},
+    ).raise_for_status()

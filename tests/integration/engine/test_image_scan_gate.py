@@ -8,13 +8,11 @@ Limits and poll settings come from ``[environments.staging.deploy]`` of the test
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mangaassist.delivery.engine import Executor, Pipeline, StateStore, Step, StepContext
@@ -23,9 +21,8 @@ from mangaassist.delivery.engine.model import RunState, StepStatus
 from mangaassist.delivery.engine.policy import default_policy
 from mangaassist.delivery.pipelines.image_scan import NO_IMAGE_AWS, NO_IMAGE_LOCAL, scan_release
 from mangaassist.delivery.pipelines.scope import RunScope
-from tests.moto_server import CREDENTIALS, client, moto_server
+from tests.moto_server import ACCOUNT, CREDENTIALS, moto_server, push_image, set_scan_result
 
-ACCOUNT = "123456789012"
 CONFIG = """\
 [environments.dev]
 provider = "local"
@@ -66,32 +63,10 @@ def config(endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 def pushed(endpoint: str, repository: str, findings: dict[str, Any] | None) -> str:
     """An image in ``repository`` whose scan moto answers with ``findings`` (None: moto's default,
     one HIGH), as a reference by digest."""
-    ecr = client(endpoint, "ecr")
-    ecr.create_repository(repositoryName=repository)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"digest": "sha256:" + "d" * 64},
-            "layers": [],
-        }
-    )
-    digest = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag="v1")["image"][
-        "imageId"
-    ]["imageDigest"]
+    image = push_image(endpoint, repository)
     if findings is not None:
-        result = {
-            "registryId": ACCOUNT,
-            "repositoryName": repository,
-            "imageId": {"imageDigest": digest},
-            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
-            "imageScanFindings": findings,
-        }
-        httpx.post(
-            f"{endpoint}/moto-api/static/ecr/scan-finding-results",
-            json={"results": [result], "region": "us-east-1"},
-        ).raise_for_status()
-    return f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repository}@{digest}"
+        set_scan_result(endpoint, image, "COMPLETE", findings)
+    return image
 
 
 def run_scan(

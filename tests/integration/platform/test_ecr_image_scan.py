@@ -5,21 +5,16 @@ and never scanned gets a scan started, then its findings; findings configured th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.platform.factory import Platform
 from mangaassist.platform.image_scan import ImageScanError
 from mangaassist.platform.settings import PlatformSettings
-from tests.moto_server import CREDENTIALS, client, moto_server
-
-ACCOUNT = "123456789012"  # moto's
+from tests.moto_server import ACCOUNT, CREDENTIALS, moto_server, push_image, set_scan_result
 
 
 @pytest.fixture(scope="module")
@@ -45,47 +40,8 @@ def platform(endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         yield p
 
 
-def push(endpoint: str, repository: str, tag: str) -> str:
-    """An image manifest in ``repository`` (created), as a reference by digest."""
-    ecr = client(endpoint, "ecr")
-    ecr.create_repository(repositoryName=repository)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {
-                "mediaType": "application/vnd.docker.container.image.v1+json",
-                "size": 7,
-                "digest": "sha256:" + "c" * 64,
-            },
-            "layers": [],
-            "tag": tag,
-        }
-    )
-    answer: dict[str, Any] = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)
-    digest = answer["image"]["imageId"]["imageDigest"]
-    assert digest.startswith("sha256:") and len(digest) == 71  # moto's own digest of what it holds
-    return f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repository}@{digest}"
-
-
-def configure(endpoint: str, repository: str, digest: str, status: str, findings: dict[str, Any]) -> None:
-    """What moto's DescribeImageScanFindings answers for this image (moto's API)."""
-    result = {
-        "registryId": ACCOUNT,
-        "repositoryName": repository,
-        "imageId": {"imageDigest": digest},
-        "imageScanStatus": {"status": status, "description": f"moto says {status}"},
-        "imageScanFindings": findings,
-    }
-    r = httpx.post(
-        f"{endpoint}/moto-api/static/ecr/scan-finding-results",
-        json={"results": [result], "region": "us-east-1"},
-    )
-    r.raise_for_status()
-
-
 def test_an_image_never_scanned_is_scanned_then_its_findings_read(endpoint: str, platform: Platform) -> None:
-    image = push(endpoint, "scan-basic", "v1")
+    image = push_image(endpoint, "scan-basic")
     said: list[str] = []
     report = platform.image_scanner().findings(image, poll_s=0.01, timeout_s=5, progress=said.append)
     assert report.started  # moto's put_image does not scan: the provider started one
@@ -102,12 +58,10 @@ def test_an_image_never_scanned_is_scanned_then_its_findings_read(endpoint: str,
 
 
 def test_a_critical_finding_configured_in_moto_comes_back(endpoint: str, platform: Platform) -> None:
-    image = push(endpoint, "scan-critical", "v1")
-    digest = image.split("@")[1]
-    configure(
+    image = push_image(endpoint, "scan-critical")
+    set_scan_result(
         endpoint,
-        "scan-critical",
-        digest,
+        image,
         "COMPLETE",
         {
             "findingSeverityCounts": {"CRITICAL": 1, "MEDIUM": 2},
@@ -130,8 +84,8 @@ def test_a_critical_finding_configured_in_moto_comes_back(endpoint: str, platfor
 
 
 def test_a_failed_scan_and_a_missing_image_are_errors(endpoint: str, platform: Platform) -> None:
-    image = push(endpoint, "scan-failed", "v1")
-    configure(endpoint, "scan-failed", image.split("@")[1], "FAILED", {})
+    image = push_image(endpoint, "scan-failed")
+    set_scan_result(endpoint, image, "FAILED", {})
     with pytest.raises(ImageScanError, match="FAILED: moto says FAILED"):
         platform.image_scanner().findings(image, poll_s=0.01, timeout_s=5)
     missing = image.rsplit("@", 1)[0] + "@sha256:" + "0" * 64

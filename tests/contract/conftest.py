@@ -510,6 +510,7 @@ def lambda_side(moto_endpoint: str, contract_artifact: Artifact) -> LambdaSide:
         name_prefix=prefix,
         probe=fake_lambda_probe(lam),
         poll_s=0.0,
+        session=boto3.Session(**CREDENTIALS),  # what signs the pins (AWS_IAM function URLs)
     )
     return LambdaSide(compute, contract_artifact)
 

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
@@ -19,6 +20,7 @@ from botocore.stub import Stubber
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.platform.aws.compute_ecs import NotSupportedError
 from mangaassist.platform.aws.compute_lambda import (
+    FunctionUrlAuth,
     LambdaAliasCompute,
     LambdaStateError,
     readiness_event,
@@ -26,9 +28,10 @@ from mangaassist.platform.aws.compute_lambda import (
 )
 from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
 from mangaassist.platform.aws.dryrun import DryRun
-from mangaassist.platform.compute import PIN_HEADER, Pin, RevisionHealth
+from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER, PIN_HEADER, Pin, RevisionHealth
 from tests.contract.conftest import LAMBDA_IMAGE, LambdaSide
 from tests.moto_server import CREDENTIALS
+from tests.sigv4_check import Signer, expected_signature, signature_of
 
 pytestmark = pytest.mark.slow  # moto's server process
 
@@ -250,7 +253,7 @@ def test_each_revision_gets_an_alias_of_its_own_whose_function_url_is_its_pin(
         assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
         config = lam.get_function_url_config(FunctionName=fn, Qualifier=f"rev-{rev}")
         assert config["AuthType"] == "AWS_IAM" and config["FunctionArn"].endswith(f":rev-{rev}")
-        assert c.pin("pinurl", rev) == Pin(config["FunctionUrl"], {PIN_HEADER: rev})
+        assert c.pin("pinurl", rev) == Pin(config["FunctionUrl"], {PIN_HEADER: rev}, c.url_signer())
         urls[rev] = config["FunctionUrl"]
     assert len({urls["r1"], urls["r2"], c.url("pinurl")}) == 3  # neither pin is the weighted alias's URL
     assert lambda_side.reached_by("pinurl", c.pin("pinurl", "r2")) == "r2"
@@ -284,6 +287,53 @@ def test_each_revision_gets_an_alias_of_its_own_whose_function_url_is_its_pin(
     assert lam.get_function_url_config(FunctionName=fn, Qualifier="live")["FunctionUrl"] == c.url("pinurl")
     with pytest.raises(NotFoundError, match=r"service pinurl has no revision 'r1'"):
         c.pin("pinurl", "r1")
+
+
+def test_an_aws_iam_pin_signs_its_requests_and_a_none_pin_does_not(lambda_side: LambdaSide) -> None:
+    """moto serves no function URL over HTTP, so the signed request is prepared, not sent: a valid
+    SigV4 signature for ``lambda`` in the client's region with the session's credentials (the
+    signature recomputed as AWS does), the customer's token moved to X-MangaAssist-Authorization.
+    The same signer sent to a function URL stand-in in front of a real chatbot:
+    tests/integration/test_customer_identity.py."""
+    c = lambda_side.compute
+    c.deploy("signed", lambda_side.revision("r1"))
+    pin = c.pin("signed", "r1")
+    assert isinstance(pin.auth, FunctionUrlAuth) and pin.auth is c.url_signer()  # one per provider
+    assert (pin.auth.service, pin.auth.region) == ("lambda", CREDENTIALS["region_name"])
+    request = httpx.Request(
+        "POST",
+        f"{pin.url.rstrip('/')}/v1/chat",
+        json={"session_id": "s1", "message": "where is my order MA-100001?"},
+        headers={**pin.headers, "Authorization": "Bearer a.b.c"},
+    )
+    pin.auth.sign(request)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers[CUSTOMER_TOKEN_HEADER.lower()] == "Bearer a.b.c"
+    assert headers["x-mangaassist-revision"] == "r1" and "x-amz-date" in headers
+    assert "x-amz-security-token" not in headers  # the session's credentials are static ones
+    url = httpx.URL(pin.url)
+    recorded = {
+        "method": "POST",
+        "path": request.url.raw_path.decode(),
+        "headers": headers,
+        "body": request.content,
+    }
+    signer = Signer("lambda", CREDENTIALS["region_name"], CREDENTIALS["aws_access_key_id"],
+                    CREDENTIALS["aws_secret_access_key"], None)  # fmt: skip
+    assert signature_of(recorded) == expected_signature(
+        f"{url.scheme}://{url.netloc.decode()}", recorded, signer
+    )
+    # NONE: nothing to sign
+    c.function_url_auth = "NONE"
+    c.deploy("unsigned", lambda_side.revision("r1"))
+    open_pin = c.pin("unsigned", "r1")
+    assert (
+        c.lam.get_function_url_config(FunctionName=c.function_name("unsigned"), Qualifier="rev-r1")[
+            "AuthType"
+        ]
+        == "NONE"
+    )
+    assert open_pin.auth is None and open_pin.headers == {PIN_HEADER: "r1"}
 
 
 def test_a_redeploy_makes_a_missing_pin_alias_and_url(lambda_side: LambdaSide) -> None:

@@ -16,11 +16,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from botocore.credentials import Credentials
 
 from mangaassist.chatbot.identity import issue_dev_token, load_or_create_key
 from mangaassist.chatbot.launcher import ChatbotProcess
 from mangaassist.chatbot.settings import DEFAULT_AUDIENCE, DEV_ISSUER, DEV_KEY_FILE
+from mangaassist.platform.aws.compute_lambda import FunctionUrlAuth
+from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER, PIN_HEADER, Pin
 from tests.conftest import ROOT, server_env
+from tests.sigv4_check import KEY, SECRET, TOKEN, Signer, function_url
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +44,22 @@ def token_for(server: ChatbotProcess, customer: str) -> str:
     return issue_dev_token(customer, Path(server.env["MANGAASSIST_HOME"])).token
 
 
-def chat(server: ChatbotProcess, message: str, token: str | None = None, **body: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+def chat(
+    server: ChatbotProcess | str,
+    message: str,
+    token: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+    **body: Any,
+) -> httpx.Response:
+    """``POST /v1/chat`` to ``server`` (or a URL) with ``token`` as ``Authorization: Bearer``."""
+    sent = {"Authorization": f"Bearer {token}"} if token is not None else {}
     payload = {"session_id": f"id-{uuid.uuid4().hex[:10]}", "message": message, **body}
-    return httpx.post(f"{server.url}/v1/chat", json=payload, headers=headers, timeout=30.0)
+    url = server if isinstance(server, str) else server.url
+    return httpx.post(
+        f"{url}/v1/chat", json=payload, headers={**sent, **(headers or {})}, auth=auth, timeout=30.0
+    )
 
 
 def order_ids(text: str) -> set[str]:
@@ -106,6 +122,78 @@ def test_invalid_tokens_are_401_and_read_nothing(chatbot: ChatbotProcess, state_
     assert 'mangaassist_customer_token_rejected_total{reason="expired"}' in metrics
     log = (state_home / "chatbot.log").read_text()
     assert all(token not in log for token in cases.values())
+
+
+SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/eu-west-1/lambda/aws4_request, "
+    "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64
+)
+
+
+def test_the_customer_token_may_come_in_the_second_header(chatbot: ChatbotProcess, state_home: Path) -> None:
+    """``X-MangaAssist-Authorization: Bearer`` when something else owns ``Authorization``: the
+    same customer, a non-Bearer ``Authorization`` beside it ignored, a different Bearer token 401."""
+    mine, theirs = ORDERS_OF[A][0], ORDERS_OF[B][0]
+    a, b = token_for(chatbot, A), token_for(chatbot, B)
+    question = f"what's the status of order {mine['order_id']}?"
+    for headers in (
+        {CUSTOMER_TOKEN_HEADER: f"Bearer {a}"},
+        {CUSTOMER_TOKEN_HEADER: f"Bearer {a}", "Authorization": SIGV4},
+        {CUSTOMER_TOKEN_HEADER: f"Bearer {a}", "Authorization": "Basic dXNlcjpwdw=="},
+        {CUSTOMER_TOKEN_HEADER: f"Bearer {a}", "Authorization": f"Bearer {a}"},
+    ):
+        r = chat(chatbot, question, headers=headers)
+        assert r.status_code == 200, (sorted(headers), r.text)
+        assert mine["order_id"] in r.json()["answer"] and mine["status"] in r.json()["answer"]
+        other = chat(chatbot, f"what's the status of order {theirs['order_id']}?", headers=headers).json()
+        assert "couldn't find" in other["answer"]  # as customer A: never B's order
+    conflict = chat(chatbot, question, b, headers={CUSTOMER_TOKEN_HEADER: f"Bearer {a}"})
+    assert conflict.status_code == 401 and conflict.json()["reason"] == "conflicting_tokens"
+    assert "Authorization and X-MangaAssist-Authorization carry different tokens" in conflict.json()["error"]
+    assert order_ids(conflict.text) == set()
+    bad = chat(
+        chatbot, question, headers={CUSTOMER_TOKEN_HEADER: "Basic dXNlcjpwdw==", "Authorization": SIGV4}
+    )
+    assert bad.status_code == 401 and bad.json()["reason"] == "not_bearer"
+    assert "X-MangaAssist-Authorization header must be 'Bearer <token>'" in bad.json()["error"]
+    # a SigV4 signature alone: no customer (anonymous, asked to sign in), not a 401
+    anonymous = chat(chatbot, f"where is my order {mine['order_id']}?", headers={"Authorization": SIGV4})
+    assert anonymous.status_code == 200 and "sign in" in anonymous.json()["answer"]
+    assert mine["status"] not in anonymous.json()["answer"]
+    metrics = httpx.get(f"{chatbot.url}/metrics").text
+    assert 'mangaassist_customer_token_rejected_total{reason="conflicting_tokens"}' in metrics
+    log = (state_home / "chatbot.log").read_text()
+    assert a not in log and b not in log
+
+
+def test_a_signed_pinned_request_reaches_the_chatbot_as_the_customer(chatbot: ChatbotProcess) -> None:
+    """A Lambda pin with ``AWS_IAM`` end to end: a function URL stand-in that refuses (403) what is
+    not validly signed for ``lambda`` and forwards the rest with every header, as Lambda's event
+    has them, to the real chatbot. The pin's signer moves the customer's token to
+    ``X-MangaAssist-Authorization``; the chatbot answers as that customer."""
+    region = "eu-west-1"
+    signer = FunctionUrlAuth(lambda: Credentials(KEY, SECRET, TOKEN), region)
+    order, token = ORDERS_OF[A][0], token_for(chatbot, A)
+    question = f"what's the status of order {order['order_id']}?"
+    with function_url(chatbot.url, Signer("lambda", region)) as url:
+        pin = Pin(url.url, {PIN_HEADER: "r-test"}, signer)
+        unsigned = chat(pin.url, question, token, headers=dict(pin.headers))
+        assert unsigned.status_code == 403 and order_ids(unsigned.text) == set()
+        signed = chat(pin.url, question, token, headers=dict(pin.headers), auth=pin.auth)
+        assert signed.status_code == 200, signed.text
+        assert order["order_id"] in signed.json()["answer"] and order["status"] in signed.json()["answer"]
+        # the smoke test's chats carry no customer: signed, they are answered anonymously
+        smoke = chat(
+            pin.url, f"where is my order {order['order_id']}?", headers=dict(pin.headers), auth=pin.auth
+        )
+        assert smoke.status_code == 200 and "sign in" in smoke.json()["answer"]
+        assert order["status"] not in smoke.json()["answer"]
+        received = [{k.lower(): v for k, v in r["headers"].items()} for r in url.requests]
+    assert "authorization" in received[0] and "x-amz-date" not in received[0]  # the unsigned one: 403
+    assert received[1]["authorization"].startswith("AWS4-HMAC-SHA256 ")
+    assert received[1][CUSTOMER_TOKEN_HEADER.lower()] == f"Bearer {token}"
+    assert received[2]["authorization"].startswith("AWS4-HMAC-SHA256 ")
+    assert CUSTOMER_TOKEN_HEADER.lower() not in received[2]
 
 
 def test_customer_a_never_reads_customer_b_orders(chatbot: ChatbotProcess) -> None:

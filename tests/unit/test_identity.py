@@ -24,11 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mangaassist.chatbot.identity import (
+    CUSTOMER_TOKEN_HEADER,
     InvalidToken,
     KeysUnavailable,
     Reason,
     TokenVerifier,
     bearer_token,
+    customer_token,
     issue_dev_token,
     issue_token,
     load_or_create_key,
@@ -153,6 +155,53 @@ def test_bearer_header_parsing() -> None:
         with pytest.raises(InvalidToken) as info:
             bearer_token(bad)
         assert info.value.reason is Reason.NOT_BEARER
+
+
+SIGV4 = (
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261207/eu-west-1/lambda/aws4_request, "
+    "SignedHeaders=host;x-amz-date;x-mangaassist-authorization, Signature=" + "0" * 64
+)
+
+
+def test_the_customer_token_comes_from_authorization_or_the_second_header() -> None:
+    """The rules of ``customer_token`` (the chat API's; over HTTP: tests/integration/
+    test_customer_identity.py)."""
+    assert CUSTOMER_TOKEN_HEADER == "X-MangaAssist-Authorization"
+    assert customer_token([], []) is None  # anonymous
+    assert customer_token(["Bearer a.b.c"], []) == "a.b.c"  # as always
+    assert customer_token([], ["Bearer a.b.c"]) == "a.b.c"  # only the second header
+    assert customer_token(["Bearer a.b.c"], ["bearer  a.b.c "]) == "a.b.c"  # both, the same token
+    # a signer's or a gateway's Authorization beside it: ignored for identity
+    assert customer_token([SIGV4], ["Bearer a.b.c"]) == "a.b.c"
+    assert customer_token(["Basic dXNlcjpwdw=="], ["Bearer a.b.c"]) == "a.b.c"
+    # a SigV4 signature alone proves who called AWS, not who the customer is: anonymous
+    assert customer_token([SIGV4], []) is None
+
+
+def test_second_header_refusals_name_the_header_or_the_conflict() -> None:
+    def refused(authorization: list[str], customer: list[str]) -> InvalidToken:
+        with pytest.raises(InvalidToken) as info:
+            customer_token(authorization, customer)
+        assert "a.b.c" not in str(info.value) and "x.y.z" not in str(info.value)  # never quoted
+        return info.value
+
+    conflict = refused(["Bearer a.b.c"], ["Bearer x.y.z"])
+    assert conflict.reason is Reason.CONFLICT
+    assert str(conflict) == ("Authorization and X-MangaAssist-Authorization carry different tokens: send one")
+    for bad in ("Basic dXNlcjpwdw==", "a.b.c", "Bearer", ""):
+        error = refused([SIGV4], [bad])
+        assert error.reason is Reason.NOT_BEARER
+        assert str(error) == "the X-MangaAssist-Authorization header must be 'Bearer <token>'"
+    twice = refused([], ["Bearer a.b.c", "Bearer a.b.c"])
+    assert twice.reason is Reason.NOT_BEARER and "one X-MangaAssist-Authorization header only" in str(twice)
+    # only Authorization, not Bearer and not a signature: as before, 401 not_bearer
+    for bad in ("Basic dXNlcjpwdw==", "Bearer", "Digest x"):
+        error = refused([bad], [])
+        assert error.reason is Reason.NOT_BEARER
+        assert str(error) == "the Authorization header must be 'Bearer <token>'"
+    assert "one Authorization header only" in str(refused(["Bearer a.b.c", "Bearer a.b.c"], []))
+    # a malformed Bearer Authorization beside a good second header is still refused
+    assert refused(["Bearer a b"], ["Bearer a.b.c"]).reason is Reason.NOT_BEARER
 
 
 def test_the_development_key_is_made_once_private_and_shared(tmp_path: Path) -> None:

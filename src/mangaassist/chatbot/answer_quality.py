@@ -47,11 +47,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
 from mangaassist.core.kb import parse_document
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("mangaassist.answer_quality")
 
@@ -462,15 +465,17 @@ class Target(Protocol):
 
 
 class HttpTarget:
-    """A running chatbot: ``POST URL/v1/chat`` with ``headers`` (a revision pin) and, for a
-    customer, ``Authorization: Bearer`` with a token from ``token_for`` (default: the development
-    key of ``home``, as ``mangaassist token issue``)."""
+    """A running chatbot: ``POST URL/v1/chat`` with ``headers`` (a revision pin) through ``auth``
+    (a pin's, e.g. SigV4 for a Lambda function URL) and, for a customer, ``Authorization: Bearer``
+    with a token from ``token_for`` (default: the development key of ``home``, as ``mangaassist
+    token issue``; a signing ``auth`` moves it to ``X-MangaAssist-Authorization``)."""
 
     def __init__(
         self,
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
         home: Path | None = None,
         token_for: Callable[[str], str] | None = None,
         timeout_s: float = 30.0,
@@ -483,7 +488,7 @@ class HttpTarget:
         self.headers = dict(headers or {})
         self._tokens: dict[str, str] = {}
         self._token_for = token_for or (lambda c: _dev_token(c, home))
-        self._client = httpx.Client(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s, auth=auth)
 
     def token(self, customer: str) -> str:
         if customer not in self._tokens:

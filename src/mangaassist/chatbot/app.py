@@ -4,9 +4,11 @@ Endpoints: ``POST /v1/chat``, ``POST /v1/feedback``, ``GET /healthz`` (the proce
 ``GET /readyz`` (model, index and config are loaded), ``GET /metrics`` (Prometheus), and
 ``POST /v1/signin`` (development tokens) only when ``MANGAASSIST_DEV_SIGNIN=1``.
 
-The customer of a chat is the verified token of ``Authorization: Bearer`` (``chatbot.identity``):
-a ``customer_id`` in the body is refused (400), an invalid token answers 401 (``WWW-Authenticate:
-Bearer error="invalid_token"``), and no token is an anonymous request. Tokens are never logged.
+The customer of a chat is the verified token of ``Authorization: Bearer``, or of
+``X-MangaAssist-Authorization: Bearer`` when a signer owns ``Authorization`` (a SigV4-signed pinned
+request to a Lambda function URL; the rules: ``chatbot.identity``): a ``customer_id`` in the body
+is refused (400), an invalid token or two different ones answer 401 (``WWW-Authenticate: Bearer
+error="invalid_token"``), and no token is an anonymous request. Tokens are never logged.
 
 The heavy loading runs in a background thread after start-up, so ``/healthz`` answers at once
 and ``/readyz`` tells a supervisor when the worker may get traffic.
@@ -56,12 +58,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mangaassist.chatbot.emf import EmfWriter
 from mangaassist.chatbot.faults import FaultPlan
 from mangaassist.chatbot.identity import (
+    CUSTOMER_TOKEN_HEADER,
     Customer,
     InvalidToken,
     KeysUnavailable,
-    Reason,
     TokenVerifier,
-    bearer_token,
+    customer_token,
     issue_token,
 )
 from mangaassist.chatbot.intent_remote import FallbackReason, HttpIntentClient
@@ -385,12 +387,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     verifier = TokenVerifier.from_settings(settings.identity)
 
     async def customer_of(request: Request) -> Customer | None:
-        """The verified customer of the request's ``Authorization: Bearer`` token; None without
-        one (anonymous). Raises ``InvalidToken`` or ``KeysUnavailable``."""
-        sent = request.headers.getlist("authorization")
-        if len(sent) > 1:
-            raise InvalidToken(Reason.NOT_BEARER, "one Authorization header only")
-        token = bearer_token(sent[0] if sent else None)
+        """The verified customer of the request's Bearer token (``Authorization``, or
+        ``X-MangaAssist-Authorization`` when a signer owns ``Authorization``:
+        ``identity.customer_token``); None without one (anonymous). Raises ``InvalidToken`` or
+        ``KeysUnavailable``."""
+        token = customer_token(
+            request.headers.getlist("authorization"), request.headers.getlist(CUSTOMER_TOKEN_HEADER)
+        )
         if token is None:
             return None
         if verifier.uses_network:  # a JWKS fetch blocks: keep it off the event loop

@@ -1,4 +1,20 @@
-"""Who the customer is: the ``sub`` of a signed JWT sent as ``Authorization: Bearer <token>``.
+"""Who the customer is: the ``sub`` of a signed JWT sent as ``Authorization: Bearer <token>``, or as
+``X-MangaAssist-Authorization: Bearer <token>`` when something else owns ``Authorization``.
+
+Which header (``customer_token``): a gateway or a signer may own ``Authorization`` (a pipeline's
+pinned request to a Lambda function URL with ``AWS_IAM`` is signed with SigV4, whose signature is
+``Authorization: AWS4-HMAC-SHA256 ...``), so the customer's token may come in
+``X-MangaAssist-Authorization`` (``platform.compute.CUSTOMER_TOKEN_HEADER``) instead:
+
+* with ``X-MangaAssist-Authorization``, its Bearer token is the customer's; an ``Authorization``
+  beside it that is not Bearer (a signature, a gateway's credentials) is ignored, one that is
+  Bearer must carry the same token, else ``InvalidToken`` (``Reason.CONFLICT``) names the conflict;
+* without it, ``Authorization: Bearer`` is the customer's, as always, and another scheme is
+  ``InvalidToken`` (``Reason.NOT_BEARER``), except a SigV4 signature (``AWS4-HMAC-SHA256``), which
+  proves who sent the request to AWS, not who the customer is: the request is anonymous (a signed
+  smoke test's chat, which carries no customer);
+* each header at most once; an ``X-MangaAssist-Authorization`` that is not ``Bearer <token>`` is
+  ``InvalidToken`` naming it.
 
 The chat API never takes a customer id from the request body (customer ids are guessable); it asks
 ``TokenVerifier.verify`` for the customer of the request's token. A token is accepted only when
@@ -13,7 +29,7 @@ The chat API never takes a customer id from the request body (customer ids are g
 
 Anything else raises ``InvalidToken`` with a ``Reason`` (the API answers 401 naming it); a JWKS that
 cannot be read raises ``KeysUnavailable`` (503: the token may be fine). Neither the token nor its
-claims are logged.
+claims are logged, nor quoted in an error.
 
 Keys (``chatbot.settings.IdentitySettings``):
 
@@ -59,8 +75,10 @@ from jwt.exceptions import (
 
 from mangaassist.chatbot.settings import DEFAULT_AUDIENCE, DEV_ISSUER, IdentitySettings
 from mangaassist.core.errors import ConfigError, MangaAssistError
+from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER
 
 __all__ = [
+    "CUSTOMER_TOKEN_HEADER",
     "DEFAULT_AUDIENCE",
     "DEV_ISSUER",
     "HMAC_ALGORITHMS",
@@ -73,6 +91,7 @@ __all__ = [
     "Reason",
     "TokenVerifier",
     "bearer_token",
+    "customer_token",
     "issue_dev_token",
     "issue_token",
     "load_or_create_key",
@@ -91,12 +110,15 @@ JWKS_CACHE_S = 300.0
 JWKS_COOLDOWN_S = 30.0
 JWKS_TIMEOUT_S = 5.0
 REQUIRED_CLAIMS = ("exp", "sub", "iss", "aud")
+SIGNATURE_SCHEMES = ("aws4-hmac-sha256",)
+"""``Authorization`` schemes that sign the request for AWS (SigV4): never a customer's token."""
 
 
 class Reason(StrEnum):
     """Why a token was refused (the ``reason`` of a 401)."""
 
     NOT_BEARER = "not_bearer"
+    CONFLICT = "conflicting_tokens"
     MALFORMED = "malformed"
     ALGORITHM = "algorithm_not_allowed"
     UNKNOWN_KEY = "unknown_key"
@@ -110,7 +132,8 @@ class Reason(StrEnum):
 
 
 _MESSAGES = {
-    Reason.NOT_BEARER: "the Authorization header must be 'Bearer <token>'",
+    Reason.NOT_BEARER: "the {header} header must be 'Bearer <token>'",
+    Reason.CONFLICT: f"Authorization and {CUSTOMER_TOKEN_HEADER} carry different tokens: send one",
     Reason.MALFORMED: "the token is not a well-formed JWT",
     Reason.ALGORITHM: "the token's algorithm is not accepted",
     Reason.UNKNOWN_KEY: "the token names no key this service trusts",
@@ -128,9 +151,10 @@ class InvalidToken(MangaAssistError):
     """The token proves nothing: ``reason`` says why; the message is fit to show the caller (it
     quotes nothing from the token)."""
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "", *, header: str = "Authorization") -> None:
         self.reason = reason
-        super().__init__(_MESSAGES[reason] + (f" ({detail})" if detail else ""))
+        message = _MESSAGES[reason].replace("{header}", header)
+        super().__init__(message + (f" ({detail})" if detail else ""))
 
 
 class KeysUnavailable(MangaAssistError):
@@ -154,15 +178,38 @@ class IssuedToken:
     """Seconds since the epoch."""
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization`` header value: None without one (an anonymous request);
-    ``InvalidToken`` for another scheme or an empty token."""
+def bearer_token(authorization: str | None, header: str = "Authorization") -> str | None:
+    """The token of an ``Authorization`` (or ``header``) value: None without one (an anonymous
+    request); ``InvalidToken`` naming ``header`` for another scheme or an empty token."""
     if authorization is None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        raise InvalidToken(Reason.NOT_BEARER)
+        raise InvalidToken(Reason.NOT_BEARER, header=header)
+    return token
+
+
+def _scheme(value: str) -> str:
+    return value.strip().partition(" ")[0].lower()
+
+
+def customer_token(authorization: list[str], customer: list[str]) -> str | None:
+    """The customer's token from a request's ``Authorization`` values and its
+    ``X-MangaAssist-Authorization`` values (``customer``; each list empty when the header is
+    absent): None for an anonymous request; ``InvalidToken`` naming the header and the rule
+    broken. The rules are the module docstring's."""
+    for name, values in (("Authorization", authorization), (CUSTOMER_TOKEN_HEADER, customer)):
+        if len(values) > 1:
+            raise InvalidToken(Reason.NOT_BEARER, f"one {name} header only", header=name)
+    signer = authorization[0] if authorization else None
+    if not customer:
+        if signer is not None and _scheme(signer) in SIGNATURE_SCHEMES:
+            return None  # a signature for AWS, no customer
+        return bearer_token(signer)
+    token = bearer_token(customer[0], CUSTOMER_TOKEN_HEADER)
+    if signer is not None and _scheme(signer) == "bearer" and bearer_token(signer) != token:
+        raise InvalidToken(Reason.CONFLICT)
     return token
 
 

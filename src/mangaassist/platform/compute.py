@@ -18,14 +18,20 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError
 
+if TYPE_CHECKING:
+    import httpx
+
 PIN_HEADER = "X-MangaAssist-Revision"
 """Request header that pins one request to a named revision, even one at 0% (smoke tests), where the
 provider pins by header (the local router, ECS's ALB rules); callers get it from ``Compute.pin``."""
+CUSTOMER_TOKEN_HEADER = "X-MangaAssist-Authorization"  # noqa: S105 - a header name, not a secret
+"""Where the customer's ``Bearer <token>`` goes when something else owns ``Authorization`` (a pin's
+SigV4 signer, a gateway): the chatbot reads it beside ``Authorization`` (``chatbot.identity``)."""
 SESSION_HEADER = "X-Session-Id"
 """Request header that names the conversation; the ``ma_session`` cookie is the fallback."""
 SESSION_COOKIE = "ma_session"
@@ -142,16 +148,23 @@ class RevisionStatus:
 @dataclass(frozen=True)
 class Pin:
     """Where one request reaches one revision whatever its weight: send it to ``url`` (the base URL,
-    paths are appended as to ``Compute.url``) with ``headers``.
+    paths are appended as to ``Compute.url``) with ``headers``, through ``auth`` when it is set
+    (``httpx.Client(auth=pin.auth)``, or ``auth=`` per request).
 
     The local router and ECS: the service's URL and ``X-MangaAssist-Revision: NAME``; SageMaker: the
     endpoint's invocation URL and ``X-Amzn-SageMaker-Target-Variant: NAME``; Lambda: the function URL
     of the revision's own alias (a weighted alias's URL cannot be pinned), where the header routes
     nothing but still tells the workload the request is a gate's, not a user's.
+
+    ``auth``: what every request to the pin must go through, None when nothing: on Lambda with
+    ``AWS_IAM`` function URLs, a SigV4 signer (service ``lambda``) that first moves a customer's
+    ``Authorization: Bearer`` to ``X-MangaAssist-Authorization`` (``CUSTOMER_TOKEN_HEADER``), since
+    the signature takes ``Authorization``. Callers set the customer's token as usual.
     """
 
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    auth: httpx.Auth | None = None
 
 
 @dataclass(frozen=True)

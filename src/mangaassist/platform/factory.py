@@ -637,6 +637,7 @@ class Platform:
             base_url=str(aws["app_url"]) if aws.get("app_url") else None,
             workload_env=workload_aws_settings(aws),
             dry_run=self.dry_run,
+            region=self._aws("region"),  # the pins' SigV4 (AWS_IAM); credentials: boto3's chain
         )
 
     def _amp_metrics(self) -> Metrics:

@@ -6,94 +6,49 @@ Prometheus: tests/contract/test_metrics_contract.py (``amp``)."""
 from __future__ import annotations
 
 import json
-import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.platform.aws.metrics_amp import AmpMetrics, workspace_url
 from mangaassist.platform.factory import platform_for
+from tests.sigv4_check import KEY, SECRET, TOKEN, Signer, expected_signature, recording
 
-KEY, SECRET, TOKEN = "AKIDEXAMPLETESTING", "testing-secret", "testing-session-token"
 REGION = "eu-west-1"
+AMP = Signer("aps", REGION)
 NEWEST = 1_700_000_100.5
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    requests: list[dict[str, Any]]
-
-    def do_GET(self) -> None:
-        self.requests.append({"method": "GET", "path": self.path, "headers": dict(self.headers.items())})
-        query = dict(parse_qsl(urlsplit(self.path).query))["query"]
-        # the newest scrape, then per family one series of revision r1 (AMP's answer shape)
-        if query.startswith("max(timestamp("):
-            result = [{"metric": {}, "value": [NEWEST, str(NEWEST)]}]
-        elif "requests_total" in query:
-            result = [{"metric": {"revision": "r1", "status": "200"}, "value": [NEWEST, "3"]}]
-        else:
-            result = []
-        body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
+def _answer(recorded: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    query = dict(parse_qsl(urlsplit(recorded["path"]).query))["query"]
+    # the newest scrape, then per family one series of revision r1 (AMP's answer shape)
+    if query.startswith("max(timestamp("):
+        result = [{"metric": {}, "value": [NEWEST, str(NEWEST)]}]
+    elif "requests_total" in query:
+        result = [{"metric": {"revision": "r1", "status": "200"}, "value": [NEWEST, "3"]}]
+    else:
+        result = []
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}}).encode()
+    return 200, {"Content-Type": "application/json"}, body
 
 
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    seen: list[dict[str, Any]] = []
-    handler = type("Handler", (_Recorder,), {"requests": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with recording(_answer) as server:
+        yield server.url, server.requests
 
 
 def _session() -> boto3.Session:
     return boto3.Session(
         aws_access_key_id=KEY, aws_secret_access_key=SECRET, aws_session_token=TOKEN, region_name=REGION
     )
-
-
-def expected_signature(base: str, recorded: dict[str, Any], secret: str = SECRET) -> str:
-    """The signature AMP computes for ``recorded``: the canonical request rebuilt from what arrived
-    (the query decoded and RFC 3986-encoded again, sorted; the signed headers as received)."""
-    headers = {k.lower(): v for k, v in recorded["headers"].items()}
-    signed = re.search(r"SignedHeaders=([^,]+)", headers["authorization"])
-    assert signed, headers["authorization"]
-    parts = urlsplit(recorded["path"])
-    pairs = sorted(parse_qsl(parts.query, keep_blank_values=True))
-    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
-    request = AWSRequest(
-        method=recorded["method"],
-        url=f"{base}{parts.path}" + (f"?{query}" if query else ""),
-        headers={name: headers[name] for name in signed.group(1).split(";")},
-        data=b"",
-    )
-    request.context["timestamp"] = headers["x-amz-date"]
-    auth = SigV4Auth(Credentials(KEY, secret, TOKEN), "aps", REGION)
-    canonical = auth.canonical_request(request)
-    return str(auth.signature(auth.string_to_sign(request, canonical), request))
 
 
 def test_every_query_carries_a_valid_sigv4_signature_for_aps_in_the_region(
@@ -120,8 +75,8 @@ def test_every_query_carries_a_valid_sigv4_signature_for_aps_in_the_region(
         sent_at = datetime.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         assert abs((today - sent_at).total_seconds()) < 300
         signature = authorization.rsplit("Signature=", 1)[1]
-        assert signature == expected_signature(base, recorded)
-        assert signature != expected_signature(base, recorded, secret="another-secret")
+        assert signature == expected_signature(base, recorded, AMP)
+        assert signature != expected_signature(base, recorded, AMP, secret="another-secret")
 
 
 def test_without_credentials_nothing_is_sent_and_the_error_names_what_is_missing(

@@ -245,7 +245,7 @@ def http_gate(
     root: Path | None = None,
 ) -> GateResult:
     """CD-01: the sample sent over HTTP to the candidate revision and to the live one (each at its
-    pin: ``Compute.pin``'s URL and headers; customers signed with ``home``'s development key), then
+    pin: ``Compute.pin``'s URL, headers and auth; customers signed with ``home``'s development key), then
     ``answer_gate``."""
     from mangaassist.platform.settings import find_root
 
@@ -257,7 +257,11 @@ def http_gate(
         if pin is None:
             continue
         target = HttpTarget(
-            pin.url, headers=pin.headers, home=home, name=f"{arm} {candidate if arm == 'candidate' else live}"
+            pin.url,
+            headers=pin.headers,
+            auth=pin.auth,
+            home=home,
+            name=f"{arm} {candidate if arm == 'candidate' else live}",
         )
         try:
             reports[arm] = run(cases, target, grounding, workers=4, golden=digest)

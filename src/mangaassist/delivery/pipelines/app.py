@@ -79,7 +79,7 @@ from mangaassist.delivery.rollout.phases import (
 )
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
-from mangaassist.platform.compute import Compute, Revision
+from mangaassist.platform.compute import Compute, Pin, Revision
 from mangaassist.platform.settings import PlatformSettings
 
 NAME = "CD-01"
@@ -285,14 +285,14 @@ def _latency_gate(scope: RunScope, ctx: StepContext) -> Outcome:
     candidate = Built.of(ctx, "build").candidate
     ctx.progress(f"{settings.load_rps:g} req/s for {settings.load_s:g}s pinned to {candidate}")
     pin = compute.pin(settings.service, candidate)
-    if settings.warmup_s > 0:  # a fresh process's first requests pay for lazy initialisation: not counted
-        run_load(pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers)
+    _warm(pin, settings)  # a fresh process's first requests pay for lazy initialisation: not counted
     report = run_load(
         pin.url,
         rps=settings.load_rps,
         duration_s=settings.load_s,
         sessions=5,
         headers=pin.headers,
+        auth=pin.auth,
         feedback_share=0.0,
     )
     result = pinned_load_gate(
@@ -373,8 +373,7 @@ def _baseline(scope: RunScope, ctx: StepContext) -> Outcome:
     if failed is not None:
         return failed
     if settings.warmup_s > 0:  # the same lazy initialisation the candidate paid in the latency gate
-        pin = compute.pin(settings.service, revision.name)
-        run_load(pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers)
+        _warm(compute.pin(settings.service, revision.name), settings)
     return Outcome.done({"baseline": revision.name}, detail={"baseline": revision.name})
 
 
@@ -539,7 +538,7 @@ def _smoke(
     smoke = [(str(i), str(m)) for i, m in cases] if cases else list(SMOKE_CASES)
     failures: list[str] = []
     checks: list[dict[str, Any]] = []
-    with httpx.Client(timeout=30.0) as client:
+    with httpx.Client(timeout=30.0, auth=place.auth) as client:
         try:
             health = client.get(f"{url}/healthz", headers=pin)
             ok = health.status_code == 200
@@ -573,6 +572,14 @@ def _smoke(
             if not ok:
                 failures.append(f"{intent}: status {status}, intent {got!r}")
     return failures, checks
+
+
+def _warm(pin: Pin, settings: DeploySettings) -> None:
+    """``warmup_s`` of the load at ``load_rps``, pinned (through the pin's ``auth``), not counted."""
+    if settings.warmup_s > 0:
+        run_load(
+            pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers, auth=pin.auth
+        )
 
 
 def _warm_up(url: str, pin: dict[str, str]) -> None:

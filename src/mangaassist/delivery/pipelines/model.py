@@ -679,7 +679,7 @@ def _pinned_version(compute: Compute, revision: str) -> str | None:
     readiness answer, not a classification, so a drill's injected faults are left to the shadow."""
     pin = compute.pin(SERVICE, revision)
     try:
-        r = httpx.get(f"{pin.url.rstrip('/')}/readyz", headers=dict(pin.headers), timeout=30.0)
+        r = httpx.get(f"{pin.url.rstrip('/')}/readyz", headers=dict(pin.headers), auth=pin.auth, timeout=30.0)
     except httpx.HTTPError as exc:
         return f"no answer ({exc})"
     if r.status_code != 200:

@@ -154,8 +154,10 @@ class _Load:
         seed: int | None,
         stop: threading.Event | None,
         max_in_flight: int = 128,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.auth = auth
         self.max_in_flight = max_in_flight
         self.rps = rps
         self.duration_s = duration_s
@@ -173,7 +175,7 @@ class _Load:
 
     async def run(self) -> LoadReport:
         limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=64)
-        async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=30.0, limits=limits, auth=self.auth) as client:
             started = time.perf_counter()
             tasks: set[asyncio.Task[None]] = set()
             total = int(self.rps * self.duration_s)
@@ -272,9 +274,10 @@ def run_load(
     seed: int | None = None,
     stop: threading.Event | None = None,
     max_in_flight: int = 128,
+    auth: httpx.Auth | None = None,
 ) -> LoadReport:
     """Send the load and wait for every answer (at most ``rps * duration_s`` requests, at most
-    ``max_in_flight`` unanswered at once)."""
+    ``max_in_flight`` unanswered at once); ``headers`` and ``auth``: a pin's (``Compute.pin``)."""
     check_loopback(url)
     if rps <= 0 or duration_s <= 0:
         raise ConfigError(f"load needs rps > 0 and a duration > 0, got rps={rps} duration={duration_s}")
@@ -283,7 +286,17 @@ def run_load(
     if not 1 <= max_in_flight <= 1024:
         raise ConfigError(f"max_in_flight {max_in_flight}: expected 1..1024")
     load = _Load(
-        url, rps, duration_s, sessions, headers or {}, scripts, feedback_share, seed, stop, max_in_flight
+        url,
+        rps,
+        duration_s,
+        sessions,
+        headers or {},
+        scripts,
+        feedback_share,
+        seed,
+        stop,
+        max_in_flight,
+        auth,
     )
     return asyncio.run(load.run())
 

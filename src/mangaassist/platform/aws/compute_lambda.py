@@ -39,9 +39,13 @@ Mapping (each line is one Lambda concept):
   bypassing it (its auth, WAF and headers are not what smoke tests exercise there); a team that
   wants pinned requests through the front must route them to the alias ``rev-NAME`` itself (its
   function URL as an origin, or an integration with that qualifier). With ``AWS_IAM`` a request to
-  the pin's URL must be signed (SigV4, service ``lambda``), as one to the service's URL must; the
-  pipelines' HTTP checks do not sign (not built), so there they are refused (403), never answered
-  by another revision.
+  the pin's URL must be signed (SigV4, service ``lambda``), as one to the service's URL must: the
+  pin's ``auth`` is then ``FunctionUrlAuth`` (``url_signer()``: one per provider, in ``region``,
+  with ``session``'s credentials, checked when the pin is made), which every pipeline HTTP check
+  sends its pinned requests through. SigV4 takes ``Authorization``, which carries the customer's
+  token: the signer moves a ``Bearer`` token to ``X-MangaAssist-Authorization``
+  (``platform.compute.CUSTOMER_TOKEN_HEADER``, which the chatbot reads) before it signs, so the
+  signature covers the headers and body as sent. With ``NONE`` the pin has no ``auth``.
   For direct invocation, ``qualifier(service, headers)`` maps ``X-MangaAssist-Revision: NAME`` to
   the version (the alias otherwise) and ``invoke`` runs it.
 * *stickiness*: none. Lambda's weighted alias draws a version per invocation; a conversation is
@@ -98,7 +102,10 @@ aliases with ``RoutingConfig``, version deletion, tags, function URLs) in
 ``tests/contract/test_compute_contract.py`` and ``tests/contract/test_aws_lambda.py``. moto 5.2.6
 ignores a function URL config's ``Qualifier`` (one URL per function); the tests' server
 (``tests/moto_server.py``) adds it with AWS's meaning, one URL per alias, and moto does not serve
-function URLs over HTTP, so a pin's URL is checked against the alias it belongs to, not requested.
+function URLs over HTTP, so a pin's URL is checked against the alias it belongs to, not requested;
+the signer is checked by ``tests/unit/platform/test_function_url_auth.py`` against a loopback server
+that recomputes each signature as AWS does, and in ``tests/integration/test_customer_identity.py``
+through a function URL stand-in to a real chatbot, which answers as the customer it moved.
 Nothing is invoked through moto (it would run Docker): those tests give a probe that reads the
 version's environment, as ``FakeEcsAgent`` does for ECS; the default probe and ``invoke`` are tested
 with botocore's ``Stubber`` (exact requests). It has not run against a real AWS account yet.
@@ -116,12 +123,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.aws.compute_ecs import NotSupportedError
 from mangaassist.platform.aws.compute_ecs import check_name as ecs_check_name
+from mangaassist.platform.aws.sigv4 import Credentials, SigV4HttpxAuth
 from mangaassist.platform.compute import (
+    CUSTOMER_TOKEN_HEADER,
     PIN_HEADER,
     Pin,
     Revision,
@@ -147,6 +157,63 @@ _ALIAS_NAME = re.compile(r"(?!^[0-9]+$)([a-zA-Z0-9_-]+)")
 
 Probe = Callable[[str, str], "str | None"]
 """``probe(function_name, version)``: None when the version's workload is ready, else why not."""
+
+
+SIGNING_SERVICE = "lambda"
+"""The SigV4 service name of Lambda function URLs."""
+SIGV4_SCHEME = "AWS4-HMAC-SHA256"
+
+
+class FunctionUrlAuth(SigV4HttpxAuth):
+    """Signs requests to a function URL whose ``AuthType`` is ``AWS_IAM`` (SigV4, service
+    ``lambda``, the function's region), what ``pin`` gives with such a URL.
+
+    SigV4 takes ``Authorization``, which callers use for the customer's token: before signing, an
+    ``Authorization: Bearer <token>`` moves to ``X-MangaAssist-Authorization`` (the chatbot reads it
+    there; ``chatbot.identity``), so the signature covers the request as it is sent. A request that
+    carries the same token in both keeps one; different tokens, more than one ``Authorization``, or
+    another scheme than Bearer (which the signature would silently replace) are a ``ConfigError``
+    naming the request, and nothing is sent. A signature of its own (a redirected request) is
+    replaced. Tokens are never quoted."""
+
+    def __init__(self, credentials: Callable[[], Credentials | None], region: str) -> None:
+        super().__init__(credentials, region, SIGNING_SERVICE, what="Lambda")
+
+    def prepare(self, request: httpx.Request) -> None:
+        where = f"{request.method} {request.url.copy_with(query=None)}"
+        sent = request.headers.get_list("authorization")
+        if len(sent) > 1:
+            raise ConfigError(
+                f"{where}: {len(sent)} Authorization headers; a signed pin takes at most one, the "
+                "customer's 'Bearer <token>'"
+            )
+        if not sent:
+            return
+        scheme = sent[0].strip().partition(" ")[0]
+        del request.headers["authorization"]
+        if scheme.upper() == SIGV4_SCHEME:
+            return  # a signature of ours (a redirect): signed again
+        token = _bearer(sent[0])
+        if token is None:
+            raise ConfigError(
+                f"{where}: Authorization is not 'Bearer <token>' (scheme {scheme[:20]!r}); the pin's "
+                f"SigV4 signature replaces Authorization, so only a customer's Bearer token can be "
+                f"sent, moved to {CUSTOMER_TOKEN_HEADER}"
+            )
+        theirs = request.headers.get_list(CUSTOMER_TOKEN_HEADER)
+        if theirs and [_bearer(v) for v in theirs] != [token]:
+            raise ConfigError(
+                f"{where}: Authorization and {CUSTOMER_TOKEN_HEADER} carry different customer tokens; "
+                "send the customer's token in one of them"
+            )
+        request.headers[CUSTOMER_TOKEN_HEADER] = f"Bearer {token}"
+
+
+def _bearer(value: str) -> str | None:
+    """The token of a ``Bearer <token>`` header value, None when it is not one."""
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token and " " not in token else None
 
 
 class LambdaError(MangaAssistError):
@@ -234,6 +301,8 @@ class LambdaAliasCompute:
         clock: Callable[[], float] = time.monotonic,
         dry_run: bool = False,
         workload_env: Mapping[str, str] | None = None,
+        region: str | None = None,
+        session: Any = None,
     ) -> None:
         if not _NAME.match(alias) or alias.isdigit():
             raise ConfigError(f"alias {alias!r} is not a valid Lambda alias name (letters, digits, hyphens)")
@@ -267,6 +336,9 @@ class LambdaAliasCompute:
         self._clock = clock
         self.dry_run = dry_run
         self.workload_env = dict(workload_env or {})
+        self.region = region
+        self.session = session
+        self._url_signer: FunctionUrlAuth | None = None
 
     # ------------------------------------------------------------------ names and calls
 
@@ -614,9 +686,13 @@ class LambdaAliasCompute:
     def pin(self, service: str, revision: str) -> Pin:
         """The function URL of the revision's own alias (``rev-NAME``): a request there runs that
         version whatever the weights (the header only tells the workload the request is pinned).
-        Also with ``base_url``: the pin bypasses the front (module docstring). ``NotFoundError`` for a
-        revision that does not exist, or whose alias has no function URL (``function_url_auth``
-        unset, or a version deployed before pins were aliases: deploying it again makes the URL)."""
+        Also with ``base_url``: the pin bypasses the front (module docstring). When the URL's
+        ``AuthType`` is ``AWS_IAM`` the pin's ``auth`` is ``url_signer()`` (SigV4; a customer's
+        Bearer token moves to ``X-MangaAssist-Authorization``), with ``NONE`` it is None.
+        ``NotFoundError`` for a revision that does not exist, or whose alias has no function URL
+        (``function_url_auth`` unset, or a version deployed before pins were aliases: deploying it
+        again makes the URL); ``ConfigError`` when an ``AWS_IAM`` URL cannot be signed for (no
+        credentials, no region)."""
         if revision not in self._versions(service):
             raise NotFoundError(f"service {service} has no revision {revision!r}")
         alias = revision_alias(revision)
@@ -627,7 +703,24 @@ class LambdaAliasCompute:
                 "to (set function_url_auth, [environments.NAME.aws] lambda_function_url_auth, and "
                 "deploy the revision again)"
             )
-        return Pin(str(config["FunctionUrl"]), {PIN_HEADER: revision})
+        auth = self.url_signer() if (config.get("AuthType") or self.function_url_auth) == "AWS_IAM" else None
+        return Pin(str(config["FunctionUrl"]), {PIN_HEADER: revision}, auth)
+
+    def url_signer(self) -> FunctionUrlAuth:
+        """What signs requests to ``AWS_IAM`` function URLs: one ``FunctionUrlAuth`` for the
+        provider, in ``region`` (else the client's), with ``session``'s credentials (else a new boto3
+        session's, its credential chain). ``ConfigError`` when there are no credentials or no region,
+        before any request is sent."""
+        if self._url_signer is None:
+            region = self.region or getattr(getattr(self.lam, "meta", None), "region_name", None)
+            session = self.session
+            if session is None:
+                import boto3
+
+                session = self.session = boto3.Session(region_name=region)
+            self._url_signer = FunctionUrlAuth(session.get_credentials, str(region or ""))
+        self._url_signer.frozen()  # no credentials: the error now
+        return self._url_signer
 
     def qualifier(self, service: str, headers: Mapping[str, str]) -> str:
         """The qualifier a direct invocation with ``headers`` runs: the version of the revision that

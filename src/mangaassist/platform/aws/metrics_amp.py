@@ -6,11 +6,11 @@ AMP's query API is Prometheus's HTTP API at
 request signed with AWS Signature Version 4 for the service ``aps`` in the workspace's region. So
 this provider is the shared Prometheus reader (``platform.prometheus.PrometheusMetrics``: cursors,
 windows, expansion of counter increases into observations; its docstring) with an ``httpx`` auth
-that signs each request (``SigV4HttpxAuth``: botocore's ``SigV4Auth`` on an ``AWSRequest``, the
-credentials from boto3's session, i.e. its credential chain: environment, profile, SSO, the
-container's or instance's role; refreshed credentials are re-read on every request). The query
-string is sent in the canonical form SigV4 signs (RFC 3986 encoding, sorted), so what AMP
-recomputes is what was signed.
+that signs each request (``platform.aws.sigv4.SigV4HttpxAuth``: botocore's ``SigV4Auth`` on an
+``AWSRequest``, the credentials from boto3's session, i.e. its credential chain: environment,
+profile, SSO, the container's or instance's role; refreshed credentials are re-read on every
+request). The query string is sent in the canonical form SigV4 signs (RFC 3986 encoding, sorted),
+so what AMP recomputes is what was signed.
 
 What it reads: the ``mangaassist_router_*`` series by ``service`` and ``revision``
 (``platform.prometheus``). AMP holds what is remote-written to it; writing these series (an ADOT
@@ -34,26 +34,18 @@ Chosen by ``[environments.NAME.aws] metrics = "amp"`` with ``amp_workspace_id`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 
 from mangaassist.core.errors import ConfigError
+from mangaassist.platform.aws.sigv4 import SigV4HttpxAuth, check_region
 from mangaassist.platform.metrics import Alert, Metrics, OutcomeBatch, ShadowCounters
 from mangaassist.platform.prometheus import PrometheusMetrics
 
 SERVICE = "aps"
 """The SigV4 service name of Amazon Managed Service for Prometheus."""
 _WORKSPACE = re.compile(r"^ws-[0-9a-zA-Z-]{1,64}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_SIGNED = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
-
-Credentials = Any
-"""botocore credentials (``access_key``, ``secret_key``, ``token``; ``get_frozen_credentials``)."""
 
 
 def workspace_url(workspace_id: str, region: str) -> str:
@@ -62,74 +54,8 @@ def workspace_url(workspace_id: str, region: str) -> str:
         raise ConfigError(
             f"AMP workspace id {workspace_id!r} is not one (expected ws-..., e.g. ws-1234abcd-...)"
         )
-    check_region(region)
+    check_region(region, "AMP")
     return f"https://aps-workspaces.{region}.amazonaws.com/workspaces/{workspace_id}"
-
-
-def check_region(region: str | None) -> str:
-    if not region or not _REGION.match(region):
-        raise ConfigError(
-            f"AMP region {region!r} is not an AWS region (e.g. eu-west-1): "
-            "SigV4 signs for the workspace's region"
-        )
-    return region
-
-
-def canonical_query(params: httpx.QueryParams) -> str:
-    """The query string as SigV4 canonicalises it: each name and value RFC 3986-encoded, sorted."""
-    pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in params.multi_items())
-    return "&".join(f"{k}={v}" for k, v in pairs)
-
-
-class SigV4HttpxAuth(httpx.Auth):
-    """Signs each ``httpx`` request with SigV4 for ``service`` in ``region``.
-
-    ``credentials``: a callable returning botocore credentials (boto3's ``Session.get_credentials``),
-    asked on every request (refreshable credentials refresh there). None is a ``ConfigError``
-    naming what is missing, and no request is sent."""
-
-    requires_request_body = True
-
-    def __init__(
-        self, credentials: Callable[[], Credentials | None], region: str, service: str = SERVICE
-    ) -> None:
-        self._credentials = credentials
-        self.region = check_region(region)
-        self.service = service
-
-    def frozen(self) -> Any:
-        found = self._credentials()
-        frozen = found.get_frozen_credentials() if found is not None else None
-        if frozen is None or not frozen.access_key or not frozen.secret_key:
-            lacking = [
-                n
-                for n, v in (
-                    ("an access key id", frozen and frozen.access_key),
-                    ("a secret key", frozen and frozen.secret_key),
-                )
-                if not v
-            ]
-            what = (
-                "no AWS credentials" if frozen is None else f"AWS credentials without {' or '.join(lacking)}"
-            )
-            raise ConfigError(
-                f"{what} to sign requests for {self.service} in {self.region} (SigV4): "
-                "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with a role "
-                "(ECS task role, Lambda execution role, the deploy workflow's OIDC role)"
-            )
-        return frozen
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        frozen = self.frozen()
-        request.url = request.url.copy_with(query=canonical_query(request.url.params).encode() or None)
-        signed = AWSRequest(method=request.method, url=str(request.url), data=request.content)
-        if "content-type" in request.headers:
-            signed.headers["Content-Type"] = request.headers["content-type"]
-        SigV4Auth(frozen, self.service, self.region).add_auth(signed)
-        for name in _SIGNED:
-            if name in signed.headers:
-                request.headers[name] = str(signed.headers[name])
-        yield request
 
 
 class _Around:
@@ -178,7 +104,7 @@ class AmpMetrics(PrometheusMetrics):
             import boto3
 
             session = boto3.Session(region_name=region)
-        auth = SigV4HttpxAuth(session.get_credentials, region)
+        auth = SigV4HttpxAuth(session.get_credentials, region, SERVICE, what="AMP")
         auth.frozen()  # no credentials: the error now, before any request
         self.workspace_url = workspace_url.rstrip("/")
         self.region = region

@@ -33,8 +33,12 @@ from mangaassist.platform.compute import (
     ServiceStatus,
     Shadow,
 )
-from mangaassist.platform.local.controlplane import PID_FILE, RUNTIME_FILE, WORKERS_FILE
+from mangaassist.platform.local.controlplane import PID_FILE, RUNTIME_FILE, STATE_FILE, WORKERS_FILE
 from mangaassist.platform.settings import PlatformSettings
+
+
+RECONNECT_S = 120.0
+"""How long a call waits for a crashed control plane to be restarted (``LocalCompute._reconnect``)."""
 
 
 def _alive(pid: int) -> bool:
@@ -67,25 +71,60 @@ def read_runtime(run_dir: Path) -> dict[str, Any] | None:
 class LocalCompute:
     """``Compute`` on the local platform: every call goes to the control plane's API."""
 
-    def __init__(self, run_dir: Path, timeout_s: float = 60.0) -> None:
+    def __init__(self, run_dir: Path, timeout_s: float = 60.0, reconnect_s: float = RECONNECT_S) -> None:
         self.run_dir = run_dir
         runtime = read_runtime(run_dir)
         if runtime is None:
             raise NotRunning(f"no control plane runs for {run_dir.parent} (run `mangaassist up`)")
         self.runtime = runtime
         self.control_url = str(runtime["control_url"])
+        self.reconnect_s = reconnect_s
         self._http = httpx.Client(base_url=self.control_url, timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()
 
+    def _reconnect(self, method: str, exc: httpx.HTTPError, waited_s: float) -> bool:
+        """After ``exc``: whether to call again, once a control plane answers (maybe a new one, on
+        another port). Only while the control plane is down after a crash (its ``state.json``
+        stays: a clean stop removes it) and within ``reconnect_s``; a request that may have
+        reached it is repeated only when repeating it is safe (not a POST)."""
+        if waited_s >= self.reconnect_s or not (self.run_dir / STATE_FILE).exists():
+            return False
+        if method == "POST" and not isinstance(exc, httpx.ConnectError):
+            return False
+        runtime = read_runtime(self.run_dir)
+        if runtime is not None and str(runtime["control_url"]) != self.control_url:
+            self.runtime = runtime
+            self.control_url = str(runtime["control_url"])
+            timeout = self._http.timeout
+            self._http.close()
+            self._http = httpx.Client(base_url=self.control_url, timeout=timeout)
+        return True
+
     def _call(
         self, method: str, path: str, body: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
-        try:
-            r = self._http.request(method, path, json=body, timeout=timeout or self._http.timeout)
-        except httpx.HTTPError as exc:
-            raise NotRunning(f"the control plane at {self.control_url} does not answer: {exc}") from None
+        started = time.monotonic()
+        warned = False
+        while True:
+            try:
+                r = self._http.request(method, path, json=body, timeout=timeout or self._http.timeout)
+                break
+            except httpx.HTTPError as exc:
+                if not self._reconnect(method, exc, time.monotonic() - started):
+                    raise NotRunning(
+                        f"the control plane at {self.control_url} does not answer: {exc}"
+                    ) from None
+                if not warned:
+                    warned = True
+                    print(
+                        f"the control plane at {self.control_url} does not answer ({exc}); it crashed and "
+                        f"is not back yet: waiting up to {self.reconnect_s:g}s for `mangaassist up` to "
+                        "restart it",
+                        file=sys.stderr,
+                    )
+                time.sleep(0.2)
         data = r.json()
         if r.status_code == 404:
             raise NotFoundError(data.get("error", r.text))

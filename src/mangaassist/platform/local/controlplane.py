@@ -3,24 +3,26 @@
 ``mangaassist up`` starts it (``python -m mangaassist.platform.local.controlplane``) in a new
 session; it then holds, on one event loop:
 
-* one ``Router`` per service on its fixed loopback port (``router_port`` in ``mangaassist.toml``),
 * one ``RevisionSupervisor`` per deployed revision (the worker processes, its children),
-* the control API on its own loopback port (``control_port``), which ``LocalCompute`` calls.
+* the control API on its own loopback port (``control_port``), which ``LocalCompute`` calls,
+* the link to the router host (``router_host``: every service's ``Router`` on its fixed loopback
+  port, ``router_port`` in ``mangaassist.toml``, in a process of its own), to which it publishes a
+  routing table on every change of revisions, workers, weights, shadow or fault.
 
 Files under ``$MANGAASSIST_HOME/platform/``: ``controlplane.pid``, ``controlplane.json`` (PID,
 control URL and router URLs, written once everything listens), ``workers.json`` (PIDs of the
-worker processes, rewritten on every change, so ``down`` can verify them one by one),
-``state.json`` (what it runs: every live revision of every service, the weights, the shadow and any
-drill fault, rewritten on every change), and logs (``controlplane.log``,
-``workers/<service>-<revision>-w<N>.log``).
+worker processes, the router host, Prometheus and Alertmanager, rewritten on every change, so
+``down`` can verify them one by one), ``state.json`` (what it runs: every live revision of every
+service with its workers' PIDs and ports, the weights, the shadow and any drill fault, rewritten on
+every change), and logs (``controlplane.log``, ``workers/<service>-<revision>-w<N>.log``).
 
-**Surviving its own crash.** A clean stop (``down``) removes ``state.json``; after a crash it stays.
-The next start first stops what the crashed process left running (its workers, Prometheus and
-Alertmanager, named in ``workers.json`` and checked to belong to this state directory before they
-are signalled), then deploys the recorded revisions again, from their stored artifacts, and puts
-back the weights, the shadow and the fault, instead of bootstrapping ``first_revision``. What is
-not restored: conversations' stickiness (a conversation may move revision once) and the routers'
-in-memory records (a judge's cursor from before the crash finds nothing after it).
+**Surviving its own crash** (docs/platform.md). A clean stop (``down``) removes ``state.json``;
+after a crash it stays, and the routers and workers keep serving. The next start adopts the router
+host (``RouterLink.start``) and every recorded worker that still serves as itself
+(``supervisor.AdoptedProcess``), starts again the ones that do not, stops what else the crashed
+process left (Prometheus, Alertmanager; checked to belong to this state directory before they are
+signalled), and publishes nothing for a service until its revisions, weights, shadow and fault are
+back (``ServiceRuntime.holding``): the routers keep serving their last table meanwhile.
 
 Control API (JSON): ``GET /v1/status``; ``POST /v1/services/{s}/deploy``;
 ``PUT /v1/services/{s}/weights``; ``PUT|DELETE /v1/services/{s}/shadow``;
@@ -43,16 +45,12 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import uvicorn
-from starlette.types import Receive, Scope, Send
 
 from mangaassist.core.artifact import Artifact
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
@@ -61,9 +59,18 @@ from mangaassist.platform.artifacts import pack_source, unpack
 from mangaassist.platform.compute import Revision, RevisionHealth, Shadow
 from mangaassist.platform.local.config_server import NAME as CONFIG_SERVER
 from mangaassist.platform.local.monitoring import LocalMonitoring
-from mangaassist.platform.local.router import Fault, Router, RouteTarget, RoutingTable
-from mangaassist.platform.local.supervisor import RevisionSupervisor, health_timeout
-from mangaassist.platform.local.upstream import UpstreamPool
+from mangaassist.platform.local.router import Fault
+from mangaassist.platform.local.router_host import RouterLink, table_spec
+from mangaassist.platform.local.serving import (
+    Conflict,
+    EmbeddedServer,
+    JsonApi,
+    json_body,
+    listen,
+    query_int,
+    serve,
+)
+from mangaassist.platform.local.supervisor import Adoptee, RevisionSupervisor, health_timeout
 from mangaassist.platform.settings import PlatformSettings, ServiceSettings, load_settings
 
 log = logging.getLogger("mangaassist.platform")
@@ -72,48 +79,6 @@ PID_FILE = "controlplane.pid"
 RUNTIME_FILE = "controlplane.json"
 WORKERS_FILE = "workers.json"
 STATE_FILE = "state.json"
-
-
-class Conflict(MangaAssistError):
-    """The operation does not fit the current state (e.g. retiring a revision that has weight)."""
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn on a loop it shares with other servers: the control plane owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
-def _server(app: Any, sock: socket.socket) -> tuple[_EmbeddedServer, asyncio.Task[None]]:
-    config = uvicorn.Config(
-        app,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        timeout_keep_alive=30,
-        backlog=2048,
-        server_header=False,  # the worker's Server and Date headers pass through unchanged
-        date_header=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = _EmbeddedServer(config)
-    return server, asyncio.create_task(server.serve(sockets=[sock]))
 
 
 def revision_difference(live: Revision, wanted: Revision) -> str | None:
@@ -157,59 +122,61 @@ class ServiceRuntime:
         self.settings = settings
         self.plane = plane
         self.name = settings.name
-        self.router = Router(
-            settings.name,
-            shadow_timeout_s=settings.shadow_timeout_s,
-            connect_timeout_s=settings.connect_timeout_s,
-            response_timeout_s=settings.response_timeout_s,
-            idle_read_timeout_s=settings.idle_read_timeout_s,
-            max_body_bytes=settings.max_body_bytes,
-            client_body_timeout_s=settings.client_body_timeout_s,
-        )
         self.revisions: dict[str, RevisionRuntime] = {}
         self.weights: dict[str, float] = {}
         self.shadow: Shadow | None = None
         self.fault: Fault | None = None
-        self.pools: dict[int, UpstreamPool] = {}
         self.version = 0
         self.url = ""
+        self.in_flight: dict[str, int] = {}
+        """Requests in flight by revision, as the router last said (``ControlPlane.refresh``)."""
+        self.holding = False
+        """While the recorded state is being restored: tables are not published (the routers keep
+        serving the last one), so traffic never follows a half-restored service."""
 
     def publish(self) -> None:
-        """Build and swap in a routing table from the current revisions, workers and weights."""
-        targets: dict[str, RouteTarget] = {}
-        live_ports: set[int] = set()
+        """Send the routers a table built from the current revisions, workers and weights (in the
+        background; ``synced`` waits until the router serves it), and record the state."""
+        if self.holding:
+            return
+        targets: dict[str, list[int]] = {}
         for name, rt in self.revisions.items():
             health, _ = rt.supervisor.health()
             if health in (RevisionHealth.RETIRED, RevisionHealth.DRAINING, RevisionHealth.UNHEALTHY):
                 continue
-            pools = []
-            for port in rt.supervisor.ready_ports():
-                pool = self.pools.get(port)
-                if pool is None:
-                    pool = self.pools[port] = UpstreamPool("127.0.0.1", port)
-                pools.append(pool)
-                live_ports.add(port)
-            targets[name] = RouteTarget(name, tuple(pools))
-        self.version += 1
+            targets[name] = rt.supervisor.ready_ports()
         shadow = self.shadow
-        self.router.publish(
-            RoutingTable.build(
-                self.version,
+        self.version = self.plane.routers.publish(
+            self.name,
+            table_spec(
+                0,
                 targets,
                 self.weights,
                 shadow.revision if shadow else None,
                 shadow.share if shadow else 0.0,
                 self.fault,
-            )
+            ),
         )
-        for port in [p for p in self.pools if p not in live_ports]:
-            self.pools.pop(port).close()  # idle connections only; in-flight ones finish
         self.plane.update_targets()
         self.plane.save_state()
 
+    async def synced(self) -> None:
+        """Until the router serves the newest table (MangaAssistError if it does not take it)."""
+        if not self.holding:
+            await self.plane.routers.synced(self.name)
+
     def recorded(self) -> dict[str, Any]:
         """What ``state.json`` keeps of this service (module docstring)."""
-        live = [rt.revision.as_dict() for rt in self.revisions.values() if not rt.supervisor.retired]
+        live = [
+            {
+                **rt.revision.as_dict(),
+                "workers": [
+                    {"pid": w.pid, "port": w.port} for w in rt.supervisor.workers if w.pid and w.port
+                ],
+            }
+            for rt in self.revisions.values()
+            if not rt.supervisor.retired
+        ]
         return {
             "revisions": live,
             "weights": dict(self.weights),
@@ -253,7 +220,7 @@ class ServiceRuntime:
             "health": health.value,
             "reason": reason,
             "weight": self.weights.get(name, 0.0),
-            "in_flight": self.router.in_flight(name),
+            "in_flight": self.in_flight.get(name, 0),
             "workers": [
                 {
                     "pid": w.pid,
@@ -285,7 +252,11 @@ class ServiceRuntime:
             raise NotFoundError(f"service {self.name} has no live revision {revision!r}")
         return rt
 
-    async def deploy(self, revision: Revision, timeout_s: float) -> dict[str, Any]:
+    async def deploy(
+        self, revision: Revision, timeout_s: float, adopt: tuple[Adoptee, ...] = ()
+    ) -> dict[str, Any]:
+        """Start the revision's workers (or take over ``adopt``: its workers a crashed control plane
+        left running) and wait until they are ready or failed."""
         existing = self.revisions.get(revision.name)
         if existing is not None and not existing.supervisor.retired:
             difference = revision_difference(existing.revision, revision)
@@ -321,6 +292,7 @@ class ServiceRuntime:
             revision=revision.name,
             health_timeout_s=health_timeout(self.settings.response_timeout_s),
             health_interval_s=health_timeout(self.settings.response_timeout_s),
+            adopt=adopt,
         )
         self.revisions[revision.name] = RevisionRuntime(revision, sup)
         if not self.weights:
@@ -328,6 +300,7 @@ class ServiceRuntime:
         sup.start()
         await sup.wait_settled(timeout_s)
         self.publish()
+        await self.synced()
         return self.revision_status(revision.name)
 
     def set_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
@@ -382,25 +355,32 @@ class ServiceRuntime:
             self.shadow = None
         rt.supervisor.draining = True
         self.publish()  # nothing new reaches it from now on
+        await self.synced()
         deadline = time.monotonic() + drain_timeout_s
-        while self.router.in_flight(revision) > 0 and time.monotonic() < deadline:
+        await self.plane.refresh()
+        while self.in_flight.get(revision, 0) > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            await self.plane.refresh()
+        drained = self.in_flight.get(revision, 0) == 0
         await rt.supervisor.stop()
         rt.supervisor.retired = True
         self.publish()
+        await self.synced()
         status = self.revision_status(revision)
-        status["drained"] = self.router.in_flight(revision) == 0
+        status["drained"] = drained
         return status
 
 
 class ControlPlane:
     """Everything ``up`` runs, on one event loop. See the module docstring."""
 
-    def __init__(self, settings: PlatformSettings) -> None:
+    def __init__(self, settings: PlatformSettings, config_path: Path | None = None) -> None:
         self.settings = settings
         self.services = {name: ServiceRuntime(s, self) for name, s in settings.services.items()}
+        self.routers = RouterLink(settings, config_path)
+        self.routers.on_restart = self._routers_restarted
         self.stopping = asyncio.Event()
-        self.servers: list[tuple[_EmbeddedServer, asyncio.Task[None]]] = []
+        self.servers: list[tuple[EmbeddedServer, asyncio.Task[None]]] = []
         self.control_url = ""
         self.monitoring: LocalMonitoring | None = None
         self.bootstrap: dict[str, str] = {}
@@ -469,6 +449,8 @@ class ControlPlane:
             for svc in self.services.values()
             for name, rt in svc.revisions.items()
         }
+        if self.routers.pid:
+            pids["routers"] = [self.routers.pid]
         if self.monitoring is not None:  # Prometheus and Alertmanager: `down` verifies them too
             pids["monitoring"] = self.monitoring.pids()
         path = self.settings.run_dir / WORKERS_FILE
@@ -484,28 +466,40 @@ class ControlPlane:
             "control_url": self.control_url,
             "bootstrap": self.bootstrap,
             "monitoring": self.monitoring.status() if self.monitoring else None,
+            "routers": {"pid": self.routers.pid, "adopted": self.routers.adopted},
             "services": {name: svc.status() for name, svc in self.services.items()},
         }
+
+    async def refresh(self) -> None:
+        """Every service's requests in flight, from the routers (one call)."""
+        status = await self.routers.status()
+        for name, svc in self.services.items():
+            service = dict(status.get("services") or {}).get(name) or {}
+            svc.in_flight = {str(k): int(v) for k, v in dict(service.get("in_flight") or {}).items()}
 
     async def start(self) -> None:
         s = self.settings
         self.recorded = self._recorded_state()
         if self.recorded:
-            stopped = await asyncio.to_thread(reap_orphans, s.run_dir, s.home)
+            keep = {int(w["pid"]) for w in _recorded_workers(self.recorded)}
+            stopped = await asyncio.to_thread(reap_orphans, s.run_dir, s.home, keep=keep)
             log.warning(
-                "restoring after a crash: %s (stopped %d process(es) it left)",
+                "restoring after a crash: %s (stopped %d process(es) it left; adopting up to %d worker(s))",
                 ", ".join(sorted(self.recorded)),
                 len(stopped),
+                len(keep),
             )
-        control_sock = _listen(s.host, s.control_port)
-        router_socks = {
-            name: _listen(s.host, svc.settings.router_port) for name, svc in self.services.items()
-        }
+        control_sock = listen(s.host, s.control_port)
+        try:
+            await self.routers.start()
+        except BaseException:
+            control_sock.close()
+            raise
         self.control_url = f"http://{s.host}:{control_sock.getsockname()[1]}"
-        for name, sock in router_socks.items():
-            self.services[name].url = f"http://{s.host}:{sock.getsockname()[1]}"
-            self.servers.append(_server(self.services[name].router, sock))
-        self.servers.append(_server(ControlApi(self), control_sock))
+        for name, svc in self.services.items():
+            svc.url = self.routers.urls[name]
+            svc.version = self.routers.versions.get(name, 0)
+        self.servers.append(serve(ControlApi(self), control_sock))
         for server, _ in self.servers:
             while not server.started:
                 await asyncio.sleep(0.01)
@@ -515,11 +509,27 @@ class ControlPlane:
             await asyncio.to_thread(self.monitoring.start)
             self.update_targets()
             self.write_pids()
+        self._write_runtime()
+        log.warning("control plane %s listening on %s", os.getpid(), self.control_url)
+        for svc in self.services.values():
+            recorded = self.recorded.get(svc.name)
+            if isinstance(recorded, dict) and recorded.get("revisions"):
+                self.bootstrap[svc.name] = "restoring"
+                self.restoring += 1
+                svc.holding = True
+                self._tasks.add(asyncio.create_task(self._restore(svc, recorded)))
+            elif svc.settings.source is not None:
+                self.bootstrap[svc.name] = "deploying"
+                self._tasks.add(asyncio.create_task(self._bootstrap(svc)))
+
+    def _write_runtime(self) -> None:
+        s = self.settings
         runtime = {
             "pid": os.getpid(),
             "environment": s.environment,
             "control_url": self.control_url,
             "services": {name: svc.url for name, svc in self.services.items()},
+            "routers": {"pid": self.routers.pid, "adopted": self.routers.adopted},
             "prometheus": self.monitoring.prometheus_url if self.monitoring else None,
             "alertmanager": self.monitoring.alertmanager_url if self.monitoring else None,
             "started": time.time(),
@@ -528,16 +538,22 @@ class ControlPlane:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(runtime, indent=1))
         os.replace(tmp, path)
-        log.warning("control plane %s listening on %s", os.getpid(), self.control_url)
-        for svc in self.services.values():
-            recorded = self.recorded.get(svc.name)
-            if isinstance(recorded, dict) and recorded.get("revisions"):
-                self.bootstrap[svc.name] = "restoring"
-                self.restoring += 1
-                self._tasks.add(asyncio.create_task(self._restore(svc, recorded)))
-            elif svc.settings.source is not None:
-                self.bootstrap[svc.name] = "deploying"
-                self._tasks.add(asyncio.create_task(self._bootstrap(svc)))
+
+    def _routers_restarted(self) -> None:
+        """A new router host replaced one that died: its URLs (the same unless ports are picked at
+        start), then every service's table again."""
+        for name, svc in self.services.items():
+            if self.routers.urls.get(name) not in (None, svc.url):
+                log.error(
+                    "service %s: its router now listens on %s (was %s)",
+                    name,
+                    self.routers.urls[name],
+                    svc.url,
+                )
+                svc.url = self.routers.urls[name]
+            svc.publish()
+        self.write_pids()
+        self._write_runtime()
 
     async def _bootstrap(self, svc: ServiceRuntime) -> None:
         """Revision ``first_revision`` of the service, packed from the working tree, at 100%."""
@@ -556,15 +572,20 @@ class ControlPlane:
             self.bootstrap[svc.name] = f"failed: {exc}"
 
     async def _restore(self, svc: ServiceRuntime, recorded: Mapping[str, Any]) -> None:
-        """The recorded revisions of ``svc`` deployed again, then its weights, shadow and fault."""
+        """The recorded revisions of ``svc`` back (their running workers adopted where they still
+        serve, else started again), then its weights, shadow and fault; published once, at the
+        end (``ServiceRuntime.holding``)."""
         restored: list[str] = []
+        adopted = 0
         problems: list[str] = []
         try:
             for data in recorded.get("revisions") or []:
                 try:
                     revision = revision_from_dict(data)
-                    await svc.deploy(revision, svc.settings.ready_timeout_s)
+                    adopt = tuple(Adoptee(int(w["pid"]), int(w["port"])) for w in data.get("workers") or [])
+                    await svc.deploy(revision, svc.settings.ready_timeout_s, adopt)
                     restored.append(revision.name)
+                    adopted += sum(w.adopted for w in svc.revisions[revision.name].supervisor.workers)
                 except Exception as exc:  # one revision that cannot come back must not stop the rest
                     log.exception("restoring a revision of %s failed", svc.name)
                     problems.append(f"{data.get('name', '?') if isinstance(data, dict) else '?'}: {exc}")
@@ -584,15 +605,20 @@ class ControlPlane:
             problems.append(str(exc))
         finally:
             self.restoring -= 1
+            svc.holding = False
             svc.publish()
-        self.bootstrap[svc.name] = f"restored {', '.join(restored) or 'nothing'}" + (
-            f"; failed: {'; '.join(problems)}" if problems else ""
+        with contextlib.suppress(MangaAssistError):
+            await svc.synced()
+        self.bootstrap[svc.name] = (
+            f"restored {', '.join(restored) or 'nothing'}"
+            + (f" (adopted {adopted} running worker(s))" if adopted else "")
+            + (f"; failed: {'; '.join(problems)}" if problems else "")
         )
 
     async def shutdown(self) -> None:
         for svc in self.services.values():
             await asyncio.gather(*(rt.supervisor.stop() for rt in svc.revisions.values()))
-            await svc.router.aclose()
+        await self.routers.stop()
         if self.monitoring is not None:
             await asyncio.to_thread(self.monitoring.stop)
         for server, _ in self.servers:
@@ -610,18 +636,6 @@ class ControlPlane:
         await self.shutdown()
 
 
-def _json_body(data: bytes) -> dict[str, Any]:
-    if not data:
-        return {}
-    try:
-        body = json.loads(data)
-    except ValueError:
-        raise ConfigError("request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ConfigError("request body must be a JSON object")
-    return body
-
-
 def revision_from_dict(data: Mapping[str, Any]) -> Revision:
     try:
         art = data["artifact"]
@@ -636,48 +650,16 @@ def revision_from_dict(data: Mapping[str, Any]) -> Revision:
         raise ConfigError(f"malformed revision: {exc}") from None
 
 
-class ControlApi:
+class ControlApi(JsonApi):
     """The control plane's HTTP API (raw ASGI, loopback only)."""
+
+    name = "control API"
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        try:
-            status, result = (
-                200,
-                await self.handle(scope["method"], scope["path"], scope["query_string"], body),
-            )
-        except NotFoundError as exc:
-            status, result = 404, {"error": str(exc)}
-        except Conflict as exc:
-            status, result = 409, {"error": str(exc)}
-        except MangaAssistError as exc:
-            status, result = 400, {"error": str(exc)}
-        except Exception as exc:  # reported to the caller; the control plane keeps running
-            log.exception("control API error")
-            status, result = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        data = json.dumps(result).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
-        if scope["path"] == "/v1/shutdown" and status == 200:
+    def answered(self, path: str, status: int) -> None:
+        if path == "/v1/shutdown" and status == 200:
             self.plane.stopping.set()
 
     def alerts(self, method: str, query: bytes, raw: bytes) -> dict[str, Any]:
@@ -686,7 +668,7 @@ class ControlApi:
         if method == "POST":
             if monitoring is None:
                 raise ConfigError("this environment runs no monitoring: no alerts are expected")
-            return {"received": monitoring.alerts.receive(_json_body(raw))}
+            return {"received": monitoring.alerts.receive(json_body(raw))}
         service = None
         for item in query.decode().split("&"):
             key, _, value = item.partition("=")
@@ -699,6 +681,7 @@ class ControlApi:
         plane = self.plane
         parts = [p for p in path.split("/") if p]
         if method == "GET" and parts in (["v1", "status"], ["healthz"]):
+            await plane.refresh()
             return plane.status()
         if method == "POST" and parts == ["v1", "shutdown"]:
             return {"stopping": True, "pid": os.getpid()}
@@ -706,7 +689,7 @@ class ControlApi:
             return self.alerts(method, query, raw)
         if len(parts) >= 4 and parts[:2] == ["v1", "services"]:
             svc = plane.service(parts[2])
-            body = _json_body(raw)
+            body = json_body(raw)
             op = parts[3:]
             if method == "POST" and op == ["deploy"]:
                 return await svc.deploy(
@@ -716,28 +699,39 @@ class ControlApi:
                 weights = body.get("weights")
                 if not isinstance(weights, dict):
                     raise ConfigError("expected {'weights': {revision: percent}}")
-                return {"weights": svc.set_weights({str(k): float(v) for k, v in weights.items()})}
+                result = svc.set_weights({str(k): float(v) for k, v in weights.items()})
+                await svc.synced()  # answered once the router splits by the new weights
+                return {"weights": result}
             if op == ["shadow"] and method in ("PUT", "DELETE"):
                 if method == "DELETE":
                     svc.set_shadow(None, 0.0)
                 else:
                     svc.set_shadow(str(body.get("revision")), float(body.get("share", 0.0)))
+                await svc.synced()
                 return {"shadow": svc.status()["shadow"]}
             if op == ["fault"] and method in ("PUT", "DELETE"):
                 svc.set_fault(None if method == "DELETE" else body)
+                await svc.synced()
                 return {"fault": svc.status()["fault"]}
             if method == "POST" and len(op) == 3 and op[0] == "revisions" and op[2] == "retire":
                 return await svc.retire(op[1], float(body.get("drain_timeout_s", 30.0)))
             if method == "GET" and op == ["stats"]:
-                cursor = 0
-                for item in query.decode().split("&"):
-                    key, _, value = item.partition("=")
-                    if key == "cursor" and value.isdigit():
-                        cursor = int(value)
-                return svc.router.snapshot(cursor)
+                return await plane.routers.stats(svc.name, query_int(query, "cursor", 0))
             if method == "GET" and op == ["status"]:
+                await plane.refresh()
                 return svc.status()
         raise NotFoundError(f"no control endpoint {method} {path}")
+
+
+def _recorded_workers(recorded: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The workers ``state.json`` names (every revision of every service), malformed ones left out."""
+    workers = []
+    for svc in recorded.values():
+        for revision in (svc.get("revisions") or []) if isinstance(svc, dict) else []:
+            for w in (revision.get("workers") or []) if isinstance(revision, dict) else []:
+                if isinstance(w, dict) and isinstance(w.get("pid"), int) and isinstance(w.get("port"), int):
+                    workers.append(w)
+    return workers
 
 
 def _belongs_to(pid: int, home: Path) -> bool:
@@ -753,9 +747,12 @@ def _belongs_to(pid: int, home: Path) -> bool:
     return False
 
 
-def reap_orphans(run_dir: Path, home: Path, timeout_s: float = 10.0) -> list[int]:
+def reap_orphans(
+    run_dir: Path, home: Path, timeout_s: float = 10.0, keep: set[int] | frozenset[int] = frozenset()
+) -> list[int]:
     """Stop the processes a crashed control plane left (``workers.json``), when they belong to this
-    state directory: SIGTERM, then SIGKILL after ``timeout_s``. The PIDs signalled."""
+    state directory, except ``keep`` (workers to adopt) and the router host (adopted or replaced by
+    ``RouterLink``): SIGTERM, then SIGKILL after ``timeout_s``. The PIDs signalled."""
     try:
         recorded = json.loads((run_dir / WORKERS_FILE).read_text())
     except (OSError, ValueError):
@@ -763,8 +760,10 @@ def reap_orphans(run_dir: Path, home: Path, timeout_s: float = 10.0) -> list[int
     owner = int(recorded.get("control_plane") or 0)
     if owner and owner != os.getpid() and daemons.alive(owner):
         return []  # it still runs: these are its processes, not orphans
-    pids = [int(p) for group in dict(recorded.get("workers") or {}).values() for p in group or []]
-    mine = [p for p in pids if p != os.getpid() and _belongs_to(p, home)]
+    groups = dict(recorded.get("workers") or {})
+    groups.pop("routers", None)
+    pids = [int(p) for group in groups.values() for p in group or []]
+    mine = [p for p in pids if p != os.getpid() and p not in keep and _belongs_to(p, home)]
     for pid in mine:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -820,7 +819,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = asyncio.Runner()
     try:
         with runner:
-            runner.run(ControlPlane(settings).run())
+            runner.run(ControlPlane(settings, args.config).run())
     except MangaAssistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

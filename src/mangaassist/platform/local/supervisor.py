@@ -69,7 +69,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,16 +235,63 @@ async def check_ready(
     return ReadyCheck(False, reason, final=not reason.startswith("loading"))
 
 
+class AdoptedProcess:
+    """A worker an earlier control plane started (so not our child), watched through a pidfd: the
+    parts of ``asyncio.subprocess.Process`` the supervisor uses. Its exit status is not ours to
+    read: ``returncode`` is -1 once it exited. Signals go through the pidfd, so a PID reused by
+    another process is never signalled."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._fd = os.pidfd_open(pid)  # ProcessLookupError: it is gone already
+        self._exited = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._fd, self._on_exit)  # a pidfd is readable once the process exits
+
+    def _on_exit(self) -> None:
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
+        self.returncode = -1
+        self._exited.set()
+
+    async def wait(self) -> int:
+        await self._exited.wait()
+        return -1
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is not None:
+            raise ProcessLookupError(self.pid)
+        signal.pidfd_send_signal(self._fd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Adoptee:
+    """A running worker of the revision to take over instead of starting one (``RevisionSupervisor``)."""
+
+    pid: int
+    port: int
+
+
 class Worker:
     """One worker process slot of a revision; ``run`` keeps it alive until ``stop``."""
 
-    def __init__(self, sup: RevisionSupervisor, index: int) -> None:
+    def __init__(self, sup: RevisionSupervisor, index: int, adopt: Adoptee | None = None) -> None:
         self.sup = sup
         self.index = index
+        self.adopt = adopt
+        self.adopted = False
+        """Whether the process running now was adopted (started by an earlier control plane)."""
         self.state = WorkerState.STARTING
         self.reason: str | None = None
         self.port = 0
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | AdoptedProcess | None = None
         self.restarts = 0
         self.crash_streak = 0
         self.stopping = False
@@ -284,10 +331,30 @@ class Worker:
         finally:
             sock.close()  # the child has its own copy (or never started): the port is its alone
 
-    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> str | None:
+    def _take_over(self) -> AdoptedProcess | None:
+        """The adoptee's process, if it still runs and is this platform's worker (its environment
+        names this revision and state directory); else None (a fresh one is started)."""
+        adopt, self.adopt = self.adopt, None
+        if adopt is None:
+            return None
+        marker = f"MANGAASSIST_REVISION={self.sup.revision}".encode()
+        home = self.sup.env.get("MANGAASSIST_HOME", "").encode()
+        try:
+            environ = Path(f"/proc/{adopt.pid}/environ").read_bytes().split(b"\0")
+            if marker not in environ or (home and b"MANGAASSIST_HOME=" + home not in environ):
+                return None
+            proc = AdoptedProcess(adopt.pid)
+        except OSError:
+            return None
+        self.port = adopt.port
+        return proc
+
+    async def _wait_ready(
+        self, proc: asyncio.subprocess.Process | AdoptedProcess, timeout_s: float | None = None
+    ) -> str | None:
         """None once ``/readyz`` answers 200 stamped by this revision and process (``check_ready``);
         else why it never will (the process stays as is)."""
-        deadline = time.monotonic() + self.sup.ready_timeout_s
+        deadline = time.monotonic() + (timeout_s or self.sup.ready_timeout_s)
         last = NO_ANSWER
         url = f"http://127.0.0.1:{self.port}/readyz"
         async with httpx.AsyncClient(timeout=2.0) as client:
@@ -309,13 +376,31 @@ class Worker:
         backoff = BACKOFF_START_S
         while not self.stopping:
             self._set(WorkerState.STARTING)
-            try:
-                proc = self.proc = await self._spawn()
-            except OSError as exc:
-                self._set(WorkerState.FAILED, f"cannot start: {exc}")
-                return
-            self.sup.on_pids()
-            problem = await self._wait_ready(proc)
+            self.adopted = False
+            adopted = self._take_over()
+            if adopted is not None:
+                self.proc = adopted
+                problem = await self._wait_ready(
+                    adopted, self.sup.health_timeout_s * self.sup.health_failures
+                )
+                if problem is None:
+                    self.adopted = True
+                else:  # it runs but does not serve as this revision's worker: replace it
+                    log.warning(
+                        "worker %s-w%d (pid %d, port %d) not adopted (%s): starting a new one",
+                        self.sup.name, self.index, adopted.pid, self.port, problem,
+                    )  # fmt: skip
+                    await self._terminate(timeout_s=2.0)
+            if not self.adopted:
+                try:
+                    self.proc = await self._spawn()
+                except OSError as exc:
+                    self._set(WorkerState.FAILED, f"cannot start: {exc}")
+                    return
+                self.sup.on_pids()
+                problem = await self._wait_ready(self.proc)
+            proc = self.proc
+            assert proc is not None
             if self.stopping:
                 break
             if problem is not None and problem != "exited":
@@ -347,7 +432,7 @@ class Worker:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         self._set(WorkerState.STOPPED)
 
-    async def _watch(self, proc: asyncio.subprocess.Process) -> str | None:
+    async def _watch(self, proc: asyncio.subprocess.Process | AdoptedProcess) -> str | None:
         """Until the READY process exits, ask its ``/healthz`` (module docstring: liveness).
 
         None when the process exited (or the worker is stopping); why, when it was hung and was
@@ -427,6 +512,7 @@ class RevisionSupervisor:
         health_timeout_s: float = HEALTH_TIMEOUT_MAX_S,
         health_interval_s: float = HEALTH_TIMEOUT_MAX_S,
         health_failures: int = HEALTH_FAILURES,
+        adopt: Sequence[Adoptee] = (),
     ) -> None:
         self.name = name
         self.app = app
@@ -450,7 +536,7 @@ class RevisionSupervisor:
         self.health_timeout_s = health_timeout_s
         self.health_interval_s = health_interval_s
         self.health_failures = health_failures
-        self.workers = [Worker(self, i) for i in range(replicas)]
+        self.workers = [Worker(self, i, adopt[i] if i < len(adopt) else None) for i in range(replicas)]
         self.draining = False
         self.retired = False
 

@@ -6,6 +6,8 @@ cursor from before the crash still reads), and a clean stop stops everything and
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import threading
@@ -180,6 +182,57 @@ def test_a_worker_that_died_with_the_control_plane_is_started_again(tmp_path: Pa
         after = _pids(compute, "crashy")
         assert len(after) == 2 and after & before == before - {victim} and victim not in after
         assert [r.health.value for r in compute.status("crashy").revisions] == ["healthy"]
+    finally:
+        compute.close()
+        down = stop_control_plane(settings)
+    assert down.left == []
+
+
+def test_a_router_host_that_dies_is_replaced_on_the_same_port_with_the_same_routing(tmp_path: Path) -> None:
+    """The other way round: the router host SIGKILLed while its control plane runs. The control
+    plane starts another on the same port (the workers' links name it) and publishes the same
+    weights again; the workers keep running."""
+    config = write_config(tmp_path, ("crashy",))
+    settings = load_settings("test", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=30)
+    compute = LocalCompute(settings.run_dir)
+    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    try:
+        for name in ("r1", "r2"):
+            compute.deploy(
+                "crashy", Revision(name, artifact, TEST_APP, {"TESTAPP_INTENT": name}, 1), timeout_s=20
+            )
+        compute.set_weights("crashy", {"r1": 70.0, "r2": 30.0})
+        workers = _pids(compute, "crashy")
+        old = compute.raw_status()["routers"]["pid"]
+        url = compute.url("crashy")
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        new = old
+        while time.monotonic() < deadline:
+            new = compute.raw_status()["routers"]["pid"]
+            if new != old and _alive(new):
+                break
+            time.sleep(0.1)
+        assert new != old and _alive(new)
+        assert compute.url("crashy") == url and compute.raw_status()["services"]["crashy"]["url"] == url
+        with httpx.Client(timeout=5) as client:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{url}/_router/stats").json()["routing"]["weights"]:
+                        break
+                time.sleep(0.1)
+            served = Counter(
+                client.post(
+                    f"{url}/v1/chat", json={"message": "hi"}, headers={"X-Session-Id": f"s{i}"}
+                ).json()["intent"]
+                for i in range(40)
+            )
+        assert set(served) == {"r1", "r2"} and served["r1"] > served["r2"]
+        assert _pids(compute, "crashy") == workers
+        assert json.loads((settings.run_dir / "workers.json").read_text())["workers"]["routers"] == [new]
     finally:
         compute.close()
         down = stop_control_plane(settings)

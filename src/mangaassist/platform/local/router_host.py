@@ -140,8 +140,11 @@ def _spec_fields(
 class RouterHost:
     """The routers of one environment and their pools (module docstring)."""
 
-    def __init__(self, settings: PlatformSettings) -> None:
+    def __init__(self, settings: PlatformSettings, ports: Mapping[str, int] | None = None) -> None:
         self.settings = settings
+        self.ports = {name: (ports or {}).get(name, s.router_port) for name, s in settings.services.items()}
+        """Where each router listens: ``router_port``, unless given (a replacement host keeps the
+        ports of the one it replaces, which the workers' links name, even where they were picked)."""
         self.routers = {
             name: Router(
                 name,
@@ -205,7 +208,14 @@ class RouterHost:
     async def start(self) -> None:
         s = self.settings
         run_dir = s.run_dir
-        socks = {name: listen(s.host, svc.router_port) for name, svc in s.services.items()}
+        socks: dict[str, Any] = {}
+        try:
+            for name in s.services:
+                socks[name] = listen(s.host, self.ports[name])
+        except ConfigError:
+            for sock in socks.values():
+                sock.close()
+            raise
         admin_path = run_dir / SOCKET_FILE
         admin = listen_unix(admin_path)
         for name, sock in socks.items():
@@ -277,6 +287,20 @@ class RouterAdmin(JsonApi):
             self.host.stopping.set()
 
 
+def _ports(given: list[str], settings: PlatformSettings) -> dict[str, int]:
+    ports = {}
+    for item in given:
+        name, _, port = item.partition("=")
+        if name not in settings.services:
+            raise ConfigError(
+                f"--port {item}: no service {name!r} (have: {', '.join(sorted(settings.services))})"
+            )
+        if not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"--port {item}: expected SERVICE=PORT with a port 0-65535")
+        ports[name] = int(port)
+    return ports
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="The MangaAssist local routers (started by the control plane; see its docs)."
@@ -284,10 +308,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default=None, help="environment in mangaassist.toml (default dev)")
     parser.add_argument("--config", type=Path, default=None, help="path of mangaassist.toml")
     parser.add_argument("--home", type=Path, default=None, help="state directory")
+    parser.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="SERVICE=PORT",
+        help="listen for SERVICE on PORT instead of its router_port (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.env, args.config, args.home)
+        ports = _ports(args.port, settings)
     except MangaAssistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -300,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         runner = asyncio.Runner()
     try:
         with runner:
-            runner.run(RouterHost(settings).run())
+            runner.run(RouterHost(settings, ports).run())
     except MangaAssistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -389,15 +421,23 @@ class RouterLink:
         self.pid = pid
         services = dict(status.get("services") or {})
         self.urls = {name: str(services[name]["url"]) for name in services}
-        self.versions = {name: int(services[name]["version"]) for name in services}
-        self._acked = dict(self.versions)
+        # numbering goes on from the highest version either side knows (a replacement host starts
+        # at 0 and takes any newer table; a waiter for an older number is satisfied by a newer one)
+        served = {name: int(services[name]["version"]) for name in services}
+        self.versions = {name: max(self.versions.get(name, 0), v) for name, v in served.items()}
+        self._acked = served
 
-    async def _spawn(self) -> None:
+    async def _spawn(self, keep_ports: bool = False) -> None:
+        """Start a router host and wait until it serves; with ``keep_ports``, on the ports of the
+        one it replaces (the workers' links name them)."""
         s = self.settings
         (self.run_dir / ROUTERS_FILE).unlink(missing_ok=True)
         argv = [sys.executable, "-m", __name__, "--env", s.environment, "--home", str(s.home)]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
+        if keep_ports:
+            for name, url in self.urls.items():
+                argv += ["--port", f"{name}={url.rsplit(':', 1)[1]}"]
         log_path = self.run_dir / LOG_FILE
         with log_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -444,7 +484,7 @@ class RouterLink:
                 "the router host %d exited: starting another and publishing every table again", proc.pid
             )
             try:
-                await self._spawn()
+                await self._spawn(keep_ports=True)
             except MangaAssistError:
                 log.exception("cannot restart the router host; retrying in 1s")
                 await asyncio.sleep(1.0)

@@ -28,6 +28,7 @@ import pytest
 from mangaassist.delivery.engine.model import RunState, StepStatus
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.delivery.rollout.load import BackgroundLoad
+from mangaassist.platform import daemons
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, state_home: Path) -> Iterator[
         assert down.returncode == 0, down.stderr
         runtime = state_home / "platform" / "workers.json"
         pids = [p for ps in json.loads(runtime.read_text()).get("workers", {}).values() for p in ps]
-        assert not [p for p in pids if Path(f"/proc/{p}").exists()], "workers left running"
+        # exited is enough: a process adopted after a control-plane crash is not the last control
+        # plane's child, so its zombie waits for init to reap it (daemons.alive: not running)
+        assert not [p for p in pids if daemons.alive(p)], "workers left running"
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -273,6 +276,45 @@ def test_killed_deploy_is_resumed_and_a_concurrent_one_refused(env: dict[str, st
     assert len([e for e in shifts if e["detail"]["step"] == "canary-5"]) == 1
     assert any(e["kind"] == "run.resumed" for e in audit)
     assert report.failed == 0
+
+
+def test_a_control_plane_killed_mid_canary_is_restarted_and_the_deploy_goes_on(env: dict[str, str]) -> None:
+    """SIGKILL the control plane during a canary with traffic running: the routers keep serving, the
+    deploy waits for it, `mangaassist up` restarts it and it adopts the running router host and
+    workers with their weights, the same deploy process finishes its canary and promotes, and not
+    one user request fails."""
+    run_dir = Path(env["MANGAASSIST_HOME"]) / "platform"
+    load = BackgroundLoad(router(env), rps=15, sessions=10, seed=21).start()
+    try:
+        runner = subprocess.Popen(
+            [str(MANGAASSIST), "deploy", "app", "--yes", "--json", "--set-env", "RELEASE=5",
+             "--steps", "5,50,100"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        run_id = wait_step(env, "canary-5")
+        plane = int((run_dir / "controlplane.pid").read_text())
+        routers = json.loads((run_dir / "routers.json").read_text())["pid"]
+        os.kill(plane, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{plane}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # nobody steers: the router host serves the canary's table alone
+        restarted = cli(env, "up", "--json")
+        assert restarted.returncode == 0, restarted.stderr
+        doc = json.loads(restarted.stdout)
+        assert doc["routers"] == {"pid": routers, "adopted": True}
+        assert "adopted" in doc["bootstrap"]["chatbot"], doc["bootstrap"]
+        out, err = runner.communicate(timeout=400)
+    finally:
+        report = load.stop()
+    assert runner.returncode == 0, err
+    assert json.loads(out)["state"] == "succeeded"
+    assert "the control plane at" in err and "waiting up to" in err  # the deploy said why it waited
+    shown = data(env, "runs", "show", run_id)
+    assert shown["state"] == "succeeded"
+    final = live(env)
+    assert len(final) == 1 and all(health(env)[name] == "healthy" for name in final)
+    assert report.requests > 50 and report.failed == 0, report.as_dict()
 
 
 def test_blue_green_is_flipped_back_at_once_by_rollback_app(env: dict[str, str]) -> None:

@@ -2,11 +2,11 @@
 """Generate the per-pipeline deploy workflows (``.github/workflows/deploy-cd-NN.yml``) from the planner.
 
 Each pipeline's ``on.push.paths`` filter is made from the release planner's path map
-(``mangaassist.delivery.planner.CATALOG``: a folder ``F/`` becomes ``F/**``, a root file pattern
-stays as it is, which GitHub matches at the root only, as the planner does), so a workflow cannot
-trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. A folder two
-pipelines ship (``data/``: CD-04 and CD-01) is in both workflows' filters, so a push there triggers
-both, side by side. The command each
+(``mangaassist.delivery.planner.CATALOG``: a folder ``F/`` becomes ``F/**``, a file pattern stays
+as it is, which GitHub matches from the root, ``*`` within one path segment, as the planner does), so
+a workflow cannot trigger on other paths than ``mangaassist release --plan`` maps to its pipeline. A
+path two pipelines ship (``data/catalog.jsonl``: CD-04's file, under CD-01's ``data/``) is in both
+workflows' filters, so a push there triggers both, side by side. The command each
 job runs is the one the README documents for the pipeline (``DEPLOYS`` below). CD-01's workflow
 starts with an ``image`` job on the runner host: it builds the ``Dockerfile`` once, pushes it to
 staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, the same digest in both, or
@@ -245,10 +245,8 @@ def _image_job(spec: PipelineSpec) -> str:
 
 def path_filters(spec: PipelineSpec) -> list[str]:
     """GitHub ``paths`` patterns equal to the planner's map of ``spec``: ``F/**`` per folder, then the
-    root files (GitHub's ``*`` does not match ``/``, so ``requirements*.txt`` matches at the root only)."""
-    odd = [p for p in spec.files if any(c in p for c in "?+[]!/")]
-    if odd:  # GitHub reads these characters otherwise than fnmatch, the planner's matcher, does
-        raise ValueError(f"{spec.id}: root file patterns {odd} mean other things to GitHub's filters")
+    file patterns as they are (GitHub's ``*`` does not match ``/``, as the planner's does not, so
+    ``requirements*.txt`` matches at the root only; ``PipelineSpec`` refuses the other wildcards)."""
     return [f"{folder.rstrip('/')}/**" for folder in spec.folders] + list(spec.files)
 
 

@@ -324,6 +324,7 @@ def test_release_plan_of_a_catalog_commit_runs_the_knowledge_base_then_the_appli
     git(repo, "config", "user.email", "t@example.com")
     git(repo, "config", "user.name", "t")
     (repo / "data" / "catalog.jsonl").write_text('{"id": "berserk", "volumes": 41}\n')
+    (repo / "data" / "orders.jsonl").write_text('{"id": "o-1"}\n')
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "base")
     (repo / "data" / "catalog.jsonl").write_text('{"id": "berserk", "volumes": 42}\n')
@@ -333,7 +334,7 @@ def test_release_plan_of_a_catalog_commit_runs_the_knowledge_base_then_the_appli
         ("CD-04", ["data/catalog.jsonl"]),
         ("CD-01", ["data/catalog.jsonl"]),
     ]
-    assert "the knowledge base indexes the catalog" in plan["pipelines"][0]["reason"]
+    assert "it indexes the catalog's series descriptions" in plan["pipelines"][0]["reason"]
     assert "the chatbot's image copies data/" in plan["pipelines"][1]["reason"]
     assert plan["pipelines"][1]["after"] == [
         "CD-04: the knowledge index must be live before the code that reads it"
@@ -341,6 +342,11 @@ def test_release_plan_of_a_catalog_commit_runs_the_knowledge_base_then_the_appli
     assert plan["unmapped"] == []
     shown = cli(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo)).stdout
     assert shown.index("1. CD-04") < shown.index("2. CD-01"), shown
+    # the seed orders are no source of the knowledge base: a change of them alone ships the application
+    (repo / "data" / "orders.jsonl").write_text('{"id": "o-2"}\n')
+    git(repo, "commit", "-qam", "a seed order changes")
+    plan = data(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
+    assert [(p["id"], p["paths"]) for p in plan["pipelines"]] == [("CD-01", ["data/orders.jsonl"])]
 
 
 # -- output: escaping, off-terminal tables, JSON errors, the audit head ----------------------------

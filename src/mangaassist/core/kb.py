@@ -27,6 +27,14 @@ STOPWORDS = frozenset(
     that the their this to was what when where which who why will with you your we us get any there""".split()
 )
 
+KNOWLEDGE_DIR = "knowledge"
+"""The folder (from the repository root) whose ``*.md`` files are the policy documents; not its
+subfolders (``evals/`` holds the golden set)."""
+CATALOG_FILE = "data/catalog.jsonl"
+"""The catalog, whose series descriptions are the product documents: the one file under ``data/``
+the knowledge base reads (the seed orders beside it are not indexed). The pipeline reads it and the
+release planner maps it to CD-04 from this name."""
+
 POLICY = "policy"
 """Kind of a chunk cut from a ``knowledge/*.md`` document."""
 PRODUCT = "product"

@@ -11,18 +11,20 @@ Called by ``mangaassist release`` (``--plan`` prints the plan; without it, execu
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from mangaassist.core import kb
 from mangaassist.delivery.engine import audit
 from mangaassist.delivery.engine.clock import iso
 from mangaassist.delivery.engine.errors import BadRequest
@@ -36,18 +38,36 @@ class PipelineSpec:
     folders: tuple[str, ...]
     """Path prefixes (from the repository root) whose changes this pipeline ships."""
     files: tuple[str, ...] = ()
-    """Files at the repository root (glob patterns) whose changes this pipeline ships."""
-    files_why: str = ""
-    """Why those files belong to this pipeline, for the plan's explanation."""
+    """Files whose changes this pipeline ships, as patterns from the repository root: a root file
+    (``Dockerfile``, ``requirements*.txt``) or one file in a folder that is not all this pipeline's
+    (``data/catalog.jsonl``). ``*`` matches within one path segment, as in GitHub's path filters
+    (the workflows' filters are these patterns as they are); no other wildcard is allowed."""
+    files_why: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Why each file pattern belongs to this pipeline, for the plan's explanation (one per pattern;
+    patterns with the same reason are explained together)."""
     folders_why: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Why a folder belongs to this pipeline where its name does not say it, for the plan's
-    explanation: every folder two pipelines ship (``data/``) has one in each."""
+    explanation (``data/``: the chatbot's image holds it)."""
 
     def __post_init__(self) -> None:
         stray = sorted(set(self.folders_why) - set(self.folders))
         if stray:
             raise ValueError(
                 f"{self.id}: folders_why names {stray}, which are not among its folders {list(self.folders)}"
+            )
+        odd = [
+            p for p in self.files if any(c in p for c in "?+[]!") or "**" in p or p.startswith(("/", "./"))
+        ]
+        if odd:  # GitHub's filters read these otherwise than the planner does, or not at all
+            raise ValueError(
+                f"{self.id}: file patterns {odd}: only literal paths from the root and * are allowed"
+            )
+        unexplained = [p for p in self.files if not self.files_why.get(p)]
+        stray = sorted(set(self.files_why) - set(self.files))
+        if unexplained or stray:
+            raise ValueError(
+                f"{self.id}: files_why must give each of its file patterns a reason and nothing else "
+                f"(without one: {unexplained}; not among its files: {stray})"
             )
 
 
@@ -76,7 +96,7 @@ CATALOG: tuple[PipelineSpec, ...] = (
         "application code",
         ("src/", "data/"),
         APPLICATION_FILES,
-        "the application's dependencies, build and image",
+        dict.fromkeys(APPLICATION_FILES, "the application's dependencies, build and image"),
         folders_why={"data/": "the chatbot's image copies data/ and reads it at run time"},
     ),
     PipelineSpec("CD-02", "infrastructure as code", ("infra/",)),
@@ -84,8 +104,11 @@ CATALOG: tuple[PipelineSpec, ...] = (
     PipelineSpec(
         "CD-04",
         "RAG knowledge base",
-        ("knowledge/", "data/"),
-        folders_why={"data/": "the knowledge base indexes the catalog, data/catalog.jsonl"},
+        (f"{kb.KNOWLEDGE_DIR}/",),
+        # the one file of data/ the build reads (core.kb names it for both): the seed orders beside it
+        # are not indexed, so a change of them plans CD-01 alone
+        (kb.CATALOG_FILE,),
+        {kb.CATALOG_FILE: "the knowledge base's sources (it indexes the catalog's series descriptions)"},
     ),
     PipelineSpec("CD-05", "frontend", ("frontend/",)),
     PipelineSpec("CD-06", "configuration & prompts", ("config/",)),
@@ -147,9 +170,14 @@ class PlannedPipeline:
             if under:
                 why = f" ({spec.folders_why[folder]})" if folder in spec.folders_why else ""
                 parts.append(f"{len(under)} changed path(s) under {folder}{why}: {_shown(under)}")
-        files = [p for p in self.paths if _folder_of(p, spec) is None]
-        if files:
-            parts.append(f"{len(files)} changed file(s) of {spec.files_why}: {_shown(files)}")
+        files: dict[str, list[str]] = {}
+        for path in self.paths:
+            pattern = _file_pattern_of(path, spec) if _folder_of(path, spec) is None else None
+            if pattern is not None:
+                files.setdefault(spec.files_why[pattern], []).append(path)
+        parts.extend(
+            f"{len(paths)} changed file(s) of {why}: {_shown(paths)}" for why, paths in files.items()
+        )
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -197,16 +225,27 @@ def _folder_of(path: str, spec: PipelineSpec) -> str | None:
     return next((folder for folder in spec.folders if _clean(path).startswith(folder)), None)
 
 
-def _is_file_of(path: str, spec: PipelineSpec) -> bool:
+@cache
+def _file_pattern(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as GitHub's path filters read it: ``*`` any characters but ``/``, the rest literal."""
+    return re.compile("[^/]*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def _file_pattern_of(path: str, spec: PipelineSpec) -> str | None:
+    """The first of ``spec``'s file patterns the whole of ``path`` matches, if any."""
     clean = _clean(path)
-    return "/" not in clean and any(fnmatch.fnmatchcase(clean, pattern) for pattern in spec.files)
+    return next((p for p in spec.files if _file_pattern(p).fullmatch(clean)), None)
 
 
 def pipelines_for(path: str) -> list[str]:
-    """The pipelines that ship ``path`` (a folder they own, or one of their root files), in release
-    order; empty when none does. Most paths have one; a folder two pipelines read (``data/``:
-    the knowledge base indexes the catalog, the chatbot's image holds it) has several."""
-    return [pid for pid in ORDER if _folder_of(path, SPECS[pid]) is not None or _is_file_of(path, SPECS[pid])]
+    """The pipelines that ship ``path`` (a folder they own, or one of their files), in release
+    order; empty when none does. Most paths have one; a file two pipelines read has several
+    (``data/catalog.jsonl``: the knowledge base indexes it, the chatbot's image holds ``data/``)."""
+    return [
+        pid
+        for pid in ORDER
+        if _folder_of(path, SPECS[pid]) is not None or _file_pattern_of(path, SPECS[pid]) is not None
+    ]
 
 
 def plan_release(

@@ -143,6 +143,12 @@ EDGE_CASES = [
     "data/catalog.jsonl",
     "data/orders.jsonl",
     "data/sub/x.csv",
+    "data/sub/catalog.jsonl",
+    "data/catalog.jsonl.bak",
+    "data/catalog.jsonl/x",
+    "data/README.md",
+    "catalog.jsonl",
+    "config/chatbot.yaml",
     "database/x.sql",
     "docs/data/x.md",
     ".github/workflows/deploy-cd-01.yml",
@@ -212,30 +218,29 @@ def test_path_filters_trigger_the_pipeline_the_planner_picks_path_by_path() -> N
     assert planner.pipelines_for("requirements-dev.txt") == ["CD-01"]
     assert planner.pipelines_for("Dockerfile") == planner.pipelines_for(".dockerignore") == ["CD-01"]
     assert planner.pipelines_for("docker/Dockerfile") == planner.pipelines_for("Dockerfile.dev") == []
-    # a folder two pipelines ship triggers both workflows, as it plans both
+    # a path two pipelines ship triggers both workflows, as it plans both; the rest of data/ one
     assert planner.pipelines_for("data/catalog.jsonl") == ["CD-04", "CD-01"]
+    assert planner.pipelines_for("data/orders.jsonl") == planner.pipelines_for("data/sub/x.csv") == ["CD-01"]
     assert planner.pipelines_for("database/x.sql") == planner.pipelines_for("docs/data/x.md") == []
 
 
-def test_a_folder_two_pipelines_ship_is_in_both_workflows_filters() -> None:
-    shared = {
-        folder: [spec.id for spec in planner.CATALOG if folder in spec.folders]
-        for folder in {folder for spec in planner.CATALOG for folder in spec.folders}
-    }
-    shared = {folder: owners for folder, owners in shared.items() if len(owners) > 1}
-    assert shared == {"data/": ["CD-01", "CD-04"]}
-    for folder, owners in shared.items():
-        for pid in owners:
-            assert f"{folder}**" in _on(_load(_deploy_file(pid)))["push"]["paths"], (pid, folder)
-            # the plan's reason says why the folder belongs to each of them
-            assert planner.SPECS[pid].folders_why.get(folder), f"{pid}: no folders_why for {folder}"
+def test_no_folder_is_shared_and_a_shared_file_is_in_both_workflows_filters() -> None:
+    folders = [folder for spec in planner.CATALOG for folder in spec.folders]
+    assert len(folders) == len(set(folders)), "a folder two pipelines ship: map the files instead"
+    # data/catalog.jsonl: CD-04's file (what its build reads of data/), under CD-01's data/ folder
+    filters = {spec.id: _on(_load(_deploy_file(spec.id)))["push"]["paths"] for spec in planner.CATALOG}
+    assert "data/catalog.jsonl" in filters["CD-04"] and "data/**" in filters["CD-01"]
+    assert "data/**" not in filters["CD-04"]
+    # the plan's reason says why the path belongs to each of them
+    assert planner.SPECS["CD-04"].files_why["data/catalog.jsonl"]
+    assert planner.SPECS["CD-01"].folders_why["data/"]
 
 
-def test_the_planners_root_patterns_mean_the_same_to_github() -> None:
+def test_the_planners_file_patterns_mean_the_same_to_github() -> None:
     for spec in planner.CATALOG:
         for pattern in spec.files:
             github_glob(pattern)  # raises on ? + [] !
-            assert "/" not in pattern, f"{spec.id}: {pattern!r} is a root file pattern"
+            assert "**" not in pattern and not pattern.startswith("/"), f"{spec.id}: {pattern!r}"
         for folder in spec.folders:
             assert folder.endswith("/") and "*" not in folder, f"{spec.id}: folder {folder!r}"
 

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from mangaassist.core import kb
 from mangaassist.delivery import planner
 from mangaassist.delivery.engine.errors import BadRequest
 from mangaassist.delivery.planner import ItemStatus, PlannedPipeline, plan_release
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def nothing_built(_pipeline: str) -> bool:
@@ -59,7 +62,9 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         ([".dockerignore", "docs/x.md"], ["CD-01"]),
         (["docker/Dockerfile", "docs/Dockerfile"], []),  # only the root's image files
         (["data/catalog.jsonl"], ["CD-04", "CD-01"]),
-        (["data/orders.jsonl", "frontend/a"], ["CD-04", "CD-01", "CD-05"]),
+        (["data/orders.jsonl", "frontend/a"], ["CD-01", "CD-05"]),  # the seed orders are not indexed
+        (["data/orders.jsonl"], ["CD-01"]),
+        (["data/README.md", "data/sub/catalog.jsonl", "data/catalog.jsonl.bak"], ["CD-01"]),
         (["knowledge/faq/shipping.md", "data/catalog.jsonl", "src/a.py"], ["CD-04", "CD-01"]),
         (["docs/data/x.md", "database/y.sql", "data"], []),
     ],
@@ -139,7 +144,7 @@ def test_a_catalog_change_plans_the_knowledge_base_then_the_application_each_say
     assert (cd04.id, cd01.id) == ("CD-04", "CD-01")
     assert cd04.paths == cd01.paths == ["data/catalog.jsonl"]
     assert cd04.reason == (
-        "1 changed path(s) under data/ (the knowledge base indexes the catalog, data/catalog.jsonl): "
+        "1 changed file(s) of the knowledge base's sources (it indexes the catalog's series descriptions): "
         "data/catalog.jsonl"
     )
     assert cd01.reason == (
@@ -164,10 +169,45 @@ def test_knowledge_and_data_changes_plan_the_knowledge_base_once_with_both_reaso
     assert cd04.paths == ["data/catalog.jsonl", "knowledge/faq/returns.md", "knowledge/faq/shipping.md"]
     assert cd04.reason == (
         "2 changed path(s) under knowledge/: knowledge/faq/returns.md, knowledge/faq/shipping.md; "
-        "1 changed path(s) under data/ (the knowledge base indexes the catalog, data/catalog.jsonl): "
+        "1 changed file(s) of the knowledge base's sources (it indexes the catalog's series descriptions): "
         "data/catalog.jsonl"
     )
     assert cd01.paths == ["data/catalog.jsonl"]  # the knowledge base's own files are not the image's reason
+
+
+def test_an_orders_change_plans_the_application_alone() -> None:
+    plan = plan_release(["data/orders.jsonl"], environment="prod", is_built=nothing_built)
+    (cd01,) = plan.pipelines
+    assert (cd01.id, cd01.paths) == ("CD-01", ["data/orders.jsonl"])
+    assert cd01.reason == (
+        "1 changed path(s) under data/ (the chatbot's image copies data/ and reads it at run time): "
+        "data/orders.jsonl"
+    )
+
+
+def test_the_knowledge_base_files_are_the_ones_its_build_reads() -> None:
+    """One definition (core.kb) for the build and the planner: what the build reads of data/ is
+    what plans CD-04, and nothing else there does."""
+    from mangaassist.delivery.pipelines import kb as kb_pipeline
+
+    assert kb_pipeline.SOURCE_MARKERS == (kb.KNOWLEDGE_DIR, kb.CATALOG_FILE)
+    assert planner.SPECS["CD-04"].folders == (f"{kb.KNOWLEDGE_DIR}/",)
+    assert kb.CATALOG_FILE in planner.SPECS["CD-04"].files
+    data = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "data").rglob("*") if p.is_file())
+    assert [p for p in data if "CD-04" in planner.pipelines_for(p)] == [kb.CATALOG_FILE]
+    assert all(planner.pipelines_for(p)[-1:] == ["CD-01"] for p in data)
+
+
+def test_file_patterns_must_mean_the_same_to_github_and_each_say_why() -> None:
+    for pattern in ("data/*.jsonl?", "data/**", "data/[ab].jsonl", "!data/x", "./data/x", "/data/x"):
+        with pytest.raises(ValueError, match=r"only literal paths from the root and \* are allowed"):
+            planner.PipelineSpec("CD-09", "test", (), (pattern,), {pattern: "why"})
+    with pytest.raises(ValueError, match=r"without one: \['b'\]; not among its files: \['c'\]"):
+        planner.PipelineSpec("CD-09", "test", (), ("a", "b"), {"a": "why", "c": "why"})
+    spec = planner.PipelineSpec("CD-09", "test", (), ("data/*.csv",), {"data/*.csv": "why"})
+    assert planner._file_pattern_of("data/x.csv", spec) == "data/*.csv"
+    assert planner._file_pattern_of("data/sub/x.csv", spec) is None  # * stays in its segment
+    assert planner._file_pattern_of("data/x.csv.bak", spec) is None  # the whole path matches
 
 
 def test_an_unrelated_root_file_plans_nothing() -> None:

@@ -61,6 +61,8 @@ import yaml
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import (
+    CATALOG_FILE,
+    KNOWLEDGE_DIR,
     Chunk,
     Document,
     chunk_all,
@@ -376,8 +378,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-SOURCE_MARKERS = ("knowledge", "data/catalog.jsonl")
-"""What a knowledge-base build reads from the project root."""
+SOURCE_MARKERS = (KNOWLEDGE_DIR, CATALOG_FILE)
+"""What a knowledge-base build reads from the project root (``core.kb``'s names, which the release
+planner maps to CD-04)."""
 
 
 def find_root(explicit: str | None = None) -> Path:
@@ -432,7 +435,7 @@ def _chunked(root: Path, memo: ChunkMemo | None = None) -> list[Chunk]:
     the key there). ``_CHUNKING_STATS`` says how many files were parsed and where the rest came
     from."""
     config = root / "config" / "chatbot.yaml"
-    knowledge, catalog = root / "knowledge", root / "data" / "catalog.jsonl"
+    knowledge, catalog = root / KNOWLEDGE_DIR, root / CATALOG_FILE
     digest = hashlib.sha256()
     contents: list[tuple[Path, bytes | None]] = []
     for path in (config, catalog, *sorted(knowledge.glob("*.md"), key=lambda p: p.name)):
@@ -674,7 +677,7 @@ class Workspace:
         self.ray_workers = _positive(params, "ray_workers", 1) if params.get("ray_workers") else None
         self.ray: dict[str, Any] | None = None
         """The Ray executor's summary after an embed that used it (address, workers, start time)."""
-        self.golden_path = Path(params.get("golden") or self.root / "knowledge" / "evals" / "golden.jsonl")
+        self.golden_path = Path(params.get("golden") or self.root / KNOWLEDGE_DIR / "evals" / "golden.jsonl")
 
     @classmethod
     def of(cls, params: dict[str, Any], environment: str | None = None) -> Workspace:

@@ -34,6 +34,11 @@ CATALOG_FILE = "data/catalog.jsonl"
 """The catalog, whose series descriptions are the product documents: the one file under ``data/``
 the knowledge base reads (the seed orders beside it are not indexed). The pipeline reads it and the
 release planner maps it to CD-04 from this name."""
+CHUNK_SETTINGS_FILE = "config/chatbot.yaml"
+"""The file whose ``retrieval.chunk_words`` and ``retrieval.chunk_overlap`` cut every chunk, so a
+change of them changes the index: the pipeline reads them there and the release planner maps the
+file to CD-04 (as well as CD-06, whose folder it is in). It holds the chatbot's other settings
+too."""
 
 POLICY = "policy"
 """Kind of a chunk cut from a ``knowledge/*.md`` document."""

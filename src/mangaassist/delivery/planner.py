@@ -90,6 +90,15 @@ APPLICATION_FILES = (
 """Root files that change how the application is built, what it depends on or what its container image
 holds (the ``Dockerfile`` and its build context's allow-list): CD-01 ships them."""
 
+CHUNK_SETTINGS_WHY = (
+    "the knowledge base's chunk settings (retrieval.chunk_words and chunk_overlap cut every chunk, so "
+    "they change the index; the file holds other settings too and a changed path does not say which "
+    "keys changed, so any change of it plans CD-04, whose build does nothing past its plan step when "
+    "the chunks come out the same)"
+)
+"""Why ``core.kb.CHUNK_SETTINGS_FILE`` plans CD-04: docs/pipelines/cd-04-knowledge-base.md, "Sources
+and chunks", says why the rule is the file's and not its keys'."""
+
 CATALOG: tuple[PipelineSpec, ...] = (
     PipelineSpec(
         "CD-01",
@@ -105,10 +114,14 @@ CATALOG: tuple[PipelineSpec, ...] = (
         "CD-04",
         "RAG knowledge base",
         (f"{kb.KNOWLEDGE_DIR}/",),
-        # the one file of data/ the build reads (core.kb names it for both): the seed orders beside it
-        # are not indexed, so a change of them plans CD-01 alone
-        (kb.CATALOG_FILE,),
-        {kb.CATALOG_FILE: "the knowledge base's sources (it indexes the catalog's series descriptions)"},
+        # what the build reads outside knowledge/ (core.kb names them for both): the one file of data/
+        # it indexes (the seed orders beside it are not, so a change of them plans CD-01 alone) and
+        # the file of its chunk settings (which CD-06 ships too)
+        (kb.CATALOG_FILE, kb.CHUNK_SETTINGS_FILE),
+        {
+            kb.CATALOG_FILE: "the knowledge base's sources (it indexes the catalog's series descriptions)",
+            kb.CHUNK_SETTINGS_FILE: CHUNK_SETTINGS_WHY,
+        },
     ),
     PipelineSpec("CD-05", "frontend", ("frontend/",)),
     PipelineSpec("CD-06", "configuration & prompts", ("config/",)),

@@ -227,12 +227,17 @@ def test_path_filters_trigger_the_pipeline_the_planner_picks_path_by_path() -> N
 def test_no_folder_is_shared_and_a_shared_file_is_in_both_workflows_filters() -> None:
     folders = [folder for spec in planner.CATALOG for folder in spec.folders]
     assert len(folders) == len(set(folders)), "a folder two pipelines ship: map the files instead"
-    # data/catalog.jsonl: CD-04's file (what its build reads of data/), under CD-01's data/ folder
+    # data/catalog.jsonl: CD-04's file (what its build reads of data/), under CD-01's data/ folder;
+    # config/chatbot.yaml: CD-04's file (its chunk settings), under CD-06's config/ folder
     filters = {spec.id: _on(_load(_deploy_file(spec.id)))["push"]["paths"] for spec in planner.CATALOG}
     assert "data/catalog.jsonl" in filters["CD-04"] and "data/**" in filters["CD-01"]
-    assert "data/**" not in filters["CD-04"]
+    assert "config/chatbot.yaml" in filters["CD-04"] and "config/**" in filters["CD-06"]
+    assert "data/**" not in filters["CD-04"] and "config/**" not in filters["CD-04"]
+    assert planner.pipelines_for("config/chatbot.yaml") == ["CD-04", "CD-06"]
+    assert planner.pipelines_for("config/runtime.yaml") == ["CD-06"]
     # the plan's reason says why the path belongs to each of them
     assert planner.SPECS["CD-04"].files_why["data/catalog.jsonl"]
+    assert planner.SPECS["CD-04"].files_why["config/chatbot.yaml"]
     assert planner.SPECS["CD-01"].folders_why["data/"]
 
 

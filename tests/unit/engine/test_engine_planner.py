@@ -64,6 +64,9 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         (["data/catalog.jsonl"], ["CD-04", "CD-01"]),
         (["data/orders.jsonl", "frontend/a"], ["CD-01", "CD-05"]),  # the seed orders are not indexed
         (["data/orders.jsonl"], ["CD-01"]),
+        (["config/chatbot.yaml"], ["CD-04", "CD-06"]),  # the knowledge base's chunk settings are there
+        (["config/runtime.yaml", "config/prompts.yaml"], ["CD-06"]),  # the build reads neither
+        (["config/chatbot.yaml", "src/a.py"], ["CD-04", "CD-06", "CD-01"]),
         (["data/README.md", "data/sub/catalog.jsonl", "data/catalog.jsonl.bak"], ["CD-01"]),
         (["knowledge/faq/shipping.md", "data/catalog.jsonl", "src/a.py"], ["CD-04", "CD-01"]),
         (["docs/data/x.md", "database/y.sql", "data"], []),
@@ -192,10 +195,30 @@ def test_the_knowledge_base_files_are_the_ones_its_build_reads() -> None:
 
     assert kb_pipeline.SOURCE_MARKERS == (kb.KNOWLEDGE_DIR, kb.CATALOG_FILE)
     assert planner.SPECS["CD-04"].folders == (f"{kb.KNOWLEDGE_DIR}/",)
-    assert kb.CATALOG_FILE in planner.SPECS["CD-04"].files
+    assert planner.SPECS["CD-04"].files == (kb.CATALOG_FILE, kb.CHUNK_SETTINGS_FILE)
     data = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "data").rglob("*") if p.is_file())
     assert [p for p in data if "CD-04" in planner.pipelines_for(p)] == [kb.CATALOG_FILE]
     assert all(planner.pipelines_for(p)[-1:] == ["CD-01"] for p in data)
+
+
+def test_a_chunk_settings_change_plans_the_knowledge_base_and_the_config_saying_why() -> None:
+    plan = plan_release(["config/chatbot.yaml"], environment="prod", is_built=nothing_built)
+    cd04, cd06 = plan.pipelines
+    assert (cd04.id, cd06.id) == ("CD-04", "CD-06")
+    assert cd04.paths == cd06.paths == ["config/chatbot.yaml"]
+    assert cd04.reason == (
+        "1 changed file(s) of the knowledge base's chunk settings (retrieval.chunk_words and "
+        "chunk_overlap cut every chunk, so they change the index; the file holds other settings too "
+        "and a changed path does not say which keys changed, so any change of it plans CD-04, whose "
+        "build does nothing past its plan step when the chunks come out the same): config/chatbot.yaml"
+    )
+    assert cd06.reason == "1 changed path(s) under config/: config/chatbot.yaml"
+    assert cd04.after == cd06.after == []  # neither depends on the other; the order is by id
+    with_code = plan_release(["config/chatbot.yaml", "src/a.py"], environment="prod", is_built=nothing_built)
+    assert with_code.pipelines[-1].after == [
+        "CD-04: the knowledge index must be live before the code that reads it",
+        "CD-06: the service reads this config at run time",
+    ]
 
 
 def test_file_patterns_must_mean_the_same_to_github_and_each_say_why() -> None:

@@ -37,6 +37,36 @@ def test_chunks_are_reread_when_any_source_changes(tmp_path: Path) -> None:
     assert len(ws.chunks()) > len(edited)  # smaller windows: more chunks
 
 
+def test_the_files_the_planner_maps_to_the_knowledge_base_are_the_ones_that_change_its_chunks(
+    tmp_path: Path,
+) -> None:
+    """The build and the release planner take the knowledge base's files from one place (core.kb):
+    a change of each file the planner maps to CD-04 changes the chunks, and a change of the files
+    beside them that it does not map (the seed orders, the other config profiles) does not."""
+    from mangaassist.core import kb as sources
+    from mangaassist.delivery import planner
+
+    root = copy_sources(tmp_path / "repo")
+    for other in ("data/orders.jsonl", "data/README.md", "config/runtime.yaml"):
+        (root / other).write_text("x: 1\n", encoding="utf-8")
+    ws = workspace(root, tmp_path / "home")
+    first = ws.chunks()
+    for other in ("data/orders.jsonl", "data/README.md", "config/runtime.yaml"):
+        assert "CD-04" not in planner.pipelines_for(other)
+        (root / other).write_text("x: 2\n", encoding="utf-8")
+        assert ws.chunks() == first, other
+    assert planner.SPECS["CD-04"].files == (sources.CATALOG_FILE, sources.CHUNK_SETTINGS_FILE)
+    settings = root / sources.CHUNK_SETTINGS_FILE
+    settings.write_text(settings.read_text(encoding="utf-8").replace("chunk_words: 160", "chunk_words: 40"))
+    assert ws.chunks() != first
+    catalog = root / sources.CATALOG_FILE
+    chunked = ws.chunks()
+    text = catalog.read_text(encoding="utf-8")
+    catalog.write_text(text.replace('"description": "', '"description": "Newly added. ', 1), encoding="utf-8")
+    edited = ws.chunks()
+    assert edited != chunked and {c.doc_id for c in edited} == {c.doc_id for c in chunked}
+
+
 def record(i: int) -> IndexRecord:
     return IndexRecord(
         f"d{i}#0", f"d{i}", "Doc", "H", f"text {i}", f"h{i}", "policy", np.ones(256, np.float32)

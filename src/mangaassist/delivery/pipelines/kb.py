@@ -62,6 +62,7 @@ import yaml
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import (
     CATALOG_FILE,
+    CHUNK_SETTINGS_FILE,
     KNOWLEDGE_DIR,
     Chunk,
     Document,
@@ -434,7 +435,7 @@ def _chunked(root: Path, memo: ChunkMemo | None = None) -> list[Chunk]:
     in this process or, in a new process, from ``memo`` (the chunking code's identity is part of
     the key there). ``_CHUNKING_STATS`` says how many files were parsed and where the rest came
     from."""
-    config = root / "config" / "chatbot.yaml"
+    config = root / CHUNK_SETTINGS_FILE
     knowledge, catalog = root / KNOWLEDGE_DIR, root / CATALOG_FILE
     digest = hashlib.sha256()
     contents: list[tuple[Path, bytes | None]] = []
@@ -600,7 +601,8 @@ def _universal_newlines(text: str) -> str:
 
 
 def chunk_settings(config_path: Path) -> tuple[int, int]:
-    """``retrieval.chunk_words`` and ``chunk_overlap`` from ``config/chatbot.yaml`` (160, 30)."""
+    """``retrieval.chunk_words`` and ``chunk_overlap`` from ``config_path`` (the build reads
+    ``core.kb.CHUNK_SETTINGS_FILE``, ``config/chatbot.yaml``), 160 and 30 when it has none."""
     raw: Any = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     retrieval = (raw or {}).get("retrieval") or {}
     return int(retrieval.get("chunk_words", 160)), int(retrieval.get("chunk_overlap", 30))

@@ -14,6 +14,7 @@ Severities are ECR's: ``CRITICAL``, ``HIGH``, ``MEDIUM``, ``LOW``, ``INFORMATION
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,8 +26,14 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFORMATIONAL", "UNDEFINED",
 by Inspector yet, shown after the ranked ones)."""
 IMAGE_ENV = "ECS_IMAGE"
 """The revision env that names its container image on ECS (``platform.aws.compute_ecs.IMAGE_ENV``,
-the same name: a test holds them together): what CD-01's ``scan`` gate judges, provider-neutral
-so the pipeline need not import the provider."""
+the same name: a test holds them together), provider-neutral so the pipeline need not import the
+provider."""
+LAMBDA_IMAGE_ENV = "LAMBDA_IMAGE"
+"""The revision env that names its container image on Lambda, the burst path
+(``platform.aws.compute_lambda.IMAGE_ENV``, the same name: a test holds them together)."""
+IMAGE_ENVS = (IMAGE_ENV, LAMBDA_IMAGE_ENV)
+"""Every revision env that names a container image of CD-01's: its ``scan`` gate judges each image
+a release names in these (once when two name the same image), in this order."""
 WORST_SHOWN = 5
 """How many findings a ``ScanReport`` keeps (the worst first)."""
 Progress = Callable[[str], None]
@@ -35,6 +42,14 @@ Progress = Callable[[str], None]
 class ImageScanError(MangaAssistError):
     """The scanner did not give findings for the image: the scan failed, the image is unsupported,
     or the wait ran out. The message names the image and the scanner's own words."""
+
+
+def image_identity(reference: str) -> str:
+    """Which image ``reference`` names, to tell one image named twice from two images: a tag beside
+    a digest says nothing of the bytes, so it is dropped (``REPO:TAG@sha256:X`` is
+    ``REPO@sha256:X``); a registry's port stays. Anything else is the reference as it is."""
+    text = reference.strip()
+    return re.sub(r":[^/@]+(?=@)", "", text) if "@" in text else text
 
 
 def severity_rank(severity: str) -> int:

@@ -1,8 +1,11 @@
 """CD-01's ``scan`` step run by the real engine in an aws environment whose ECR is moto's server: the
 image named by the release's ``ECS_IMAGE`` PASSes with no finding, FAILs with one CRITICAL (the
-run stops; the reason names the severity, the count, the limit and the finding; the verdict and its
-numbers are in the run and the audit log), PASSes when the run raises that limit (recorded in the
-run's params), and is skipped, visibly, on the local platform and for a release without an image.
+run stops; the reason names the image's variable, the severity, the count, the limit and the
+finding; the verdict and its numbers are in the run and the audit log), PASSes when the run raises
+that limit (recorded in the run's params), and is skipped, visibly, on the local platform and for a
+release without an image. ``LAMBDA_IMAGE`` is judged as well, alone or beside ``ECS_IMAGE`` (the
+same limits, each image's findings in the detail; one image named by both is judged once), and an
+image the scanner gives nothing for stops the step with the images judged before it recorded.
 Limits and poll settings come from ``[environments.staging.deploy]`` of the test's
 ``mangaassist.toml``."""
 
@@ -116,11 +119,14 @@ def test_an_image_with_no_finding_passes(config: Path, endpoint: str, tmp_path: 
     checks = {c["name"]: (c["observed"], c["limit"], c["rule"]) for c in step.detail["checks"]}
     # the defaults (CRITICAL, HIGH <= 0) and the file's MEDIUM, merged
     assert checks == {
-        "CRITICAL": (0, 0, "<= 0 CRITICAL finding(s)"),
-        "HIGH": (0, 0, "<= 0 HIGH finding(s)"),
-        "MEDIUM": (0, 5, "<= 5 MEDIUM finding(s)"),
+        "ECS_IMAGE: CRITICAL": (0, 0, "<= 0 CRITICAL finding(s)"),
+        "ECS_IMAGE: HIGH": (0, 0, "<= 0 HIGH finding(s)"),
+        "ECS_IMAGE: MEDIUM": (0, 5, "<= 5 MEDIUM finding(s)"),
     }
-    assert step.detail["scan"]["image"] == image and step.detail["scan"]["started"] is True
+    (only,) = step.detail["images"]
+    assert only["label"] == "ECS_IMAGE" and only["verdict"] == "PASS"
+    assert only["scan"]["image"] == image and only["scan"]["started"] is True
+    assert step.detail["revision"] == "rel-test" and step.detail["numbers"]["images"] == 1
 
 
 def test_one_critical_finding_stops_the_release_and_is_recorded(
@@ -143,7 +149,9 @@ def test_one_critical_finding_stops_the_release_and_is_recorded(
     image = pushed(endpoint, "gate-critical", findings)
     state, step, entries, reason = run_scan(tmp_path, "staging", {"ECS_IMAGE": image})
     assert state is RunState.FAILED and step.status is StepStatus.FAILED
-    expected = "1 CRITICAL finding(s) in the image, at most 0 allowed, e.g. CVE-2026-0001 in glibc 2.36"
+    expected = (
+        "ECS_IMAGE: 1 CRITICAL finding(s) in the image, at most 0 allowed, e.g. CVE-2026-0001 in glibc 2.36"
+    )
     assert reason is not None and expected in reason and "nothing was deployed" in reason
     assert step.detail["verdict"] == "FAIL" and step.detail["reasons"] == [expected]
     assert step.detail["numbers"]["findings_critical"] == 1 and step.detail["numbers"]["findings_low"] == 3
@@ -224,3 +232,87 @@ def test_where_the_policy_allows_it_an_override_lets_a_failed_scan_through_recor
     assert step.detail["verdict"] == "FAIL" and step.detail["overridden"] == "staging.gates"
     assert step.detail["override_reason"] == "CVE accepted by sec-review 12"
     assert any(e.kind == "policy.override" for e in entries)
+
+
+# -- every image the release names: ECS_IMAGE and LAMBDA_IMAGE ---------------------------------------
+
+CLEAN: dict[str, Any] = {"findings": [], "findingSeverityCounts": {}}
+ONE_CRITICAL: dict[str, Any] = {
+    "findingSeverityCounts": {"CRITICAL": 1, "MEDIUM": 2},
+    "findings": [{"name": "CVE-2026-0009", "severity": "CRITICAL", "attributes": []}],
+}
+
+
+def test_both_images_are_judged_each_with_the_same_limits_and_the_failing_one_named(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    ecs = pushed(endpoint, "gate-both-ecs", CLEAN)
+    function = pushed(endpoint, "gate-both-lambda", ONE_CRITICAL)
+    state, step, entries, reason = run_scan(tmp_path, "staging", {"ECS_IMAGE": ecs, "LAMBDA_IMAGE": function})
+    assert state is RunState.FAILED and step.status is StepStatus.FAILED
+    expected = "LAMBDA_IMAGE: 1 CRITICAL finding(s) in the image, at most 0 allowed, e.g. CVE-2026-0009"
+    assert step.detail["reasons"] == [expected]
+    assert reason == f"step scan failed: image scan: {expected}; nothing was deployed"
+    first, second = step.detail["images"]
+    assert (first["label"], first["verdict"], first["scan"]["image"]) == ("ECS_IMAGE", "PASS", ecs)
+    assert (second["label"], second["verdict"], second["scan"]["image"]) == ("LAMBDA_IMAGE", "FAIL", function)
+    assert first["scan"]["digest"] == ecs.split("@")[1] and second["scan"]["counts"]["MEDIUM"] == 2
+    assert (
+        first["limits"]
+        == second["limits"]
+        == step.detail["limits"]
+        == {"CRITICAL": 0, "HIGH": 0, "MEDIUM": 5}
+    )
+    assert [c["name"] for c in step.detail["checks"]] == [
+        f"{label}: {severity}"
+        for label in ("ECS_IMAGE", "LAMBDA_IMAGE")
+        for severity in ("CRITICAL", "HIGH", "MEDIUM")
+    ]
+    # the numbers: the most of each severity any one image has (what the limits are held against)
+    assert step.detail["numbers"]["findings_critical"] == 1 and step.detail["numbers"]["images"] == 2
+    recorded = [e for e in entries if e.detail.get("step") == "scan" and e.detail.get("verdict") == "FAIL"]
+    assert recorded and recorded[-1].detail["numbers"]["images"] == 2
+
+
+def test_a_lambda_image_alone_is_judged(config: Path, endpoint: str, tmp_path: Path) -> None:
+    function = pushed(endpoint, "gate-lambda-alone", CLEAN)
+    state, step, _, _ = run_scan(tmp_path, "staging", {"LAMBDA_IMAGE": function})
+    assert state is RunState.SUCCEEDED and step.detail["verdict"] == "PASS"
+    assert [(i["label"], i["scan"]["image"]) for i in step.detail["images"]] == [("LAMBDA_IMAGE", function)]
+
+
+def test_one_image_named_by_both_variables_is_judged_once(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    image = pushed(endpoint, "gate-same", CLEAN)
+    repository, digest = image.split("@")
+    tagged = f"{repository}:v1@{digest}"  # a tag beside the digest: the same image
+    state, step, _, _ = run_scan(tmp_path, "staging", {"ECS_IMAGE": image, "LAMBDA_IMAGE": tagged})
+    assert state is RunState.SUCCEEDED
+    (only,) = step.detail["images"]
+    assert only["label"] == "ECS_IMAGE+LAMBDA_IMAGE" and only["scan"]["image"] == image
+    assert step.detail["numbers"]["images"] == 1
+
+
+def test_an_image_the_scanner_refuses_stops_the_step_with_the_images_judged_before_it(
+    config: Path, endpoint: str, tmp_path: Path
+) -> None:
+    ecs = pushed(endpoint, "gate-before-error", CLEAN)
+    tag_only = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/gate-before-error:v1"
+    state, step, _, reason = run_scan(tmp_path, "staging", {"ECS_IMAGE": ecs, "LAMBDA_IMAGE": tag_only})
+    assert state is RunState.FAILED
+    assert reason is not None and reason.startswith(
+        f"step scan failed: image scan of LAMBDA_IMAGE: image reference {tag_only!r}"
+    )
+    assert step.detail["image"] == tag_only and step.detail["label"] == "LAMBDA_IMAGE"
+    assert [(i["label"], i["verdict"]) for i in step.detail["images"]] == [("ECS_IMAGE", "PASS")]
+
+
+def test_on_the_local_platform_the_images_named_are_said_and_not_scanned(
+    config: Path, tmp_path: Path
+) -> None:
+    state, step, _, _ = run_scan(tmp_path, "dev", {"ECS_IMAGE": "a@sha256:1", "LAMBDA_IMAGE": "b@sha256:2"})
+    assert state is RunState.SUCCEEDED
+    assert step.detail["skipped"] == (
+        f"{NO_IMAGE_LOCAL} (ECS_IMAGE=a@sha256:1, LAMBDA_IMAGE=b@sha256:2: only environment variables there)"
+    )

@@ -10,7 +10,12 @@ import pytest
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.verdict import Verdict
-from mangaassist.delivery.analysis.gates import DEFAULT_SCAN_LIMITS, image_scan_gate, scan_limits
+from mangaassist.delivery.analysis.gates import (
+    DEFAULT_SCAN_LIMITS,
+    image_scan_gate,
+    release_images_gate,
+    scan_limits,
+)
 from mangaassist.delivery.rollout.settings import deploy_settings
 from mangaassist.platform.image_scan import SEVERITIES
 
@@ -93,3 +98,32 @@ def test_an_unknown_severity_in_the_file_names_the_file_and_key(tmp_path: Path) 
     config.write_text("[environments.prod.deploy]\nscan_poll_s = 0\n")
     with pytest.raises(ConfigError, match=r"deploy\.scan_poll_s: expected a number > 0, got 0"):
         deploy_settings("prod", config)
+
+
+def test_the_release_gate_judges_every_image_naming_each_in_its_checks_and_reasons() -> None:
+    clean = image_scan_gate({"LOW": 4}, DEFAULT_SCAN_LIMITS, image="ecs@sha256:1")
+    failing = image_scan_gate(
+        {"CRITICAL": 1, "LOW": 1}, DEFAULT_SCAN_LIMITS, worst=WORST, image="fn@sha256:2"
+    )
+    result = release_images_gate([("ECS_IMAGE", clean), ("LAMBDA_IMAGE", failing)], {"revision": "rel-1"})
+    assert result.verdict is Verdict.FAIL
+    assert [c.name for c in result.checks] == [
+        "ECS_IMAGE: CRITICAL",
+        "ECS_IMAGE: HIGH",
+        "LAMBDA_IMAGE: CRITICAL",
+        "LAMBDA_IMAGE: HIGH",
+    ]
+    assert result.reasons == (
+        "LAMBDA_IMAGE: 1 CRITICAL finding(s) in the image, at most 0 allowed, e.g. CVE-2026-1 in glibc 2.36",
+    )
+    # each severity's number is the most any one image has, which is what the limits judge
+    assert result.numbers()["findings_critical"] == 1.0 and result.numbers()["findings_low"] == 4.0
+    assert result.numbers()["images"] == 2.0
+    shown = result.as_dict()
+    assert shown["revision"] == "rel-1" and shown["candidate_version"] == "ecs@sha256:1, fn@sha256:2"
+    assert [(i["label"], i["verdict"], i["candidate_version"]) for i in shown["images"]] == [
+        ("ECS_IMAGE", "PASS", "ecs@sha256:1"),
+        ("LAMBDA_IMAGE", "FAIL", "fn@sha256:2"),
+    ]
+    assert shown["images"][1]["reasons"] == [failing.reasons[0]]  # the image's own, without its label
+    assert release_images_gate([("ECS_IMAGE", clean)], {}).verdict is Verdict.PASS

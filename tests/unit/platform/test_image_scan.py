@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -15,11 +16,19 @@ import pytest
 from botocore.stub import Stubber
 
 from mangaassist.core.errors import ConfigError, NotFoundError
-from mangaassist.platform.aws import compute_ecs
+from mangaassist.delivery.pipelines.image_scan import release_images, scan_release
+from mangaassist.platform.aws import compute_ecs, compute_lambda
 from mangaassist.platform.aws.dryrun import MAX_POLLS, DryRun, DryRunWait
 from mangaassist.platform.aws.image_scan import EcrImageScanner, parse_image_ref
 from mangaassist.platform.factory import Platform
-from mangaassist.platform.image_scan import IMAGE_ENV, SEVERITIES, ImageScanError
+from mangaassist.platform.image_scan import (
+    IMAGE_ENV,
+    IMAGE_ENVS,
+    LAMBDA_IMAGE_ENV,
+    SEVERITIES,
+    ImageScanError,
+    image_identity,
+)
 from mangaassist.platform.settings import PlatformSettings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -127,6 +136,8 @@ def test_an_image_of_another_region_than_the_client_is_refused(ecr: tuple[Any, S
 
 def test_the_neutral_names_are_the_providers() -> None:
     assert IMAGE_ENV == compute_ecs.IMAGE_ENV
+    assert LAMBDA_IMAGE_ENV == compute_lambda.IMAGE_ENV
+    assert IMAGE_ENVS == (compute_ecs.IMAGE_ENV, compute_lambda.IMAGE_ENV)
     assert SEVERITIES[:2] == ("CRITICAL", "HIGH")
 
 
@@ -306,3 +317,101 @@ def test_the_local_platform_has_no_image_scanner(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"no ImageScanner provider yet .*wheel-based revisions"):
         Platform(settings).image_scanner()
+
+
+# -- CD-01's scan step over every image a release names (ECS_IMAGE, LAMBDA_IMAGE) ------------------
+
+OTHER_REPO = "mangaassist-staging-chatbot-lambda"
+OTHER_DIGEST = "sha256:" + "cd" * 32
+OTHER = f"222222222222.dkr.ecr.us-east-1.amazonaws.com/{OTHER_REPO}@{OTHER_DIGEST}"
+
+
+def test_a_tag_beside_a_digest_does_not_make_another_image() -> None:
+    tagged = IMAGE.replace(f"{REPO}@", f"{REPO}:v1@")
+    assert image_identity(tagged) == image_identity(f"  {IMAGE} ") == IMAGE
+    assert image_identity("registry.example:5000/repo@sha256:1") == "registry.example:5000/repo@sha256:1"
+    assert image_identity("registry.example:5000/repo:v2@sha256:1") == "registry.example:5000/repo@sha256:1"
+    assert (
+        image_identity("repo:v1") == "repo:v1"
+    )  # no digest: the reference as it is (the scanner refuses it)
+    assert release_images({"ECS_IMAGE": IMAGE, "LAMBDA_IMAGE": tagged}) == [("ECS_IMAGE+LAMBDA_IMAGE", IMAGE)]
+    assert release_images({"LAMBDA_IMAGE": OTHER, "ECS_IMAGE": IMAGE, "OTHER": "x"}) == [
+        ("ECS_IMAGE", IMAGE),
+        ("LAMBDA_IMAGE", OTHER),
+    ]
+    assert release_images({"ECS_IMAGE": " ", "LAMBDA_IMAGE": ""}) == []
+
+
+class Step:
+    """What ``scan_release`` reads of a step's context and its run."""
+
+    def __init__(self) -> None:
+        self.params = {"environment": "staging"}
+        self.said: list[str] = []
+        self.run = SimpleNamespace(environment="staging", overrides={})
+
+    def progress(self, message: str, fraction: float | None = None) -> None:
+        self.said.append(message)
+
+
+def scan_with(client: Any, set_env: dict[str, str]) -> tuple[Any, Step]:
+    scanner = EcrImageScanner(client, sleep=Clock().sleep, clock=Clock())
+    scope = SimpleNamespace(platform=SimpleNamespace(provider="aws", image_scanner=lambda: scanner))
+    step = Step()
+    return scan_release(scope, step, set_env, "rel-1"), step  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def no_deploy_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``mangaassist.toml`` without deploy settings: the default limits, CRITICAL and HIGH <= 0."""
+    config = tmp_path / "mangaassist.toml"
+    config.write_text('[environments.staging]\nprovider = "aws"\n')
+    monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(config))
+
+
+def test_the_scan_step_reads_each_images_findings_by_digest(
+    ecr: tuple[Any, Stubber], no_deploy_table: None
+) -> None:
+    client, stub = ecr
+    stub.add_response("describe_image_scan_findings", answer("COMPLETE", {"findings": []}), EXPECTED)
+    other = {
+        "registryId": "222222222222",
+        "repositoryName": OTHER_REPO,
+        "imageId": {"imageDigest": OTHER_DIGEST},
+    }
+    high = {"findingSeverityCounts": {"HIGH": 1}, "findings": [basic("CVE-2024-0009", "HIGH")]}
+    stub.add_response(
+        "describe_image_scan_findings",
+        {**answer("COMPLETE", high), "repositoryName": OTHER_REPO, "imageId": {"imageDigest": OTHER_DIGEST}},
+        {**other, "maxResults": 1000},
+    )
+    outcome, step = scan_with(client, {"LAMBDA_IMAGE": OTHER, "ECS_IMAGE": IMAGE})
+    stub.assert_no_pending_responses()  # one DescribeImageScanFindings per image, ECS's first
+    assert outcome.verdict.value == "FAIL"
+    assert outcome.reason == (
+        "image scan: LAMBDA_IMAGE: 1 HIGH finding(s) in the image, at most 0 allowed, "
+        "e.g. CVE-2024-0009 in openssl 3.0.1; nothing was deployed"
+    )
+    images = outcome.detail["images"]
+    assert [(i["label"], i["verdict"], i["scan"]["digest"]) for i in images] == [
+        ("ECS_IMAGE", "PASS", DIGEST),
+        ("LAMBDA_IMAGE", "FAIL", OTHER_DIGEST),
+    ]
+    assert images[1]["scan"]["worst"][0]["name"] == "CVE-2024-0009"
+    assert [m for m in step.said if m.startswith("scan findings of")] == [
+        f"scan findings of ECS_IMAGE {IMAGE} (limits: CRITICAL <= 0, HIGH <= 0)",
+        f"scan findings of LAMBDA_IMAGE {OTHER} (limits: CRITICAL <= 0, HIGH <= 0)",
+    ]
+
+
+def test_the_scan_step_reads_one_image_named_twice_once(
+    ecr: tuple[Any, Stubber], no_deploy_table: None
+) -> None:
+    client, stub = ecr
+    stub.add_response("describe_image_scan_findings", answer("COMPLETE", {"findings": []}), EXPECTED)
+    tagged = IMAGE.replace(f"{REPO}@", f"{REPO}:v1@")
+    outcome, _ = scan_with(client, {"ECS_IMAGE": tagged, "LAMBDA_IMAGE": IMAGE})
+    stub.assert_no_pending_responses()  # one request: a second would find no response queued
+    assert outcome.verdict.value == "PASS"
+    assert [i["label"] for i in outcome.detail["images"]] == ["ECS_IMAGE+LAMBDA_IMAGE"]
+    assert outcome.numbers["images"] == 1.0

@@ -668,3 +668,28 @@ def image_scan_gate(
     extra = dict(report or {})
     extra.setdefault("limits", dict(limits))
     return GateResult(tuple(checks), measured, extra, candidate_version=image)
+
+
+def release_images_gate(judged: Sequence[tuple[str, GateResult]], report: Mapping[str, Any]) -> GateResult:
+    """CD-01's image gate over every container image a release names, one verdict for them all.
+    ``judged``: each image's ``image_scan_gate`` result (the same limits for each) with its label
+    (the variables that name it, ``ECS_IMAGE``). Its checks are the images' own, in order, each
+    named ``LABEL: SEVERITY`` and each reason led by ``LABEL:``, so a FAIL says which image; the
+    numbers are the most findings of each severity any one image has (what the limits were held
+    against), with ``images``, how many were judged; ``report`` (the limits, the revision) and
+    ``images``, each image's own result with its label, are the report."""
+    checks = tuple(
+        replace(c, name=f"{label}: {c.name}", reason=f"{label}: {c.reason}" if c.reason else "")
+        for label, result in judged
+        for c in result.checks
+    )
+    measured = {
+        name: max(result.measured.get(name, 0.0) for _, result in judged)
+        for name in {name for _, result in judged for name in result.measured}
+    }
+    return GateResult(
+        checks,
+        {**dict(sorted(measured.items())), "images": float(len(judged))},
+        {**report, "images": [{"label": label, **result.as_dict()} for label, result in judged]},
+        candidate_version=", ".join(r.candidate_version or "" for _, r in judged),
+    )

@@ -6,8 +6,9 @@ The runbook, one engine step each (``build``):
    if that release (digest and ``--set-env``) is already live, say so and do nothing else.
 2. ``test``: the environment's test command in the source tree. A failure stops the run with
    nothing deployed.
-   ``scan``: on aws, the release's container image (``ECS_IMAGE``) judged on its vulnerability
-   findings against ``scan_limits`` before anything is deployed (``pipelines/image_scan.py``);
+   ``scan``: on aws, the release's container images (``ECS_IMAGE``, ``LAMBDA_IMAGE``) judged on
+   their vulnerability findings against ``scan_limits`` before anything is deployed
+   (``pipelines/image_scan.py``);
    elsewhere done, saying why it did not scan.
 3. ``candidate``: the new revision at 0%, at the stable revision's size; smoke tests through the
    router with the revision-pin header (health, one chat per intent with the expected intent).
@@ -127,7 +128,7 @@ def build(params: dict[str, Any]) -> Pipeline:
     steps = [
         Step("build", scope.bind(_build), "build the wheel and store it by digest", changes=False),
         Step("test", scope.bind(_test), "run the test gate", changes=False),
-        Step("scan", scope.bind(_scan), "the image's vulnerability findings (aws)", changes=False),
+        Step("scan", scope.bind(_scan), "the images' vulnerability findings (aws)", changes=False),
         Step("candidate", scope.bind(_candidate), "start the candidate at 0% and smoke-test it"),
         Step("latency-gate", scope.bind(_latency_gate), "pinned load test: latency budget and error rate"),
         Step("answers", scope.bind(_answers), "golden-set answer quality: candidate against stable"),

@@ -141,11 +141,16 @@ def test_a_dockerfile_change_plans_the_application_because_its_image_changes() -
     assert plan.unmapped == ["docs/x.md"]
 
 
+def planned_for(path: str, expected: list[str]) -> list[PlannedPipeline]:
+    """The plan of a change of ``path`` alone: the ``expected`` pipelines, each there for ``path``."""
+    plan = plan_release([path], environment="prod", is_built=nothing_built)
+    assert [p.id for p in plan.pipelines] == expected and plan.unmapped == []
+    assert all(p.paths == [path] for p in plan.pipelines)
+    return plan.pipelines
+
+
 def test_a_catalog_change_plans_the_knowledge_base_then_the_application_each_saying_why() -> None:
-    plan = plan_release(["data/catalog.jsonl"], environment="prod", is_built=nothing_built)
-    cd04, cd01 = plan.pipelines
-    assert (cd04.id, cd01.id) == ("CD-04", "CD-01")
-    assert cd04.paths == cd01.paths == ["data/catalog.jsonl"]
+    cd04, cd01 = planned_for("data/catalog.jsonl", ["CD-04", "CD-01"])
     assert cd04.reason == (
         "1 changed file(s) of the knowledge base's sources (it indexes the catalog's series descriptions): "
         "data/catalog.jsonl"
@@ -157,8 +162,6 @@ def test_a_catalog_change_plans_the_knowledge_base_then_the_application_each_say
     assert cd04.after == [] and cd01.after == [
         "CD-04: the knowledge index must be live before the code that reads it"
     ]
-    assert plan.unmapped == []
-    assert [p["id"] for p in plan.as_dict()["pipelines"]] == ["CD-04", "CD-01"]
 
 
 def test_knowledge_and_data_changes_plan_the_knowledge_base_once_with_both_reasons() -> None:
@@ -179,9 +182,7 @@ def test_knowledge_and_data_changes_plan_the_knowledge_base_once_with_both_reaso
 
 
 def test_an_orders_change_plans_the_application_alone() -> None:
-    plan = plan_release(["data/orders.jsonl"], environment="prod", is_built=nothing_built)
-    (cd01,) = plan.pipelines
-    assert (cd01.id, cd01.paths) == ("CD-01", ["data/orders.jsonl"])
+    (cd01,) = planned_for("data/orders.jsonl", ["CD-01"])
     assert cd01.reason == (
         "1 changed path(s) under data/ (the chatbot's image copies data/ and reads it at run time): "
         "data/orders.jsonl"
@@ -202,10 +203,7 @@ def test_the_knowledge_base_files_are_the_ones_its_build_reads() -> None:
 
 
 def test_a_chunk_settings_change_plans_the_knowledge_base_and_the_config_saying_why() -> None:
-    plan = plan_release(["config/chatbot.yaml"], environment="prod", is_built=nothing_built)
-    cd04, cd06 = plan.pipelines
-    assert (cd04.id, cd06.id) == ("CD-04", "CD-06")
-    assert cd04.paths == cd06.paths == ["config/chatbot.yaml"]
+    cd04, cd06 = planned_for("config/chatbot.yaml", ["CD-04", "CD-06"])
     assert cd04.reason == (
         "1 changed file(s) of the knowledge base's chunk settings (retrieval.chunk_words and "
         "chunk_overlap cut every chunk, so they change the index; the file holds other settings too "

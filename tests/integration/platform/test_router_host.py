@@ -1,0 +1,81 @@
+"""The router host as a process: a router port another program holds stops `up` with a message
+naming the port (and leaves nothing running); its admin socket is its owner's alone; a router host
+left running with other router settings is replaced, not adopted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from mangaassist.core.errors import MangaAssistError
+from mangaassist.platform.local.client import (
+    LocalCompute,
+    _alive,
+    read_pid,
+    start_control_plane,
+    stop_control_plane,
+)
+from mangaassist.platform.settings import load_settings
+from tests.integration.platform.conftest import ROOT, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_taken_router_port_stops_up_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    config = write_config(tmp_path, ("busy",))
+    config.write_text(config.read_text().replace("router_port = 0", f"router_port = {port}"))
+    settings = load_settings("test", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    try:
+        with pytest.raises(MangaAssistError) as err:
+            start_control_plane(settings, config, wait_s=30)
+        message = str(err.value)
+        assert "router host did not start" in message and f"127.0.0.1:{port}" in message, message
+        assert read_pid(settings.run_dir) is None
+        assert not (settings.run_dir / "routers.json").exists()
+    finally:
+        holder.close()
+        stop_control_plane(settings)
+
+
+def test_the_admin_socket_is_the_owners_and_a_mismatched_host_is_replaced(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ("web",))
+    settings = load_settings("test", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=30)
+    try:
+        routers = json.loads((settings.run_dir / "routers.json").read_text())
+        mode = stat.S_IMODE(os.stat(routers["socket"]).st_mode)
+        assert mode == 0o600, oct(mode)  # tables are published there: no other local user may
+        first = int(routers["pid"])
+        plane = read_pid(settings.run_dir)
+        assert plane is not None
+        os.kill(plane, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(plane) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the next start runs the service with another router limit: the old host must not serve it
+        config.write_text(config.read_text() + "max_body_bytes = 4096\n")
+        start_control_plane(settings, config, wait_s=60)
+        compute = LocalCompute(settings.run_dir)
+        try:
+            routing = compute.raw_status()["routers"]
+        finally:
+            compute.close()
+        assert routing["adopted"] is False
+        second = routing["pid"]
+        assert second != first and not _alive(first)
+    finally:
+        report = stop_control_plane(settings)
+    assert report.left == []

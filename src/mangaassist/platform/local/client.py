@@ -36,7 +36,6 @@ from mangaassist.platform.compute import (
 from mangaassist.platform.local.controlplane import PID_FILE, RUNTIME_FILE, STATE_FILE, WORKERS_FILE
 from mangaassist.platform.settings import PlatformSettings
 
-
 RECONNECT_S = 120.0
 """How long a call waits for a crashed control plane to be restarted (``LocalCompute._reconnect``)."""
 
@@ -86,20 +85,23 @@ class LocalCompute:
 
     def _reconnect(self, method: str, exc: httpx.HTTPError, waited_s: float) -> bool:
         """After ``exc``: whether to call again, once a control plane answers (maybe a new one, on
-        another port). Only while the control plane is down after a crash (its ``state.json``
-        stays: a clean stop removes it) and within ``reconnect_s``; a request that may have
-        reached it is repeated only when repeating it is safe (not a POST)."""
+        another port). Only while the control plane called is dead after a crash (its
+        ``state.json`` stays: a clean stop removes it) and within ``reconnect_s``; a request that
+        may have reached it is repeated only when repeating it is safe (not a POST)."""
         if waited_s >= self.reconnect_s or not (self.run_dir / STATE_FILE).exists():
             return False
+        if _alive(int(self.runtime.get("pid") or 0)):
+            return False  # it runs and did not answer: not a crash, and waiting would not help
         if method == "POST" and not isinstance(exc, httpx.ConnectError):
             return False
-        runtime = read_runtime(self.run_dir)
-        if runtime is not None and str(runtime["control_url"]) != self.control_url:
+        runtime = read_runtime(self.run_dir)  # a new control plane's, once it listens
+        if runtime is not None and runtime.get("pid") != self.runtime.get("pid"):
             self.runtime = runtime
-            self.control_url = str(runtime["control_url"])
-            timeout = self._http.timeout
-            self._http.close()
-            self._http = httpx.Client(base_url=self.control_url, timeout=timeout)
+            if str(runtime["control_url"]) != self.control_url:
+                self.control_url = str(runtime["control_url"])
+                timeout = self._http.timeout
+                self._http.close()
+                self._http = httpx.Client(base_url=self.control_url, timeout=timeout)
         return True
 
     def _call(

@@ -167,6 +167,10 @@ def status(env: EnvOpt = "dev", home: HomeOpt = None, as_json: JsonOpt = False) 
         f"control API {data['control_url']}, state {data['home']}",
         highlight=False,
     )
+    routers = data.get("routers") or {}
+    if routers.get("pid"):
+        adopted = " (adopted after a control-plane crash)" if routers.get("adopted") else ""
+        console.print(f"routers: PID {routers['pid']}{adopted}", highlight=False)
     edge = data.get("edge")
     if edge:
         console.print(

@@ -108,7 +108,11 @@ def test_up_runs_the_chatbot_as_r1_behind_the_router_and_down_leaves_nothing(
         assert chatbot["links"] == {"MANGAASSIST_INTENT_URL": model["url"]}
         pids = [status["pid"], *(w["pid"] for w in r1["workers"]), *(w["pid"] for w in m1["workers"])]
         pids += [edge["pid"], dashboard["pid"]]
+        assert status["routers"]["adopted"] is False  # the routers run in a process of their own
+        pids.append(status["routers"]["pid"])
         assert all(_alive(p) for p in pids)
+        shown = _cli("status", *home, env=env, timeout=60)
+        assert f"routers: PID {status['routers']['pid']}" in shown.stdout, shown.stdout
 
         url_args = [] if default_ports else ["--url", chatbot["url"]]
         chat = _cli("chat", "Do you have Frieren volume 5?", "--json", *url_args, env=env, timeout=60)

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mangaassist.core.artifact import Artifact
 from mangaassist.platform.artifacts import pack_source
 from mangaassist.platform.compute import Revision
 from mangaassist.platform.local.client import (
@@ -27,7 +28,7 @@ from mangaassist.platform.local.client import (
     start_control_plane,
     stop_control_plane,
 )
-from mangaassist.platform.settings import load_settings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 from tests.integration.platform.conftest import ROOT, TEST_APP, write_config
 
 pytestmark = pytest.mark.slow
@@ -35,6 +36,20 @@ pytestmark = pytest.mark.slow
 
 def _pids(compute: LocalCompute, service: str) -> set[int]:
     return {w.pid for r in compute.status(service).revisions for w in r.workers if w.pid}
+
+
+def _started(tmp_path: Path) -> tuple[Path, PlatformSettings, LocalCompute, Artifact]:
+    """A control plane with the service ``crashy`` (no revision yet), and the test workload's artifact."""
+    config = write_config(tmp_path, ("crashy",))
+    settings = load_settings("test", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=30)
+    return (
+        config,
+        settings,
+        LocalCompute(settings.run_dir),
+        pack_source(ROOT / "src", settings.home / "artifacts"),
+    )
 
 
 class Traffic:
@@ -85,12 +100,7 @@ class Traffic:
 
 
 def test_a_killed_control_plane_is_adopted_back_with_traffic_running(tmp_path: Path) -> None:
-    config = write_config(tmp_path, ("crashy",))
-    settings = load_settings("test", config)
-    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
-    start_control_plane(settings, config, wait_s=30)
-    compute = LocalCompute(settings.run_dir)
-    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    config, settings, compute, artifact = _started(tmp_path)
     state = settings.run_dir / "state.json"
     try:
         for name in ("r1", "r2"):
@@ -157,12 +167,7 @@ def test_a_killed_control_plane_is_adopted_back_with_traffic_running(tmp_path: P
 def test_a_worker_that_died_with_the_control_plane_is_started_again(tmp_path: Path) -> None:
     """Adoption takes only what still serves: a worker killed while no control plane ran is
     replaced by a new one (another PID) and its revision is healthy again."""
-    config = write_config(tmp_path, ("crashy",))
-    settings = load_settings("test", config)
-    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
-    start_control_plane(settings, config, wait_s=30)
-    compute = LocalCompute(settings.run_dir)
-    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    config, settings, compute, artifact = _started(tmp_path)
     try:
         compute.deploy("crashy", Revision("r1", artifact, TEST_APP, {}, 2), timeout_s=20)
         before = _pids(compute, "crashy")
@@ -192,12 +197,7 @@ def test_a_router_host_that_dies_is_replaced_on_the_same_port_with_the_same_rout
     """The other way round: the router host SIGKILLed while its control plane runs. The control
     plane starts another on the same port (the workers' links name it) and publishes the same
     weights again; the workers keep running."""
-    config = write_config(tmp_path, ("crashy",))
-    settings = load_settings("test", config)
-    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
-    start_control_plane(settings, config, wait_s=30)
-    compute = LocalCompute(settings.run_dir)
-    artifact = pack_source(ROOT / "src", settings.home / "artifacts")
+    _, settings, compute, artifact = _started(tmp_path)
     try:
         for name in ("r1", "r2"):
             compute.deploy(

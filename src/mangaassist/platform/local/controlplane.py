@@ -68,6 +68,7 @@ from mangaassist.platform.local.serving import (
     json_body,
     listen,
     query_int,
+    run_process,
     serve,
 )
 from mangaassist.platform.local.supervisor import Adoptee, RevisionSupervisor, health_timeout
@@ -812,17 +813,7 @@ def main(argv: list[str] | None = None) -> None:
     # the routers' trace spans (platform.tracing) name the environment they run in
     os.environ["MANGAASSIST_ENV"] = settings.environment
     try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        runner = asyncio.Runner()
-    try:
-        with runner:
-            runner.run(ControlPlane(settings, args.config).run())
-    except MangaAssistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        run_process(ControlPlane(settings, args.config).run())
     finally:
         for name in (PID_FILE, RUNTIME_FILE):
             path = settings.run_dir / name

@@ -57,6 +57,7 @@ from mangaassist.platform.local.serving import (
     listen,
     listen_unix,
     query_int,
+    run_process,
     serve,
 )
 from mangaassist.platform.local.supervisor import AdoptedProcess
@@ -68,6 +69,7 @@ log = logging.getLogger("mangaassist.platform")
 ROUTERS_FILE = "routers.json"
 SOCKET_FILE = "routers.sock"
 LOG_FILE = "routers.log"
+MODULE = "mangaassist.platform.local.router_host"
 
 
 def router_settings(service: ServiceSettings) -> dict[str, Any]:
@@ -324,22 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     os.environ["MANGAASSIST_ENV"] = settings.environment  # the routers' trace spans name it
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        runner = asyncio.Runner()
-    try:
-        with runner:
-            runner.run(RouterHost(settings, ports).run())
-    except MangaAssistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()
+    run_process(RouterHost(settings, ports).run())
 
 
 def _router_host_of(pid: int, home: Path) -> bool:
@@ -348,7 +335,7 @@ def _router_host_of(pid: int, home: Path) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return __name__.encode() in cmdline and str(home).encode() in cmdline
+    return MODULE.encode() in cmdline and str(home).encode() in cmdline
 
 
 class RouterLink:
@@ -432,7 +419,7 @@ class RouterLink:
         one it replaces (the workers' links name them)."""
         s = self.settings
         (self.run_dir / ROUTERS_FILE).unlink(missing_ok=True)
-        argv = [sys.executable, "-m", __name__, "--env", s.environment, "--home", str(s.home)]
+        argv = [sys.executable, "-m", MODULE, "--env", s.environment, "--home", str(s.home)]
         if self.config_path is not None:
             argv += ["--config", str(self.config_path)]
         if keep_ports:
@@ -575,3 +562,7 @@ class RouterLink:
                     proc.kill()
                 await proc.wait()
         await self.http.aclose()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Generator
+import sys
+from collections.abc import Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,20 @@ class JsonApi:
 
     def answered(self, path: str, status: int) -> None:
         """After the answer went out (a shutdown request stops here, once it is answered)."""
+
+
+def run_process(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server process's ``main`` on uvloop (asyncio's loop without it); a ``MangaAssistError``
+    is printed as ``error: ...`` and exits with status 2."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            runner.run(main)
+    except MangaAssistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

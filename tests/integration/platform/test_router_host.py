@@ -79,3 +79,37 @@ def test_the_admin_socket_is_the_owners_and_a_mismatched_host_is_replaced(tmp_pa
     finally:
         report = stop_control_plane(settings)
     assert report.left == []
+
+
+def test_a_router_host_never_announced_is_stopped_not_left_holding_the_ports(tmp_path: Path) -> None:
+    """A control plane that dies before its router host wrote `routers.json` leaves a router host
+    nobody knows: the next start finds it by its command line (this module, this state directory)
+    and stops it before starting its own, which takes the same fixed port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(tmp_path, ("web",))
+    config.write_text(config.read_text().replace("router_port = 0", f"router_port = {port}"))
+    settings = load_settings("test", config)
+    os.environ.setdefault("MANGAASSIST_ROOT", str(ROOT))
+    start_control_plane(settings, config, wait_s=30)
+    try:
+        first = int(json.loads((settings.run_dir / "routers.json").read_text())["pid"])
+        plane = read_pid(settings.run_dir)
+        assert plane is not None
+        os.kill(plane, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(plane) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (settings.run_dir / "routers.json").unlink()  # as if it died before the host announced itself
+        start_control_plane(settings, config, wait_s=60)
+        second = int(json.loads((settings.run_dir / "routers.json").read_text())["pid"])
+        assert second != first and not _alive(first)
+        compute = LocalCompute(settings.run_dir)
+        try:
+            assert compute.url("web") == f"http://127.0.0.1:{port}"
+        finally:
+            compute.close()
+    finally:
+        report = stop_control_plane(settings)
+    assert report.left == []

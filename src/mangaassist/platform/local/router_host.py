@@ -338,6 +338,15 @@ def _router_host_of(pid: int, home: Path) -> bool:
     return MODULE.encode() in cmdline and str(home).encode() in cmdline
 
 
+def _router_hosts_of(home: Path) -> list[int]:
+    """Every process that runs this module for the state directory ``home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and _router_host_of(int(entry.name), home):
+            pids.append(int(entry.name))
+    return pids
+
+
 class RouterLink:
     """The control plane's side of the router host: starts or adopts it, restarts it if it dies,
     and publishes each service's tables to it in order (the newest wins; ``synced`` waits for it)."""
@@ -392,8 +401,12 @@ class RouterLink:
                         log.warning("adopted the router host %d with its tables %s", pid, self.versions)
                 if not self.adopted:
                     log.warning("the router host %d runs with other settings: replacing it", pid)
-                    await self._stop_pid(pid)
         if not self.adopted:
+            # any router host of this state directory still running (one with other settings, or
+            # one whose control plane died before it was announced) would hold the ports
+            for other in _router_hosts_of(self.settings.home):
+                log.warning("stopping the router host %d, which is not adopted", other)
+                await self._stop_pid(other)
             await self._spawn()
         self._watcher = asyncio.create_task(self._watch())
 

@@ -117,3 +117,42 @@ def test_waiting_ends_after_reconnect_s(tmp_path: Path) -> None:
         compute.raw_status()
     assert 0.4 < time.monotonic() - started < 5
     compute.close()
+
+
+class _Restoring(BaseHTTPRequestHandler):
+    """Answers 503 ``retry`` twice (a service being restored), then 200."""
+
+    calls = 0
+
+    def do_PUT(self) -> None:
+        type(self).calls += 1
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        status, doc = (
+            (503, {"error": "being restored", "retry": True})
+            if self.calls <= 2
+            else (200, {"weights": {"r1": 100.0}})
+        )
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_503_to_retry_is_retried_until_it_is_answered(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Restoring)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    run_dir = tmp_path / "platform"
+    _runtime(run_dir, os.getpid(), server.server_address[1])
+    compute = LocalCompute(run_dir, reconnect_s=30)
+    try:
+        assert compute.set_weights("chatbot", {"r1": 100.0}) == {"r1": 100.0}
+        assert _Restoring.calls == 3
+    finally:
+        server.shutdown()
+        compute.close()

@@ -5,6 +5,7 @@ signalling a process that is not its child."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -111,3 +112,40 @@ async def test_adopting_a_process_that_is_gone_raises() -> None:
     proc.wait()
     with pytest.raises(ProcessLookupError):
         AdoptedProcess(proc.pid)
+
+
+async def test_a_service_being_restored_refuses_changes_with_a_503_to_retry(tmp_path: Path) -> None:
+    """While a crashed control plane's recorded state comes back, a change would be overwritten by
+    it and a read would see half of it: the control API answers 503 ``retry`` (``LocalCompute``
+    waits), except the routers' stats, which the routers kept."""
+    from typing import Any, cast
+
+    from mangaassist.platform.local.controlplane import ControlApi, ServiceRuntime
+    from mangaassist.platform.local.serving import Unavailable
+
+    svc = ServiceRuntime(ServiceSettings(name="chat", app=APP, router_port=0), cast(Any, None))
+    svc.holding = True
+
+    class _Plane:
+        def service(self, name: str) -> ServiceRuntime:
+            return svc
+
+    api = ControlApi(cast(Any, _Plane()))
+    with pytest.raises(Unavailable, match="service chat is being restored"):
+        await api.handle("PUT", "/v1/services/chat/weights", b"", b'{"weights": {"r1": 100}}')
+    with pytest.raises(Unavailable):
+        await api.handle("GET", "/v1/services/chat/status", b"", b"")
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"weights": {"r1": 100}}', "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "PUT", "path": "/v1/services/chat/weights", "query_string": b""}
+    await api(cast(Any, scope), cast(Any, receive), cast(Any, send))
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"])["retry"] is True
+    assert svc.weights == {}  # nothing changed

@@ -112,6 +112,11 @@ class LocalCompute:
         while True:
             try:
                 r = self._http.request(method, path, json=body, timeout=timeout or self._http.timeout)
+                if r.status_code == 503 and time.monotonic() - started < self.reconnect_s:
+                    with contextlib.suppress(ValueError):
+                        if r.json().get("retry"):  # a service being restored after a crash
+                            time.sleep(0.2)
+                            continue
                 break
             except httpx.HTTPError as exc:
                 if not self._reconnect(method, exc, time.monotonic() - started):
@@ -178,7 +183,16 @@ class LocalCompute:
         return data
 
     def status(self, service: str) -> ServiceStatus:
-        svc = self.raw_status()["services"].get(service)
+        raw = self.raw_status()
+        started = time.monotonic()
+        # after a crash, a service's status is whole once its restore ended (control plane docs)
+        while (
+            raw.get("bootstrap", {}).get(service) == "restoring"
+            and time.monotonic() - started < self.reconnect_s
+        ):
+            time.sleep(0.2)
+            raw = self.raw_status()
+        svc = raw["services"].get(service)
         if svc is None:
             raise NotFoundError(f"no service {service!r}")
         shadow = svc.get("shadow")

@@ -65,6 +65,7 @@ from mangaassist.platform.local.serving import (
     Conflict,
     EmbeddedServer,
     JsonApi,
+    Unavailable,
     json_body,
     listen,
     query_int,
@@ -692,6 +693,11 @@ class ControlApi(JsonApi):
             svc = plane.service(parts[2])
             body = json_body(raw)
             op = parts[3:]
+            if svc.holding and not (method == "GET" and op == ["stats"]):
+                # a change now would be overwritten by the recorded state, a read would be half of it
+                raise Unavailable(
+                    f"service {svc.name} is being restored after a control-plane crash; try again shortly"
+                )
             if method == "POST" and op == ["deploy"]:
                 return await svc.deploy(
                     revision_from_dict(body.get("revision") or {}), float(body.get("timeout_s", 180.0))

@@ -1,7 +1,8 @@
 """What the control plane and the router host share to serve HTTP: uvicorn on sockets they bind
 themselves (TCP on loopback, or a Unix socket), several servers on one event loop, and a small raw
 ASGI base for their JSON APIs (``JsonApi``: one JSON body in, one JSON document out, errors mapped
-to statuses: 404 not found, 409 conflict, 400 bad input, 500 anything else, logged)."""
+to statuses: 404 not found, 409 conflict, 503 not now (``retry``), 400 bad input, 500 anything
+else, logged)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ log = logging.getLogger("mangaassist.platform")
 
 class Conflict(MangaAssistError):
     """The operation does not fit the current state (e.g. retiring a revision that has weight)."""
+
+
+class Unavailable(MangaAssistError):
+    """Not now, soon: answered 503 with ``"retry": true`` (a service being restored after a crash)."""
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -133,6 +138,8 @@ class JsonApi:
             status, result = 404, {"error": str(exc)}
         except Conflict as exc:
             status, result = 409, {"error": str(exc)}
+        except Unavailable as exc:
+            status, result = 503, {"error": str(exc), "retry": True}
         except MangaAssistError as exc:
             status, result = 400, {"error": str(exc)}
         except Exception as exc:  # reported to the caller; the process keeps running

@@ -28,6 +28,17 @@ from tests.integration.platform.conftest import ROOT, write_config
 pytestmark = pytest.mark.slow
 
 
+def _kill_control_plane(run_dir: Path) -> None:
+    """SIGKILL the control plane (its router host and workers are left) and wait until it is gone."""
+    plane = read_pid(run_dir)
+    assert plane is not None
+    os.kill(plane, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(plane) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(plane)
+
+
 def test_a_taken_router_port_stops_up_naming_it_and_leaves_nothing(tmp_path: Path) -> None:
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
@@ -59,12 +70,7 @@ def test_the_admin_socket_is_the_owners_and_a_mismatched_host_is_replaced(tmp_pa
         mode = stat.S_IMODE(os.stat(routers["socket"]).st_mode)
         assert mode == 0o600, oct(mode)  # tables are published there: no other local user may
         first = int(routers["pid"])
-        plane = read_pid(settings.run_dir)
-        assert plane is not None
-        os.kill(plane, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(plane) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _kill_control_plane(settings.run_dir)
         # the next start runs the service with another router limit: the old host must not serve it
         config.write_text(config.read_text() + "max_body_bytes = 4096\n")
         start_control_plane(settings, config, wait_s=60)
@@ -95,12 +101,7 @@ def test_a_router_host_never_announced_is_stopped_not_left_holding_the_ports(tmp
     start_control_plane(settings, config, wait_s=30)
     try:
         first = int(json.loads((settings.run_dir / "routers.json").read_text())["pid"])
-        plane = read_pid(settings.run_dir)
-        assert plane is not None
-        os.kill(plane, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _alive(plane) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _kill_control_plane(settings.run_dir)
         (settings.run_dir / "routers.json").unlink()  # as if it died before the host announced itself
         start_control_plane(settings, config, wait_s=60)
         second = int(json.loads((settings.run_dir / "routers.json").read_text())["pid"])

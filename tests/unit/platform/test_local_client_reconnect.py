@@ -39,14 +39,23 @@ def _runtime(run_dir: Path, pid: int, port: int) -> None:
     (run_dir / RUNTIME_FILE).write_text(json.dumps(doc))
 
 
-class _Status(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"services": {}, "answered_by": "the new control plane"}).encode()
-        self.send_response(200)
+class _Json(BaseHTTPRequestHandler):
+    """Answers every request with ``answer()``'s status and JSON document."""
+
+    def answer(self) -> tuple[int, dict[str, object]]:
+        return 200, {"services": {}, "answered_by": "the new control plane"}
+
+    def _reply(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        status, doc = self.answer()
+        body = json.dumps(doc).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_GET = do_PUT = _reply
 
     def log_message(self, *args: object) -> None:
         pass
@@ -85,7 +94,7 @@ def test_a_crashed_control_plane_is_waited_for_on_its_new_address(
     compute = LocalCompute(run_dir, reconnect_s=30)
     compute.runtime["pid"] = dead = _dead_pid()
     _runtime(run_dir, dead, _closed_port())  # what the crashed one left
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Json)
 
     def restart() -> None:  # what `mangaassist up` does a moment later: another port, another pid
         time.sleep(0.6)
@@ -119,29 +128,16 @@ def test_waiting_ends_after_reconnect_s(tmp_path: Path) -> None:
     compute.close()
 
 
-class _Restoring(BaseHTTPRequestHandler):
+class _Restoring(_Json):
     """Answers 503 ``retry`` twice (a service being restored), then 200."""
 
     calls = 0
 
-    def do_PUT(self) -> None:
+    def answer(self) -> tuple[int, dict[str, object]]:
         type(self).calls += 1
-        length = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(length)
-        status, doc = (
-            (503, {"error": "being restored", "retry": True})
-            if self.calls <= 2
-            else (200, {"weights": {"r1": 100.0}})
-        )
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        if self.calls <= 2:
+            return 503, {"error": "being restored", "retry": True}
+        return 200, {"weights": {"r1": 100.0}}
 
 
 def test_a_503_to_retry_is_retried_until_it_is_answered(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ from mangaassist.platform.local.serving import (
     query_int,
     run_process,
     serve,
+    until_signalled,
 )
 from mangaassist.platform.local.supervisor import Adoptee, RevisionSupervisor, health_timeout
 from mangaassist.platform.settings import PlatformSettings, ServiceSettings, load_settings
@@ -630,12 +631,7 @@ class ControlPlane:
         self.state_file.unlink(missing_ok=True)  # a clean stop: the next start begins afresh
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        await self.start()
-        await self.stopping.wait()
-        await self.shutdown()
+        await until_signalled(self.stopping, self.start, self.shutdown)
 
 
 def revision_from_dict(data: Mapping[str, Any]) -> Revision:

@@ -59,6 +59,7 @@ from mangaassist.platform.local.serving import (
     query_int,
     run_process,
     serve,
+    until_signalled,
 )
 from mangaassist.platform.local.supervisor import AdoptedProcess
 from mangaassist.platform.local.upstream import UpstreamPool
@@ -255,12 +256,7 @@ class RouterHost:
                 (run_dir / SOCKET_FILE).unlink(missing_ok=True)
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        await self.start()
-        await self.stopping.wait()
-        await self.shutdown()
+        await until_signalled(self.stopping, self.start, self.shutdown)
 
 
 class RouterAdmin(JsonApi):

@@ -11,9 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,16 @@ def run_process(main: Coroutine[Any, Any, None]) -> None:
     except MangaAssistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+async def until_signalled(
+    stopping: asyncio.Event, start: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]
+) -> None:
+    """A server process's life: ``start``, then wait until SIGTERM or SIGINT (or anything else
+    sets ``stopping``), then ``shutdown``."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await start()
+    await stopping.wait()
+    await shutdown()

@@ -183,18 +183,8 @@ class LocalCompute:
         return data
 
     def status(self, service: str) -> ServiceStatus:
-        raw = self.raw_status()
-        started = time.monotonic()
-        # after a crash, a service's status is whole once its restore ended (control plane docs)
-        while (
-            raw.get("bootstrap", {}).get(service) == "restoring"
-            and time.monotonic() - started < self.reconnect_s
-        ):
-            time.sleep(0.2)
-            raw = self.raw_status()
-        svc = raw["services"].get(service)
-        if svc is None:
-            raise NotFoundError(f"no service {service!r}")
+        # the service's own status: while it is being restored after a crash, a 503 to retry
+        svc: dict[str, Any] = self._call("GET", f"/v1/services/{service}/status")
         shadow = svc.get("shadow")
         return ServiceStatus(
             name=service,

@@ -154,12 +154,36 @@ def alive(pid: int) -> bool:
     return True
 
 
-def runs_module(pid: int, module: str) -> bool:
-    """Whether ``pid`` runs ``module`` (a stale state file may name a PID reused by another)."""
+def runs_module(pid: int, module: str, *args: str) -> bool:
+    """Whether ``pid`` runs ``module`` (a stale state file may name a PID reused by another), with
+    each of ``args`` among its arguments (a state directory: another environment's is not ours)."""
     try:
-        return module.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+    parts = cmdline.split(b"\0")
+    return module.encode() in cmdline and all(arg.encode() in parts for arg in args)
+
+
+def terminate(pid: int, module: str, *args: str, timeout: float = 10.0) -> bool:
+    """SIGTERM ``pid`` if it runs ``module`` with ``args`` (``runs_module``), wait until it does not
+    (reaping it if it is our child), SIGKILL after ``timeout``; whether it was signalled."""
+    if not runs_module(pid, module, *args):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not runs_module(pid, module, *args):
+            return True
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def stop(home: Path, name: str, module: str, timeout: float = 10.0) -> bool:
@@ -167,21 +191,6 @@ def stop(home: Path, name: str, module: str, timeout: float = 10.0) -> bool:
     state = announced(home, name)
     if state is None:
         return False
-    pid = int(state["pid"])
-    stopped = False
-    if runs_module(pid, module):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            stopped = True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):  # reap it if it is our child (ensure)
-                os.waitpid(pid, os.WNOHANG)
-            if not runs_module(pid, module):
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    stopped = terminate(int(state["pid"]), module, timeout=timeout)
     state_file(home, name).unlink(missing_ok=True)
     return stopped

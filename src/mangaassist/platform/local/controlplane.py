@@ -129,13 +129,21 @@ class ServiceRuntime:
         self.weights: dict[str, float] = {}
         self.shadow: Shadow | None = None
         self.fault: Fault | None = None
-        self.version = 0
-        self.url = ""
         self.in_flight: dict[str, int] = {}
         """Requests in flight by revision, as the router last said (``ControlPlane.refresh``)."""
         self.holding = False
         """While the recorded state is being restored: tables are not published (the routers keep
         serving the last one), so traffic never follows a half-restored service."""
+
+    @property
+    def url(self) -> str:
+        """The service's router, as the router host serves it."""
+        return self.plane.routers.urls.get(self.name, "")
+
+    @property
+    def version(self) -> int:
+        """The newest routing table issued for the service (``RouterLink.publish`` numbers them)."""
+        return self.plane.routers.versions.get(self.name, 0)
 
     def publish(self) -> None:
         """Send the routers a table built from the current revisions, workers and weights (in the
@@ -149,7 +157,7 @@ class ServiceRuntime:
                 continue
             targets[name] = rt.supervisor.ready_ports()
         shadow = self.shadow
-        self.version = self.plane.routers.publish(
+        self.plane.routers.publish(
             self.name,
             table_spec(
                 0,
@@ -499,9 +507,6 @@ class ControlPlane:
             control_sock.close()
             raise
         self.control_url = f"http://{s.host}:{control_sock.getsockname()[1]}"
-        for name, svc in self.services.items():
-            svc.url = self.routers.urls[name]
-            svc.version = self.routers.versions.get(name, 0)
         self.servers.append(serve(ControlApi(self), control_sock))
         for server, _ in self.servers:
             while not server.started:
@@ -543,17 +548,8 @@ class ControlPlane:
         os.replace(tmp, path)
 
     def _routers_restarted(self) -> None:
-        """A new router host replaced one that died: its URLs (the same unless ports are picked at
-        start), then every service's table again."""
-        for name, svc in self.services.items():
-            if self.routers.urls.get(name) not in (None, svc.url):
-                log.error(
-                    "service %s: its router now listens on %s (was %s)",
-                    name,
-                    self.routers.urls[name],
-                    svc.url,
-                )
-                svc.url = self.routers.urls[name]
+        """A new router host replaced one that died: every service's table again, and its PID."""
+        for svc in self.services.values():
             svc.publish()
         self.write_pids()
         self._write_runtime()

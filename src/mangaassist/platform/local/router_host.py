@@ -325,21 +325,13 @@ def main(argv: list[str] | None = None) -> None:
     run_process(RouterHost(settings, ports).run())
 
 
-def _router_host_of(pid: int, home: Path) -> bool:
-    """Whether ``pid`` runs this module for the state directory ``home`` (not a reused PID)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return MODULE.encode() in cmdline and str(home).encode() in cmdline
-
-
 def _router_hosts_of(home: Path) -> list[int]:
     """Every process that runs this module for the state directory ``home``."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and _router_host_of(int(entry.name), home):
-            pids.append(int(entry.name))
+        pid = int(entry.name) if entry.name.isdigit() else 0
+        if pid and pid != os.getpid() and daemons.runs_module(pid, MODULE, str(home)):
+            pids.append(pid)
     return pids
 
 
@@ -387,7 +379,8 @@ class RouterLink:
         announced = self._announced()
         if announced is not None:
             pid = int(announced.get("pid") or 0)
-            status = await self._answer() if _router_host_of(pid, self.settings.home) else None
+            ours = daemons.runs_module(pid, MODULE, str(self.settings.home))
+            status = await self._answer() if ours else None
             if status is not None and int(status.get("pid", 0)) == pid:
                 if announced.get("settings") == fingerprint(self.settings):
                     with contextlib.suppress(OSError):
@@ -402,7 +395,7 @@ class RouterLink:
             # one whose control plane died before it was announced) would hold the ports
             for other in _router_hosts_of(self.settings.home):
                 log.warning("stopping the router host %d, which is not adopted", other)
-                await self._stop_pid(other)
+                await asyncio.to_thread(daemons.terminate, other, MODULE, str(self.settings.home))
             await self._spawn()
         self._watcher = asyncio.create_task(self._watch())
 
@@ -416,7 +409,11 @@ class RouterLink:
     def _took(self, pid: int, status: Mapping[str, Any]) -> None:
         self.pid = pid
         services = dict(status.get("services") or {})
-        self.urls = {name: str(services[name]["url"]) for name in services}
+        urls = {name: str(services[name]["url"]) for name in services}
+        for name, url in urls.items():  # a replacement on other ports: the workers' links are stale
+            if self.urls.get(name) not in (None, url):
+                log.error("service %s: its router now listens on %s (was %s)", name, url, self.urls[name])
+        self.urls = urls
         # numbering goes on from the highest version either side knows (a replacement host starts
         # at 0 and takes any newer table; a waiter for an older number is satisfied by a newer one)
         served = {name: int(services[name]["version"]) for name in services}
@@ -457,16 +454,6 @@ class RouterLink:
             proc.kill()
             await proc.wait()
         raise MangaAssistError(f"the router host did not start: {daemons.tail(log_path)}")
-
-    async def _stop_pid(self, pid: int, timeout_s: float = 10.0) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _router_host_of(pid, self.settings.home):
-            await asyncio.sleep(0.05)
-        if _router_host_of(pid, self.settings.home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
     async def _watch(self) -> None:
         """Replace a router host that dies while the control plane runs, then publish again."""

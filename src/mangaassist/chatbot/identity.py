@@ -75,7 +75,7 @@ from jwt.exceptions import (
 
 from mangaassist.chatbot.settings import DEFAULT_AUDIENCE, DEV_ISSUER, IdentitySettings
 from mangaassist.core.errors import ConfigError, MangaAssistError
-from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER
+from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER, parse_bearer
 
 __all__ = [
     "CUSTOMER_TOKEN_HEADER",
@@ -183,9 +183,8 @@ def bearer_token(authorization: str | None, header: str = "Authorization") -> st
     request); ``InvalidToken`` naming ``header`` for another scheme or an empty token."""
     if authorization is None:
         return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    token = parse_bearer(authorization)
+    if token is None:
         raise InvalidToken(Reason.NOT_BEARER, header=header)
     return token
 

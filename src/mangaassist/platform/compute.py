@@ -32,6 +32,16 @@ provider pins by header (the local router, ECS's ALB rules); callers get it from
 CUSTOMER_TOKEN_HEADER = "X-MangaAssist-Authorization"  # noqa: S105 - a header name, not a secret
 """Where the customer's ``Bearer <token>`` goes when something else owns ``Authorization`` (a pin's
 SigV4 signer, a gateway): the chatbot reads it beside ``Authorization`` (``chatbot.identity``)."""
+
+
+def parse_bearer(value: str) -> str | None:
+    """The token of a ``Bearer <token>`` header value (scheme in any case, one token without
+    spaces); None when it is not one. What the chatbot accepts and a pin's signer moves."""
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token and " " not in token else None
+
+
 SESSION_HEADER = "X-Session-Id"
 """Request header that names the conversation; the ``ma_session`` cookie is the fallback."""
 SESSION_COOKIE = "ma_session"

@@ -140,6 +140,7 @@ from mangaassist.platform.compute import (
     ServiceStatus,
     Shadow,
     check_weights,
+    parse_bearer,
 )
 
 IMAGE_ENV = "LAMBDA_IMAGE"
@@ -193,7 +194,7 @@ class FunctionUrlAuth(SigV4HttpxAuth):
         del request.headers["authorization"]
         if scheme.upper() == SIGV4_SCHEME:
             return  # a signature of ours (a redirect): signed again
-        token = _bearer(sent[0])
+        token = parse_bearer(sent[0])
         if token is None:
             raise ConfigError(
                 f"{where}: Authorization is not 'Bearer <token>' (scheme {scheme[:20]!r}); the pin's "
@@ -201,19 +202,12 @@ class FunctionUrlAuth(SigV4HttpxAuth):
                 f"sent, moved to {CUSTOMER_TOKEN_HEADER}"
             )
         theirs = request.headers.get_list(CUSTOMER_TOKEN_HEADER)
-        if theirs and [_bearer(v) for v in theirs] != [token]:
+        if theirs and [parse_bearer(v) for v in theirs] != [token]:
             raise ConfigError(
                 f"{where}: Authorization and {CUSTOMER_TOKEN_HEADER} carry different customer tokens; "
                 "send the customer's token in one of them"
             )
         request.headers[CUSTOMER_TOKEN_HEADER] = f"Bearer {token}"
-
-
-def _bearer(value: str) -> str | None:
-    """The token of a ``Bearer <token>`` header value, None when it is not one."""
-    scheme, _, token = value.strip().partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token and " " not in token else None
 
 
 class LambdaError(MangaAssistError):

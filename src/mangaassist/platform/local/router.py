@@ -259,18 +259,20 @@ class StickySessions:
 
 def _session_of(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
     """Session id and pinned revision of a request."""
-    session, pin, _, _ = _request_keys(headers)
+    session, pin, _, _, _ = _request_keys(headers)
     return session, pin
 
 
 def _request_keys(
     headers: list[tuple[bytes, bytes]],
-) -> tuple[str | None, str | None, bytes | None, bytes | None]:
-    """Session id, pinned revision, ``traceparent`` (``b""`` when sent more than once: invalid)
-    and ``Content-Length`` (as sent)."""
+) -> tuple[str | None, str | None, bytes | None, bytes | None, bool]:
+    """Session id, pinned revision, ``traceparent`` (``b""`` when sent more than once: invalid),
+    ``Content-Length`` (as sent) and whether a body may follow (HTTP/1.1: only with a
+    ``Content-Length`` or a ``Transfer-Encoding``)."""
     session = cookie = pin = None
     traceparent: bytes | None = None
     length: bytes | None = None
+    encoded = False
     for name, value in headers:
         if name == b"x-session-id":
             session = value.decode("latin-1")
@@ -282,6 +284,8 @@ def _request_keys(
             traceparent = value if traceparent is None else b""
         elif name == _CONTENT_LENGTH:
             length = value
+        elif name == b"transfer-encoding":
+            encoded = True
     if session is None and cookie is not None and "ma_session" in cookie:
         try:
             morsel = SimpleCookie(cookie).get("ma_session")
@@ -289,7 +293,7 @@ def _request_keys(
             morsel = None
         if morsel is not None and morsel.value:
             session = morsel.value
-    return session, pin, traceparent, length
+    return session, pin, traceparent, length, encoded or (length is not None and length != b"0")
 
 
 async def _reply(
@@ -482,6 +486,28 @@ class Router:
         )
         self._end_span(span, scope, None, status, limit, pin is not None, False)
 
+    async def _read_body(self, receive: Receive, parts: list[bytes], limit: int) -> str | None:
+        """Read the request body into ``parts``: None when whole, else ``gone`` (the client left),
+        ``late`` (not within ``client_body_timeout_s``: a client that stalls or trickles holds
+        nothing for long; one timer) or ``too_large`` (past ``limit``)."""
+        size = 0
+        try:
+            async with asyncio.timeout(self.client_body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return "gone"
+                    chunk = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > limit:
+                            return "too_large"
+                        parts.append(chunk)
+                    if not message.get("more_body", False):
+                        return None
+        except TimeoutError:
+            return "late"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
@@ -499,7 +525,7 @@ class Router:
             return
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        session, pin, traceparent, length = _request_keys(headers)
+        session, pin, traceparent, length, has_body = _request_keys(headers)
         span, continued = self.tracer.start(traceparent, self._span_name)
         trace_id = span.trace_hex
 
@@ -508,32 +534,19 @@ class Router:
             await self._too_large(send, scope, span, session, pin, int(length))
             return
         parts: list[bytes] = []
-        size = 0
-        more = True
-        too_large = False
-        try:  # a client that stalls or trickles its body holds nothing for long (408); one timer
-            async with asyncio.timeout(self.client_body_timeout_s):
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        size += len(chunk)
-                        if size > limit:
-                            too_large = True
-                            break
-                        parts.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
-            waited = self.client_body_timeout_s
-            late = f"the request body did not arrive within client_body_timeout_s ({waited:g})"
-            await self._refuse(send, scope, span, session, pin, 408, "client_body_timeout", late)
-            return
-        if too_large:
-            await self._too_large(send, scope, span, session, pin, None)
-            return
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        if has_body:  # without one (most GETs) there is nothing to wait for: no timer, no await
+            read = await self._read_body(receive, parts, limit)
+            if read == "gone":
+                return
+            if read == "late":
+                waited = self.client_body_timeout_s
+                late = f"the request body did not arrive within client_body_timeout_s ({waited:g})"
+                await self._refuse(send, scope, span, session, pin, 408, "client_body_timeout", late)
+                return
+            if read == "too_large":
+                await self._too_large(send, scope, span, session, pin, None)
+                return
+        body = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" when there are none
 
         table = self.table  # one snapshot per request: this is what makes changes atomic
         target = self._target(table, session, pin, assign=True)

@@ -84,6 +84,7 @@ def serve(app: Any, sock: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[N
         lifespan="off",
         access_log=False,
         log_level="warning",
+        proxy_headers=False,  # nothing sits in front of these servers: the peer is the client
         timeout_keep_alive=30,
         backlog=2048,
         server_header=False,  # the worker's Server and Date headers pass through unchanged

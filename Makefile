@@ -49,7 +49,7 @@ test-releases: setup
 	$(PY) -m pytest -q -p no:randomly tests/e2e/test_deploy_cli.py
 
 bench: setup
-	$(PY) benchmarks/chat_latency.py && $(PY) benchmarks/infra_synth.py && $(PY) benchmarks/slo_alerts.py && $(PY) benchmarks/router_overhead.py && $(PY) benchmarks/upstream_clients.py && $(PY) benchmarks/canary_judge.py && $(PY) benchmarks/kb_reindex.py && $(PY) benchmarks/config_propagation.py && $(PY) benchmarks/model_endpoint.py && $(PY) benchmarks/rollout_e2e.py && $(PY) benchmarks/model_deploy.py && $(PY) benchmarks/migration_drill.py --out benchmarks/results/migration_drill_bench.json && $(PY) benchmarks/frontend_drill.py --out benchmarks/results/frontend_drill_bench.json
+	$(PY) benchmarks/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks infra scripts

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from mangaassist.core.errors import ConfigError
@@ -57,3 +58,70 @@ def test_a_silent_service_bounds_what_is_in_flight_and_stops_promptly(silent_ser
 def test_max_in_flight_out_of_range_is_refused() -> None:
     with pytest.raises(ConfigError, match="max_in_flight 0"):
         run_load("http://127.0.0.1:9", rps=1, duration_s=1, max_in_flight=0)
+
+
+@pytest.fixture
+def answering_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
+    """Answers every chat 200 with an intent, on loopback; records each request's headers."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            body = json.dumps({"intent": "chitchat", "answer": "hi"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _Stamp(httpx.Auth):
+    """What a pin's signer does to each request, in miniature: a header of its own."""
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["X-Signed"] = "yes"
+        yield request
+
+
+def test_a_url_that_is_not_loopback_is_loaded_only_when_the_environment_gave_it(
+    answering_server: tuple[int, list[dict[str, str]]],
+) -> None:
+    """``0.0.0.0`` is not a loopback address (so ``check_loopback`` refuses it) yet reaches this
+    machine's loopback server: a stand-in for an ALB or a function URL that needs no network."""
+    port, seen = answering_server
+    url = f"http://0.0.0.0:{port}"
+    with pytest.raises(ConfigError, match="only sent to loopback"):
+        run_load(url, rps=20, duration_s=0.5)
+    assert seen == []  # refused before anything was sent
+
+    pin = {"X-MangaAssist-Revision": "rel-abc"}
+    report = run_load(
+        url, rps=20, duration_s=0.5, headers=pin, auth=_Stamp(), remote=True, seed=1, feedback_share=0.0
+    )
+    assert report.ok == report.requests > 0 and report.failed == 0, report.as_dict()
+    assert len(seen) == report.requests
+    assert all(h.get("x-mangaassist-revision") == "rel-abc" and h.get("x-signed") == "yes" for h in seen)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/", "http:///v1/chat", "example.com"])
+def test_a_remote_url_must_be_http_with_a_host(url: str) -> None:
+    with pytest.raises(ConfigError, match="http or https URL with a host"):
+        run_load(url, rps=1, duration_s=1, remote=True)

@@ -409,15 +409,20 @@ def traffic(
     duration: Annotated[float, typer.Option("--duration", help="Seconds of load.")] = 10.0,
     sessions: Annotated[int, typer.Option("--sessions", help="Conversations at a time.")] = 20,
     url: Annotated[
-        str | None, typer.Option(help="Router URL (default: the environment's; loopback only).")
+        str | None,
+        typer.Option(
+            help="Where to send it (default: the environment's own service URL, wherever it runs; "
+            "a URL given here must be loopback)."
+        ),
     ] = None,
     env: EnvOpt = "dev",
     as_json: JsonOpt = False,
 ) -> None:
     """Send realistic chat conversations through the router for a bounded time, then report."""
     with handled(as_json):
+        own = url is None  # the environment's own service: its URL may be another host (aws)
         target = url or platform_for(env).compute().url(cd01.settings_for(env).service)
-        report = run_load(target, rps=rps, duration_s=duration, sessions=sessions)
+        report = run_load(target, rps=rps, duration_s=duration, sessions=sessions, remote=own)
     doc = report.as_dict()
     if as_json:
         _print_json(doc)

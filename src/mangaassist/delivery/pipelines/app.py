@@ -295,6 +295,7 @@ def _latency_gate(scope: RunScope, ctx: StepContext) -> Outcome:
         headers=pin.headers,
         auth=pin.auth,
         feedback_share=0.0,
+        remote=True,  # the environment's own pin: on aws, the ALB or the revision's function URL
     )
     result = pinned_load_gate(
         requests=report.requests,
@@ -579,7 +580,12 @@ def _warm(pin: Pin, settings: DeploySettings) -> None:
     """``warmup_s`` of the load at ``load_rps``, pinned (through the pin's ``auth``), not counted."""
     if settings.warmup_s > 0:
         run_load(
-            pin.url, rps=settings.load_rps, duration_s=settings.warmup_s, headers=pin.headers, auth=pin.auth
+            pin.url,
+            rps=settings.load_rps,
+            duration_s=settings.warmup_s,
+            headers=pin.headers,
+            auth=pin.auth,
+            remote=True,
         )
 
 

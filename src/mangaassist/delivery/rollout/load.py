@@ -1,4 +1,4 @@
-"""A bounded load generator of realistic chat conversations, loopback only.
+"""A bounded load generator of realistic chat conversations, loopback only unless told otherwise.
 
 ``run_load`` sends ``rps`` requests per second for ``duration_s`` seconds (open loop: the schedule
 does not wait for slow answers, so a slow revision shows up as latency, not as less load) through a
@@ -13,7 +13,12 @@ machine too loaded to answer) makes the queue grow without limit, and the HTTP c
 bookkeeping grows with its waiting requests, then spends more time on the queue than on sending.
 
 Used by ``mangaassist traffic``, the pipeline's latency-budget gate, the demo, the tests and
-``benchmarks/rollout_e2e.py``. It refuses any host that is not loopback.
+``benchmarks/rollout_e2e.py``. It refuses any host that is not loopback, except for a caller that
+passes ``remote=True`` for a URL the environment's own ``Compute`` gave it (a pin, or the service's
+URL): CD-01's pinned latency gate and its warm-ups on AWS load the candidate where it runs (the
+ALB with the pin header, or the revision's Lambda function URL, signed through the pin's ``auth``),
+bounded by ``rps``, ``duration_s`` and ``max_in_flight`` as everywhere. A URL a person types
+(``mangaassist traffic --url``) stays loopback only, so a typo cannot load someone else's host.
 """
 
 from __future__ import annotations
@@ -275,10 +280,16 @@ def run_load(
     stop: threading.Event | None = None,
     max_in_flight: int = 128,
     auth: httpx.Auth | None = None,
+    remote: bool = False,
 ) -> LoadReport:
     """Send the load and wait for every answer (at most ``rps * duration_s`` requests, at most
-    ``max_in_flight`` unanswered at once); ``headers`` and ``auth``: a pin's (``Compute.pin``)."""
-    check_loopback(url)
+    ``max_in_flight`` unanswered at once); ``headers`` and ``auth``: a pin's (``Compute.pin``).
+    ``remote``: ``url`` came from the environment's ``Compute``, so it may be another host (the
+    module's docstring); otherwise it must be loopback."""
+    if not remote:
+        check_loopback(url)
+    elif urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise ConfigError(f"{url}: load needs an http or https URL with a host")
     if rps <= 0 or duration_s <= 0:
         raise ConfigError(f"load needs rps > 0 and a duration > 0, got rps={rps} duration={duration_s}")
     if rps > 2000:

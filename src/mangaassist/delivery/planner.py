@@ -119,6 +119,23 @@ CHUNK_SETTINGS_WHY = (
 """Why ``core.kb.CHUNK_SETTINGS_FILE`` plans CD-04: docs/pipelines/cd-04-knowledge-base.md, "Sources
 and chunks", says why the rule is the file's and not its keys'."""
 
+
+def source_file(module: str) -> str:
+    """The repository path of a module of this package (the ``src/`` layout): ``mangaassist.core.kb``
+    is ``src/mangaassist/core/kb.py``."""
+    return f"src/{module.replace('.', '/')}.py"
+
+
+CHUNKING_CODE_FILES = tuple(source_file(module) for module in kb.CHUNKING_CODE)
+"""The chunking code's source files (``core.kb.CHUNKING_CODE``, the modules whose digest keys the
+build's chunk memo): CD-04's files too, beside CD-01's ``src/``."""
+
+CHUNKING_CODE_WHY = (
+    "the knowledge base's chunking code (the build's chunk memo is keyed on a digest of these "
+    "files, so a new version of them chunks every source again and may change the index; the build "
+    "does nothing past its plan step when the chunks come out the same)"
+)
+
 CATALOG: tuple[PipelineSpec, ...] = (
     PipelineSpec(
         "CD-01",
@@ -138,12 +155,14 @@ CATALOG: tuple[PipelineSpec, ...] = (
         "RAG knowledge base",
         (f"{kb.KNOWLEDGE_DIR}/",),
         # what the build reads outside knowledge/ (core.kb names them for both): the one file of data/
-        # it indexes (the seed orders beside it are not, so a change of them plans CD-01 alone) and
-        # the file of its chunk settings (which CD-06 ships too)
-        (kb.CATALOG_FILE, kb.CHUNK_SETTINGS_FILE),
+        # it indexes (the seed orders beside it are not, so a change of them plans CD-01 alone), the
+        # file of its chunk settings (which CD-06 ships too) and the chunking code's source files
+        # (CD-01's too, under src/)
+        (kb.CATALOG_FILE, kb.CHUNK_SETTINGS_FILE, *CHUNKING_CODE_FILES),
         {
             kb.CATALOG_FILE: "the knowledge base's sources (it indexes the catalog's series descriptions)",
             kb.CHUNK_SETTINGS_FILE: CHUNK_SETTINGS_WHY,
+            **dict.fromkeys(CHUNKING_CODE_FILES, CHUNKING_CODE_WHY),
         },
     ),
     PipelineSpec("CD-05", "frontend", ("frontend/",)),

@@ -243,6 +243,12 @@ def test_no_folder_is_shared_and_a_shared_file_is_in_both_workflows_filters() ->
     assert planner.pipelines_for("knowledge/evals/golden.jsonl") == ["CD-04"]
     assert planner.pipelines_for("ml/intents/train.jsonl") == ["CD-03", "CD-01"]
     assert planner.pipelines_for("ml/intents/eval.jsonl") == ["CD-03"]
+    # the chunking code (core.kb.CHUNKING_CODE): CD-04's files under CD-01's src/
+    for path in planner.CHUNKING_CODE_FILES:
+        assert path in filters["CD-04"] and "src/**" in filters["CD-01"]
+        assert planner.pipelines_for(path) == ["CD-04", "CD-01"]
+    assert "src/**" not in filters["CD-04"]
+    assert planner.pipelines_for("src/mangaassist/chatbot/knowledge.py") == ["CD-01"]
     # the plan's reason says why the path belongs to each of them
     assert planner.SPECS["CD-04"].files_why["data/catalog.jsonl"]
     assert planner.SPECS["CD-04"].files_why["config/chatbot.yaml"]

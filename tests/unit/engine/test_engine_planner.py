@@ -203,10 +203,59 @@ def test_the_knowledge_base_files_are_the_ones_its_build_reads() -> None:
 
     assert kb_pipeline.SOURCE_MARKERS == (kb.KNOWLEDGE_DIR, kb.CATALOG_FILE)
     assert planner.SPECS["CD-04"].folders == (f"{kb.KNOWLEDGE_DIR}/",)
-    assert planner.SPECS["CD-04"].files == (kb.CATALOG_FILE, kb.CHUNK_SETTINGS_FILE)
+    assert planner.SPECS["CD-04"].files == (
+        kb.CATALOG_FILE,
+        kb.CHUNK_SETTINGS_FILE,
+        *planner.CHUNKING_CODE_FILES,
+    )
     data = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "data").rglob("*") if p.is_file())
     assert [p for p in data if "CD-04" in planner.pipelines_for(p)] == [kb.CATALOG_FILE]
     assert all(planner.pipelines_for(p)[-1:] == ["CD-01"] for p in data)
+
+
+def test_the_chunking_code_is_the_files_whose_digest_keys_the_chunk_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One definition (core.kb.CHUNKING_CODE) for the memo's key and the planner's map."""
+    from mangaassist.delivery.pipelines import kb as kb_pipeline
+
+    hashed: list[str] = []
+
+    def identity(*modules: object) -> str:
+        hashed.extend(Path(str(getattr(m, "__file__", m))).relative_to(ROOT).as_posix() for m in modules)
+        return "digest"
+
+    monkeypatch.setattr(kb_pipeline, "code_identity", identity)
+    assert kb_pipeline._chunking_code.__wrapped__() == "digest"
+    assert tuple(hashed) == planner.CHUNKING_CODE_FILES
+    assert hashed == ["src/mangaassist/core/kb.py", "src/mangaassist/delivery/pipelines/kb.py"]
+    assert all((ROOT / path).is_file() for path in hashed)
+
+
+@pytest.mark.parametrize("path", planner.CHUNKING_CODE_FILES)
+def test_a_change_of_the_chunking_code_plans_the_knowledge_base_and_the_application(path: str) -> None:
+    cd04, cd01 = planned_for(path, ["CD-04", "CD-01"])
+    assert cd04.reason == (
+        "1 changed file(s) of the knowledge base's chunking code (the build's chunk memo is keyed on a "
+        "digest of these files, so a new version of them chunks every source again and may change the "
+        "index; the build does nothing past its plan step when the chunks come out the same): " + path
+    )
+    assert cd01.reason == f"1 changed path(s) under src/: {path}"
+    assert cd01.after == ["CD-04: the knowledge index must be live before the code that reads it"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "src/mangaassist/chatbot/knowledge.py",  # the chatbot's reader, not the chunker
+        "src/mangaassist/platform/kb_memo.py",
+        "src/mangaassist/delivery/pipelines/kb_extra.py",
+        "src/mangaassist/core/kb.pyi",
+        "src/mangaassist/core/sub/kb.py",
+    ],
+)
+def test_a_change_of_other_source_plans_the_application_alone(path: str) -> None:
+    assert ids([path]) == ["CD-01"]
 
 
 def test_a_chunk_settings_change_plans_the_knowledge_base_the_config_and_the_image_saying_why() -> None:

@@ -55,7 +55,12 @@ def test_the_files_the_planner_maps_to_the_knowledge_base_are_the_ones_that_chan
         assert "CD-04" not in planner.pipelines_for(other)
         (root / other).write_text("x: 2\n", encoding="utf-8")
         assert ws.chunks() == first, other
-    assert planner.SPECS["CD-04"].files == (sources.CATALOG_FILE, sources.CHUNK_SETTINGS_FILE)
+    # and the chunking code's files, which key the chunk memo (tests/unit/engine/test_engine_planner.py)
+    assert planner.SPECS["CD-04"].files == (
+        sources.CATALOG_FILE,
+        sources.CHUNK_SETTINGS_FILE,
+        *planner.CHUNKING_CODE_FILES,
+    )
     settings = root / sources.CHUNK_SETTINGS_FILE
     settings.write_text(settings.read_text(encoding="utf-8").replace("chunk_words: 160", "chunk_words: 40"))
     assert ws.chunks() != first

@@ -63,6 +63,7 @@ from mangaassist.core.errors import ConfigError
 from mangaassist.core.kb import (
     CATALOG_FILE,
     CHUNK_SETTINGS_FILE,
+    CHUNKING_CODE,
     KNOWLEDGE_DIR,
     Chunk,
     Document,
@@ -532,10 +533,11 @@ def _scoring_code(provider: str) -> str:
 
 @cache
 def _chunking_code() -> str:
-    """What a file's chunks are computed by: a new release of this code chunks every file anew."""
-    from mangaassist.core import kb as core_kb
+    """What a file's chunks are computed by (``core.kb.CHUNKING_CODE``, the modules the release
+    planner maps to CD-04 too): a new release of this code chunks every file anew."""
+    import importlib
 
-    return code_identity(core_kb, Path(__file__))
+    return code_identity(*(importlib.import_module(module) for module in CHUNKING_CODE))
 
 
 def _to_memo(done: tuple[tuple[str, ...], list[Chunk]]) -> dict[str, Any]:

@@ -1,11 +1,17 @@
-"""compute: the chatbot on ECS Fargate behind an ALB with two target groups (blue/green, the
-listener forwards weighted 100/0 so a deploy shifts traffic by weights), its autoscaling, the
-Lambda burst path with its ``live`` alias, and the chatbot's image repository
-``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the commit's image there; the tasks'
-execution role pulls from it). The tasks' role names what it may call by physical name (tables and
+"""compute: the place CD-01 runs the chatbot in, not the chatbot itself (issue 18). The ECS cluster,
+the ALB with its listener (port 80; its default action a 503 JSON answer until CD-01's first deploy:
+``EcsServiceCompute`` makes each revision's ECS service, target group and pin rule and the service's
+weighted rule, which come before the default), the tasks' security group, execution role, task role
+and log group, and the outputs ``[environments.ENV.aws]`` copies (``mangaassist-ENV-chatbot-KEY``).
+Also the Lambda burst path with its ``live`` alias, and the chatbot's image repository
+``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the commit's image there; the execution
+role pulls from it). No ECS service, target group or autoscaling here: the revisions' services and
+their autoscaling are CD-01's. The task role names what it may call by physical name (tables and
 their indexes, the search domain, the model endpoint): no cross-stack reference."""
 
 from __future__ import annotations
+
+import json
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
@@ -23,15 +29,16 @@ from mangaassist_infra.nag import acknowledge, cfn
 from mangaassist_infra.network import NetworkStack
 
 SERVICE = "chatbot"
-IMAGE = "public.ecr.aws/mangaassist/chatbot:latest"
-"""The stack's own service's placeholder: CD-01's revisions run the image its ``image`` job pushed to
-REPOSITORY (``ECS_IMAGE``, by digest), each in an ECS service of its own (EcsServiceCompute)."""
 REPOSITORY = SERVICE
-"""The chatbot's image repository: ``mangaassist-ENV-chatbot``, one per environment (account)."""
+"""The chatbot's image repository: ``mangaassist-ENV-chatbot``, one per environment (account). CD-01's
+revisions run the image its ``image`` job pushed there (``ECS_IMAGE``, by digest), each in an ECS
+service of its own (EcsServiceCompute)."""
 IMAGES_KEPT = 50
 """The lifecycle rule keeps the newest 50 images: every revision a rollback could go back to (one
 image per commit that changed CD-01's paths), the older ones expire."""
 LISTENER_PORT = 80
+NOT_DEPLOYED = "no revision of the chatbot is deployed yet"
+"""The listener's default answer (503): what a request gets before CD-01's first deploy."""
 BURST_HANDLER = '''\
 import json
 
@@ -60,12 +67,15 @@ class ComputeStack(InfraStack):
     def __init__(
         self, scope: Construct, settings: StageSettings, network: NetworkStack, data: DataStack
     ) -> None:
-        super().__init__(scope, "compute", settings, "the chatbot: ECS Fargate, ALB, Lambda burst path")
-        self.add_stack_dependency(network, "the service and the ALB live in the VPC")
+        super().__init__(
+            scope, "compute", settings, "the chatbot's place: ECS cluster, ALB, roles, Lambda burst path"
+        )
+        self.add_stack_dependency(network, "the ALB and the tasks' security group live in the VPC")
         self.add_stack_dependency(data, "the ALB logs to the access-logs bucket; the tasks use the tables")
         env = settings.environment
         declared = settings.declaration.services[SERVICE]
         vpc = network.vpc
+        private = vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
 
         # --- the image repository (CD-01's image job pushes, the tasks pull) ----------------
         self.image_key = kms.Key(
@@ -100,7 +110,7 @@ class ComputeStack(InfraStack):
             export_name=settings.physical_name(f"{REPOSITORY}-repository-uri"),
         )
 
-        # --- the service ------------------------------------------------------------------
+        # --- the place CD-01's revisions run in (EcsServiceCompute makes the services) ---------
         self.cluster = ecs.Cluster(
             self,
             "Cluster",
@@ -108,45 +118,34 @@ class ComputeStack(InfraStack):
             cluster_name=settings.physical_name(SERVICE),
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
-        task = ecs.FargateTaskDefinition(
-            self,
-            "Task",
-            family=settings.physical_name(SERVICE),
-            cpu=env.task_cpu,
-            memory_limit_mib=env.task_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-            ),
+        self.chatbot_logs = self.log_group("ChatbotLogs", SERVICE)
+        # The roles the revisions' task definitions name (EcsServiceCompute registers those).
+        # They keep the id of the CDK task definition that made them before (issue 18), so their
+        # logical ids, generated names and ARNs, which [environments.ENV.aws] holds, do not change.
+        roles = Construct(self, "Task")
+        self.execution_role = iam.Role(
+            roles,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="The chatbot's ECS tasks: pulls the image, writes the log group",
+        )
+        self._allow_pull(self.execution_role)
+        self.chatbot_logs.grant_write(self.execution_role)
+        self.task_role = iam.Role(
+            roles,
+            "TaskRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description="The chatbot's ECS tasks: what the chatbot calls (tables, search, model)",
         )
         for statement in self._task_access():
-            task.add_to_task_role_policy(statement)
-        self._allow_pull(task.obtain_execution_role())
+            self.task_role.add_to_policy(statement)
         if settings.declaration.vector_indexes:
             acknowledge(
-                cfn(task.task_role.node.find_child("DefaultPolicy")),
+                cfn(self.task_role.node.find_child("DefaultPolicy")),
                 f"AwsSolutions-IAM5[Resource::{self.resolve(self._search_paths())}]",
                 "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
                 "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
             )
-        task.add_container(
-            SERVICE,
-            image=ecs.ContainerImage.from_registry(IMAGE),
-            port_mappings=[ecs.PortMapping(container_port=declared.port)],
-            logging=ecs.LogDrivers.aws_logs(
-                stream_prefix=SERVICE, log_group=self.log_group("ChatbotLogs", SERVICE)
-            ),
-            environment={
-                "MANGAASSIST_ENV": settings.name,
-                "MANGAASSIST_PORT": str(declared.port),
-            },
-        )
-        acknowledge(
-            cfn(task),
-            "AwsSolutions-ECS2",
-            "The two environment variables are the environment's name and the port, neither a "
-            "secret; table and profile names derive from them (mangaassist-ENV-NAME).",
-        )
 
         self.alb_security_group = ec2.SecurityGroup(
             self,
@@ -164,6 +163,25 @@ class ComputeStack(InfraStack):
             "Internet-facing by design: the ALB is the chat API's public entry (API Gateway "
             "proxies to it too). Only the listener port is open; tasks admit only this group.",
         )
+        # The revisions' tasks (security_groups): the ALB reaches them on the container port (and
+        # may reach nothing else: its egress is to this group only); they call out anywhere, as
+        # the CDK service's default group let them (ECR, logs, the tables, search and the model
+        # through the NAT gateways and the VPC).
+        self.task_security_group = ec2.SecurityGroup(
+            self,
+            "TaskSecurityGroup",
+            vpc=vpc,
+            description="The chatbot ECS tasks: the container port from the ALB, all outbound",
+            allow_all_outbound=True,
+        )
+        self.task_security_group.connections.allow_from(
+            self.alb_security_group, ec2.Port.tcp(declared.port), "the ALB to the tasks"
+        )
+        # An inline egress rule too: a group created with none keeps EC2's default allow-all egress
+        # (CDK writes the group-to-group rule above as a resource of its own, which does not remove it).
+        self.alb_security_group.add_egress_rule(
+            ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(declared.port), "the ALB to the tasks"
+        )
         self.alb = elbv2.ApplicationLoadBalancer(
             self,
             "Alb",
@@ -175,73 +193,48 @@ class ComputeStack(InfraStack):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
         )
         self.alb.log_access_logs(data.access_logs, prefix="alb")
-
-        self.service = ecs.FargateService(
-            self,
-            "Service",
-            cluster=self.cluster,
-            task_definition=task,
-            service_name=settings.physical_name(SERVICE),
-            desired_count=env.chatbot_tasks,
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            assign_public_ip=False,
-        )
-        self.service.connections.allow_from(
-            self.alb_security_group, ec2.Port.tcp(declared.port), "the ALB to the tasks"
-        )
-        self.alb_security_group.add_egress_rule(
-            ec2.Peer.ipv4(network.cidr), ec2.Port.tcp(declared.port), "the ALB to the tasks"
-        )
-
-        self.target_groups = {
-            color: elbv2.ApplicationTargetGroup(
-                self,
-                f"{color.title()}TargetGroup",
-                vpc=vpc,
-                port=declared.port,
-                protocol=elbv2.ApplicationProtocol.HTTP,
-                target_type=elbv2.TargetType.IP,
-                deregistration_delay=cdk.Duration.seconds(30),
-                health_check=elbv2.HealthCheck(
-                    path=declared.health_path, healthy_http_codes="200", interval=cdk.Duration.seconds(15)
-                ),
-            )
-            for color in ("blue", "green")
-        }
-        # The running revision registers in blue; a deploy brings the next one up in green and
-        # shifts the listener's weights (CD-01), then the two swap roles.
-        self.service.attach_to_application_target_group(self.target_groups["blue"])
+        # No revision is deployed yet: a 503 until CD-01's first deploy, whose rules (pins from
+        # priority 100, the weighted rule from 40000) come before the default action.
         self.listener = self.alb.add_listener(
             "Listener",
             port=LISTENER_PORT,
             protocol=elbv2.ApplicationProtocol.HTTP,
             open=False,
-            default_action=elbv2.ListenerAction.weighted_forward(
-                [
-                    elbv2.WeightedTargetGroup(target_group=self.target_groups["blue"], weight=100),
-                    elbv2.WeightedTargetGroup(target_group=self.target_groups["green"], weight=0),
-                ]
+            default_action=elbv2.ListenerAction.fixed_response(
+                503, content_type="application/json", message_body=json.dumps({"error": NOT_DEPLOYED})
             ),
         )
-        for color, group in self.target_groups.items():
-            cdk.CfnOutput(
-                self,
-                f"{color.title()}TargetGroupArn",
-                value=group.target_group_arn,
-                description=f"The {color} target group (weights are shifted by the deploy, CD-01)",
-            )
-        cdk.CfnOutput(self, "ListenerArn", value=self.listener.listener_arn)
-        scaling = self.service.auto_scale_task_count(
-            min_capacity=env.chatbot_tasks, max_capacity=env.chatbot_max_tasks
-        )
-        scaling.scale_on_cpu_utilization(
-            "Cpu",
-            target_utilization_percent=60,
-            scale_in_cooldown=cdk.Duration.minutes(5),
-            scale_out_cooldown=cdk.Duration.minutes(1),
+        self._settings_outputs(
+            {
+                "ClusterName": ("cluster", self.cluster.cluster_name, "the ECS cluster"),
+                "ListenerArn": ("listener_arn", self.listener.listener_arn, "the ALB's listener"),
+                "VpcId": ("vpc_id", vpc.vpc_id, "the VPC of the revisions' target groups"),
+                "PrivateSubnetIds": (
+                    "subnets",
+                    cdk.Fn.join(",", private.subnet_ids),
+                    "the tasks' private subnets, comma-separated",
+                ),
+                "TaskSecurityGroupId": (
+                    "security_groups",
+                    self.task_security_group.security_group_id,
+                    "the tasks' security group",
+                ),
+                "TaskExecutionRoleArn": (
+                    "task_execution_role_arn",
+                    self.execution_role.role_arn,
+                    "pulls the image, writes the log group",
+                ),
+                "TaskRoleArn": ("task_role_arn", self.task_role.role_arn, "what the chatbot may call"),
+                "LogGroupName": ("log_group", self.chatbot_logs.log_group_name, "the tasks' logs"),
+                "ContainerPort": ("container_port", str(declared.port), "the chatbot's port"),
+                "TaskCpu": ("task_cpu", str(env.task_cpu), "the tasks' CPU units"),
+                "TaskMemoryMib": ("task_memory_mib", str(env.task_memory_mib), "the tasks' memory"),
+                "MaxTasks": (
+                    "max_tasks",
+                    str(env.chatbot_max_tasks),
+                    "the autoscaling maximum of each revision",
+                ),
+            }
         )
 
         # --- the burst path -----------------------------------------------------------------
@@ -276,7 +269,19 @@ class ComputeStack(InfraStack):
             self, "BurstLive", alias_name="live", version=self.burst.current_version
         )
 
-    def _allow_pull(self, role: iam.IRole) -> None:
+    def _settings_outputs(self, outputs: dict[str, tuple[str, str, str]]) -> None:
+        """One output per ``[environments.ENV.aws]`` key EcsServiceCompute reads (its description
+        names the key), exported as ``mangaassist-ENV-chatbot-KEY`` (with hyphens)."""
+        for id, (key, value, what) in outputs.items():
+            cdk.CfnOutput(
+                self,
+                id,
+                value=value,
+                description=f"[environments.{self.settings.name}.aws] {key}: {what}",
+                export_name=self.settings.physical_name(f"{SERVICE}-{key.replace('_', '-')}"),
+            )
+
+    def _allow_pull(self, role: iam.Role) -> None:
         """The tasks' execution role (``task_execution_role_arn``, which EcsServiceCompute's task
         definitions use too) pulls the chatbot's images: the repository's layers, the key through
         ECR only, and the registry's token (no resource-level permission)."""
@@ -300,7 +305,6 @@ class ComputeStack(InfraStack):
         role.add_to_principal_policy(
             iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
         )
-        assert isinstance(role, iam.Role)
         acknowledge(
             cfn(role.node.find_child("DefaultPolicy")),
             "AwsSolutions-IAM5[Resource::*]",

@@ -184,11 +184,14 @@ class Environment(_Strict):
     region: str = Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     owner: str = Field(min_length=1)
     """The ``owner`` tag on everything."""
-    chatbot_tasks: int = Field(ge=1, le=100)
-    """Fargate tasks of the chatbot service (desired count; the minimum of its autoscaling)."""
     chatbot_max_tasks: int = Field(ge=1, le=200)
+    """The most Fargate tasks a chatbot revision scales to (the compute stack's ``MaxTasks`` output,
+    ``[environments.ENV.aws] max_tasks``); the API's throttle is sized by it (edge stack). The
+    minimum is the revision's replicas (``mangaassist.toml``)."""
     task_cpu: Literal[256, 512, 1024, 2048, 4096]
+    """CPU units of a chatbot task (the ``TaskCpu`` output, ``[environments.ENV.aws] task_cpu``)."""
     task_memory_mib: int = Field(ge=512, le=30720)
+    """Memory of a chatbot task (the ``TaskMemoryMib`` output, ``[environments.ENV.aws] task_memory_mib``)."""
     burst_lambda_memory_mib: int = Field(ge=128, le=10240)
     opensearch_instance_type: str
     opensearch_instances: int = Field(ge=1, le=20)
@@ -197,14 +200,6 @@ class Environment(_Strict):
     log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653]
     point_in_time_recovery: bool = True
     availability_zones: int = Field(ge=1, le=3)
-
-    @model_validator(mode="after")
-    def _sizes(self) -> Environment:
-        if self.chatbot_max_tasks < self.chatbot_tasks:
-            raise ValueError(
-                f"chatbot_max_tasks ({self.chatbot_max_tasks}) is below chatbot_tasks ({self.chatbot_tasks})"
-            )
-        return self
 
 
 def physical_name(environment: str, name: str) -> str:

@@ -314,7 +314,9 @@ def test_vpc_zones_nat_and_flow_logs(synthesized: Synthesized, env: str) -> None
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_chatbot_service_alb_blue_green_and_autoscaling(synthesized: Synthesized, env: str) -> None:
+def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesized, env: str) -> None:
+    """The cluster, the ALB and its listener, the tasks' security group and roles, no ECS service,
+    target group or autoscaling: CD-01's EcsServiceCompute makes those per revision (issue 18)."""
     settings = synthesized.environments[env]
     port = synthesized.declaration.services["chatbot"].port
     template = synthesized.template(env, "compute")
@@ -322,44 +324,113 @@ def test_chatbot_service_alb_blue_green_and_autoscaling(synthesized: Synthesized
         "AWS::ECS::Cluster",
         {"ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}]},
     )
-    template.has_resource_properties(
+    for absent in (
+        "AWS::ECS::Service",
         "AWS::ECS::TaskDefinition",
-        {
-            "Cpu": str(settings.task_cpu),
-            "Memory": str(settings.task_memory_mib),
-            "RequiresCompatibilities": ["FARGATE"],
-            "ContainerDefinitions": [
-                Match.object_like({"PortMappings": [Match.object_like({"ContainerPort": port})]})
-            ],
-        },
-    )
-    template.has_resource_properties("AWS::ECS::Service", {"DesiredCount": settings.chatbot_tasks})
-    template.resource_count_is("AWS::ElasticLoadBalancingV2::TargetGroup", 2)
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        "AWS::ElasticLoadBalancingV2::ListenerRule",
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+    ):
+        template.resource_count_is(absent, 0)
     template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::Listener",
         {
+            "Port": 80,
+            "Protocol": "HTTP",
             "DefaultActions": [
                 {
-                    "Type": "forward",
-                    "ForwardConfig": {
-                        "TargetGroups": [
-                            {"TargetGroupArn": {"Ref": Match.string_like_regexp("^Blue")}, "Weight": 100},
-                            {"TargetGroupArn": {"Ref": Match.string_like_regexp("^Green")}, "Weight": 0},
-                        ]
+                    "Type": "fixed-response",
+                    "FixedResponseConfig": {
+                        "StatusCode": "503",
+                        "ContentType": "application/json",
+                        "MessageBody": json.dumps({"error": "no revision of the chatbot is deployed yet"}),
                     },
                 }
-            ]
+            ],
         },
     )
     template.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::LoadBalancer",
         {"LoadBalancerAttributes": Match.array_with([{"Key": "access_logs.s3.enabled", "Value": "true"}])},
     )
-    template.has_resource_properties(
-        "AWS::ApplicationAutoScaling::ScalableTarget",
-        {"MinCapacity": settings.chatbot_tasks, "MaxCapacity": settings.chatbot_max_tasks},
-    )
     template.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": settings.log_retention_days})
+
+    raw = synthesized.raw(env, "compute")
+    resources = raw["Resources"]
+    groups = synthesized.resources(env, "compute", "AWS::EC2::SecurityGroup")
+    task_group = next(k for k in groups if k.startswith("TaskSecurityGroup"))
+    alb_group = next(k for k in groups if k.startswith("AlbSecurityGroup"))
+    # the tasks call out as the CDK service's default group let them; nothing reaches them but the ALB
+    assert _props(groups[task_group])["SecurityGroupEgress"] == [
+        {"CidrIp": "0.0.0.0/0", "Description": "Allow all outbound traffic by default", "IpProtocol": "-1"}
+    ]
+    assert "SecurityGroupIngress" not in _props(groups[task_group])
+    (ingress,) = synthesized.resources(env, "compute", "AWS::EC2::SecurityGroupIngress").values()
+    assert _props(ingress) | {"Description": ""} == {
+        "Description": "",
+        "GroupId": {"Fn::GetAtt": [task_group, "GroupId"]},
+        "SourceSecurityGroupId": {"Fn::GetAtt": [alb_group, "GroupId"]},
+        "IpProtocol": "tcp",
+        "FromPort": port,
+        "ToPort": port,
+    }
+    # the ALB's way out: to the tasks' group on the container port, and inline (a group created
+    # without one keeps EC2's default allow-all egress) into the VPC on that port only
+    (egress,) = synthesized.resources(env, "compute", "AWS::EC2::SecurityGroupEgress").values()
+    assert _props(egress)["DestinationSecurityGroupId"] == {"Fn::GetAtt": [task_group, "GroupId"]}
+    assert (_props(egress)["FromPort"], _props(egress)["ToPort"]) == (port, port)
+    assert _props(groups[alb_group])["SecurityGroupEgress"] == [
+        {"CidrIp": "10.0.0.0/16", "Description": "the ALB to the tasks", "FromPort": port}
+        | {"IpProtocol": "tcp", "ToPort": port}
+    ]
+
+    # the two roles the revisions' task definitions name, under their old logical ids
+    roles = synthesized.resources(env, "compute", "AWS::IAM::Role")
+    for role in ("TaskExecutionRole", "TaskTaskRole"):
+        (found,) = [k for k in roles if k.startswith(role)]
+        principal = _props(roles[found])["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+        assert principal == {"Service": "ecs-tasks.amazonaws.com"}
+    policies = synthesized.resources(env, "compute", "AWS::IAM::Policy")
+    execution = next(p for k, p in policies.items() if k.startswith("TaskExecutionRole"))
+    logs = next(k for k in resources if k.startswith("ChatbotLogs"))
+    writes = [s for s in _statements(execution) if "logs:PutLogEvents" in s["Action"]]
+    assert writes and writes[0]["Resource"] == {"Fn::GetAtt": [logs, "Arn"]}
+    task = next(p for k, p in policies.items() if k.startswith("TaskTaskRole"))
+    assert any("dynamodb:Query" in s["Action"] for s in _statements(task))
+
+    # every [environments.ENV.aws] key EcsServiceCompute reads from CD-02, as an exported output
+    outputs = raw["Outputs"]
+    expected = {
+        "ClusterName": ("cluster", {"Ref": next(k for k in resources if k.startswith("Cluster"))}),
+        "ListenerArn": ("listener_arn", {"Ref": next(k for k in resources if k.startswith("AlbListener"))}),
+        "TaskSecurityGroupId": ("security_groups", {"Fn::GetAtt": [task_group, "GroupId"]}),
+        "TaskExecutionRoleArn": (
+            "task_execution_role_arn",
+            {"Fn::GetAtt": [next(k for k in roles if k.startswith("TaskExecutionRole")), "Arn"]},
+        ),
+        "TaskRoleArn": (
+            "task_role_arn",
+            {"Fn::GetAtt": [next(k for k in roles if k.startswith("TaskTaskRole")), "Arn"]},
+        ),
+        "LogGroupName": ("log_group", {"Ref": logs}),
+        "ContainerPort": ("container_port", str(port)),
+        "TaskCpu": ("task_cpu", str(settings.task_cpu)),
+        "TaskMemoryMib": ("task_memory_mib", str(settings.task_memory_mib)),
+        "MaxTasks": ("max_tasks", str(settings.chatbot_max_tasks)),
+        "VpcId": ("vpc_id", None),
+        "PrivateSubnetIds": ("subnets", None),
+    }
+    for name, (key, value) in expected.items():
+        output = outputs[name]
+        assert output["Export"] == {"Name": physical_name(env, "chatbot-" + key.replace("_", "-"))}
+        assert output["Description"].startswith(f"[environments.{env}.aws] {key}: ")
+        if value is not None:
+            assert output["Value"] == value, name
+    assert "Fn::ImportValue" in json.dumps(outputs["VpcId"]["Value"])
+    subnets = outputs["PrivateSubnetIds"]["Value"]["Fn::Join"]
+    assert subnets[0] == "," and len(subnets[1]) == settings.availability_zones
+    assert not any("TargetGroup" in name for name in outputs)
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

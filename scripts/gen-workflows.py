@@ -8,10 +8,12 @@ a workflow cannot trigger on other paths than ``mangaassist release --plan`` map
 path two pipelines ship (``data/catalog.jsonl``: CD-04's file, under CD-01's ``data/``) is in both
 workflows' filters, so a push there triggers both, side by side. The command each
 job runs is the one the README documents for the pipeline (``DEPLOYS`` below). CD-01's workflow
-starts with an ``image`` job on the runner host: it builds the ``Dockerfile`` once, pushes it to
-staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, the same digest in both, or
-it fails), and each environment's job deploys its registry's ``REGISTRY/REPO@sha256:...`` as the
-revision's ``ECS_IMAGE`` (ADR 0010, "Images");
+starts with an ``image`` job on the runner host: it builds the ``Dockerfile``'s two targets once
+(``IMAGES``: ``ecs``, the ECS image, and ``lambda``, the Lambda burst path's), pushes each to
+staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, tagged by the commit's SHA
+and the image's suffix; the same digest in both, or it fails), and each environment's job deploys
+its registry's ``REGISTRY/REPO@sha256:...`` of each as the revision's ``ECS_IMAGE`` and
+``LAMBDA_IMAGE`` (ADR 0010, "Images");
 ``tests/unit/delivery/test_workflows.py`` checks that the committed files equal this output, that
 the filters match the planner path for path, and that each command and option exists in the CLI.
 
@@ -66,14 +68,47 @@ class Deploy:
     """A shell script instead of one line per command (``{env}`` is replaced), for CD-07's loop."""
     why: str = ""
     image: bool = False
-    """An ``image`` job builds the Dockerfile once and pushes it to each environment's registry; each
-    environment's job gets that registry's ``REGISTRY/REPO@sha256:...`` as ``$IMAGE``."""
+    """An ``image`` job builds the Dockerfile's targets (``IMAGES``) once and pushes them to each
+    environment's registry; each environment's job gets that registry's ``REGISTRY/REPO@sha256:...``
+    of each in the image's ``shell`` variable (``$IMAGE``, ``$LAMBDA_IMAGE``)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image the ``image`` job builds from the ``Dockerfile`` and pushes."""
+
+    target: str
+    """The Dockerfile's stage (``docker build --target``)."""
+    variable: str
+    """The revision's env variable its compute provider reads the image from."""
+    suffix: str
+    """After the commit's SHA in its tag (ECR tags are immutable: each image has its own tag)."""
+    shell: str
+    """The deploy step's variable holding its reference by digest."""
+    title: str
+
+    def key(self, env: str) -> str:
+        """The push step's id and the job's output for ``env``: ``staging``, ``staging_lambda``."""
+        return env + self.suffix.replace("-", "_")
+
+
+IMAGES = (
+    Image("ecs", "ECS_IMAGE", "", "IMAGE", "ECS image"),
+    Image("lambda", "LAMBDA_IMAGE", "-lambda", "LAMBDA_IMAGE", "Lambda image"),
+)
+"""The ECS image (the Dockerfile's last stage, what a plain ``docker build`` makes; the revision's
+``ECS_IMAGE``, ``platform.aws.compute_ecs``) and the Lambda burst path's (the ``lambda`` stage: the
+same plus the AWS Lambda Web Adapter; ``LAMBDA_IMAGE``, ``platform.aws.compute_lambda``), both in
+the environment's one chatbot repository (CD-02's compute stack has no other)."""
 
 
 DEPLOYS: dict[str, Deploy] = {
     "CD-01": Deploy(
-        ('deploy app --env {env} --yes --json --set-env "ECS_IMAGE=$IMAGE"',),
-        why="the image job's digest in the environment's registry, ECS_IMAGE of the new revision",
+        (
+            "deploy app --env {env} --yes --json "
+            + " ".join(f'--set-env "{i.variable}=${i.shell}"' for i in IMAGES),
+        ),
+        why="the image job's digests in the environment's registry: the new revision's images",
         image=True,
     ),
     "CD-02": Deploy(("deploy infra --env {env} --yes --json",)),
@@ -120,10 +155,11 @@ _PUSH = """\
 registry="$REGISTRY_ACCOUNT.dkr.ecr.$REGISTRY_REGION.amazonaws.com"
 aws ecr get-login-password --region "$REGISTRY_REGION" \\
   | docker login --username AWS --password-stdin "$registry"
-target="$registry/$REPOSITORY:$GITHUB_SHA"
+tag="$GITHUB_SHA$TAG_SUFFIX"
+target="$registry/$REPOSITORY:$tag"
 digest() {{
   aws ecr describe-images --region "$REGISTRY_REGION" --repository-name "$REPOSITORY" \\
-    --image-ids "imageTag=$GITHUB_SHA" --query 'imageDetails[0].imageDigest' --output text
+    --image-ids "imageTag=$tag" --query 'imageDetails[0].imageDigest' --output text
 }}
 # tags are immutable: a re-run finds the commit's image there already, and deploys that one
 if found="$(digest 2>/dev/null)"; then
@@ -138,7 +174,7 @@ esac
 {check}echo "image=$registry/$REPOSITORY@$found" | tee -a "$GITHUB_OUTPUT"
 """
 _PUSH_BUILT = f"""\
-  docker tag "{LOCAL_IMAGE}:$GITHUB_SHA" "$target"
+  docker tag "{LOCAL_IMAGE}:$tag" "$target"
   docker push "$target"
 """
 _PUSH_STAGING_IMAGE = """\
@@ -156,13 +192,61 @@ fi
 """
 
 
+def _push_step(image: Image, env: str) -> str:
+    """The step that pushes ``image`` to ``env``'s registry (the one template for every image:
+    staging's pushes the build, prod's the very image staging's registry holds, by digest)."""
+    where = "staging's registry" if env == "staging" else "prod's registry (the same image)"
+    if env == "staging":
+        script = _PUSH.format(push=_PUSH_BUILT, check="")
+        registry = """\
+          REGISTRY_ACCOUNT: ${{ vars.AWS_ACCOUNT_ID }}
+          REGISTRY_REGION: ${{ vars.AWS_REGION }}
+"""
+        staging = ""
+    else:
+        script = _PUSH.format(push=_PUSH_STAGING_IMAGE, check=_SAME_DIGEST)
+        registry = """\
+          REGISTRY_ACCOUNT: ${{ vars.PROD_AWS_ACCOUNT_ID }}
+          REGISTRY_REGION: ${{ vars.PROD_AWS_REGION }}
+"""
+        staging = f"          STAGING_IMAGE: ${{{{ steps.{image.key('staging')}.outputs.image }}}}\n"
+    return f"""\
+      - name: push the {image.title} to {where}
+        id: {image.key(env)}
+        env:
+{registry}          REPOSITORY: {repository(env)}
+          TAG_SUFFIX: "{image.suffix}"
+{staging}        run: |
+{_indent(script, 10)}\
+"""
+
+
 def _image_job(spec: PipelineSpec) -> str:
-    """Build the repository's Dockerfile once (before any credential exists), push it to staging's
-    registry with the staging role, then the same image to prod's with prod's push-only image role;
-    the job's outputs are the two references by digest, which must be equal."""
-    staging = _indent(_PUSH.format(push=_PUSH_BUILT, check=""), 10)
-    prod = _indent(_PUSH.format(push=_PUSH_STAGING_IMAGE, check=_SAME_DIGEST), 10)
+    """Build the repository's Dockerfile's targets once (before any credential exists), push each to
+    staging's registry with the staging role, then the same images to prod's with prod's push-only
+    image role; the job's outputs are the references by digest, which must be equal per image."""
     seconds = IMAGE_TIMEOUT_MINUTES * 60
+    outputs = "".join(
+        f"      {image.key(env)}: ${{{{ steps.{image.key(env)}.outputs.image }}}}\n"
+        for image in IMAGES
+        for env in ENVIRONMENTS
+    )
+    builds = "".join(
+        f"          docker build {'--pull ' if not n else ''}--target {image.target} "
+        '--label "org.opencontainers.image.revision=$GITHUB_SHA" \\\n'
+        f'            --tag "{LOCAL_IMAGE}:$GITHUB_SHA{image.suffix}" .\n'
+        for n, image in enumerate(IMAGES)
+    )
+    summary = "".join(
+        f'            echo "- {image.title}, {env}: ${{{image.key(env).upper()}:-not pushed}}"\n'
+        for image in IMAGES
+        for env in ENVIRONMENTS
+    )
+    summary_env = "".join(
+        f"          {image.key(env).upper()}: ${{{{ steps.{image.key(env)}.outputs.image }}}}\n"
+        for image in IMAGES
+        for env in ENVIRONMENTS
+    )
     return f"""\
   {IMAGE_JOB}:
     name: image (build once, push to every environment's registry)
@@ -176,23 +260,23 @@ def _image_job(spec: PipelineSpec) -> str:
       contents: read # check out the code
       id-token: write # the OIDC tokens configure-aws-credentials exchanges for the two roles
     # Two runs of one commit (a push and a dispatch) push one after the other: the second finds the
-    # commit's immutable tag and uses that image. Other commits build side by side.
+    # commit's immutable tags and uses those images. Other commits build side by side.
     concurrency:
       group: image-{spec.id}-${{{{ github.sha }}}}
       cancel-in-progress: false
     timeout-minutes: {IMAGE_TIMEOUT_MINUTES}
     outputs:
-      staging: ${{{{ steps.staging.outputs.image }}}}
-      prod: ${{{{ steps.prod.outputs.image }}}}
+{outputs}\
     steps:
       - name: check out
         uses: {CHECKOUT}
         with:
           persist-credentials: false
-      - name: build the Dockerfile (before any credential exists)
+      # the ECS image (the last stage, what a plain build makes) and the Lambda image (the same stage
+      # plus the Lambda Web Adapter); the second build reuses the first's layers and base image
+      - name: build the Dockerfile's targets (before any credential exists)
         run: |
-          docker build --pull --label "org.opencontainers.image.revision=$GITHUB_SHA" \\
-            --tag "{LOCAL_IMAGE}:$GITHUB_SHA" .
+{builds}\
       - name: AWS credentials for staging (OIDC; no stored keys)
         uses: {AWS_CREDENTIALS}
         with:
@@ -201,14 +285,7 @@ def _image_job(spec: PipelineSpec) -> str:
           allowed-account-ids: ${{{{ vars.AWS_ACCOUNT_ID }}}}
           role-session-name: mangaassist-{spec.id}-image-staging-${{{{ github.run_id }}}}
           role-duration-seconds: {seconds}
-      - name: push to staging's registry
-        id: staging
-        env:
-          REGISTRY_ACCOUNT: ${{{{ vars.AWS_ACCOUNT_ID }}}}
-          REGISTRY_REGION: ${{{{ vars.AWS_REGION }}}}
-          REPOSITORY: {repository("staging")}
-        run: |
-{staging}\
+{"".join(_push_step(image, "staging") for image in IMAGES)}\
       - name: AWS credentials for prod's registry (push only; OIDC)
         uses: {AWS_CREDENTIALS}
         with:
@@ -217,28 +294,18 @@ def _image_job(spec: PipelineSpec) -> str:
           allowed-account-ids: ${{{{ vars.PROD_AWS_ACCOUNT_ID }}}}
           role-session-name: mangaassist-{spec.id}-image-prod-${{{{ github.run_id }}}}
           role-duration-seconds: {seconds}
-      - name: push the same image to prod's registry
-        id: prod
-        env:
-          REGISTRY_ACCOUNT: ${{{{ vars.PROD_AWS_ACCOUNT_ID }}}}
-          REGISTRY_REGION: ${{{{ vars.PROD_AWS_REGION }}}}
-          REPOSITORY: {repository("prod")}
-          STAGING_IMAGE: ${{{{ steps.staging.outputs.image }}}}
-        run: |
-{prod}\
+{"".join(_push_step(image, "prod") for image in IMAGES)}\
       - name: log out of the registries
         if: always()
         run: rm -f "$HOME/.docker/config.json"
       - name: summary
         if: always()
         env:
-          STAGING_IMAGE: ${{{{ steps.staging.outputs.image }}}}
-          PROD_IMAGE: ${{{{ steps.prod.outputs.image }}}}
+{summary_env}\
         run: |
           {{
-            echo "### the chatbot's image of $GITHUB_SHA"
-            echo "- staging: ${{STAGING_IMAGE:-not pushed}}"
-            echo "- prod: ${{PROD_IMAGE:-not pushed}}"
+            echo "### the chatbot's images of $GITHUB_SHA"
+{summary}\
           }} >> "$GITHUB_STEP_SUMMARY"
 """
 
@@ -274,14 +341,17 @@ def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
     needs = f"    needs: {needed[0]}\n" if len(needed) == 1 else ""
     if len(needed) > 1:
         needs = f"    needs: [{', '.join(needed)}]\n"
-    image_env = f"          IMAGE: ${{{{ needs.{IMAGE_JOB}.outputs.{env} }}}}\n" if deploy.image else ""
-    image_check = (
-        '          if [ -z "$IMAGE" ]; then\n'
-        f'            echo "::error::the image job gave no image for {env}"\n'
+    images = IMAGES if deploy.image else ()
+    image_env = "".join(
+        f"          {image.shell}: ${{{{ needs.{IMAGE_JOB}.outputs.{image.key(env)} }}}}\n"
+        for image in images
+    )
+    image_check = "".join(
+        f'          if [ -z "${image.shell}" ]; then\n'
+        f'            echo "::error::the image job gave no {image.title} for {env}"\n'
         "            exit 1\n"
         "          fi\n"
-        if deploy.image
-        else ""
+        for image in images
     )
     return f"""\
   {env}:

@@ -88,8 +88,22 @@ def parse(text: str) -> list[Stage]:
     return stages
 
 
+def built(stage: Stage, stages: list[Stage]) -> Stage:
+    """``stage`` as an image built from it holds it: a stage built FROM an earlier stage is that
+    stage's instructions, then its own, on that stage's base image."""
+    by_name = {s.name: s for s in stages[: stages.index(stage)] if s.name}
+    if stage.image not in by_name:
+        return stage
+    parent = built(by_name[stage.image], stages)
+    return Stage(parent.image, stage.name, [*parent.instructions, *stage.instructions])
+
+
 STAGES = parse(DOCKERFILE.read_text(encoding="utf-8"))
-FINAL = STAGES[-1]
+FINAL = built(STAGES[-1], STAGES)
+"""What a plain ``docker build`` makes: the ECS image."""
+LAMBDA = built(next(s for s in STAGES if s.name == "lambda"), STAGES)
+"""``docker build --target lambda``: the Lambda burst path's image."""
+ADAPTER_PATH = "/opt/extensions/lambda-adapter"
 CHATBOT = load_declaration(ROOT / "infra" / "resources.toml").services["chatbot"]
 
 
@@ -111,14 +125,23 @@ def test_multi_stage_builder_then_runtime_on_the_same_base() -> None:
 
 
 def test_base_images_are_pinned() -> None:
+    """FROM images and images copied from (``COPY --from=IMAGE``) alike."""
     names = {s.name for s in STAGES if s.name}
-    for stage in STAGES:
-        if stage.image in names:
+    copied = [
+        word.removeprefix("--from=")
+        for stage in STAGES
+        for i in stage.all("COPY")
+        for word in i.args.split()
+        if word.startswith("--from=")
+    ]
+    for image in [stage.image for stage in STAGES] + copied:
+        if image in names:
             continue  # a previous stage
-        digest = re.search(r"@sha256:[0-9a-f]{64}$", stage.image)
-        version = re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", stage.image)
-        assert digest or version, f"FROM {stage.image}: pin a full version tag (x.y.z) or a digest"
-        assert not stage.image.endswith(":latest")
+        digest = re.search(r"@sha256:[0-9a-f]{64}$", image)
+        version = re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+[\w.-]*", image)
+        assert digest or version, f"{image}: pin a full version tag (x.y.z) or a digest"
+        assert not image.endswith(":latest")
+    assert any(image.startswith("public.ecr.aws/awsguru/aws-lambda-adapter:") for image in copied)
 
 
 def test_the_runtime_stage_runs_as_a_user_other_than_root() -> None:
@@ -278,6 +301,41 @@ def test_healthcheck_port_and_command_match_the_service() -> None:
     assert "MANGAASSIST_PORT" in probe
     cmd = " ".join(_json_form(FINAL.all("CMD")[-1].args))
     assert "mangaassist.chatbot.serve" in cmd and "--host 0.0.0.0" in cmd and "MANGAASSIST_PORT" in cmd
+
+
+def test_a_plain_build_makes_the_ecs_image_and_the_lambda_target_adds_the_web_adapter() -> None:
+    """``lambda`` is the runtime stage plus the AWS Lambda Web Adapter, configured as
+    ``LambdaAliasCompute`` expects (its port and readiness path, which it also sets on each version);
+    the last stage, what ``docker build`` makes without ``--target``, is the ECS image, without it."""
+    import inspect
+
+    from mangaassist.chatbot.app import KNOWN_PATHS
+    from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
+
+    assert STAGES[-1].name != "lambda"
+    raw = next(s for s in STAGES if s.name == "lambda")
+    assert raw.image == "runtime", "the Lambda image is the ECS image's stage plus the adapter"
+    assert STAGES[-1].image == "runtime" and not STAGES[-1].instructions, "the ECS image is that stage"
+    adapter = [i.args for i in LAMBDA.all("COPY") if i.args.endswith(f" {ADAPTER_PATH}")]
+    assert len(adapter) == 1 and re.fullmatch(
+        r"--from=public\.ecr\.aws/awsguru/aws-lambda-adapter:0\.9\.\d+(@sha256:[0-9a-f]{64})? "
+        rf"/lambda-adapter {ADAPTER_PATH}",
+        adapter[0],
+    ), adapter
+    assert not [i for i in FINAL.all("COPY") if ADAPTER_PATH in i.args]
+    assert not [k for k in FINAL.env() if k.startswith("AWS_LWA_")]
+    defaults = inspect.signature(LambdaAliasCompute).parameters
+    env = LAMBDA.env()
+    assert env["AWS_LWA_PORT"] == str(defaults["container_port"].default) == env["MANGAASSIST_PORT"]
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == defaults["readiness_path"].default
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] in KNOWN_PATHS
+    # Lambda's file system is read-only but for /tmp; everything else is the ECS image's
+    assert env["MANGAASSIST_HOME"].startswith("/tmp/")
+    assert {k: v for k, v in env.items() if not k.startswith("AWS_LWA_") and k != "MANGAASSIST_HOME"} == {
+        k: v for k, v in FINAL.env().items() if k != "MANGAASSIST_HOME"
+    }
+    assert LAMBDA.all("CMD")[-1].args == FINAL.all("CMD")[-1].args
+    assert LAMBDA.all("USER")[-1].args == FINAL.all("USER")[-1].args
 
 
 # -- .dockerignore ---------------------------------------------------------------------------------

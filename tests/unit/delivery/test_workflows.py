@@ -129,6 +129,12 @@ EDGE_CASES = [
     "ml/intents/train.jsonl",
     "ml.yaml",
     "knowledge/policies/returns.md",
+    "knowledge/refunds.md",
+    "knowledge/evals/golden.jsonl",
+    "ml/intents/eval.jsonl",
+    "src/mangaassist/core/kb.py",
+    "src/mangaassist/delivery/pipelines/kb.py",
+    "src/mangaassist/chatbot/knowledge.py",
     "frontend/src/main.tsx",
     "frontend-old/x.js",
     "config/prompts.yaml",
@@ -361,6 +367,8 @@ def test_the_image_job_runs_on_the_host_with_minimal_permissions_and_no_secret()
     assert job["outputs"] == {
         "staging": "${{ steps.staging.outputs.image }}",
         "prod": "${{ steps.prod.outputs.image }}",
+        "staging_lambda": "${{ steps.staging_lambda.outputs.image }}",
+        "prod_lambda": "${{ steps.prod_lambda.outputs.image }}",
     }
 
 
@@ -382,17 +390,36 @@ def test_the_image_job_builds_before_any_credential_then_pushes_by_oidc() -> Non
         assert inputs["role-duration-seconds"] >= job["timeout-minutes"] * 60
     assert steps[aws[0]]["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
     assert steps[aws[1]]["with"]["role-to-assume"] == "${{ vars.PROD_IMAGE_ROLE_ARN }}"
-    build = next(i for i, s in enumerate(steps) if "docker build" in s.get("run", ""))
-    assert build < aws[0], "the build (third-party packages) runs before any credential exists"
-    assert '--tag "mangaassist-chatbot:$GITHUB_SHA" .' in steps[build]["run"], "the repository's Dockerfile"
+    builds = [i for i, s in enumerate(steps) if "docker build" in s.get("run", "")]
+    assert len(builds) == 1 and builds[0] < aws[0], (
+        "the builds (third-party packages) run before any credential"
+    )
+    build = steps[builds[0]]["run"]
+    # both targets of the repository's Dockerfile, each under its own tag
+    assert '--target ecs --label "org.opencontainers.image.revision=$GITHUB_SHA"' in build
+    assert '--target lambda --label "org.opencontainers.image.revision=$GITHUB_SHA"' in build
+    assert '--tag "mangaassist-chatbot:$GITHUB_SHA" .' in build
+    assert '--tag "mangaassist-chatbot:$GITHUB_SHA-lambda" .' in build
+    assert build.index("--target ecs") < build.index("--target lambda")
     staging, prod = _step(job, "staging"), _step(job, "prod")
-    assert aws[0] < steps.index(staging) < aws[1] < steps.index(prod)
-    for env, step in (("staging", staging), ("prod", prod)):
+    staging_lambda, prod_lambda = _step(job, "staging_lambda"), _step(job, "prod_lambda")
+    assert aws[0] < steps.index(staging) < steps.index(staging_lambda) < aws[1]
+    assert aws[1] < steps.index(prod) < steps.index(prod_lambda)
+    for env, step, suffix in (
+        ("staging", staging, ""),
+        ("prod", prod, ""),
+        ("staging", staging_lambda, "-lambda"),
+        ("prod", prod_lambda, "-lambda"),
+    ):
         assert step["env"]["REPOSITORY"] == physical_name(env, "chatbot"), "CD-02's compute stack's name"
+        assert step["env"]["TAG_SUFFIX"] == suffix
         assert "aws ecr get-login-password" in step["run"]
         assert "| docker login --username AWS --password-stdin" in step["run"]
         assert '"image=$registry/$REPOSITORY@$found"' in step["run"]
+    # one push script for every image and environment: the same text but for prod's pull and check
+    assert staging["run"] == staging_lambda["run"] and prod["run"] == prod_lambda["run"]
     assert prod["env"]["STAGING_IMAGE"] == "${{ steps.staging.outputs.image }}"
+    assert prod_lambda["env"]["STAGING_IMAGE"] == "${{ steps.staging_lambda.outputs.image }}"
     logout = next(s for s in steps if ".docker/config.json" in s.get("run", ""))
     assert logout["if"] == "always()"
 
@@ -406,15 +433,37 @@ def test_no_expression_reaches_a_run_script_of_a_deploy_workflow() -> None:
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_each_environment_deploys_the_image_jobs_digest_for_it(env: str) -> None:
+def test_each_environment_deploys_the_image_jobs_digests_for_it(env: str) -> None:
     deploy = _deploy_step(_load(_deploy_file("CD-01"))["jobs"][env], "CD-01", env)
     assert deploy["env"]["IMAGE"] == f"${{{{ needs.image.outputs.{env} }}}}"
+    assert deploy["env"]["LAMBDA_IMAGE"] == f"${{{{ needs.image.outputs.{env}_lambda }}}}"
     script = deploy["run"]
-    assert f'.venv/bin/mangaassist deploy app --env {env} --yes --json --set-env "ECS_IMAGE=$IMAGE"' in script
+    assert (
+        f".venv/bin/mangaassist deploy app --env {env} --yes --json "
+        '--set-env "ECS_IMAGE=$IMAGE" --set-env "LAMBDA_IMAGE=$LAMBDA_IMAGE"'
+    ) in script
     assert script.index('if [ -z "$IMAGE" ]; then') < script.index("mangaassist deploy app")
-    from mangaassist.platform.aws.compute_ecs import IMAGE_ENV
+    assert script.index('if [ -z "$LAMBDA_IMAGE" ]; then') < script.index("mangaassist deploy app")
+    from mangaassist.platform.aws import compute_ecs, compute_lambda
 
-    assert IMAGE_ENV == "ECS_IMAGE", "the variable the ECS provider reads the revision's image from"
+    # the variables the providers read the revision's image from
+    assert compute_ecs.IMAGE_ENV == "ECS_IMAGE"
+    assert compute_lambda.IMAGE_ENV == "LAMBDA_IMAGE"
+
+
+def test_the_image_job_builds_the_dockerfiles_targets_and_a_plain_build_is_the_ecs_image() -> None:
+    """The targets the image job builds are stages of the Dockerfile: ``ecs`` is the last one (what
+    ``docker build`` makes without ``--target``), ``lambda`` the one with the Lambda Web Adapter."""
+    stages = [
+        line.split()[-1]
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.upper().startswith("FROM ") and " AS " in line.upper()
+    ]
+    assert [(i.target, i.variable, i.suffix) for i in gen.IMAGES] == [
+        ("ecs", "ECS_IMAGE", ""),
+        ("lambda", "LAMBDA_IMAGE", "-lambda"),
+    ]
+    assert stages[-1] == "ecs" and "lambda" in stages
 
 
 # The push scripts run here against stand-ins for `aws` and `docker` (there is no Docker engine and no
@@ -422,13 +471,18 @@ def test_each_environment_deploys_the_image_jobs_digest_for_it(env: str) -> None
 # not a real build or push.
 
 FAKE_AWS = """#!/bin/bash
-# aws ecr get-login-password | aws ecr describe-images --repository-name R ...: the registry is $STATE
+# aws ecr get-login-password | aws ecr describe-images --repository-name R --image-ids imageTag=T ...:
+# the registry is $STATE, one file R:T per tag holding its digest
 echo "aws $*" >> "$STATE/calls"
 case "$2" in
   get-login-password) echo token ;;
   describe-images)
-    while [ $# -gt 0 ]; do [ "$1" = --repository-name ] && repo="$2"; shift; done
-    if [ -f "$STATE/$repo" ]; then cat "$STATE/$repo"; else
+    while [ $# -gt 0 ]; do
+      [ "$1" = --repository-name ] && repo="$2"
+      [ "$1" = --image-ids ] && tag="${2#imageTag=}"
+      shift
+    done
+    if [ -f "$STATE/$repo:$tag" ]; then cat "$STATE/$repo:$tag"; else
       echo "An error occurred (ImageNotFoundException)" >&2; exit 254; fi ;;
   *) exit 2 ;;
 esac
@@ -437,7 +491,7 @@ FAKE_DOCKER = """#!/bin/bash
 echo "docker $*" >> "$STATE/calls"
 case "$1" in
   login) cat > /dev/null ;;
-  push) repo="${2#*/}"; repo="${repo%%:*}"; echo "$PUSHED_DIGEST" > "$STATE/$repo" ;;
+  push) echo "$PUSHED_DIGEST" > "$STATE/${2#*/}" ;;
 esac
 """
 
@@ -459,7 +513,7 @@ def _run_push(tmp_path: Path, step_id: str, env: dict[str, str]) -> tuple[int, s
             "STATE": str(tmp_path),
             "GITHUB_OUTPUT": str(output),
             "GITHUB_SHA": "0123abc",
-            "REGISTRY_ACCOUNT": "222222222222" if step_id == "staging" else "333333333333",
+            "REGISTRY_ACCOUNT": "222222222222" if step_id.startswith("staging") else "333333333333",
             "REGISTRY_REGION": "us-east-1",
             **variables,
             **env,
@@ -489,7 +543,7 @@ def test_the_staging_push_pushes_the_build_and_outputs_its_digest(tmp_path: Path
 
 
 def test_a_rerun_reuses_the_commits_image_and_pushes_nothing(tmp_path: Path) -> None:
-    (tmp_path / "mangaassist-staging-chatbot").write_text(DIGEST + "\n")
+    (tmp_path / "mangaassist-staging-chatbot:0123abc").write_text(DIGEST + "\n")
     code, output, log, calls = _run_push(tmp_path, "staging", {"PUSHED_DIGEST": "sha256:" + "b" * 64})
     assert code == 0, log
     assert output == f"image={STAGING_REF}@{DIGEST}\n"
@@ -516,6 +570,41 @@ def test_prod_fails_when_its_registry_holds_another_digest(tmp_path: Path) -> No
     assert code == 1
     assert output == "", "no image output: the prod job does not deploy it"
     assert f"is {other}, staging's image {DIGEST}: not the same image" in log
+
+
+def test_the_lambda_image_is_pushed_under_its_own_tag_and_output_by_digest(tmp_path: Path) -> None:
+    # a re-run after the ECS image's push: that tag is there, the Lambda image's is not
+    (tmp_path / "mangaassist-staging-chatbot:0123abc").write_text(DIGEST + "\n")
+    lambda_digest = "sha256:" + "d" * 64
+    code, output, log, calls = _run_push(tmp_path, "staging_lambda", {"PUSHED_DIGEST": lambda_digest})
+    assert code == 0, log
+    assert output == f"image={STAGING_REF}@{lambda_digest}\n"
+    assert f"docker tag mangaassist-chatbot:0123abc-lambda {STAGING_REF}:0123abc-lambda" in calls
+    assert f"docker push {STAGING_REF}:0123abc-lambda" in calls
+    assert (tmp_path / "mangaassist-staging-chatbot:0123abc").read_text() == DIGEST + "\n", "untouched"
+    # and a re-run after it reuses it
+    (tmp_path / "calls").unlink()
+    (tmp_path / "output").write_text("")
+    code, output, log, calls = _run_push(tmp_path, "staging_lambda", {"PUSHED_DIGEST": DIGEST})
+    assert code == 0 and output == f"image={STAGING_REF}@{lambda_digest}\n", log
+    assert not [c for c in calls if c.startswith(("docker push", "docker tag"))]
+
+
+def test_prod_gets_staging_s_lambda_image_by_digest_or_fails(tmp_path: Path) -> None:
+    staging = f"{STAGING_REF}@{DIGEST}"
+    code, output, log, calls = _run_push(
+        tmp_path, "prod_lambda", {"PUSHED_DIGEST": DIGEST, "STAGING_IMAGE": staging}
+    )
+    assert code == 0, log
+    assert output == f"image={PROD_REF}@{DIGEST}\n"
+    assert calls.index(f"docker pull {staging}") < calls.index(f"docker push {PROD_REF}:0123abc-lambda")
+    other = tmp_path / "other"
+    other.mkdir()
+    code, output, log, _ = _run_push(
+        other, "prod_lambda", {"PUSHED_DIGEST": "sha256:" + "c" * 64, "STAGING_IMAGE": staging}
+    )
+    assert code == 1 and output == ""
+    assert f"staging's image {DIGEST}: not the same image" in log
 
 
 def test_a_push_with_no_digest_fails(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from mangaassist.platform.aws.compute_ecs import (
 )
 from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.aws.metrics_cloudwatch import CloudWatchMetrics, RevisionSource
-from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
+from mangaassist.platform.compute import PIN_HEADER, Revision, RevisionHealth
 from mangaassist.platform.metrics import OutcomeKind
-from tests.contract.conftest import AwsNetwork, make_aws_side
+from tests.contract.conftest import TEST_APP, AwsNetwork, make_aws_side
 from tests.moto_server import CREDENTIALS, client
 
 
@@ -132,6 +132,140 @@ def test_a_dry_run_records_the_changes_and_makes_none(
     assert all(c.made for c in recorder.calls if c.read) and not any(c.made for c in recorder.changes)
     assert side.compute.services() == [] or "dry" not in side.compute.services()
     assert _rules(side, "dry") == {}
+
+
+def _scaling(side: Any, service: str, revision: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The revision's scalable targets and scaling policies, as Application Auto Scaling has them."""
+    scaling, resource = side.compute.autoscaling, side.compute.scaling_resource_id(service, revision)
+    targets = scaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[resource])
+    policies = scaling.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource)
+    return targets["ScalableTargets"], policies["ScalingPolicies"]
+
+
+def test_a_revision_scales_between_its_replicas_and_max_tasks_until_it_is_retired(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    scaling = client(aws_network.endpoint, "application-autoscaling")
+    side, _ = make_aws_side(aws_network, contract_artifact, autoscaling=scaling, max_replicas=6)
+    c = side.compute
+    two = Revision("r1", contract_artifact, TEST_APP, {}, replicas=2)
+    assert c.deploy("scaled", two, timeout_s=30).health is RevisionHealth.HEALTHY
+    resource = f"service/{aws_network.cluster}/{c.ecs_service_name('scaled', 'r1')}"
+    ((target,), (policy,)) = _scaling(side, "scaled", "r1")
+    assert target["ResourceId"] == resource == c.scaling_resource_id("scaled", "r1")
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
+    assert policy["PolicyType"] == "TargetTrackingScaling"
+    assert policy["TargetTrackingScalingPolicyConfiguration"] == {
+        "TargetValue": 60.0,
+        "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+        "ScaleOutCooldown": 60,
+        "ScaleInCooldown": 300,
+    }
+    # autoscaling raised the count: status still reports the replicas deployed (the next revision's)
+    c.ecs.update_service(cluster=c.cluster, service=c.ecs_service_name("scaled", "r1"), desiredCount=5)
+    assert [r.replicas for r in c.status("scaled").revisions] == [2]
+    # deployed again (a resumed step), the same revision keeps its one target
+    c.ecs.update_service(cluster=c.cluster, service=c.ecs_service_name("scaled", "r1"), desiredCount=2)
+    assert c.deploy("scaled", two, timeout_s=30).name == "r1"
+    assert len(_scaling(side, "scaled", "r1")[0]) == 1
+
+    c.deploy("scaled", Revision("r2", contract_artifact, TEST_APP, {}, replicas=2), timeout_s=30)
+    c.set_weights("scaled", {"r2": 100.0})
+    order: list[str] = []
+    deregister, update = c.autoscaling.deregister_scalable_target, c.ecs.update_service
+
+    def deregistered(**kw: Any) -> Any:
+        order.append(f"deregister {kw['ResourceId']}")
+        return deregister(**kw)
+
+    def updated(**kw: Any) -> Any:
+        order.append(f"desired {kw['desiredCount']}")
+        return update(**kw)
+
+    c.autoscaling.deregister_scalable_target, c.ecs.update_service = deregistered, updated
+    assert c.retire("scaled", "r1", drain_timeout_s=5).health is RevisionHealth.RETIRED
+    assert order == [f"deregister {resource}", "desired 0"]  # scaling never fights the drain
+    assert _scaling(side, "scaled", "r1")[0] == []
+    assert len(_scaling(side, "scaled", "r2")[0]) == 1  # the other revision keeps its scaling
+
+
+def test_max_tasks_equal_to_the_replicas_registers_no_scaling_and_below_them_is_refused(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    scaling = client(aws_network.endpoint, "application-autoscaling")
+    side, _ = make_aws_side(aws_network, contract_artifact, autoscaling=scaling, max_replicas=2)
+    c = side.compute
+    c.deploy("fixed", Revision("r1", contract_artifact, TEST_APP, {}, replicas=2), timeout_s=30)
+    assert _scaling(side, "fixed", "r1") == ([], [])
+    with pytest.raises(ConfigError, match=r"max_replicas \(2, \[environments\.contract\.aws\] max_tasks\)"):
+        c.deploy("fixed", Revision("r2", contract_artifact, TEST_APP, {}, replicas=3), timeout_s=30)
+    assert [r.name for r in c.status("fixed").revisions] == ["r1"]  # refused before anything was made
+    unscaled, _ = make_aws_side(aws_network, contract_artifact, autoscaling=scaling)  # max: the replicas
+    unscaled.compute.deploy("plain", unscaled.revision("r1"), timeout_s=30)
+    assert _scaling(unscaled, "plain", "r1") == ([], [])
+    with pytest.raises(ConfigError, match="needs an application-autoscaling client"):
+        make_aws_side(aws_network, contract_artifact, max_replicas=4)[0].compute.deploy(
+            "noclient", Revision("r1", contract_artifact, TEST_APP, {}, replicas=2)
+        )
+    with pytest.raises(ConfigError, match="max_replicas 0 is below 1"):
+        make_aws_side(aws_network, contract_artifact, max_replicas=0)
+
+
+def test_a_dry_run_records_the_scaling_calls_and_makes_none(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    scaling = client(aws_network.endpoint, "application-autoscaling")
+    recorder = DryRun(reads_made=True)
+    side, _ = make_aws_side(
+        aws_network, contract_artifact, dry=recorder, dry_run=True, autoscaling=recorder.wrap(scaling)
+    )
+    side.compute.max_replicas = 4
+    side.compute.deploy("dryscale", Revision("r1", contract_artifact, TEST_APP, {}, replicas=2))
+    changes = [(c.service, c.operation) for c in recorder.changes]
+    assert changes[-2:] == [
+        ("application-autoscaling", "RegisterScalableTarget"),
+        ("application-autoscaling", "PutScalingPolicy"),
+    ]
+    assert not any(c.made for c in recorder.changes)
+    resource = side.compute.scaling_resource_id("dryscale", "r1")
+    assert (
+        scaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[resource])["ScalableTargets"]
+        == []
+    )
+
+    # a retire of a scaled revision, planned: the deregistration is recorded before the scale to 0
+    real, _ = make_aws_side(aws_network, contract_artifact, autoscaling=scaling, max_replicas=4)
+    real.compute.deploy(
+        "dryretire", Revision("r1", contract_artifact, TEST_APP, {}, replicas=2), timeout_s=30
+    )
+    real.compute.deploy("dryretire", real.revision("r2"), timeout_s=30)
+    real.compute.set_weights("dryretire", {"r2": 100.0})
+    recorder = DryRun(reads_made=True)
+    planned = EcsServiceCompute(
+        recorder.wrap(real.compute.ecs),
+        recorder.wrap(real.compute.elb),
+        cluster=real.compute.cluster,
+        listener_arn=real.compute.listener_arn,
+        vpc_id=aws_network.vpc_id,
+        subnets=aws_network.subnets,
+        name_prefix=real.compute.prefix,
+        autoscaling=recorder.wrap(scaling),
+        dry_run=True,
+    )
+    planned.retire("dryretire", "r1")
+    operations = [c.operation for c in recorder.changes]
+    assert operations.index("DeregisterScalableTarget") < operations.index("UpdateService")
+    assert not any(c.made for c in recorder.changes)
+    resource = real.compute.scaling_resource_id("dryretire", "r1")
+    assert (
+        len(
+            scaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[resource])[
+                "ScalableTargets"
+            ]
+        )
+        == 1
+    )
 
 
 def test_alb_weights_and_target_group_names() -> None:

@@ -42,7 +42,8 @@ nothing silently falls back to another provider. The aws provider's settings are
 ``artifact_bucket``, ``opensearch_url``, ``appconfig_application``, ``site_bucket``,
 ``site_distribution_id``; for ECS ``cluster``, ``listener_arn``, ``vpc_id``, ``subnets``,
 ``security_groups``, ``task_execution_role_arn`` and optionally ``task_role_arn``, ``app_image``,
-``container_port``, ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
+``container_port``, ``task_cpu``, ``task_memory_mib``, ``max_tasks`` (each revision's autoscaling
+maximum), ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
 ``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
 ``lambda_timeout_s``, ``lambda_function_url_auth``; for Amazon Managed Prometheus ``metrics =
 "amp"`` with ``amp_workspace_id`` or ``amp_workspace_url``); a missing one is named in the error
@@ -583,11 +584,15 @@ class Platform:
                 environment=self.environment,
                 name_prefix=f"{self.environment}-",
                 container_port=int(aws.get("container_port") or 8000),
+                cpu=str(self._aws_int("task_cpu", 512)),
+                memory=str(self._aws_int("task_memory_mib", 1024)),
                 log_group=str(aws["log_group"]) if aws.get("log_group") else None,
                 region=self._aws("region"),
                 base_url=str(aws["app_url"]) if aws.get("app_url") else None,
                 workload_env=workload_aws_settings(aws),
                 dry_run=self.dry_run,
+                autoscaling=self._client("application-autoscaling"),
+                max_replicas=self._aws_int("max_tasks", 1) if aws.get("max_tasks") else None,
             )
         if kind == "lambda":
             return self._aws_lambda_compute()

@@ -202,6 +202,10 @@ def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_clo
         + '[environments.mixed]\nprovider = "aws"\n[environments.mixed.aws]\nregion = "eu-west-1"\n'
         + ecs
         + '[environments.mixed.services.chatbot]\ncompute = "ecs"\n'
+        + '[environments.sized]\nprovider = "aws"\n[environments.sized.aws]\nregion = "eu-west-1"\n'
+        + ecs
+        + "task_cpu = 1024\ntask_memory_mib = 2048\nmax_tasks = 12\n"
+        + '[environments.sized.services.chatbot]\ncompute = "ecs"\n'
         + '[environments.partial]\nprovider = "aws"\n[environments.partial.aws]\nregion = "eu-west-1"\n'
         + '[environments.partial.services.chatbot]\ncompute = "ecs"\n'
         + '[environments.odd-compute]\nprovider = "aws"\n[environments.odd-compute.services.chatbot]\n'
@@ -210,6 +214,12 @@ def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_clo
     mixed = platform_for("mixed", config=path).compute()
     assert isinstance(mixed, EcsServiceCompute) and mixed.family("chatbot") == "mixed-chatbot"
     assert mixed.subnets == ["subnet-1", "subnet-2"] and mixed.security_groups == ["sg-1"]
+    # without the compute stack's TaskCpu, TaskMemoryMib and MaxTasks: the defaults, no scaling
+    assert (mixed.cpu, mixed.memory, mixed.max_replicas) == ("512", "1024", None)
+    assert mixed.autoscaling.meta.service_model.service_name == "application-autoscaling"
+    sized = platform_for("sized", config=path).compute()
+    assert isinstance(sized, EcsServiceCompute)
+    assert (sized.cpu, sized.memory, sized.max_replicas) == ("1024", "2048", 12)
     with pytest.raises(ConfigError, match=r"\[environments.prod.aws\] cluster is required"):
         platform_for("prod", config=path).compute()  # chatbot on ECS, intent-model on SageMaker
     with pytest.raises(ConfigError, match=r"\[environments.partial.aws\] cluster is required"):

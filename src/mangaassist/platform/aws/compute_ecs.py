@@ -15,7 +15,19 @@ Mapping (each line is one AWS concept):
   revision's ``env`` (less ``ECS_IMAGE``) plus ``MANGAASSIST_REVISION``, ``MANGAASSIST_SERVICE``,
   ``MANGAASSIST_APP``, ``MANGAASSIST_ENV``, ``workload_env`` (the workers' own aws settings,
   ``MANGAASSIST_AWS_SETTINGS``), ``MANGAASSIST_EMF=1`` (the workload writes its
-  metrics as CloudWatch EMF lines: ``chatbot.emf``) and the digest. ``replicas`` is the desired task count.
+  metrics as CloudWatch EMF lines: ``chatbot.emf``) and the digest. ``replicas`` is the desired task
+  count at deploy, recorded (service tag ``mangaassist:replicas``) and read back by ``status`` while
+  the revision is live, so a count autoscaling reached is not taken for the next revision's.
+* *autoscaling* is Application Auto Scaling on each revision's own ECS service: with
+  ``max_replicas`` (the factory's ``max_tasks``) above the revision's ``replicas``, ``deploy``
+  registers the service (``ecs:service:DesiredCount``, resource ``service/{cluster}/{ecs service}``)
+  as a scalable target from ``replicas`` to ``max_replicas`` with a target-tracking policy on
+  ``ECSServiceAverageCPUUtilization`` at 60% (scale-out cooldown 60 s, scale-in 300 s); with
+  ``max_replicas`` equal to ``replicas`` (the default) nothing is registered; below it the deploy is
+  refused (``ConfigError``). ``retire`` deregisters the scalable target (Application Auto Scaling
+  deletes its policy with it) before it scales the service to 0, so scaling does not fight the
+  drain. CD-02's compute stack makes the cluster, listener, roles and security group, not the
+  services nor their scaling.
 * *weights* are the forward action of the service's **weighted rule** (priority from
   ``weights_priority_start``, 40000, upwards; conditions ``conditions[service]``, default
   ``path-pattern /*``): one target group per live revision with its weight, and
@@ -35,19 +47,22 @@ Mapping (each line is one AWS concept):
   request; ECS does not count these moves (the local router does).
 * ``deploy``: register the task definition, create the target group (tags ``mangaassist:*``), the
   pin rule, add the target group to the weighted rule at weight 0 (the service's first revision:
-  create the rule with it at 100), then ``CreateService``. It waits (``poll_s``) until every
-  desired task is a healthy target or ``timeout_s`` passes; then a revision with no healthy target
-  is ``UNHEALTHY`` ("not ready within ..." with the targets' reasons), one with some is
-  ``DEGRADED``. If a call fails half way, what was made for the revision is removed again. A live
-  name deployed again returns its status if digest, app and env are the same, otherwise
+  create the rule with it at 100), then ``CreateService``, then the autoscaling (above). It waits
+  (``poll_s``) until every desired task is a healthy target or ``timeout_s`` passes; then a revision
+  with no healthy target is ``UNHEALTHY`` ("not ready within ..." with the targets' reasons), one
+  with some is ``DEGRADED``. If a call fails half way, what was made for the revision is removed
+  again (a failed autoscaling call, after ``CreateService``, leaves the revision running unscaled
+  and raises; deploying it again registers the scaling). A live name deployed again returns its status if
+  digest, app and env are the same (registering its autoscaling if it has none), otherwise
   ``EcsStateError`` naming what differs.
 * ``retire``: its weight must be 0 and it must not be the service's last revision. The target
   group leaves the weighted rule, the pin rule is deleted, the target group's deregistration delay
-  is set to ``drain_timeout_s`` (in-flight requests finish, the ALB's drain) and the ECS service is
-  scaled to 0 (ECS deregisters each task, waits for the drain, then stops it). When no task runs
-  (within ``drain_timeout_s``) the ECS service and the target group are deleted and the task
-  definition revision deregistered: ``RETIRED``. Otherwise it is returned ``DRAINING`` and
-  listed so; retiring it again finishes the job.
+  is set to ``drain_timeout_s`` (in-flight requests finish, the ALB's drain), the service's scalable
+  target (if any) is deregistered and the ECS service is scaled to 0 (ECS deregisters each task,
+  waits for the drain, then stops it). When no task runs (within ``drain_timeout_s``) the ECS
+  service and the target group are deleted and the task definition revision deregistered:
+  ``RETIRED``. Otherwise it is returned ``DRAINING`` and listed so; retiring it again finishes the
+  job.
 * health (``status``): from ``DescribeTargetHealth`` of the revision's target group and the ECS
   service: every desired task a ``healthy`` target: ``HEALTHY``; some: ``DEGRADED``; none and a
   target ``unhealthy`` or the deployment's ``rolloutState`` ``FAILED`` (the circuit breaker):
@@ -75,8 +90,10 @@ weighted or the last revision, redeploying a name with other contents) ``EcsStat
 other ``ClientError`` ``EcsError`` naming the operation and AWS's code and message.
 
 Status: tested against moto's server (ECS, ELBv2 with weighted forward actions, stickiness, header
-rules and target health) in ``tests/contract/test_compute_contract.py``; moto runs no tasks, so
-those tests register the targets ECS would. It has not run against a real AWS account yet.
+rules and target health, Application Auto Scaling's scalable targets and policies) in
+``tests/contract/test_compute_contract.py`` and ``tests/contract/test_aws_providers.py``; moto runs
+no tasks, so those tests register the targets ECS would (and nothing scales). It has not run against
+a real AWS account yet.
 """
 
 from __future__ import annotations
@@ -116,6 +133,11 @@ TAG_RULE = "mangaassist:rule"
 TAG_DIGEST = "mangaassist:digest"
 TAG_APP = "mangaassist:app"
 TAG_ENV = "mangaassist:env"
+TAG_REPLICAS = "mangaassist:replicas"
+SCALABLE_DIMENSION = "ecs:service:DesiredCount"
+CPU_TARGET_PERCENT = 60.0
+SCALE_OUT_COOLDOWN_S = 60
+SCALE_IN_COOLDOWN_S = 300
 DEFAULT_CONDITIONS: tuple[dict[str, Any], ...] = (
     {"Field": "path-pattern", "PathPatternConfig": {"Values": ["/*"]}},
 )
@@ -131,6 +153,7 @@ _NOT_FOUND = {
     "LoadBalancerNotFound",
     "ServiceNotFoundException",
     "ClusterNotFoundException",
+    "ObjectNotFoundException",
 }
 _TARGET_STATES = {
     "healthy": WorkerState.READY,
@@ -246,7 +269,8 @@ class _Rules:
 
 class EcsServiceCompute:
     """``Compute`` on ECS Fargate services behind an ALB listener; clients injected (boto3 ``ecs``
-    and ``elbv2``, moto or stubbed ones in tests). See the module docstring for the mapping."""
+    and ``elbv2``, and ``application-autoscaling`` as ``autoscaling``; moto or stubbed ones in
+    tests). See the module docstring for the mapping."""
 
     def __init__(
         self,
@@ -280,11 +304,15 @@ class EcsServiceCompute:
         clock: Callable[[], float] = time.monotonic,
         dry_run: bool = False,
         workload_env: Mapping[str, str] | None = None,
+        autoscaling: Any = None,
+        max_replicas: int | None = None,
     ) -> None:
         if not subnets:
             raise ConfigError("EcsServiceCompute needs at least one subnet for the Fargate tasks")
         if not 0 <= stickiness_s <= 604800:
             raise ConfigError(f"stickiness_s {stickiness_s} is not between 0 and 604800 (7 days)")
+        if max_replicas is not None and max_replicas < 1:
+            raise ConfigError(f"max_replicas {max_replicas} is below 1")
         self.ecs = ecs
         self.elb = elbv2
         self.cluster = cluster
@@ -315,6 +343,10 @@ class EcsServiceCompute:
         self.dry_run = dry_run
         self.workload_env = dict(workload_env or {})
         """Set in every task's environment (the workers' own aws settings: ``platform.factory``)."""
+        self.autoscaling = autoscaling
+        """Application Auto Scaling (``application-autoscaling``); None: no revision is scaled."""
+        self.max_replicas = max_replicas
+        """The most tasks a revision scales to; None: its ``replicas`` (no scaling)."""
         self._url: str | None = None
 
     # ------------------------------------------------------------------ names and calls
@@ -324,6 +356,25 @@ class EcsServiceCompute:
 
     def ecs_service_name(self, service: str, revision: str) -> str:
         return f"{self.family(service)}{SEPARATOR}{check_name('revision', revision)}"
+
+    def scaling_resource_id(self, service: str, revision: str) -> str:
+        """The revision's ECS service as Application Auto Scaling names it."""
+        cluster = self.cluster.rsplit("/", 1)[-1]  # a cluster ARN's name
+        return f"service/{cluster}/{self.ecs_service_name(service, revision)}"
+
+    def _scaling_max(self, revision: Revision) -> int:
+        """The revision's autoscaling maximum (its replicas: no scaling); refused below its replicas."""
+        top = revision.replicas if self.max_replicas is None else self.max_replicas
+        if top < revision.replicas:
+            raise ConfigError(
+                f"revision {revision.name}: max_replicas ({top}, [environments.{self.environment}.aws] "
+                f"max_tasks) is below its replicas ({revision.replicas})"
+            )
+        if top > revision.replicas and self.autoscaling is None:
+            raise ConfigError(
+                f"revision {revision.name}: scaling to {top} tasks needs an application-autoscaling client"
+            )
+        return top
 
     def _call(self, client: Any, op: str, **params: Any) -> Any:
         try:
@@ -481,10 +532,13 @@ class EcsServiceCompute:
         total = sum(weights.values())
         health, reason, workers = self._health(live, live.target_group in weights)
         share = weights.get(live.target_group, 0) * 100.0 / total if total else 0.0
+        # the count deployed, not the one autoscaling reached (0 once scaled to 0 for its retirement)
+        recorded = live.tags.get(TAG_REPLICAS, "")
+        replicas = int(recorded) if recorded.isdigit() and live.desired > 0 else live.desired
         return RevisionStatus(
             name=live.name,
             digest=live.tags.get(TAG_DIGEST, ""),
-            replicas=live.desired,
+            replicas=replicas,
             health=health,
             reason=reason,
             weight=share,
@@ -504,16 +558,18 @@ class EcsServiceCompute:
                 "[aws] app_image)"
             )
         env = {k: v for k, v in revision.env.items() if k != IMAGE_ENV}
+        top = self._scaling_max(revision)
         tags = {
             TAG_SERVICE: self.family(service),
             TAG_REVISION: revision.name,
             TAG_DIGEST: revision.artifact.digest,
             TAG_APP: revision.app,
             TAG_ENV: _env_digest({**env, IMAGE_ENV: image}),
+            TAG_REPLICAS: str(revision.replicas),
         }
         live = self._revisions(service)
         if revision.name in live:
-            return self._redeploy(service, live[revision.name], tags, timeout_s)
+            return self._redeploy(service, live[revision.name], tags, timeout_s, top)
         rules = self._rules(service)
         if rules.weighted is None and live:
             raise EcsStateError(
@@ -565,6 +621,8 @@ class EcsServiceCompute:
         except BaseException:
             self._undo(rules, made)
             raise
+        if top > revision.replicas:
+            self._autoscale(service, revision.name, revision.replicas, top)
         if self.dry_run:
             return RevisionStatus(
                 revision.name,
@@ -578,7 +636,7 @@ class EcsServiceCompute:
         return self._wait(service, revision.name, timeout_s)
 
     def _redeploy(
-        self, service: str, live: _Live, tags: Mapping[str, str], timeout_s: float
+        self, service: str, live: _Live, tags: Mapping[str, str], timeout_s: float, top: int
     ) -> RevisionStatus:
         differs = [
             what
@@ -594,7 +652,46 @@ class EcsServiceCompute:
             raise EcsStateError(
                 f"revision {live.name} of {service} is being retired; retire it again to finish"
             )
+        replicas = int(tags[TAG_REPLICAS])
+        if top > replicas and not self._scalable_target(service, live.name):
+            self._autoscale(service, live.name, replicas, top)  # a deploy that failed at its scaling
         return self._wait(service, live.name, timeout_s)
+
+    def _autoscale(self, service: str, revision: str, replicas: int, top: int) -> None:
+        """The revision's ECS service as a scalable target (``replicas`` to ``top`` tasks) and its
+        target-tracking policy on the service's average CPU."""
+        resource = self.scaling_resource_id(service, revision)
+        where = {"ServiceNamespace": "ecs", "ResourceId": resource, "ScalableDimension": SCALABLE_DIMENSION}
+        self._call(
+            self.autoscaling, "register_scalable_target", **where, MinCapacity=replicas, MaxCapacity=top
+        )
+        self._call(
+            self.autoscaling,
+            "put_scaling_policy",
+            **where,
+            PolicyName=f"{self.ecs_service_name(service, revision)}-cpu",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={
+                "TargetValue": CPU_TARGET_PERCENT,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                "ScaleOutCooldown": SCALE_OUT_COOLDOWN_S,
+                "ScaleInCooldown": SCALE_IN_COOLDOWN_S,
+            },
+        )
+
+    def _scalable_target(self, service: str, revision: str) -> dict[str, Any] | None:
+        """The revision's scalable target, None without one (or without an autoscaling client)."""
+        if self.autoscaling is None:
+            return None
+        found = self._call(
+            self.autoscaling,
+            "describe_scalable_targets",
+            ServiceNamespace="ecs",
+            ResourceIds=[self.scaling_resource_id(service, revision)],
+            ScalableDimension=SCALABLE_DIMENSION,
+        )
+        targets = found.get("ScalableTargets") or []
+        return dict(targets[0]) if targets else None
 
     def _register(self, service: str, revision: Revision, image: str, env: Mapping[str, str]) -> str:
         environment = {
@@ -804,6 +901,15 @@ class EcsServiceCompute:
                 Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(delay)}],
             )
         name = self.ecs_service_name(service, revision)
+        if self._scalable_target(service, revision) is not None:
+            # before the scale to 0: a scalable target would raise the count back to its minimum
+            self._call(
+                self.autoscaling,
+                "deregister_scalable_target",
+                ServiceNamespace="ecs",
+                ResourceId=self.scaling_resource_id(service, revision),
+                ScalableDimension=SCALABLE_DIMENSION,
+            )
         if mine.desired > 0:
             self._call(self.ecs, "update_service", cluster=self.cluster, service=name, desiredCount=0)
         deadline = self._clock() + drain_timeout_s

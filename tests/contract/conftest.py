@@ -60,7 +60,7 @@ from tests.moto_server import CREDENTIALS, client, moto_server
 
 ROOT = Path(__file__).parents[2]
 TEST_APP = "mangaassist.platform.local.testing_app:create_app"
-SERVICES = ("first", "weights", "pin", "retire", "unready", "counts")
+SERVICES = ("first", "weights", "pin", "retire", "unready", "counts", "last")
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/mangaassist-chatbot:test"
 EXECUTION_ROLE = "arn:aws:iam::123456789012:role/mangaassist-task-execution"
 SETTLE_S = 180.0

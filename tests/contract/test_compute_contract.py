@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from mangaassist.core.errors import MangaAssistError, NotFoundError
+from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
 from mangaassist.platform.compute import PIN_HEADER, RevisionHealth
 from tests.contract.conftest import Side, side_named
 
@@ -124,3 +124,26 @@ def test_a_revision_that_never_gets_ready_is_unhealthy_and_gets_no_traffic(side:
     assert bad.weight == 0.0
     assert dict(c.status("unready").weights) == pytest.approx({"r1": 100.0})
     assert side.routed_to("unready", {}) == "r1"
+
+
+def test_the_only_revision_is_retired_only_as_the_last_and_the_next_deploy_takes_the_service(
+    side: Side,
+) -> None:
+    """``retire(..., last=True)``: a first release rolled back leaves its service with no revision,
+    and the next deploy takes all of its traffic again. Lambda cannot leave an alias empty: it
+    refuses, naming why, and changes nothing."""
+    c = side.compute
+    c.deploy("last", side.revision("r1"), timeout_s=60)
+    with pytest.raises(MangaAssistError):
+        c.retire("last", "r1")  # weighted, and the only one: refused without last
+    if side.name == "lambda":
+        with pytest.raises(ConfigError, match="alias always points at a version"):
+            c.retire("last", "r1", last=True)
+        assert dict(c.status("last").weights) == pytest.approx({"r1": 100.0})
+        return
+    retired = c.retire("last", "r1", drain_timeout_s=5, last=True)
+    assert retired.health is RevisionHealth.RETIRED
+    assert side.routed_to("last", {}) is None  # nothing serves the service
+    c.deploy("last", side.revision("r2"), timeout_s=60)
+    assert dict(c.status("last").weights) == pytest.approx({"r2": 100.0})
+    assert side.routed_to("last", {}) == "r2"

@@ -345,6 +345,11 @@ def rollback(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
         if not history:
             raise ConfigError(f"nothing to roll back in {env}: no deploy in flight and no promoted release")
         last = history[-1]
+        if not last.get("previous_artifact"):
+            raise ConfigError(
+                f"the last promoted release in {env} ({last['revision']}) was the service's first: "
+                "there is no earlier release to roll back to (deploy a fixed one instead)"
+            )
         status = platform_for(env).compute().status(cd01.settings_for(env).service)
         live_names = [n for n, w in status.weights.items() if w > 0]
         if live_names != [last["revision"]]:

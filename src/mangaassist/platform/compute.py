@@ -236,10 +236,17 @@ class Compute(Protocol):
         readiness checks): a URL and the headers to send with it. A revision that does not exist
         (or is retired) is ``NotFoundError`` naming the service and the revision."""
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
         """Take the revision out of routing, wait for in-flight requests, stop its workers.
 
         Its weight must already be 0. Its conversations move on their next request (counted).
+        ``last``: the revision may be the service's only one, whatever its weight; the service is
+        then left with no revision and answers 503 until the next deploy, which takes all of its
+        traffic again (a first release rolled back: CD-01). Without it, retiring a weighted or the
+        only revision is refused. A provider that cannot leave a service empty raises
+        ``NotSupportedError`` naming why, and changes nothing.
         """
 
     def status(self, service: str) -> ServiceStatus:

@@ -28,7 +28,8 @@ TEST_APP = "mangaassist.platform.local.testing_app:create_app"
 SMOKE = [["product_search", "Do you have Frieren volume 5?"]]
 
 
-def write_config(directory: Path, deploy: dict[str, Any]) -> Path:
+def write_config(directory: Path, deploy: dict[str, Any], first_revision: str | None = "r1") -> Path:
+    """``first_revision``: what ``up`` starts the service with (None: nothing, an empty service)."""
     lines = [
         "[environments.dev]",
         'provider = "local"',
@@ -36,8 +37,8 @@ def write_config(directory: Path, deploy: dict[str, Any]) -> Path:
         "control_port = 0",
         "[environments.dev.services.chatbot]",
         f'app = "{TEST_APP}"',
-        f'source = "{ROOT / "src"}"',
-        'first_revision = "r1"',
+        # without a source, ``up`` starts the service with no revision
+        *([f'source = "{ROOT / "src"}"', f'first_revision = "{first_revision}"'] if first_revision else []),
         "router_port = 0",
         "ready_timeout_s = 20",
         "[environments.dev.deploy]",
@@ -99,7 +100,18 @@ class Plane:
 
 @pytest.fixture
 def plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
-    config = write_config(tmp_path, DEPLOY)
+    yield from _plane(tmp_path, monkeypatch, "r1")
+
+
+@pytest.fixture
+def empty_plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
+    """The same platform with a ``chatbot`` service that runs no revision (no ``first_revision``):
+    what CD-02 leaves for CD-01's first release."""
+    yield from _plane(tmp_path, monkeypatch, None)
+
+
+def _plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_revision: str | None) -> Iterator[Plane]:
+    config = write_config(tmp_path, DEPLOY, first_revision)
     home = tmp_path / "home"
     monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(config))
     monkeypatch.setenv("MANGAASSIST_HOME", str(home))

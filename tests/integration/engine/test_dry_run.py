@@ -42,6 +42,8 @@ app_image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/chatbot:1"
 {endpoint}
 [environments.staging.services.chatbot]
 compute = "ecs"
+[environments.staging.deploy]
+test_command = "true"  # the suite runs in the pull request's workflow, not in these plans
 """
 
 
@@ -123,10 +125,30 @@ def test_how_other_pipelines_end_without_credentials(no_credentials: dict[str, s
     assert changes.count("CreateHostedConfigurationVersion") == 2  # the rule's version, the pointer
     assert changes[-1] == "StartDeployment" and "GetDeployment was polled" in plan["reason"]
 
+    # an empty account (CD-02 made the cluster and the listener, nothing runs): a first release,
+    # whose plan shows every call of the candidate's deploy, which it then waits for
     code, plan, err = _cli(no_credentials, "deploy", "app", "--env", "staging", "--dry-run")
-    assert code == 1 and plan["result"] == "failed", err[-2000:]
-    assert "no service 'chatbot'" in plan["reason"] and plan["changes"] == 0
-    assert "mangaassist revisions deploy r1 --service chatbot --env staging" in plan["reason"]  # the way on
+    assert code == 0 and plan["result"] == "ends after changes", (plan.get("reason"), err[-2000:])
+    steps = {s["name"]: s["status"] for s in plan["steps"]}
+    assert (steps["build"], steps["test"], steps["scan"], steps["candidate"]) == (
+        "done",
+        "done",
+        "done",
+        "failed",
+    )
+    assert "dry run: nothing was changed" in plan["reason"]
+    changes = [c["operation"] for c in plan["calls"] if not c["read"]]
+    assert changes == [
+        "RegisterTaskDefinition",
+        "CreateTargetGroup",
+        "CreateRule",
+        "CreateRule",
+        "CreateService",
+    ]
+    weighted = [c for c in plan["calls"] if c["operation"] == "CreateRule"][1]["params"]
+    assert weighted["Priority"] == 40000  # the service's weighted rule, made with its only revision
+    assert [g["Weight"] for g in weighted["Actions"][0]["ForwardConfig"]["TargetGroups"]] == [100]
+    assert not any(c["made"] for c in plan["calls"])
     _nothing_recorded(no_credentials)
 
 

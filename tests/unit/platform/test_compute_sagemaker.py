@@ -142,6 +142,11 @@ def test_first_deploy_creates_the_endpoint_at_100(aws: dict[str, Any], tmp_path:
         "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/ma-test-intent/invocations"
     )
     assert compute.pin("intent", "r1") == Pin(compute.url("intent"), {TARGET_VARIANT_HEADER: "r1"})
+    # an endpoint always serves a variant: the only one is not retired even as the last (CD-01's
+    # first release rolled back), and nothing changes
+    with pytest.raises(ConfigError, match="an endpoint always serves one"):
+        compute.retire("intent", "r1", last=True)
+    assert _weights(sm, "ma-test-intent") == {"r1": 100.0}
 
 
 def test_two_revisions_weights_move_and_retire(

@@ -56,7 +56,7 @@ from typing import Any
 import httpx
 
 from mangaassist.core.artifact import Artifact
-from mangaassist.core.errors import NotFoundError
+from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.verdict import Verdict
 from mangaassist.delivery.analysis.gates import pinned_load_gate
 from mangaassist.delivery.engine.outputs import StepOutput
@@ -73,6 +73,7 @@ from mangaassist.delivery.rollout.phases import (
     deploy_ready,
     phase_steps,
     restore_and_retire,
+    retire,
     retire_after_drain,
     run_phase,
     split_traffic,
@@ -80,7 +81,7 @@ from mangaassist.delivery.rollout.phases import (
 )
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
-from mangaassist.platform.compute import Compute, Pin, Revision
+from mangaassist.platform.compute import Compute, Pin, Revision, RevisionHealth
 from mangaassist.platform.settings import PlatformSettings
 
 NAME = "CD-01"
@@ -97,14 +98,21 @@ class Built(StepOutput):
     digest: str
     set_env: dict[str, str]
     stable: str
-    """The revision that takes all new conversations now."""
+    """The revision that takes all new conversations now ("" on a first release)."""
     stable_digest: str
     stable_replicas: int
+    """The stable revision's size, which the candidate gets (a first release: the service's
+    ``replicas``)."""
     candidate: str
     baseline_cursor: int
     """The stats cursor before the rollout: where the first pre-switch baseline starts."""
     already_live: bool
     """The release already runs as the stable revision: every later step does nothing."""
+    first: bool = False
+    """The service had no revision (an environment CD-02 has just made): the candidate becomes its
+    only revision and takes all of its traffic once ready (the service answered 503 before); the
+    pinned gates decide whether it stays, and a failure retires it as the last revision, leaving
+    the service empty again. Nothing is compared or shifted: there is no stable revision."""
 
     @property
     def baseline_name(self) -> str:
@@ -168,14 +176,27 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
         release = build_release(Path(ctx.params.get("source") or p.root), store)
     set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
     release_id = _release_id(release.artifact.digest, set_env)
-    try:
-        stable_status = stable_revision(compute, settings.service)
-    except NotFoundError as exc:  # an account where CD-02 made the service's place, nothing runs yet
-        return Outcome.failed(
-            f"{exc}: a CD-01 release changes a running service, judged against its stable revision; "
-            f"make the first revision by hand: `mangaassist revisions deploy r1 --service "
-            f"{settings.service} --env {settings.environment} --set-env ECS_IMAGE=IMAGE@DIGEST`"
+    if not _has_revisions(compute, settings.service):
+        ctx.progress(
+            f"first release of {settings.service}: it has no revision yet, so the candidate takes all of "
+            "its traffic once ready; the pinned gates decide whether it stays"
         )
+        built = Built(
+            release=release.as_dict(),
+            release_id=release_id,
+            digest=release.artifact.digest,
+            set_env=set_env,
+            stable="",
+            stable_digest="",
+            stable_replicas=p.services[settings.service].replicas,
+            candidate=f"rel-{release_id[:10]}",
+            baseline_cursor=scope.metrics().cursor(settings.service),
+            already_live=False,
+            first=True,
+        )
+        detail = {"digest": release.artifact.digest, "kind": release.kind, "first_release": True}
+        return Outcome.done(built.as_output(), detail=detail)
+    stable_status = stable_revision(compute, settings.service)
     if stable_status is None:
         return split_traffic(compute, settings.service, " (`mangaassist rollback app`)")
     stable = stable_status.name
@@ -196,6 +217,23 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
         detail = {"already_live": True, "digest": release.artifact.digest}
         return Outcome.done(built.as_output(), detail=detail)
     return Outcome.done(built.as_output(), detail={"digest": release.artifact.digest, "kind": release.kind})
+
+
+def _has_revisions(compute: Compute, service: str) -> bool:
+    """Whether ``service`` has a revision that is not retired (an unknown service has none: an
+    account where CD-02 made the service's place and nothing runs yet)."""
+    try:
+        status = compute.status(service)
+    except NotFoundError:
+        return False
+    return any(r.health is not RevisionHealth.RETIRED for r in status.revisions)
+
+
+def _first(ctx: StepContext) -> bool:
+    return "build" in ctx.outputs and Built.of(ctx, "build").first
+
+
+FIRST_RELEASE = "first release: the service had no revision, so there is no stable revision to {what}"
 
 
 def _test(scope: RunScope, ctx: StepContext) -> Outcome:
@@ -263,7 +301,8 @@ def _candidate(scope: RunScope, ctx: StepContext) -> Outcome:
     failed = deploy_ready(ctx, compute, settings.service, revision, timeout_s, effect="deploy")
     if failed is not None:
         return failed
-    ctx.progress(f"{revision.name} ready at 0%; smoke tests through the router")
+    where = "its only revision, with all of its traffic" if b.first else "ready at 0%"
+    ctx.progress(f"{revision.name} {where}; smoke tests through the router")
     failures, checks = _smoke(compute, settings.service, revision.name, ctx.params.get("smoke"))
     numbers = {"checks": float(len(checks)), "failed": float(len(failures))}
     if failures:
@@ -321,6 +360,8 @@ def _answers(scope: RunScope, ctx: StepContext) -> Outcome:
     if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
     answers = GateSettings.from_params(ctx.params)
+    if _first(ctx):
+        return Outcome.done(detail={"skipped": FIRST_RELEASE.format(what="compare the answers with")})
     if answers.sample == 0:
         return Outcome.done(detail={"skipped": "answers_sample=0"})
     settings = _settings(ctx.params)
@@ -354,6 +395,8 @@ def _baseline(scope: RunScope, ctx: StepContext) -> Outcome:
     against it: two revisions with the same load (``rollout.phases.Canary.baseline``)."""
     if _skip(ctx):
         return Outcome.done({"baseline": None}, detail={"skipped": "already live"})
+    if _first(ctx):
+        return Outcome.done({"baseline": None}, detail={"skipped": FIRST_RELEASE.format(what="copy")})
     p = scope.settings
     settings = _settings(ctx.params)
     b = Built.of(ctx, "build")
@@ -389,12 +432,14 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
     p = scope.settings
     settings = _settings(ctx.params)
     plan = _plan(ctx.params, settings)
-    last = ctx.outputs[plan.phases[-1].name]
     stable, candidate = b.stable, b.candidate
-    canary = _canary(scope, ctx)
-    waiting, waited = retire_after_drain(ctx, canary, last, settings.drain_idle_s, settings.drain_max_s)
-    if waiting is not None:
-        return waiting
+    waited = 0.0
+    if not b.first:  # a first release has nothing to drain or retire
+        last = ctx.outputs[plan.phases[-1].name]
+        canary = _canary(scope, ctx)
+        waiting, waited = retire_after_drain(ctx, canary, last, settings.drain_idle_s, settings.drain_max_s)
+        if waiting is not None:
+            return waiting
     verdicts = {p.name: ctx.outputs[p.name].get("verdict") for p in plan.phases}
     record = {
         "digest": b.digest,
@@ -402,10 +447,12 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
         "revision": candidate,
         "set_env": b.set_env,
         "artifact": b.release["path"],
-        "previous_revision": stable,
-        "previous_digest": b.stable_digest,
-        "previous_artifact": str(p.home / "artifacts" / f"{b.stable_digest}.tar"),
-        "previous_set_env": (revision_record(p, stable) or {}).get("set_env", {}),
+        # a first release has no previous one: None (``rollback app`` then refuses, saying so)
+        "previous_revision": stable or None,
+        "previous_digest": b.stable_digest or None,
+        "previous_artifact": str(p.home / "artifacts" / f"{b.stable_digest}.tar") if stable else None,
+        "previous_set_env": (revision_record(p, stable) or {}).get("set_env", {}) if stable else {},
+        "first_release": b.first,
         "requester": ctx.run.requester,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "strategy": plan.strategy.value,
@@ -422,6 +469,17 @@ def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
         return Outcome.done(detail={"nothing": "no candidate was deployed"})
     b = Built.of(ctx, "build")
     settings = _settings(ctx.params)
+    if b.first:  # nothing to go back to: the service is left with no revision, as it was
+        compute = scope.compute()
+        if not _has_revisions(compute, settings.service):
+            return Outcome.done(detail={"nothing": "no candidate was deployed", "first_release": True})
+        try:
+            retired = ctx.effect(
+                "retire-last", lambda _k: retire(compute, settings.service, b.candidate, last=True)
+            )
+        except ConfigError as exc:  # NotSupportedError: a provider that cannot leave it empty
+            return Outcome.failed(f"the first release's candidate {b.candidate} stays: {exc}")
+        return Outcome.done(detail={"retired": b.candidate, "first_release": True, "status": retired})
     # the baseline's name is the candidate's plus "-base": retired if it lives, even when its step
     # died after the deploy and before recording it
     return restore_and_retire(ctx, scope.compute(), settings.service, b.stable, b.candidate, b.baseline_name)
@@ -433,6 +491,9 @@ def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
 def _run_phase(scope: RunScope, ctx: StepContext, phase: Phase, plan: RolloutPlan) -> Outcome:
     if _skip(ctx):
         return Outcome.done(detail={"skipped": "already live"})
+    if _first(ctx):
+        what = "shift traffic from or judge against: the candidate has taken all of it since it was ready"
+        return Outcome.done(detail={"skipped": FIRST_RELEASE.format(what=what)})
     rollback_of = ctx.params.get("rollback_of")  # going back to a release that was live: no judging
     canary = _canary(scope, ctx, f"rollback of {rollback_of}" if rollback_of else None)
     return run_phase(ctx, phase, plan, canary, scope.phases)

@@ -519,9 +519,11 @@ def idle_for(metrics: Metrics, service: str, revision: str, cursor: int) -> floa
     return float("inf") if last is None else time.time() - last
 
 
-def retire(compute: Compute, service: str, revision: str) -> dict[str, Any]:
+def retire(compute: Compute, service: str, revision: str, *, last: bool = False) -> dict[str, Any]:
+    """Retire ``revision`` (``last``: even as the service's only one, ``Compute.retire``); one that
+    is gone already counts as retired."""
     try:
-        status = compute.retire(service, revision)
+        status = compute.retire(service, revision, last=last) if last else compute.retire(service, revision)
     except NotFoundError:
         return {"revision": revision, "health": "retired"}
     return {"revision": revision, "health": status.health.value}

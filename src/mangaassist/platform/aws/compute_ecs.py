@@ -55,7 +55,9 @@ Mapping (each line is one AWS concept):
   and raises; deploying it again registers the scaling). A live name deployed again returns its status if
   digest, app and env are the same (registering its autoscaling if it has none), otherwise
   ``EcsStateError`` naming what differs.
-* ``retire``: its weight must be 0 and it must not be the service's last revision. The target
+* ``retire``: its weight must be 0 and it must not be the service's last revision, unless
+  ``last`` says the service may be left empty: then the weighted rule is deleted (no target group
+  is left to forward to) and the listener's default action answers (CD-02's 503). The target
   group leaves the weighted rule, the pin rule is deleted, the target group's deregistration delay
   is set to ``drain_timeout_s`` (in-flight requests finish, the ALB's drain), the service's scalable
   target (if any) is deregistered and the ECS service is scaled to 0 (ECS deregisters each task,
@@ -868,25 +870,31 @@ class EcsServiceCompute:
             raise EcsStateError(f"revision {revision} of {service} has no pin rule on {self.listener_arn}")
         return Pin(self.url(service), {PIN_HEADER: revision})
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
         live = self._revisions(service)
         mine = live.get(revision)
         if mine is None:
             raise NotFoundError(f"service {service} has no revision {revision!r}")
         rules = self._rules(service)
         weights = rules.weights()
-        if weights.get(mine.target_group, 0) > 0:
+        emptying = last and set(live) == {revision}  # the service is left with none (``Compute.retire``)
+        if weights.get(mine.target_group, 0) > 0 and not emptying:
             total = sum(weights.values())
             raise EcsStateError(
                 f"revision {revision} still has weight {weights[mine.target_group] * 100.0 / total:g}%; "
                 "move it to 0 first"
             )
         keep = {arn: w for arn, w in weights.items() if arn != mine.target_group}
-        if not keep:
+        if not keep and not emptying:
             raise EcsStateError(
                 f"revision {revision} is the only revision of {service}; it cannot be retired"
             )
-        if mine.target_group in weights and rules.weighted is not None:
+        if emptying and rules.weighted is not None:
+            # no target group left to forward to: the rule goes, and the listener's default answers
+            self._call(self.elb, "delete_rule", RuleArn=rules.weighted["RuleArn"])
+        elif mine.target_group in weights and rules.weighted is not None:
             self._call(
                 self.elb, "modify_rule", RuleArn=rules.weighted["RuleArn"], Actions=self._forward(keep)
             )

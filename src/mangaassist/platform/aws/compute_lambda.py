@@ -767,12 +767,20 @@ class LambdaAliasCompute:
             return f"GET {self.readiness_path}: not an HTTP answer: {body[:300]!r}"
         return None if code == 200 else f"GET {self.readiness_path} answered {code}"
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
         live = self._versions(service)
         mine = live.get(revision)
         if mine is None:
             raise NotFoundError(f"service {service} has no revision {revision!r}")
         alias = self._alias(service)
+        if last and set(live) == {revision}:
+            raise NotSupportedError(
+                f"revision {revision} is the only revision of {service}, and a Lambda alias always "
+                f"points at a version: {self.alias} cannot be left with none (deleting it would change "
+                "the function URL users reach); deploy a fixed revision and move the traffic to it"
+            )
         if alias is not None and str(alias["FunctionVersion"]) == mine.number:
             raise LambdaStateError(
                 f"revision {revision} is the version alias {self.alias} points at "

@@ -50,8 +50,10 @@ class ServiceRoutedCompute:
     def pin(self, service: str, revision: str) -> Pin:
         return self.for_service(service).pin(service, revision)
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
-        return self.for_service(service).retire(service, revision, drain_timeout_s=drain_timeout_s)
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
+        return self.for_service(service).retire(service, revision, drain_timeout_s=drain_timeout_s, last=last)
 
     def status(self, service: str) -> ServiceStatus:
         return self.for_service(service).status(service)

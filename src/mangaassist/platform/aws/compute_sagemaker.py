@@ -65,6 +65,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
+from mangaassist.platform.aws.compute_ecs import NotSupportedError
 from mangaassist.platform.compute import (
     Pin,
     Revision,
@@ -473,18 +474,26 @@ class SageMakerEndpointCompute:
         self._variant(self._describe(service), service, revision)
         return Pin(self.url(service), {TARGET_VARIANT_HEADER: revision})
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
+        """``last`` for the only variant is ``NotSupportedError``: an endpoint always serves one."""
         endpoint = self._describe(service)
         variants, shadows = self._current_specs(endpoint)
         mine = [v for v in [*variants, *shadows] if v["VariantName"] == revision]
         if not mine:
             raise NotFoundError(f"service {service} has no revision {revision!r}")
         spec = mine[0]
+        keep = [v for v in variants if v["VariantName"] != revision]
+        if not keep and last:
+            raise NotSupportedError(
+                f"revision {revision} is the only variant of {service}, and an endpoint always serves "
+                "one: deploy a fixed revision and move the traffic to it"
+            )
         if spec["VariantName"] in {v["VariantName"] for v in variants} and spec["InitialVariantWeight"] > 0:
             raise EndpointStateError(
                 f"revision {revision} still has weight {spec['InitialVariantWeight']:g}; move it to 0 first"
             )
-        keep = [v for v in variants if v["VariantName"] != revision]
         if not keep:
             raise EndpointStateError(
                 f"revision {revision} is the only variant of {service}; it cannot be retired"

@@ -173,9 +173,12 @@ class LocalCompute:
             raise NotFoundError(f"service {service} has no live revision {revision!r}")
         return Pin(self.url(service), {PIN_HEADER: revision})
 
-    def retire(self, service: str, revision: str, *, drain_timeout_s: float = 30.0) -> RevisionStatus:
+    def retire(
+        self, service: str, revision: str, *, drain_timeout_s: float = 30.0, last: bool = False
+    ) -> RevisionStatus:
         path = f"/v1/services/{service}/revisions/{revision}/retire"
-        data = self._call("POST", path, {"drain_timeout_s": drain_timeout_s}, timeout=drain_timeout_s + 30)
+        body = {"drain_timeout_s": drain_timeout_s, "last": last}
+        data = self._call("POST", path, body, timeout=drain_timeout_s + 30)
         return RevisionStatus.from_dict(data)
 
     def raw_status(self) -> dict[str, Any]:

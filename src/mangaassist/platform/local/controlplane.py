@@ -356,12 +356,15 @@ class ServiceRuntime:
             log.warning("service %s: fault injected: %s", self.name, self.fault.as_dict())
         self.publish()
 
-    async def retire(self, revision: str, drain_timeout_s: float) -> dict[str, Any]:
+    async def retire(self, revision: str, drain_timeout_s: float, last: bool = False) -> dict[str, Any]:
         rt = self.get(revision)
         if self.weights.get(revision, 0) > 0:
-            raise Conflict(
-                f"revision {revision} still has weight {self.weights[revision]:g}%; move it to 0 first"
-            )
+            others = [n for n, r in self.revisions.items() if n != revision and not r.supervisor.retired]
+            if others or not last:
+                only = "" if others else " (it is the service's only revision: retire it as the last one)"
+                weight = self.weights[revision]
+                raise Conflict(f"revision {revision} still has weight {weight:g}%; move it to 0 first{only}")
+            self.weights = {}  # the last one: the service answers 503 until the next deploy
         if self.shadow is not None and self.shadow.revision == revision:
             self.shadow = None
         rt.supervisor.draining = True
@@ -713,7 +716,9 @@ class ControlApi(JsonApi):
                 await svc.synced()
                 return {"fault": svc.status()["fault"]}
             if method == "POST" and len(op) == 3 and op[0] == "revisions" and op[2] == "retire":
-                return await svc.retire(op[1], float(body.get("drain_timeout_s", 30.0)))
+                return await svc.retire(
+                    op[1], float(body.get("drain_timeout_s", 30.0)), last=body.get("last") is True
+                )
             if method == "GET" and op == ["stats"]:
                 return await plane.routers.stats(svc.name, query_int(query, "cursor", 0))
             if method == "GET" and op == ["status"]:

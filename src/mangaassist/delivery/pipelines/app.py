@@ -220,13 +220,14 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
 
 
 def _has_revisions(compute: Compute, service: str) -> bool:
-    """Whether ``service`` has a revision that is not retired (an unknown service has none: an
-    account where CD-02 made the service's place and nothing runs yet)."""
+    """Whether ``service`` has a revision that is neither retired nor draining (an unknown service
+    has none: an account where CD-02 made the service's place and nothing runs yet)."""
     try:
         status = compute.status(service)
     except NotFoundError:
         return False
-    return any(r.health is not RevisionHealth.RETIRED for r in status.revisions)
+    # a revision being retired (draining) is on its way out: a first release's deploy says so
+    return any(r.health not in (RevisionHealth.RETIRED, RevisionHealth.DRAINING) for r in status.revisions)
 
 
 def _first(ctx: StepContext) -> bool:

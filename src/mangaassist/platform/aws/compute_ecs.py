@@ -573,6 +573,12 @@ class EcsServiceCompute:
         if revision.name in live:
             return self._redeploy(service, live[revision.name], tags, timeout_s, top)
         rules = self._rules(service)
+        if rules.weighted is None and live and all(lv.desired == 0 for lv in live.values()):
+            names = ", ".join(sorted(live))
+            raise EcsStateError(
+                f"service {service}'s last revision ({names}) was retired and is still draining: "
+                "retire it again to finish, then deploy"
+            )
         if rules.weighted is None and live:
             raise EcsStateError(
                 f"service {service} has revisions ({', '.join(sorted(live))}) but no weighted rule on "

@@ -334,12 +334,24 @@ def retire(
     revision: Annotated[str, typer.Argument(help="Revision to drain and stop (weight must be 0).")],
     service: ServiceOpt = "chatbot",
     drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for in-flight requests.")] = 30.0,
+    last: Annotated[
+        bool,
+        typer.Option(
+            "--last",
+            help="It may be the service's only revision, whatever its weight: the service is then left "
+            "with none and answers 503 until the next deploy.",
+        ),
+    ] = False,
     env: EnvOpt = "dev",
     home: HomeOpt = None,
 ) -> None:
     """Drain a revision (no new requests, in-flight ones finish), then stop its workers."""
     try:
-        result = _compute(env, home).retire(service, revision, drain_timeout_s=drain_timeout)
+        compute = _compute(env, home)
+        if last:
+            result = compute.retire(service, revision, drain_timeout_s=drain_timeout, last=True)
+        else:
+            result = compute.retire(service, revision, drain_timeout_s=drain_timeout)
     except MangaAssistError as exc:
         raise _fail(str(exc), 2) from None
     console.print(f"{service}/{revision}: {result.health.value}", highlight=False)

@@ -86,6 +86,11 @@ def test_the_only_revision_is_retired_only_when_asked_as_the_last(empty_plane: P
     with pytest.raises(MangaAssistError, match="only revision"):
         plane.compute.retire("chatbot", only)
     assert plane.live() == {only: 100.0}
-    retired = plane.compute.retire("chatbot", only, drain_timeout_s=2, last=True)
-    assert retired.health.value == "retired"
+    # a person does the same with `revisions retire --last`
+    argv = [str(MANGAASSIST), "revisions", "retire", only, "--drain-timeout", "2", "--env", "dev"]
+    refused = subprocess.run(argv, capture_output=True, text=True, env=os.environ, timeout=120)
+    assert refused.returncode == 2 and "only revision" in refused.stdout + refused.stderr
+    assert plane.live() == {only: 100.0}
+    done = subprocess.run([*argv, "--last"], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert done.returncode == 0 and f"chatbot/{only}: retired" in done.stdout, (done.stdout, done.stderr)
     assert plane.live() == {} and _chat(plane).status_code == 503

@@ -22,6 +22,7 @@ from mangaassist.platform.aws.compute_ecs import NotSupportedError
 from mangaassist.platform.aws.compute_lambda import (
     FunctionUrlAuth,
     LambdaAliasCompute,
+    LambdaError,
     LambdaStateError,
     readiness_event,
     revision_alias,
@@ -431,3 +432,112 @@ def test_health_follows_the_versions_state_and_last_update_status() -> None:
     update = health(State="Active", LastUpdateStatus="Failed", LastUpdateStatusReason="bad subnet")
     assert update == (RevisionHealth.UNHEALTHY, "last update Failed: bad subnet")
     assert health(State="Inactive", LastUpdateStatus="Successful")[0] is RevisionHealth.DEGRADED
+
+
+# -- the API's permission on the service's alias (lambda_api_source_arn) ----------------------------
+
+API_SOURCE_ARN = "arn:aws:execute-api:us-east-1:123456789012:abc123/*/*/burst/*"
+
+
+def _api_statements(side: LambdaSide, service: str) -> list[dict[str, Any]]:
+    """The statements of the service alias's resource policy that let API Gateway invoke it."""
+    c = side.compute
+    try:
+        policy = c.lam.get_policy(FunctionName=c.function_name(service), Qualifier=c.alias)["Policy"]
+    except c.lam.exceptions.ResourceNotFoundException:
+        return []
+    statements = json.loads(policy).get("Statement") or []
+    return [s for s in statements if "apigateway.amazonaws.com" in json.dumps(s.get("Principal"))]
+
+
+def test_the_first_deploy_lets_the_api_invoke_the_alias_once(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.api_source_arn = API_SOURCE_ARN
+    c.deploy("api", lambda_side.revision("r1"))
+    (statement,) = _api_statements(lambda_side, "api")
+    assert statement["Sid"] == c.api_statement_id() and statement["Sid"].startswith("mangaassist-api-")
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Condition"] == {"ArnLike": {"AWS:SourceArn": API_SOURCE_ARN}}
+    assert statement["Resource"].endswith(f":function:{c.function_name('api')}:live")
+    # later deploys (a new revision at 0%, the same name again) find it and add nothing
+    c.deploy("api", lambda_side.revision("r2"))
+    c.deploy("api", lambda_side.revision("r1"))
+    assert len(_api_statements(lambda_side, "api")) == 1
+    # the same alias and ARN give the same id in another run; another ARN another one
+    assert c.api_statement_id() == LambdaAliasCompute(c.lam, api_source_arn=API_SOURCE_ARN).api_statement_id()
+    other = LambdaAliasCompute(c.lam, api_source_arn=API_SOURCE_ARN.replace("abc123", "def456"))
+    assert other.api_statement_id() != c.api_statement_id()
+
+
+def test_without_an_api_source_arn_no_permission_is_added(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    assert c.api_source_arn is None
+    c.deploy("noapi", lambda_side.revision("r1"))
+    assert _api_statements(lambda_side, "noapi") == []
+
+
+def test_a_dry_run_records_the_api_permission_and_makes_none(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.api_source_arn = API_SOURCE_ARN
+    c.deploy("dryapi", lambda_side.revision("r1"))
+    c.lam.remove_permission(
+        FunctionName=c.function_name("dryapi"), StatementId=c.api_statement_id(), Qualifier=c.alias
+    )
+    assert _api_statements(lambda_side, "dryapi") == []
+    recorder = DryRun(reads_made=True)
+    real, c.lam, c.dry_run = c.lam, recorder.wrap(c.lam), True
+    c.deploy("dryapi", lambda_side.revision("r2"))
+    (add,) = [call for call in recorder.changes if call.operation == "AddPermission"]
+    assert not add.made and add.params["SourceArn"] == API_SOURCE_ARN and add.params["Qualifier"] == "live"
+    c.lam = real
+    assert _api_statements(lambda_side, "dryapi") == []  # recorded, not made
+
+
+def test_an_empty_account_s_dry_run_plans_the_permission_after_the_alias(lambda_side: LambdaSide) -> None:
+    c = lambda_side.compute
+    c.api_source_arn = API_SOURCE_ARN
+    recorder = DryRun(reads_made=True)
+    c.lam, c.dry_run = recorder.wrap(c.lam), True
+    c.deploy("dryfirst", lambda_side.revision("r1"))
+    operations = [call.operation for call in recorder.changes]
+    assert operations[:4] == ["CreateFunction", "PublishVersion", "CreateAlias", "CreateFunctionUrlConfig"]
+    assert operations[4] == "AddPermission" and recorder.changes[4].params["Principal"] == (
+        "apigateway.amazonaws.com"
+    )
+
+
+def test_a_permission_another_deploy_added_meanwhile_is_not_an_error() -> None:
+    lam = boto3.client("lambda", **CREDENTIALS)
+    c = LambdaAliasCompute(lam, api_source_arn=API_SOURCE_ARN)
+    with Stubber(lam) as stub:
+        stub.add_client_error("get_policy", "ResourceNotFoundException", http_status_code=404)
+        stub.add_client_error(
+            "add_permission",
+            "ResourceConflictException",
+            http_status_code=409,
+            expected_params={
+                "FunctionName": "svc",
+                "Qualifier": "live",
+                "StatementId": c.api_statement_id(),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": API_SOURCE_ARN,
+            },
+        )
+        c._allow_api("svc")
+        stub.assert_no_pending_responses()
+    with Stubber(lam) as stub:
+        stub.add_client_error("get_policy", "ResourceNotFoundException", http_status_code=404)
+        stub.add_client_error("add_permission", "AccessDeniedException", http_status_code=403)
+        with pytest.raises(LambdaError, match="add_permission: AccessDeniedException"):
+            c._allow_api("svc")
+
+
+def test_a_bad_name_prefix_or_api_source_arn_is_refused() -> None:
+    with pytest.raises(ConfigError, match="name_prefix 'a b-'"):
+        LambdaAliasCompute(object(), name_prefix="a b-")
+    with pytest.raises(ConfigError, match="not an execute-api ARN"):
+        LambdaAliasCompute(object(), api_source_arn="arn:aws:lambda:us-east-1:1:function:x")
+    long = LambdaAliasCompute(object(), name_prefix="mangaassist-production-eu-west-")
+    with pytest.raises(ConfigError, match="Lambda allows 64"):
+        long.function_name("a-service-name-that-is-long-enough-to-overflow")

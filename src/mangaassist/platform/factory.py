@@ -45,9 +45,11 @@ nothing silently falls back to another provider. The aws provider's settings are
 ``container_port``, ``task_cpu``, ``task_memory_mib``, ``max_tasks`` (each revision's autoscaling
 maximum), ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
 ``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
-``lambda_timeout_s``, ``lambda_function_url_auth``; for Amazon Managed Prometheus ``metrics =
-"amp"`` with ``amp_workspace_id`` or ``amp_workspace_url``); a missing one is named in the error
-(docs/aws.md).
+``lambda_timeout_s``, ``lambda_function_url_auth``, ``lambda_name_prefix`` (the function is
+``PREFIX + SERVICE``; default ``ENV-``; CD-02's burst path is ``mangaassist-ENV-`` with the service
+``chatbot-burst``), ``lambda_api_source_arn`` (the API Gateway the alias lets invoke it); for
+Amazon Managed Prometheus ``metrics = "amp"`` with ``amp_workspace_id`` or ``amp_workspace_url``);
+a missing one is named in the error (docs/aws.md).
 """
 
 from __future__ import annotations
@@ -622,28 +624,35 @@ class Platform:
         from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 
         aws: Mapping[str, Any] = self.settings.aws
+        where = f"[environments.{self.environment}.aws]"
         auth = str(aws.get("lambda_function_url_auth") or "AWS_IAM")
         if auth not in ("AWS_IAM", "NONE", "off"):
             raise ConfigError(
-                f"environment {self.environment}: [environments.{self.environment}.aws] "
+                f"environment {self.environment}: {where} "
                 f"lambda_function_url_auth = {auth!r}: expected AWS_IAM, NONE or off (no function URL)"
             )
-        return LambdaAliasCompute(
-            self._client("lambda"),
-            role_arn=self._aws("lambda_role_arn"),
-            image=self._aws("lambda_image"),
-            alias=str(aws.get("lambda_alias") or "live"),
-            environment=self.environment,
-            name_prefix=f"{self.environment}-",
-            memory_mb=self._aws_int("lambda_memory_mb", 2048),
-            timeout_s=self._aws_int("lambda_timeout_s", 30),
-            container_port=self._aws_int("container_port", 8000),
-            function_url_auth=None if auth == "off" else auth,
-            base_url=str(aws["app_url"]) if aws.get("app_url") else None,
-            workload_env=workload_aws_settings(aws),
-            dry_run=self.dry_run,
-            region=self._aws("region"),  # the pins' SigV4 (AWS_IAM); credentials: boto3's chain
-        )
+        source_arn = aws.get("lambda_api_source_arn")
+        settings: dict[str, Any] = {
+            "role_arn": self._aws("lambda_role_arn"),
+            "image": self._aws("lambda_image"),
+            "alias": str(aws.get("lambda_alias") or "live"),
+            "environment": self.environment,
+            # the function is PREFIX + SERVICE: CD-02's burst path is mangaassist-ENV-chatbot-burst
+            "name_prefix": str(aws.get("lambda_name_prefix", f"{self.environment}-")),
+            "memory_mb": self._aws_int("lambda_memory_mb", 2048),
+            "timeout_s": self._aws_int("lambda_timeout_s", 30),
+            "container_port": self._aws_int("container_port", 8000),
+            "function_url_auth": None if auth == "off" else auth,
+            "base_url": str(aws["app_url"]) if aws.get("app_url") else None,
+            "workload_env": workload_aws_settings(aws),
+            "dry_run": self.dry_run,
+            "region": self._aws("region"),  # the pins' SigV4 (AWS_IAM); credentials: boto3's chain
+            "api_source_arn": str(source_arn) if source_arn else None,  # CD-02's edge stack output
+        }
+        try:
+            return LambdaAliasCompute(self._client("lambda"), **settings)
+        except ConfigError as exc:
+            raise ConfigError(f"environment {self.environment}: {where}: {exc}") from None
 
     def _amp_metrics(self) -> Metrics:
         """Amazon Managed Prometheus: ``amp_workspace_url``, else ``amp_workspace_id`` in ``region``;

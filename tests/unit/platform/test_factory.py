@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mangaassist.core.errors import ConfigError, NotFoundError
+from mangaassist.core.resources import physical_name
 from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
 from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
@@ -281,3 +282,38 @@ def test_a_service_with_compute_lambda_gets_versions_behind_a_weighted_alias(tmp
         platform_for("badmem", config=path).compute()
     with pytest.raises(ConfigError, match="lambda_function_url_auth = 'open': expected AWS_IAM, NONE or off"):
         platform_for("badurl", config=path).compute()
+    assert compute.api_source_arn is None  # no API is let invoke the alias unless one is named
+
+
+def test_the_lambda_function_name_prefix_and_the_api_permission_are_settings(tmp_path: Path) -> None:
+    """CD-02's burst path: lambda_name_prefix makes the provider name the function as the compute
+    stack does (mangaassist-ENV-chatbot-burst), lambda_api_source_arn (the edge stack's output) the
+    API Gateway the alias lets invoke it."""
+    path = tmp_path / "mangaassist.toml"
+    source_arn = "arn:aws:execute-api:eu-west-1:123456789012:abc123/*/*/burst/*"
+    lam = (
+        '[environments.qa]\nprovider = "aws"\n[environments.qa.aws]\nregion = "eu-west-1"\n'
+        'lambda_role_arn = "arn:aws:iam::123456789012:role/fn"\n'
+        'lambda_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chatbot-lambda:1"\n'
+        'lambda_name_prefix = "mangaassist-qa-"\n'
+        f'lambda_api_source_arn = "{source_arn}"\n'
+        '[environments.qa.services.chatbot-burst]\ncompute = "lambda"\n'
+    )
+    path.write_text(
+        CONFIG
+        + lam
+        + lam.replace("qa", "badprefix").replace("mangaassist-badprefix-", "not/a/prefix-")
+        + lam.replace("qa", "badarn").replace(source_arn, "arn:aws:iam::1:role/x")
+        + lam.replace("qa", "noprefix").replace('lambda_name_prefix = "mangaassist-noprefix-"\n', "")
+    )
+    compute = platform_for("qa", config=path).compute()
+    assert isinstance(compute, LambdaAliasCompute)
+    assert compute.function_name("chatbot-burst") == physical_name("qa", "chatbot-burst")
+    assert compute.api_source_arn == source_arn
+    default = platform_for("noprefix", config=path).compute()
+    assert isinstance(default, LambdaAliasCompute)
+    assert default.function_name("chatbot-burst") == "noprefix-chatbot-burst"  # ENV- as before
+    with pytest.raises(ConfigError, match=r"\[environments.badprefix.aws\]: name_prefix 'not/a/prefix-'"):
+        platform_for("badprefix", config=path).compute()
+    with pytest.raises(ConfigError, match=r"\[environments.badarn.aws\]: .*not an execute-api ARN"):
+        platform_for("badarn", config=path).compute()

@@ -67,6 +67,19 @@ Mapping (each line is one Lambda concept):
   half way, a version from before pins were aliases). Deploys of one service must not run
   concurrently (they share the function's
   ``$LATEST``; the ``CodeSha256`` guard refuses the loser's publish).
+* **the function's name and its API**: ``name_prefix`` (the factory's ``lambda_name_prefix``,
+  default ``ENV-``) makes the function's name; CD-02 makes what the function needs before it exists
+  (its execution role, log group, the image repository's policy for Lambda) and points the edge
+  stack's API route and the monitoring stack's alarm at ``mangaassist-ENV-chatbot-burst``'s alias
+  ``live`` by name, so an environment whose burst service is ``chatbot-burst`` sets
+  ``lambda_name_prefix = "mangaassist-ENV-"`` (docs/aws.md). CloudFormation cannot grant an API
+  the right to invoke a function that does not exist yet, so the provider does: with
+  ``api_source_arn`` (``lambda_api_source_arn``, the edge stack's output: the API's execute-api
+  ARN pattern) every deploy makes sure the service's alias has a resource-policy statement allowing
+  ``apigateway.amazonaws.com`` ``lambda:InvokeFunction`` from that ARN (``AddPermission`` with
+  ``Qualifier`` the alias; ``api_statement_id()``, derived from the alias and the ARN, so a deploy
+  that finds it, by ``GetPolicy`` or Lambda's ``ResourceConflictException``, adds nothing). A new
+  ARN adds a statement; the old one stays until removed by hand. Without it nothing is added.
 * ``retire``: the version must not be in the alias (neither its main version nor the weighted
   one: ``LambdaStateError``), then the revision's function URL config and alias are deleted (Lambda
   refuses to delete a version an alias points at), then ``DeleteFunction`` with its version as
@@ -90,7 +103,7 @@ over three or more revisions (above); shadows (a Lambda alias cannot mirror invo
 **Dry run**: with ``dry_run=True`` (the factory sets it while a dry run is on; the client is then
 behind ``platform.aws.dryrun``'s recorder, which records every call that may change something
 instead of making it) the provider neither waits for updates nor probes: ``deploy`` returns
-``STARTING`` with the reason "dry run".
+``STARTING`` with the reason "dry run". ``AddPermission`` is a change: recorded, never made.
 
 Errors: an unknown service, revision or AWS resource is ``NotFoundError``; bad input (names,
 weights, a missing image) ``ConfigError``; an operation that does not fit the state (retiring a
@@ -147,6 +160,12 @@ IMAGE_ENV = "LAMBDA_IMAGE"
 DIGEST_ENV = "MANGAASSIST_ARTIFACT_DIGEST"
 TAG_SERVICE = "mangaassist:service"
 TAG_UNREADY = "mangaassist:unready:"
+API_PRINCIPAL = "apigateway.amazonaws.com"
+"""Who ``api_source_arn``'s statement lets invoke the service's alias (API Gateway)."""
+API_STATEMENT_PREFIX = "mangaassist-api-"
+_PREFIX = re.compile(r"^[a-zA-Z0-9_-]*$")
+"""A function-name prefix: what Lambda's function names allow (letters, digits, '-', '_')."""
+MAX_FUNCTION_NAME = 64
 MAX_ROUTED_VERSIONS = 2
 """A Lambda alias routes to its main version plus at most one additional weighted version."""
 _NAME = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
@@ -262,6 +281,19 @@ class _Version:
         return dict((self.config.get("Environment") or {}).get("Variables") or {})
 
 
+def _statement_ids(policy: Any) -> set[str]:
+    """The ``Sid`` of each statement of a resource policy as ``GetPolicy`` returns it (JSON text);
+    none when it is missing or not a policy (a dry run's placeholder)."""
+    try:
+        document = json.loads(policy) if isinstance(policy, str) else None
+    except ValueError:
+        return set()
+    statements = document.get("Statement") if isinstance(document, dict) else None
+    if isinstance(statements, dict):
+        statements = [statements]
+    return {str(s["Sid"]) for s in statements or [] if isinstance(s, dict) and "Sid" in s}
+
+
 def _meta(description: str | None) -> dict[str, Any] | None:
     try:
         meta = json.loads(description or "")
@@ -297,6 +329,7 @@ class LambdaAliasCompute:
         workload_env: Mapping[str, str] | None = None,
         region: str | None = None,
         session: Any = None,
+        api_source_arn: str | None = None,
     ) -> None:
         if not _NAME.match(alias) or alias.isdigit():
             raise ConfigError(f"alias {alias!r} is not a valid Lambda alias name (letters, digits, hyphens)")
@@ -312,6 +345,18 @@ class LambdaAliasCompute:
             raise ConfigError(f"memory_mb {memory_mb} is not between 128 and 10240 (Lambda's limits)")
         if not 1 <= timeout_s <= 900:
             raise ConfigError(f"timeout_s {timeout_s} is not between 1 and 900 (Lambda's limits)")
+        if not _PREFIX.match(name_prefix) or len(name_prefix) > MAX_FUNCTION_NAME - 1:
+            raise ConfigError(
+                f"name_prefix {name_prefix!r} cannot start a Lambda function name (letters, digits, "
+                f"'-' and '_', at most {MAX_FUNCTION_NAME} characters in all; "
+                "[environments.NAME.aws] lambda_name_prefix)"
+            )
+        if api_source_arn is not None and not re.match(r"^arn:[a-z-]+:execute-api:", api_source_arn):
+            raise ConfigError(
+                f"api_source_arn {api_source_arn!r} is not an execute-api ARN "
+                "(arn:PARTITION:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH; "
+                "[environments.NAME.aws] lambda_api_source_arn)"
+            )
         self.lam = lambda_client
         self.role_arn = role_arn
         self.image = image
@@ -332,12 +377,24 @@ class LambdaAliasCompute:
         self.workload_env = dict(workload_env or {})
         self.region = region
         self.session = session
+        self.api_source_arn = api_source_arn
         self._url_signer: FunctionUrlAuth | None = None
 
     # ------------------------------------------------------------------ names and calls
 
     def function_name(self, service: str) -> str:
-        return f"{self.prefix}{check_name('service', service)}"
+        name = f"{self.prefix}{check_name('service', service)}"
+        if len(name) > MAX_FUNCTION_NAME:
+            raise ConfigError(
+                f"function name {name!r} has {len(name)} characters; Lambda allows {MAX_FUNCTION_NAME}"
+            )
+        return name
+
+    def api_statement_id(self) -> str:
+        """The ``StatementId`` of the service alias's permission for ``api_source_arn``: the same
+        for the same alias and ARN, so a deploy finds the one an earlier deploy added."""
+        digest = hashlib.sha256(f"{self.alias}\n{self.api_source_arn}".encode()).hexdigest()[:16]
+        return API_STATEMENT_PREFIX + digest
 
     def _call(self, op: str, **params: Any) -> Any:
         try:
@@ -527,6 +584,7 @@ class LambdaAliasCompute:
                     Qualifier=self.alias,
                     AuthType=self.function_url_auth,
                 )
+        self._allow_api(service)
         self._pin_alias(service, revision.name, version)
         if self.dry_run:
             weight = 0.0 if existing else 100.0
@@ -546,8 +604,37 @@ class LambdaAliasCompute:
                 f"another {', '.join('artifact' if k == 'digest' else 'app or env' for k in differs)}; "
                 "deploy it under another name or retire it first"
             )
+        self._allow_api(service)
         self._pin_alias(service, live.revision, live.number)
         return self._settle(service, live.revision, timeout_s, probe=False)
+
+    def _allow_api(self, service: str) -> None:
+        """With ``api_source_arn``: the service's alias lets API Gateway invoke it from that ARN
+        (one ``AddPermission``, only when ``GetPolicy`` does not show the statement already; Lambda's
+        ``ResourceConflictException`` means another deploy added it meanwhile). Without: nothing."""
+        if not self.api_source_arn:
+            return
+        name, sid = self.function_name(service), self.api_statement_id()
+        try:
+            policy = self._call("get_policy", FunctionName=name, Qualifier=self.alias).get("Policy")
+        except NotFoundError:  # no policy yet (or, in a dry run, no function yet)
+            policy = None
+        if sid in _statement_ids(policy):
+            return
+        try:
+            self.lam.add_permission(
+                FunctionName=name,
+                Qualifier=self.alias,
+                StatementId=sid,
+                Action="lambda:InvokeFunction",
+                Principal=API_PRINCIPAL,
+                SourceArn=self.api_source_arn,
+            )
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            if err.get("Code") == "ResourceConflictException":
+                return  # the statement is there already
+            raise LambdaError(f"add_permission: {err.get('Code', '?')}: {err.get('Message', exc)}") from None
 
     def _pin_alias(self, service: str, revision: str, version: str) -> None:
         """The revision's own alias (``revision_alias``) at its version, with a function URL when

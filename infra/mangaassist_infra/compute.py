@@ -3,11 +3,19 @@ the ALB with its listener (port 80; its default action a 503 JSON answer until C
 ``EcsServiceCompute`` makes each revision's ECS service, target group and pin rule and the service's
 weighted rule, which come before the default), the tasks' security group, execution role, task role
 and log group, and the outputs ``[environments.ENV.aws]`` copies (``mangaassist-ENV-chatbot-KEY``).
-Also the Lambda burst path with its ``live`` alias, and the chatbot's image repository
-``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the commit's image there; the execution
-role pulls from it). No ECS service, target group or autoscaling here: the revisions' services and
-their autoscaling are CD-01's. The task role names what it may call by physical name (tables and
-their indexes, the search domain, the model endpoint): no cross-stack reference."""
+
+Also the place of the Lambda burst path, not its function: the function
+``mangaassist-ENV-chatbot-burst`` (``burst_function_name``) and its alias ``live`` are CD-01's
+(``LambdaAliasCompute`` makes them on the burst service's first deploy, from an image), so here is
+what it needs before it exists: its execution role (the log group, the image, what the chatbot
+calls), its log group (``/aws/lambda/FUNCTION``, Lambda's default) and the image repository's
+permission for Lambda to pull; the edge and monitoring stacks name the alias (``burst_alias_arn``).
+
+And the chatbot's image repository ``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the
+commit's image there; both execution roles pull from it). No ECS service, target group,
+autoscaling or Lambda function here: those are CD-01's. The roles name what the chatbot may call by
+physical name (tables and their indexes, the search domain, the model endpoint): no cross-stack
+reference."""
 
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from mangaassist_infra.common import InfraStack, StageSettings
@@ -39,18 +47,15 @@ image per commit that changed CD-01's paths), the older ones expire."""
 LISTENER_PORT = 80
 NOT_DEPLOYED = "no revision of the chatbot is deployed yet"
 """The listener's default answer (503): what a request gets before CD-01's first deploy."""
-BURST_HANDLER = '''\
-import json
-
-
-def handler(event, context):
-    """The burst path's placeholder: the chatbot's Lambda build replaces it (CD-01)."""
-    return {
-        "statusCode": 503,
-        "headers": {"Content-Type": "application/json", "Retry-After": "5"},
-        "body": json.dumps({"error": "the burst path is not deployed yet"}),
-    }
-'''
+BURST_SERVICE = "chatbot-burst"
+"""The burst path's service in ``mangaassist.toml`` (``[environments.ENV.services.chatbot-burst]``,
+``compute = "lambda"``): with ``lambda_name_prefix = "mangaassist-ENV-"`` (the output
+``LambdaNamePrefix``) ``LambdaAliasCompute`` names its function ``mangaassist-ENV-chatbot-burst``,
+the name this stage's stacks use."""
+BURST_ALIAS = "live"
+"""``LambdaAliasCompute``'s default ``lambda_alias``: what the API invokes and the alarm watches."""
+BURST_TIMEOUT_S = 29
+"""API Gateway waits 29 s for an integration by default: the function need not run longer."""
 TABLE_ACTIONS = [
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
@@ -63,12 +68,28 @@ TABLE_ACTIONS = [
 ]
 
 
+def burst_function_name(settings: StageSettings) -> str:
+    """The burst path's function, which CD-01 makes: ``lambda_name_prefix`` + ``BURST_SERVICE``."""
+    return settings.physical_name(BURST_SERVICE)
+
+
+def burst_alias_arn(stack: cdk.Stack, settings: StageSettings) -> str:
+    """The ARN of the burst function's alias ``live`` in ``stack``'s account and region, built from
+    its name: the function need not exist when CD-02 applies (CD-01 makes it later)."""
+    return stack.format_arn(
+        service="lambda",
+        resource="function",
+        resource_name=f"{burst_function_name(settings)}:{BURST_ALIAS}",
+        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
 class ComputeStack(InfraStack):
     def __init__(
         self, scope: Construct, settings: StageSettings, network: NetworkStack, data: DataStack
     ) -> None:
         super().__init__(
-            scope, "compute", settings, "the chatbot's place: ECS cluster, ALB, roles, Lambda burst path"
+            scope, "compute", settings, "the chatbot's place: ECS cluster, ALB, roles, the burst path's role"
         )
         self.add_stack_dependency(network, "the ALB and the tasks' security group live in the VPC")
         self.add_stack_dependency(data, "the ALB logs to the access-logs bucket; the tasks use the tables")
@@ -137,15 +158,7 @@ class ComputeStack(InfraStack):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description="The chatbot's ECS tasks: what the chatbot calls (tables, search, model)",
         )
-        for statement in self._task_access():
-            self.task_role.add_to_policy(statement)
-        if settings.declaration.vector_indexes:
-            acknowledge(
-                cfn(self.task_role.node.find_child("DefaultPolicy")),
-                f"AwsSolutions-IAM5[Resource::{self.resolve(self._search_paths())}]",
-                "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
-                "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
-            )
+        self._allow_task_access(self.task_role)
 
         self.alb_security_group = ec2.SecurityGroup(
             self,
@@ -237,41 +250,88 @@ class ComputeStack(InfraStack):
             }
         )
 
-        # --- the burst path -----------------------------------------------------------------
-        burst_logs = self.log_group("BurstLogs", f"{SERVICE}-burst")
-        burst_role = iam.Role(
+        # --- the burst path's place (CD-01's LambdaAliasCompute makes the function and alias) --
+        function_name = burst_function_name(settings)
+        function_arn = self.format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=function_name,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.burst_logs = logs.LogGroup(
+            self,
+            "BurstLogs",
+            log_group_name=f"/aws/lambda/{function_name}",  # Lambda's default: no setting needed
+            retention=settings.retention,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        self.burst_role = iam.Role(
             self,
             "BurstRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description="The chatbot's burst Lambda: writes its own log group",
+            description="The chatbot's burst Lambda (CD-01's): its log group, its image, the chatbot's calls",
         )
-        burst_role.add_to_policy(
+        self.burst_role.add_to_policy(
             iam.PolicyStatement(
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[burst_logs.log_group_arn],
+                resources=[self.burst_logs.log_group_arn],
             )
         )
-        self.burst = lambda_.Function(
-            self,
-            "Burst",
-            function_name=settings.physical_name(f"{SERVICE}-burst"),
-            description="The chatbot's burst path (placeholder until CD-01 deploys the build)",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            architecture=lambda_.Architecture.ARM_64,
-            handler="index.handler",
-            code=lambda_.Code.from_inline(BURST_HANDLER),
-            memory_size=env.burst_lambda_memory_mib,
-            timeout=cdk.Duration.seconds(29),
-            role=burst_role,
-            log_group=burst_logs,
+        self._allow_pull(self.burst_role)
+        self._allow_task_access(self.burst_role)
+        # Lambda pulls a private image as the service, which the repository's policy must allow:
+        # this account's burst function (and its versions and aliases) only.
+        self.repository.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="LambdaECRImageRetrievalPolicy",
+                principals=[iam.ServicePrincipal("lambda.amazonaws.com")],
+                actions=["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": self.account},
+                    "StringLike": {"aws:SourceArn": [function_arn, f"{function_arn}:*"]},
+                },
+            )
         )
-        self.burst_live = lambda_.Alias(
-            self, "BurstLive", alias_name="live", version=self.burst.current_version
+        self._settings_outputs(
+            {
+                "LambdaRoleArn": (
+                    "lambda_role_arn",
+                    self.burst_role.role_arn,
+                    "the burst function's execution role",
+                ),
+                "LambdaNamePrefix": (
+                    "lambda_name_prefix",
+                    settings.physical_name(""),
+                    f"with the service {BURST_SERVICE}, the function this stage's API and alarm name",
+                ),
+                "LambdaAlias": ("lambda_alias", BURST_ALIAS, "what the API invokes, the alarm watches"),
+                "LambdaMemoryMb": (
+                    "lambda_memory_mb",
+                    str(env.burst_lambda_memory_mib),
+                    "the burst function's memory",
+                ),
+                "LambdaTimeoutS": (
+                    "lambda_timeout_s",
+                    str(BURST_TIMEOUT_S),
+                    "API Gateway's integration timeout",
+                ),
+            }
+        )
+        cdk.CfnOutput(
+            self,
+            "LambdaFunctionName",
+            value=function_name,
+            description=(
+                f"The burst path's function, CD-01's: lambda_name_prefix + the service {BURST_SERVICE} "
+                f"(compute = lambda); alias {BURST_ALIAS}"
+            ),
+            export_name=settings.physical_name(f"{SERVICE}-lambda-function-name"),
         )
 
     def _settings_outputs(self, outputs: dict[str, tuple[str, str, str]]) -> None:
-        """One output per ``[environments.ENV.aws]`` key EcsServiceCompute reads (its description
-        names the key), exported as ``mangaassist-ENV-chatbot-KEY`` (with hyphens)."""
+        """One output per ``[environments.ENV.aws]`` key EcsServiceCompute or LambdaAliasCompute
+        reads (its description names the key), exported as ``mangaassist-ENV-chatbot-KEY`` (with
+        hyphens)."""
         for id, (key, value, what) in outputs.items():
             cdk.CfnOutput(
                 self,
@@ -281,10 +341,24 @@ class ComputeStack(InfraStack):
                 export_name=self.settings.physical_name(f"{SERVICE}-{key.replace('_', '-')}"),
             )
 
+    def _allow_task_access(self, role: iam.Role) -> None:
+        """What the chatbot calls (``_task_access``), for a role it runs as: the tasks' task role,
+        the burst function's execution role."""
+        for statement in self._task_access():
+            role.add_to_policy(statement)
+        if self.settings.declaration.vector_indexes:
+            acknowledge(
+                cfn(role.node.find_child("DefaultPolicy")),
+                f"AwsSolutions-IAM5[Resource::{self.resolve(self._search_paths())}]",
+                "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
+                "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
+            )
+
     def _allow_pull(self, role: iam.Role) -> None:
-        """The tasks' execution role (``task_execution_role_arn``, which EcsServiceCompute's task
-        definitions use too) pulls the chatbot's images: the repository's layers, the key through
-        ECR only, and the registry's token (no resource-level permission)."""
+        """A role that pulls the chatbot's images (the tasks' execution role,
+        ``task_execution_role_arn``; the burst function's, ``lambda_role_arn``): the repository's
+        layers, the key through ECR only, and the registry's token (no resource-level
+        permission)."""
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[

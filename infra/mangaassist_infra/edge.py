@@ -1,7 +1,14 @@
 """edge: the chat widget's site (a private S3 bucket behind CloudFront with origin access control,
 HTTPS only, security headers, access logs, a web ACL) and the chat API's front door (an API
 Gateway REST API: ``/burst/...`` to the Lambda burst path's ``live`` alias, everything else proxied
-to the ALB; access logs, throttling, a web ACL)."""
+to the ALB; access logs, throttling, a web ACL).
+
+The burst function is CD-01's (``LambdaAliasCompute`` makes it on the burst service's first deploy,
+after this stack is applied): the integration names its alias by ARN (``compute.burst_alias_arn``)
+and adds no ``AWS::Lambda::Permission``, which CloudFormation could not create on a function that
+does not exist yet. The API's permission to invoke the alias is the provider's: the output
+``LambdaApiSourceArn`` (``lambda_api_source_arn``) is what it lets invoke it. Until the first
+deploy, ``/burst/...`` answers API Gateway's 500 (the function is not there)."""
 
 from __future__ import annotations
 
@@ -11,12 +18,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from mangaassist_infra.common import InfraStack, StageSettings
-from mangaassist_infra.compute import ComputeStack
+from mangaassist_infra.compute import SERVICE, ComputeStack, burst_alias_arn
 from mangaassist_infra.data import DataStack, secure_bucket
 from mangaassist_infra.nag import acknowledge, cfn
 
@@ -227,8 +235,16 @@ class EdgeStack(InfraStack):
         validator = self.api.add_request_validator(
             "Validator", validate_request_parameters=True, validate_request_body=True
         )
+        # CD-01's function, by name: no permission here (LambdaAliasCompute adds it, see above)
+        burst = lambda_.Function.from_function_attributes(
+            self,
+            "BurstLive",
+            function_arn=burst_alias_arn(self, settings),
+            same_environment=False,
+            skip_permissions=True,
+        )
         self.api.root.add_resource("burst").add_resource("{proxy+}").add_method(
-            "ANY", apigw.LambdaIntegration(compute.burst_live), request_validator=validator
+            "ANY", apigw.LambdaIntegration(burst), request_validator=validator
         )
         alb = f"http://{compute.alb.load_balancer_dns_name}"
         proxy_parameters = {"integration.request.path.proxy": "method.request.path.proxy"}
@@ -268,3 +284,14 @@ class EdgeStack(InfraStack):
             web_acl_arn=api_acl.attr_arn,
         )
         cdk.CfnOutput(self, "ApiUrl", value=self.api.url)
+        cdk.CfnOutput(
+            self,
+            "LambdaApiSourceArn",
+            # every stage and method of /burst/... (the live stage and the console's test invoke)
+            value=self.api.arn_for_execute_api("*", "/burst/*", "*"),
+            description=(
+                f"[environments.{settings.name}.aws] lambda_api_source_arn: the API the burst "
+                "function's alias lets invoke it (CD-01 adds the permission)"
+            ),
+            export_name=settings.physical_name(f"{SERVICE}-lambda-api-source-arn"),
+        )

@@ -1,7 +1,8 @@
 """monitoring: the stage's alarm topic (KMS-encrypted, TLS only), alarms on what the other stacks
-run (ALB 5xx and response time, DynamoDB throttles per table, burst Lambda errors, SageMaker 5xx
-invocation errors), CD-08's SLO burn-rate alarms compiled from ``monitoring/slos`` (composite
-alarms notify the topic) and one dashboard of the same metrics."""
+run (ALB 5xx and response time, DynamoDB throttles per table, the burst Lambda's errors on its
+``live`` alias, by name as CD-01 makes the function, SageMaker 5xx invocation errors), CD-08's SLO
+burn-rate alarms compiled from ``monitoring/slos`` (composite alarms notify the topic) and one
+dashboard of the same metrics."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from constructs import Construct
 from mangaassist.delivery.monitoring.build import resolve
 from mangaassist.delivery.monitoring.cloudwatch import alarms_document
 from mangaassist_infra.common import InfraStack, StageSettings
-from mangaassist_infra.compute import ComputeStack
+from mangaassist_infra.compute import BURST_ALIAS, ComputeStack, burst_function_name
 from mangaassist_infra.data import DataStack
 from mangaassist_infra.ml import VARIANT, MlStack
 
@@ -95,7 +96,15 @@ class MonitoringStack(InfraStack):
             throttles.append(metric)
         panels["DynamoDB throttle events"] = throttles
 
-        burst_errors = compute.burst_live.metric_errors(period=MINUTE, statistic="Sum")
+        # CD-01's function, by name (it need not exist yet): its alias's errors, as Lambda reports them
+        burst = burst_function_name(settings)
+        burst_errors = cloudwatch.Metric(
+            namespace="AWS/Lambda",
+            metric_name="Errors",
+            dimensions_map={"FunctionName": burst, "Resource": f"{burst}:{BURST_ALIAS}"},
+            period=MINUTE,
+            statistic="Sum",
+        )
         self._alarm("burst-errors", "the burst Lambda's errors", burst_errors, ERRORS_PER_MINUTE)
         panels["Burst Lambda errors"] = [burst_errors]
 

@@ -437,6 +437,7 @@ def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesiz
 def test_chatbot_image_repository_immutable_scanned_encrypted_expiring_and_retained(
     synthesized: Synthesized, env: str
 ) -> None:
+    account, region = synthesized.environments[env].account, synthesized.environments[env].region
     repositories = synthesized.resources(env, "compute", "AWS::ECR::Repository")
     assert len(repositories) == 1
     ((logical_id, repository),) = repositories.items()
@@ -456,9 +457,21 @@ def test_chatbot_image_repository_immutable_scanned_encrypted_expiring_and_retai
     output = synthesized.raw(env, "compute")["Outputs"]["ChatbotRepositoryUri"]
     assert output["Export"] == {"Name": physical_name(env, "chatbot-repository-uri")}
     assert {"Ref": logical_id} in output["Value"]["Fn::Join"][1]
-    # no policy on the repository: no other account (prod's included) reads it
-    assert "RepositoryPolicyText" not in props
-    # the tasks' execution role pulls from this repository, and only from it
+    # the repository's policy lets Lambda (the service) pull for this account's burst function
+    # only: no other account (prod's included), no other function reads it
+    (statement,) = props["RepositoryPolicyText"]["Statement"]
+    function = f"arn:aws:lambda:{region}:{account}:function:{physical_name(env, 'chatbot-burst')}"
+    assert statement == {
+        "Sid": "LambdaECRImageRetrievalPolicy",
+        "Effect": "Allow",
+        "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+        "Condition": {
+            "StringEquals": {"aws:SourceAccount": account},
+            "StringLike": {"aws:SourceArn": [function, f"{function}:*"]},
+        },
+    }
+    # the tasks' and the burst function's execution roles pull from this repository, only from it
     policies = synthesized.resources(env, "compute", "AWS::IAM::Policy")
     pulls = [
         (policy_id, statement)
@@ -466,24 +479,76 @@ def test_chatbot_image_repository_immutable_scanned_encrypted_expiring_and_retai
         for statement in _statements(policy)
         if "ecr:BatchGetImage" in statement["Action"]
     ]
-    assert len(pulls) == 1 and "TaskExecutionRole" in pulls[0][0]
-    assert pulls[0][1]["Resource"] == {"Fn::GetAtt": [logical_id, "Arn"]}
-    decrypt = [s for s in _statements(policies[pulls[0][0]]) if s["Action"] == "kms:Decrypt"]
-    assert decrypt and decrypt[0]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
-    assert decrypt[0]["Condition"]["StringEquals"]["kms:ViaService"].startswith("ecr.")
+    assert sorted(policy_id.rstrip("0123456789ABCDEF") for policy_id, _ in pulls) == [
+        "BurstRoleDefaultPolicy",
+        "TaskExecutionRoleDefaultPolicy",
+    ]
+    for policy_id, pull in pulls:
+        assert pull["Resource"] == {"Fn::GetAtt": [logical_id, "Arn"]}
+        decrypt = [s for s in _statements(policies[policy_id]) if s["Action"] == "kms:Decrypt"]
+        assert decrypt and decrypt[0]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        assert decrypt[0]["Condition"]["StringEquals"]["kms:ViaService"] == f"ecr.{region}.amazonaws.com"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_burst_lambda_has_a_live_alias(synthesized: Synthesized, env: str) -> None:
+def test_the_burst_path_s_place_and_no_function(synthesized: Synthesized, env: str) -> None:
+    """The burst function and its alias are CD-01's (LambdaAliasCompute, from an image): here its
+    execution role, its log group and the outputs that make the provider name it as the API and the
+    alarm do (issue 18)."""
+    settings = synthesized.environments[env]
     template = synthesized.template(env, "compute")
-    template.has_resource_properties(
-        "AWS::Lambda::Function",
+    for absent in ("AWS::Lambda::Function", "AWS::Lambda::Alias", "AWS::Lambda::Version"):
+        template.resource_count_is(absent, 0)
+    raw = synthesized.raw(env, "compute")
+    resources = raw["Resources"]
+    function = physical_name(env, "chatbot-burst")
+    (logs,) = [k for k in resources if k.startswith("BurstLogs")]
+    assert _props(resources[logs])["LogGroupName"] == f"/aws/lambda/{function}"  # Lambda's default
+    assert _props(resources[logs])["RetentionInDays"] == settings.log_retention_days
+    assert resources[logs]["DeletionPolicy"] == "Retain"
+    roles = synthesized.resources(env, "compute", "AWS::IAM::Role")
+    (role,) = [k for k in roles if k.startswith("BurstRole")]
+    principal = _props(roles[role])["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
+    assert principal == {"Service": "lambda.amazonaws.com"}
+    policies = synthesized.resources(env, "compute", "AWS::IAM::Policy")
+    (policy,) = [p for k, p in policies.items() if k.startswith("BurstRoleDefaultPolicy")]
+    assert _props(policy)["Roles"] == [{"Ref": role}]
+    statements = list(_statements(policy))
+    writes = [s for s in statements if "logs:PutLogEvents" in s["Action"]]
+    assert writes == [
         {
-            "FunctionName": physical_name(env, "chatbot-burst"),
-            "MemorySize": synthesized.environments[env].burst_lambda_memory_mib,
-        },
-    )
-    template.has_resource_properties("AWS::Lambda::Alias", {"Name": "live"})
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [logs, "Arn"]},
+        }
+    ]
+    # the image (ECR's layers, its key through ECR; the repository test checks both) and what the
+    # chatbot calls, as the tasks' task role
+    actions = {
+        a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:GetAuthorizationToken"} <= actions
+    assert {"kms:Decrypt", "dynamodb:Query", "sagemaker:InvokeEndpoint"} <= actions
+
+    outputs = raw["Outputs"]
+    expected = {
+        "LambdaRoleArn": ("lambda_role_arn", {"Fn::GetAtt": [role, "Arn"]}),
+        "LambdaNamePrefix": ("lambda_name_prefix", physical_name(env, "")),
+        "LambdaAlias": ("lambda_alias", "live"),
+        "LambdaMemoryMb": ("lambda_memory_mb", str(settings.burst_lambda_memory_mib)),
+        "LambdaTimeoutS": ("lambda_timeout_s", "29"),
+    }
+    for name, (key, value) in expected.items():
+        output = outputs[name]
+        assert output["Export"] == {"Name": physical_name(env, "chatbot-" + key.replace("_", "-"))}
+        assert output["Description"].startswith(f"[environments.{env}.aws] {key}: ")
+        assert output["Value"] == value, name
+    # the provider's name for the service chatbot-burst with that prefix is the stacks' name
+    assert outputs["LambdaNamePrefix"]["Value"] + "chatbot-burst" == function
+    assert outputs["LambdaFunctionName"]["Value"] == function
+    assert outputs["LambdaFunctionName"]["Export"] == {
+        "Name": physical_name(env, "chatbot-lambda-function-name")
+    }
 
 
 # --- ml, edge, config, monitoring ----------------------------------------------------------------
@@ -550,7 +615,30 @@ def test_edge_cloudfront_and_api(synthesized: Synthesized, env: str) -> None:
     methods = synthesized.resources(env, "edge", "AWS::ApiGateway::Method")
     integrations = {_props(m)["Integration"]["Type"] for m in methods.values()}
     assert integrations == {"AWS_PROXY", "HTTP_PROXY"}
-    assert "BurstLive" in json.dumps(methods)  # the Lambda integration targets the live alias
+    # /burst/{proxy+} invokes CD-01's function's live alias, by name; no permission here (the
+    # function does not exist when CD-02 applies: LambdaAliasCompute adds it from the output)
+    settings = synthesized.environments[env]
+    alias = (
+        f"arn:aws:lambda:{settings.region}:{settings.account}:function:"
+        f"{physical_name(env, 'chatbot-burst')}:live"
+    )
+    (burst,) = [m for m in methods.values() if _props(m)["Integration"]["Type"] == "AWS_PROXY"]
+    assert _props(burst)["Integration"]["Uri"] == (
+        f"arn:aws:apigateway:{settings.region}:lambda:path/2015-03-31/functions/{alias}/invocations"
+    )
+    assert not [
+        r for r in synthesized.raw(env, "edge")["Resources"].values() if r["Type"].startswith("AWS::Lambda")
+    ]
+    output = synthesized.raw(env, "edge")["Outputs"]["LambdaApiSourceArn"]
+    assert output["Export"] == {"Name": physical_name(env, "chatbot-lambda-api-source-arn")}
+    assert output["Description"].startswith(f"[environments.{env}.aws] lambda_api_source_arn: ")
+    (api,) = synthesized.resources(env, "edge", "AWS::ApiGateway::RestApi")
+    assert output["Value"] == {
+        "Fn::Join": [
+            "",
+            [f"arn:aws:execute-api:{settings.region}:{settings.account}:", {"Ref": api}, "/*/*/burst/*"],
+        ]
+    }
     template.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
     # the preview rewrite and the release header (tests/unit/infra/test_cloudfront_functions.py)
     functions = synthesized.resources(env, "edge", "AWS::CloudFront::Function")
@@ -614,6 +702,15 @@ def test_alarms_on_the_topic_and_a_dashboard(synthesized: Synthesized, env: str)
         any(f'"{_props(w)["AlarmName"]}"' in _props(c)["AlarmRule"] for c in composites.values())
         for w in slo_windows
     )
+    # the burst alarm watches CD-01's function's live alias by name (it need not exist yet)
+    (burst,) = [a for a in alarms.values() if _props(a)["AlarmName"] == physical_name(env, "burst-errors")]
+    function = physical_name(env, "chatbot-burst")
+    assert (_props(burst)["Namespace"], _props(burst)["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert _props(burst)["Dimensions"] == [
+        {"Name": "FunctionName", "Value": function},
+        {"Name": "Resource", "Value": f"{function}:live"},
+    ]
+    assert _props(burst)["Statistic"] == "Sum" and _props(burst)["Period"] == 60
     sagemaker = [a for a in alarms.values() if "endpoint-5xx" in _props(a)["AlarmName"]]
     assert _props(sagemaker[0])["MetricName"] == "Invocation5XXErrors"
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)

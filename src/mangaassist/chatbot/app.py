@@ -23,6 +23,14 @@ under it (``intent_remote``), so the model server's span joins the same trace. F
 OpenTelemetry instrumentation (newer FastAPI versions, on by default once a tracer provider is set)
 is turned off (``NO_NATIVE_TELEMETRY``): it would add a second server span and three operation spans
 to every request, and older FastAPI versions, which ``pyproject.toml`` allows, have none.
+
+Request series: with ``MANGAASSIST_REQUEST_SERIES=1`` (set by ``EcsServiceCompute`` when a collector
+in the task remote-writes to Amazon Managed Prometheus) the worker records every request it answers
+for its service (``MANGAASSIST_SERVICE``) and revision and ``/metrics`` also exports the router's
+per-revision families (``mangaassist_router_*``, the same names and labels), so a canary judge reads
+them where no router stands in front of the workers (``platform.request_series``: what is counted,
+and what a worker cannot see that a router could). Unset, nothing of it runs: locally the router
+records every request, and a worker exporting the same series would count each one twice.
 """
 
 from __future__ import annotations
@@ -70,6 +78,8 @@ from mangaassist.chatbot.intent_remote import FallbackReason, HttpIntentClient
 from mangaassist.chatbot.service import STAGES, ChatService, Runtime
 from mangaassist.chatbot.settings import Settings
 from mangaassist.chatbot.warmup import warm_up
+from mangaassist.platform import request_series
+from mangaassist.platform.request_series import RequestSeriesMiddleware, RouterCollector, RouterStats
 from mangaassist.platform.tracing import TraceMiddleware, setup_tracing, trace_logging
 
 log = logging.getLogger("mangaassist.chatbot")
@@ -377,6 +387,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     emf = EmfWriter.from_env("chatbot", settings.revision, ("/v1/chat",))
     app.add_middleware(RevisionHeader, revision=settings.revision, metrics=metrics, emf=emf)
+    if request_series.enabled():  # no router in front (ECS): the worker exports the router's series
+        series = RouterStats(os.environ.get(request_series.SERVICE_ENV) or "chatbot")
+        metrics.registry.register(RouterCollector(series))
+        app.add_middleware(RequestSeriesMiddleware, stats=series, revision=settings.revision)
+        app.state.request_series = series
     # outermost: its span covers RevisionHeader's 500s too
     app.add_middleware(TraceMiddleware, scope_name="mangaassist.chatbot", known_paths=KNOWN_PATHS)
 

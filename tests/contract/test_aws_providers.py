@@ -522,3 +522,74 @@ def test_a_missing_cluster_or_listener_names_the_setting_and_what_creates_it(
     gone = aws_network.listener_arn.rsplit("/", 1)[0] + "/0000000000000000"
     with pytest.raises(ConfigError, match=r"\[environments\.staging\.aws\] listener_arn\) does not exist"):
         compute(listener_arn=gone).status("chatbot")
+
+
+AMP_WRITE = "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1234abcd/api/v1/remote_write"
+
+
+def _task_definition(side: Any, service: str) -> dict[str, Any]:
+    family = side.compute.family(service)
+    return dict(side.compute.ecs.describe_task_definition(taskDefinition=family)["taskDefinition"])
+
+
+def test_with_amp_remote_write_url_every_task_gets_the_collector_and_the_app_its_series(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    import yaml
+
+    from mangaassist.platform.aws.compute_ecs import COLLECTOR_CONFIG_ENV, DEFAULT_COLLECTOR_IMAGE
+
+    side, _ = make_aws_side(
+        aws_network, contract_artifact, amp_remote_write_url=AMP_WRITE, region="us-east-1", log_group="lg"
+    )
+    side.compute.deploy("amp", side.revision("r1"))
+    app, collector = _task_definition(side, "amp")["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in app["environment"]}
+    assert app["name"] == "app" and app["essential"] is True
+    assert env["MANGAASSIST_REQUEST_SERIES"] == "1" and env["MANGAASSIST_REVISION"] == "r1"
+    assert env["MANGAASSIST_SERVICE"] == "amp"
+    assert collector["name"] == "collector" and collector["essential"] is False
+    assert collector["image"] == DEFAULT_COLLECTOR_IMAGE
+    assert collector["logConfiguration"]["options"]["awslogs-stream-prefix"].endswith("/r1/collector")
+    (variable,) = collector["environment"]
+    assert variable["name"] == COLLECTOR_CONFIG_ENV
+    config = yaml.safe_load(variable["value"])
+    assert config["exporters"]["prometheusremotewrite"]["endpoint"] == AMP_WRITE
+    assert config["extensions"]["sigv4auth"] == {"region": "us-east-1", "service": "aps"}
+    (job,) = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["localhost:8000"]}] and job["scrape_interval"] == "15s"
+    assert job["job_name"] == side.compute.family("amp")
+
+    # without the setting: the one container, no series of its own (as before)
+    plain, _ = make_aws_side(aws_network, contract_artifact, region="us-east-1", log_group="lg")
+    plain.compute.deploy("plain", plain.revision("r1"))
+    (only,) = _task_definition(plain, "plain")["containerDefinitions"]
+    assert only["name"] == "app"
+    assert "MANGAASSIST_REQUEST_SERIES" not in {e["name"] for e in only["environment"]}
+
+    with pytest.raises(ConfigError, match="needs the region"):
+        make_aws_side(aws_network, contract_artifact, amp_remote_write_url=AMP_WRITE)
+    with pytest.raises(ConfigError, match="is not a remote-write URL"):
+        make_aws_side(aws_network, contract_artifact, amp_remote_write_url="http://x", region="us-east-1")
+
+
+def test_a_dry_run_records_the_task_definition_with_its_collector(
+    aws_network: AwsNetwork, contract_artifact: Artifact
+) -> None:
+    recorder = DryRun(reads_made=True)
+    side, _ = make_aws_side(
+        aws_network,
+        contract_artifact,
+        dry=recorder,
+        dry_run=True,
+        amp_remote_write_url=AMP_WRITE,
+        region="us-east-1",
+        collector_image="public.ecr.aws/aws-observability/aws-otel-collector@sha256:" + "b" * 64,
+    )
+    side.compute.deploy("dryamp", side.revision("r1"))
+    (registered,) = [c for c in recorder.changes if c.operation == "RegisterTaskDefinition"]
+    assert not registered.made
+    containers = registered.params["containerDefinitions"]
+    assert [c["name"] for c in containers] == ["app", "collector"]
+    assert containers[1]["image"].endswith("@sha256:" + "b" * 64)
+    assert AMP_WRITE in containers[1]["environment"][0]["value"]

@@ -43,7 +43,9 @@ nothing silently falls back to another provider. The aws provider's settings are
 ``site_distribution_id``; for ECS ``cluster``, ``listener_arn``, ``vpc_id``, ``subnets``,
 ``security_groups``, ``task_execution_role_arn`` and optionally ``task_role_arn``, ``app_image``,
 ``container_port``, ``task_cpu``, ``task_memory_mib``, ``max_tasks`` (each revision's autoscaling
-maximum), ``log_group``, ``app_url``, ``metrics_namespace``; for Lambda
+maximum), ``log_group``, ``app_url``, ``metrics_namespace``, ``amp_remote_write_url`` (an ADOT
+collector in every task remote-writes the workers' request series to that AMP workspace) and
+``amp_collector_image``; for Lambda
 ``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
 ``lambda_timeout_s``, ``lambda_function_url_auth``, ``lambda_name_prefix`` (the function is
 ``PREFIX + SERVICE``; default ``ENV-``; CD-02's burst path is ``mangaassist-ENV-`` with the service
@@ -595,6 +597,7 @@ class Platform:
                 dry_run=self.dry_run,
                 autoscaling=self._client("application-autoscaling"),
                 max_replicas=self._aws_int("max_tasks", 1) if aws.get("max_tasks") else None,
+                **self._amp_collector(),
             )
         if kind == "lambda":
             return self._aws_lambda_compute()
@@ -609,6 +612,20 @@ class Platform:
             s3=self._client("s3"),
             artifact_bucket=self._aws("artifact_bucket"),
         )
+
+    def _amp_collector(self) -> dict[str, Any]:
+        """``EcsServiceCompute``'s collector settings: ``amp_remote_write_url`` (the workspace's
+        ``.../api/v1/remote_write``; none: no collector) and ``amp_collector_image``."""
+        aws: Mapping[str, Any] = self.settings.aws
+        url, image = aws.get("amp_remote_write_url"), aws.get("amp_collector_image")
+        if image and not url:
+            raise ConfigError(
+                f"environment {self.environment}: [environments.{self.environment}.aws] amp_collector_image "
+                "is set without amp_remote_write_url (the workspace's .../api/v1/remote_write)"
+            )
+        if not url:
+            return {}
+        return {"amp_remote_write_url": str(url), **({"collector_image": str(image)} if image else {})}
 
     def _aws_int(self, key: str, default: int) -> int:
         raw = self.settings.aws.get(key, default)

@@ -8,7 +8,7 @@ import pytest
 
 from mangaassist.core.errors import ConfigError, NotFoundError
 from mangaassist.core.resources import physical_name
-from mangaassist.platform.aws.compute_ecs import EcsServiceCompute
+from mangaassist.platform.aws.compute_ecs import DEFAULT_COLLECTOR_IMAGE, EcsServiceCompute
 from mangaassist.platform.aws.compute_lambda import LambdaAliasCompute
 from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
 from mangaassist.platform.aws.compute_sagemaker import SageMakerEndpointCompute
@@ -229,6 +229,42 @@ def test_aws_services_get_ecs_or_sagemaker_by_their_compute_and_metrics_from_clo
         platform_for("odd-compute", config=path).compute()
     metrics = platform_for("mixed", config=path).metrics()
     assert isinstance(metrics, CloudWatchMetrics) and metrics.per_request is False
+
+
+def test_ecs_tasks_get_a_collector_only_with_amp_remote_write_url(tmp_path: Path) -> None:
+    path = tmp_path / "mangaassist.toml"
+    ecs = (
+        'region = "eu-west-1"\ncluster = "c"\nvpc_id = "vpc-1"\nsubnets = ["s-1"]\n'
+        'security_groups = ["sg-1"]\ntask_execution_role_arn = "arn:aws:iam::1:role/x"\n'
+        'listener_arn = "arn:aws:elasticloadbalancing:eu-west-1:1:listener/app/lb/1/2"\n'
+    )
+    url = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1234abcd/api/v1/remote_write"
+    digest = "public.ecr.aws/aws-observability/aws-otel-collector@sha256:" + "a" * 64
+    environments = {
+        "plain": "",
+        "amp": f'metrics = "amp"\namp_workspace_id = "ws-1234abcd"\namp_remote_write_url = "{url}"\n',
+        "pinned": f'amp_remote_write_url = "{url}"\namp_collector_image = "{digest}"\n',
+        "orphan": f'amp_collector_image = "{digest}"\n',
+        "bad": 'amp_remote_write_url = "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1"\n',
+    }
+    path.write_text(
+        "".join(
+            f'[environments.{name}]\nprovider = "aws"\n[environments.{name}.aws]\n{ecs}{extra}'
+            f'[environments.{name}.services.chatbot]\ncompute = "ecs"\n'
+            for name, extra in environments.items()
+        )
+    )
+    plain = platform_for("plain", config=path).compute()
+    assert isinstance(plain, EcsServiceCompute) and plain.amp_remote_write_url is None
+    amp = platform_for("amp", config=path).compute()
+    assert isinstance(amp, EcsServiceCompute) and amp.amp_remote_write_url == url
+    assert amp.collector_image == DEFAULT_COLLECTOR_IMAGE and amp.region == "eu-west-1"
+    pinned = platform_for("pinned", config=path).compute()
+    assert isinstance(pinned, EcsServiceCompute) and pinned.collector_image == digest
+    with pytest.raises(ConfigError, match="amp_collector_image is set without amp_remote_write_url"):
+        platform_for("orphan", config=path).compute()
+    with pytest.raises(ConfigError, match="is not a remote-write URL"):
+        platform_for("bad", config=path).compute()
 
 
 def test_an_environment_with_both_kinds_gets_one_compute_routing_by_service(tmp_path: Path) -> None:

@@ -73,6 +73,21 @@ Mapping (each line is one AWS concept):
   ``healthy`` -> READY, ``initial`` -> STARTING, ``unhealthy`` -> FAILED, ``draining`` -> STOPPED).
 * ``url``: ``base_url`` (the public URL, e.g. CloudFront's) when given, else the load balancer's
   DNS name with the listener's protocol and port.
+* *request series* (what ``metrics = "amp"`` judges a canary by): with ``amp_remote_write_url`` (an
+  Amazon Managed Prometheus workspace's ``.../api/v1/remote_write``, the factory's setting of that
+  name) every revision's task definition gets a second, non-essential container ``collector``
+  (``collector_image``, default ``DEFAULT_COLLECTOR_IMAGE``: the AWS Distro for OpenTelemetry
+  collector) configured through its ``AOT_CONFIG_CONTENT`` (``collector_config``: a ``prometheus``
+  receiver scraping the app's ``localhost:{container_port}/metrics`` every 15 s, the ``ecs`` resource
+  detector, whose task ARN and other task labels keep each task's series apart, a
+  ``prometheusremotewrite`` exporter to the workspace signed by the ``sigv4auth`` extension in
+  ``region``, with the external label ``mangaassist_env``), and the app container gets
+  ``MANGAASSIST_REQUEST_SERIES=1``: the worker records every request it answers and exports the
+  router's ``mangaassist_router_*`` series (``platform.request_series``: also what a worker cannot
+  see, which CloudWatch's ALB metrics hold). The task role needs ``aps:RemoteWrite`` (CD-02's compute
+  stack grants it). Without the setting the task definition has the one container, as before. The
+  setting is not part of a revision's identity: a live revision deployed again keeps the task
+  definition it was registered with.
 
 **Not supported** (``NotSupportedError``, a ``ConfigError``, raised rather than pretended):
 shadows. An ALB has no request mirroring, so ``set_shadow`` refuses, naming it; ``clear_shadow``
@@ -108,6 +123,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
 from botocore.exceptions import ClientError
 
 from mangaassist.core.errors import ConfigError, MangaAssistError, NotFoundError
@@ -126,6 +142,15 @@ from mangaassist.platform.compute import (
 )
 
 IMAGE_ENV = "ECS_IMAGE"
+COLLECTOR = "collector"
+DEFAULT_COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
+"""The AWS Distro for OpenTelemetry collector, by version tag (``amp_collector_image`` pins it by
+digest: ``public.ecr.aws/aws-observability/aws-otel-collector@sha256:...``)."""
+COLLECTOR_CONFIG_ENV = "AOT_CONFIG_CONTENT"
+"""The ADOT collector reads its whole configuration (YAML) from this variable."""
+SCRAPE_INTERVAL_S = 15
+REQUEST_SERIES_ENV = "MANGAASSIST_REQUEST_SERIES"
+"""``platform.request_series.ENABLE_ENV``: the worker exports its own request series."""
 DIGEST_ENV = "MANGAASSIST_ARTIFACT_DIGEST"
 CONTAINER = "app"
 SEPARATOR = "--"
@@ -308,6 +333,8 @@ class EcsServiceCompute:
         workload_env: Mapping[str, str] | None = None,
         autoscaling: Any = None,
         max_replicas: int | None = None,
+        amp_remote_write_url: str | None = None,
+        collector_image: str = DEFAULT_COLLECTOR_IMAGE,
     ) -> None:
         if not subnets:
             raise ConfigError("EcsServiceCompute needs at least one subnet for the Fargate tasks")
@@ -315,6 +342,12 @@ class EcsServiceCompute:
             raise ConfigError(f"stickiness_s {stickiness_s} is not between 0 and 604800 (7 days)")
         if max_replicas is not None and max_replicas < 1:
             raise ConfigError(f"max_replicas {max_replicas} is below 1")
+        if amp_remote_write_url is not None:
+            check_remote_write_url(amp_remote_write_url)
+            if not region:
+                raise ConfigError("amp_remote_write_url needs the region its requests are signed for")
+            if not collector_image.strip():
+                raise ConfigError("the collector image is empty (amp_collector_image)")
         self.ecs = ecs
         self.elb = elbv2
         self.cluster = cluster
@@ -349,6 +382,9 @@ class EcsServiceCompute:
         """Application Auto Scaling (``application-autoscaling``); None: no revision is scaled."""
         self.max_replicas = max_replicas
         """The most tasks a revision scales to; None: its ``replicas`` (no scaling)."""
+        self.amp_remote_write_url = amp_remote_write_url
+        """The AMP workspace's remote-write URL; None: no collector in the tasks (module docstring)."""
+        self.collector_image = collector_image
         self._url: str | None = None
 
     # ------------------------------------------------------------------ names and calls
@@ -714,6 +750,8 @@ class EcsServiceCompute:
         }
         if self.environment:
             environment["MANGAASSIST_ENV"] = self.environment
+        if self.amp_remote_write_url:
+            environment[REQUEST_SERIES_ENV] = "1"  # the collector below scrapes them
         container: dict[str, Any] = {
             "name": CONTAINER,
             "image": image,
@@ -722,21 +760,17 @@ class EcsServiceCompute:
             "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
         }
         if self.log_group:
-            container["logConfiguration"] = {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": self.log_group,
-                    "awslogs-stream-prefix": f"{self.family(service)}/{revision.name}",
-                    **({"awslogs-region": self.region} if self.region else {}),
-                },
-            }
+            container["logConfiguration"] = self._logs(f"{self.family(service)}/{revision.name}")
+        containers = [container]
+        if self.amp_remote_write_url:
+            containers.append(self._collector(service, revision.name))
         params: dict[str, Any] = {
             "family": self.family(service),
             "networkMode": "awsvpc",
             "requiresCompatibilities": ["FARGATE"],
             "cpu": self.cpu,
             "memory": self.memory,
-            "containerDefinitions": [container],
+            "containerDefinitions": containers,
             "tags": [{"key": TAG_REVISION, "value": revision.name}],
         }
         if self.execution_role_arn:
@@ -745,6 +779,36 @@ class EcsServiceCompute:
             params["taskRoleArn"] = self.task_role_arn
         answer = self._call(self.ecs, "register_task_definition", **params)
         return str(answer["taskDefinition"]["taskDefinitionArn"])
+
+    def _logs(self, prefix: str) -> dict[str, Any]:
+        return {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": self.log_group,
+                "awslogs-stream-prefix": prefix,
+                **({"awslogs-region": self.region} if self.region else {}),
+            },
+        }
+
+    def _collector(self, service: str, revision: str) -> dict[str, Any]:
+        """The ADOT collector container that remote-writes the app's request series to AMP."""
+        assert self.amp_remote_write_url is not None and self.region is not None  # checked in __init__
+        config = collector_config(
+            self.amp_remote_write_url,
+            self.region,
+            self.container_port,
+            job=self.family(service),
+            environment=self.environment,
+        )
+        container: dict[str, Any] = {
+            "name": COLLECTOR,
+            "image": self.collector_image,
+            "essential": False,  # without it the app still serves; the judge just sees no new scrape
+            "environment": [{"name": COLLECTOR_CONFIG_ENV, "value": config}],
+        }
+        if self.log_group:
+            container["logConfiguration"] = self._logs(f"{self.family(service)}/{revision}/{COLLECTOR}")
+        return container
 
     def _create_rule(
         self,
@@ -1011,6 +1075,79 @@ class EcsServiceCompute:
             for name, lv in self._revisions(service).items()
             if lv.target_group
         }
+
+
+def check_remote_write_url(url: str) -> str:
+    """An AMP workspace's remote-write URL (``https://.../workspaces/WS_ID/api/v1/remote_write``)."""
+    if not url.startswith("https://") or not url.rstrip("/").endswith("/api/v1/remote_write"):
+        raise ConfigError(
+            f"amp_remote_write_url {url!r} is not a remote-write URL (expected "
+            "https://aps-workspaces.REGION.amazonaws.com/workspaces/WS_ID/api/v1/remote_write)"
+        )
+    return url
+
+
+def collector_config(
+    remote_write_url: str,
+    region: str,
+    container_port: int,
+    *,
+    job: str = "mangaassist",
+    environment: str = "",
+    scrape_interval_s: int = SCRAPE_INTERVAL_S,
+) -> str:
+    """The ADOT collector's configuration (YAML, for ``AOT_CONFIG_CONTENT``): scrape the app in the
+    same task (``localhost``: ``awsvpc`` tasks share one network namespace) and remote-write what it
+    exports to the AMP workspace, signed with SigV4 (the task role's credentials).
+
+    The ``ecs`` resource detector reads the task's metadata endpoint; with
+    ``resource_to_telemetry_conversion`` its attributes (the task ARN among them) become labels of
+    every series, so the tasks of one revision (each scrapes ``localhost:PORT``, the same target)
+    stay distinct series, which ``platform.prometheus`` sums by revision. ``mangaassist_env`` names
+    the environment on every series written (the reader does not filter on it: one workspace per
+    environment)."""
+    interval = f"{scrape_interval_s}s"
+    exporter: dict[str, Any] = {
+        "endpoint": check_remote_write_url(remote_write_url),
+        "auth": {"authenticator": "sigv4auth"},
+        "resource_to_telemetry_conversion": {"enabled": True},
+    }
+    if environment:
+        exporter["external_labels"] = {"mangaassist_env": environment}
+    config: dict[str, Any] = {
+        "extensions": {"sigv4auth": {"region": region, "service": "aps"}},
+        "receivers": {
+            "prometheus": {
+                "config": {
+                    "global": {"scrape_interval": interval, "scrape_timeout": "10s"},
+                    "scrape_configs": [
+                        {
+                            "job_name": job,
+                            "metrics_path": "/metrics",
+                            "scrape_interval": interval,
+                            "static_configs": [{"targets": [f"localhost:{container_port}"]}],
+                        }
+                    ],
+                }
+            }
+        },
+        "processors": {
+            "resourcedetection": {"detectors": ["env", "ecs"], "timeout": "5s", "override": False},
+            "batch": {"timeout": "10s"},
+        },
+        "exporters": {"prometheusremotewrite": exporter},
+        "service": {
+            "extensions": ["sigv4auth"],
+            "pipelines": {
+                "metrics": {
+                    "receivers": ["prometheus"],
+                    "processors": ["resourcedetection", "batch"],
+                    "exporters": ["prometheusremotewrite"],
+                }
+            },
+        },
+    }
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def _dimension(arn: str, after: str) -> str:

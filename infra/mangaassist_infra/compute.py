@@ -3,6 +3,9 @@ the ALB with its listener (port 80; its default action a 503 JSON answer until C
 ``EcsServiceCompute`` makes each revision's ECS service, target group and pin rule and the service's
 weighted rule, which come before the default), the tasks' security group, execution role, task role
 and log group, and the outputs ``[environments.ENV.aws]`` copies (``mangaassist-ENV-chatbot-KEY``).
+The task role may also remote-write to the account's Amazon Managed Prometheus workspaces
+(``aps:RemoteWrite``): the collector ``EcsServiceCompute`` adds to each task with
+``amp_remote_write_url`` writes the workers' request series there (no workspace is made here).
 
 Also the place of the Lambda burst path, not its function: the function
 ``mangaassist-ENV-chatbot-burst`` (``burst_function_name``) and its alias ``live`` are CD-01's
@@ -159,6 +162,7 @@ class ComputeStack(InfraStack):
             description="The chatbot's ECS tasks: what the chatbot calls (tables, search, model)",
         )
         self._allow_task_access(self.task_role)
+        self._allow_remote_write(self.task_role)
 
         self.alb_security_group = ec2.SecurityGroup(
             self,
@@ -353,6 +357,21 @@ class ComputeStack(InfraStack):
                 "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
                 "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
             )
+
+    def _allow_remote_write(self, role: iam.Role) -> None:
+        """The tasks' collector (``EcsServiceCompute`` with ``amp_remote_write_url``) remote-writes
+        the workers' request series to the environment's Amazon Managed Prometheus workspace, which
+        CD-02 does not make (its id names it in ``[environments.ENV.aws]``): any workspace of the
+        stage's account and region, writes only."""
+        workspaces = self.format_arn(service="aps", resource="workspace", resource_name="*")
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["aps:RemoteWrite"], resources=[workspaces]))
+        acknowledge(
+            cfn(role.node.find_child("DefaultPolicy")),
+            f"AwsSolutions-IAM5[Resource::{self.resolve(workspaces)}]",
+            "The AMP workspace is made outside CD-02, so its generated id (ws-...) is not known here; "
+            "the collector in each task may only remote-write, to workspaces of this stage's account "
+            "and region.",
+        )
 
     def _allow_pull(self, role: iam.Role) -> None:
         """A role that pulls the chatbot's images (the tasks' execution role,

@@ -398,6 +398,10 @@ def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesiz
     assert writes and writes[0]["Resource"] == {"Fn::GetAtt": [logs, "Arn"]}
     task = next(p for k, p in policies.items() if k.startswith("TaskTaskRole"))
     assert any("dynamodb:Query" in s["Action"] for s in _statements(task))
+    # the tasks' collector remote-writes the request series to the account's AMP workspaces, only that
+    (write,) = [s for s in _statements(task) if "aps:RemoteWrite" in json.dumps(s["Action"])]
+    assert write["Action"] == "aps:RemoteWrite"
+    assert re.fullmatch(r"arn:aws:aps:[a-z0-9-]+:\d{12}:workspace/\*", write["Resource"]), write
 
     # every [environments.ENV.aws] key EcsServiceCompute reads from CD-02, as an exported output
     outputs = raw["Outputs"]

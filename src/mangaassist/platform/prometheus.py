@@ -7,10 +7,11 @@ delegate for what the series do not hold.
 
 The routers export, per service and revision, counters of requests by status, 2xx answers by
 fallback flag, transport errors by kind, feedback by rating, and a latency histogram
-(``platform.local.stats``: ``mangaassist_router_*``); Prometheus scrapes them (CD-08), or something
-remote-writes them (AMP). This reads those series instead of per-request records, the way a judge
-reads CloudWatch or Managed Prometheus in production: aggregates, not requests (``per_request`` is
-False).
+(``platform.request_series``: ``mangaassist_router_*``); Prometheus scrapes them (CD-08). Where no
+router stands in front of the workers (ECS behind an ALB) each worker exports the same series itself
+and a collector in its task remote-writes them (AMP: ``platform.aws.compute_ecs``). This reads those
+series instead of per-request records, the way a judge reads CloudWatch or Managed Prometheus in
+production: aggregates, not requests (``per_request`` is False).
 
 **Cursor.** A cursor is the timestamp, in microseconds, of the newest scrape of the service's
 router that Prometheus had ingested when it was read. ``outcomes(service, cursor)`` queries every

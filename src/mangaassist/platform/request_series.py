@@ -25,7 +25,7 @@ when its worker restarts.
 
 **What a worker cannot see** that the router could: requests no worker answered. A 502 or 504 the
 load balancer sent because no target accepted or answered in time, a connection refused or reset
-before the worker's app saw it, a request the ALB answered itself (no healthy target: 503): none of
+before the worker's app saw it, a request the ALB answered itself (no registered target: 503): none of
 them reaches the middleware. A response the worker broke after its status went out is counted as
 the router would count it (a ``reset_midstream`` transport error, folded into 502). Its latency is
 the time inside the worker's app, without the load balancer's hops. On AWS, what the workers cannot

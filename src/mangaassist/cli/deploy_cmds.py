@@ -2,9 +2,11 @@
 
 ``deploy app`` starts a CD-01 run on the delivery engine (locked per environment, audited,
 resumable with ``runs resume``) and prints what it did: the release's digest, the gates' numbers,
-each phase's verdict and, when it rolled back, the judge's numbers. ``rollback app`` flips a live
-deploy back to its stable revision at once (then the run rolls back: the candidate is retired), or,
-when no deploy is in flight, redeploys the release that the last promotion replaced. ``traffic``
+each phase's verdict and, when it rolled back, the judge's numbers. It releases one service: the
+environment's deploy setting ``service`` (default ``chatbot``) or ``--service NAME``, one the
+environment declares (``deploy services`` lists them). ``rollback app`` flips a live deploy of that
+service back to its stable revision at once (then the run rolls back: the candidate is retired), or,
+when no deploy is in flight, redeploys the release that the service's last promotion replaced. ``traffic``
 is the bounded load generator (``delivery.rollout.load``). ``deploy model intent`` starts a CD-03
 run (``delivery.pipelines.model``: gate, shadow, canary, approval by policy, promote the alias) and
 prints the gate's table, the shadow's numbers and disagreements, each canary verdict and the alias
@@ -52,6 +54,14 @@ deploy_app = typer.Typer(
 rollback_app = typer.Typer(help="Roll a service back.", no_args_is_help=True)
 
 EnvOpt = Annotated[str, typer.Option("--env", help="Target environment (mangaassist.toml, policy.yaml).")]
+ServiceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--service",
+        help="The service, one the environment declares (its services tables in mangaassist.toml; "
+        "`deploy services` lists them). Default: the environment's deploy setting `service`, chatbot.",
+    ),
+]
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -125,6 +135,7 @@ def _fmt(value: Any) -> str:
 @deploy_app.command("app")
 def deploy(
     env: EnvOpt = "dev",
+    service: ServiceOpt = None,
     strategy: Annotated[
         str | None, typer.Option(help="canary, blue-green or all-at-once (default: the environment's).")
     ] = None,
@@ -148,11 +159,13 @@ def deploy(
     dry: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build, test, smoke, load-gate and roll out the chatbot; roll back by itself on a FAIL verdict."""
+    """Build, test, smoke, load-gate and roll out a service (the chatbot); roll back by itself on FAIL."""
     if source is not None and artifact is not None:
         raise fail("--source and --artifact exclude each other", 2, as_json=as_json)
     with handled(as_json):
         params: dict[str, Any] = {"environment": env}
+        if service is not None:
+            params["service"] = service
         if strategy:
             params["strategy"] = strategy
         if source is not None:
@@ -165,7 +178,7 @@ def deploy(
             params["steps"] = steps
         if scan_limit:
             params["scan_limits"] = scan_limits(",".join(scan_limit), "--scan-limit")
-        description = cd01.describe(params)  # validates strategy, steps and settings first
+        description = cd01.describe(params)  # validates service, strategy, steps and settings first
     if dry:
         return dry_run(cd01.NAME, params, env, as_json)
     if not yes:
@@ -317,6 +330,27 @@ def _model_report(run: RunRecord, steps: dict[str, StepRecord], as_json: bool) -
         raise typer.Exit(1)
 
 
+@deploy_app.command("services")
+def services(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
+    """List the services `deploy app --service` can release here (mangaassist.toml); changes nothing.
+
+    One name per line (`--json`: the environment, its default service and each service's compute)."""
+    with handled(as_json):
+        declared = cd01.declared_services(env)
+        default = cd01.settings_for(env).service
+    if as_json:
+        _print_json(
+            {
+                "environment": env,
+                "default": default,
+                "services": [{"name": n, "compute": c} for n, c in sorted(declared.items())],
+            }
+        )
+        return
+    for name in sorted(declared):
+        say(name)
+
+
 def _live_run(env: str) -> RunRecord | None:
     store = _store()
     with store.transaction() as conn:
@@ -334,31 +368,45 @@ def _now() -> Any:
 
 
 @rollback_app.command("app")
-def rollback(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
-    """All traffic back to the previous release now: flip a deploy in flight, or redeploy the last one."""
+def rollback(env: EnvOpt = "dev", service: ServiceOpt = None, as_json: JsonOpt = False) -> None:
+    """All traffic back to the service's previous release now: flip its deploy in flight, or redeploy
+    the release its last promotion replaced."""
     with handled(as_json):
+        chosen = cd01.settings_for(env, service).service
         live = _live_run(env)
         if live is not None:
-            _flip(live, env, as_json)
+            running = cd01.run_service(live.params)
+            if running != chosen:
+                raise fail(
+                    f"run {live.id} is releasing {running} in {env} (CD-01 runs one service at a time): "
+                    f"nothing of {chosen} is in flight; to roll that run back: "
+                    f"mangaassist rollback app --env {env} --service {running}",
+                    1,
+                    as_json=as_json,
+                )
+            _flip(live, env, running, as_json)
             return
-        history = cd01.releases(load_settings(env))
+        history = cd01.releases(load_settings(env), chosen)
         if not history:
-            raise ConfigError(f"nothing to roll back in {env}: no deploy in flight and no promoted release")
+            raise ConfigError(
+                f"nothing to roll back of {chosen} in {env}: no deploy in flight and no promoted release"
+            )
         last = history[-1]
         if not last.get("previous_artifact"):
             raise ConfigError(
-                f"the last promoted release in {env} ({last['revision']}) was the service's first: "
-                "there is no earlier release to roll back to (deploy a fixed one instead)"
+                f"the last promoted release of {chosen} in {env} ({last['revision']}) was the service's "
+                "first: there is no earlier release to roll back to (deploy a fixed one instead)"
             )
-        status = platform_for(env).compute().status(cd01.settings_for(env).service)
+        status = platform_for(env).compute().status(chosen)
         live_names = [n for n, w in status.weights.items() if w > 0]
         if live_names != [last["revision"]]:
             raise ConfigError(
-                f"the live revision is {live_names}, not {last['revision']} (the last promoted release); "
-                "nothing safe to roll back to automatically"
+                f"the live revision of {chosen} is {live_names}, not {last['revision']} (the last promoted "
+                "release); nothing safe to roll back to automatically"
             )
         params = {
             "environment": env,
+            "service": chosen,
             "artifact": last["previous_artifact"],
             "set_env": last.get("previous_set_env") or {},
             "strategy": "blue-green",
@@ -370,7 +418,7 @@ def rollback(env: EnvOpt = "dev", as_json: JsonOpt = False) -> None:
     _report(run, records, as_json)
 
 
-def _flip(run: RunRecord, env: str, as_json: bool) -> None:
+def _flip(run: RunRecord, env: str, service: str, as_json: bool) -> None:
     """The deploy in flight: stable gets all traffic at once here, then the run rolls back."""
     store = _store()
     with store.transaction() as conn:
@@ -379,7 +427,6 @@ def _flip(run: RunRecord, env: str, as_json: bool) -> None:
     flipped: dict[str, Any] = {}
     if stable:
         started = time.perf_counter()
-        service = cd01.settings_for(env).service
         weights = platform_for(env).compute().set_weights(service, {stable: 100.0})
         flipped = {"weights": dict(weights), "took_ms": round((time.perf_counter() - started) * 1000, 3)}
         with store.transaction() as conn:
@@ -390,7 +437,7 @@ def _flip(run: RunRecord, env: str, as_json: bool) -> None:
                 kind="app.rollback",
                 actor=resolve_actor(),
                 run_id=run.id,
-                detail={"stable": stable, **flipped},
+                detail={"service": service, "stable": stable, **flipped},
             )
     executor = engine_executor(store)
     pipeline = registry.build(run.pipeline, run.params)
@@ -400,11 +447,20 @@ def _flip(run: RunRecord, env: str, as_json: bool) -> None:
         time.sleep(0.25)
         with store.transaction() as conn:
             final = store.run(conn, run.id, _now())
-    doc = {"run": run.id, "state": final.effective_state.value, "stable": stable, "flip": flipped}
+    doc = {
+        "run": run.id,
+        "state": final.effective_state.value,
+        "service": service,
+        "stable": stable,
+        "flip": flipped,
+    }
     if as_json:
         _print_json(doc)
     else:
-        say(f"all traffic on {stable} ({flipped.get('took_ms', 0):.1f} ms); run {run.id}: {doc['state']}")
+        say(
+            f"all traffic of {service} on {stable} ({flipped.get('took_ms', 0):.1f} ms); "
+            f"run {run.id}: {doc['state']}"
+        )
     if not final.effective_state.final:
         raise typer.Exit(1)
 
@@ -421,12 +477,17 @@ def traffic(
         ),
     ] = None,
     env: EnvOpt = "dev",
+    service: ServiceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send realistic chat conversations through the router for a bounded time, then report."""
     with handled(as_json):
         own = url is None  # the environment's own service: its URL may be another host (aws)
-        target = url or platform_for(env).compute().url(cd01.settings_for(env).service)
+        if url is None:  # the service first: an undeclared one is refused before the platform is asked
+            chosen = cd01.settings_for(env, service).service
+            target = platform_for(env).compute().url(chosen)
+        else:
+            target = url
         report = run_load(target, rps=rps, duration_s=duration, sessions=sessions, remote=own)
     doc = report.as_dict()
     if as_json:

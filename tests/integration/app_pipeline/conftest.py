@@ -1,4 +1,5 @@
-"""A real control plane running the platform's test workload as the ``chatbot`` service, for CD-01.
+"""A real control plane running the platform's test workload as the ``chatbot`` service, for CD-01
+(``two_services``: also as ``chatbot-burst``, a second service CD-01 releases on its own).
 
 The test workload (``platform.local.testing_app``) starts in a fraction of a second and emulates the
 faults the judge must catch: ``TESTAPP_STATUS=500`` (every chat fails) and ``TESTAPP_DELAY_MS``.
@@ -28,21 +29,34 @@ TEST_APP = "mangaassist.platform.local.testing_app:create_app"
 SMOKE = [["product_search", "Do you have Frieren volume 5?"]]
 
 
-def write_config(directory: Path, deploy: dict[str, Any], first_revision: str | None = "r1") -> Path:
-    """``first_revision``: what ``up`` starts the service with (None: nothing, an empty service)."""
+def write_config(
+    directory: Path,
+    deploy: dict[str, Any],
+    first_revision: str | None = "r1",
+    services: tuple[str, ...] = ("chatbot",),
+) -> Path:
+    """``first_revision``: what ``up`` starts each service with (None: nothing, an empty service);
+    ``services``: each runs the test workload."""
     lines = [
         "[environments.dev]",
         'provider = "local"',
         'home = "home"',
         "control_port = 0",
-        "[environments.dev.services.chatbot]",
-        f'app = "{TEST_APP}"',
-        # without a source, ``up`` starts the service with no revision
-        *([f'source = "{ROOT / "src"}"', f'first_revision = "{first_revision}"'] if first_revision else []),
-        "router_port = 0",
-        "ready_timeout_s = 20",
-        "[environments.dev.deploy]",
     ]
+    for service in services:
+        lines += [
+            f"[environments.dev.services.{service}]",
+            f'app = "{TEST_APP}"',
+            # without a source, ``up`` starts the service with no revision
+            *(
+                [f'source = "{ROOT / "src"}"', f'first_revision = "{first_revision}"']
+                if first_revision
+                else []
+            ),
+            "router_port = 0",
+            "ready_timeout_s = 20",
+        ]
+    lines.append("[environments.dev.deploy]")
     for key, value in deploy.items():
         lines.append(f"{key} = {value!r}".replace("'", '"') if isinstance(value, str) else f"{key} = {value}")
     path = directory / "mangaassist.toml"
@@ -87,11 +101,11 @@ class Plane:
             steps = {s.name: s for s in self.store.steps(conn, run.id)}
         return final, steps
 
-    def live(self) -> dict[str, float]:
-        return dict(self.compute.status("chatbot").weights)
+    def live(self, service: str = "chatbot") -> dict[str, float]:
+        return dict(self.compute.status(service).weights)
 
-    def revisions(self) -> dict[str, str]:
-        return {r.name: r.health.value for r in self.compute.status("chatbot").revisions}
+    def revisions(self, service: str = "chatbot") -> dict[str, str]:
+        return {r.name: r.health.value for r in self.compute.status(service).revisions}
 
     @property
     def url(self) -> str:
@@ -110,8 +124,20 @@ def empty_plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pla
     yield from _plane(tmp_path, monkeypatch, None)
 
 
-def _plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_revision: str | None) -> Iterator[Plane]:
-    config = write_config(tmp_path, DEPLOY, first_revision)
+@pytest.fixture
+def two_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
+    """The same platform with a second service, ``chatbot-burst`` (the burst path's name), also
+    running the test workload from ``r1``."""
+    yield from _plane(tmp_path, monkeypatch, "r1", ("chatbot", "chatbot-burst"))
+
+
+def _plane(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    first_revision: str | None,
+    services: tuple[str, ...] = ("chatbot",),
+) -> Iterator[Plane]:
+    config = write_config(tmp_path, DEPLOY, first_revision, services)
     home = tmp_path / "home"
     monkeypatch.setenv("MANGAASSIST_PLATFORM_CONFIG", str(config))
     monkeypatch.setenv("MANGAASSIST_HOME", str(home))

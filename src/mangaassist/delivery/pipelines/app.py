@@ -1,4 +1,4 @@
-"""CD-01, application deployment: the chatbot service from a source tree to 100% of its traffic.
+"""CD-01, application deployment: a service (the chatbot) from a source tree to 100% of its traffic.
 
 The runbook, one engine step each (``build``):
 
@@ -35,9 +35,20 @@ resumed after a kill keeps judging from the cursor its shift recorded. Started b
 ``mangaassist deploy app`` and ``mangaassist rollback app`` (``cli/deploy_cmds.py``); rebuilt from
 its params by ``runs resume``.
 
-Params: ``environment``, ``strategy``, ``source`` (a project with ``pyproject.toml``, or a package
-tree) or ``artifact`` (a ``.whl`` or ``.tar``), ``set_env`` (dict), ``skip_tests`` (a rollback to a
-release that passed them), ``smoke`` (``[[intent, message], ...]``; default one per intent),
+One run releases one service of the environment: the deploy setting ``service`` (the file's, default
+``chatbot``, or the run's ``service`` param, ``deploy app --service``). A ``service`` param the
+environment does not declare (``[environments.ENV.services.NAME]``) is refused when the run is built,
+before anything is recorded (``check_service``). Each service keeps its own ledger under
+``$MANGAASSIST_HOME/releases/ENV/SERVICE/``: what each revision runs (``REVISION.json``, for a later
+rollback or baseline) and its promoted releases (``history.jsonl``, what ``rollback app --service``
+goes back from). The environment's default service also reads the ledger kept before ledgers were
+per service (``releases/ENV/``), and writes only its own. Every CD-01 run of an environment takes
+the one (environment, CD-01) lock, whatever its service: a run started while another service's run
+holds it fails at once naming the holder (``LockHeld``), so services are released one at a time.
+
+Params: ``environment``, ``service``, ``strategy``, ``source`` (a project with ``pyproject.toml``,
+or a package tree) or ``artifact`` (a ``.whl`` or ``.tar``), ``set_env`` (dict), ``skip_tests`` (a
+rollback to a release that passed them), ``smoke`` (``[[intent, message], ...]``; default one per intent),
 ``note``, the ``answers_*`` params of ``pipelines/answers.py``, and any deploy setting
 (``rollout.settings``) to override the file.
 """
@@ -82,7 +93,7 @@ from mangaassist.delivery.rollout.phases import (
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
 from mangaassist.platform.compute import Compute, Pin, Revision, RevisionHealth
-from mangaassist.platform.settings import PlatformSettings
+from mangaassist.platform.settings import PlatformSettings, load_settings
 
 NAME = "CD-01"
 
@@ -130,6 +141,8 @@ PINNED_ERROR_ALPHA = 0.001
 def build(params: dict[str, Any]) -> Pipeline:
     """The CD-01 pipeline for these params (deterministic: ``runs resume`` rebuilds it)."""
     settings = _settings(params)
+    if params.get("service") is not None:  # a service the environment does not declare: refused here
+        check_service(settings.environment, settings.service)
     plan = _plan(params, settings)
     GateSettings.from_params(params)  # bad answers_* params fail before the run starts
     scope = RunScope(settings.environment)
@@ -289,6 +302,7 @@ def _candidate(scope: RunScope, ctx: StepContext) -> Outcome:
     )
     _note_revision(
         p,
+        settings.service,
         revision.name,
         {
             "revision": revision.name,
@@ -411,7 +425,7 @@ def _baseline(scope: RunScope, ctx: StepContext) -> Outcome:
         b.baseline_name,
         Artifact(path, b.stable_digest),
         p.services[settings.service].app,
-        dict((revision_record(p, b.stable) or {}).get("set_env", {})),
+        dict((revision_record(p, settings.service, b.stable) or {}).get("set_env", {})),
         b.stable_replicas,
     )
     timeout_s = p.services[settings.service].ready_timeout_s
@@ -443,6 +457,7 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
             return waiting
     verdicts = {p.name: ctx.outputs[p.name].get("verdict") for p in plan.phases}
     record = {
+        "service": settings.service,
         "digest": b.digest,
         "wheel_digest": b.release.get("wheel_digest"),
         "revision": candidate,
@@ -452,7 +467,9 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
         "previous_revision": stable or None,
         "previous_digest": b.stable_digest or None,
         "previous_artifact": str(p.home / "artifacts" / f"{b.stable_digest}.tar") if stable else None,
-        "previous_set_env": (revision_record(p, stable) or {}).get("set_env", {}) if stable else {},
+        "previous_set_env": (revision_record(p, settings.service, stable) or {}).get("set_env", {})
+        if stable
+        else {},
         "first_release": b.first,
         "requester": ctx.run.requester,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -460,7 +477,7 @@ def _promote(scope: RunScope, ctx: StepContext) -> Outcome:
         "verdicts": verdicts,
         "drained_after_s": round(waited, 3),
     }
-    ctx.effect("record", lambda key: _append_history(p, record, key))
+    ctx.effect("record", lambda key: _append_history(p, settings.service, record, key))
     return Outcome.done(record, detail={"release": record}, verdict=Verdict.PASS)
 
 
@@ -524,9 +541,36 @@ def _settings(params: dict[str, Any]) -> DeploySettings:
     return run_settings(params)
 
 
-def settings_for(environment: str) -> DeploySettings:
-    """The deploy settings of ``environment`` (``mangaassist.toml``), for the CLI."""
-    return _settings({"environment": environment})
+def settings_for(environment: str, service: str | None = None) -> DeploySettings:
+    """The deploy settings of ``environment`` (``mangaassist.toml``), for the CLI; ``service`` (a
+    ``--service`` option) over the file's, refused unless the environment declares it."""
+    if service is None:
+        return _settings({"environment": environment})
+    settings = _settings({"environment": environment, "service": service})
+    check_service(environment, settings.service)
+    return settings
+
+
+def run_service(params: dict[str, Any]) -> str:
+    """The service a CD-01 run with these params releases (its ``service`` param, else the file's)."""
+    return _settings(params).service
+
+
+def declared_services(environment: str) -> dict[str, str | None]:
+    """The services ``environment`` declares (``[environments.ENV.services.NAME]``), each with its
+    ``compute`` kind (None: the provider's default): what CD-01 can release there."""
+    return {name: s.compute for name, s in load_settings(environment).services.items()}
+
+
+def check_service(environment: str, service: str) -> None:
+    """``ConfigError`` naming ``service`` and ``environment`` unless the environment declares it."""
+    declared = declared_services(environment)
+    if service not in declared:
+        raise ConfigError(
+            f"service {service!r} is not declared in environment {environment} "
+            f"(declared: {', '.join(sorted(declared)) or 'none'}; a service CD-01 releases is a "
+            f"[environments.{environment}.services.{service}] table in mangaassist.toml)"
+        )
 
 
 def _plan(params: dict[str, Any], settings: DeploySettings) -> RolloutPlan:
@@ -551,38 +595,60 @@ def _is_live(release_id: str, stable: str, stable_digest: str) -> bool:
     return release_id == _release_id(stable_digest, {})
 
 
-def _ledger(p: PlatformSettings) -> Path:
-    return p.home / "releases" / p.environment
+def _ledger(p: PlatformSettings, service: str) -> Path:
+    """The service's ledger: ``releases/ENV/SERVICE/`` under the platform's home."""
+    if not service or "/" in service or service in (".", ".."):
+        raise ConfigError(f"service {service!r}: not a name a ledger can be kept under")
+    return p.home / "releases" / p.environment / service
 
 
-def _note_revision(p: PlatformSettings, revision: str, record: dict[str, Any]) -> None:
+def _ledgers(p: PlatformSettings, service: str) -> list[Path]:
+    """Where the service's records are read from, oldest first: the environment's ledger from before
+    ledgers were per service (``releases/ENV/``), for the environment's default service only (the
+    file's deploy setting ``service``: the one every CD-01 run released then), then its own."""
+    try:
+        default = settings_for(p.environment).service
+    except ConfigError:  # no readable deploy settings: the default's default
+        default = DeploySettings.service
+    own = _ledger(p, service)
+    return [own.parent, own] if service == default else [own]
+
+
+def _note_revision(p: PlatformSettings, service: str, revision: str, record: dict[str, Any]) -> None:
     """What a revision runs (artifact, env), so a later rollback can start it again."""
-    path = _ledger(p) / f"{revision}.json"
+    path = _ledger(p, service) / f"{revision}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
 
 
-def revision_record(p: PlatformSettings, revision: str) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads((_ledger(p) / f"{revision}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data
+def revision_record(p: PlatformSettings, service: str, revision: str) -> dict[str, Any] | None:
+    """What ``revision`` of ``service`` runs (``_note_revision``), or None if it was never noted."""
+    for ledger in reversed(_ledgers(p, service)):  # the service's own first
+        try:
+            data: dict[str, Any] = json.loads((ledger / f"{revision}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return data
+    return None
 
 
-def releases(p: PlatformSettings) -> list[dict[str, Any]]:
-    """Promoted releases of the environment, oldest first (``history.jsonl``)."""
-    try:
-        lines = (_ledger(p) / "history.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
+def releases(p: PlatformSettings, service: str) -> list[dict[str, Any]]:
+    """Promoted releases of ``service`` in the environment, oldest first (``history.jsonl``; the
+    default service's from before ledgers were per service first)."""
+    out: list[dict[str, Any]] = []
+    for ledger in _ledgers(p, service):
+        try:
+            lines = (ledger / "history.jsonl").read_text().splitlines()
+        except OSError:
+            continue
+        out.extend(json.loads(line) for line in lines if line.strip())
+    return out
 
 
-def _append_history(p: PlatformSettings, record: dict[str, Any], key: str) -> None:
-    if any(r.get("key") == key for r in releases(p)):
+def _append_history(p: PlatformSettings, service: str, record: dict[str, Any], key: str) -> None:
+    if any(r.get("key") == key for r in releases(p, service)):
         return  # the effect's idempotency key: a resumed promote does not record twice
-    path = _ledger(p) / "history.jsonl"
+    path = _ledger(p, service) / "history.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({**record, "key": key}) + "\n")
@@ -675,6 +741,8 @@ def _num(value: float) -> float:
 def describe(params: dict[str, Any]) -> str:
     """One line on what a run with these params will do (the CLI's confirmation)."""
     settings = _settings(params)
+    if params.get("service") is not None:
+        check_service(settings.environment, settings.service)
     plan = _plan(params, settings)
     what = params.get("artifact") or params.get("source") or "the working tree"
     extra = f" with {params['set_env']}" if params.get("set_env") else ""

@@ -13,7 +13,10 @@ starts with an ``image`` job on the runner host: it builds the ``Dockerfile``'s 
 staging's and then prod's ECR repository (``mangaassist-ENV-chatbot``, tagged by the commit's SHA
 and the image's suffix; the same digest in both, or it fails), and each environment's job deploys
 its registry's ``REGISTRY/REPO@sha256:...`` of each as the revision's ``ECS_IMAGE`` and
-``LAMBDA_IMAGE`` (ADR 0010, "Images");
+``LAMBDA_IMAGE`` (ADR 0010, "Images"); then, in a second step, it releases the burst service
+``chatbot-burst`` with the Lambda image (``AFTER``), only when the environment declares that service
+in ``mangaassist.toml`` (a step before asks ``mangaassist deploy services``) and the chatbot's
+deploy succeeded;
 ``tests/unit/delivery/test_workflows.py`` checks that the committed files equal this output, that
 the filters match the planner path for path, and that each command and option exists in the CLI.
 
@@ -71,6 +74,8 @@ class Deploy:
     """An ``image`` job builds the Dockerfile's targets (``IMAGES``) once and pushes them to each
     environment's registry; each environment's job gets that registry's ``REGISTRY/REPO@sha256:...``
     of each in the image's ``shell`` variable (``$IMAGE``, ``$LAMBDA_IMAGE``)."""
+    after: tuple[After, ...] = ()
+    """More services the job releases after ``commands``, a step each, in order."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,39 @@ IMAGES = (
     Image("ecs", "ECS_IMAGE", "", "IMAGE", "ECS image"),
     Image("lambda", "LAMBDA_IMAGE", "-lambda", "LAMBDA_IMAGE", "Lambda image"),
 )
+LAMBDA = IMAGES[1]
 """The ECS image (the Dockerfile's last stage, what a plain ``docker build`` makes; the revision's
 ``ECS_IMAGE``, ``platform.aws.compute_ecs``) and the Lambda burst path's (the ``lambda`` stage: the
 same plus the AWS Lambda Web Adapter; ``LAMBDA_IMAGE``, ``platform.aws.compute_lambda``), both in
 the environment's one chatbot repository (CD-02's compute stack has no other)."""
+
+
+@dataclass(frozen=True)
+class After:
+    """A service the job releases after the pipeline's command (``deploy app --service``), in a step
+    of its own that runs only when the environment declares the service (``mangaassist deploy
+    services``, read from ``mangaassist.toml`` by a step before any credential exists) and every
+    step before it succeeded."""
+
+    service: str
+    images: tuple[Image, ...]
+    """The images the service's revision runs, passed as ``--set-env VARIABLE=$SHELL``."""
+
+    @property
+    def output(self) -> str:
+        """The ``services`` step's output that says whether the environment declares it."""
+        return self.service.replace("-", "_")
+
+    def command(self) -> str:
+        """The ``mangaassist`` invocation (``{env}`` is replaced)."""
+        images = " ".join(f'--set-env "{i.variable}=${i.shell}"' for i in self.images)
+        return f"deploy app --env {{env}} --service {self.service} --yes --json {images}"
+
+
+BURST = After("chatbot-burst", (LAMBDA,))
+"""The burst path on Lambda (docs/aws.md): CD-02 names its function ``mangaassist-ENV-chatbot-burst``,
+CD-01 makes it from the Lambda image on the service's first release."""
+SERVICES_STEP = "services"
 
 
 DEPLOYS: dict[str, Deploy] = {
@@ -110,6 +144,7 @@ DEPLOYS: dict[str, Deploy] = {
         ),
         why="the image job's digests in the environment's registry: the new revision's images",
         image=True,
+        after=(BURST,),
     ),
     "CD-02": Deploy(("deploy infra --env {env} --yes --json",)),
     "CD-03": Deploy(
@@ -335,6 +370,49 @@ def _indent(text: str, spaces: int) -> str:
     return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
 
 
+def _services_step(deploy: Deploy, env: str) -> str:
+    """The step that says which of ``deploy.after``'s services ``env`` declares (an output each,
+    ``true`` or ``false``), from ``mangaassist.toml``; a configuration it cannot read fails the job."""
+    if not deploy.after:
+        return ""
+    checks = "".join(
+        f"if grep -qx '{after.service}' <<<\"$declared\"; then\n"
+        f'  echo "{after.output}=true" >> "$GITHUB_OUTPUT"\n'
+        "else\n"
+        f'  echo "::notice::{env} declares no service {after.service}: its release is skipped"\n'
+        f'  echo "{after.output}=false" >> "$GITHUB_OUTPUT"\n'
+        "fi\n"
+        for after in deploy.after
+    )
+    return f"""\
+      - name: the services {env} declares (mangaassist.toml)
+        id: {SERVICES_STEP}
+        run: |
+          declared="$(.venv/bin/mangaassist deploy services --env {env})"
+          printf 'declared:\\n%s\\n' "${{declared:-none}}"
+{_indent(checks, 10)}\
+"""
+
+
+def _after_step(spec: PipelineSpec, after: After, env: str) -> str:
+    """Release ``after.service`` once the pipeline's command succeeded, if ``env`` declares it."""
+    image_env = "".join(
+        f"          {image.shell}: ${{{{ needs.{IMAGE_JOB}.outputs.{image.key(env)} }}}}\n"
+        for image in after.images
+    )
+    command = after.command().format(env=env)
+    return f"""\
+      - name: deploy {spec.id}'s {after.service} to {env}
+        if: steps.{SERVICES_STEP}.outputs.{after.output} == 'true'
+        env:
+          MANGAASSIST_STATE_URL: ${{{{ secrets.MANGAASSIST_STATE_URL }}}}
+{image_env}\
+        run: |
+          export MANGAASSIST_AUDIT_KEY_FILE="$RUNNER_TEMP/audit.key"
+          .venv/bin/mangaassist {command} | tee -a "$RUNNER_TEMP/deploy.json"
+"""
+
+
 def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
     deploy = DEPLOYS[spec.id]
     needed = ([IMAGE_JOB] if deploy.image else []) + ([previous] if previous else [])
@@ -389,6 +467,7 @@ def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
           node-version: "{NODE}"
       - name: set up (make setup, as .ci/run does)
         run: make setup
+{_services_step(deploy, env)}\
       - name: audit key (the same key on every runner, so the audit chain verifies)
         env:
           AUDIT_KEY: ${{{{ secrets.MANGAASSIST_AUDIT_KEY }}}}
@@ -420,6 +499,7 @@ def _job(spec: PipelineSpec, env: str, previous: str | None) -> str:
           # $RUNNER_TEMP, not runner.temp: in a container job only the variable holds the container's path
           export MANGAASSIST_AUDIT_KEY_FILE="$RUNNER_TEMP/audit.key"
 {image_check}{_indent(_script(deploy, env), 10)}\
+{"".join(_after_step(spec, after, env) for after in deploy.after)}\
       - name: summary
         if: always()
         run: |
@@ -437,6 +517,11 @@ def render(spec: PipelineSpec) -> str:
     deploy = DEPLOYS[spec.id]
     paths = "".join(f'      - "{pattern}"\n' for pattern in path_filters(spec))
     commands = "".join(f"#   mangaassist {c.format(env='ENV')}\n" for c in deploy.commands)
+    commands += "".join(
+        f"# then, if the environment declares the service {a.service} (mangaassist.toml):\n"
+        f"#   mangaassist {a.command().format(env='ENV')}\n"
+        for a in deploy.after
+    )
     why = f"# ({deploy.why})\n" if deploy.why else ""
     jobs = [_image_job(spec)] if deploy.image else []
     previous = None

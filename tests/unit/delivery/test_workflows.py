@@ -7,8 +7,9 @@ files and edge cases, with GitHub's glob rules), each pipeline deploys staging t
 minimal permissions and one concurrency group per (environment, pipeline), every command exists in
 the CLI with its options, CD-01's image job (on the host, build before credentials, OIDC, the same
 digest pushed to each environment's registry and deployed through env:, its push scripts run
-against stand-ins for aws and docker), and actionlint (with shellcheck) and zizmor --offline find
-nothing.
+against stand-ins for aws and docker), CD-01's burst service released after the chatbot when the
+environment declares it (the ``services`` step run with bash against real configurations), and
+actionlint (with shellcheck) and zizmor --offline find nothing.
 """
 
 from __future__ import annotations
@@ -678,6 +679,90 @@ def test_every_container_image_is_pinned_to_a_full_version() -> None:
     assert not loose, "\n".join(loose)
 
 
+# -- CD-01's burst service: released after the chatbot, when the environment declares it -----------
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_cd01_releases_the_burst_service_after_the_chatbot_if_declared(env: str) -> None:
+    job = _load(_deploy_file("CD-01"))["jobs"][env]
+    steps = _steps(job)
+    names = [s.get("name") for s in steps]
+    services = _step(job, "services")
+    burst = next(s for s in steps if s.get("name") == f"deploy CD-01's chatbot-burst to {env}")
+    deploy = _deploy_step(job, "CD-01", env)
+    setup = next(s for s in steps if s.get("run", "").strip() == "make setup")
+    aws = next(s for s in steps if s.get("uses", "").startswith("aws-actions/configure-aws-credentials"))
+    # read from mangaassist.toml before any credential exists; released after the chatbot's deploy
+    assert steps.index(setup) < steps.index(services) < steps.index(aws)
+    assert steps.index(deploy) + 1 == steps.index(burst) < names.index("summary")
+    assert f".venv/bin/mangaassist deploy services --env {env})" in services["run"]
+    # runs only if the environment declares it (and, as any step without a status function, only if
+    # every step before it succeeded: the chatbot's release was promoted or already live)
+    assert burst["if"] == "steps.services.outputs.chatbot_burst == 'true'"
+    assert burst["env"] == {
+        "MANGAASSIST_STATE_URL": "${{ secrets.MANGAASSIST_STATE_URL }}",
+        "LAMBDA_IMAGE": f"${{{{ needs.image.outputs.{env}_lambda }}}}",
+    }
+    assert burst["run"] == (
+        'export MANGAASSIST_AUDIT_KEY_FILE="$RUNNER_TEMP/audit.key"\n'
+        f".venv/bin/mangaassist deploy app --env {env} --service chatbot-burst --yes --json "
+        '--set-env "LAMBDA_IMAGE=$LAMBDA_IMAGE" | tee -a "$RUNNER_TEMP/deploy.json"\n'
+    )
+    assert "ECS_IMAGE" not in burst["run"], "the burst service runs the Lambda image only"
+    for spec in planner.CATALOG:  # the other pipelines release one thing: no such steps
+        if spec.id != "CD-01":
+            text = _deploy_file(spec.id).read_text()
+            assert "deploy services" not in text and "--service" not in text, spec.id
+
+
+def _services_output(tmp_path: Path, env: str, services: list[str]) -> tuple[int, str, str]:
+    """Run CD-01's ``services`` step of ``env`` (bash, as the job does) against a ``mangaassist.toml``
+    declaring ``services`` in ``env``: its exit code, its ``$GITHUB_OUTPUT`` and its log."""
+    config = tmp_path / "mangaassist.toml"
+    config.write_text(
+        f'[environments.{env}]\nprovider = "aws"\n'
+        + "".join(f'[environments.{env}.services.{name}]\ncompute = "lambda"\n' for name in services)
+    )
+    output = tmp_path / "output"
+    output.write_text("")
+    script = _step(_load(_deploy_file("CD-01"))["jobs"][env], "services")["run"]
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "MANGAASSIST_PLATFORM_CONFIG": str(config), "GITHUB_OUTPUT": str(output)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, output.read_text(), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_services_step_reads_whether_the_environment_declares_the_burst_service(
+    env: str, tmp_path: Path
+) -> None:
+    code, output, log = _services_output(tmp_path, env, ["chatbot", "chatbot-burst"])
+    assert (code, output) == (0, "chatbot_burst=true\n"), log
+    code, output, log = _services_output(tmp_path, env, ["chatbot", "chatbot-burst-old"])
+    assert (code, output) == (0, "chatbot_burst=false\n"), log  # the whole name, not a prefix
+    assert f"{env} declares no service chatbot-burst: its release is skipped" in log
+    code, output, log = _services_output(tmp_path, env, [])
+    assert (code, output) == (0, "chatbot_burst=false\n"), log
+    (tmp_path / "mangaassist.toml").write_text("[environments.dev]\n")  # no such environment
+    config = tmp_path / "mangaassist.toml"
+    script = _step(_load(_deploy_file("CD-01"))["jobs"][env], "services")["run"]
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "MANGAASSIST_PLATFORM_CONFIG": str(config), "GITHUB_OUTPUT": str(tmp_path / "o")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0, "a configuration the step cannot read fails the job, never skips"
+    assert not (tmp_path / "o").exists() or "chatbot_burst" not in (tmp_path / "o").read_text()
+
+
 # -- the commands exist in the CLI ------------------------------------------------------------------
 
 
@@ -723,6 +808,13 @@ def test_each_deploy_command_and_option_exists(pipeline: str) -> None:
         if not deploy.script:
             for command in deploy.commands:
                 assert f".venv/bin/mangaassist {command.format(env=env)}" in script
+    for after in deploy.after:  # the services released after the pipeline's command
+        cmd, options = _resolve(root, after.command().format(env="staging"))
+        known = {opt for p in cmd.params for opt in p.opts}
+        assert {"--env", "--service"} <= set(options) and not [o for o in options if o not in known]
+    if deploy.after:
+        cmd, options = _resolve(root, "deploy services --env staging")
+        assert options == ["--env"] and "--env" in {opt for p in cmd.params for opt in p.opts}
 
 
 def test_cd06_deploys_every_config_profile() -> None:

@@ -13,18 +13,20 @@ and a collector in its task remote-writes them (AMP: ``platform.aws.compute_ecs`
 series instead of per-request records, the way a judge reads CloudWatch or Managed Prometheus in
 production: aggregates, not requests (``per_request`` is False).
 
-**Cursor.** A cursor is the timestamp, in microseconds, of the newest scrape of the service's
-router that Prometheus had ingested when it was read. ``outcomes(service, cursor)`` queries every
-counter at that time and at the newest scrape now, and expands the difference into observations:
-one per counted request (statuses exact), each with the upper bound of the latency bucket it fell in
-(the latency is judged at bucket resolution, ``docs/decisions/0005-anytime-valid-canary-judge.md``),
-the fallback flag on as many 2xx answers as the counter says, transport errors as ``status`` 0 with
-their kind, and one feedback observation per counted rating. A counter that went down (its router
-restarted) counts from zero. Because both ends of a window are scrape times Prometheus already had,
-consecutive windows telescope: nothing is counted twice and nothing is lost to ingestion delay.
-Observations are numbered inside the window (``seq`` between the two cursors) and spread over it
-in time; within a window their order is a fixed shuffle, so a sequential judge does not see all of a
-revision's errors first.
+**Cursor.** A cursor is the timestamp, in microseconds, of the newest scrape of the service's router
+that Prometheus had ingested when it was read. ``outcomes(service, cursor)`` queries every counter
+at that time and at the newest scrape now, and expands the difference into observations: one per
+counted request (statuses exact), each with the upper bound of the latency bucket it fell in (the
+latency is judged at bucket resolution, ``docs/decisions/0005-anytime-valid-canary-judge.md``), the
+fallback flag on as many 2xx answers as the counter says, transport errors as ``status`` 0 with
+their kind, and one feedback observation per counted rating. Increases are taken per series (each
+exporter's own: the router, or each task of a revision on ECS) and summed after, so a series that
+went down (its exporter restarted) counts from zero, one that is gone (a task stopped) adds nothing
+and moves no other's count, and one that is new counts from zero. Because both ends of a window are
+scrape times Prometheus already had, consecutive windows telescope: nothing is counted twice and
+nothing is lost to ingestion delay. Observations are numbered inside the window (``seq`` between the
+two cursors) and spread over it in time; within a window their order is a fixed shuffle, so a
+sequential judge does not see all of a revision's errors first.
 
 **What it cannot tell.** Requests pinned to a revision (smoke tests) are counted with the rest: the
 router's counters do not separate them (the router's own records do; judges of a phase start their
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -61,6 +63,10 @@ _FEEDBACK = "mangaassist_router_feedback_total"
 _LATENCY = "mangaassist_router_latency_seconds_bucket"
 
 Counts = dict[tuple[str, str], float]
+"""Counter values by (revision, the family's other label)."""
+SeriesCounts = dict[tuple[tuple[str, str], tuple[tuple[str, str], ...]], float]
+"""Counter values by ((revision, label), the series' whole label set): one entry per exporter."""
+K = TypeVar("K")
 """(revision, label value) -> counter value."""
 
 
@@ -115,7 +121,7 @@ class PrometheusMetrics:
             if cursor
             else {family: {} for family in _FAMILIES}
         )
-        deltas = {family: _delta(now[family], then[family]) for family in _FAMILIES}
+        deltas = {family: _summed(_delta(now[family], then[family])) for family in _FAMILIES}
         return OutcomeBatch(expand(service, deltas, cursor, end), end)
 
     def shadow(self, service: str, revision: str) -> ShadowCounters:
@@ -153,12 +159,18 @@ class PrometheusMetrics:
             return None
         return round(float(result[0]["value"][1]) * US)
 
-    def _counts(self, base: str, service: str, family: str, by: str, at_us: int) -> Counts:
-        expr = f'sum by (revision, {by}) ({family}{{service="{_label(service)}"}})'
-        return {
-            (str(r["metric"].get("revision", "")), str(r["metric"].get(by, ""))): float(r["value"][1])
-            for r in self._query(base, expr, at_us)
-        }
+    def _counts(self, base: str, service: str, family: str, by: str, at_us: int) -> SeriesCounts:
+        """Every series of ``family`` at ``at_us``, each under its (revision, ``by``) key and its
+        whole label set: increases are taken per series and summed after (``_summed``), so one of
+        several exporters (a task of a revision on ECS) that stops or restarts changes only its own
+        series' increase, never the others'."""
+        expr = f'{family}{{service="{_label(service)}"}}'
+        out: SeriesCounts = {}
+        for r in self._query(base, expr, at_us):
+            metric = {str(k): str(v) for k, v in r["metric"].items() if k != "__name__"}
+            key = (metric.get("revision", ""), metric.get(by, ""))
+            out[(key, tuple(sorted(metric.items())))] = float(r["value"][1])
+        return out
 
 
 _FAMILIES: Mapping[str, str] = {
@@ -174,9 +186,18 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _delta(now: Counts, then: Counts) -> Counts:
-    """Counter increase per series; a series that went down restarted from zero."""
+def _summed(per_series: SeriesCounts) -> Counts:
+    """Per-series increases summed by their (revision, label) key."""
     out: Counts = {}
+    for (key, _series), value in per_series.items():
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _delta(now: Mapping[K, float], then: Mapping[K, float]) -> dict[K, float]:
+    """Counter increase per series; a series that went down restarted from zero. A series gone
+    since ``then`` (its exporter stopped) adds nothing; one new since then counts from zero."""
+    out: dict[K, float] = {}
     for key, value in now.items():
         before = then.get(key, 0.0)
         out[key] = value if value < before else value - before

@@ -62,3 +62,16 @@ def test_expand_gives_exact_statuses_flags_transport_errors_and_feedback() -> No
 
 def test_an_empty_window_has_no_observations() -> None:
     assert expand("chatbot", {_REQUESTS: {}}, start=5, end=10) == ()
+
+
+def test_increases_are_taken_per_exporter_so_one_that_stops_changes_nothing_else() -> None:
+    """Two tasks of r1 export their own counters; one stops (scale-in), a third starts. Summed
+    before the difference, the total would fall from 17 to 15 and count as a restart (15 requests);
+    per series it is what happened: 3 more on task a, 2 on the new task c."""
+    from mangaassist.platform.prometheus import _summed
+
+    key = ("r1", "200")
+    a, b, c = ((("instance", "a"),), (("instance", "b"),), (("instance", "c"),))
+    then = {(key, a): 10.0, (key, b): 7.0}
+    now = {(key, a): 13.0, (key, c): 2.0}
+    assert _summed(_delta(now, then)) == {key: 5.0}

@@ -309,8 +309,9 @@ def test_release_plan_counts_a_file_moved_out_of_a_pipeline_folder(
     git(repo, "mv", "knowledge/f.md", "archive-f.md")
     git(repo, "commit", "-qm", "move a document out")
     plan = data(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
-    assert [p["id"] for p in plan["pipelines"]] == ["CD-04"]
-    assert plan["pipelines"][0]["paths"] == ["knowledge/f.md"]
+    # the chatbot's image copies knowledge/*.md too (planner.IMAGE_FILES): CD-01 ships it again
+    assert [p["id"] for p in plan["pipelines"]] == ["CD-04", "CD-01"]
+    assert [p["paths"] for p in plan["pipelines"]] == [["knowledge/f.md"], ["knowledge/f.md"]]
     shown = cli(env, "release", "--plan", "--since", "HEAD~1", "--repo", str(repo))
     assert "CD-04" in shown.stdout and "nothing to release" not in shown.stdout
 

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from mangaassist.platform.local.client import (
 from mangaassist.platform.local.metrics import RouterMetrics
 from mangaassist.platform.local.metrics_prometheus import PrometheusMetrics
 from mangaassist.platform.settings import PlatformSettings, load_settings
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parents[3]
 TEST_APP = "mangaassist.platform.local.testing_app:create_app"
@@ -53,17 +54,6 @@ groups:
         labels: {{sloth_service: svc, sloth_slo: availability, sloth_severity: page}}
         annotations: {{summary: "svc burns its error budget"}}
 """
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 45.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s:g}s: {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import yaml
 
 from mangaassist.platform.local.metrics_prometheus import PrometheusMetrics
 from mangaassist.platform.metrics import OutcomeKind, RequestOutcome
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parents[3]
 SERVICE = "chatbot"
@@ -40,17 +40,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s:g}s: {what} (last: {last!r})")
 
 
 def _worker_env(home: Path, port_env: dict[str, str]) -> dict[str, str]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from mangaassist.platform.vector import LIVE_ALIAS, IndexRecord, VectorIndex
 from mangaassist.views import inventory
 from tests.integration.config.conftest import ConfigServer, start_config_server
 from tests.integration.platform.conftest import Plane, write_config
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -93,17 +93,6 @@ def platform(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platform
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with platform_for(stage.plane.settings) as opened:
         yield opened
-
-
-def eventually(check: Callable[[], Any], timeout_s: float = 45.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout_s:g}s: {what} (last: {last!r})")
 
 
 # -- services ---------------------------------------------------------------------------------------

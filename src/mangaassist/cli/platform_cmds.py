@@ -347,11 +347,7 @@ def retire(
 ) -> None:
     """Drain a revision (no new requests, in-flight ones finish), then stop its workers."""
     try:
-        compute = _compute(env, home)
-        if last:
-            result = compute.retire(service, revision, drain_timeout_s=drain_timeout, last=True)
-        else:
-            result = compute.retire(service, revision, drain_timeout_s=drain_timeout)
+        result = _compute(env, home).retire(service, revision, drain_timeout_s=drain_timeout, last=last)
     except MangaAssistError as exc:
         raise _fail(str(exc), 2) from None
     console.print(f"{service}/{revision}: {result.health.value}", highlight=False)

@@ -27,7 +27,8 @@ class _Ctx:
 
 
 class _Compute:
-    def retire(self, service: str, revision: str) -> None:  # pragma: no cover - never reached here
+    # pragma: no cover - never reached here
+    def retire(self, service: str, revision: str, *, last: bool = False) -> None:  # pragma: no cover
         raise AssertionError("the fake context runs no effect")
 
 

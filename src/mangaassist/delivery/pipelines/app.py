@@ -88,11 +88,11 @@ from mangaassist.delivery.rollout.phases import (
     retire_after_drain,
     run_phase,
     split_traffic,
-    stable_revision,
+    stable_of,
 )
 from mangaassist.delivery.rollout.settings import DeploySettings, run_settings
 from mangaassist.delivery.rollout.strategies import Phase, RolloutPlan, Strategy
-from mangaassist.platform.compute import Compute, Pin, Revision, RevisionHealth
+from mangaassist.platform.compute import Compute, Pin, Revision, RevisionHealth, ServiceStatus
 from mangaassist.platform.settings import PlatformSettings, load_settings
 
 NAME = "CD-01"
@@ -189,7 +189,8 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
         release = build_release(Path(ctx.params.get("source") or p.root), store)
     set_env = {str(k): str(v) for k, v in (ctx.params.get("set_env") or {}).items()}
     release_id = _release_id(release.artifact.digest, set_env)
-    if not _has_revisions(compute, settings.service):
+    status = _service_status(compute, settings.service)
+    if not _has_revisions(status):
         ctx.progress(
             f"first release of {settings.service}: it has no revision yet, so the candidate takes all of "
             "its traffic once ready; the pinned gates decide whether it stays"
@@ -209,7 +210,8 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
         )
         detail = {"digest": release.artifact.digest, "kind": release.kind, "first_release": True}
         return Outcome.done(built.as_output(), detail=detail)
-    stable_status = stable_revision(compute, settings.service)
+    assert status is not None  # _has_revisions
+    stable_status = stable_of(status)
     if stable_status is None:
         return split_traffic(compute, settings.service, " (`mangaassist rollback app`)")
     stable = stable_status.name
@@ -232,12 +234,18 @@ def _build(scope: RunScope, ctx: StepContext) -> Outcome:
     return Outcome.done(built.as_output(), detail={"digest": release.artifact.digest, "kind": release.kind})
 
 
-def _has_revisions(compute: Compute, service: str) -> bool:
-    """Whether ``service`` has a revision that is neither retired nor draining (an unknown service
-    has none: an account where CD-02 made the service's place and nothing runs yet)."""
+def _service_status(compute: Compute, service: str) -> ServiceStatus | None:
+    """The service's status; None for a service the provider does not know (an account where CD-02
+    made the service's place and nothing runs yet)."""
     try:
-        status = compute.status(service)
+        return compute.status(service)
     except NotFoundError:
+        return None
+
+
+def _has_revisions(status: ServiceStatus | None) -> bool:
+    """Whether the service has a revision that is neither retired nor draining."""
+    if status is None:
         return False
     # a revision being retired (draining) is on its way out: a first release's deploy says so
     return any(r.health not in (RevisionHealth.RETIRED, RevisionHealth.DRAINING) for r in status.revisions)
@@ -489,7 +497,7 @@ def _rollback(scope: RunScope, ctx: StepContext) -> Outcome:
     settings = _settings(ctx.params)
     if b.first:  # nothing to go back to: the service is left with no revision, as it was
         compute = scope.compute()
-        if not _has_revisions(compute, settings.service):
+        if not _has_revisions(_service_status(compute, settings.service)):
             return Outcome.done(detail={"nothing": "no candidate was deployed", "first_release": True})
         try:
             retired = ctx.effect(

@@ -288,7 +288,7 @@ def run_load(
     module's docstring); otherwise it must be loopback."""
     if not remote:
         check_loopback(url)
-    elif urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    elif (parts := urlsplit(url)).scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{url}: load needs an http or https URL with a host")
     if rps <= 0 or duration_s <= 0:
         raise ConfigError(f"load needs rps > 0 and a duration > 0, got rps={rps} duration={duration_s}")

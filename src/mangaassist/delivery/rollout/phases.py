@@ -57,7 +57,7 @@ from mangaassist.delivery.rollout.executor import (
     shift,
 )
 from mangaassist.delivery.rollout.strategies import Action, Baseline, Phase, RolloutPlan, Strategy, grow
-from mangaassist.platform.compute import Compute, Revision, RevisionHealth, RevisionStatus
+from mangaassist.platform.compute import Compute, Revision, RevisionHealth, RevisionStatus, ServiceStatus
 from mangaassist.platform.metrics import Alert, Metrics, OutcomeKind
 
 SLICE_S = 10.0
@@ -523,7 +523,7 @@ def retire(compute: Compute, service: str, revision: str, *, last: bool = False)
     """Retire ``revision`` (``last``: even as the service's only one, ``Compute.retire``); one that
     is gone already counts as retired."""
     try:
-        status = compute.retire(service, revision, last=last) if last else compute.retire(service, revision)
+        status = compute.retire(service, revision, last=last)
     except NotFoundError:
         return {"revision": revision, "health": "retired"}
     return {"revision": revision, "health": status.health.value}
@@ -531,7 +531,11 @@ def retire(compute: Compute, service: str, revision: str, *, last: bool = False)
 
 def stable_revision(compute: Compute, service: str) -> RevisionStatus | None:
     """The revision that takes every new conversation of ``service``, or None while traffic is split."""
-    status = compute.status(service)
+    return stable_of(compute.status(service))
+
+
+def stable_of(status: ServiceStatus) -> RevisionStatus | None:
+    """``stable_revision`` of a status already read."""
     live = [name for name, weight in status.weights.items() if weight > 0]
     if len(live) != 1:
         return None

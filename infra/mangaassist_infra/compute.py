@@ -3,16 +3,20 @@ the ALB with its listener (port 80; its default action a 503 JSON answer until C
 ``EcsServiceCompute`` makes each revision's ECS service, target group and pin rule and the service's
 weighted rule, which come before the default), the tasks' security group, execution role, task role
 and log group, and the outputs ``[environments.ENV.aws]`` copies (``mangaassist-ENV-chatbot-KEY``).
-The task role may also remote-write to the account's Amazon Managed Prometheus workspaces
-(``aps:RemoteWrite``): the collector ``EcsServiceCompute`` adds to each task with
-``amp_remote_write_url`` writes the workers' request series there (no workspace is made here).
+And the environment's Amazon Managed Prometheus workspace ``mangaassist-ENV-chatbot``, where the
+workers' request series go: the collector ``EcsServiceCompute`` adds to each task with
+``amp_remote_write_url`` (the output ``AmpRemoteWriteUrl``) writes them there, the task role may
+remote-write to that workspace only, and CD-01's judges read it with ``metrics = "amp"`` and
+``amp_workspace_url`` (``AmpWorkspaceUrl``).
 
 Also the place of the Lambda burst path, not its function: the function
 ``mangaassist-ENV-chatbot-burst`` (``burst_function_name``) and its alias ``live`` are CD-01's
 (``LambdaAliasCompute`` makes them on the burst service's first deploy, from an image), so here is
 what it needs before it exists: its execution role (the log group, the image, what the chatbot
-calls), its log group (``/aws/lambda/FUNCTION``, Lambda's default) and the image repository's
-permission for Lambda to pull; the edge and monitoring stacks name the alias (``burst_alias_arn``).
+calls, its network interfaces in the VPC), its log group (``/aws/lambda/FUNCTION``, Lambda's
+default), its security group and subnets (the tasks' private subnets: it reaches the search domain
+as they do) and the image repository's permission for Lambda to pull; the edge and monitoring
+stacks name the alias (``burst_alias_arn``).
 
 And the chatbot's image repository ``mangaassist-ENV-chatbot`` (CD-01's ``image`` job pushes the
 commit's image there; both execution roles pull from it). No ECS service, target group,
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 
 import aws_cdk as cdk
+from aws_cdk import aws_aps as aps
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
@@ -162,7 +167,20 @@ class ComputeStack(InfraStack):
             description="The chatbot's ECS tasks: what the chatbot calls (tables, search, model)",
         )
         self._allow_task_access(self.task_role)
-        self._allow_remote_write(self.task_role)
+        # the workers' request series (the collector in each task writes them; CD-01's judges read)
+        self.metrics_workspace = aps.CfnWorkspace(
+            self, "MetricsWorkspace", alias=settings.physical_name(SERVICE)
+        )
+        workspace_url = cdk.Fn.join(
+            "",
+            [
+                f"https://aps-workspaces.{self.region}.{self.url_suffix}/workspaces/",
+                self.metrics_workspace.attr_workspace_id,
+            ],
+        )
+        self.task_role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["aps:RemoteWrite"], resources=[self.metrics_workspace.attr_arn])
+        )
 
         self.alb_security_group = ec2.SecurityGroup(
             self,
@@ -251,6 +269,16 @@ class ComputeStack(InfraStack):
                     str(env.chatbot_max_tasks),
                     "the autoscaling maximum of each revision",
                 ),
+                "AmpWorkspaceUrl": (
+                    "amp_workspace_url",
+                    workspace_url,
+                    "the AMP workspace CD-01's judges query (metrics = amp)",
+                ),
+                "AmpRemoteWriteUrl": (
+                    "amp_remote_write_url",
+                    cdk.Fn.join("", [workspace_url, "/api/v1/remote_write"]),
+                    "where each task's collector writes the workers' request series",
+                ),
             }
         )
 
@@ -283,6 +311,41 @@ class ComputeStack(InfraStack):
         )
         self._allow_pull(self.burst_role)
         self._allow_task_access(self.burst_role)
+        # In the VPC, as the tasks: the search domain admits HTTPS from the VPC only. Lambda makes
+        # the function's network interfaces in the private subnets as its execution role; nothing
+        # connects to them (a function is invoked), so the group has no ingress.
+        self.burst_security_group = ec2.SecurityGroup(
+            self,
+            "BurstSecurityGroup",
+            vpc=vpc,
+            description="The chatbot burst Lambda: no ingress (it is invoked), all outbound",
+            allow_all_outbound=True,
+        )
+        vpc_access = iam.Policy(
+            self,
+            "BurstVpcAccess",
+            roles=[self.burst_role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=[
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSubnets",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                )
+            ],
+        )
+        acknowledge(
+            cfn(vpc_access),
+            "AwsSolutions-IAM5[Resource::*]",
+            "Lambda makes, lists and deletes the burst function's network interfaces in the VPC as its "
+            "execution role, as AWS's AWSLambdaVPCAccessExecutionRole allows on every resource; "
+            "EC2's Describe calls have no resource-level permission.",
+        )
         # Lambda pulls a private image as the service, which the repository's policy must allow:
         # this account's burst function (and its versions and aliases) only.
         self.repository.add_to_resource_policy(
@@ -318,6 +381,16 @@ class ComputeStack(InfraStack):
                     "lambda_timeout_s",
                     str(BURST_TIMEOUT_S),
                     "API Gateway's integration timeout",
+                ),
+                "LambdaSubnetIds": (
+                    "lambda_subnets",
+                    cdk.Fn.join(",", private.subnet_ids),
+                    "the burst function's subnets (the tasks' private ones), comma-separated",
+                ),
+                "LambdaSecurityGroupId": (
+                    "lambda_security_groups",
+                    self.burst_security_group.security_group_id,
+                    "the burst function's security group",
                 ),
             }
         )
@@ -357,21 +430,6 @@ class ComputeStack(InfraStack):
                 "OpenSearch authorizes HTTP calls by path under the domain; the chatbot queries the "
                 "vector indexes and their aliases (kb-live, CD-04) of its own stage's domain only.",
             )
-
-    def _allow_remote_write(self, role: iam.Role) -> None:
-        """The tasks' collector (``EcsServiceCompute`` with ``amp_remote_write_url``) remote-writes
-        the workers' request series to the environment's Amazon Managed Prometheus workspace, which
-        CD-02 does not make (its id names it in ``[environments.ENV.aws]``): any workspace of the
-        stage's account and region, writes only."""
-        workspaces = self.format_arn(service="aps", resource="workspace", resource_name="*")
-        role.add_to_principal_policy(iam.PolicyStatement(actions=["aps:RemoteWrite"], resources=[workspaces]))
-        acknowledge(
-            cfn(role.node.find_child("DefaultPolicy")),
-            f"AwsSolutions-IAM5[Resource::{self.resolve(workspaces)}]",
-            "The AMP workspace is made outside CD-02, so its generated id (ws-...) is not known here; "
-            "the collector in each task may only remote-write, to workspaces of this stage's account "
-            "and region.",
-        )
 
     def _allow_pull(self, role: iam.Role) -> None:
         """A role that pulls the chatbot's images (the tasks' execution role,

@@ -31,7 +31,7 @@ from mangaassist.platform.aws.compute_routed import ServiceRoutedCompute
 from mangaassist.platform.aws.dryrun import DryRun
 from mangaassist.platform.compute import CUSTOMER_TOKEN_HEADER, PIN_HEADER, Pin, RevisionHealth
 from tests.contract.conftest import LAMBDA_IMAGE, LambdaSide
-from tests.moto_server import CREDENTIALS
+from tests.moto_server import CREDENTIALS, client
 from tests.sigv4_check import Signer, expected_signature, signature_of
 
 pytestmark = pytest.mark.slow  # moto's server process
@@ -531,6 +531,41 @@ def test_a_permission_another_deploy_added_meanwhile_is_not_an_error() -> None:
         stub.add_client_error("add_permission", "AccessDeniedException", http_status_code=403)
         with pytest.raises(LambdaError, match="add_permission: AccessDeniedException"):
             c._allow_api("svc")
+
+
+def test_the_function_runs_in_the_vpc_it_is_given_from_its_first_deploy_on(
+    lambda_side: LambdaSide, moto_endpoint: str
+) -> None:
+    """With subnets and security groups (CD-02's private subnets and the burst path's group) the
+    function is made in the VPC, and a later deploy moves it to the groups it is given then."""
+    ec2 = client(moto_endpoint, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    groups = [
+        ec2.create_security_group(VpcId=vpc, GroupName=f"burst-{i}", Description="burst")["GroupId"]
+        for i in (1, 2)
+    ]
+    c = lambda_side.compute
+    c.subnets, c.security_groups = subnets, groups[:1]
+    c.deploy("invpc", lambda_side.revision("r1"))
+    config = c.lam.get_function_configuration(FunctionName=c.function_name("invpc"))["VpcConfig"]
+    assert sorted(config["SubnetIds"]) == sorted(subnets) and config["SecurityGroupIds"] == groups[:1]
+    c.security_groups = groups[1:]
+    c.deploy("invpc", lambda_side.revision("r2"))
+    config = c.lam.get_function_configuration(FunctionName=c.function_name("invpc"))["VpcConfig"]
+    assert config["SecurityGroupIds"] == groups[1:]
+    # without them nothing is sent: a function outside the VPC has no VpcConfig
+    c.subnets, c.security_groups = [], []
+    c.deploy("outside", lambda_side.revision("r1"))
+    outside = c.lam.get_function_configuration(FunctionName=c.function_name("outside"))
+    assert not (outside.get("VpcConfig") or {}).get("SubnetIds")
+
+
+def test_a_vpc_needs_both_subnets_and_security_groups() -> None:
+    with pytest.raises(ConfigError, match="subnets without security_groups"):
+        LambdaAliasCompute(object(), subnets=["subnet-1"])
+    with pytest.raises(ConfigError, match="security_groups without subnets"):
+        LambdaAliasCompute(object(), security_groups=["sg-1"])
 
 
 def test_a_bad_name_prefix_or_api_source_arn_is_refused() -> None:

@@ -49,7 +49,8 @@ collector in every task remote-writes the workers' request series to that AMP wo
 ``lambda_role_arn``, ``lambda_image`` and optionally ``lambda_alias``, ``lambda_memory_mb``,
 ``lambda_timeout_s``, ``lambda_function_url_auth``, ``lambda_name_prefix`` (the function is
 ``PREFIX + SERVICE``; default ``ENV-``; CD-02's burst path is ``mangaassist-ENV-`` with the service
-``chatbot-burst``), ``lambda_api_source_arn`` (the API Gateway the alias lets invoke it); for
+``chatbot-burst``), ``lambda_api_source_arn`` (the API Gateway the alias lets invoke it),
+``lambda_subnets`` with ``lambda_security_groups`` (the function's VPC, both or neither); for
 Amazon Managed Prometheus ``metrics = "amp"`` with ``amp_workspace_id`` or ``amp_workspace_url``);
 a missing one is named in the error (docs/aws.md).
 """
@@ -539,12 +540,13 @@ class Platform:
             lambda: _recorded(make(name, region_name=self._aws("region"), endpoint_url=endpoint)),
         )
 
-    def _aws_list(self, key: str) -> list[str]:
-        """A list setting (``subnets = ["subnet-1", ...]`` or ``"subnet-1,subnet-2"``), named when missing."""
+    def _aws_list(self, key: str, *, required: bool = True) -> list[str]:
+        """A list setting (``subnets = ["subnet-1", ...]`` or ``"subnet-1,subnet-2"``), named when
+        missing (unless not ``required``: then empty)."""
         value = self.settings.aws.get(key)
         items = value if isinstance(value, list) else str(value or "").split(",")
         found = [str(v).strip() for v in items if str(v).strip()]
-        if not found:
+        if not found and required:
             self._aws(key)  # raises the error naming the key
         return found
 
@@ -665,6 +667,9 @@ class Platform:
             "dry_run": self.dry_run,
             "region": self._aws("region"),  # the pins' SigV4 (AWS_IAM); credentials: boto3's chain
             "api_source_arn": str(source_arn) if source_arn else None,  # CD-02's edge stack output
+            # the function's VpcConfig (both or neither): CD-02's compute stack outputs
+            "subnets": self._aws_list("lambda_subnets", required=False),
+            "security_groups": self._aws_list("lambda_security_groups", required=False),
         }
         try:
             return LambdaAliasCompute(self._client("lambda"), **settings)

@@ -398,10 +398,13 @@ def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesiz
     assert writes and writes[0]["Resource"] == {"Fn::GetAtt": [logs, "Arn"]}
     task = next(p for k, p in policies.items() if k.startswith("TaskTaskRole"))
     assert any("dynamodb:Query" in s["Action"] for s in _statements(task))
-    # the tasks' collector remote-writes the request series to the account's AMP workspaces, only that
-    (write,) = [s for s in _statements(task) if "aps:RemoteWrite" in json.dumps(s["Action"])]
+    # the environment's AMP workspace: the tasks' collector remote-writes the request series there
+    # (only there, only that); CD-01's judges query it
+    (workspace,) = synthesized.resources(env, "compute", "AWS::APS::Workspace")
+    assert _props(resources[workspace])["Alias"] == physical_name(env, "chatbot")
+    (write,) = [s for s in _statements(task) if "aps:" in json.dumps(s["Action"])]
     assert write["Action"] == "aps:RemoteWrite"
-    assert re.fullmatch(r"arn:aws:aps:[a-z0-9-]+:\d{12}:workspace/\*", write["Resource"]), write
+    assert write["Resource"] == {"Fn::GetAtt": [workspace, "Arn"]}
 
     # every [environments.ENV.aws] key EcsServiceCompute reads from CD-02, as an exported output
     outputs = raw["Outputs"]
@@ -424,6 +427,8 @@ def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesiz
         "MaxTasks": ("max_tasks", str(settings.chatbot_max_tasks)),
         "VpcId": ("vpc_id", None),
         "PrivateSubnetIds": ("subnets", None),
+        "AmpWorkspaceUrl": ("amp_workspace_url", None),
+        "AmpRemoteWriteUrl": ("amp_remote_write_url", None),
     }
     for name, (key, value) in expected.items():
         output = outputs[name]
@@ -435,6 +440,16 @@ def test_the_compute_stack_makes_the_place_and_no_service(synthesized: Synthesiz
     subnets = outputs["PrivateSubnetIds"]["Value"]["Fn::Join"]
     assert subnets[0] == "," and len(subnets[1]) == settings.availability_zones
     assert not any("TargetGroup" in name for name in outputs)
+    # the URLs the providers take: the workspace's (AmpMetrics appends /api/v1/query) and its
+    # remote-write endpoint, both built from the workspace's id in the stack's region
+    url = [
+        f"https://aps-workspaces.{settings.region}.",
+        {"Ref": "AWS::URLSuffix"},
+        "/workspaces/",
+        {"Fn::GetAtt": [workspace, "WorkspaceId"]},
+    ]
+    assert outputs["AmpWorkspaceUrl"]["Value"] == {"Fn::Join": ["", url]}
+    assert outputs["AmpRemoteWriteUrl"]["Value"] == {"Fn::Join": ["", [*url, "/api/v1/remote_write"]]}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -533,6 +548,21 @@ def test_the_burst_path_s_place_and_no_function(synthesized: Synthesized, env: s
     }
     assert {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:GetAuthorizationToken"} <= actions
     assert {"kms:Decrypt", "dynamodb:Query", "sagemaker:InvokeEndpoint"} <= actions
+    # in the VPC (the search domain admits HTTPS from the VPC only): its own group, with no way in,
+    # and the network interfaces Lambda makes as the role, in a policy of their own
+    groups = synthesized.resources(env, "compute", "AWS::EC2::SecurityGroup")
+    (group,) = [k for k in groups if k.startswith("BurstSecurityGroup")]
+    assert "SecurityGroupIngress" not in _props(groups[group])
+    assert not [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::EC2::SecurityGroupIngress"
+        and json.dumps(_props(r)["GroupId"]) == json.dumps({"Fn::GetAtt": [group, "GroupId"]})
+    ]
+    (vpc_access,) = [p for k, p in policies.items() if k.startswith("BurstVpcAccess")]
+    assert _props(vpc_access)["Roles"] == [{"Ref": role}]
+    (statement,) = _statements(vpc_access)
+    assert {"ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface"} <= set(statement["Action"])
 
     outputs = raw["Outputs"]
     expected = {
@@ -541,6 +571,8 @@ def test_the_burst_path_s_place_and_no_function(synthesized: Synthesized, env: s
         "LambdaAlias": ("lambda_alias", "live"),
         "LambdaMemoryMb": ("lambda_memory_mb", str(settings.burst_lambda_memory_mib)),
         "LambdaTimeoutS": ("lambda_timeout_s", "29"),
+        "LambdaSecurityGroupId": ("lambda_security_groups", {"Fn::GetAtt": [group, "GroupId"]}),
+        "LambdaSubnetIds": ("lambda_subnets", outputs["PrivateSubnetIds"]["Value"]),  # the tasks'
     }
     for name, (key, value) in expected.items():
         output = outputs[name]

@@ -353,3 +353,32 @@ def test_the_lambda_function_name_prefix_and_the_api_permission_are_settings(tmp
         platform_for("badprefix", config=path).compute()
     with pytest.raises(ConfigError, match=r"\[environments.badarn.aws\]: .*not an execute-api ARN"):
         platform_for("badarn", config=path).compute()
+
+
+def test_the_burst_function_s_vpc_is_two_settings_given_together(tmp_path: Path) -> None:
+    """CD-02's compute stack outputs the burst function's subnets and security group; the provider
+    takes both (a list or a comma-separated string, as ``subnets`` on ECS) or neither."""
+    path = tmp_path / "mangaassist.toml"
+    lam = (
+        '[environments.vpc]\nprovider = "aws"\n[environments.vpc.aws]\nregion = "eu-west-1"\n'
+        'lambda_role_arn = "arn:aws:iam::123456789012:role/fn"\n'
+        'lambda_image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/chatbot-lambda:1"\n'
+        'lambda_subnets = "subnet-a, subnet-b"\nlambda_security_groups = ["sg-1"]\n'
+        '[environments.vpc.services.chatbot-burst]\ncompute = "lambda"\n'
+    )
+    path.write_text(
+        CONFIG
+        + lam
+        + lam.replace("vpc", "half").replace('lambda_security_groups = ["sg-1"]\n', "")
+        + lam.replace("vpc", "none")
+        .replace('lambda_subnets = "subnet-a, subnet-b"\n', "")
+        .replace('lambda_security_groups = ["sg-1"]\n', "")
+    )
+    compute = platform_for("vpc", config=path).compute()
+    assert isinstance(compute, LambdaAliasCompute)
+    assert compute.subnets == ["subnet-a", "subnet-b"] and compute.security_groups == ["sg-1"]
+    outside = platform_for("none", config=path).compute()
+    assert isinstance(outside, LambdaAliasCompute)
+    assert outside.subnets == [] and outside.security_groups == []
+    with pytest.raises(ConfigError, match=r"\[environments.half.aws\]: subnets without security_groups"):
+        platform_for("half", config=path).compute()

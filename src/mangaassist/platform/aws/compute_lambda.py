@@ -52,8 +52,12 @@ Mapping (each line is one Lambda concept):
   not kept on the revision it started on (the chatbot keeps its state in ``Tables``, so any version
   can continue it; judges count per request).
 * ``deploy``: the function is created on the first deploy (``role_arn``, ``memory_mb``,
-  ``timeout_s``; later deploys update its code and configuration, waiting until
-  ``LastUpdateStatus`` is ``Successful`` after each), then ``PublishVersion`` (with the code's
+  ``timeout_s``, and with ``subnets`` and ``security_groups``, which come together, its
+  ``VpcConfig``: CD-02's private subnets and the burst path's security group, so the function
+  reaches what the tasks reach inside the VPC, the search domain above all; later deploys update
+  its code and configuration, the VPC included, waiting until ``LastUpdateStatus`` is
+  ``Successful`` after each; without them no ``VpcConfig`` is sent and the function's stays as it
+  is), then ``PublishVersion`` (with the code's
   ``CodeSha256``, so a concurrent change is refused rather than published), then it waits until the
   version's ``State`` is ``Active`` or ``timeout_s`` passes, then asks the ``probe`` whether the
   workload is ready (default: one invocation of the version with a function-URL event
@@ -132,7 +136,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,6 +334,8 @@ class LambdaAliasCompute:
         region: str | None = None,
         session: Any = None,
         api_source_arn: str | None = None,
+        subnets: Sequence[str] = (),
+        security_groups: Sequence[str] = (),
     ) -> None:
         if not _NAME.match(alias) or alias.isdigit():
             raise ConfigError(f"alias {alias!r} is not a valid Lambda alias name (letters, digits, hyphens)")
@@ -357,6 +363,13 @@ class LambdaAliasCompute:
                 "(arn:PARTITION:execute-api:REGION:ACCOUNT:API_ID/STAGE/METHOD/PATH; "
                 "[environments.NAME.aws] lambda_api_source_arn)"
             )
+        if bool(subnets) != bool(security_groups):
+            given, missing = ("subnets", "security_groups") if subnets else ("security_groups", "subnets")
+            raise ConfigError(
+                f"{given} without {missing}: a function in a VPC needs both (Lambda's VpcConfig; "
+                "[environments.NAME.aws] lambda_subnets and lambda_security_groups, CD-02's compute "
+                "stack outputs LambdaSubnetIds and LambdaSecurityGroupId)"
+            )
         self.lam = lambda_client
         self.role_arn = role_arn
         self.image = image
@@ -378,6 +391,8 @@ class LambdaAliasCompute:
         self.region = region
         self.session = session
         self.api_source_arn = api_source_arn
+        self.subnets = list(subnets)
+        self.security_groups = list(security_groups)
         self._url_signer: FunctionUrlAuth | None = None
 
     # ------------------------------------------------------------------ names and calls
@@ -548,6 +563,11 @@ class LambdaAliasCompute:
             "MemorySize": self.memory_mb,
             "Timeout": self.timeout_s,
         }
+        if self.subnets:  # set on every deploy, so a function made outside the VPC moves into it
+            configuration["VpcConfig"] = {
+                "SubnetIds": self.subnets,
+                "SecurityGroupIds": self.security_groups,
+            }
         function = self._function(service)
         if function is None:
             if not self.role_arn:

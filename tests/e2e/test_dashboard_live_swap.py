@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mangaassist.delivery.frontend.browser import launch, sync_playwright
+from tests.standin import StandIn, serving
 
 LIVE_JS = Path(__file__).parents[2] / "src" / "mangaassist" / "dashboard" / "static" / "live.js"
 FORM = '<p id="count">{n} of 2 approvals</p><form><textarea name="comment"></textarea></form>'
@@ -29,7 +29,7 @@ PAGE = f"""<!doctype html><html><head><script src="/static/live.js" defer></scri
 def server() -> Iterator[tuple[str, threading.Event]]:
     typed = threading.Event()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_GET(self) -> None:
             if self.path == "/events":
                 self.send_response(200)
@@ -40,29 +40,13 @@ def server() -> Iterator[tuple[str, threading.Event]]:
                 self.wfile.write(f"event: swap\ndata: {data}\n\nevent: done\ndata: {{}}\n\n".encode())
                 self.wfile.flush()
                 return
-            body, kind = (
-                (LIVE_JS.read_bytes(), "text/javascript")
-                if self.path == "/static/live.js"
-                else (PAGE.encode(), "text/html")
-            )
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            if self.path == "/static/live.js":
+                self.reply(200, LIVE_JS.read_bytes(), "text/javascript")
+            else:
+                self.reply(200, PAGE.encode(), "text/html")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", typed
-    finally:
-        typed.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Handler, before_stop=typed.set) as url:
+        yield url, typed
 
 
 def test_a_comment_being_typed_survives_the_slot_being_replaced(server: tuple[str, threading.Event]) -> None:

@@ -3,6 +3,7 @@ ticks it could not send are counted, and it stops promptly when asked."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.rollout.load import BackgroundLoad, run_load
+from tests.standin import StandIn, serving
 
 
 @pytest.fixture
@@ -63,34 +65,16 @@ def test_max_in_flight_out_of_range_is_refused() -> None:
 @pytest.fixture
 def answering_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
     """Answers every chat 200 with an intent, on loopback; records each request's headers."""
-    import json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen: list[dict[str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.body()
             seen.append({k.lower(): v for k, v in self.headers.items()})
-            body = json.dumps({"intent": "chitchat", "answer": "hi"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(200, json.dumps({"intent": "chitchat", "answer": "hi"}).encode())
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as url:
+        yield int(url.rsplit(":", 1)[1]), seen
 
 
 class _Stamp(httpx.Auth):

@@ -6,9 +6,7 @@ uses (``POST /api/dashboards/db``, as Grafana documents it) and records what it 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,14 +14,15 @@ import pytest
 
 from mangaassist.core.errors import ConfigError
 from mangaassist.delivery.pipelines.monitoring import publish_grafana
+from tests.standin import StandIn, serving
 
 
-class _Grafana(BaseHTTPRequestHandler):
+class _Grafana(StandIn):
     received: ClassVar[list[tuple[str, str | None, dict[str, Any]]]] = []
     refuse: ClassVar[set[str]] = set()
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.loads(self.body())
         self.received.append((self.path, self.headers.get("Authorization"), body))
         uid = body["dashboard"].get("uid", "")
         status, reply = (
@@ -31,28 +30,14 @@ class _Grafana(BaseHTTPRequestHandler):
             if uid in self.refuse
             else (200, {"uid": uid, "status": "success", "version": 1})
         )
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply(status, json.dumps(reply).encode())
 
 
 @pytest.fixture
 def grafana() -> Iterator[str]:
     _Grafana.received, _Grafana.refuse = [], set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Grafana)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Grafana) as url:
+        yield f"{url}/"
 
 
 def dashboards(tmp_path: Path) -> list[Path]:

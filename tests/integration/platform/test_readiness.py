@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ from mangaassist.core.errors import MangaAssistError
 from mangaassist.platform.compute import RevisionHealth, WorkerState
 from mangaassist.platform.local.supervisor import check_ready
 from tests.integration.platform.conftest import NOT_INHERITED, PASSED_BY_NAME, Plane
+from tests.standin import StandIn, serving
 
 pytestmark = pytest.mark.slow
 
@@ -31,27 +30,12 @@ pytestmark = pytest.mark.slow
 def answering(status: int, headers: dict[str, str], body: bytes = b'{"ready": true}') -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 answering every GET with ``status`` and ``headers``."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_GET(self) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(status, body, headers=headers)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/readyz"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/readyz"
 
 
 async def test_an_answer_stamped_by_another_revision_is_never_ready() -> None:

@@ -15,7 +15,6 @@ platform without the endpoint still answers with trace ids but exports nothing.
 from __future__ import annotations
 
 import gzip
-import http.server
 import re
 import secrets
 import threading
@@ -45,6 +44,7 @@ from mangaassist.platform.local.client import (
     stop_control_plane,
 )
 from mangaassist.platform.settings import PlatformSettings, load_settings
+from tests.standin import StandIn, serving
 
 pytestmark = pytest.mark.slow
 
@@ -121,38 +121,23 @@ def _decode(body: bytes) -> list[Span]:
 def receiver() -> Iterator[Receiver]:
     state = Receiver(url="")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(StandIn):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            body = self.body()
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
             if self.path != "/v1/traces":
-                self.send_response(404)
-                self.end_headers()
+                self.reply(404)
                 return
             spans = _decode(body)
             with state.lock:
                 state.posts += 1
                 state.spans.extend(spans)
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+            self.reply(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass

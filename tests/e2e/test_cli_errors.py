@@ -49,7 +49,9 @@ def test_a_service_the_environment_does_not_declare_is_refused_before_any_run(tm
     service and the environment named, exit 2, before a run is recorded or anything is touched."""
     expected = (
         "service 'chatbot-burst' is not declared in environment dev (declared: none; a service CD-01 "
-        "releases is a [environments.dev.services.chatbot-burst] table in mangaassist.toml)"
+        "releases is a [environments.dev.services.chatbot-burst] table in mangaassist.toml; a run "
+        "that releases a service can be resumed or aborted only while the service is declared, since "
+        "where it runs, and so how to roll it back, comes from that table)"
     )
     for args in (
         ("deploy", "app", "--service", "chatbot-burst", "--yes"),

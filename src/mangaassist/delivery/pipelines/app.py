@@ -577,7 +577,9 @@ def check_service(environment: str, service: str) -> None:
         raise ConfigError(
             f"service {service!r} is not declared in environment {environment} "
             f"(declared: {', '.join(sorted(declared)) or 'none'}; a service CD-01 releases is a "
-            f"[environments.{environment}.services.{service}] table in mangaassist.toml)"
+            f"[environments.{environment}.services.{service}] table in mangaassist.toml; a run that "
+            "releases a service can be resumed or aborted only while the service is declared, since "
+            "where it runs, and so how to roll it back, comes from that table)"
         )
 
 

@@ -22,17 +22,19 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import joblib
 import numpy as np
-import scipy.sparse as sp
 
 from mangaassist.chatbot.catalog import Catalog
 from mangaassist.chatbot.embeddings import Embedder, Vector
 from mangaassist.chatbot.entities import EntitySignals
 from mangaassist.core.errors import ConfigError
 from mangaassist.core.intents import INTENTS
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 HYPERPARAMS: dict[str, Any] = {"C": 8.0, "max_iter": 2000, "class_weight": "balanced"}
 AUGMENT_COPIES = 2
@@ -122,6 +124,8 @@ class NgramFeatures:
         return sum(len(v.vocabulary_) for v, _ in self.blocks)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        import scipy.sparse as sp  # here, not at import: the CLI imports this module and seldom needs it
+
         if not self.blocks:
             return sp.csr_matrix((len(texts), 0))
         return sp.hstack([v.transform(texts) * w for v, w in self.blocks], format="csr")
@@ -180,6 +184,8 @@ class IntentModel:
         dense = features(texts, embeddings, signals)
         if self.ngrams is None:
             return dense
+        import scipy.sparse as sp
+
         return sp.hstack([sp.csr_matrix(dense), self.ngrams.transform(texts)], format="csr")
 
     def predict_proba(

@@ -26,7 +26,7 @@ from rich.markup import escape
 
 from mangaassist.cli.token_cmds import parse_ttl, resolve_home
 from mangaassist.core.errors import MangaAssistError
-from mangaassist.dashboard.server import NAME
+from mangaassist.dashboard import NAME
 from mangaassist.delivery.engine import people
 from mangaassist.delivery.engine.state import StateStore
 from mangaassist.platform import daemons

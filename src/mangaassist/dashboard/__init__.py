@@ -15,3 +15,6 @@ Prometheus, which finds it by a target file in ``HOME/monitoring/targets/``.
 
 Loopback only unless ``--allow-remote`` (then every page needs a session). docs/dashboard.md.
 """
+
+NAME = "dashboard"
+"""The dashboard's daemon name (``platform.daemons``): its pid and port files, its log."""

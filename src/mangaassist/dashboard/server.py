@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mangaassist.core.errors import MangaAssistError, NotFoundError
-from mangaassist.dashboard import auth
+from mangaassist.dashboard import NAME, auth
 from mangaassist.dashboard.charts import evidence_svg as charts_svg
 from mangaassist.delivery import report
 from mangaassist.delivery.engine import approvals
@@ -38,7 +38,6 @@ from mangaassist.platform import daemons
 from mangaassist.platform.factory import Platform, platform_for
 from mangaassist.views import history, inventory
 
-NAME = "dashboard"
 """Its state file and log under the home: ``dashboard.json``, ``dashboard.log``."""
 MODULE = "mangaassist.dashboard"
 DEFAULT_PORT = 8090

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -74,7 +75,9 @@ def answering_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
             self.reply(200, json.dumps({"intent": "chitchat", "answer": "hi"}).encode())
 
     with serving(Handler) as url:
-        yield int(url.rsplit(":", 1)[1]), seen
+        port = urlsplit(url).port
+        assert port is not None
+        yield port, seen
 
 
 class _Stamp(httpx.Auth):

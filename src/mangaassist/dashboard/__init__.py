@@ -17,4 +17,6 @@ Loopback only unless ``--allow-remote`` (then every page needs a session). docs/
 """
 
 NAME = "dashboard"
-"""The dashboard's daemon name (``platform.daemons``): its pid and port files, its log."""
+"""The dashboard's daemon name (``platform.daemons``): its state file and log under the home,
+``dashboard.json`` and ``dashboard.log``. Here, not in ``server``, so the CLI names the daemon
+without importing the server (FastAPI)."""

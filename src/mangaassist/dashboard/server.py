@@ -38,7 +38,6 @@ from mangaassist.platform import daemons
 from mangaassist.platform.factory import Platform, platform_for
 from mangaassist.views import history, inventory
 
-"""Its state file and log under the home: ``dashboard.json``, ``dashboard.log``."""
 MODULE = "mangaassist.dashboard"
 DEFAULT_PORT = 8090
 RUNS_SHOWN = 50
